@@ -1,0 +1,72 @@
+/**
+ * `npm run bench [-- <filter>]`: runs every bench/*.bench.ts (or those whose file name
+ * contains the filter) and writes reports/bench.json and reports/bench.md.
+ */
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { cpus } from "node:os";
+import type { BenchFigure, BenchSuite } from "./harness.ts";
+import { reportsDir, root } from "../scripts/paths.ts";
+
+const filter = process.argv[2];
+if (filter === "--help" || filter === "-h") {
+  console.log("usage: npm run bench [-- <filter>]\n  runs bench/*.bench.ts whose name contains <filter>");
+  process.exit(0);
+}
+const dir = join(root, "bench");
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith(".bench.ts") && (filter === undefined || f.includes(filter)))
+  .sort();
+if (files.length === 0) {
+  console.error(
+    `bench: no benchmark matches ${JSON.stringify(filter)}; have: ${readdirSync(dir)
+      .filter((f) => f.endsWith(".bench.ts"))
+      .join(", ")}`,
+  );
+  process.exit(2);
+}
+
+const results: { suite: string; figures: readonly BenchFigure[]; error?: string }[] = [];
+for (const f of files) {
+  const mod = (await import(pathToFileURL(join(dir, f)).href)) as { default: BenchSuite };
+  const suite = mod.default;
+  console.log(`\n== ${suite.name} (${f})`);
+  try {
+    const figures = await suite.run((line) => console.log(`  ${line}`));
+    results.push({ suite: suite.name, figures });
+  } catch (e) {
+    const error = e instanceof Error ? e.message : String(e);
+    console.error(`  failed: ${error}`);
+    results.push({ suite: suite.name, figures: [], error });
+  }
+}
+
+const fmt = (v: number): string =>
+  v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : v >= 1e3 ? `${(v / 1e3).toFixed(1)} k` : v.toFixed(2);
+const machine = { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown" };
+mkdirSync(reportsDir, { recursive: true });
+writeFileSync(
+  join(reportsDir, "bench.json"),
+  JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2) + "\n",
+);
+const md: string[] = [
+  "# Benchmarks",
+  "",
+  `Node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${new Date().toISOString()}`,
+  "",
+  "| suite | case | value | baseline | ratio | target |",
+  "| --- | --- | --- | --- | --- | --- |",
+];
+for (const r of results) {
+  if (r.error !== undefined) md.push(`| ${r.suite} | **failed** | ${r.error} | | | |`);
+  for (const x of r.figures) {
+    const base = x.baseline === undefined ? "" : `${x.baseline.name}: ${fmt(x.baseline.value)} ${x.unit}`;
+    const ratio = x.ratio === undefined ? "" : x.ratio.toFixed(2);
+    const target = x.target === undefined ? "" : `${x.target.text}: ${x.target.met ? "met" : "**not met**"}`;
+    md.push(`| ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${base} | ${ratio} | ${target} |`);
+  }
+}
+writeFileSync(join(reportsDir, "bench.md"), md.join("\n") + "\n");
+console.log(`\nbench: wrote reports/bench.json and reports/bench.md`);
+process.exitCode = results.some((r) => r.error !== undefined) ? 1 : 0;

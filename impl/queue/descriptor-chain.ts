@@ -1,0 +1,320 @@
+/**
+ * A descriptor chain, walked in place: the chain object is a cursor over guest memory and
+ * nothing is allocated per descriptor (only an error value when a hostile chain ends early).
+ * Same rules as spec/queue.ts (CHAIN-*): the head is accepted as Firecracker's
+ * `DescriptorChain::checked_new` does, the walk follows rust-vmm's `DescriptorChain`
+ * iterator (ttl, indirect tables, the u32 byte cap).
+ *
+ *     for (let ok = chain.rewind(); ok; ok = chain.advance()) use(chain.addr, chain.len, chain.isWriteOnly());
+ *     if (chain.end !== null) ... // why the walk stopped early
+ */
+import { GuestMemory, u64ToBigInt } from "../memory/guest-memory.ts";
+import type { ChainError } from "../../spec/queue.ts";
+
+export type { ChainError } from "../../spec/queue.ts";
+
+export const VIRTQ_DESC_F_NEXT = 1;
+export const VIRTQ_DESC_F_WRITE = 2;
+export const VIRTQ_DESC_F_INDIRECT = 4;
+
+const MAX_INDIRECT_LEN = 0xffff * 16; // CHAIN-INDIRECT-LEN
+const MAX_CHAIN_BYTES = 0xffff_ffff; // CHAIN-LEN-U32
+
+// Walk states.
+const MORE = 0; // the next step reads entry `nextIndex` of the current table
+const DONE = 1; // the walk has ended (`end` says why)
+const TTL_SPENT = 2; // the last yielded descriptor had NEXT but the ttl is spent (CHAIN-TTL)
+
+/** Byte and descriptor counts of a chain by direction (CHAIN-RW-SPLIT); reusable. */
+export interface ChainLengths {
+  readableBytes: number;
+  writableBytes: number;
+  readableCount: number;
+  writableCount: number;
+}
+
+export const newChainLengths = (): ChainLengths => ({
+  readableBytes: 0,
+  writableBytes: 0,
+  readableCount: 0,
+  writableCount: 0,
+});
+
+export class DescriptorChain {
+  private mem: GuestMemory;
+  private descTable = 0;
+  private queueSize = 0;
+  private head = 0;
+
+  // Where the walk is.
+  private table = 0;
+  private tableLo = 0;
+  private tableHi = 0;
+  private tableSize = 0;
+  private nextIndex = 0;
+  private ttl = 0;
+  private inIndirect = false;
+  private total = 0;
+  private state = DONE;
+  // True while the cursor is still on the first data descriptor found by setHead/rewind,
+  // so that rewind() need not read guest memory again.
+  private fresh = false;
+  private firstOk = false;
+
+  // The current descriptor.
+  private _index = 0;
+  private _addr = 0;
+  private addrLo = 0;
+  private addrHi = 0;
+  private _len = 0;
+  private _flags = 0;
+  private _next = 0;
+  private _indirect = false;
+
+  /** Why the walk stopped before a descriptor without NEXT; null otherwise. Final once advance() returned false. */
+  end: ChainError | null = null;
+
+  /** An unloaded chain, to be filled by `setHead` (or `SplitQueue.popInto`) and reused. */
+  constructor(memory: GuestMemory) {
+    this.mem = memory;
+  }
+
+  /**
+   * CHAIN-CHECKED-NEW: the chain whose head is entry `index` of the table at `descTable`,
+   * or undefined when the head is refused. The table address must be one the queue checked.
+   */
+  static checkedNew(
+    memory: GuestMemory,
+    descTable: number,
+    queueSize: number,
+    index: number,
+  ): DescriptorChain | undefined {
+    const c = new DescriptorChain(memory);
+    return c.setHead(memory, descTable, queueSize, index) ? c : undefined;
+  }
+
+  /**
+   * `checkedNew` in place: loads this object with the chain at `index` and leaves the cursor
+   * on its first data descriptor (as `rewind()` would). False when the head is refused.
+   */
+  setHead(memory: GuestMemory, descTable: number, queueSize: number, index: number): boolean {
+    this.mem = memory;
+    this.descTable = descTable;
+    this.queueSize = queueSize;
+    this.head = index;
+    this.end = null;
+    this.fresh = false;
+    this.state = DONE;
+    if (!(index >= 0 && index < queueSize)) return false; // also size 0 (PR 173)
+    this.restart();
+    if (!this.read(descTable, index)) return false;
+    const f = this._flags;
+    if ((f & VIRTQ_DESC_F_INDIRECT) === 0 && (f & VIRTQ_DESC_F_NEXT) !== 0 && this._next >= queueSize) {
+      this.state = DONE;
+      return false;
+    }
+    this.firstOk = this.take();
+    this.fresh = true;
+    return true;
+  }
+
+  get memory(): GuestMemory {
+    return this.mem;
+  }
+  /** The head's index in the queue's descriptor table: what `addUsed` takes. */
+  get headIndex(): number {
+    return this.head;
+  }
+  /** The current descriptor's index in the table it was read from (the indirect table when `indirect`). */
+  get index(): number {
+    return this._index;
+  }
+  /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
+  get addr(): number {
+    return this._addr;
+  }
+  get len(): number {
+    return this._len;
+  }
+  get flags(): number {
+    return this._flags;
+  }
+  get next(): number {
+    return this._next;
+  }
+  /** True when the current descriptor was read from an indirect table. */
+  get indirect(): boolean {
+    return this._indirect;
+  }
+  /** Bytes yielded so far by this walk (CHAIN-LEN-U32). */
+  get totalLength(): number {
+    return this.total;
+  }
+
+  /** CHAIN-ADDR-U64: the exact u64 of the current addr. */
+  addrBig(): bigint {
+    return u64ToBigInt(this.addrLo, this.addrHi);
+  }
+  isWriteOnly(): boolean {
+    return (this._flags & VIRTQ_DESC_F_WRITE) !== 0;
+  }
+  /** The current descriptor has NEXT and the walk will try to follow it. */
+  hasNext(): boolean {
+    return (this._flags & VIRTQ_DESC_F_NEXT) !== 0 && this.state === MORE;
+  }
+
+  /** To the first data descriptor; false when the chain yields none (then `end` says why). */
+  rewind(): boolean {
+    if (this.fresh) return this.firstOk;
+    this.end = null;
+    if (!(this.head >= 0 && this.head < this.queueSize)) {
+      this.state = DONE;
+      return false;
+    }
+    this.restart();
+    this.firstOk = this.step();
+    this.fresh = true;
+    return this.firstOk;
+  }
+
+  /** To the next data descriptor; false when the chain has ended. */
+  advance(): boolean {
+    this.fresh = false;
+    return this.step();
+  }
+
+  /** rust-vmm `readable()`: rewind to the first device-readable descriptor. */
+  rewindReadable(): boolean {
+    let ok = this.rewind();
+    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) !== 0) ok = this.advance();
+    return ok;
+  }
+  advanceReadable(): boolean {
+    let ok = this.advance();
+    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) !== 0) ok = this.advance();
+    return ok;
+  }
+  /** rust-vmm `writable()`: rewind to the first device-writable descriptor. */
+  rewindWritable(): boolean {
+    let ok = this.rewind();
+    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) === 0) ok = this.advance();
+    return ok;
+  }
+  advanceWritable(): boolean {
+    let ok = this.advance();
+    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) === 0) ok = this.advance();
+    return ok;
+  }
+
+  /** CHAIN-RW-SPLIT: walks the whole chain into `out` (the cursor ends past the last descriptor). */
+  lengths(out: ChainLengths): ChainLengths {
+    out.readableBytes = 0;
+    out.writableBytes = 0;
+    out.readableCount = 0;
+    out.writableCount = 0;
+    for (let ok = this.rewind(); ok; ok = this.advance()) {
+      if ((this._flags & VIRTQ_DESC_F_WRITE) !== 0) {
+        out.writableBytes += this._len;
+        out.writableCount++;
+      } else {
+        out.readableBytes += this._len;
+        out.readableCount++;
+      }
+    }
+    return out;
+  }
+
+  private restart(): void {
+    this.table = this.descTable;
+    this.tableSize = this.queueSize;
+    this.nextIndex = this.head;
+    this.ttl = this.queueSize;
+    this.inIndirect = false;
+    this.total = 0;
+    this.state = MORE;
+    this.end = null;
+  }
+
+  /** Reads entry `index` of `table` into the cursor (CHAIN-DESC-LAYOUT); false (and `end` set) when outside memory. */
+  private read(table: number, index: number): boolean {
+    const addr = table + index * 16;
+    const mem = this.mem;
+    const r = mem.locate(addr, 16, false);
+    if (r < 0) {
+      // CHAIN-MEMORY: the exact address for the error value.
+      const base = this.inIndirect ? u64ToBigInt(this.tableLo, this.tableHi) : BigInt(table);
+      this.end = GuestMemory.rangeError(base + BigInt(index) * 16n, 16n);
+      this.state = DONE;
+      return false;
+    }
+    const region = mem.regions[r]!;
+    const v = region.view;
+    const off = addr - region.base;
+    const lo = v.getUint32(off, true);
+    const hi = v.getUint32(off + 4, true);
+    this.addrLo = lo;
+    this.addrHi = hi;
+    this._addr = hi * 0x1_0000_0000 + lo;
+    this._len = v.getUint32(off + 8, true);
+    this._flags = v.getUint16(off + 12, true);
+    this._next = v.getUint16(off + 14, true);
+    this._index = index;
+    return true;
+  }
+
+  private stop(end: ChainError): boolean {
+    this.end = end;
+    this.state = DONE;
+    return false;
+  }
+
+  /** Reads the next entry and takes it. */
+  private step(): boolean {
+    if (this.state !== MORE) {
+      if (this.state === TTL_SPENT) return this.stop({ _tag: "ChainTtlExpired", limit: this.tableSize });
+      return false;
+    }
+    const i = this.nextIndex;
+    if (i >= this.tableSize) {
+      return this.stop({ _tag: "InvalidDescriptorIndex", index: i, size: this.tableSize });
+    }
+    if (!this.read(this.table, i)) return false;
+    return this.take();
+  }
+
+  /** Applies the walk rules to the entry just read into the cursor. */
+  private take(): boolean {
+    const flags = this._flags;
+    if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+      // CHAIN-INDIRECT-NESTED, CHAIN-INDIRECT-LEN, CHAIN-INDIRECT (NEXT and WRITE ignored).
+      if (this.inIndirect) return this.stop({ _tag: "InvalidIndirectDescriptor", index: this._index });
+      const len = this._len;
+      if (len === 0 || (len & 15) !== 0 || len > MAX_INDIRECT_LEN) {
+        return this.stop({ _tag: "InvalidIndirectDescriptorTable", len });
+      }
+      // CHAIN-INDIRECT-UNALIGNED: any table address is accepted.
+      this.table = this._addr;
+      this.tableLo = this.addrLo;
+      this.tableHi = this.addrHi;
+      this.tableSize = len >>> 4;
+      this.nextIndex = 0;
+      this.ttl = this.tableSize;
+      this.inIndirect = true;
+      return this.step();
+    }
+    const total = this.total + this._len;
+    if (total > MAX_CHAIN_BYTES) {
+      return this.stop({ _tag: "DescriptorChainOverflow", index: this._index, len: this._len });
+    }
+    this.total = total;
+    this._indirect = this.inIndirect;
+    if ((flags & VIRTQ_DESC_F_NEXT) === 0) {
+      this.state = DONE;
+    } else if (--this.ttl === 0) {
+      this.state = TTL_SPENT; // CHAIN-TTL
+    } else {
+      this.nextIndex = this._next;
+    }
+    return true;
+  }
+}

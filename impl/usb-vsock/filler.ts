@@ -1,0 +1,151 @@
+/**
+ * The asynchronous transfer filler (Fuchsia `UsbPacketFiller`), with Effect.
+ *
+ * One reader (the USB OUT pump) offers an empty transfer with `fill`; any number of
+ * writers put vsock packets into it. Writers wait until a transfer is on offer with room
+ * for their packet (USB-FILL-WAIT-ROOM); the reader waits until its transfer holds at least
+ * one packet (USB-FILL-WAIT-DATA); data larger than the room is split across packets and
+ * transfers (USB-FILL-SPLIT); a second concurrent `fill` is AlreadyFilling (USB-FILL-ONE).
+ *
+ * Waiting is a parked callback (Effect.callback) woken when the state it waits on changes;
+ * a woken fiber re-checks, so spurious wake-ups are harmless. Interrupted waiters remove
+ * themselves, and an interrupted `fill` withdraws its transfer.
+ */
+import { Effect } from "effect";
+import { HEADER_SIZE, PacketType, UsbPacketBuilder } from "./packet.ts";
+import type { Address, PacketTooBig } from "./packet.ts";
+import type { PacketType as PacketTypeT } from "../../spec/usb-vsock.ts";
+
+export interface AlreadyFilling {
+  readonly _tag: "AlreadyFilling";
+}
+
+type Waker = () => void;
+
+/** Parks the calling fiber on `list` until woken (or interrupted, which unregisters it). */
+const park = (list: Set<Waker>): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    const w: Waker = () => {
+      list.delete(w);
+      resume(Effect.void);
+    };
+    list.add(w);
+    return Effect.sync(() => {
+      list.delete(w);
+    });
+  });
+
+const wakeAll = (list: Set<Waker>): void => {
+  if (list.size === 0) return;
+  // Copy first: a woken waker removes itself from the set.
+  for (const w of [...list]) w();
+};
+
+export class UsbPacketFiller {
+  private current: UsbPacketBuilder | undefined = undefined;
+  private readonly roomWaiters = new Set<Waker>();
+  private readonly dataWaiters = new Set<Waker>();
+
+  /** True while a transfer is on offer (a `fill` is pending). */
+  get filling(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** Room left in the transfer on offer (0 when none). */
+  available(): number {
+    return this.current === undefined ? 0 : this.current.available();
+  }
+
+  /**
+   * Waits until a transfer is on offer with at least `min` bytes of room. Fails with
+   * PacketTooBig when the transfer on offer could never hold `min` bytes.
+   */
+  waitForFillable(min: number): Effect.Effect<UsbPacketBuilder, PacketTooBig> {
+    const loop: Effect.Effect<UsbPacketBuilder, PacketTooBig> = Effect.suspend(() => {
+      const b = this.current;
+      if (b !== undefined) {
+        if (b.available() >= min) return Effect.succeed(b);
+        if (b.capacity < min)
+          return Effect.fail<PacketTooBig>({ _tag: "PacketTooBig", size: min, available: b.capacity });
+      }
+      return Effect.flatMap(park(this.roomWaiters), () => loop);
+    });
+    return loop;
+  }
+
+  /** Writes one whole packet into the transfer on offer, waiting for room. */
+  writePacket(type: PacketTypeT, address: Address, payload?: Uint8Array): Effect.Effect<void, PacketTooBig> {
+    const size = HEADER_SIZE + (payload === undefined ? 0 : payload.length);
+    return Effect.flatMap(this.waitForFillable(size), (b) => {
+      const e = b.write(type, address, payload);
+      if (e !== undefined) return Effect.fail(e);
+      wakeAll(this.dataWaiters);
+      return Effect.void;
+    });
+  }
+
+  /**
+   * Writes one Data packet carrying as much of `payload[start..]` as fits (at least one
+   * byte) and returns how many bytes it carried. An empty remainder writes nothing.
+   */
+  writeData(address: Address, payload: Uint8Array, start = 0): Effect.Effect<number> {
+    const left = payload.length - start;
+    if (left <= 0) return Effect.succeed(0);
+    // A transfer too small for a header and one byte can never carry data: wait for the
+    // next one rather than fail, as the reference's writers do.
+    const waitRoom: Effect.Effect<UsbPacketBuilder> = Effect.catch(
+      this.waitForFillable(HEADER_SIZE + 1),
+      () => Effect.flatMap(park(this.roomWaiters), () => waitRoom),
+    );
+    return Effect.map(waitRoom, (b) => {
+      const n = Math.min(left, b.available() - HEADER_SIZE);
+      b.writeRaw(
+        PacketType.Data,
+        address.deviceCid,
+        address.hostCid,
+        address.devicePort,
+        address.hostPort,
+        payload,
+        start,
+        n,
+      );
+      wakeAll(this.dataWaiters);
+      return n;
+    });
+  }
+
+  /** USB-FILL-SPLIT: writes all of `payload` as consecutive Data packets. */
+  writeDataAll(address: Address, payload: Uint8Array): Effect.Effect<void> {
+    const from = (start: number): Effect.Effect<void> =>
+      start >= payload.length
+        ? Effect.void
+        : Effect.flatMap(this.writeData(address, payload, start), (n) => from(start + n));
+    return from(0);
+  }
+
+  /**
+   * Offers `builder` to the writers and waits until it holds data, then withdraws and
+   * returns it (USB-FILL-WAIT-DATA). A builder that already holds data comes straight back.
+   * AlreadyFilling when another fill is pending (USB-FILL-ONE).
+   */
+  fill(builder: UsbPacketBuilder): Effect.Effect<UsbPacketBuilder, AlreadyFilling> {
+    return Effect.suspend(() => {
+      if (builder.hasData()) return Effect.succeed(builder);
+      if (this.current !== undefined) return Effect.fail<AlreadyFilling>({ _tag: "AlreadyFilling" });
+      this.current = builder;
+      wakeAll(this.roomWaiters);
+      const wait: Effect.Effect<UsbPacketBuilder> = Effect.suspend(() => {
+        if (builder.hasData()) {
+          this.current = undefined;
+          return Effect.succeed(builder);
+        }
+        return Effect.flatMap(park(this.dataWaiters), () => wait);
+      });
+      return Effect.onInterrupt(wait, () =>
+        Effect.sync(() => {
+          if (this.current === builder) this.current = undefined;
+        }),
+      );
+    });
+  }
+}

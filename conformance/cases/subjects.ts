@@ -1,0 +1,4 @@
+/** Cases of the subjects beyond guest memory that have landed in impl/. */
+import type { AnyCase } from "./types.ts";
+
+export const subjectCases = (): readonly AnyCase[] => [];

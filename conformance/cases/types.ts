@@ -1,0 +1,67 @@
+/**
+ * What a conformance case is: an input generator and a function that turns one input into
+ * the requests to send and, for each, the outcome the spec model (spec/) says is right.
+ */
+import type fc from "fast-check";
+import type { Json, JsonObject, Outcome } from "../protocol.ts";
+
+/**
+ * must: what the VIRTIO spec (or the subject's reference) requires of every implementation.
+ * safety: no access outside memory or outside the chain's buffers, no write to readable
+ *   descriptors, no unbounded walk, keeps serving after a bad chain.
+ * profile: where the reference VMMs legitimately differ; each step says what each profile does.
+ */
+export type Level = "must" | "safety" | "profile";
+export const LEVELS: readonly Level[] = ["must", "safety", "profile"];
+
+export const PROFILES = ["firecracker", "rust-vmm", "cloud-hypervisor"] as const;
+export type Profile = (typeof PROFILES)[number];
+
+export type Expect =
+  | { readonly outcome: Outcome }
+  /** Profile steps: the outcome each reference profile gives (a missing profile: no opinion). */
+  | { readonly profiles: { readonly [P in Profile]?: Outcome } };
+
+export interface Step {
+  readonly op: string;
+  readonly args: JsonObject;
+  readonly expect: Expect;
+}
+
+export interface Case<T> {
+  /** Stable id, also the vectors file name: `<subject>.<what>`. */
+  readonly id: string;
+  readonly title: string;
+  /** Spec rule ids (declared in spec/*.ts RULES) this case checks. */
+  readonly rules: readonly string[];
+  readonly level: Level;
+  /** Operations the case needs besides hello and reset; missing ones skip the case. */
+  readonly ops: readonly string[];
+  readonly arb: fc.Arbitrary<T>;
+  /** Inputs always run first (edges a random draw may miss); also written as vectors. */
+  readonly examples: readonly T[];
+  readonly steps: (input: T) => readonly Step[];
+  /** Property run count at scale 1. */
+  readonly numRuns: number;
+}
+
+/** A case with its input type erased, for lists of cases. */
+export interface AnyCase {
+  readonly id: string;
+  readonly title: string;
+  readonly rules: readonly string[];
+  readonly level: Level;
+  readonly ops: readonly string[];
+  readonly arb: fc.Arbitrary<unknown>;
+  readonly examples: readonly unknown[];
+  readonly steps: (input: unknown) => readonly Step[];
+  readonly numRuns: number;
+}
+
+export const defineCase = <T>(c: Case<T>): AnyCase => c as unknown as AnyCase;
+
+export const expectOk = (value: Json = null): Expect => ({
+  outcome: { ok: true, value },
+});
+export const expectErr = (tag: string): Expect => ({ outcome: { ok: false, error: { _tag: tag } } });
+export const step = (op: string, args: JsonObject, expect: Expect): Step => ({ op, args, expect });

@@ -1,0 +1,168 @@
+/**
+ * Whole-suite runs: every case against one implementation (as properties or from vectors),
+ * and the mutant run (the reference adapter with each known bug put back).
+ */
+import type { AnyCase, Level } from "./cases/types.ts";
+import { ImplClient } from "./client.ts";
+import type { Hello } from "./client.ts";
+import { MUTANTS } from "./mutants.ts";
+import type { MutantResult, SuiteResult } from "./report.ts";
+import { PROTOCOL_VERSION } from "./protocol.ts";
+import type { CaseResult } from "./runner.ts";
+import { runCaseProperty, runCaseVectors } from "./runner.ts";
+import { LANDED_SUBJECTS } from "./ops/subjects.ts";
+import { allCases, referenceCommand, repoRoot } from "./suite.ts";
+import { caseVectors, DEFAULT_VECTOR_SEED, readVectors } from "./vectors.ts";
+import type { VectorCase } from "./vectors.ts";
+
+export interface SelectOptions {
+  /** Only cases whose id or a rule id contains this text. */
+  readonly only?: string;
+  readonly level?: Level;
+}
+
+export const selectCases = <C extends { id: string; rules: readonly string[]; level: Level }>(
+  cases: readonly C[],
+  o: SelectOptions,
+): C[] =>
+  cases.filter(
+    (c) =>
+      (o.level === undefined || c.level === o.level) &&
+      (o.only === undefined || c.id.includes(o.only) || c.rules.some((r) => r.includes(o.only!))),
+  );
+
+export interface ConformOptions extends SelectOptions {
+  readonly command: string;
+  readonly cwd?: string;
+  readonly timeoutMs?: number;
+  /** Property runs per case (default: each case's own count). */
+  readonly runs?: number;
+  readonly seed?: number;
+  /** Replay this vectors directory instead of drawing inputs. */
+  readonly vectorsDir?: string;
+  /** Vector mode without a directory: these in-memory vectors. */
+  readonly vectors?: readonly VectorCase[];
+  readonly log?: (line: string) => void;
+}
+
+const connect = async (o: ConformOptions): Promise<{ client: ImplClient; hello: Hello } | string> => {
+  const client = new ImplClient(o.command, {
+    ...(o.cwd !== undefined ? { cwd: o.cwd } : {}),
+    timeoutMs: o.timeoutMs ?? 5000,
+  });
+  const hello = await client.hello();
+  if (typeof hello === "string") {
+    await client.close();
+    return `${o.command}: ${hello}`;
+  }
+  if (hello.protocol !== PROTOCOL_VERSION) {
+    await client.close();
+    return `${o.command}: speaks protocol ${hello.protocol}, the suite speaks ${PROTOCOL_VERSION}`;
+  }
+  return { client, hello };
+};
+
+/** Runs the suite against one implementation; a string is a setup error (cannot start, bad hello, bad vectors). */
+export const conform = async (o: ConformOptions): Promise<SuiteResult | string> => {
+  let vectors: readonly VectorCase[] | undefined = o.vectors;
+  if (o.vectorsDir !== undefined) {
+    const v = readVectors(o.vectorsDir);
+    if (typeof v === "string") return v;
+    vectors = v.cases;
+  }
+  const c = await connect(o);
+  if (typeof c === "string") return c;
+  const { client, hello } = c;
+  const supported = new Set(hello.ops);
+  const results: CaseResult[] = [];
+  try {
+    if (vectors !== undefined) {
+      for (const v of selectCases(
+        vectors.map((x) => ({ ...x, id: x.meta.id, rules: x.meta.rules, level: x.meta.level })),
+        o,
+      )) {
+        const r = await runCaseVectors(client, v.meta, v.runs, supported);
+        o.log?.(`${r.status.padEnd(7)} ${r.id}`);
+        results.push(r);
+      }
+    } else {
+      const seed = o.seed ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
+      for (const k of selectCases(allCases(), o)) {
+        const r = await runCaseProperty(client, k, supported, { numRuns: o.runs ?? k.numRuns, seed });
+        o.log?.(`${r.status.padEnd(7)} ${r.id}${r.status === "fail" ? `: ${r.reason}` : ""}`);
+        results.push(r);
+      }
+    }
+  } finally {
+    await client.close();
+  }
+  return {
+    implementation: hello.name,
+    command: o.command,
+    mode: vectors !== undefined ? "vectors" : "properties",
+    cases: results,
+  };
+};
+
+/** In-memory vectors for every selected case (what `vectors --out` would write). */
+export const suiteVectors = (
+  cases: readonly AnyCase[],
+  runs: number,
+  seed = DEFAULT_VECTOR_SEED,
+): VectorCase[] =>
+  cases.map((c) => {
+    const r = caseVectors(c, runs, seed);
+    return {
+      meta: {
+        id: c.id,
+        title: c.title,
+        rules: c.rules,
+        level: c.level,
+        ops: c.ops,
+        file: `${c.id}.jsonl`,
+        runs: r.length,
+      },
+      runs: r,
+    };
+  });
+
+export interface MutantOptions extends SelectOptions {
+  /** Random vector runs per case besides the examples (default 20). */
+  readonly runs?: number;
+  /** Mutants checked at once (default 4). */
+  readonly parallel?: number;
+  readonly only?: string;
+  readonly mutants?: readonly string[];
+  readonly log?: (line: string) => void;
+}
+
+/**
+ * Runs the deterministic vectors against every mutant (several at once); a mutant is
+ * killed when some case fails against it. Mutants of subjects not yet in impl/ are not done.
+ */
+export const runMutants = async (o: MutantOptions = {}): Promise<MutantResult[]> => {
+  const vectors = suiteVectors(selectCases(allCases(), o), o.runs ?? 20);
+  const todo = MUTANTS.filter((m) => o.mutants === undefined || o.mutants.includes(m.id));
+  const results = new Map<string, MutantResult>();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < todo.length) {
+      const m = todo[next++]!;
+      const base = { id: m.id, subject: m.subject, source: m.source, bug: m.bug };
+      if (!LANDED_SUBJECTS.has(m.subject)) {
+        results.set(m.id, { ...base, status: "not done", killedBy: [] });
+        continue;
+      }
+      const r = await conform({ command: referenceCommand(m.id), cwd: repoRoot, vectors });
+      const killedBy =
+        typeof r === "string"
+          ? [`(setup: ${r})`]
+          : r.cases.filter((c) => c.status === "fail").map((c) => c.id);
+      const status = killedBy.length > 0 ? "killed" : "survived";
+      o.log?.(`${status.padEnd(8)} ${m.id}${killedBy.length > 0 ? ` by ${killedBy.join(", ")}` : ""}`);
+      results.set(m.id, { ...base, status, killedBy });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 4) }, worker));
+  return todo.map((m) => results.get(m.id)!);
+};

@@ -1,0 +1,102 @@
+/**
+ * The mutant adapters: each reintroduces one known bug around the reference adapter's
+ * impl/ calls (selected with `--mutant <id>`), so the suite can show it catches it.
+ * `subject` says which impl/ subject the bug lives in: a mutant whose subject has not
+ * landed has no effect and is reported as not done.
+ */
+
+export interface Mutant {
+  readonly id: string;
+  readonly subject: "queue" | "chain" | "iovec" | "vsock" | "usb-vsock" | "net";
+  /** Where the bug was found. */
+  readonly source: string;
+  /** What the mutant does differently. */
+  readonly bug: string;
+}
+
+export const MUTANTS: readonly Mutant[] = [
+  {
+    id: "avail-idx-far-ahead",
+    subject: "queue",
+    source: "rust-vmm/vm-virtio PR 196",
+    bug: "pop does not reject avail.idx more than the queue size ahead of next_avail",
+  },
+  {
+    id: "size-zero",
+    subject: "queue",
+    source: "rust-vmm/vm-virtio PR 173",
+    bug: "a queue of size 0 is accepted, and later indexing divides by it",
+  },
+  {
+    id: "pop-after-reset",
+    subject: "queue",
+    source: "rust-vmm/vm-virtio PR 225",
+    bug: "reset leaves the queue ready with its indices, so pop still returns chains",
+  },
+  {
+    id: "chain-over-4g",
+    subject: "chain",
+    source: "rust-vmm/vm-virtio PR 236",
+    bug: "a chain's total length is summed in a u32 and wraps past 2^32 bytes",
+  },
+  {
+    id: "indirect-aligned",
+    subject: "chain",
+    source: "rust-vmm/vm-virtio PR 220",
+    bug: "an indirect descriptor table not aligned to 16 bytes is refused",
+  },
+  {
+    id: "vsock-two-desc",
+    subject: "vsock",
+    source: "rust-vmm/vm-virtio issue 204",
+    bug: "a TX packet must have its header and its data in two separate descriptors",
+  },
+  {
+    id: "net-num-buffers-be",
+    subject: "net",
+    source: "v86 virtio-net",
+    bug: "num_buffers in the RX virtio-net header is written big-endian",
+  },
+  {
+    id: "net-mtu-offset-12",
+    subject: "net",
+    source: "squib net.rs",
+    bug: "mtu is placed at config space offset 12 instead of 10",
+  },
+  {
+    id: "prepare-kick-off-by-one",
+    subject: "queue",
+    source: "virtio-lab",
+    bug: "prepareKick compares used_event against next_used instead of next_used - 1",
+  },
+  {
+    id: "used-idx-before-element",
+    subject: "queue",
+    source: "virtio-lab",
+    bug: "addUsed makes used.idx visible before writing the used element",
+  },
+  {
+    id: "write-readable",
+    subject: "iovec",
+    source: "virtio-lab",
+    bug: "a device write goes into a device-readable descriptor",
+  },
+  {
+    id: "iovec-no-u32-check",
+    subject: "iovec",
+    source: "Firecracker iovec.rs",
+    bug: "a chain whose total length overflows u32 is accepted as an iovec",
+  },
+  {
+    id: "vsock-pkt-len-off-by-one",
+    subject: "vsock",
+    source: "cloud-hypervisor vsock packet.rs",
+    bug: "InvalidPktLen is raised only above MAX_PKT_BUF_SIZE + 1",
+  },
+  {
+    id: "usb-payload-past-buffer",
+    subject: "usb-vsock",
+    source: "Fuchsia usb_vsock",
+    bug: "a packet whose payload_len runs past the end of the buffer is accepted",
+  },
+];

@@ -1,0 +1,7 @@
+/** The operations of every subject that has landed in impl/, beyond guest memory. */
+import type { Handler } from "./world.ts";
+
+/** Subjects (mutants.ts names) whose operations the reference adapter serves. */
+export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>([]);
+
+export const subjectOps = (): Record<string, Handler> => ({});

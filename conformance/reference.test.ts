@@ -1,0 +1,37 @@
+import { describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { conform } from "./conform.ts";
+import { counts, ruleLines } from "./report.ts";
+import { allCases, referenceCommand, repoRoot } from "./suite.ts";
+import { generateVectors } from "./vectors.ts";
+import { runsFor } from "../properties/harness.ts";
+
+const ruleIds = [...new Set(allCases().flatMap((c) => c.rules))].sort();
+
+// The reference adapter runs in its own process and is reached through the real stdio
+// protocol, exactly as an external implementation would be.
+describe(`the reference adapter over impl/ passes every case through the stdio protocol [${ruleIds.join(" ")}]`, () => {
+  it("as properties", async () => {
+    const r = await conform({ command: referenceCommand(), cwd: repoRoot, runs: runsFor(15) });
+    if (typeof r === "string") throw new Error(r);
+    const failed = r.cases.filter((c) => c.status === "fail");
+    expect(failed.map((c) => `${c.id}: ${c.reason}`)).toEqual([]);
+    expect(counts(r.cases).skipped).toBe(0);
+    expect(ruleLines(r.cases).every((l) => l.status === "pass")).toBe(true);
+  });
+
+  it("from vectors written to disk and read back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "vlab-vectors-"));
+    try {
+      generateVectors(dir, allCases(), 3);
+      const r = await conform({ command: referenceCommand(), cwd: repoRoot, vectorsDir: dir });
+      if (typeof r === "string") throw new Error(r);
+      expect(r.mode).toBe("vectors");
+      expect(r.cases.filter((c) => c.status !== "pass").map((c) => `${c.id}: ${c.reason}`)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,53 @@
+/**
+ * Helpers shared by properties that walk descriptor chains: the implementation's walk in
+ * the reference model's shape (so the two compare with `toEqual` or `sameWalk`), spec
+ * memory mirroring impl memory, and the byte ranges a walk may legitimately read.
+ */
+import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
+import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
+import { createMemory, type SpecMemory } from "../../spec/memory.ts";
+import type { SpecDescriptor, SpecWalk } from "../../spec/queue.ts";
+
+/** Walks `chain` from its first data descriptor to its end, in the spec's `SpecWalk` shape. */
+export const walkImpl = (chain: DescriptorChain): SpecWalk => {
+  const descriptors: SpecDescriptor[] = [];
+  for (let ok = chain.rewind(); ok; ok = chain.advance()) {
+    descriptors.push({
+      index: chain.index,
+      addr: chain.addrBig(),
+      len: chain.len,
+      flags: chain.flags,
+      next: chain.next,
+      indirect: chain.indirect,
+    });
+  }
+  return { descriptors, end: chain.end };
+};
+
+/** A spec memory with the same regions and (copied) contents as `m`, as it is now. */
+export const specOf = (m: GuestMemory): SpecMemory => {
+  const r = createMemory(m.regions.map((x) => ({ base: BigInt(x.base), bytes: x.bytes })));
+  if (!r.ok) throw new Error(`specOf: ${r.error._tag}`);
+  return r.value;
+};
+
+/** JSON with bigints, for messages and comparisons of plain values. */
+export const show = (v: unknown): string =>
+  JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? `${x}n` : x));
+
+/** Deep equality of plain data with bigints and typed arrays (what `toEqual` does, without vitest). */
+export const same = (a: unknown, b: unknown): boolean => show(a) === show(b);
+
+/**
+ * The byte ranges of the descriptor entries a walk read: the table entries of every yielded
+ * descriptor, plus the entries it passed through (an INDIRECT head, and the entry whose
+ * read or check ended the walk). `[start, end)` pairs as bigints.
+ */
+export type Ranges = readonly (readonly [bigint, bigint])[];
+
+/** Whether [addr, addr+len) lies inside one of `ranges`. */
+export const within = (ranges: Ranges, addr: number, len: number): boolean => {
+  const a = BigInt(addr);
+  const e = a + BigInt(len);
+  return ranges.some(([s, t]) => s <= a && e <= t);
+};

@@ -1,0 +1,180 @@
+/**
+ * Descriptor chains: Firecracker's `verify_checked_new` harness over far larger bounds
+ * (tables of up to 32768 entries anywhere in, across or outside memory of several regions,
+ * any entry contents), and the chain walk refining the reference model.
+ */
+import fc from "fast-check";
+import { describe } from "vitest";
+import { DescriptorChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from "../impl/queue/descriptor-chain.ts";
+import { checkedNew as specCheckedNew, MAX_CHAIN_BYTES, walkChain } from "../spec/queue.ts";
+import type { GuestMemory } from "../impl/memory/guest-memory.ts";
+import { property } from "./harness.ts";
+import type { RawDescriptor } from "./arbitraries/queue.ts";
+import { buildMemories, inLayout } from "./arbitraries/memory.ts";
+import {
+  queuePlacementArb,
+  ringAddressArb,
+  rawDescriptorArb,
+  encodeDescriptor,
+} from "./arbitraries/queue.ts";
+import { same, show, specOf, walkImpl } from "./arbitraries/chain.ts";
+
+const fail = (what: string): never => {
+  throw new Error(what);
+};
+
+/**
+ * A queue placement whose descriptor table is either where the queue put it or anywhere a
+ * hostile driver may point it; memory contents random; and a head index (mostly < size).
+ */
+const tableCaseArb = queuePlacementArb().chain((q) =>
+  fc.record({
+    q: fc.constant(q),
+    table: fc.oneof(
+      { weight: 3, arbitrary: fc.constant(BigInt(q.descTable)) },
+      { weight: 2, arbitrary: ringAddressArb(q.layout, 16 * q.size, 16) },
+    ),
+    seed: fc.integer(),
+    index: fc.oneof({ weight: 4, arbitrary: fc.nat(q.size - 1) }, { weight: 1, arbitrary: fc.nat(0xffff) }),
+    // Entries to plant in the table (over the random bytes) so that well-formed heads are common.
+    planted: fc.array(fc.tuple(fc.nat(q.size - 1), rawDescriptorArb(q.size, q.data)), { maxLength: 8 }),
+  }),
+);
+
+const plant = (
+  impl: GuestMemory,
+  table: bigint,
+  planted: readonly (readonly [number, RawDescriptor])[],
+): void => {
+  for (const [i, d] of planted) {
+    const at = table + 16n * BigInt(i);
+    // Only where the entry lies in memory: a planted entry outside it is simply not there.
+    impl.tryWrite(at, encodeDescriptor(d));
+  }
+};
+
+describe("descriptor chain properties", () => {
+  property(
+    "verifyCheckedNew",
+    ["CHAIN-CHECKED-NEW", "CHAIN-DESC-LAYOUT", "CHAIN-ADDR-U64"],
+    fc.property(tableCaseArb, ({ q, table, seed, index, planted }) => {
+      const { impl } = buildMemories(q.layout, seed);
+      plant(impl, table, planted);
+      const spec = specOf(impl);
+      const chain = DescriptorChain.checkedNew(impl, Number(table), q.size, index);
+      const model = specCheckedNew(spec, table, q.size, index);
+      if ((chain === undefined) !== (model === undefined))
+        fail(`impl ${chain === undefined ? "refused" : "accepted"}, spec disagrees`);
+      if (index >= q.size) {
+        if (chain !== undefined) fail(`index ${index} >= size ${q.size} accepted`);
+        return;
+      }
+      const entry = table + 16n * BigInt(index);
+      const inside = inLayout(q.layout, entry, 16n);
+      if (!inside) {
+        if (chain !== undefined) fail(`entry at ${entry} is outside memory, yet accepted`);
+        return;
+      }
+      // The entry is in memory: the head is refused exactly when NEXT (without INDIRECT) points out of range.
+      const raw = impl.tryRead(entry, 16);
+      if (!raw.ok) return fail("entry in layout but unreadable");
+      const v = new DataView(raw.value.buffer, raw.value.byteOffset, 16);
+      const flags = v.getUint16(12, true);
+      const next = v.getUint16(14, true);
+      const refused =
+        (flags & VIRTQ_DESC_F_INDIRECT) === 0 && (flags & VIRTQ_DESC_F_NEXT) !== 0 && next >= q.size;
+      if ((chain === undefined) !== refused)
+        fail(`flags ${flags} next ${next} size ${q.size}: refused=${chain === undefined}`);
+      if (chain === undefined) return;
+      // A returned head is valid: it is the entry asked for, and walks as the model says.
+      if (chain.headIndex !== index) fail(`headIndex ${chain.headIndex} != ${index}`);
+      if ((flags & VIRTQ_DESC_F_INDIRECT) === 0) {
+        if (
+          chain.index !== index ||
+          chain.addrBig() !== v.getBigUint64(0, true) ||
+          chain.len !== v.getUint32(8, true)
+        )
+          fail("the cursor is not on the head entry");
+        if (chain.flags !== flags || chain.next !== next) fail("head flags or next misread");
+      }
+      const walked = walkImpl(chain);
+      const want = walkChain(spec, table, q.size, index);
+      if (!same(walked, want)) fail(`walk ${show(walked)} != spec ${show(want)}`);
+      // Walking again gives the same (the chain is a rewindable cursor).
+      if (!same(walkImpl(chain), want)) fail("second walk differs");
+    }),
+    { numRuns: 400 },
+  );
+
+  property(
+    "chainWalkRefinesSpec",
+    [
+      "CHAIN-TTL",
+      "CHAIN-NEXT-RANGE",
+      "CHAIN-MEMORY",
+      "CHAIN-INDIRECT",
+      "CHAIN-INDIRECT-LEN",
+      "CHAIN-INDIRECT-NESTED",
+      "CHAIN-LEN-U32",
+      "CHAIN-ADDR-U64",
+    ],
+    fc.property(
+      queuePlacementArb({ maxSize: 256 }).chain((q) =>
+        fc.record({
+          q: fc.constant(q),
+          seed: fc.integer(),
+          head: fc.nat(q.size - 1),
+          // Dense hostile tables: every entry planted, some pointing to indirect tables in data regions.
+          planted: fc.array(fc.tuple(fc.nat(q.size - 1), rawDescriptorArb(q.size, q.data)), {
+            maxLength: 24,
+          }),
+          indirect: fc.array(
+            fc.tuple(
+              fc.nat(q.data.length - 1),
+              fc.nat(4096),
+              fc.array(rawDescriptorArb(8, q.data), { maxLength: 8 }),
+            ),
+            { maxLength: 3 },
+          ),
+        }),
+      ),
+      ({ q, seed, head, planted, indirect }) => {
+        const { impl } = buildMemories(q.layout, seed);
+        plant(impl, BigInt(q.descTable), planted);
+        for (const [r, off, entries] of indirect) {
+          const region = q.data[r]!;
+          const at = BigInt(region.base + (off % region.size));
+          entries.forEach((d, i) => impl.tryWrite(at + 16n * BigInt(i), encodeDescriptor(d)));
+          // Point a planted entry (or the head) at it.
+          impl.tryWrite(
+            BigInt(q.descTable) + 16n * BigInt(head),
+            encodeDescriptor({
+              addr: at,
+              len: 16 * Math.max(1, entries.length),
+              flags: VIRTQ_DESC_F_INDIRECT,
+              next: 0,
+            }),
+          );
+        }
+        const spec = specOf(impl);
+        const chain = DescriptorChain.checkedNew(impl, q.descTable, q.size, head);
+        const model = specCheckedNew(spec, BigInt(q.descTable), q.size, head);
+        if ((chain === undefined) !== (model === undefined)) fail("checkedNew disagrees");
+        if (chain === undefined) return;
+        const walked = walkImpl(chain);
+        const want = walkChain(spec, BigInt(q.descTable), q.size, head);
+        if (!same(walked, want)) fail(`walk ${show(walked)} != spec ${show(want)}`);
+        // CHAIN-TTL, CHAIN-LEN-U32 stated directly, not only through the model.
+        const perTable = new Map<boolean, number>();
+        for (const d of walked.descriptors) perTable.set(d.indirect, (perTable.get(d.indirect) ?? 0) + 1);
+        if ((perTable.get(false) ?? 0) > q.size) fail("more descriptors than the queue size");
+        if ((perTable.get(true) ?? 0) > 0xffff) fail("more indirect descriptors than 65535");
+        if (walked.descriptors.reduce((a, d) => a + d.len, 0) > MAX_CHAIN_BYTES)
+          fail("chain longer than 2^32-1");
+        if (chain.totalLength !== walked.descriptors.reduce((a, d) => a + d.len, 0))
+          fail("totalLength wrong");
+      },
+    ),
+    { numRuns: 400 },
+  );
+});

@@ -1,0 +1,251 @@
+/**
+ * Host-side network backends (squib `NetBackend`), as an Effect service.
+ *
+ * The device hands a backend one packet at a time as guest-memory segments, valid only
+ * during the call: a TX packet is the chain's readable bytes (virtio_net_hdr first, then
+ * the frame); an RX buffer is the writable bytes of one or more chains. A backend that
+ * speaks virtio_net_hdr itself (a TAP with IFF_VNET_HDR) moves whole packets with one
+ * writev/readv over those segments (TAP-WRITEV, TAP-READV); a frame backend (loopback,
+ * capturing) copies only the frame and lets the device write the header (NET-RX-HDR).
+ * Everything here is synchronous and allocation-free per frame except where a frame
+ * must be kept (a pool buffer); waiting is the one Effect (`waitReadable`).
+ */
+import { Context, Effect, Layer } from "effect";
+import { FramePool, type Frame } from "./frame-pool.ts";
+
+/** Guest-memory segments in order, each a live view of guest memory (what impl/iovec buffers give). */
+export interface GuestSegments {
+  readonly segmentCount: number;
+  segment(i: number): Uint8Array | undefined;
+}
+
+/** One TX chain's readable part: `headerLength` header bytes, then `frameLength` frame bytes. */
+export interface TxPacket extends GuestSegments {
+  readonly headerLength: number;
+  readonly frameLength: number;
+  /** Copies frame bytes [at, at + dst.length) into dst; returns the count copied. */
+  copyFrame(dst: Uint8Array, at: number): number;
+}
+
+/** The writable bytes offered for one RX packet (header at offset 0). */
+export interface RxBuffer extends GuestSegments {
+  readonly headerLength: number;
+  /** Writable bytes in all. */
+  readonly capacity: number;
+  /** Writes src[from, to) at packet offset `at`; returns the count written (clipped to capacity). */
+  write(src: Uint8Array, from: number, to: number, at: number): number;
+}
+
+export interface NetBackendStats {
+  sent: number;
+  received: number;
+  /** Frames the backend could not keep (its bounded queue was full: NET-RX-PENDING-BOUND). */
+  dropped: number;
+  /** send/receive failures (e.g. writev errors). */
+  errors: number;
+}
+
+export interface NetBackendShape {
+  readonly name: string;
+  /**
+   * true: packets cross with their virtio_net_hdr (the backend writes it on RX);
+   * false: only frames cross and the device writes the header.
+   */
+  readonly carriesHeader: boolean;
+  /** Called when the driver's features are known: header length and the acked bits (TAP-VNET-HDR-SZ, TAP-OFFLOAD). */
+  configure(headerLength: 10 | 12, acked: bigint): boolean;
+  /** TX: >= 0 on success, < 0 (a negative errno) on failure; the device counts failures. */
+  send(packet: TxPacket): number;
+  /**
+   * RX: moves the next frame into `dst`. Returns -1 when none is ready, otherwise the
+   * packet bytes written (header included when `carriesHeader`, frame only otherwise).
+   * A frame longer than the room is truncated and consumed.
+   */
+  receive(dst: RxBuffer): number;
+  /** Completes when `receive` may have a frame (never busy-polls: TAP-WAIT). */
+  readonly waitReadable: Effect.Effect<void>;
+  readonly stats: NetBackendStats;
+}
+
+/** The NetBackend service: one per device. */
+export class NetBackend extends Context.Service<NetBackend, NetBackendShape>()("virtio-lab/NetBackend") {}
+
+/** Frames queued in memory, bounded, with waiters woken on arrival. */
+class FrameQueue {
+  private readonly ring: (Frame | undefined)[];
+  private head = 0;
+  private count = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    readonly pool: FramePool,
+    readonly limit: number,
+  ) {
+    this.ring = new Array<Frame | undefined>(limit).fill(undefined);
+  }
+
+  get length(): number {
+    return this.count;
+  }
+
+  /** Copies a TX packet's frame in; false when the queue is full or the frame too large. */
+  pushPacket(p: TxPacket): boolean {
+    if (this.count === this.limit || p.frameLength > this.pool.frameCapacity) return false;
+    const f = this.pool.acquire();
+    f.setLength(p.copyFrame(f.data.subarray(0, p.frameLength), 0));
+    this.enqueue(f);
+    return true;
+  }
+
+  pushBytes(bytes: Uint8Array): boolean {
+    if (this.count === this.limit || bytes.length > this.pool.frameCapacity) return false;
+    const f = this.pool.acquire();
+    f.set(bytes);
+    this.enqueue(f);
+    return true;
+  }
+
+  private enqueue(f: Frame): void {
+    this.ring[(this.head + this.count) % this.limit] = f;
+    this.count++;
+    const w = this.waiters;
+    if (w.length > 0) {
+      this.waiters = [];
+      for (const wake of w) wake();
+    }
+  }
+
+  /** Writes the oldest frame into dst after its header; -1 when empty. */
+  popInto(dst: RxBuffer): number {
+    if (this.count === 0) return -1;
+    const f = this.ring[this.head]!;
+    this.ring[this.head] = undefined;
+    this.head = (this.head + 1) % this.limit;
+    this.count--;
+    const n = dst.write(f.data, 0, f.length, dst.headerLength);
+    this.pool.release(f);
+    return n;
+  }
+
+  readonly waitReadable: Effect.Effect<void> = Effect.callback<void>((resume) => {
+    if (this.count > 0) {
+      resume(Effect.void);
+      return;
+    }
+    const wake = (): void => resume(Effect.void);
+    this.waiters.push(wake);
+    return Effect.sync(() => {
+      this.waiters = this.waiters.filter((w) => w !== wake);
+    });
+  });
+}
+
+export interface FrameBackendOptions {
+  /** Largest frame kept (bytes). */
+  readonly frameCapacity?: number;
+  /** Frames waiting for the guest before new ones are dropped (NET-RX-PENDING-BOUND). */
+  readonly queueLimit?: number;
+}
+
+const DEFAULT_FRAME_CAPACITY = 65550;
+
+/** NET-BACKEND-LOOPBACK: what the guest sends it receives, in order. */
+export class LoopbackBackend implements NetBackendShape {
+  readonly name = "loopback";
+  readonly carriesHeader = false;
+  readonly stats: NetBackendStats = { sent: 0, received: 0, dropped: 0, errors: 0 };
+  private readonly queue: FrameQueue;
+
+  constructor(opts: FrameBackendOptions = {}) {
+    const limit = opts.queueLimit ?? 256;
+    this.queue = new FrameQueue(new FramePool(opts.frameCapacity ?? DEFAULT_FRAME_CAPACITY, limit), limit);
+    this.waitReadable = this.queue.waitReadable;
+  }
+
+  readonly waitReadable: Effect.Effect<void>;
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  configure(): boolean {
+    return true;
+  }
+
+  send(p: TxPacket): number {
+    this.stats.sent++;
+    if (!this.queue.pushPacket(p)) this.stats.dropped++;
+    return 0;
+  }
+
+  receive(dst: RxBuffer): number {
+    const n = this.queue.popInto(dst);
+    if (n >= 0) this.stats.received++;
+    return n;
+  }
+}
+
+/**
+ * Records every frame sent (copies) and delivers frames a test injects: the one-way sink
+ * of squib's tests, plus an RX source.
+ */
+export class CapturingBackend implements NetBackendShape {
+  readonly name = "capturing";
+  readonly carriesHeader = false;
+  readonly stats: NetBackendStats = { sent: 0, received: 0, dropped: 0, errors: 0 };
+  readonly sent: Uint8Array[] = [];
+  /** When set, `send` fails with this negative errno (fault injection). */
+  failSendWith: number | null = null;
+  private readonly queue: FrameQueue;
+  headerLength: 10 | 12 | undefined;
+  acked: bigint | undefined;
+
+  constructor(opts: FrameBackendOptions = {}) {
+    const limit = opts.queueLimit ?? 256;
+    this.queue = new FrameQueue(new FramePool(opts.frameCapacity ?? DEFAULT_FRAME_CAPACITY, limit), limit);
+    this.waitReadable = this.queue.waitReadable;
+  }
+
+  readonly waitReadable: Effect.Effect<void>;
+
+  configure(headerLength: 10 | 12, acked: bigint): boolean {
+    this.headerLength = headerLength;
+    this.acked = acked;
+    return true;
+  }
+
+  /** Queues a frame for the guest; false (and counted) when the queue is full. */
+  inject(frame: Uint8Array): boolean {
+    if (this.queue.pushBytes(frame)) return true;
+    this.stats.dropped++;
+    return false;
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  send(p: TxPacket): number {
+    if (this.failSendWith !== null) {
+      this.stats.errors++;
+      return this.failSendWith;
+    }
+    const copy = new Uint8Array(p.frameLength);
+    p.copyFrame(copy, 0);
+    this.sent.push(copy);
+    this.stats.sent++;
+    return 0;
+  }
+
+  receive(dst: RxBuffer): number {
+    const n = this.queue.popInto(dst);
+    if (n >= 0) this.stats.received++;
+    return n;
+  }
+}
+
+export const LoopbackLayer = (opts: FrameBackendOptions = {}): Layer.Layer<NetBackend> =>
+  Layer.sync(NetBackend, () => new LoopbackBackend(opts));
+
+export const CapturingLayer = (backend: CapturingBackend): Layer.Layer<NetBackend> =>
+  Layer.succeed(NetBackend, backend);

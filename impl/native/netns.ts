@@ -52,7 +52,7 @@ const pidAlive = (pid: number): boolean => {
 /** Removes namespaces with our prefix left behind by processes that no longer run. */
 export const removeStaleNamespaces = (): string[] => {
   const removed: string[] = [];
-  let list = "";
+  let list: string;
   try {
     list = ip("netns", "list");
   } catch {
@@ -143,12 +143,14 @@ export const inNetns = <A>(ns: string, f: () => A): Result<A, TapError> => {
         message: `setns ${ns}: ${libc.strerror(libc.errno())}`,
       });
     }
+    let out: A;
     try {
-      return ok(f());
+      out = f();
     } finally {
-      // If this failed the thread would stay in the test namespace: make that loud.
-      if (libc.setns(self, CLONE_NEWNET) < 0) throw new Error(`setns back from ${ns} failed`);
+      // Failing here would leave the main thread in the test namespace: make that loud.
+      if (libc.setns(self, CLONE_NEWNET) < 0) process.abort();
     }
+    return ok(out);
   } finally {
     libc.close(target);
     libc.close(self);

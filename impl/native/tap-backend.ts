@@ -22,7 +22,8 @@ import {
   type TxPacket,
 } from "../net/backend.ts";
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, POLLIN, TUN_F_CSUM, loadLibc, type Libc } from "./libc.ts";
-import { NOT_ADDRESSABLE, Tap, acquireTap, type TapError } from "./tap.ts";
+import type { Tap } from "./tap.ts";
+import { NOT_ADDRESSABLE, acquireTap, type TapError } from "./tap.ts";
 import { Layer } from "effect";
 
 const hasBit = (features: bigint, n: number): boolean => (features & (1n << BigInt(n))) !== 0n;

@@ -17,7 +17,8 @@ import {
   tapUnavailableReason,
 } from "./netns.ts";
 import { PacketSocket } from "./packet-socket.ts";
-import { NOT_ADDRESSABLE, Tap, terminatedIfName } from "./tap.ts";
+import type { Tap } from "./tap.ts";
+import { NOT_ADDRESSABLE, terminatedIfName } from "./tap.ts";
 
 const reason = tapUnavailableReason();
 if (reason !== undefined) console.log(`TAP tests skipped: ${reason}`);

@@ -126,5 +126,14 @@ export const outcomeMatches = (expected: Outcome, actual: Outcome): boolean => {
   return actual.ok && canonical(expected.value) === canonical(actual.value);
 };
 
+/** The outcome with an ok object value cut down to `keys` (absent keys stay absent). */
+export const projectOutcome = (o: Outcome, keys: readonly string[] | undefined): Outcome => {
+  if (keys === undefined || !o.ok || !isObject(o.value)) return o;
+  const v = o.value;
+  const out: Record<string, Json> = {};
+  for (const k of keys) if (v[k] !== undefined) out[k] = v[k]!;
+  return { ok: true, value: out };
+};
+
 export const showOutcome = (o: Outcome): string =>
   o.ok ? `ok ${canonical(o.value)}` : `error ${o.error._tag}`;

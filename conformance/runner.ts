@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import type { ImplClient } from "./client.ts";
 import type { Outcome } from "./protocol.ts";
-import { outcomeMatches, showOutcome } from "./protocol.ts";
+import { outcomeMatches, projectOutcome, showOutcome } from "./protocol.ts";
 import type { AnyCase, Level, Profile, Step } from "./cases/types.ts";
 import { PROFILES, expectOk } from "./cases/types.ts";
 
@@ -46,9 +46,10 @@ export const execRun = async (client: ImplClient, caseSteps: readonly Step[]): P
       continue;
     }
     const exp = s.expect.profiles;
+    const keys = s.expect.keys;
     const agreeing = profiles.filter((p) => {
       const e = exp[p];
-      return e === undefined || outcomeMatches(e, got);
+      return e === undefined || outcomeMatches(projectOutcome(e, keys), projectOutcome(got, keys));
     });
     if (agreeing.length === 0) {
       const wanted = PROFILES.filter((p) => exp[p] !== undefined)

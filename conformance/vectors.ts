@@ -53,7 +53,13 @@ export const caseVectors = (c: AnyCase, runs: number, seed: number): (readonly S
 const stepLine = (run: number, s: Step): string => {
   const base = { run, op: s.op, args: s.args };
   return JSON.stringify(
-    "outcome" in s.expect ? { ...base, expect: s.expect.outcome } : { ...base, profiles: s.expect.profiles },
+    "outcome" in s.expect
+      ? { ...base, expect: s.expect.outcome }
+      : {
+          ...base,
+          profiles: s.expect.profiles,
+          ...(s.expect.keys !== undefined ? { keys: s.expect.keys } : {}),
+        },
   );
 };
 
@@ -150,7 +156,14 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
             profiles[p] = o;
           }
         }
-        s = { op: v["op"], args: v["args"] as JsonObject, expect: { profiles } };
+        const keys = v["keys"];
+        if (keys !== undefined && !(Array.isArray(keys) && keys.every((k) => typeof k === "string")))
+          return `${meta.file}:${lineNo}: keys must be a list of strings`;
+        s = {
+          op: v["op"],
+          args: v["args"] as JsonObject,
+          expect: { profiles, ...(keys !== undefined ? { keys: keys as string[] } : {}) },
+        };
       } else return `${meta.file}:${lineNo}: expected an "expect" outcome or "profiles"`;
       const k = v["run"];
       while (runs.length <= k) runs.push([]);

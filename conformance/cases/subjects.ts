@@ -1,4 +1,5 @@
 /** Cases of the subjects beyond guest memory that have landed in impl/. */
+import { chainCases } from "./chain.ts";
 import type { AnyCase } from "./types.ts";
 
-export const subjectCases = (): readonly AnyCase[] => [];
+export const subjectCases = (): readonly AnyCase[] => [...chainCases];

@@ -19,8 +19,11 @@ export type Profile = (typeof PROFILES)[number];
 
 export type Expect =
   | { readonly outcome: Outcome }
-  /** Profile steps: the outcome each reference profile gives (a missing profile: no opinion). */
-  | { readonly profiles: { readonly [P in Profile]?: Outcome } };
+  /**
+   * Profile steps: the outcome each reference profile gives (a missing profile: no opinion).
+   * With `keys`, only those fields of an ok value are compared (what the profiles define).
+   */
+  | { readonly profiles: { readonly [P in Profile]?: Outcome }; readonly keys?: readonly string[] };
 
 export interface Step {
   readonly op: string;

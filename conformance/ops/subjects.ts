@@ -1,7 +1,8 @@
 /** The operations of every subject that has landed in impl/, beyond guest memory. */
+import { chainOps } from "./chain.ts";
 import type { Handler } from "./world.ts";
 
 /** Subjects (mutants.ts names) whose operations the reference adapter serves. */
-export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>([]);
+export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>(["chain"]);
 
-export const subjectOps = (): Record<string, Handler> => ({});
+export const subjectOps = (): Record<string, Handler> => ({ ...chainOps });

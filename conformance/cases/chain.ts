@@ -1,0 +1,571 @@
+/**
+ * Descriptor-chain cases (CHAIN-*), with spec/queue.ts checkedNew + walkChain as the oracle,
+ * and small Firecracker / rust-vmm walk models for the profile cases (impl/queue/README.md
+ * lists where those two legitimately differ).
+ */
+import fc from "fast-check";
+import type { SpecMemory } from "../../spec/memory.ts";
+import { createMemory, writeBytes } from "../../spec/memory.ts";
+import {
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  checkedNew,
+  readDescriptor,
+  walkChain,
+  type SpecDescriptor,
+  type SpecWalk,
+} from "../../spec/queue.ts";
+import type { Json, Outcome } from "../protocol.ts";
+import { toHex, u64 } from "../protocol.ts";
+import type { Step } from "./types.ts";
+import { defineCase, expectOk, step } from "./types.ts";
+
+export interface RawDescriptor {
+  readonly addr: bigint;
+  readonly len: number;
+  readonly flags: number;
+  readonly next: number;
+}
+
+export const encodeDescriptors = (ds: readonly RawDescriptor[]): Uint8Array => {
+  const out = new Uint8Array(16 * ds.length);
+  const v = new DataView(out.buffer);
+  ds.forEach((d, i) => {
+    v.setBigUint64(16 * i, d.addr, true);
+    v.setUint32(16 * i + 8, d.len >>> 0, true);
+    v.setUint16(16 * i + 12, d.flags, true);
+    v.setUint16(16 * i + 14, d.next, true);
+  });
+  return out;
+};
+
+/** The memory every chain case uses: one 32 KiB region at 0x10000. */
+export const CHAIN_REGION = { base: 0x10000n, size: 0x8000 };
+export const REGION_END = CHAIN_REGION.base + BigInt(CHAIN_REGION.size);
+/** Where tables go: the main table at +0 (+ a misalignment), indirect tables at +0x2000.. */
+export const TABLE_AREA = CHAIN_REGION.base;
+export const INDIRECT_AREA = CHAIN_REGION.base + 0x2000n;
+export const BUFFER_AREA = CHAIN_REGION.base + 0x4000n;
+
+export const memoryCreateStep = (): Step =>
+  step(
+    "memory.create",
+    { regions: [{ base: u64(CHAIN_REGION.base), size: CHAIN_REGION.size }] },
+    expectOk(null),
+  );
+
+export const emptyChainMemory = (): SpecMemory => {
+  const m = createMemory([{ base: CHAIN_REGION.base, bytes: new Uint8Array(CHAIN_REGION.size) }]);
+  if (!m.ok) throw new Error("chain region");
+  return m.value;
+};
+
+/** A memory.write step and the spec memory after it (which must succeed). */
+export const writeStep = (
+  mem: SpecMemory,
+  addr: bigint,
+  data: Uint8Array,
+): { step: Step; mem: SpecMemory } => {
+  const r = writeBytes(mem, addr, data);
+  return {
+    step: step(
+      "memory.write",
+      { addr: u64(addr), data: toHex(data) },
+      r.ok ? expectOk(null) : { outcome: { ok: false, error: { _tag: r.error._tag } } },
+    ),
+    mem: r.ok ? r.value : mem,
+  };
+};
+
+const bufAddrArb: fc.Arbitrary<bigint> = fc.oneof(
+  { weight: 6, arbitrary: fc.bigInt({ min: BUFFER_AREA, max: REGION_END - 64n }) },
+  { weight: 1, arbitrary: fc.bigInt({ min: REGION_END - 8n, max: REGION_END + 8n }) },
+  { weight: 1, arbitrary: fc.bigInt({ min: (1n << 64n) - 16n, max: (1n << 64n) - 1n }) },
+  { weight: 1, arbitrary: fc.bigInt({ min: (1n << 53n) - 8n, max: (1n << 53n) + 8n }) },
+);
+
+/**
+ * One descriptor. `nextMax` bounds `next` (exclusive) unless out-of-range nexts are allowed;
+ * `indirect` allows the INDIRECT flag (its table is generated separately).
+ */
+const descArb = (nextMax: number, o: { indirect: boolean; bigLen: boolean }): fc.Arbitrary<RawDescriptor> =>
+  fc.record({
+    addr: bufAddrArb,
+    len: o.bigLen
+      ? fc.oneof(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0x7fff_fff0, max: 0xffff_ffff }))
+      : fc.integer({ min: 0, max: 64 }),
+    flags: fc
+      .record({
+        next: fc.boolean(),
+        write: fc.boolean(),
+        indirect: o.indirect ? fc.boolean() : fc.constant(false),
+      })
+      .map(
+        (f) =>
+          (f.next ? VIRTQ_DESC_F_NEXT : 0) |
+          (f.write ? VIRTQ_DESC_F_WRITE : 0) |
+          (f.indirect ? VIRTQ_DESC_F_INDIRECT : 0),
+      ),
+    next: fc.nat(Math.max(0, nextMax - 1)),
+  });
+
+export interface ChainTableInput {
+  readonly size: number;
+  /** Misalignment of the main table (checkedNew does not require alignment). */
+  readonly tableOffset: number;
+  readonly table: readonly RawDescriptor[];
+  /** An indirect table (written at INDIRECT_AREA + offset); INDIRECT descriptors are pointed at it. */
+  readonly indirect: {
+    readonly offset: number;
+    readonly entries: readonly RawDescriptor[];
+    readonly badLen: number | null;
+  };
+}
+
+const indirectArb = (o: { bigLen: boolean; nested: boolean }) =>
+  fc.integer({ min: 1, max: 8 }).chain((n) =>
+    fc.record({
+      offset: fc.integer({ min: 0, max: 64 }),
+      entries: fc.array(descArb(n, { indirect: o.nested, bigLen: o.bigLen }), { minLength: n, maxLength: n }),
+      badLen: fc.option(fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 200 })), { freq: 5 }),
+    }),
+  );
+
+export const chainTableArb = (o: {
+  bigLen: boolean;
+  nested: boolean;
+  indirect: boolean;
+}): fc.Arbitrary<ChainTableInput> =>
+  fc.integer({ min: 1, max: 16 }).chain((size) =>
+    fc.record({
+      size: fc.constant(size),
+      tableOffset: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 15 })),
+      table: fc.array(descArb(size, { indirect: o.indirect, bigLen: o.bigLen }), {
+        minLength: size,
+        maxLength: size,
+      }),
+      indirect: indirectArb(o),
+    }),
+  );
+
+/** The table as written: INDIRECT descriptors point at the indirect table, with its length. */
+export const tableDescriptors = (
+  input: ChainTableInput,
+): { main: RawDescriptor[]; indirect: RawDescriptor[]; indirectAddr: bigint } => {
+  const indirectAddr = INDIRECT_AREA + BigInt(input.indirect.offset);
+  const len = input.indirect.badLen ?? 16 * input.indirect.entries.length;
+  const fix = (d: RawDescriptor): RawDescriptor =>
+    (d.flags & VIRTQ_DESC_F_INDIRECT) !== 0 ? { ...d, addr: indirectAddr, len } : d;
+  return { main: input.table.map(fix), indirect: input.indirect.entries.map(fix), indirectAddr };
+};
+
+export const tableAddr = (input: ChainTableInput): bigint => TABLE_AREA + BigInt(input.tableOffset);
+
+/** Steps that create memory and write both tables; the spec memory after them. */
+export const setupTables = (input: ChainTableInput): { steps: Step[]; mem: SpecMemory } => {
+  const t = tableDescriptors(input);
+  let mem = emptyChainMemory();
+  const a = writeStep(mem, tableAddr(input), encodeDescriptors(t.main));
+  mem = a.mem;
+  const b = writeStep(mem, t.indirectAddr, encodeDescriptors(t.indirect));
+  mem = b.mem;
+  return { steps: [memoryCreateStep(), a.step, b.step], mem };
+};
+
+export const descriptorJson = (d: SpecDescriptor): Json => ({
+  index: d.index,
+  addr: u64(d.addr),
+  len: d.len,
+  flags: d.flags,
+  next: d.next,
+  indirect: d.indirect,
+});
+
+export const walkValue = (w: SpecWalk | undefined): Json => {
+  if (w === undefined) return { accepted: false };
+  let readable = 0n;
+  let writable = 0n;
+  for (const d of w.descriptors) {
+    if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) writable += BigInt(d.len);
+    else readable += BigInt(d.len);
+  }
+  return {
+    accepted: true,
+    descriptors: w.descriptors.map(descriptorJson),
+    end: w.end === null ? null : w.end._tag,
+    readableBytes: u64(readable),
+    writableBytes: u64(writable),
+  };
+};
+
+/** What the spec says chain.walk answers: CHAIN-CHECKED-NEW, then the walk. */
+export const specWalk = (mem: SpecMemory, table: bigint, size: number, head: number): SpecWalk | undefined =>
+  checkedNew(mem, table, size, head) === undefined ? undefined : walkChain(mem, table, size, head);
+
+const walkArgs = (table: bigint, size: number, head: number) => ({
+  descTable: u64(table),
+  queueSize: size,
+  head,
+});
+
+/** Every head of the table, plus one past the end (refused). */
+const walkSteps = (input: ChainTableInput, mem: SpecMemory, table: bigint): Step[] => {
+  const out: Step[] = [];
+  for (let head = 0; head <= input.size; head++) {
+    out.push(
+      step(
+        "chain.walk",
+        walkArgs(table, input.size, head),
+        expectOk(walkValue(specWalk(mem, table, input.size, head))),
+      ),
+    );
+  }
+  return out;
+};
+
+/** Must-level tables: every next is in range, so the profiles agree (see the profile cases). */
+const mustSteps = (input: ChainTableInput): Step[] => {
+  const s = setupTables(input);
+  return [...s.steps, ...walkSteps(input, s.mem, tableAddr(input))];
+};
+
+/** A table shifted so that its last entries lie past the end of memory, with loops. */
+interface HostileInput {
+  readonly base: ChainTableInput;
+  /** How many entries stick out past the region's end. */
+  readonly outside: number;
+}
+
+const hostileSteps = (input: HostileInput): Step[] => {
+  const t = tableDescriptors(input.base);
+  // Loops: every NEXT points back at entry 0 (or itself), so only the ttl ends the walk.
+  const main = t.main.map((d, i) => ({ ...d, next: i === 0 ? 0 : d.next % (i + 1) }));
+  const table = REGION_END - BigInt(16 * (main.length - input.outside));
+  let mem = emptyChainMemory();
+  const inside = main.slice(0, main.length - input.outside);
+  const steps: Step[] = [memoryCreateStep()];
+  if (inside.length > 0) {
+    const w = writeStep(mem, table, encodeDescriptors(inside));
+    steps.push(w.step);
+    mem = w.mem;
+  }
+  for (let head = 0; head < input.base.size; head++) {
+    steps.push(
+      step(
+        "chain.walk",
+        walkArgs(table, input.base.size, head),
+        expectOk(walkValue(specWalk(mem, table, input.base.size, head))),
+      ),
+    );
+  }
+  // CHAIN-TTL / keeps serving: a well-formed two-descriptor chain still walks after those.
+  const good = INDIRECT_AREA + 0x400n;
+  const ok = writeStep(
+    mem,
+    good,
+    encodeDescriptors([
+      { addr: BUFFER_AREA, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 1 },
+      { addr: BUFFER_AREA + 8n, len: 8, flags: VIRTQ_DESC_F_WRITE, next: 0 },
+    ]),
+  );
+  steps.push(
+    ok.step,
+    step("chain.walk", walkArgs(good, 2, 0), expectOk(walkValue(specWalk(ok.mem, good, 2, 0)))),
+  );
+  return steps;
+};
+
+// ---- profiles ---------------------------------------------------------------------------
+
+/** Firecracker queue.rs: checked_new refuses a head or a next whose own NEXT is out of range; no indirect tables. */
+export const firecrackerWalk = (
+  mem: SpecMemory,
+  table: bigint,
+  size: number,
+  head: number,
+): SpecDescriptor[] | undefined => {
+  const load = (i: number): SpecDescriptor | undefined => {
+    if (i >= size) return undefined;
+    const d = readDescriptor(mem, table, i, false);
+    if (!d.ok) return undefined;
+    if ((d.value.flags & VIRTQ_DESC_F_NEXT) !== 0 && d.value.next >= size) return undefined;
+    return d.value;
+  };
+  let d = load(head);
+  if (d === undefined) return undefined;
+  const out = [d];
+  let ttl = size;
+  while ((d.flags & VIRTQ_DESC_F_NEXT) !== 0 && ttl > 1) {
+    const n = load(d.next);
+    if (n === undefined) break;
+    ttl--;
+    out.push(n);
+    d = n;
+  }
+  return out;
+};
+
+/** rust-vmm chain.rs: the head is always a chain; the walk is spec/queue.ts walkChain. */
+export const rustVmmWalk = (
+  mem: SpecMemory,
+  table: bigint,
+  size: number,
+  head: number,
+): SpecDescriptor[] | undefined =>
+  head >= size ? undefined : [...walkChain(mem, table, size, head).descriptors];
+
+const profileValue = (ds: SpecDescriptor[] | undefined): Outcome =>
+  ds === undefined
+    ? { ok: true, value: { accepted: false } }
+    : { ok: true, value: { accepted: true, descriptors: ds.map(descriptorJson) } };
+
+const profileStep = (mem: SpecMemory, table: bigint, size: number, head: number): Step => {
+  const rv = profileValue(rustVmmWalk(mem, table, size, head));
+  return step("chain.walk", walkArgs(table, size, head), {
+    profiles: {
+      firecracker: profileValue(firecrackerWalk(mem, table, size, head)),
+      "rust-vmm": rv,
+      "cloud-hypervisor": rv,
+    },
+    keys: ["accepted", "descriptors"],
+  });
+};
+
+/** Two chains that differ only where the profiles do: `bad` is the descriptor whose NEXT is out of range. */
+interface ProfileChainInput {
+  readonly size: number;
+  readonly lens: readonly number[];
+  /** Position (0 = head) of the descriptor with NEXT out of range. */
+  readonly bad: number;
+  readonly over: number;
+}
+
+const profileChainArb: fc.Arbitrary<ProfileChainInput> = fc.integer({ min: 2, max: 8 }).chain((size) =>
+  fc.record({
+    size: fc.constant(size),
+    lens: fc.array(fc.integer({ min: 1, max: 32 }), { minLength: size, maxLength: size }),
+    bad: fc.nat(size - 1),
+    over: fc.integer({ min: 0, max: 100 }),
+  }),
+);
+
+/** Entries 0..bad chained in order; entry `bad` has NEXT to size + over. */
+const nextRangeSteps = (input: ProfileChainInput): Step[] => {
+  const ds: RawDescriptor[] = input.lens.map((len, i) => ({
+    addr: BUFFER_AREA + BigInt(64 * i),
+    len,
+    flags: i <= input.bad ? VIRTQ_DESC_F_NEXT : 0,
+    next: i < input.bad ? i + 1 : i === input.bad ? input.size + input.over : 0,
+  }));
+  const w = writeStep(emptyChainMemory(), TABLE_AREA, encodeDescriptors(ds));
+  return [memoryCreateStep(), w.step, profileStep(w.mem, TABLE_AREA, input.size, 0)];
+};
+
+const indirectProfileSteps = (input: ChainTableInput): Step[] => {
+  // Head 0 refers to a well-formed indirect table of plain descriptors.
+  const entries = input.indirect.entries.map((d, i, all) => ({
+    ...d,
+    addr: BUFFER_AREA + BigInt(64 * i),
+    flags: (d.flags & VIRTQ_DESC_F_WRITE) | (i + 1 < all.length ? VIRTQ_DESC_F_NEXT : 0),
+    next: i + 1,
+  }));
+  const addr = INDIRECT_AREA + BigInt(input.indirect.offset);
+  let mem = emptyChainMemory();
+  const a = writeStep(
+    mem,
+    TABLE_AREA,
+    encodeDescriptors([{ addr, len: 16 * entries.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }]),
+  );
+  mem = a.mem;
+  const b = writeStep(mem, addr, encodeDescriptors(entries));
+  mem = b.mem;
+  return [memoryCreateStep(), a.step, b.step, profileStep(mem, TABLE_AREA, 1, 0)];
+};
+
+const unalignedIndirectSteps = (input: ChainTableInput): Step[] => {
+  const entries = input.indirect.entries.map((d, i, all) => ({
+    ...d,
+    addr: BUFFER_AREA + BigInt(64 * i),
+    flags: (d.flags & VIRTQ_DESC_F_WRITE) | (i + 1 < all.length ? VIRTQ_DESC_F_NEXT : 0),
+    next: i + 1,
+  }));
+  // Any address: rust-vmm PR 220 removed the alignment demand (CHAIN-INDIRECT-UNALIGNED).
+  const addr = INDIRECT_AREA + BigInt(input.indirect.offset) + 1n;
+  let mem = emptyChainMemory();
+  const a = writeStep(
+    mem,
+    TABLE_AREA + BigInt(input.tableOffset),
+    encodeDescriptors([{ addr, len: 16 * entries.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }]),
+  );
+  mem = a.mem;
+  const b = writeStep(mem, addr, encodeDescriptors(entries));
+  mem = b.mem;
+  const table = TABLE_AREA + BigInt(input.tableOffset);
+  return [
+    memoryCreateStep(),
+    a.step,
+    b.step,
+    step("chain.walk", walkArgs(table, 1, 0), expectOk(walkValue(specWalk(mem, table, 1, 0)))),
+  ];
+};
+
+interface BigChainInput {
+  readonly lens: readonly number[];
+  readonly indirect: boolean;
+}
+
+/** CHAIN-LEN-U32: lengths near 2^32 (the buffers need not be in memory for a walk). */
+const bigChainSteps = (input: BigChainInput): Step[] => {
+  const ds: RawDescriptor[] = input.lens.map((len, i) => ({
+    addr: BUFFER_AREA,
+    len,
+    flags: i + 1 < input.lens.length ? VIRTQ_DESC_F_NEXT : 0,
+    next: i + 1,
+  }));
+  let mem = emptyChainMemory();
+  let size = ds.length;
+  if (input.indirect) {
+    const a = writeStep(
+      mem,
+      TABLE_AREA,
+      encodeDescriptors([
+        { addr: INDIRECT_AREA, len: 16 * ds.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 },
+      ]),
+    );
+    const b = writeStep(a.mem, INDIRECT_AREA, encodeDescriptors(ds));
+    mem = b.mem;
+    size = 1;
+    return [
+      memoryCreateStep(),
+      a.step,
+      b.step,
+      step(
+        "chain.walk",
+        walkArgs(TABLE_AREA, size, 0),
+        expectOk(walkValue(specWalk(mem, TABLE_AREA, size, 0))),
+      ),
+    ];
+  }
+  const a = writeStep(mem, TABLE_AREA, encodeDescriptors(ds));
+  mem = a.mem;
+  return [
+    memoryCreateStep(),
+    a.step,
+    step(
+      "chain.walk",
+      walkArgs(TABLE_AREA, size, 0),
+      expectOk(walkValue(specWalk(mem, TABLE_AREA, size, 0))),
+    ),
+  ];
+};
+
+const inRange = (o: { bigLen: boolean; nested: boolean; indirect: boolean }) => chainTableArb(o);
+
+export const chainCases = [
+  defineCase<ChainTableInput>({
+    id: "chain.walk",
+    title:
+      "chain.walk yields the spec's descriptors (layout, read/write split, exact u64 addresses) and why it ended",
+    rules: ["CHAIN-DESC-LAYOUT", "CHAIN-RW-SPLIT", "CHAIN-ADDR-U64"],
+    level: "must",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: inRange({ bigLen: false, nested: false, indirect: false }),
+    examples: [],
+    steps: mustSteps,
+    numRuns: 40,
+  }),
+  defineCase<ChainTableInput>({
+    id: "chain.indirect",
+    title:
+      "indirect tables (VIRTIO_F_INDIRECT_DESC): walked in place of their descriptor, bad lengths and nesting end the walk",
+    rules: ["CHAIN-INDIRECT", "CHAIN-INDIRECT-LEN", "CHAIN-INDIRECT-NESTED"],
+    level: "must",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: inRange({ bigLen: false, nested: true, indirect: true }),
+    examples: [],
+    steps: mustSteps,
+    numRuns: 40,
+  }),
+  defineCase<HostileInput>({
+    id: "chain.hostile",
+    title:
+      "looping chains end after at most size descriptors, tables past memory end the walk, and a good chain still walks",
+    rules: ["CHAIN-TTL", "CHAIN-MEMORY"],
+    level: "safety",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: inRange({ bigLen: false, nested: false, indirect: false }).chain((base) =>
+      fc.record({ base: fc.constant(base), outside: fc.nat(base.size) }),
+    ),
+    examples: [],
+    steps: hostileSteps,
+    numRuns: 30,
+  }),
+  defineCase<BigChainInput>({
+    id: "chain.len-u32",
+    title:
+      "a chain never describes more than 2^32 - 1 bytes: the descriptor that would pass it is not yielded",
+    rules: ["CHAIN-LEN-U32"],
+    level: "safety",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: fc.record({
+      lens: fc.array(
+        fc.oneof(fc.integer({ min: 0, max: 16 }), fc.integer({ min: 0x7fff_fff0, max: 0xffff_ffff })),
+        { minLength: 1, maxLength: 6 },
+      ),
+      indirect: fc.boolean(),
+    }),
+    examples: [
+      { lens: [0xffff_ffff, 1], indirect: false },
+      { lens: [0x8000_0000, 0x8000_0000], indirect: true },
+    ],
+    steps: bigChainSteps,
+    numRuns: 30,
+  }),
+  defineCase<ChainTableInput>({
+    id: "chain.indirect-unaligned",
+    title: "an indirect table at any address walks like an aligned one",
+    rules: ["CHAIN-INDIRECT-UNALIGNED", "CHAIN-INDIRECT"],
+    level: "must",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: inRange({ bigLen: false, nested: false, indirect: false }),
+    examples: [],
+    steps: unalignedIndirectSteps,
+    numRuns: 20,
+  }),
+  defineCase<ProfileChainInput>({
+    id: "chain.profile-head-next-range",
+    title:
+      "a head whose NEXT is out of range: Firecracker refuses the chain, rust-vmm yields the head and stops",
+    rules: ["CHAIN-CHECKED-NEW"],
+    level: "profile",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: profileChainArb.map((i) => ({ ...i, bad: 0 })),
+    examples: [],
+    steps: nextRangeSteps,
+    numRuns: 15,
+  }),
+  defineCase<ProfileChainInput>({
+    id: "chain.profile-later-next-range",
+    title:
+      "a later descriptor whose NEXT is out of range: Firecracker drops it, rust-vmm yields it and stops",
+    rules: ["CHAIN-NEXT-RANGE"],
+    level: "profile",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: profileChainArb.map((i) => ({ ...i, bad: Math.max(1, i.bad) })),
+    examples: [],
+    steps: nextRangeSteps,
+    numRuns: 15,
+  }),
+  defineCase<ChainTableInput>({
+    id: "chain.profile-indirect",
+    title: "indirect tables: rust-vmm and cloud-hypervisor walk them, Firecracker does not offer them",
+    rules: ["CHAIN-INDIRECT"],
+    level: "profile",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: inRange({ bigLen: false, nested: false, indirect: false }),
+    examples: [],
+    steps: indirectProfileSteps,
+    numRuns: 20,
+  }),
+];

@@ -1,0 +1,19 @@
+import { describe, expect, it } from "vitest";
+import { runMutants } from "./conform.ts";
+import { MUTANTS } from "./mutants.ts";
+import { killCount } from "./report.ts";
+import { LANDED_SUBJECTS } from "./ops/subjects.ts";
+
+const landed = MUTANTS.filter((m) => LANDED_SUBJECTS.has(m.subject));
+
+// Each mutant adapter puts one known bug back around impl/; the deterministic vectors of the
+// whole suite must fail against every one of them (a survivor means the suite is blind to it).
+describe("every mutant adapter is killed by the conformance vectors [CHAIN-LEN-U32 CHAIN-INDIRECT-UNALIGNED]", () => {
+  it(`kills ${landed.map((m) => m.id).join(", ")}`, async () => {
+    const results = await runMutants({ runs: 10, parallel: 3 });
+    console.log(killCount(results));
+    const survivors = results.filter((m) => m.status === "survived").map((m) => m.id);
+    expect(survivors).toEqual([]);
+    expect(results.filter((m) => m.status === "killed").map((m) => m.id)).toEqual(landed.map((m) => m.id));
+  });
+});

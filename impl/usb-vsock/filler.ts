@@ -12,8 +12,8 @@
  * themselves, and an interrupted `fill` withdraws its transfer.
  */
 import { Effect } from "effect";
-import { HEADER_SIZE, PacketType, UsbPacketBuilder } from "./packet.ts";
-import type { Address, PacketTooBig } from "./packet.ts";
+import { HEADER_SIZE, PacketType } from "./packet.ts";
+import type { Address, PacketTooBig, UsbPacketBuilder } from "./packet.ts";
 import type { PacketType as PacketTypeT } from "../../spec/usb-vsock.ts";
 
 export interface AlreadyFilling {

@@ -1,0 +1,412 @@
+/**
+ * The deterministic engine: a scenario is a set of actors (guest driver, devices, backends)
+ * advanced one step at a time on a virtual clock, with seeded randomness, a trace of what
+ * happened, counters sampled into time series for the report, a log of injected faults and
+ * how each was handled, and an oracle that stops the run at the first broken invariant.
+ *
+ * Determinism (SIM-DETERMINISM): nothing a scenario records may depend on the wall clock,
+ * Math.random or I/O timing; the trace carries virtual time only. Effect-based devices see
+ * the same virtual time through Effect's TestClock, which the engine moves in step with its
+ * own clock.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { Effect, Exit, Cause, type Scope } from "effect";
+import { TestClock } from "effect/testing";
+import { Rng } from "./rng.ts";
+
+export type TraceValue = number | string | boolean | null | readonly number[] | readonly string[];
+export type TraceFields = Readonly<Record<string, TraceValue>>;
+
+/** Virtual time in microseconds; only the engine and scenarios move it. */
+export class VirtualClock {
+  nowUs = 0;
+  advance(us: number): void {
+    if (us > 0) this.nowUs += us;
+  }
+}
+
+/**
+ * The trace: one JSON object per line, `{"s":step,"t":µs,"k":kind,...}`. Lines go to a sink
+ * in chunks (a file, or memory for tests); the SHA-256 of the whole text is kept so two
+ * runs can be compared without storing either.
+ */
+export class Trace {
+  readonly on: boolean;
+  events = 0;
+  private parts: string[] = [];
+  private readonly hash: Hash = createHash("sha256");
+  private readonly sink: ((chunk: string) => void) | null;
+  private readonly clock: VirtualClock;
+  step = 0;
+
+  constructor(clock: VirtualClock, on: boolean, sink: ((chunk: string) => void) | null) {
+    this.clock = clock;
+    this.on = on;
+    this.sink = sink;
+  }
+
+  event(kind: string, fields?: TraceFields): void {
+    if (!this.on) return;
+    let line = `{"s":${this.step},"t":${this.clock.nowUs},"k":${JSON.stringify(kind)}`;
+    if (fields !== undefined) {
+      for (const key of Object.keys(fields)) line += `,${JSON.stringify(key)}:${JSON.stringify(fields[key])}`;
+    }
+    this.parts.push(line + "}\n");
+    this.events++;
+    if (this.parts.length >= 4096) this.flush();
+  }
+
+  flush(): void {
+    if (this.parts.length === 0) return;
+    const chunk = this.parts.join("");
+    this.parts = [];
+    this.hash.update(chunk);
+    this.sink?.(chunk);
+  }
+
+  /** Flushes and returns the hex SHA-256 of everything traced. */
+  digest(): string {
+    this.flush();
+    return this.hash.copy().digest("hex");
+  }
+}
+
+/** A named number the scenario updates in place (no allocation per update). */
+export interface Metric {
+  readonly name: string;
+  readonly label: string;
+  /** "counter" only grows; "gauge" is a level (occupancy, credit). */
+  readonly kind: "counter" | "gauge";
+  value: number;
+}
+
+export interface Series {
+  readonly step: number[];
+  readonly t: number[];
+  readonly values: Record<string, number[]>;
+}
+
+/** Counters and gauges, sampled into series at most ~MAX_SAMPLES points per run. */
+export class Metrics {
+  readonly list: Metric[] = [];
+  private readonly byName = new Map<string, Metric>();
+  readonly series: Series = { step: [], t: [], values: {} };
+  private every = 1;
+  private static readonly MAX_SAMPLES = 600;
+
+  private add(name: string, label: string, kind: "counter" | "gauge"): Metric {
+    const have = this.byName.get(name);
+    if (have !== undefined) return have;
+    const m: Metric = { name, label, kind, value: 0 };
+    this.list.push(m);
+    this.byName.set(name, m);
+    this.series.values[name] = this.series.step.map(() => 0);
+    return m;
+  }
+
+  counter(name: string, label: string): Metric {
+    return this.add(name, label, "counter");
+  }
+
+  gauge(name: string, label: string): Metric {
+    return this.add(name, label, "gauge");
+  }
+
+  get(name: string): number {
+    return this.byName.get(name)?.value ?? 0;
+  }
+
+  /** Called by the engine after each step; keeps every `every`-th, halving when full. */
+  sample(step: number, t: number, force = false): void {
+    if (!force && step % this.every !== 0) return;
+    const s = this.series;
+    if (force && s.step.length > 0 && s.step[s.step.length - 1] === step) return;
+    s.step.push(step);
+    s.t.push(t);
+    for (const m of this.list) s.values[m.name]!.push(m.value);
+    if (s.step.length > Metrics.MAX_SAMPLES) {
+      // Decimate deterministically: keep the even samples, double the interval.
+      const keep = (a: number[]): number[] => a.filter((_, i) => i % 2 === 0);
+      const st = keep(s.step);
+      const tt = keep(s.t);
+      s.step.length = 0;
+      s.step.push(...st);
+      s.t.length = 0;
+      s.t.push(...tt);
+      for (const k of Object.keys(s.values)) s.values[k] = keep(s.values[k]!);
+      this.every *= 2;
+    }
+  }
+}
+
+export interface FaultRecord {
+  readonly id: number;
+  readonly step: number;
+  readonly t: number;
+  readonly kind: string;
+  readonly detail: string;
+  outcome: string;
+}
+
+/** Every fault injected, and what the device did about it. */
+export class FaultLog {
+  readonly list: FaultRecord[] = [];
+  private readonly trace: Trace;
+  private readonly clock: VirtualClock;
+
+  constructor(trace: Trace, clock: VirtualClock) {
+    this.trace = trace;
+    this.clock = clock;
+  }
+
+  inject(kind: string, detail: string): FaultRecord {
+    const f: FaultRecord = {
+      id: this.list.length,
+      step: this.trace.step,
+      t: this.clock.nowUs,
+      kind,
+      detail,
+      outcome: "pending",
+    };
+    this.list.push(f);
+    this.trace.event("fault", { id: f.id, kind, detail });
+    return f;
+  }
+
+  handled(f: FaultRecord, outcome: string): void {
+    if (f.outcome !== "pending") return;
+    f.outcome = outcome;
+    this.trace.event("fault-handled", { id: f.id, outcome });
+  }
+
+  /** kind → outcome → count. */
+  table(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const f of this.list) {
+      const row = (out[f.kind] ??= {});
+      row[f.outcome] = (row[f.outcome] ?? 0) + 1;
+    }
+    return out;
+  }
+}
+
+/** Thrown (internally, by the oracle) to stop a run at a broken invariant. */
+export class SimViolation extends Error {
+  readonly rule: string;
+  readonly step: number;
+  constructor(rule: string, step: number, message: string) {
+    super(message);
+    this.rule = rule;
+    this.step = step;
+  }
+}
+
+export interface RunOptions {
+  readonly seed: number;
+  /** Steps to run; ignored when durationUs is set. */
+  readonly steps: number;
+  /** Virtual time to run for, in µs. */
+  readonly durationUs?: number;
+  /** Probability per opportunity of injecting a fault (0 = none). */
+  readonly faults: number;
+  /** Check invariants with the reference model beside the devices. */
+  readonly oracle: boolean;
+  /** Record the trace (the bench turns it off). */
+  readonly trace: boolean;
+  /** Where trace chunks go (a file, memory); null keeps only the hash. */
+  readonly traceSink?: ((chunk: string) => void) | null;
+  /** Called every ~0.25 s of wall time with the step reached. */
+  readonly onProgress?: (step: number, ctx: SimContext) => void;
+}
+
+/** What a scenario step sees. */
+export class SimContext {
+  readonly rng: Rng;
+  readonly clock = new VirtualClock();
+  readonly trace: Trace;
+  readonly metrics = new Metrics();
+  readonly faults: FaultLog;
+  readonly oracle: boolean;
+  readonly faultRate: number;
+  readonly options: RunOptions;
+  /** Facts about the run shown in the summary (features negotiated, queue sizes...). */
+  readonly facts: Record<string, string | number | boolean> = {};
+  /** Human notes shown in the summary (why a check was skipped, backend used...). */
+  readonly notes: string[] = [];
+
+  constructor(options: RunOptions) {
+    this.options = options;
+    this.rng = new Rng(options.seed);
+    this.trace = new Trace(this.clock, options.trace, options.traceSink ?? null);
+    this.faults = new FaultLog(this.trace, this.clock);
+    this.oracle = options.oracle;
+    this.faultRate = options.faults;
+  }
+
+  get step(): number {
+    return this.trace.step;
+  }
+
+  /** Stops the run: the invariant `rule` does not hold. */
+  fail(rule: string, message: string): never {
+    this.trace.event("violation", { rule, message });
+    throw new SimViolation(rule, this.step, message);
+  }
+
+  /** Oracle check; the message is built only on failure. */
+  check(rule: string, holds: boolean, message: () => string): void {
+    if (!holds) this.fail(rule, message());
+  }
+}
+
+export interface ScenarioInstance {
+  /** One step of the scenario: advance the clock, move the actors, check invariants. */
+  step(ctx: SimContext): void | Effect.Effect<void>;
+  /** Stop injecting new work, let what is in flight finish, check the end invariants. */
+  drain(ctx: SimContext): void | Effect.Effect<void>;
+}
+
+export interface Skip {
+  readonly skip: string;
+}
+
+export interface ChartSpec {
+  readonly title: string;
+  /** "level": the values as sampled; "rate": per-second rate of a counter over virtual time. */
+  readonly kind: "level" | "rate";
+  readonly unit: string;
+  readonly series: readonly { readonly metric: string; readonly label: string }[];
+}
+
+export interface Scenario {
+  readonly name: string;
+  /** One line: what the scenario shows. */
+  readonly summary: string;
+  readonly defaultSteps: number;
+  /** Steps and seeds `sim smoke` uses (fast, fixed). */
+  readonly smoke: { readonly steps: number; readonly seeds: readonly number[]; readonly faults?: number };
+  /** Default fault rate (hostile-guest injects by default). */
+  readonly defaultFaults: number;
+  readonly charts: readonly ChartSpec[];
+  create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
+}
+
+export interface Violation {
+  readonly rule: string;
+  readonly step: number;
+  readonly message: string;
+}
+
+export interface RunResult {
+  readonly scenario: string;
+  readonly status: "passed" | "violated" | "skipped";
+  readonly skipReason?: string;
+  readonly violation?: Violation;
+  readonly options: Omit<RunOptions, "traceSink" | "onProgress">;
+  readonly steps: number;
+  readonly virtualUs: number;
+  readonly wallMs: number;
+  readonly traceEvents: number;
+  readonly traceSha256: string;
+  readonly ctx: SimContext;
+}
+
+const isSkip = (x: ScenarioInstance | Skip): x is Skip => "skip" in x;
+
+const runStepEffect = (r: void | Effect.Effect<void>): Effect.Effect<void> =>
+  Effect.isEffect(r) ? (r as Effect.Effect<void>) : Effect.void;
+
+/**
+ * Runs a scenario to its end (or its first violation). Resources the scenario acquires
+ * are released when this returns, whatever happened. Exceptions escaping device code are
+ * SIM-NO-THROW violations: guest input must never make a device throw.
+ */
+export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Effect<RunResult> => {
+  const ctx = new SimContext(options);
+  const started = performance.now();
+  let lastProgress = started;
+  const body = Effect.gen(function* () {
+    ctx.trace.event("start", {
+      scenario: scenario.name,
+      seed: options.seed,
+      faults: options.faults,
+      oracle: options.oracle,
+    });
+    const made = yield* scenario.create(ctx);
+    if (isSkip(made)) return made;
+    const limitSteps = options.durationUs === undefined ? options.steps : Number.MAX_SAFE_INTEGER;
+    for (let step = 0; step < limitSteps; step++) {
+      if (options.durationUs !== undefined && ctx.clock.nowUs >= options.durationUs) break;
+      ctx.trace.step = step;
+      const before = ctx.clock.nowUs;
+      yield* runStepEffect(made.step(ctx));
+      // Every step takes at least a microsecond so a --duration run always ends.
+      if (ctx.clock.nowUs === before) ctx.clock.advance(1);
+      yield* TestClock.adjust(`${ctx.clock.nowUs - before} micros`);
+      ctx.metrics.sample(step, ctx.clock.nowUs);
+      if (options.onProgress !== undefined && (step & 63) === 0) {
+        const now = performance.now();
+        if (now - lastProgress >= 250) {
+          lastProgress = now;
+          options.onProgress(step, ctx);
+        }
+      }
+    }
+    ctx.trace.step++;
+    ctx.trace.event("drain");
+    yield* runStepEffect(made.drain(ctx));
+    ctx.metrics.sample(ctx.trace.step, ctx.clock.nowUs, true);
+    ctx.trace.event("end");
+    return undefined;
+  });
+  return Effect.scoped(body).pipe(
+    Effect.provide(TestClock.layer()),
+    Effect.exit,
+    Effect.map((exit): RunResult => {
+      let status: RunResult["status"] = "passed";
+      let violation: Violation | undefined;
+      let skipReason: string | undefined;
+      if (Exit.isSuccess(exit)) {
+        if (exit.value !== undefined) {
+          status = "skipped";
+          skipReason = exit.value.skip;
+          ctx.trace.event("skip", { reason: skipReason });
+        }
+      } else {
+        status = "violated";
+        const thrown = Cause.squash(exit.cause);
+        if (thrown instanceof SimViolation) {
+          violation = { rule: thrown.rule, step: thrown.step, message: thrown.message };
+        } else {
+          const message = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+          violation = { rule: "SIM-NO-THROW", step: ctx.step, message: `exception escaped: ${message}` };
+          ctx.trace.event("violation", { rule: violation.rule, message: violation.message });
+        }
+      }
+      const { traceSink: _s, onProgress: _p, ...rest } = options;
+      const sha = ctx.trace.digest();
+      return {
+        scenario: scenario.name,
+        status,
+        ...(skipReason !== undefined ? { skipReason } : {}),
+        ...(violation !== undefined ? { violation } : {}),
+        options: rest,
+        steps: ctx.trace.step,
+        virtualUs: ctx.clock.nowUs,
+        wallMs: performance.now() - started,
+        traceEvents: ctx.trace.events,
+        traceSha256: sha,
+        ctx,
+      };
+    }),
+  );
+};
+
+/** The one-line command that replays a run exactly. */
+export const replayCommand = (scenario: string, o: Omit<RunOptions, "traceSink" | "onProgress">): string => {
+  const parts = ["npx tsx sim run", scenario, `--seed ${o.seed}`];
+  parts.push(o.durationUs !== undefined ? `--duration ${o.durationUs}us` : `--steps ${o.steps}`);
+  if (o.faults > 0) parts.push(`--faults ${o.faults}`);
+  if (!o.oracle) parts.push("--no-oracle");
+  return parts.join(" ");
+};

@@ -1,0 +1,122 @@
+/**
+ * The report page renders in a real browser: headless Chromium (Debian's package) opens
+ * the HTML of a short run and the test checks every chart drew (SVG paths with points,
+ * pixels on a canvas the SVG is painted onto). Skips with the reason where Chromium is
+ * absent; .ci/run installs it.
+ */
+import { describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { chromium } from "playwright-core";
+import { main, type Io } from "./cli.ts";
+
+const CHROMIUM = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium";
+const have = existsSync(CHROMIUM);
+const reason = have ? "" : ` (skipped: ${CHROMIUM} not found; apt-get install -y chromium)`;
+if (!have)
+  console.warn(
+    `sim/html.test.ts: ${CHROMIUM} not found, the browser test skips; apt-get install -y chromium`,
+  );
+
+const quiet: Io = { out: () => {}, err: () => {}, progress: null };
+
+interface ChartCheck {
+  readonly title: string;
+  readonly paths: number;
+  readonly points: number[];
+  readonly widths: number[];
+  readonly lengths: number[];
+  readonly bars: number;
+  readonly inked: number;
+}
+
+describe("report page in headless Chromium", () => {
+  it.skipIf(!have)(`every chart of a run's page draws${reason}`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sim-html-"));
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    });
+    try {
+      const code = await main(["run", "queue", "--seed", "6", "--steps", "600", "--report", dir], quiet);
+      expect(code).toBe(0);
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1200 } });
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      const requests: string[] = [];
+      page.on("request", (r) => {
+        if (!r.url().startsWith("file:")) requests.push(r.url());
+      });
+      await page.goto(pathToFileURL(join(dir, "queue-6", "index.html")).href);
+      await page.waitForSelector("body[data-drawn=yes]", { timeout: 10_000 });
+      const checks = await page.evaluate(async (): Promise<ChartCheck[]> => {
+        const out: ChartCheck[] = [];
+        for (const host of Array.from(document.querySelectorAll<HTMLElement>(".chart"))) {
+          const svg = host.querySelector("svg");
+          const paths = Array.from(host.querySelectorAll<SVGPathElement>("path.series"));
+          let inked = 0;
+          if (svg !== null) {
+            // Paint the SVG onto a canvas and count the pixels that are not background.
+            const xml = new XMLSerializer().serializeToString(svg);
+            const img = new Image();
+            img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(xml);
+            await img.decode();
+            const c = document.createElement("canvas");
+            c.width = img.width;
+            c.height = img.height;
+            const g = c.getContext("2d")!;
+            g.drawImage(img, 0, 0);
+            const px = g.getImageData(0, 0, c.width, c.height).data;
+            for (let i = 0; i < px.length; i += 4) {
+              const [r, gg, b, a] = [px[i]!, px[i + 1]!, px[i + 2]!, px[i + 3]!];
+              // Saturated pixels: the series colours, not the greys of axes and grid.
+              if (a > 0 && Math.max(r, gg, b) - Math.min(r, gg, b) > 60) inked++;
+            }
+          }
+          out.push({
+            title: host.dataset["title"] ?? "",
+            paths: paths.length,
+            points: paths.map((p) => Number(p.getAttribute("data-points"))),
+            widths: paths.map((p) => p.getBBox().width),
+            lengths: paths.map((p) => p.getTotalLength()),
+            bars: host.querySelectorAll("rect.bar").length,
+            inked,
+          });
+        }
+        return out;
+      });
+      expect(errors).toEqual([]);
+      expect(requests).toEqual([]);
+      expect(checks.map((c) => c.title)).toEqual([
+        "Ring occupancy",
+        "Throughput",
+        "Notifications sent and suppressed",
+        "faults",
+      ]);
+      for (const c of checks) {
+        if (c.title === "faults") continue;
+        {
+          expect(c.paths, `${c.title}: series paths`).toBeGreaterThan(0);
+          for (const p of c.points) expect(p, `${c.title}: points`).toBeGreaterThan(10);
+          expect(Math.max(...c.widths), `${c.title}: width`).toBeGreaterThan(300);
+          expect(Math.max(...c.lengths), `${c.title}: length`).toBeGreaterThan(300);
+        }
+        expect(c.inked, `${c.title}: coloured pixels`).toBeGreaterThan(200);
+      }
+      await page.close();
+    } finally {
+      await browser.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,165 @@
+/**
+ * The oracle's shared checks: the reference model (spec/) run beside the devices on the
+ * same guest memory, and a bounds guard over every access the device makes.
+ */
+import type { GuestMemory } from "../impl/memory/guest-memory.ts";
+import type { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
+import type { SpecMemory } from "../spec/memory.ts";
+import { readDescriptor, walkChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../spec/queue.ts";
+import type { SimContext } from "./engine.ts";
+import type { InFlight, RingLayout } from "./guest/virtio-ring.ts";
+
+/**
+ * The reference model's view of guest memory: the same bytes, not a copy (the spec's
+ * reads never write, so sharing is safe and each check sees the current contents).
+ */
+export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
+  regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: r.bytes })),
+});
+
+const showSegs = (segs: readonly { addr: number | bigint; len: number; write: boolean }[]): string =>
+  segs.map((s) => `${s.write ? "w" : "r"}:${s.addr}+${s.len}`).join(",");
+
+/**
+ * SIM-CHAIN-MATCH: the chain the device popped (impl cursor), the reference model's walk of
+ * the same head, and the buffer the driver made available must agree descriptor for
+ * descriptor. Walks the cursor (leaves it rewound to the first descriptor).
+ */
+export const checkChain = (
+  ctx: SimContext,
+  spec: SpecMemory,
+  ring: RingLayout,
+  chain: DescriptorChain,
+  expected: InFlight,
+): void => {
+  const got: { addr: number; len: number; write: boolean }[] = [];
+  for (let ok = chain.rewind(); ok; ok = chain.advance()) {
+    got.push({ addr: chain.addr, len: chain.len, write: chain.isWriteOnly() });
+  }
+  const implEnd = chain.end;
+  chain.rewind();
+  const walk = walkChain(spec, BigInt(ring.desc), ring.size, expected.head);
+  const specSegs = walk.descriptors.map((d) => ({
+    addr: d.addr,
+    len: d.len,
+    write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0,
+  }));
+  const exp = expected.segments;
+  let same =
+    got.length === exp.length && specSegs.length === exp.length && implEnd === null && walk.end === null;
+  for (let i = 0; same && i < exp.length; i++) {
+    const e = exp[i]!;
+    const g = got[i]!;
+    const s = specSegs[i]!;
+    same =
+      g.addr === e.addr &&
+      g.len === e.len &&
+      g.write === e.write &&
+      s.addr === BigInt(e.addr) &&
+      s.len === e.len &&
+      s.write === e.write;
+  }
+  if (!same) {
+    ctx.fail(
+      "SIM-CHAIN-MATCH",
+      `head ${expected.head} (seq ${expected.seq}${expected.indirect ? ", indirect" : ""}): driver made [${showSegs(
+        exp,
+      )}], device walked [${showSegs(got)}]${implEnd === null ? "" : ` end ${implEnd._tag}`}, reference walked [${showSegs(
+        specSegs,
+      )}]${walk.end === null ? "" : ` end ${walk.end._tag}`}`,
+    );
+  }
+};
+
+/** A range the device may touch: [lo, hi), and whether it may write there. */
+interface Allowed {
+  lo: number;
+  hi: number;
+  write: boolean;
+}
+
+/**
+ * SIM-BOUNDS: while armed, every range the device locates must lie inside an allowed
+ * range: the rings (read: table and avail; write: used), the indirect tables and buffers
+ * of the chains it holds (read-only or writable as the driver made them).
+ */
+export class BoundsGuard {
+  private readonly mem: GuestMemory;
+  private readonly ctx: SimContext;
+  private fixed: Allowed[] = [];
+  private readonly chains = new Map<number, Allowed[]>();
+  private where = "";
+
+  constructor(ctx: SimContext, mem: GuestMemory) {
+    this.ctx = ctx;
+    this.mem = mem;
+  }
+
+  addRing(ring: RingLayout): void {
+    this.fixed.push({ lo: ring.desc, hi: ring.desc + 16 * ring.size, write: false });
+    this.fixed.push({ lo: ring.avail, hi: ring.avail + 6 + 2 * ring.size, write: false });
+    this.fixed.push({ lo: ring.used, hi: ring.used + 6 + 8 * ring.size, write: true });
+  }
+
+  addRange(lo: number, len: number, write: boolean): void {
+    this.fixed.push({ lo, hi: lo + len, write });
+  }
+
+  /**
+   * The device holds the chain with this head now: it may touch what the reference
+   * model's walk of it (as it is in memory now) reaches: the indirect table the head
+   * names, and each descriptor's buffer, writable only when the descriptor is.
+   */
+  allowWalk(spec: SpecMemory, ring: RingLayout, head: number): void {
+    const list: Allowed[] = [];
+    const walk = walkChain(spec, BigInt(ring.desc), ring.size, head);
+    for (const d of walk.descriptors) {
+      if (d.addr < BigInt(Number.MAX_SAFE_INTEGER)) {
+        const lo = Number(d.addr);
+        list.push({ lo, hi: lo + d.len, write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0 });
+      }
+    }
+    const h = readDescriptor(spec, BigInt(ring.desc), head, false);
+    if (
+      h.ok &&
+      (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 &&
+      h.value.addr < BigInt(Number.MAX_SAFE_INTEGER)
+    ) {
+      const lo = Number(h.value.addr);
+      list.push({ lo, hi: lo + h.value.len, write: false });
+    }
+    this.chains.set(head, list);
+  }
+
+  /** The device gave this chain back (used): its buffers are the driver's again. */
+  release(head: number): void {
+    this.chains.delete(head);
+  }
+
+  arm(where: string): void {
+    if (!this.ctx.oracle) return;
+    this.where = where;
+    this.mem.recorder = (addr, len, write) => this.see(addr, len, write);
+  }
+
+  disarm(): void {
+    this.mem.recorder = null;
+  }
+
+  private inside(list: readonly Allowed[], addr: number, len: number, write: boolean): boolean {
+    for (const a of list) if (addr >= a.lo && addr + len <= a.hi && (!write || a.write)) return true;
+    return false;
+  }
+
+  private see(addr: number, len: number, write: boolean): void {
+    // A locate the memory refuses is not an access: the device asked and was told no.
+    if (this.mem.regions.every((r) => !(addr >= r.base && addr + len <= r.end))) return;
+    if (this.inside(this.fixed, addr, len, write)) return;
+    for (const list of this.chains.values()) if (this.inside(list, addr, len, write)) return;
+    this.disarm();
+    this.ctx.fail(
+      "SIM-BOUNDS",
+      `${this.where}: device ${write ? "wrote" : "read"} [${addr}, +${len}), outside the rings and the buffers it was given`,
+    );
+  }
+}

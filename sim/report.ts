@@ -1,0 +1,132 @@
+/**
+ * What a run leaves behind in reports/sim/<scenario>-<seed>/: trace.jsonl (written while
+ * the run goes), summary.json, summary.md and index.html (one self-contained page).
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ChartSpec, FaultRecord, RunResult, Scenario, Series, Violation } from "./engine.ts";
+import { replayCommand } from "./engine.ts";
+import { renderHtml } from "./html.ts";
+
+export interface ReportData {
+  readonly scenario: string;
+  readonly summaryLine: string;
+  readonly seed: number;
+  readonly status: RunResult["status"];
+  readonly skipReason?: string;
+  readonly violation?: Violation;
+  readonly replay: string;
+  readonly options: RunResult["options"];
+  readonly steps: number;
+  readonly virtualUs: number;
+  readonly wallMs: number;
+  readonly facts: Readonly<Record<string, string | number | boolean>>;
+  readonly notes: readonly string[];
+  readonly totals: readonly { readonly name: string; readonly label: string; readonly value: number }[];
+  readonly faults: {
+    readonly injected: number;
+    readonly table: Record<string, Record<string, number>>;
+    readonly list: readonly FaultRecord[];
+  };
+  readonly traceEvents: number;
+  readonly traceSha256: string;
+  readonly charts: readonly ChartSpec[];
+  readonly series: Series;
+}
+
+export const reportData = (scenario: Scenario, r: RunResult): ReportData => {
+  const ctx = r.ctx;
+  return {
+    scenario: r.scenario,
+    summaryLine: scenario.summary,
+    seed: r.options.seed,
+    status: r.status,
+    ...(r.skipReason !== undefined ? { skipReason: r.skipReason } : {}),
+    ...(r.violation !== undefined ? { violation: r.violation } : {}),
+    replay: replayCommand(r.scenario, r.options),
+    options: r.options,
+    steps: r.steps,
+    virtualUs: r.virtualUs,
+    wallMs: Math.round(r.wallMs),
+    facts: ctx.facts,
+    notes: ctx.notes,
+    totals: ctx.metrics.list
+      .filter((m) => m.kind === "counter")
+      .map((m) => ({ name: m.name, label: m.label, value: m.value })),
+    faults: { injected: ctx.faults.list.length, table: ctx.faults.table(), list: ctx.faults.list },
+    traceEvents: r.traceEvents,
+    traceSha256: r.traceSha256,
+    charts: scenario.charts,
+    series: ctx.metrics.series,
+  };
+};
+
+export const summaryMarkdown = (d: ReportData): string => {
+  const lines: string[] = [
+    `# ${d.scenario}, seed ${d.seed}: ${d.status}${d.skipReason !== undefined ? ` (${d.skipReason})` : ""}`,
+    "",
+    d.summaryLine,
+    "",
+    `${d.steps} steps, ${(d.virtualUs / 1000).toFixed(1)} ms virtual time, oracle ${
+      d.options.oracle ? "on" : "off"
+    }, fault rate ${d.options.faults}.`,
+    "",
+    `Replay: \`${d.replay}\``,
+    "",
+  ];
+  if (d.violation !== undefined) {
+    lines.push(
+      `**Invariant broken: ${d.violation.rule}** at step ${d.violation.step}: ${d.violation.message}`,
+      "",
+    );
+  }
+  lines.push("| total | value |", "| --- | ---: |");
+  for (const t of d.totals) lines.push(`| ${t.label} | ${t.value} |`);
+  lines.push("");
+  if (Object.keys(d.facts).length > 0) {
+    lines.push("| run | |", "| --- | --- |");
+    for (const [k, v] of Object.entries(d.facts)) lines.push(`| ${k} | ${String(v)} |`);
+    lines.push("");
+  }
+  const kinds = Object.keys(d.faults.table);
+  if (kinds.length > 0) {
+    lines.push(`## Faults (${d.faults.injected})`, "", "| kind | outcome | count |", "| --- | --- | ---: |");
+    for (const k of kinds) {
+      for (const [o, c] of Object.entries(d.faults.table[k]!)) lines.push(`| ${k} | ${o} | ${c} |`);
+    }
+    lines.push("");
+  }
+  for (const n of d.notes) lines.push(`- ${n}`);
+  if (d.notes.length > 0) lines.push("");
+  lines.push(`Trace: ${d.traceEvents} events, sha256 ${d.traceSha256}`, "");
+  return lines.join("\n");
+};
+
+/** summary.json, summary.md and index.html into `dir` (trace.jsonl is already there). */
+export const writeReport = (d: ReportData, dir: string): void => {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "summary.json"), JSON.stringify(d, null, 1) + "\n");
+  writeFileSync(join(dir, "summary.md"), summaryMarkdown(d));
+  writeFileSync(join(dir, "index.html"), renderHtml(d));
+};
+
+/** The terminal summary table. */
+export const summaryTable = (d: ReportData): string => {
+  const rows: [string, string][] = d.totals.map((t) => [t.label, t.value.toLocaleString("en-US")]);
+  for (const [k, v] of Object.entries(d.facts)) rows.push([k, String(v)]);
+  rows.push(["faults injected", String(d.faults.injected)]);
+  for (const k of Object.keys(d.faults.table)) {
+    for (const [o, c] of Object.entries(d.faults.table[k]!)) rows.push([`  ${k}: ${o}`, String(c)]);
+  }
+  rows.push(["steps", d.steps.toLocaleString("en-US")]);
+  rows.push(["virtual time", `${(d.virtualUs / 1000).toFixed(1)} ms`]);
+  rows.push(["wall time", `${(d.wallMs / 1000).toFixed(2)} s`]);
+  const w = Math.max(...rows.map((r) => r[0].length));
+  const v = Math.max(...rows.map((r) => r[1].length));
+  const out = [
+    `${d.scenario} seed ${d.seed}: ${d.status}${d.skipReason !== undefined ? ` (${d.skipReason})` : ""}`,
+  ];
+  out.push(`${"".padEnd(w, "-")}  ${"".padEnd(v, "-")}`);
+  for (const [a, b] of rows) out.push(`${a.padEnd(w)}  ${b.padStart(v)}`);
+  return out.join("\n");
+};

@@ -1,0 +1,7 @@
+/** Every scenario `sim run` knows, in the order `sim list` shows them. */
+import type { Scenario } from "../engine.ts";
+import { queueScenario } from "./queue.ts";
+
+export const scenarios: readonly Scenario[] = [queueScenario];
+
+export const findScenario = (name: string): Scenario | undefined => scenarios.find((s) => s.name === name);

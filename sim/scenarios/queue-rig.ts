@@ -1,0 +1,553 @@
+/**
+ * One split queue end to end: the guest driver model (sim/guest/virtio-ring.ts) on one
+ * side, a device on impl/queue (sim/device/queue-port.ts) on the other, and the oracle
+ * between them. The device of this rig is a plain data mover: it reads every readable
+ * byte, writes a pattern into part of the writable ones and completes the chain with the
+ * count, so what arrives on either side can be checked byte for byte.
+ *
+ * Used by the `queue` scenario (well-formed traffic) and by `hostile-guest`, which adds
+ * corruption through the `faults` hooks.
+ */
+import { GuestMemory } from "../../impl/memory/guest-memory.ts";
+import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
+import type { SpecMemory } from "../../spec/memory.ts";
+import type { Metric, SimContext } from "../engine.ts";
+import { GuestRam } from "../guest/ram.ts";
+import {
+  AVAIL_F_NO_INTERRUPT,
+  GuestVirtqueue,
+  layoutRings,
+  vringNeedEvent,
+  type InFlight,
+  type RingLayout,
+  type Segment,
+} from "../guest/virtio-ring.ts";
+import { makeQueuePort, type DeviceQueuePort } from "../device/queue-port.ts";
+import { BoundsGuard, checkChain, specMemoryOf } from "../oracle.ts";
+
+export const SLAB = 16 * 1024;
+export const MAX_INDIRECT = 16;
+
+/** The chain shapes real drivers make (Linux virtio-net, virtio-blk, virtio-vsock). */
+export const SHAPES = [
+  "net-tx",
+  "net-rx",
+  "blk-read",
+  "blk-write",
+  "vsock-tx",
+  "vsock-rx",
+  "random",
+] as const;
+export type Shape = (typeof SHAPES)[number];
+
+export const makeShape = (ctx: SimContext, shape: Shape, maxSegs: number): Segment[] => {
+  const r = ctx.rng;
+  const segs: Segment[] = [];
+  const cap = Math.max(1, maxSegs);
+  switch (shape) {
+    case "net-tx": {
+      // Header and data in one descriptor (any_header_sg), or header then 1..3 fragments.
+      const frame = r.range(42, 1514);
+      if (r.chance(0.4) || cap < 2) segs.push({ len: 12 + frame, write: false });
+      else {
+        segs.push({ len: 12, write: false });
+        const frags = Math.min(cap - 1, r.range(1, 3));
+        for (let i = 0; i < frags; i++)
+          segs.push({ len: Math.max(1, Math.floor(frame / frags)), write: false });
+      }
+      break;
+    }
+    case "net-rx":
+      // Mergeable buffers: one writable buffer; big packets: header then pages.
+      if (r.chance(0.6) || cap < 2) segs.push({ len: 1526, write: true });
+      else {
+        segs.push({ len: 12, write: true });
+        const pages = Math.min(cap - 1, r.range(1, 3));
+        for (let i = 0; i < pages; i++) segs.push({ len: 4096, write: true });
+      }
+      break;
+    case "blk-read":
+    case "blk-write": {
+      // virtio-blk: 16-byte request header, data, 1-byte status the device writes.
+      segs.push({ len: 16, write: false });
+      const data = Math.min(cap - 2, r.range(1, 2));
+      for (let i = 0; i < data; i++) segs.push({ len: 512 * r.range(1, 8), write: shape === "blk-read" });
+      if (cap >= 2) segs.push({ len: 1, write: true });
+      break;
+    }
+    case "vsock-tx":
+      if (r.chance(0.5) || cap < 2) segs.push({ len: 44 + r.range(0, 4096), write: false });
+      else segs.push({ len: 44, write: false }, { len: r.range(1, 4096), write: false });
+      break;
+    case "vsock-rx":
+      if (r.chance(0.5) || cap < 2) segs.push({ len: 44 + 4096, write: true });
+      else segs.push({ len: 44, write: true }, { len: 4096, write: true });
+      break;
+    case "random": {
+      // Linux puts the out (readable) segments first, then the in (writable) ones.
+      const n = r.range(1, Math.min(cap, 8));
+      const outs = r.int(n + 1);
+      for (let i = 0; i < n; i++) segs.push({ len: r.range(1, 1500), write: i >= outs });
+      break;
+    }
+  }
+  return segs;
+};
+
+/** FNV-1a over bytes, folded into a running hash. */
+export const fnv = (h: number, bytes: Uint8Array): number => {
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  return h >>> 0;
+};
+
+/** The byte the device writes at `off` of the writable part of chain `seq`. */
+const patternByte = (seq: number, off: number): number => (seq * 7 + off * 13 + (off >>> 8)) & 0xff;
+
+export interface RigOptions {
+  readonly size: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Prefix of metric names (several rigs in one scenario). */
+  readonly name: string;
+}
+
+/** What the device did with a popped chain, for the hostile guest to record. */
+export interface RigHooks {
+  /** A pop the queue refused (an error or a refused head). Return true if it was expected. */
+  onPopError?(tag: string): boolean;
+  /** A chain whose walk ended early or disagreed with the driver's record. */
+  isCorrupted?(buf: InFlight | undefined, head: number): boolean;
+  /** The device completed a corrupted chain (how it handled it). */
+  onCorruptedServed?(head: number, outcome: string): void;
+}
+
+export class QueueRig {
+  readonly ctx: SimContext;
+  readonly mem: GuestMemory;
+  readonly ram: GuestRam;
+  readonly ring: RingLayout;
+  readonly driver: GuestVirtqueue;
+  readonly port: DeviceQueuePort;
+  readonly guard: BoundsGuard;
+  readonly spec: SpecMemory;
+  readonly opts: RigOptions;
+  /** A scratch area of guest RAM no buffer uses (hostile descriptors may point here). */
+  readonly scratch: { readonly addr: number; readonly len: number };
+  hooks: RigHooks = {};
+  private readonly chain: DescriptorChain;
+  private readonly sums: Int32Array;
+  /** Device state: running (polling, notifications off) or idle; a kick is pending. */
+  running = false;
+  kicked = false;
+  irqPending = false;
+  private publishedOld = 0;
+  private readonly m: Record<string, Metric>;
+  /** Chains the driver has added, and completed (for SIM-NO-LOSS). */
+  added = 0;
+  completed = 0;
+
+  constructor(ctx: SimContext, opts: RigOptions) {
+    this.ctx = ctx;
+    this.opts = opts;
+    const size = opts.size;
+    const drvOpts = {
+      eventIdx: opts.eventIdx,
+      indirect: opts.indirect,
+      slabBytes: SLAB,
+      maxIndirect: MAX_INDIRECT,
+    };
+    // Two regions, as a VM with a hole below 4 GiB would have: rings in the first (at a
+    // random aligned offset), buffers and indirect tables in the second.
+    const ringBase = 0x1000 + 16 * ctx.rng.int(64);
+    const ringBytes = layoutRings(ringBase, size).end - 0x1000 + 64;
+    const dataBase = 0x100000;
+    const scratchLen = 64 * 1024;
+    const dataBytes = GuestVirtqueue.bytesNeeded(size, drvOpts) + scratchLen;
+    this.mem = GuestMemory.of([
+      { base: 0x1000, bytes: new Uint8Array(ringBytes) },
+      { base: dataBase, bytes: new Uint8Array(dataBytes) },
+    ]);
+    this.ram = new GuestRam(this.mem);
+    this.ring = layoutRings(ringBase, size);
+    this.driver = new GuestVirtqueue(this.ram, this.ring, dataBase, drvOpts);
+    this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
+    this.port = makeQueuePort(this.mem, this.ring, opts.eventIdx);
+    this.chain = this.port.newChain();
+    this.guard = new BoundsGuard(ctx, this.mem);
+    this.guard.addRing(this.ring);
+    this.spec = specMemoryOf(this.mem);
+    this.sums = new Int32Array(size);
+    const p = opts.name === "" ? "" : `${opts.name}.`;
+    const l = opts.name === "" ? "" : `${opts.name}: `;
+    const mx = ctx.metrics;
+    this.m = {
+      added: mx.counter(`${p}chains.added`, `${l}chains made available`),
+      completed: mx.counter(`${p}chains.completed`, `${l}chains completed and reclaimed`),
+      descs: mx.counter(`${p}descriptors`, `${l}descriptors used`),
+      indirect: mx.counter(`${p}chains.indirect`, `${l}chains through an indirect table`),
+      bytesOut: mx.counter(`${p}bytes.read`, `${l}bytes the device read`),
+      bytesIn: mx.counter(`${p}bytes.written`, `${l}bytes the device wrote`),
+      bytes: mx.counter(`${p}bytes`, `${l}bytes moved`),
+      kicksSent: mx.counter(`${p}kicks.sent`, `${l}notifications to the device sent`),
+      kicksSuppressed: mx.counter(`${p}kicks.suppressed`, `${l}notifications to the device suppressed`),
+      irqsSent: mx.counter(`${p}irqs.sent`, `${l}interrupts to the driver sent`),
+      irqsSuppressed: mx.counter(`${p}irqs.suppressed`, `${l}interrupts to the driver suppressed`),
+      occupancy: mx.gauge(`${p}ring.occupancy`, `${l}descriptors in use`),
+      availPending: mx.gauge(`${p}ring.avail`, `${l}available, not yet popped`),
+      usedPending: mx.gauge(`${p}ring.used`, `${l}used, not yet reclaimed`),
+    };
+    ctx.facts[`${p}queue size`] = size;
+    ctx.facts[`${p}EVENT_IDX`] = opts.eventIdx;
+    ctx.facts[`${p}INDIRECT_DESC`] = opts.indirect;
+  }
+
+  metric(name: string): Metric {
+    return this.m[name]!;
+  }
+
+  /** Adds one chain of the given shape; -1 when the ring is full even after reclaiming. */
+  addChain(shape: Shape): number {
+    const ctx: SimContext = this.ctx;
+    const segs = makeShape(ctx, shape, this.opts.size);
+    const indirect = ctx.rng.chance(0.35);
+    const gaps = segs.map(() => (ctx.rng.chance(0.3) ? ctx.rng.range(1, 64) : 0));
+    let head = this.driver.add(segs, indirect, this.added, gaps);
+    if (head < 0) {
+      this.reapAll();
+      head = this.driver.add(segs, indirect, this.added, gaps);
+      if (head < 0) return -1;
+    }
+    const buf = this.driver.inFlightAt(head)!;
+    let h = 0x811c9dc5;
+    for (const s of buf.segments) {
+      const view = this.ram.bytes(s.addr, s.len);
+      if (s.write) view.fill(0);
+      else {
+        ctx.rng.fill(view);
+        h = fnv(h, view);
+      }
+    }
+    this.sums[head] = h | 0;
+    this.added++;
+    this.m.added!.value++;
+    this.m.descs!.value += buf.segments.length;
+    if (buf.indirect) this.m.indirect!.value++;
+    if (ctx.trace.on)
+      ctx.trace.event("add", {
+        q: this.opts.name,
+        head,
+        seq: buf.seq,
+        shape,
+        descs: buf.segments.length,
+        indirect: buf.indirect,
+        out: buf.outBytes,
+        in: buf.inBytes,
+      });
+    return head;
+  }
+
+  /** virtio_wmb + avail.idx, then virtqueue_kick_prepare and the kick. */
+  publishAndKick(): void {
+    const ctx: SimContext = this.ctx;
+    if (this.driver.unpublished === 0) return;
+    this.driver.publish();
+    const k = this.driver.kickPrepare();
+    if (ctx.trace.on)
+      ctx.trace.event("publish", { q: this.opts.name, idx: k.new, kick: k.need, event: k.event });
+    if (k.need) {
+      this.m.kicksSent!.value++;
+      this.kicked = true;
+    } else this.m.kicksSuppressed!.value++;
+  }
+
+  /** Publishes used.idx and decides whether to interrupt (checked against vring_need_event). */
+  private publishUsed(): void {
+    const ctx: SimContext = this.ctx;
+    const port = this.port;
+    port.publishUsed();
+    const newIdx = port.nextUsed;
+    const oldIdx = this.publishedOld;
+    this.publishedOld = newIdx;
+    // What the reference model says, from the driver's fields as they are in memory now.
+    const expected = this.opts.eventIdx
+      ? vringNeedEvent(this.ram.u16(this.ring.avail + 4 + 2 * this.ring.size), newIdx, oldIdx)
+      : (this.ram.u16(this.ring.avail) & AVAIL_F_NO_INTERRUPT) === 0;
+    const need = port.prepareKick();
+    if (ctx.oracle && need !== expected) {
+      ctx.fail(
+        "SIM-KICK-GATE",
+        `device ${need ? "interrupts" : "suppresses"} after used ${oldIdx}->${newIdx} but ${
+          this.opts.eventIdx
+            ? `used_event ${this.ram.u16(this.ring.avail + 4 + 2 * this.ring.size)}`
+            : "avail.flags"
+        } says ${expected ? "interrupt" : "suppress"}`,
+      );
+    }
+    if (ctx.trace.on) ctx.trace.event("used-publish", { q: this.opts.name, idx: newIdx, irq: need });
+    if (need) {
+      this.m.irqsSent!.value++;
+      this.irqPending = true;
+    } else this.m.irqsSuppressed!.value++;
+  }
+
+  /** The device: up to `budget` chains, then notifications re-enabled when it runs dry. */
+  deviceRun(budget: number): number {
+    const ctx: SimContext = this.ctx;
+    const port = this.port;
+    if (!this.running && !this.kicked) return 0;
+    if (!this.running) {
+      this.running = true;
+      if (!this.opts.eventIdx) port.setNoNotify(true);
+    }
+    this.kicked = false;
+    let done = 0;
+    let unpublished = 0;
+    this.guard.arm(`${this.opts.name || "queue"} device`);
+    try {
+      while (done < budget) {
+        // The oracle lets the device touch the chain it is about to pop (SIM-BOUNDS): the
+        // head is the ring entry at next_avail, as the guest wrote it.
+        if (ctx.oracle) {
+          const next = this.ram.u16(this.ring.avail + 4 + 2 * (port.nextAvail % this.ring.size));
+          if (next < this.ring.size) this.guard.allowWalk(this.spec, this.ring, next);
+        }
+        const out = port.pop(this.chain);
+        if (out.kind === "empty") {
+          if (unpublished > 0) {
+            this.publishUsed();
+            unpublished = 0;
+          }
+          // Re-enable notifications, then look again: a buffer published meanwhile must
+          // not be left without a kick (SIM-NO-STALL).
+          if (this.opts.eventIdx) {
+            if (port.tryEnableNotification()) {
+              this.running = false;
+              break;
+            }
+          } else {
+            port.setNoNotify(false);
+            if (port.len() === 0) {
+              this.running = false;
+              break;
+            }
+            port.setNoNotify(true);
+          }
+          continue;
+        }
+        if (out.kind === "error") {
+          if (this.hooks.onPopError?.(out.tag) === true) {
+            // The device gives up until the driver kicks again (as Firecracker does after
+            // InvalidAvailIdx or a refused head): notifications on, stop polling.
+            if (!this.opts.eventIdx) port.setNoNotify(false);
+            this.running = false;
+            break;
+          }
+          ctx.fail("SIM-CHAIN-MATCH", `the queue refused a pop of a well-formed ring: ${out.tag}`);
+        }
+        this.serve();
+        done++;
+        unpublished++;
+        // Publish in batches of random size, as devices do.
+        if (ctx.rng.chance(0.3)) {
+          this.publishUsed();
+          unpublished = 0;
+        }
+      }
+      if (unpublished > 0) this.publishUsed();
+    } finally {
+      this.guard.disarm();
+    }
+    return done;
+  }
+
+  /** Serve the chain in the cursor: read, check, write the pattern, add used. */
+  private serve(): void {
+    const ctx: SimContext = this.ctx;
+    const chain = this.chain;
+    const head = chain.headIndex;
+    const buf = this.driver.inFlightAt(head);
+    const corrupted = this.hooks.isCorrupted?.(buf, head) === true;
+    if (buf === undefined && !corrupted) {
+      ctx.fail("SIM-CHAIN-MATCH", `device popped head ${head}, which the driver has not made available`);
+    }
+    if (ctx.oracle && buf !== undefined && !corrupted) checkChain(ctx, this.spec, this.ring, chain, buf);
+    // Read the readable part, write a pattern into a random prefix of the writable part.
+    let h = 0x811c9dc5;
+    let read = 0;
+    let writable = 0;
+    for (let ok = chain.rewind(); ok; ok = chain.advance()) {
+      if (chain.isWriteOnly()) writable += chain.len;
+      else {
+        const v = this.mem.slice(chain.addr, chain.len);
+        if (v !== undefined) {
+          h = fnv(h, v);
+          read += chain.len;
+        }
+      }
+    }
+    const end = chain.end;
+    const seq = buf?.seq ?? 0;
+    let written = 0;
+    if (end === null) {
+      const want = ctx.rng.int(writable + 1);
+      for (let ok = chain.rewindWritable(); ok && written < want; ok = chain.advanceWritable()) {
+        const n = Math.min(chain.len, want - written);
+        const v = this.mem.slice(chain.addr, n, true);
+        if (v === undefined) break;
+        for (let i = 0; i < n; i++) v[i] = patternByte(seq, written + i);
+        written += n;
+      }
+    }
+    if (!corrupted && buf !== undefined && (h | 0) !== this.sums[head]) {
+      ctx.fail("SIM-CHAIN-MATCH", `head ${head} seq ${seq}: the device read bytes the driver did not write`);
+    }
+    if (!this.port.addUsed(head, written)) {
+      ctx.fail("SIM-USED-ID", `the queue refused add_used for head ${head} it just popped`);
+    }
+    if (corrupted)
+      this.hooks.onCorruptedServed?.(head, end === null ? "served as written" : `walk ended: ${end._tag}`);
+    this.guard.release(head);
+    this.m.bytesOut!.value += read;
+    this.m.bytesIn!.value += written;
+    this.m.bytes!.value += read + written;
+    if (ctx.trace.on)
+      ctx.trace.event("serve", {
+        q: this.opts.name,
+        head,
+        read,
+        written,
+        end: end === null ? null : end._tag,
+      });
+    ctx.clock.advance(0.2 + (read + written) / 10_000);
+  }
+
+  /** virtqueue_get_buf until empty, checking each used element. */
+  reapAll(): number {
+    const ctx: SimContext = this.ctx;
+    let n = 0;
+    for (;;) {
+      const g = this.driver.getBuf();
+      if (g.kind === "none") break;
+      if (g.kind === "bad") {
+        ctx.fail("SIM-USED-ID", `used element {id ${g.id}, len ${g.len}}: ${g.reason} (Linux: BAD_RING)`);
+      }
+      const { buf, len } = g;
+      if (len > buf.inBytes) {
+        ctx.fail(
+          "SIM-USED-LEN",
+          `head ${buf.head} seq ${buf.seq}: used len ${len} > writable ${buf.inBytes} bytes`,
+        );
+      }
+      const corrupted = this.hooks.isCorrupted?.(buf, buf.head) === true;
+      if (ctx.oracle && !corrupted) this.checkWritten(buf, len);
+      n++;
+      this.completed++;
+      this.m.completed!.value++;
+      if (ctx.trace.on) ctx.trace.event("reap", { q: this.opts.name, head: buf.head, seq: buf.seq, len });
+    }
+    return n;
+  }
+
+  /** SIM-DELIVERY: the first `len` writable bytes are what the device wrote. */
+  private checkWritten(buf: InFlight, len: number): void {
+    let off = 0;
+    for (const s of buf.segments) {
+      if (!s.write || off >= len) continue;
+      const n = Math.min(s.len, len - off);
+      const v = this.ram.bytes(s.addr, n);
+      for (let i = 0; i < n; i++) {
+        if (v[i] !== patternByte(buf.seq, off + i)) {
+          this.ctx.fail(
+            "SIM-DELIVERY",
+            `head ${buf.head} seq ${buf.seq}: writable byte ${off + i} is ${v[i]}, the device wrote ${patternByte(
+              buf.seq,
+              off + i,
+            )}`,
+          );
+        }
+      }
+      off += n;
+    }
+  }
+
+  /** The interrupt handler (NAPI-like): disable, reap, re-enable (maybe delayed), poll. */
+  guestInterrupt(): void {
+    if (!this.irqPending) return;
+    this.irqPending = false;
+    const d = this.driver;
+    const delayed = this.ctx.rng.chance(0.3);
+    for (let round = 0; round < 1000; round++) {
+      d.disableCb();
+      this.reapAll();
+      if (delayed) {
+        if (d.enableCbDelayed()) break;
+      } else if (!d.poll(d.enableCbPrepare())) break;
+    }
+  }
+
+  /** Gauges for the charts. */
+  sampleGauges(): void {
+    const d = this.driver;
+    this.m.occupancy!.value = d.occupancy;
+    this.m.availPending!.value = (d.publishedIdx - this.port.nextAvail) & 0xffff;
+    this.m.usedPending!.value = (d.usedIdx - d.lastUsed) & 0xffff;
+  }
+
+  /** SIM-NO-STALL, checked between steps. */
+  checkStall(): void {
+    const ctx: SimContext = this.ctx;
+    if (!ctx.oracle) return;
+    const port = this.port;
+    if (!this.running && !this.kicked) {
+      const n = port.len();
+      if (n !== 0)
+        ctx.fail(
+          "SIM-NO-STALL",
+          `device idle with notifications on, ${n < 0 ? "a bad avail.idx" : `${n} available buffers`} unseen, and no kick pending`,
+        );
+    }
+    const d = this.driver;
+    if (d.callbacksEnabled && !this.irqPending) {
+      const pending = (d.usedIdx - d.lastUsed) & 0xffff;
+      const threshold = this.opts.eventIdx ? (d.usedEvent - d.lastUsed) & 0xffff : 0;
+      if (pending > threshold)
+        ctx.fail(
+          "SIM-NO-STALL",
+          `driver waits for an interrupt with ${pending} used buffers unseen (used_event ${d.usedEvent}, last_used ${d.lastUsed}) and none is pending`,
+        );
+    }
+  }
+
+  /** True when every buffer has come back (progress measure for drain). */
+  get idle(): boolean {
+    return this.driver.inFlightCount === 0;
+  }
+
+  /** One drain round: device runs, the guest takes interrupts and reclaims. */
+  drainRound(): void {
+    this.publishAndKick();
+    this.deviceRun(64);
+    this.guestInterrupt();
+    this.ctx.clock.advance(1);
+  }
+
+  /** SIM-NO-LOSS at the end of a run. */
+  checkDrained(expectCorruptedLoss = 0): void {
+    const ctx: SimContext = this.ctx;
+    const d = this.driver;
+    if (d.inFlightCount > expectCorruptedLoss || d.numFree + this.lostDescs() < d.size) {
+      ctx.fail(
+        "SIM-NO-LOSS",
+        `after draining, ${d.inFlightCount} buffers are still in flight (${this.added} added, ${this.completed} completed) and ${
+          d.size - d.numFree
+        } descriptors are not back on the free list`,
+      );
+    }
+  }
+
+  private lostDescs(): number {
+    let n = 0;
+    for (let h = 0; h < this.driver.size; h++) n += this.driver.inFlightAt(h)?.ringDescs ?? 0;
+    return n;
+  }
+}

@@ -1,5 +1,6 @@
 /** Cases of the subjects beyond guest memory that have landed in impl/. */
 import { chainCases } from "./chain.ts";
+import { iovecCases } from "./iovec.ts";
 import type { AnyCase } from "./types.ts";
 
-export const subjectCases = (): readonly AnyCase[] => [...chainCases];
+export const subjectCases = (): readonly AnyCase[] => [...chainCases, ...iovecCases];

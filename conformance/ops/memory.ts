@@ -5,7 +5,7 @@ import type { Handler } from "./world.ts";
 import { BadRequest, argArray, argHex, argU64, argUint, errv, okv, wireError } from "./world.ts";
 
 /** The adapter's own limit on memory it allocates (a protocol-level ResourceLimit, not a spec rule). */
-export const MAX_TOTAL_MEMORY = 16 << 20;
+export const MAX_TOTAL_MEMORY = 64 << 20;
 
 export const memoryOps: Record<string, Handler> = {
   "memory.create": (args, world) => {

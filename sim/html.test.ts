@@ -32,6 +32,43 @@ interface ChartCheck {
   readonly inked: number;
 }
 
+// Runs in the page (a string: the project's TypeScript has no DOM types). For each chart:
+// its series paths and bars, and the SVG painted onto a canvas to count coloured pixels.
+const MEASURE = `(async () => {
+  const out = [];
+  for (const host of Array.from(document.querySelectorAll(".chart"))) {
+    const svg = host.querySelector("svg");
+    const paths = Array.from(host.querySelectorAll("path.series"));
+    let inked = 0;
+    if (svg !== null) {
+      const xml = new XMLSerializer().serializeToString(svg);
+      const img = new Image();
+      img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(xml);
+      await img.decode();
+      const c = document.createElement("canvas");
+      c.width = img.width;
+      c.height = img.height;
+      const g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      const px = g.getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < px.length; i += 4) {
+        // Saturated pixels: the series colours, not the greys of axes and grid.
+        if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) inked++;
+      }
+    }
+    out.push({
+      title: host.dataset.title || "",
+      paths: paths.length,
+      points: paths.map((p) => Number(p.getAttribute("data-points"))),
+      widths: paths.map((p) => p.getBBox().width),
+      lengths: paths.map((p) => p.getTotalLength()),
+      bars: host.querySelectorAll("rect.bar").length,
+      inked,
+    });
+  }
+  return out;
+})()`;
+
 describe("report page in headless Chromium", () => {
   it.skipIf(!have)(`every chart of a run's page draws${reason}`, async () => {
     const dir = mkdtempSync(join(tmpdir(), "sim-html-"));
@@ -59,42 +96,7 @@ describe("report page in headless Chromium", () => {
       });
       await page.goto(pathToFileURL(join(dir, "queue-6", "index.html")).href);
       await page.waitForSelector("body[data-drawn=yes]", { timeout: 10_000 });
-      const checks = await page.evaluate(async (): Promise<ChartCheck[]> => {
-        const out: ChartCheck[] = [];
-        for (const host of Array.from(document.querySelectorAll<HTMLElement>(".chart"))) {
-          const svg = host.querySelector("svg");
-          const paths = Array.from(host.querySelectorAll<SVGPathElement>("path.series"));
-          let inked = 0;
-          if (svg !== null) {
-            // Paint the SVG onto a canvas and count the pixels that are not background.
-            const xml = new XMLSerializer().serializeToString(svg);
-            const img = new Image();
-            img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(xml);
-            await img.decode();
-            const c = document.createElement("canvas");
-            c.width = img.width;
-            c.height = img.height;
-            const g = c.getContext("2d")!;
-            g.drawImage(img, 0, 0);
-            const px = g.getImageData(0, 0, c.width, c.height).data;
-            for (let i = 0; i < px.length; i += 4) {
-              const [r, gg, b, a] = [px[i]!, px[i + 1]!, px[i + 2]!, px[i + 3]!];
-              // Saturated pixels: the series colours, not the greys of axes and grid.
-              if (a > 0 && Math.max(r, gg, b) - Math.min(r, gg, b) > 60) inked++;
-            }
-          }
-          out.push({
-            title: host.dataset["title"] ?? "",
-            paths: paths.length,
-            points: paths.map((p) => Number(p.getAttribute("data-points"))),
-            widths: paths.map((p) => p.getBBox().width),
-            lengths: paths.map((p) => p.getTotalLength()),
-            bars: host.querySelectorAll("rect.bar").length,
-            inked,
-          });
-        }
-        return out;
-      });
+      const checks = (await page.evaluate(MEASURE)) as ChartCheck[];
       expect(errors).toEqual([]);
       expect(requests).toEqual([]);
       expect(checks.map((c) => c.title)).toEqual([

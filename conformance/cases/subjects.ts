@@ -1,6 +1,7 @@
 /** Cases of the subjects beyond guest memory that have landed in impl/. */
 import { chainCases } from "./chain.ts";
 import { iovecCases } from "./iovec.ts";
+import { usbCases } from "./usb-vsock.ts";
 import type { AnyCase } from "./types.ts";
 
-export const subjectCases = (): readonly AnyCase[] => [...chainCases, ...iovecCases];
+export const subjectCases = (): readonly AnyCase[] => [...chainCases, ...iovecCases, ...usbCases];

@@ -1,9 +1,10 @@
 /** The operations of every subject that has landed in impl/, beyond guest memory. */
 import { chainOps } from "./chain.ts";
 import { iovecOps } from "./iovec.ts";
+import { usbOps } from "./usb-vsock.ts";
 import type { Handler } from "./world.ts";
 
 /** Subjects (mutants.ts names) whose operations the reference adapter serves. */
-export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>(["chain", "iovec"]);
+export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>(["chain", "iovec", "usb-vsock"]);
 
-export const subjectOps = (): Record<string, Handler> => ({ ...chainOps, ...iovecOps });
+export const subjectOps = (): Record<string, Handler> => ({ ...chainOps, ...iovecOps, ...usbOps });

@@ -506,24 +506,31 @@ export const rxPlace = (
 };
 
 /**
- * With MRG_RXBUF (NET-RX-MRG): how a frame spreads over chains of the given capacities,
- * in order. Returns the used length per chain taken (its count is num_buffers), or
- * undefined when these chains cannot hold it (the frame waits).
+ * With MRG_RXBUF (NET-RX-MRG): the device takes available chains, in order, until their
+ * writable capacity holds a header plus the largest frame (so any frame fits); with fewer,
+ * it takes none and the frame waits ("wait"). The packet (header + frame) is written across
+ * the taken chains in order; a chain is used when the packet has bytes left when it is
+ * reached, with the bytes written into it; num_buffers is the count of used chains, and
+ * the taken chains not used go back to the ring.
  */
 export const rxMergeable = (
   frameLength: number,
   hdrLen: 10 | 12,
-  chainCapacities: readonly number[],
-): readonly number[] | undefined => {
-  let left = hdrLen + frameLength;
+  available: readonly number[],
+  maxFrame: number,
+): "wait" | { readonly taken: number; readonly used: readonly number[] } => {
+  let taken = 0;
+  let capacity = 0;
+  while (capacity < hdrLen + maxFrame && taken < available.length) capacity += available[taken++]!;
+  if (capacity < hdrLen + maxFrame) return "wait";
+  const total = hdrLen + frameLength;
   const used: number[] = [];
-  for (const cap of chainCapacities) {
-    if (left === 0) break;
-    // The header must lie wholly in the first chain (§5.1.6.4).
-    if (used.length === 0 && cap < hdrLen) return undefined;
-    const n = Math.min(cap, left);
-    used.push(n);
-    left -= n;
+  let start = 0;
+  for (let k = 0; k < taken; k++) {
+    const cap = available[k]!;
+    if (k > 0 && start >= total) break;
+    used.push(Math.max(0, Math.min(cap, total - start)));
+    start += cap;
   }
-  return left === 0 ? used : undefined;
+  return { taken, used };
 };

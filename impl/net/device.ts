@@ -1,0 +1,544 @@
+/**
+ * The virtio-net device (VIRTIO 1.2 §5.1; squib `net.rs`): queue 0 receives, queue 1
+ * transmits (NET-QUEUES).
+ *
+ * Driving it, step by step (what the simulator does; README.md shows it in full):
+ *   1. the driver reads `offeredFeatures`, calls `ackFeatures(acked)` and reads config
+ *      space with `readConfig`;
+ *   2. it lays out the rings and configures `queues[0]`/`queues[1]` (`SplitQueue.configure`);
+ *   3. `activate(memory, signal)` initializes both queues and tells the backend the
+ *      header length and features; `signal(queueIndex)` is the interrupt line;
+ *   4. per kick of queue 1: `processTx` (an Effect; `processTxNow()` is the same, plain);
+ *      per kick of queue 0, or when the backend has frames: `processRx` / `processRxNow()`.
+ *      `run` is the background loop (wait for the backend, then processRx) to fork in a scope.
+ * Each step returns how many chains it completed; it calls `signal` at most once, and only
+ * when the queue's EVENT_IDX state says the driver wants it (NET-NOTIFY).
+ *
+ * Hot paths allocate nothing per chain: one reused DescriptorChain, IoVecBuffer and
+ * IoVecBufferMut, and fixed scratch arrays. Guest input never throws: every broken chain
+ * is completed, counted, and the next one is served (NET-HOSTILE).
+ */
+import { Effect, Option, type Scope } from "effect";
+import {
+  maxFrameLength,
+  type ConfigError,
+  type FeatureError,
+  type NetConfig,
+  type TxDrop,
+} from "../../spec/net.ts";
+import type { QueueError } from "../../spec/queue.ts";
+import { err, ok, type Result } from "../../spec/result.ts";
+import { IoVecBuffer, IoVecBufferMut, type ChainCursor } from "../iovec/iovec.ts";
+import type { GuestMemory } from "../memory/guest-memory.ts";
+import { DescriptorChain } from "../queue/descriptor-chain.ts";
+import { PopStatus, SplitQueue } from "../queue/split-queue.ts";
+import { NetBackend, type NetBackendShape, type RxBuffer, type TxPacket } from "./backend.ts";
+import { NetConfigSpace, checkConfig } from "./config.ts";
+import { F, checkAck, hasFeature, netHeaderLength, offeredFeatures } from "./features.ts";
+import { NUM_BUFFERS_OFFSET } from "./header.ts";
+import {
+  CLAIM_HEAD_BYTES,
+  FrameInterceptor,
+  noInterceptor,
+  type FrameInterceptorShape,
+} from "./interceptor.ts";
+
+export const RX_QUEUE = 0;
+export const TX_QUEUE = 1;
+export const QUEUE_MAX_SIZE = 256;
+
+export interface NetDeviceOptions extends NetConfig {
+  /** Largest queue size the device accepts (a power of two). */
+  readonly queueMaxSize?: number;
+  /** Segments an RX packet may span (IoVecBufferMut capacity). */
+  readonly rxSegments?: number;
+}
+
+export interface NetStats {
+  txFrames: number;
+  txBytes: number;
+  txIntercepted: number;
+  /** NET-TX-SHORT */
+  txTooShort: number;
+  /** NET-TX-MAX */
+  txTooLong: number;
+  /** NET-TX-CHAIN-ERROR */
+  txChainErrors: number;
+  txBackendErrors: number;
+  rxFrames: number;
+  rxBytes: number;
+  rxInjected: number;
+  /** RX chains that could not take a packet (broken, outside memory, readable-only). */
+  rxChainErrors: number;
+  /** RX passes that stopped because the guest had too few buffers (frames wait). */
+  rxNoBuffers: number;
+  /** Pops refused by the queue (invalid head, avail idx) (VQ-*). */
+  queueErrors: number;
+  interrupts: [number, number];
+}
+
+export type ActivateError =
+  | { readonly _tag: "QueueInit"; readonly queue: number; readonly error: QueueError }
+  | { readonly _tag: "BackendConfigure"; readonly backend: string };
+
+const newStats = (): NetStats => ({
+  txFrames: 0,
+  txBytes: 0,
+  txIntercepted: 0,
+  txTooShort: 0,
+  txTooLong: 0,
+  txChainErrors: 0,
+  txBackendErrors: 0,
+  rxFrames: 0,
+  rxBytes: 0,
+  rxInjected: 0,
+  rxChainErrors: 0,
+  rxNoBuffers: 0,
+  queueErrors: 0,
+  interrupts: [0, 0],
+});
+
+/** The readable or writable descriptors of a chain, as the cursor impl/iovec loads from. */
+class ChainPart implements ChainCursor {
+  constructor(
+    private readonly chain: DescriptorChain,
+    private readonly writable: boolean,
+  ) {}
+  get headIndex(): number {
+    return this.chain.headIndex;
+  }
+  get addr(): number {
+    return this.chain.addr;
+  }
+  get len(): number {
+    return this.chain.len;
+  }
+  addrBig(): bigint {
+    return this.chain.addrBig();
+  }
+  isWriteOnly(): boolean {
+    return this.chain.isWriteOnly();
+  }
+  rewind(): boolean {
+    return this.writable ? this.chain.rewindWritable() : this.chain.rewindReadable();
+  }
+  advance(): boolean {
+    return this.writable ? this.chain.advanceWritable() : this.chain.advanceReadable();
+  }
+}
+
+/** The TX chain being processed, as the backend sees it (NET-TX-HDR-STRIP). */
+class TxView implements TxPacket {
+  headerLength = 12;
+  frameLength = 0;
+  constructor(private readonly buf: IoVecBuffer) {}
+  get segmentCount(): number {
+    return this.buf.segmentCount;
+  }
+  segment(i: number): Uint8Array | undefined {
+    return this.buf.segment(i);
+  }
+  copyFrame(dst: Uint8Array, at: number): number {
+    if (!(at >= 0)) return 0;
+    return this.buf.readInto(dst, this.headerLength + at);
+  }
+}
+
+/** The writable room for one RX packet (NET-RX-WRITABLE-ONLY: only writable descriptors are in it). */
+class RxView implements RxBuffer {
+  headerLength = 12;
+  constructor(private readonly buf: IoVecBufferMut) {}
+  get capacity(): number {
+    return this.buf.len;
+  }
+  get segmentCount(): number {
+    return this.buf.segmentCount;
+  }
+  segment(i: number): Uint8Array | undefined {
+    return this.buf.segment(i);
+  }
+  write(src: Uint8Array, from: number, to: number, at: number): number {
+    if (!(from >= 0 && to <= src.length && from < to && at >= 0)) return 0;
+    return this.buf.writeFrom(from === 0 && to === src.length ? src : src.subarray(from, to), at);
+  }
+}
+
+export class NetDevice {
+  readonly queues: readonly [SplitQueue, SplitQueue];
+  readonly configSpace: NetConfigSpace;
+  readonly offeredFeatures: bigint;
+  readonly maxFrame: number;
+  readonly stats: NetStats = newStats();
+  /** Why the last dropped TX chain was dropped (typed, NET-TX-*), for reports and tests. */
+  lastTxDrop: TxDrop | null = null;
+  /** The last queue error a pop reported. */
+  lastQueueError: QueueError | null = null;
+
+  private acked = 0n;
+  private hdrLen: 10 | 12 = 12;
+  private mergeable = false;
+  private memory: GuestMemory | null = null;
+  private signal: (queue: number) => void = () => {};
+
+  private chainObj: DescriptorChain | null = null;
+  private readonly txBuf = new IoVecBuffer(16);
+  private readonly rxBuf: IoVecBufferMut;
+  private readonly tx: TxView;
+  private readonly rx: RxView;
+  private readonly head = new Uint8Array(CLAIM_HEAD_BYTES);
+  private readonly headViews: Uint8Array[];
+  private readonly hdr = new Uint8Array(12);
+  private readonly numBuffers = new Uint8Array(2);
+  private readonly mrgHeads: Uint32Array;
+  private readonly mrgLens: Float64Array;
+
+  constructor(
+    readonly config: NetDeviceOptions,
+    readonly backend: NetBackendShape,
+    readonly interceptor: FrameInterceptorShape = noInterceptor,
+  ) {
+    const max = config.queueMaxSize ?? QUEUE_MAX_SIZE;
+    this.queues = [new SplitQueue(max), new SplitQueue(max)];
+    this.configSpace = new NetConfigSpace(config);
+    this.offeredFeatures = offeredFeatures(config);
+    this.maxFrame = maxFrameLength(config);
+    this.rxBuf = new IoVecBufferMut({ capacity: config.rxSegments ?? 256 });
+    this.tx = new TxView(this.txBuf);
+    this.rx = new RxView(this.rxBuf);
+    this.headViews = Array.from({ length: CLAIM_HEAD_BYTES + 1 }, (_, n) => this.head.subarray(0, n));
+    this.mrgHeads = new Uint32Array(max);
+    this.mrgLens = new Float64Array(max);
+  }
+
+  /** NET-CFG-MTU, NET-CFG-MAC: a device for a valid configuration, on the NetBackend service. */
+  static make(config: NetDeviceOptions): Effect.Effect<NetDevice, ConfigError, NetBackend> {
+    return Effect.gen(function* () {
+      const checked = checkConfig(config);
+      if (!checked.ok) return yield* Effect.fail(checked.error);
+      const backend = yield* NetBackend;
+      const interceptor = yield* Effect.serviceOption(FrameInterceptor);
+      return new NetDevice(
+        config,
+        backend,
+        Option.getOrElse(interceptor, () => noInterceptor),
+      );
+    });
+  }
+
+  // ---- negotiation and config space
+
+  get ackedFeatures(): bigint {
+    return this.acked;
+  }
+
+  get headerLength(): 10 | 12 {
+    return this.hdrLen;
+  }
+
+  /** NET-FEAT-ACK-SUBSET, NET-FEAT-DEPS, NET-FEAT-RECORD. */
+  ackFeatures(acked: bigint): Result<bigint, FeatureError> {
+    const r = checkAck(this.offeredFeatures, acked);
+    if (!r.ok) return r;
+    this.acked = acked;
+    this.hdrLen = netHeaderLength(acked);
+    this.mergeable = hasFeature(acked, F.MRG_RXBUF);
+    return r;
+  }
+
+  readConfig(offset: number, data: Uint8Array): void {
+    this.configSpace.read(offset, data);
+  }
+
+  writeConfig(offset: number, data: Uint8Array): void {
+    this.configSpace.write(offset, data);
+  }
+
+  /** Initializes both queues against `memory`; `signal(q)` raises queue q's interrupt. */
+  activate(memory: GuestMemory, signal: (queue: number) => void): Result<void, ActivateError> {
+    const eventIdx = hasFeature(this.acked, F.RING_EVENT_IDX);
+    for (let q = 0; q < 2; q++) {
+      const queue = this.queues[q]!;
+      if (eventIdx) queue.enableNotifSuppression();
+      const r = queue.initialize(memory);
+      if (!r.ok) return err({ _tag: "QueueInit", queue: q, error: r.error });
+    }
+    if (!this.backend.configure(this.hdrLen, this.acked)) {
+      return err({ _tag: "BackendConfigure", backend: this.backend.name });
+    }
+    this.memory = memory;
+    this.signal = signal;
+    this.chainObj = new DescriptorChain(memory);
+    this.tx.headerLength = this.hdrLen;
+    this.rx.headerLength = this.hdrLen;
+    return ok(undefined);
+  }
+
+  get isActive(): boolean {
+    return this.memory !== null;
+  }
+
+  private notify(q: number): void {
+    const queue = this.queues[q]!;
+    if (queue.publishUsed().ok && queue.prepareKick()) {
+      this.stats.interrupts[q]!++;
+      this.signal(q);
+    }
+  }
+
+  private popFailed(queue: SplitQueue): void {
+    if (queue.lastPop === PopStatus.Error || queue.lastPop === PopStatus.InvalidHead) {
+      this.stats.queueErrors++;
+      this.lastQueueError = queue.lastError;
+    }
+  }
+
+  // ---- TX
+
+  /** Processes every available TX chain; returns how many were completed. */
+  processTxNow(): number {
+    const memory = this.memory;
+    const chain = this.chainObj;
+    if (memory === null || chain === null) return 0;
+    const queue = this.queues[TX_QUEUE]!;
+    const part = this.txPart ?? (this.txPart = new ChainPart(chain, false));
+    let done = 0;
+    while (queue.popOrEnableNotificationInto(chain)) {
+      this.txOne(memory, chain, part);
+      queue.addUsed(chain.headIndex, 0); // NET-TX-USED-LEN
+      done++;
+    }
+    this.popFailed(queue);
+    if (done > 0) this.notify(TX_QUEUE);
+    return done;
+  }
+  private txPart: ChainPart | null = null;
+
+  private txOne(memory: GuestMemory, chain: DescriptorChain, part: ChainPart): void {
+    const buf = this.txBuf;
+    const loaded = buf.load(memory, part); // NET-TX-GATHER: readable descriptors only
+    if (!loaded.ok || chain.end !== null) {
+      this.stats.txChainErrors++;
+      this.lastTxDrop = { _tag: "TxChainError", reason: loaded.ok ? chain.end!._tag : loaded.error._tag };
+      return;
+    }
+    const hdrLen = this.hdrLen;
+    const total = buf.len;
+    if (total <= hdrLen) {
+      this.stats.txTooShort++;
+      this.lastTxDrop = { _tag: "TxFrameTooShort", readable: total, headerLength: hdrLen };
+      return;
+    }
+    const frameLength = total - hdrLen;
+    if (frameLength > this.maxFrame) {
+      this.stats.txTooLong++;
+      this.lastTxDrop = { _tag: "TxFrameTooLong", length: frameLength, max: this.maxFrame };
+      return;
+    }
+    const tx = this.tx;
+    tx.frameLength = frameLength;
+    // NET-TX-INTERCEPT: the interceptor sees the Ethernet (+ARP) head first, uncopied.
+    const headLen = frameLength < CLAIM_HEAD_BYTES ? frameLength : CLAIM_HEAD_BYTES;
+    const head = this.headViews[headLen]!;
+    buf.readInto(head, hdrLen);
+    if (this.interceptor.claims(head, frameLength)) {
+      const frame = new Uint8Array(frameLength);
+      buf.readInto(frame, hdrLen);
+      this.interceptor.take(frame);
+      this.stats.txIntercepted++;
+      return;
+    }
+    if (this.backend.send(tx) < 0) {
+      this.stats.txBackendErrors++;
+      return;
+    }
+    this.stats.txFrames++;
+    this.stats.txBytes += frameLength;
+  }
+
+  // ---- RX
+
+  /**
+   * Moves frames (the interceptor's first, then the backend's: NET-RX-ORDER) into the
+   * guest's RX chains until either runs out; returns the chains completed.
+   */
+  processRxNow(): number {
+    const memory = this.memory;
+    const chain = this.chainObj;
+    if (memory === null || chain === null) return 0;
+    const done = this.mergeable ? this.rxMergeable(memory, chain) : this.rxSingle(memory, chain);
+    if (done > 0) this.notify(RX_QUEUE);
+    return done;
+  }
+  private rxPart: ChainPart | null = null;
+
+  private rxSingle(memory: GuestMemory, chain: DescriptorChain): number {
+    const queue = this.queues[RX_QUEUE]!;
+    const part = this.rxPart ?? (this.rxPart = new ChainPart(chain, true));
+    const buf = this.rxBuf;
+    let done = 0;
+    for (;;) {
+      if (!queue.popOrEnableNotificationInto(chain)) {
+        this.popFailed(queue);
+        if (queue.lastPop === PopStatus.Empty && this.hasFrames()) this.stats.rxNoBuffers++;
+        break;
+      }
+      const loaded = buf.load(memory, part);
+      if (!loaded.ok || chain.end !== null) {
+        // NET-HOSTILE: a broken RX chain is given back empty; no frame is lost.
+        buf.clear();
+        queue.addUsed(chain.headIndex, 0);
+        this.stats.rxChainErrors++;
+        done++;
+        continue;
+      }
+      const used = this.receiveOne(1);
+      if (used < 0) {
+        queue.undoPop();
+        break;
+      }
+      queue.addUsed(chain.headIndex, used);
+      done++;
+    }
+    return done;
+  }
+
+  /** Whether a frame is known to be waiting (interceptor) — backends are asked by receiving. */
+  private hasFrames(): boolean {
+    const i = this.interceptor as { pendingRx?: number };
+    return (i.pendingRx ?? 0) > 0 || ((this.backend as { pending?: number }).pending ?? 0) > 0;
+  }
+
+  /**
+   * Writes one packet into `rxBuf`: header + frame. Returns the bytes written (the used
+   * length, NET-RX-USED-LEN) or -1 when no frame was waiting.
+   */
+  private receiveOne(numBuffers: number): number {
+    const rx = this.rx;
+    const hdrLen = this.hdrLen;
+    const cap = rx.capacity;
+    const injected = this.interceptor.nextRx();
+    let used: number;
+    if (injected !== undefined) {
+      const frameWritten = rx.write(injected, 0, injected.length, hdrLen);
+      used = (cap < hdrLen ? cap : hdrLen) + frameWritten;
+      this.writeHeader(numBuffers);
+      this.stats.rxInjected++;
+    } else {
+      const n = this.backend.receive(rx);
+      if (n < 0) return -1;
+      if (this.backend.carriesHeader) {
+        used = n;
+        // The kernel fills the 10-byte part; num_buffers is the device's (NET-RX-HDR).
+        if (hdrLen === 12) this.writeNumBuffers(numBuffers);
+      } else {
+        used = (cap < hdrLen ? cap : hdrLen) + n;
+        this.writeHeader(numBuffers);
+      }
+    }
+    this.stats.rxFrames++;
+    this.stats.rxBytes += used;
+    return used;
+  }
+
+  /** NET-RX-HDR: flags 0, gso NONE, num_buffers; clipped to the room. */
+  private writeHeader(numBuffers: number): void {
+    const h = this.hdr;
+    h.fill(0);
+    if (this.hdrLen === 12) {
+      h[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
+      h[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
+    }
+    this.rx.write(h, 0, this.hdrLen, 0);
+  }
+
+  private writeNumBuffers(numBuffers: number): void {
+    const b = this.numBuffers;
+    b[0] = numBuffers & 0xff;
+    b[1] = numBuffers >>> 8;
+    this.rx.write(b, 0, 2, NUM_BUFFERS_OFFSET);
+  }
+
+  /** NET-RX-MRG: one packet over as many chains as it needs. */
+  private rxMergeable(memory: GuestMemory, chain: DescriptorChain): number {
+    const queue = this.queues[RX_QUEUE]!;
+    const part = this.rxPart ?? (this.rxPart = new ChainPart(chain, true));
+    const buf = this.rxBuf;
+    const need = this.hdrLen + this.maxFrame;
+    const heads = this.mrgHeads;
+    const lens = this.mrgLens;
+    let done = 0;
+    for (;;) {
+      buf.clear();
+      let taken = 0;
+      let failed = false;
+      while (buf.len < need) {
+        if (!queue.popOrEnableNotificationInto(chain)) {
+          this.popFailed(queue);
+          failed = true;
+          break;
+        }
+        const before = buf.len;
+        const appended = buf.appendChain(memory, part);
+        if (!appended.ok || chain.end !== null) {
+          // NET-HOSTILE: the broken chain, and those gathered before it (they cannot be
+          // given back without it), are returned empty; no frame is lost.
+          for (let k = 0; k < taken; k++) queue.addUsed(heads[k]!, 0);
+          queue.addUsed(chain.headIndex, 0);
+          this.stats.rxChainErrors++;
+          done += taken + 1;
+          taken = 0;
+          buf.clear();
+          continue;
+        }
+        heads[taken] = chain.headIndex;
+        lens[taken] = buf.len - before;
+        taken++;
+        if (taken === heads.length) break;
+      }
+      if (buf.len < need) {
+        // Too little room for a whole frame: give the chains back, the frame waits.
+        for (let k = 0; k < taken; k++) queue.undoPop();
+        if (failed && this.hasFrames()) this.stats.rxNoBuffers++;
+        break;
+      }
+      const used = this.receiveOne(0);
+      if (used < 0) {
+        for (let k = 0; k < taken; k++) queue.undoPop();
+        break;
+      }
+      let start = 0;
+      let count = 0;
+      for (let k = 0; k < taken; k++) {
+        if (k > 0 && start >= used) break;
+        const cap = lens[k]!;
+        const n = used - start < cap ? used - start : cap;
+        queue.addUsed(heads[k]!, n > 0 ? n : 0);
+        start += cap;
+        count++;
+      }
+      for (let k = count; k < taken; k++) queue.undoPop();
+      this.writeNumBuffers(count);
+      done += count;
+    }
+    buf.clear();
+    return done;
+  }
+
+  // ---- Effect edges
+
+  /** Per kick of the TX queue. */
+  readonly processTx: Effect.Effect<number> = Effect.sync(() => this.processTxNow());
+  /** Per kick of the RX queue, or when the backend has frames. */
+  readonly processRx: Effect.Effect<number> = Effect.sync(() => this.processRxNow());
+
+  /** The backend-driven RX loop: wait (no busy polling), then deliver. Fork it in a scope. */
+  readonly run: Effect.Effect<never> = Effect.forever(
+    Effect.flatMap(
+      Effect.suspend(() => this.backend.waitReadable),
+      () => this.processRx,
+    ),
+  );
+
+  /** Forks `run` into the current scope (interrupted when the scope closes). */
+  readonly start: Effect.Effect<void, never, Scope.Scope> = Effect.asVoid(Effect.forkScoped(this.run));
+}

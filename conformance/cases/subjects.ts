@@ -2,6 +2,12 @@
 import { chainCases } from "./chain.ts";
 import { iovecCases } from "./iovec.ts";
 import { usbCases } from "./usb-vsock.ts";
+import { netCases } from "./net.ts";
 import type { AnyCase } from "./types.ts";
 
-export const subjectCases = (): readonly AnyCase[] => [...chainCases, ...iovecCases, ...usbCases];
+export const subjectCases = (): readonly AnyCase[] => [
+  ...chainCases,
+  ...iovecCases,
+  ...usbCases,
+  ...netCases,
+];

@@ -2,9 +2,10 @@
 import { chainOps } from "./chain.ts";
 import { iovecOps } from "./iovec.ts";
 import { usbOps } from "./usb-vsock.ts";
+import { netOps } from "./net.ts";
 import type { Handler } from "./world.ts";
 
 /** Subjects (mutants.ts names) whose operations the reference adapter serves. */
-export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>(["chain", "iovec", "usb-vsock"]);
+export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>(["chain", "iovec", "usb-vsock", "net"]);
 
-export const subjectOps = (): Record<string, Handler> => ({ ...chainOps, ...iovecOps, ...usbOps });
+export const subjectOps = (): Record<string, Handler> => ({ ...chainOps, ...iovecOps, ...usbOps, ...netOps });

@@ -1,0 +1,130 @@
+/**
+ * The device on a real TAP (TAP-E2E): the guest side sends an ARP request and an ICMP
+ * echo request through the TX queue; the kernel, on the TAP's side inside a namespace this
+ * test creates, answers both, and the replies come back through the RX queue. Skipped,
+ * with the reason printed, without root or /dev/net/tun.
+ */
+import { Duration, Effect } from "effect";
+import { describe, expect, it } from "vitest";
+import { F, bit } from "../../spec/net.ts";
+import { NetDevice, RX_QUEUE } from "../net/device.ts";
+import { NetGuest, type ReceivedPacket } from "../net/guest.ts";
+import {
+  ARP_REPLY,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  arpRequest,
+  formatMac,
+  icmpEcho,
+  parseArp,
+  parseIcmp,
+  parseIpv4,
+} from "../net/packets.ts";
+import { acquireNetns, acquireTapBackendIn, configureTapIn, ip, tapUnavailableReason } from "./netns.ts";
+
+const reason = tapUnavailableReason();
+if (reason !== undefined) console.log(`TAP end-to-end test skipped: ${reason}`);
+const d = reason === undefined ? describe : describe.skip;
+
+const GUEST_MAC = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const GUEST_IP = parseIpv4("10.200.0.2");
+const HOST_IP = parseIpv4("10.200.0.1");
+
+/** RX packets until `want` accepts one (others, e.g. a neighbour probe, are kept aside). */
+const receiveUntil = (dev: NetDevice, guest: NetGuest, want: (p: ReceivedPacket) => boolean) =>
+  Effect.gen(function* () {
+    const seen: ReceivedPacket[] = [];
+    for (;;) {
+      dev.processRxNow();
+      for (const p of guest.reapRx()) {
+        seen.push(p);
+        if (want(p)) return { packet: p, seen };
+      }
+      guest.postRx(4);
+      yield* dev.backend.waitReadable;
+    }
+  }).pipe(Effect.timeout(Duration.seconds(5)));
+
+d("virtio-net on a real TAP in a namespace", () => {
+  for (const legacy of [false, true]) {
+    it(`the kernel answers ARP and ICMP echo sent through the TX queue, replies arrive on RX (${legacy ? "10" : "12"}-byte header) [TAP-E2E TAP-READV TAP-WRITEV TAP-SCOPE NET-RX-HDR]`, async () => {
+      let nsName = "";
+      let ifName = "";
+      const program = Effect.scoped(
+        Effect.gen(function* () {
+          const ns = yield* acquireNetns("e2e");
+          nsName = ns;
+          const backend = yield* acquireTapBackendIn(ns, "vlab%d");
+          ifName = backend.tap.ifName;
+          configureTapIn(ns, ifName, "10.200.0.1/24");
+          const hostMac = /link\/ether ([0-9a-f:]+)/.exec(ip("-n", ns, "link", "show", ifName))![1]!;
+          const dev = new NetDevice({ mac: GUEST_MAC, mtu: 1500, status: true }, backend);
+          const guest = NetGuest.create(dev, {
+            queueSize: 64,
+            features: legacy ? bit(F.MAC) | bit(F.MTU) : dev.offeredFeatures,
+          });
+          expect(dev.headerLength).toBe(legacy ? 10 : 12);
+          guest.postRx(8);
+
+          // ARP: who has 10.200.0.1? tell 10.200.0.2
+          guest.send(arpRequest(GUEST_MAC, GUEST_IP, HOST_IP));
+          expect(dev.processTxNow()).toBe(1);
+          expect(dev.stats.txFrames).toBe(1);
+          const arp = yield* receiveUntil(dev, guest, (p) => parseArp(p.frame)?.op === ARP_REPLY);
+          const reply = parseArp(arp.packet.frame)!;
+          expect(reply.senderIp).toEqual(HOST_IP);
+          expect(formatMac(reply.senderMac)).toBe(hostMac);
+          expect(reply.targetMac).toEqual(GUEST_MAC);
+          expect(reply.targetIp).toEqual(GUEST_IP);
+          expect(Array.from(arp.packet.frame.subarray(0, 6))).toEqual(GUEST_MAC);
+          expect(arp.packet.header.gsoType).toBe(0);
+          expect(arp.packet.header.numBuffers).toBe(legacy ? 0 : 1);
+
+          // ICMP echo request to the kernel's address.
+          const payload = Uint8Array.from({ length: 56 }, (_, i) => i);
+          const hostMacBytes = hostMac.split(":").map((h) => parseInt(h, 16));
+          guest.send(
+            icmpEcho(ICMP_ECHO_REQUEST, hostMacBytes, GUEST_MAC, GUEST_IP, HOST_IP, 0x4242, 1, payload),
+          );
+          expect(dev.processTxNow()).toBe(1);
+          const echo = yield* receiveUntil(dev, guest, (p) => parseIcmp(p.frame)?.type === ICMP_ECHO_REPLY);
+          const icmp = parseIcmp(echo.packet.frame)!;
+          expect(icmp.srcIp).toEqual(HOST_IP);
+          expect(icmp.dstIp).toEqual(GUEST_IP);
+          expect(icmp.dstMac).toEqual(GUEST_MAC);
+          expect(formatMac(icmp.srcMac)).toBe(hostMac);
+          expect(icmp.id).toBe(0x4242);
+          expect(icmp.seq).toBe(1);
+          expect(icmp.payload).toEqual(payload);
+          expect(icmp.ipChecksumOk).toBe(true);
+          expect(icmp.icmpChecksumOk).toBe(true);
+          expect(echo.packet.header.numBuffers).toBe(legacy ? 0 : 1);
+          expect(echo.packet.header.gsoType).toBe(0);
+          expect(echo.packet.usedLength).toBe(dev.headerLength + echo.packet.frame.length);
+          expect(guest.interrupts[RX_QUEUE]).toBeGreaterThan(0);
+          expect(backend.stats.errors).toBe(0);
+        }),
+      );
+      await Effect.runPromise(program);
+      // TAP-SCOPE: the namespace and the interface are gone once the scope closed.
+      expect(ip("netns", "list")).not.toContain(nsName);
+      expect(ip("link", "show")).not.toContain(`${ifName}:`);
+    });
+  }
+
+  it("resources are released when the program fails half-way [TAP-SCOPE]", async () => {
+    let nsName = "";
+    const failing = Effect.scoped(
+      Effect.gen(function* () {
+        nsName = yield* acquireNetns("fail");
+        const b = yield* acquireTapBackendIn(nsName, "");
+        // Start a wait on the worker thread, then fail: the release must stop it first.
+        yield* Effect.forkScoped(b.waitReadable);
+        yield* Effect.sleep("10 millis");
+        return yield* Effect.fail("boom" as const);
+      }),
+    );
+    expect(await Effect.runPromise(Effect.flip(failing))).toBe("boom");
+    expect(ip("netns", "list")).not.toContain(nsName);
+  });
+});

@@ -7,8 +7,16 @@
  * Addresses are exact `bigint`s. Where Firecracker and rust-vmm differ, the rule's source
  * says which one this model follows (impl/queue/README.md lists every such choice).
  */
-import { readBytes, type MemoryError, type SpecMemory } from "./memory.ts";
-import { rule } from "./result.ts";
+import {
+  locate,
+  readBytes,
+  readU16,
+  writeU16,
+  writeU32,
+  type MemoryError,
+  type SpecMemory,
+} from "./memory.ts";
+import { err, ok, rule, type Result } from "./result.ts";
 
 export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;
@@ -24,7 +32,7 @@ export const MAX_INDIRECT_ENTRIES = 0xffff;
 /** The most bytes a chain may describe in total (rust-vmm: the sum must fit a u32). */
 export const MAX_CHAIN_BYTES = 0xffff_ffff;
 
-export const RULES = [
+const CHAIN_RULES = [
   // Descriptors and chains.
   rule(
     "CHAIN-DESC-LAYOUT",
@@ -206,4 +214,423 @@ export const splitChain = (walk: SpecWalk): SpecChainSplit => {
   const writable = walk.descriptors.filter((d) => (d.flags & VIRTQ_DESC_F_WRITE) !== 0);
   const sum = (ds: readonly SpecDescriptor[]): number => ds.reduce((a, d) => a + d.len, 0);
   return { readable, writable, readableBytes: sum(readable), writableBytes: sum(writable) };
+};
+
+// ---------------------------------------------------------------------------------------
+// The split queue.
+
+const VQ_RULES = [
+  rule(
+    "VQ-LAYOUT",
+    "VIRTIO 1.2 §2.7.6, §2.7.8",
+    "Avail ring: flags @0, idx @2, ring[u16] @4, used_event @4+2*size (6+2*size bytes). Used ring: flags @0, idx @2, ring[{id u32, len u32}] @4, avail_event @4+8*size (6+8*size bytes). Little-endian.",
+  ),
+  rule(
+    "VQ-MAX-SIZE",
+    "rust-vmm queue.rs Queue::new (InvalidMaxSize)",
+    "A device's max size is a power of two in 1..=32768; a queue starts with size = max size, not ready, addresses 0.",
+  ),
+  rule(
+    "VQ-INIT-READY",
+    "Firecracker queue.rs is_valid; rust-vmm QueueNotReady",
+    "initialize on a queue the driver has not marked ready is NotReady.",
+  ),
+  rule(
+    "VQ-INIT-SIZE",
+    "Firecracker queue.rs is_valid; VIRTIO 1.2 §2.7",
+    "initialize with size 0, not a power of two, above max size or above 32768 is InvalidSize.",
+  ),
+  rule(
+    "VQ-INIT-ALIGN",
+    "VIRTIO 1.2 §2.7 (table 16, avail 2, used 4); Firecracker queue.rs is_valid",
+    "initialize with a misaligned ring is InvalidDescTableAlign (16), InvalidAvailRingAlign (2) or InvalidUsedRingAlign (4).",
+  ),
+  rule(
+    "VQ-INIT-MEMORY",
+    "Firecracker queue.rs is_valid / initialize (get_slice of each ring)",
+    "initialize with a ring not wholly inside one memory region is RingOutOfMemory naming the ring; so every later ring access is in bounds.",
+  ),
+  rule(
+    "VQ-INIT-ORDER",
+    "Firecracker queue.rs is_valid",
+    "initialize checks in this order: ready, size, table align, avail align, used align, table memory, avail memory, used memory; the first failure is the result.",
+  ),
+  rule(
+    "VQ-INACTIVE",
+    "rust-vmm vm-virtio PR 225, PR 173",
+    "Until initialize succeeds (and again after reset or a configuration change) no operation touches memory: pop, addUsed, publishUsed, tryEnableNotification and the event accessors are NotReady, len is 0, prepareKick is false; so size 0 is never divided by.",
+  ),
+  rule(
+    "VQ-SIZE-ZERO",
+    "rust-vmm vm-virtio PR 173",
+    "A queue of size 0 never becomes active, so no ring index is ever taken modulo 0.",
+  ),
+  rule(
+    "VQ-LEN",
+    "Firecracker queue.rs len / is_empty",
+    "len = (avail.idx - next_avail) mod 2^16; isEmpty iff len == 0.",
+  ),
+  rule(
+    "VQ-POP-AVAIL-IDX",
+    "Firecracker queue.rs pop (panics); rust-vmm InvalidAvailRingIndex (PR 196)",
+    "pop with len > size is InvalidAvailIdx {len, size} and changes nothing.",
+  ),
+  rule("VQ-POP-EMPTY", "Firecracker queue.rs pop", "pop with len == 0 gives none and changes nothing."),
+  rule(
+    "VQ-POP-HEAD",
+    "Firecracker queue.rs do_pop_unchecked",
+    "pop reads the head at avail.ring[next_avail % size]; a head refused by CHAIN-CHECKED-NEW gives none and does not advance next_avail.",
+  ),
+  rule(
+    "VQ-POP-ADVANCE",
+    "Firecracker queue.rs do_pop_unchecked",
+    "A successful pop gives the chain and advances next_avail by exactly 1 (mod 2^16); it writes no memory.",
+  ),
+  rule("VQ-UNDO-POP", "Firecracker queue.rs undo_pop", "undoPop moves next_avail back by 1 (mod 2^16)."),
+  rule(
+    "VQ-ADD-USED-INDEX",
+    "Firecracker queue.rs add_used (DescIndexOutOfBounds)",
+    "addUsed with index >= size is DescIndexOutOfBounds {index}: no memory written, no state changed.",
+  ),
+  rule(
+    "VQ-ADD-USED",
+    "Firecracker queue.rs add_used",
+    "addUsed writes {id: index, len} to used.ring[next_used % size] and advances next_used and num_added by 1 (mod 2^16); it does not write used.idx.",
+  ),
+  rule(
+    "VQ-PUBLISH-USED",
+    "Firecracker queue.rs advance_used_ring_idx",
+    "publishUsed writes used.idx = next_used, as its own step after the used entries.",
+  ),
+  rule(
+    "VQ-EVENT-IDX",
+    "Firecracker queue.rs enable_notif_suppression; VIRTIO 1.2 §2.7.10",
+    "enableNotifSuppression turns on EVENT_IDX notification suppression (VIRTIO_F_EVENT_IDX negotiated).",
+  ),
+  rule(
+    "VQ-PREPARE-KICK",
+    "Firecracker queue.rs prepare_kick; Linux vring_need_event; VIRTIO 1.2 §2.7.10",
+    "With EVENT_IDX, prepareKick = (u16)(next_used - used_event - 1) < (u16)(num_added), i.e. used_event in [next_used - num_added, next_used - 1], and resets num_added; without it, true.",
+  ),
+  rule(
+    "VQ-NO-INTERRUPT",
+    "VIRTIO 1.2 §2.7.7 (VRING_AVAIL_F_NO_INTERRUPT)",
+    "Without EVENT_IDX, prepareKick(true) honours the driver's avail.flags NO_INTERRUPT bit (false when set); prepareKick() ignores it as Firecracker does (a SHOULD NOT).",
+  ),
+  rule(
+    "VQ-TRY-ENABLE-NOTIFICATION",
+    "Firecracker queue.rs try_enable_notification",
+    "Without EVENT_IDX: true (clearing VRING_USED_F_NO_NOTIFY if set). With it: len > size is InvalidAvailIdx; len != 0 is false; len == 0 writes avail_event = next_avail and is next_avail == avail.idx.",
+  ),
+  rule(
+    "VQ-POP-OR-ENABLE",
+    "Firecracker queue.rs pop_or_enable_notification",
+    "Without EVENT_IDX it is pop; with it, tryEnableNotification first: true gives none, an error is that error, false pops.",
+  ),
+  rule(
+    "VQ-NO-NOTIFY",
+    "rust-vmm queue.rs set_notification (VRING_USED_F_NO_NOTIFY); VIRTIO 1.2 §2.7.10",
+    "disableNotification: without EVENT_IDX writes used.flags = NO_NOTIFY, with it writes nothing. enableNotification: without EVENT_IDX writes used.flags = 0, with it writes avail_event = next_avail; it returns avail.idx != next_avail (chains already waiting).",
+  ),
+  rule(
+    "VQ-EVENT-FIELDS",
+    "Firecracker queue.rs used_event / set_used_ring_avail_event",
+    "usedEvent reads avail.used_event; setAvailEvent writes used.avail_event, and availEvent reads back what was written.",
+  ),
+  rule(
+    "VQ-RESET",
+    "rust-vmm queue.rs reset; vm-virtio PR 225",
+    "reset: not ready, inactive, size = max size, addresses 0, next_avail = next_used = num_added = 0, EVENT_IDX off; it writes no memory, and no later operation reads the old rings until initialize succeeds again.",
+  ),
+] as const;
+
+export const RULES = [...CHAIN_RULES, ...VQ_RULES] as const;
+
+/** Errors of queue operations (chains end with `ChainError` instead). */
+export type QueueError =
+  | { readonly _tag: "NotReady" }
+  | { readonly _tag: "InvalidSize"; readonly size: number; readonly maxSize: number }
+  | { readonly _tag: "InvalidDescTableAlign"; readonly addr: bigint }
+  | { readonly _tag: "InvalidAvailRingAlign"; readonly addr: bigint }
+  | { readonly _tag: "InvalidUsedRingAlign"; readonly addr: bigint }
+  | {
+      readonly _tag: "RingOutOfMemory";
+      readonly ring: "descTable" | "availRing" | "usedRing";
+      readonly addr: bigint;
+      readonly len: bigint;
+    }
+  | { readonly _tag: "InvalidAvailIdx"; readonly len: number; readonly size: number }
+  | { readonly _tag: "DescIndexOutOfBounds"; readonly index: number };
+
+/**
+ * The queue's state. The configuration (`size`, `ready`, addresses) is what the driver
+ * wrote through the transport; `active` says initialize accepted it.
+ */
+export interface SpecQueue {
+  readonly maxSize: number;
+  readonly size: number;
+  readonly ready: boolean;
+  readonly descTable: bigint;
+  readonly availRing: bigint;
+  readonly usedRing: bigint;
+  readonly eventIdx: boolean;
+  readonly active: boolean;
+  readonly nextAvail: number;
+  readonly nextUsed: number;
+  readonly numAdded: number;
+}
+
+/** What every queue operation returns: the new state, the new memory and its result. */
+export interface Step<T> {
+  readonly queue: SpecQueue;
+  readonly memory: SpecMemory;
+  readonly result: T;
+}
+
+/** A popped chain: its head and the walk of its descriptors at the time of the pop. */
+export interface SpecPopped {
+  readonly head: number;
+  readonly walk: SpecWalk;
+}
+
+const NOT_READY: QueueError = { _tag: "NotReady" };
+const u16 = (x: number): number => x & 0xffff;
+const isPow2 = (x: number): boolean => x > 0 && (x & (x - 1)) === 0;
+
+/** VQ-MAX-SIZE: undefined when `maxSize` is not a power of two in 1..=32768. */
+export const newQueue = (maxSize: number): SpecQueue | undefined =>
+  Number.isInteger(maxSize) && isPow2(maxSize) && maxSize <= MAX_QUEUE_SIZE
+    ? {
+        maxSize,
+        size: maxSize,
+        ready: false,
+        descTable: 0n,
+        availRing: 0n,
+        usedRing: 0n,
+        eventIdx: false,
+        active: false,
+        nextAvail: 0,
+        nextUsed: 0,
+        numAdded: 0,
+      }
+    : undefined;
+
+export interface QueueConfig {
+  readonly size?: number;
+  readonly ready?: boolean;
+  readonly descTable?: bigint;
+  readonly availRing?: bigint;
+  readonly usedRing?: bigint;
+}
+
+/** The driver writes configuration; the queue is inactive until initialized again (VQ-INACTIVE). */
+export const configure = (q: SpecQueue, c: QueueConfig): SpecQueue => ({ ...q, ...c, active: false });
+
+/** Firecracker's restore path: the positions a device sets directly (tests and snapshots). */
+export const setPositions = (
+  q: SpecQueue,
+  p: { readonly nextAvail?: number; readonly nextUsed?: number; readonly numAdded?: number },
+): SpecQueue => ({
+  ...q,
+  nextAvail: u16(p.nextAvail ?? q.nextAvail),
+  nextUsed: u16(p.nextUsed ?? q.nextUsed),
+  numAdded: u16(p.numAdded ?? q.numAdded),
+});
+
+/** VQ-EVENT-IDX. */
+export const enableNotifSuppression = (q: SpecQueue): SpecQueue => ({ ...q, eventIdx: true });
+
+export const descTableBytes = (size: number): bigint => 16n * BigInt(size);
+export const availRingBytes = (size: number): bigint => 6n + 2n * BigInt(size);
+export const usedRingBytes = (size: number): bigint => 6n + 8n * BigInt(size);
+
+/** VQ-INIT-READY, VQ-INIT-SIZE, VQ-INIT-ALIGN, VQ-INIT-MEMORY, VQ-INIT-ORDER. */
+export const validate = (q: SpecQueue, mem: SpecMemory): QueueError | null => {
+  if (!q.ready) return NOT_READY;
+  if (!Number.isInteger(q.size) || !isPow2(q.size) || q.size > q.maxSize || q.size > MAX_QUEUE_SIZE) {
+    return { _tag: "InvalidSize", size: q.size, maxSize: q.maxSize };
+  }
+  if ((q.descTable & 15n) !== 0n) return { _tag: "InvalidDescTableAlign", addr: q.descTable };
+  if ((q.availRing & 1n) !== 0n) return { _tag: "InvalidAvailRingAlign", addr: q.availRing };
+  if ((q.usedRing & 3n) !== 0n) return { _tag: "InvalidUsedRingAlign", addr: q.usedRing };
+  const rings = [
+    ["descTable", q.descTable, descTableBytes(q.size)],
+    ["availRing", q.availRing, availRingBytes(q.size)],
+    ["usedRing", q.usedRing, usedRingBytes(q.size)],
+  ] as const;
+  for (const [ring, addr, len] of rings) {
+    if (!locate(mem, addr, len).ok) return { _tag: "RingOutOfMemory", ring, addr, len };
+  }
+  return null;
+};
+
+export const initialize = (q: SpecQueue, mem: SpecMemory): Step<Result<void, QueueError>> => {
+  const e = validate(q, mem);
+  if (e !== null) return { queue: { ...q, active: false }, memory: mem, result: err(e) };
+  return { queue: { ...q, active: true }, memory: mem, result: ok(undefined) };
+};
+
+/** VQ-RESET. */
+export const reset = (q: SpecQueue): SpecQueue => newQueue(q.maxSize)!;
+
+// Ring accesses of an active queue are in bounds (VQ-INIT-MEMORY); a failure here means the
+// caller passed memory other than the one the queue was initialized with.
+const mustRead16 = (mem: SpecMemory, addr: bigint): number => {
+  const r = readU16(mem, addr);
+  if (!r.ok) throw new Error(`spec/queue: ring read outside memory at ${addr}: wrong memory for this queue`);
+  return r.value;
+};
+const mustWrite = (r: Result<SpecMemory, MemoryError>): SpecMemory => {
+  if (!r.ok) throw new Error(`spec/queue: ring write outside memory: wrong memory for this queue`);
+  return r.value;
+};
+
+const availIdxAddr = (q: SpecQueue): bigint => q.availRing + 2n;
+const availSlotAddr = (q: SpecQueue, slot: number): bigint => q.availRing + 4n + 2n * BigInt(slot % q.size);
+const usedEventAddr = (q: SpecQueue): bigint => q.availRing + 4n + 2n * BigInt(q.size);
+const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + 2n;
+const usedSlotAddr = (q: SpecQueue, slot: number): bigint => q.usedRing + 4n + 8n * BigInt(slot % q.size);
+const availEventAddr = (q: SpecQueue): bigint => q.usedRing + 4n + 8n * BigInt(q.size);
+
+/** avail.idx as the driver wrote it; 0 for an inactive queue (VQ-INACTIVE). */
+export const availIdx = (q: SpecQueue, mem: SpecMemory): number =>
+  q.active ? mustRead16(mem, availIdxAddr(q)) : 0;
+
+/** VQ-LEN. */
+export const len = (q: SpecQueue, mem: SpecMemory): number =>
+  q.active ? u16(availIdx(q, mem) - q.nextAvail) : 0;
+
+export const isEmpty = (q: SpecQueue, mem: SpecMemory): boolean => len(q, mem) === 0;
+
+/** VQ-POP-AVAIL-IDX, VQ-POP-EMPTY, VQ-POP-HEAD, VQ-POP-ADVANCE. */
+export const pop = (q: SpecQueue, mem: SpecMemory): Step<Result<SpecPopped | null, QueueError>> => {
+  const same = (
+    result: Result<SpecPopped | null, QueueError>,
+  ): Step<Result<SpecPopped | null, QueueError>> => ({
+    queue: q,
+    memory: mem,
+    result,
+  });
+  if (!q.active) return same(err(NOT_READY));
+  const n = len(q, mem);
+  if (n > q.size) return same(err({ _tag: "InvalidAvailIdx", len: n, size: q.size }));
+  if (n === 0) return same(ok(null));
+  const head = mustRead16(mem, availSlotAddr(q, q.nextAvail));
+  if (checkedNew(mem, q.descTable, q.size, head) === undefined) return same(ok(null));
+  return {
+    queue: { ...q, nextAvail: u16(q.nextAvail + 1) },
+    memory: mem,
+    result: ok({ head, walk: walkChain(mem, q.descTable, q.size, head) }),
+  };
+};
+
+/** VQ-UNDO-POP. */
+export const undoPop = (q: SpecQueue): SpecQueue => ({ ...q, nextAvail: u16(q.nextAvail - 1) });
+
+/** VQ-ADD-USED-INDEX, VQ-ADD-USED. */
+export const addUsed = (
+  q: SpecQueue,
+  mem: SpecMemory,
+  index: number,
+  length: number,
+): Step<Result<void, QueueError>> => {
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
+  if (index >>> 0 !== index || index >= q.size) {
+    return { queue: q, memory: mem, result: err({ _tag: "DescIndexOutOfBounds", index }) };
+  }
+  const at = usedSlotAddr(q, q.nextUsed);
+  let m = mustWrite(writeU32(mem, at, index));
+  m = mustWrite(writeU32(m, at + 4n, length >>> 0));
+  return {
+    queue: { ...q, nextUsed: u16(q.nextUsed + 1), numAdded: u16(q.numAdded + 1) },
+    memory: m,
+    result: ok(undefined),
+  };
+};
+
+/** VQ-PUBLISH-USED. */
+export const publishUsed = (q: SpecQueue, mem: SpecMemory): Step<Result<void, QueueError>> => {
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
+  return { queue: q, memory: mustWrite(writeU16(mem, usedIdxAddr(q), q.nextUsed)), result: ok(undefined) };
+};
+
+/** VQ-EVENT-FIELDS: avail.used_event. */
+export const usedEvent = (q: SpecQueue, mem: SpecMemory): Result<number, QueueError> =>
+  q.active ? ok(mustRead16(mem, usedEventAddr(q))) : err(NOT_READY);
+
+/** VQ-EVENT-FIELDS: used.avail_event as last written. */
+export const availEvent = (q: SpecQueue, mem: SpecMemory): Result<number, QueueError> =>
+  q.active ? ok(mustRead16(mem, availEventAddr(q))) : err(NOT_READY);
+
+/** VQ-EVENT-FIELDS: writes used.avail_event. */
+export const setAvailEvent = (q: SpecQueue, mem: SpecMemory, v: number): Step<Result<void, QueueError>> =>
+  q.active
+    ? { queue: q, memory: mustWrite(writeU16(mem, availEventAddr(q), u16(v))), result: ok(undefined) }
+    : { queue: q, memory: mem, result: err(NOT_READY) };
+
+/** Linux vring_need_event over u16 indices. */
+export const vringNeedEvent = (event: number, newIdx: number, old: number): boolean =>
+  u16(newIdx - event - 1) < u16(newIdx - old);
+
+/** VQ-PREPARE-KICK, VQ-NO-INTERRUPT. */
+export const prepareKick = (q: SpecQueue, mem: SpecMemory, honourNoInterrupt = false): Step<boolean> => {
+  if (!q.active) return { queue: q, memory: mem, result: false };
+  if (!q.eventIdx) {
+    const flags = honourNoInterrupt ? mustRead16(mem, q.availRing) : 0;
+    return { queue: q, memory: mem, result: (flags & VRING_AVAIL_F_NO_INTERRUPT) === 0 };
+  }
+  const event = mustRead16(mem, usedEventAddr(q));
+  const result = vringNeedEvent(event, q.nextUsed, u16(q.nextUsed - q.numAdded));
+  return { queue: { ...q, numAdded: 0 }, memory: mem, result };
+};
+
+/** VQ-TRY-ENABLE-NOTIFICATION. */
+export const tryEnableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<boolean, QueueError>> => {
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
+  if (!q.eventIdx) {
+    const flags = mustRead16(mem, q.usedRing);
+    const m = (flags & VRING_USED_F_NO_NOTIFY) !== 0 ? mustWrite(writeU16(mem, q.usedRing, 0)) : mem;
+    return { queue: q, memory: m, result: ok(true) };
+  }
+  const n = len(q, mem);
+  if (n !== 0) {
+    if (n > q.size)
+      return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
+    return { queue: q, memory: mem, result: ok(false) };
+  }
+  const m = mustWrite(writeU16(mem, availEventAddr(q), q.nextAvail));
+  return { queue: q, memory: m, result: ok(q.nextAvail === availIdx(q, m)) };
+};
+
+/** VQ-POP-OR-ENABLE. */
+export const popOrEnableNotification = (
+  q: SpecQueue,
+  mem: SpecMemory,
+): Step<Result<SpecPopped | null, QueueError>> => {
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
+  if (!q.eventIdx) return pop(q, mem);
+  const t = tryEnableNotification(q, mem);
+  if (!t.result.ok) return { queue: t.queue, memory: t.memory, result: t.result };
+  if (t.result.value) return { queue: t.queue, memory: t.memory, result: ok(null) };
+  return pop(t.queue, t.memory);
+};
+
+/** VQ-NO-NOTIFY: the device asks the driver not to kick. */
+export const disableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<void, QueueError>> => {
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
+  if (q.eventIdx) return { queue: q, memory: mem, result: ok(undefined) };
+  return {
+    queue: q,
+    memory: mustWrite(writeU16(mem, q.usedRing, VRING_USED_F_NO_NOTIFY)),
+    result: ok(undefined),
+  };
+};
+
+/** VQ-NO-NOTIFY: the device asks for kicks again; the result is whether chains are already waiting (rust-vmm). */
+export const enableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<boolean, QueueError>> => {
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
+  const m = q.eventIdx
+    ? mustWrite(writeU16(mem, availEventAddr(q), q.nextAvail))
+    : mustWrite(writeU16(mem, q.usedRing, 0));
+  return { queue: q, memory: m, result: ok(availIdx(q, m) !== q.nextAvail) };
 };

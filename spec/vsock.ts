@@ -1,0 +1,525 @@
+/**
+ * virtio-vsock, the reference model: the 44-byte packet header, packet assembly from TX and
+ * RX descriptor chains (with the error order of the reference VMMs), credit arithmetic and
+ * the connection state machine's allowed transitions.
+ *
+ * Pure functions over plain data; u64 fields are `bigint`. Descriptor chains come in as the
+ * list of descriptors a walk produced (spec/queue.ts `walkChain(...).descriptors` fits).
+ *
+ * Where the references disagree on chain layouts, a `VsockProfile` selects whose behaviour
+ * to model (VSOCK-PROFILE): cloud-hypervisor's packet.rs as of 2022 (the seed),
+ * rust-vmm's virtio-vsock after PR 207 (issue 204: header and data in one descriptor), or
+ * "virtio" (VIRTIO 1.2 §2.7.4 puts no layout on a message: data may follow the header in the
+ * head descriptor and spread over any number of descriptors, which Linux >= 6.2 produces).
+ */
+import { locate, readBytes, type SpecMemory } from "./memory.ts";
+import { err, ok, rule, type Result } from "./result.ts";
+
+export const VSOCK_PKT_HDR_SIZE = 44;
+/** Linux VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, which both references reject above. */
+export const MAX_PKT_BUF_SIZE = 64 * 1024;
+
+export const HDROFF = {
+  srcCid: 0,
+  dstCid: 8,
+  srcPort: 16,
+  dstPort: 20,
+  len: 24,
+  type: 28,
+  op: 30,
+  flags: 32,
+  bufAlloc: 36,
+  fwdCnt: 40,
+} as const;
+
+export const VSOCK_TYPE_STREAM = 1;
+export const VSOCK_TYPE_SEQPACKET = 2;
+
+export const VSOCK_OP_INVALID = 0;
+export const VSOCK_OP_REQUEST = 1;
+export const VSOCK_OP_RESPONSE = 2;
+export const VSOCK_OP_RST = 3;
+export const VSOCK_OP_SHUTDOWN = 4;
+export const VSOCK_OP_RW = 5;
+export const VSOCK_OP_CREDIT_UPDATE = 6;
+export const VSOCK_OP_CREDIT_REQUEST = 7;
+
+export const VSOCK_FLAGS_SHUTDOWN_RCV = 1;
+export const VSOCK_FLAGS_SHUTDOWN_SEND = 2;
+
+/** Feature bits (VIRTIO 1.2 §5.10.3). */
+export const VIRTIO_VSOCK_F_STREAM = 0;
+export const VIRTIO_VSOCK_F_SEQPACKET = 1;
+export const VIRTIO_F_VERSION_1 = 32;
+
+export const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET = 0;
+
+export const VSOCK_HOST_CID = 2n;
+export const U64_MAX = (1n << 64n) - 1n;
+
+export const VIRTQ_DESC_F_NEXT = 1;
+export const VIRTQ_DESC_F_WRITE = 2;
+
+export const RULES = [
+  rule(
+    "VSOCK-HDR-LAYOUT",
+    "VIRTIO 1.2 §5.10.6; cloud-hypervisor vsock/packet.rs",
+    "The header is 44 little-endian bytes: src_cid u64 @0, dst_cid u64 @8, src_port @16, dst_port @20, len @24, type u16 @28, op u16 @30, flags @32, buf_alloc @36, fwd_cnt @40.",
+  ),
+  rule(
+    "VSOCK-HDR-ACCESSORS",
+    "cloud-hypervisor vsock/packet.rs",
+    "Every field has a getter and a chainable setter; set_flag ORs one bit into flags.",
+  ),
+  rule(
+    "VSOCK-TX-ORDER",
+    "cloud-hypervisor VsockPacket::from_tx_virtq_head",
+    "TX assembly checks, in order: HdrDescMissing, UnreadableDescriptor (write-only head), HdrDescTooSmall (< 44), GuestMemory (header), len 0 means no data, InvalidPktLen (> 64 KiB), BufDescMissing, UnreadableDescriptor (write-only data), BufDescTooSmall, GuestMemory (data).",
+  ),
+  rule(
+    "VSOCK-TX-EMPTY",
+    "cloud-hypervisor VsockPacket::from_tx_virtq_head",
+    "A TX packet whose header says len 0 has no data buffer and no data descriptor is looked at.",
+  ),
+  rule(
+    "VSOCK-RX-ORDER",
+    "cloud-hypervisor VsockPacket::from_rx_virtq_head",
+    "RX assembly checks, in order: HdrDescMissing, UnwritableDescriptor (read-only head), HdrDescTooSmall, BufDescMissing, then GuestMemory for header and buffer.",
+  ),
+  rule(
+    "VSOCK-RX-DATA-WRITABLE",
+    "rust-vmm virtio-vsock from_rx_virtq_chain; VIRTIO 1.2 §2.7.4",
+    "RX data descriptors must be device-writable (UnwritableDescriptor); cloud-hypervisor's 2022 packet.rs does not check this (profile cloud-hypervisor models that).",
+  ),
+  rule(
+    "VSOCK-LAYOUT-SINGLE",
+    "rust-vmm vm-virtio issue 204 / PR 207; Linux 6.2",
+    "Profiles rust-vmm and virtio accept header and data in one descriptor when the head has no next; cloud-hypervisor (2022) answers BufDescMissing.",
+  ),
+  rule(
+    "VSOCK-LAYOUT-SCATTER",
+    "VIRTIO 1.2 §2.7.4; rust-vmm vm-virtio issue 216; Firecracker PR 4310",
+    "Profile virtio gathers data from the head's bytes after the header and any number of following descriptors; cloud-hypervisor and rust-vmm read only the second descriptor.",
+  ),
+  rule(
+    "VSOCK-PROFILE",
+    "virtio-lab",
+    "Where the references disagree the model follows the selected profile: cloud-hypervisor, rust-vmm or virtio.",
+  ),
+  rule(
+    "VSOCK-BOUNDS",
+    "vm-memory get_slice; virtio-lab",
+    "Assembly touches guest memory only inside the chain's buffers; a buffer outside memory is GuestMemory, never an access.",
+  ),
+  rule(
+    "VSOCK-CFG-CID",
+    "VIRTIO 1.2 §5.10.4; Linux vhost_vsock_set_cid",
+    "guest_cid is a u64 in config space @0; CIDs 0, 1, 2, 0xffffffff and u64 max are reserved and refused.",
+  ),
+  rule("VSOCK-FEATURES", "VIRTIO 1.2 §5.10.3", "The device offers VIRTIO_VSOCK_F_STREAM (and VERSION_1)."),
+  rule(
+    "VSOCK-QUEUES",
+    "VIRTIO 1.2 §5.10.2",
+    "Queue 0 is rx (device to driver), 1 is tx (driver to device), 2 is the event queue.",
+  ),
+  rule(
+    "VSOCK-EVENT-RESET",
+    "VIRTIO 1.2 §5.10.6.3",
+    "On transport reset (e.g. migration) the device writes VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (id 0, le32) to an event buffer and drops every connection.",
+  ),
+  rule(
+    "VSOCK-CONN-HANDSHAKE",
+    "cloud-hypervisor vsock/csm/connection.rs; VIRTIO 1.2 §5.10.6.4",
+    "REQUEST opens a connection, RESPONSE accepts it; a host-initiated connection waits in LocalInit, a guest-initiated one in PeerInit until the response is sent.",
+  ),
+  rule(
+    "VSOCK-CONN-TIMEOUT",
+    "cloud-hypervisor vsock/csm (CONN_REQUEST_TIMEOUT_MS, CONN_SHUTDOWN_TIMEOUT_MS)",
+    "A LocalInit connection with no RESPONSE, or a closing connection not drained, is reset after its timeout on the clock.",
+  ),
+  rule(
+    "VSOCK-CONN-SHUTDOWN",
+    "VIRTIO 1.2 §5.10.6.6",
+    "SHUTDOWN flags RCV (1) and SEND (2) are sticky hints; once both are set the connection is closed with RST.",
+  ),
+  rule("VSOCK-CONN-RST", "VIRTIO 1.2 §5.10.6.6", "RST ends a connection immediately in any state."),
+  rule(
+    "VSOCK-CONN-UNKNOWN",
+    "cloud-hypervisor vsock/unix/muxer.rs; VIRTIO 1.2 §5.10.6.4",
+    "A packet of unknown type, or an unexpected op for the connection's state, is answered with RST.",
+  ),
+  rule(
+    "VSOCK-CONN-CID",
+    "cloud-hypervisor vsock/unix/muxer.rs",
+    "A packet whose src_cid is not the guest's CID or whose dst_cid is not the host's is dropped.",
+  ),
+  rule(
+    "VSOCK-CREDIT-FREE",
+    "VIRTIO 1.2 §5.10.6.3",
+    "peer_free = peer_buf_alloc - (tx_cnt - peer_fwd_cnt), in wrapping u32 arithmetic.",
+  ),
+  rule(
+    "VSOCK-CREDIT-LIMIT",
+    "VIRTIO 1.2 §5.10.6.3",
+    "A sender never has more bytes in flight than the receiver's buf_alloc: it sends at most peer_free.",
+  ),
+  rule(
+    "VSOCK-CREDIT-OVERRUN",
+    "cloud-hypervisor vsock/csm/connection.rs (TxBufFull)",
+    "A peer that sends more than the credit it was given is reset.",
+  ),
+  rule(
+    "VSOCK-CREDIT-UPDATE",
+    "VIRTIO 1.2 §5.10.6.3; cloud-hypervisor CONN_CREDIT_UPDATE_THRESHOLD",
+    "CREDIT_UPDATE is sent when the peer's view of our free space falls below the threshold after we freed some, and whenever the peer sends CREDIT_REQUEST.",
+  ),
+  rule(
+    "VSOCK-HOSTILE",
+    "virtio-lab",
+    "No guest packet (bogus op, type, CID, credit) throws or stops another connection.",
+  ),
+  rule(
+    "VSOCK-UNIX-CONNECT",
+    "cloud-hypervisor vsock/unix/muxer.rs",
+    "A host program connects to the Unix socket and writes `CONNECT <port>\\n`; when the guest accepts it reads `OK <local port>\\n`.",
+  ),
+  rule(
+    "VSOCK-UNIX-LISTEN",
+    "cloud-hypervisor vsock/unix/muxer.rs",
+    "A guest REQUEST to port P is forwarded to the Unix socket `<path>_<P>`; if nothing listens there the guest gets RST.",
+  ),
+  rule(
+    "VSOCK-E2E",
+    "VIRTIO 1.2 §5.10.6",
+    "Every byte written on a connection arrives once, in order, on that connection.",
+  ),
+] as const;
+
+// ---------------------------------------------------------------------------------------
+// Header (VSOCK-HDR-LAYOUT, VSOCK-HDR-ACCESSORS)
+
+export interface VsockHeader {
+  readonly srcCid: bigint;
+  readonly dstCid: bigint;
+  readonly srcPort: number;
+  readonly dstPort: number;
+  readonly len: number;
+  readonly type: number;
+  readonly op: number;
+  readonly flags: number;
+  readonly bufAlloc: number;
+  readonly fwdCnt: number;
+}
+
+export const emptyHeader: VsockHeader = {
+  srcCid: 0n,
+  dstCid: 0n,
+  srcPort: 0,
+  dstPort: 0,
+  len: 0,
+  type: 0,
+  op: 0,
+  flags: 0,
+  bufAlloc: 0,
+  fwdCnt: 0,
+};
+
+const putLe = (out: Uint8Array, off: number, width: number, value: bigint): void => {
+  let v = BigInt.asUintN(width * 8, value);
+  for (let i = 0; i < width; i++) {
+    out[off + i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+};
+
+const getLe = (bytes: Uint8Array, off: number, width: number): bigint => {
+  let v = 0n;
+  for (let i = width - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[off + i] ?? 0);
+  return v;
+};
+
+export const encodeHeader = (h: VsockHeader): Uint8Array => {
+  const out = new Uint8Array(VSOCK_PKT_HDR_SIZE);
+  putLe(out, HDROFF.srcCid, 8, h.srcCid);
+  putLe(out, HDROFF.dstCid, 8, h.dstCid);
+  putLe(out, HDROFF.srcPort, 4, BigInt(h.srcPort));
+  putLe(out, HDROFF.dstPort, 4, BigInt(h.dstPort));
+  putLe(out, HDROFF.len, 4, BigInt(h.len));
+  putLe(out, HDROFF.type, 2, BigInt(h.type));
+  putLe(out, HDROFF.op, 2, BigInt(h.op));
+  putLe(out, HDROFF.flags, 4, BigInt(h.flags));
+  putLe(out, HDROFF.bufAlloc, 4, BigInt(h.bufAlloc));
+  putLe(out, HDROFF.fwdCnt, 4, BigInt(h.fwdCnt));
+  return out;
+};
+
+/** Reads the first 44 bytes; shorter input reads as zeros past its end. */
+export const decodeHeader = (bytes: Uint8Array): VsockHeader => ({
+  srcCid: getLe(bytes, HDROFF.srcCid, 8),
+  dstCid: getLe(bytes, HDROFF.dstCid, 8),
+  srcPort: Number(getLe(bytes, HDROFF.srcPort, 4)),
+  dstPort: Number(getLe(bytes, HDROFF.dstPort, 4)),
+  len: Number(getLe(bytes, HDROFF.len, 4)),
+  type: Number(getLe(bytes, HDROFF.type, 2)),
+  op: Number(getLe(bytes, HDROFF.op, 2)),
+  flags: Number(getLe(bytes, HDROFF.flags, 4)),
+  bufAlloc: Number(getLe(bytes, HDROFF.bufAlloc, 4)),
+  fwdCnt: Number(getLe(bytes, HDROFF.fwdCnt, 4)),
+});
+
+/** VSOCK-HDR-ACCESSORS: set_flag ORs the bit (as a u32). */
+export const setFlag = (h: VsockHeader, flag: number): VsockHeader => ({
+  ...h,
+  flags: (h.flags | flag) >>> 0,
+});
+
+// ---------------------------------------------------------------------------------------
+// Packet assembly (VSOCK-TX-ORDER, VSOCK-RX-ORDER, VSOCK-LAYOUT-*, VSOCK-PROFILE)
+
+export type VsockProfileName = "cloud-hypervisor" | "rust-vmm" | "virtio";
+
+export interface VsockProfile {
+  readonly name: VsockProfileName;
+  /** Header and data in the head descriptor when it has no next (VSOCK-LAYOUT-SINGLE). */
+  readonly singleDescriptor: boolean;
+  /** Data gathered over any number of descriptors (VSOCK-LAYOUT-SCATTER). */
+  readonly scatter: boolean;
+  /** RX data descriptors must be write-only (VSOCK-RX-DATA-WRITABLE). */
+  readonly rxDataWritable: boolean;
+}
+
+export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
+  "cloud-hypervisor": {
+    name: "cloud-hypervisor",
+    singleDescriptor: false,
+    scatter: false,
+    rxDataWritable: false,
+  },
+  "rust-vmm": { name: "rust-vmm", singleDescriptor: true, scatter: false, rxDataWritable: true },
+  virtio: { name: "virtio", singleDescriptor: true, scatter: true, rxDataWritable: true },
+};
+
+export type VsockPacketError =
+  | { readonly _tag: "HdrDescMissing" }
+  | { readonly _tag: "UnreadableDescriptor" }
+  | { readonly _tag: "UnwritableDescriptor" }
+  | { readonly _tag: "HdrDescTooSmall"; readonly len: number }
+  | { readonly _tag: "InvalidPktLen"; readonly len: number }
+  | { readonly _tag: "BufDescMissing" }
+  | { readonly _tag: "BufDescTooSmall" }
+  /** rust-vmm only: an RX data descriptor larger than the maximum payload. */
+  | { readonly _tag: "DescriptorLengthTooLong"; readonly len: number }
+  | { readonly _tag: "GuestMemory" };
+
+/** One descriptor of a walked chain (spec/queue.ts SpecDescriptor fits). */
+export interface ChainDesc {
+  readonly addr: bigint;
+  readonly len: number;
+  readonly flags: number;
+}
+
+export interface Segment {
+  readonly addr: bigint;
+  readonly len: number;
+}
+
+export interface SpecPacket {
+  /** Guest address of the 44-byte header. */
+  readonly hdrAddr: bigint;
+  /** The header as read (TX); null for RX, whose header the device writes. */
+  readonly header: VsockHeader | null;
+  /** The data buffer(s) the device may read (TX) or write (RX), in order. */
+  readonly data: readonly Segment[];
+}
+
+const isWrite = (d: ChainDesc): boolean => (d.flags & VIRTQ_DESC_F_WRITE) !== 0;
+const hasNext = (d: ChainDesc): boolean => (d.flags & VIRTQ_DESC_F_NEXT) !== 0;
+const inMemory = (mem: SpecMemory, s: Segment): boolean => locate(mem, s.addr, BigInt(s.len)).ok;
+
+/** The chain a ring walk would give: it ends at the first descriptor without NEXT. */
+const chainOf = (descs: readonly ChainDesc[]): readonly ChainDesc[] => {
+  const end = descs.findIndex((d) => !hasNext(d));
+  return end < 0 ? descs : descs.slice(0, end + 1);
+};
+
+const E = {
+  hdrMissing: err({ _tag: "HdrDescMissing" } as const),
+  unreadable: err({ _tag: "UnreadableDescriptor" } as const),
+  unwritable: err({ _tag: "UnwritableDescriptor" } as const),
+  bufMissing: err({ _tag: "BufDescMissing" } as const),
+  bufTooSmall: err({ _tag: "BufDescTooSmall" } as const),
+  memory: err({ _tag: "GuestMemory" } as const),
+};
+
+/** VSOCK-TX-ORDER under the given profile. */
+export const assembleTx = (
+  mem: SpecMemory,
+  descs: readonly ChainDesc[],
+  profile: VsockProfile,
+): Result<SpecPacket, VsockPacketError> => {
+  const chain = chainOf(descs);
+  const head = chain[0];
+  if (head === undefined) return E.hdrMissing;
+  if (isWrite(head)) return E.unreadable;
+  if (head.len < VSOCK_PKT_HDR_SIZE) return err({ _tag: "HdrDescTooSmall", len: head.len });
+  const hdrBytes = readBytes(mem, head.addr, VSOCK_PKT_HDR_SIZE);
+  if (!hdrBytes.ok) return E.memory;
+  const header = decodeHeader(hdrBytes.value);
+  const hdrAddr = head.addr;
+  if (header.len === 0) return ok({ hdrAddr, header, data: [] });
+  if (header.len > MAX_PKT_BUF_SIZE) return err({ _tag: "InvalidPktLen", len: header.len });
+  const len = header.len;
+
+  if (profile.scatter) {
+    const data: Segment[] = [];
+    let remaining = len;
+    const rest = head.len - VSOCK_PKT_HDR_SIZE;
+    if (rest > 0) {
+      const take = Math.min(rest, remaining);
+      data.push({ addr: head.addr + BigInt(VSOCK_PKT_HDR_SIZE), len: take });
+      remaining -= take;
+    }
+    for (let i = 1; remaining > 0; i++) {
+      const d = chain[i];
+      if (d === undefined) return i === 1 && data.length === 0 ? E.bufMissing : E.bufTooSmall;
+      if (isWrite(d)) return E.unreadable;
+      const take = Math.min(d.len, remaining);
+      if (take > 0) data.push({ addr: d.addr, len: take });
+      remaining -= take;
+    }
+    for (const s of data) if (!inMemory(mem, s)) return E.memory;
+    return ok({ hdrAddr, header, data });
+  }
+
+  if (profile.singleDescriptor && !hasNext(head) && head.len - VSOCK_PKT_HDR_SIZE >= len) {
+    const s = { addr: head.addr + BigInt(VSOCK_PKT_HDR_SIZE), len };
+    if (!inMemory(mem, s)) return E.memory;
+    return ok({ hdrAddr, header, data: [s] });
+  }
+  const d = chain[1];
+  if (d === undefined) return E.bufMissing;
+  if (isWrite(d)) return E.unreadable;
+  if (d.len < len) return E.bufTooSmall;
+  // cloud-hypervisor maps the whole data descriptor; rust-vmm exactly len bytes of it.
+  const s = { addr: d.addr, len: profile.name === "cloud-hypervisor" ? d.len : len };
+  if (!inMemory(mem, s)) return E.memory;
+  return ok({ hdrAddr, header, data: [s] });
+};
+
+/** VSOCK-RX-ORDER under the given profile. */
+export const assembleRx = (
+  mem: SpecMemory,
+  descs: readonly ChainDesc[],
+  profile: VsockProfile,
+): Result<SpecPacket, VsockPacketError> => {
+  const chain = chainOf(descs);
+  const head = chain[0];
+  if (head === undefined) return E.hdrMissing;
+  if (!isWrite(head)) return E.unwritable;
+  if (head.len < VSOCK_PKT_HDR_SIZE) return err({ _tag: "HdrDescTooSmall", len: head.len });
+  const hdrAddr = head.addr;
+  const hdrSeg = { addr: head.addr, len: VSOCK_PKT_HDR_SIZE };
+
+  if (profile.name === "cloud-hypervisor") {
+    // The 2022 reference checks the chain's shape first and maps both buffers last.
+    if (!hasNext(head)) return E.bufMissing;
+    const d = chain[1];
+    if (d === undefined) return E.bufMissing;
+    if (!inMemory(mem, hdrSeg)) return E.memory;
+    const s = { addr: d.addr, len: d.len };
+    if (!inMemory(mem, s)) return E.memory;
+    return ok({ hdrAddr, header: null, data: [s] });
+  }
+
+  if (!inMemory(mem, hdrSeg)) return E.memory;
+  const rest = head.len - VSOCK_PKT_HDR_SIZE;
+  if (profile.scatter) {
+    const data: Segment[] = [];
+    let room = MAX_PKT_BUF_SIZE;
+    if (rest > 0) {
+      const take = Math.min(rest, room);
+      data.push({ addr: head.addr + BigInt(VSOCK_PKT_HDR_SIZE), len: take });
+      room -= take;
+    }
+    for (let i = 1; room > 0 && i < chain.length; i++) {
+      const d = chain[i]!;
+      if (!isWrite(d)) return E.unwritable;
+      const take = Math.min(d.len, room);
+      if (take > 0) data.push({ addr: d.addr, len: take });
+      room -= take;
+    }
+    if (data.length === 0) return E.bufMissing;
+    for (const s of data) if (!inMemory(mem, s)) return E.memory;
+    return ok({ hdrAddr, header: null, data });
+  }
+
+  // rust-vmm
+  if (!hasNext(head) && rest > 0) {
+    const s = { addr: head.addr + BigInt(VSOCK_PKT_HDR_SIZE), len: rest };
+    if (!inMemory(mem, s)) return E.memory;
+    return ok({ hdrAddr, header: null, data: [s] });
+  }
+  if (!hasNext(head)) return E.bufMissing;
+  const d = chain[1];
+  if (d === undefined) return E.bufMissing;
+  if (!isWrite(d)) return E.unwritable;
+  if (d.len > MAX_PKT_BUF_SIZE) return err({ _tag: "DescriptorLengthTooLong", len: d.len });
+  const s = { addr: d.addr, len: d.len };
+  if (!inMemory(mem, s)) return E.memory;
+  return ok({ hdrAddr, header: null, data: [s] });
+};
+
+// ---------------------------------------------------------------------------------------
+// Credit (VSOCK-CREDIT-FREE, VSOCK-CREDIT-LIMIT)
+
+/** Bytes the peer can still take: wrapping u32 arithmetic, as the counters wrap. */
+export const peerFree = (peerBufAlloc: number, txCnt: number, peerFwdCnt: number): number =>
+  (peerBufAlloc - ((txCnt - peerFwdCnt) >>> 0)) >>> 0;
+
+/** Bytes in flight from a sender that has sent `sent` and whose receiver forwarded `fwd`. */
+export const inFlight = (sent: number, fwd: number): number => (sent - fwd) >>> 0;
+
+// ---------------------------------------------------------------------------------------
+// Connection states (VSOCK-CONN-*)
+
+export type ConnState = "LocalInit" | "PeerInit" | "Established" | "LocalClosed" | "PeerClosed" | "Killed";
+
+/** What happened to a connection, as the state machine sees it. */
+export type ConnEvent =
+  | "RecvResponse" // guest accepted a host-initiated connection
+  | "SendResponse" // host accepted a guest-initiated connection (response sent)
+  | "PeerShutdown" // guest SHUTDOWN with some flags, not yet both
+  | "PeerShutdownBoth" // guest SHUTDOWN with RCV|SEND set (accumulated)
+  | "LocalShutdown" // host side closed its stream
+  | "Rst" // RST received or sent
+  | "Unexpected" // unknown op for the state: reset
+  | "Overrun" // peer exceeded its credit: reset
+  | "Timeout"; // request or shutdown timed out: reset
+
+/** The state after `event`, or null when the spec forbids the event in that state. */
+export const nextState = (s: ConnState, e: ConnEvent): ConnState | null => {
+  if (e === "Rst" || e === "Unexpected" || e === "Overrun" || e === "Timeout") return "Killed";
+  switch (s) {
+    case "LocalInit":
+      return e === "RecvResponse" ? "Established" : null;
+    case "PeerInit":
+      return e === "SendResponse" ? "Established" : null;
+    case "Established":
+      if (e === "PeerShutdown") return "PeerClosed";
+      if (e === "PeerShutdownBoth") return "Killed";
+      if (e === "LocalShutdown") return "LocalClosed";
+      return null;
+    case "PeerClosed":
+      if (e === "PeerShutdown") return "PeerClosed";
+      if (e === "PeerShutdownBoth" || e === "LocalShutdown") return "Killed";
+      return null;
+    case "LocalClosed":
+      if (e === "PeerShutdown" || e === "PeerShutdownBoth") return "Killed";
+      return null;
+    case "Killed":
+      return null;
+  }
+};
+
+/** Every state can be where a run stops; a connection never leaves Killed. */
+export const TERMINAL_STATES: readonly ConnState[] = ["Killed"];

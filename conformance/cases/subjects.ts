@@ -3,9 +3,11 @@ import { chainCases } from "./chain.ts";
 import { iovecCases } from "./iovec.ts";
 import { usbCases } from "./usb-vsock.ts";
 import { netCases } from "./net.ts";
+import { queueCases } from "./queue.ts";
 import type { AnyCase } from "./types.ts";
 
 export const subjectCases = (): readonly AnyCase[] => [
+  ...queueCases,
   ...chainCases,
   ...iovecCases,
   ...usbCases,

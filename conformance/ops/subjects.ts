@@ -3,9 +3,22 @@ import { chainOps } from "./chain.ts";
 import { iovecOps } from "./iovec.ts";
 import { usbOps } from "./usb-vsock.ts";
 import { netOps } from "./net.ts";
+import { queueOps } from "./queue.ts";
 import type { Handler } from "./world.ts";
 
 /** Subjects (mutants.ts names) whose operations the reference adapter serves. */
-export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>(["chain", "iovec", "usb-vsock", "net"]);
+export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>([
+  "chain",
+  "iovec",
+  "usb-vsock",
+  "net",
+  "queue",
+]);
 
-export const subjectOps = (): Record<string, Handler> => ({ ...chainOps, ...iovecOps, ...usbOps, ...netOps });
+export const subjectOps = (): Record<string, Handler> => ({
+  ...chainOps,
+  ...iovecOps,
+  ...usbOps,
+  ...netOps,
+  ...queueOps,
+});

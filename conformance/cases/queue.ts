@@ -1,0 +1,638 @@
+/**
+ * Split-queue cases (VQ-*): random driver and device operation sequences, with the
+ * spec/queue.ts model (state + memory) as the oracle at every step.
+ */
+import fc from "fast-check";
+import type { SpecMemory } from "../../spec/memory.ts";
+import { readBytes, writeU16 } from "../../spec/memory.ts";
+import * as Q from "../../spec/queue.ts";
+import type { QueueError, SpecQueue } from "../../spec/queue.ts";
+import type { Json } from "../protocol.ts";
+import { toHex, u64 } from "../protocol.ts";
+import type { RawDescriptor } from "./chain.ts";
+import {
+  BUFFER_AREA,
+  TABLE_AREA,
+  emptyChainMemory,
+  encodeDescriptors,
+  memoryCreateStep,
+  walkValue,
+  writeStep,
+} from "./chain.ts";
+import { readBackSteps } from "./memory.ts";
+import type { Expect, Step } from "./types.ts";
+import { defineCase, expectErr, expectOk, step } from "./types.ts";
+
+const AVAIL = TABLE_AREA + 0x1000n;
+const USED = TABLE_AREA + 0x1800n;
+
+type Cmd =
+  | { readonly k: "avail"; readonly head: number }
+  | { readonly k: "availIdx"; readonly ahead: number }
+  | { readonly k: "usedEvent"; readonly delta: number }
+  | { readonly k: "availFlags"; readonly v: number }
+  | { readonly k: "pop" }
+  | { readonly k: "undoPop" }
+  | { readonly k: "addUsed"; readonly head: number | null; readonly len: number }
+  | { readonly k: "publish" }
+  | { readonly k: "kick"; readonly honour: boolean }
+  | { readonly k: "tryEnable" }
+  | { readonly k: "state" }
+  | { readonly k: "reset" }
+  | { readonly k: "reinit" };
+
+export interface QueueInput {
+  readonly size: number;
+  readonly maxSize: number;
+  readonly eventIdx: boolean;
+  readonly table: readonly RawDescriptor[];
+  readonly cmds: readonly Cmd[];
+}
+
+const descArb = (size: number): fc.Arbitrary<RawDescriptor> =>
+  fc.record({
+    addr: fc.bigInt({ min: BUFFER_AREA, max: BUFFER_AREA + 0x3000n }),
+    len: fc.integer({ min: 0, max: 256 }),
+    flags: fc.constantFrom(0, 1, 2, 3),
+    // Mostly in range; sometimes out of range (a refused head: VQ-POP-HEAD).
+    next: fc.oneof(
+      { weight: 9, arbitrary: fc.nat(size - 1) },
+      { weight: 1, arbitrary: fc.integer({ min: size, max: size + 4 }) },
+    ),
+  });
+
+export type Weights = Partial<Record<Cmd["k"], number>>;
+
+const cmdArb = (size: number, w: Weights): fc.Arbitrary<Cmd> => {
+  const wt = (k: Cmd["k"], d: number): number => w[k] ?? d;
+  const all: { weight: number; arbitrary: fc.Arbitrary<Cmd> }[] = [
+    {
+      weight: wt("avail", 6),
+      arbitrary: fc.record({
+        k: fc.constant("avail" as const),
+        head: fc.oneof(fc.nat(size - 1), fc.integer({ min: size, max: size + 2 })),
+      }),
+    },
+    {
+      weight: wt("availIdx", 1),
+      arbitrary: fc.record({
+        k: fc.constant("availIdx" as const),
+        ahead: fc.oneof(fc.integer({ min: size, max: size + 3 }), fc.nat(0xffff)),
+      }),
+    },
+    {
+      weight: wt("usedEvent", 2),
+      arbitrary: fc.record({ k: fc.constant("usedEvent" as const), delta: fc.integer({ min: -3, max: 1 }) }),
+    },
+    {
+      weight: wt("availFlags", 1),
+      arbitrary: fc.record({ k: fc.constant("availFlags" as const), v: fc.constantFrom(0, 1) }),
+    },
+    { weight: wt("pop", 6), arbitrary: fc.constant({ k: "pop" as const }) },
+    { weight: wt("undoPop", 1), arbitrary: fc.constant({ k: "undoPop" as const }) },
+    {
+      weight: wt("addUsed", 4),
+      arbitrary: fc.record({
+        k: fc.constant("addUsed" as const),
+        head: fc.option(fc.integer({ min: 0, max: size + 2 }), { freq: 4, nil: null }),
+        len: fc.nat(0x1000),
+      }),
+    },
+    { weight: wt("publish", 3), arbitrary: fc.constant({ k: "publish" as const }) },
+    {
+      weight: wt("kick", 3),
+      arbitrary: fc.record({ k: fc.constant("kick" as const), honour: fc.boolean() }),
+    },
+    { weight: wt("tryEnable", 2), arbitrary: fc.constant({ k: "tryEnable" as const }) },
+    { weight: wt("state", 1), arbitrary: fc.constant({ k: "state" as const }) },
+    { weight: wt("reset", 0), arbitrary: fc.constant({ k: "reset" as const }) },
+    { weight: wt("reinit", 0), arbitrary: fc.constant({ k: "reinit" as const }) },
+  ];
+  return fc.oneof(...all.filter((a) => a.weight > 0));
+};
+
+export const queueArb = (w: Weights, o: { maxLength?: number } = {}): fc.Arbitrary<QueueInput> =>
+  fc
+    .record({ log: fc.integer({ min: 0, max: 4 }), eventIdx: fc.boolean(), bigMax: fc.boolean() })
+    .chain(({ log, eventIdx, bigMax }) => {
+      const size = 1 << log;
+      return fc.record({
+        size: fc.constant(size),
+        maxSize: fc.constant(bigMax ? 256 : 16),
+        eventIdx: fc.constant(eventIdx),
+        table: fc.array(descArb(size), { minLength: size, maxLength: size }),
+        cmds: fc.array(cmdArb(size, w), { minLength: 1, maxLength: o.maxLength ?? 25 }),
+      });
+    });
+
+const errExpect = (e: QueueError): Expect => expectErr(e._tag);
+
+export const stateJson = (q: SpecQueue): Json => ({
+  maxSize: q.maxSize,
+  size: q.size,
+  ready: q.ready,
+  descTable: u64(q.descTable),
+  availRing: u64(q.availRing),
+  usedRing: u64(q.usedRing),
+  eventIdx: q.eventIdx,
+  active: q.active,
+  nextAvail: q.nextAvail,
+  nextUsed: q.nextUsed,
+  numAdded: q.numAdded,
+});
+
+const configureArgs = (input: QueueInput) => ({
+  queue: 0,
+  maxSize: input.maxSize,
+  size: input.size,
+  ready: true,
+  descTable: u64(TABLE_AREA),
+  availRing: u64(AVAIL),
+  usedRing: u64(USED),
+  eventIdx: input.eventIdx,
+});
+
+const configured = (input: QueueInput, q: SpecQueue): SpecQueue => {
+  const c = Q.configure(q, {
+    size: input.size,
+    ready: true,
+    descTable: TABLE_AREA,
+    availRing: AVAIL,
+    usedRing: USED,
+  });
+  return input.eventIdx ? Q.enableNotifSuppression(c) : c;
+};
+
+/** Steps for a queue input; the model runs alongside to give each expected outcome. */
+export const queueSteps = (input: QueueInput): Step[] => {
+  let mem: SpecMemory = emptyChainMemory();
+  const steps: Step[] = [memoryCreateStep()];
+  const w = writeStep(mem, TABLE_AREA, encodeDescriptors(input.table));
+  steps.push(w.step);
+  mem = w.mem;
+  let q = configured(input, Q.newQueue(input.maxSize)!);
+  steps.push(step("queue.configure", configureArgs(input), expectOk(null)));
+  let init = Q.initialize(q, mem);
+  q = init.queue;
+  steps.push(
+    step("queue.initialize", { queue: 0 }, init.result.ok ? expectOk(null) : errExpect(init.result.error)),
+  );
+  // The driver's own avail.idx (what it last wrote).
+  let driverIdx = 0;
+  const u16w = (addr: bigint, v: number): void => {
+    const r = writeU16(mem, addr, v & 0xffff);
+    if (!r.ok) throw new Error("queue case: ring outside memory");
+    mem = r.value;
+    const b = new Uint8Array([v & 0xff, (v >> 8) & 0xff]);
+    steps.push(step("memory.write", { addr: u64(addr), data: toHex(b) }, expectOk(null)));
+  };
+  const usedRingRead = (): void => {
+    const len = Number(Q.usedRingBytes(input.size));
+    const r = readBytes(mem, USED, len);
+    if (r.ok) steps.push(step("memory.read", { addr: u64(USED), len }, expectOk({ data: toHex(r.value) })));
+  };
+  let lastHead: number | null = null;
+  for (const c of input.cmds) {
+    switch (c.k) {
+      case "avail":
+        u16w(AVAIL + 4n + 2n * BigInt(driverIdx % input.size), c.head);
+        driverIdx = (driverIdx + 1) & 0xffff;
+        u16w(AVAIL + 2n, driverIdx);
+        break;
+      case "availIdx":
+        driverIdx = (q.nextAvail + c.ahead) & 0xffff;
+        u16w(AVAIL + 2n, driverIdx);
+        break;
+      case "usedEvent":
+        u16w(AVAIL + 4n + 2n * BigInt(input.size), q.nextUsed + c.delta);
+        break;
+      case "availFlags":
+        u16w(AVAIL, c.v);
+        break;
+      case "pop": {
+        const r = Q.pop(q, mem);
+        q = r.queue;
+        if (r.result.ok && r.result.value !== null) lastHead = r.result.value.head;
+        steps.push(
+          step(
+            "queue.pop",
+            { queue: 0 },
+            !r.result.ok
+              ? errExpect(r.result.error)
+              : expectOk(
+                  r.result.value === null
+                    ? { popped: false }
+                    : { popped: true, head: r.result.value.head, chain: walkValue(r.result.value.walk) },
+                ),
+          ),
+        );
+        break;
+      }
+      case "undoPop":
+        q = Q.undoPop(q);
+        steps.push(step("queue.undoPop", { queue: 0 }, expectOk(null)));
+        break;
+      case "addUsed": {
+        const head = c.head ?? lastHead ?? 0;
+        const r = Q.addUsed(q, mem, head, c.len);
+        q = r.queue;
+        mem = r.memory;
+        steps.push(
+          step(
+            "queue.addUsed",
+            { queue: 0, head, len: c.len },
+            r.result.ok ? expectOk(null) : errExpect(r.result.error),
+          ),
+        );
+        // VQ-ADD-USED: the element is there, used.idx has not moved (it is published separately).
+        if (q.active) usedRingRead();
+        break;
+      }
+      case "publish": {
+        const r = Q.publishUsed(q, mem);
+        q = r.queue;
+        mem = r.memory;
+        steps.push(
+          step("queue.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error)),
+        );
+        if (q.active) usedRingRead();
+        break;
+      }
+      case "kick": {
+        const r = Q.prepareKick(q, mem, c.honour);
+        q = r.queue;
+        steps.push(step("queue.prepareKick", { queue: 0, honourNoInterrupt: c.honour }, expectOk(r.result)));
+        break;
+      }
+      case "tryEnable": {
+        const r = Q.tryEnableNotification(q, mem);
+        q = r.queue;
+        mem = r.memory;
+        steps.push(
+          step(
+            "queue.tryEnableNotification",
+            { queue: 0 },
+            r.result.ok ? expectOk(r.result.value) : errExpect(r.result.error),
+          ),
+        );
+        break;
+      }
+      case "state":
+        steps.push(step("queue.state", { queue: 0 }, expectOk(stateJson(q))));
+        break;
+      case "reset":
+        q = Q.reset(q);
+        steps.push(step("queue.reset", { queue: 0 }, expectOk(null)));
+        steps.push(step("queue.state", { queue: 0 }, expectOk(stateJson(q))));
+        break;
+      case "reinit":
+        q = configured(input, q);
+        steps.push(step("queue.configure", configureArgs(input), expectOk(null)));
+        init = Q.initialize(q, mem);
+        q = init.queue;
+        steps.push(
+          step(
+            "queue.initialize",
+            { queue: 0 },
+            init.result.ok ? expectOk(null) : errExpect(init.result.error),
+          ),
+        );
+        driverIdx = Q.availIdx(q, mem);
+        break;
+    }
+  }
+  steps.push(step("queue.state", { queue: 0 }, expectOk(stateJson(q))));
+  return [...steps, ...readBackSteps(mem)];
+};
+
+// ---- initialize -------------------------------------------------------------------------
+
+interface InitInput {
+  readonly maxSize: number;
+  readonly size: number;
+  readonly ready: boolean;
+  readonly descTable: bigint;
+  readonly availRing: bigint;
+  readonly usedRing: bigint;
+  /** Operations tried after initialize (all NotReady when it failed: VQ-INACTIVE). */
+  readonly then: readonly ("pop" | "addUsed" | "publish" | "tryEnable" | "kick")[];
+}
+
+const ringAddr: fc.Arbitrary<bigint> = fc.oneof(
+  { weight: 6, arbitrary: fc.bigInt({ min: TABLE_AREA, max: TABLE_AREA + 0x7000n }) },
+  { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: 0x10000n }) },
+  { weight: 1, arbitrary: fc.bigInt({ min: (1n << 64n) - 0x100n, max: (1n << 64n) - 1n }) },
+);
+
+const initArb: fc.Arbitrary<InitInput> = fc.record({
+  maxSize: fc.constantFrom(16, 256),
+  size: fc.oneof(fc.constantFrom(0, 1, 2, 4, 8, 16, 32, 256, 512), fc.nat(300)),
+  ready: fc.oneof({ weight: 5, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+  descTable: ringAddr,
+  availRing: ringAddr,
+  usedRing: ringAddr,
+  then: fc.array(
+    fc.constantFrom(
+      "pop" as const,
+      "addUsed" as const,
+      "publish" as const,
+      "tryEnable" as const,
+      "kick" as const,
+    ),
+    { maxLength: 4 },
+  ),
+});
+
+const initSteps = (input: InitInput): Step[] => {
+  const mem = emptyChainMemory();
+  let q = Q.configure(Q.newQueue(input.maxSize)!, {
+    size: input.size,
+    ready: input.ready,
+    descTable: input.descTable,
+    availRing: input.availRing,
+    usedRing: input.usedRing,
+  });
+  const steps: Step[] = [
+    memoryCreateStep(),
+    step(
+      "queue.configure",
+      {
+        queue: 0,
+        maxSize: input.maxSize,
+        size: input.size,
+        ready: input.ready,
+        descTable: u64(input.descTable),
+        availRing: u64(input.availRing),
+        usedRing: u64(input.usedRing),
+      },
+      expectOk(null),
+    ),
+  ];
+  const init = Q.initialize(q, mem);
+  q = init.queue;
+  steps.push(
+    step("queue.initialize", { queue: 0 }, init.result.ok ? expectOk(null) : errExpect(init.result.error)),
+  );
+  let m = mem;
+  for (const t of input.then) {
+    if (t === "pop") {
+      const r = Q.pop(q, m);
+      steps.push(
+        step(
+          "queue.pop",
+          { queue: 0 },
+          r.result.ok
+            ? expectOk(
+                r.result.value === null
+                  ? { popped: false }
+                  : { popped: true, head: r.result.value.head, chain: walkValue(r.result.value.walk) },
+              )
+            : errExpect(r.result.error),
+        ),
+      );
+      q = r.queue;
+    } else if (t === "addUsed") {
+      const r = Q.addUsed(q, m, 0, 1);
+      steps.push(
+        step(
+          "queue.addUsed",
+          { queue: 0, head: 0, len: 1 },
+          r.result.ok ? expectOk(null) : errExpect(r.result.error),
+        ),
+      );
+      q = r.queue;
+      m = r.memory;
+    } else if (t === "publish") {
+      const r = Q.publishUsed(q, m);
+      steps.push(
+        step("queue.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error)),
+      );
+      m = r.memory;
+    } else if (t === "tryEnable") {
+      const r = Q.tryEnableNotification(q, m);
+      steps.push(
+        step(
+          "queue.tryEnableNotification",
+          { queue: 0 },
+          r.result.ok ? expectOk(r.result.value) : errExpect(r.result.error),
+        ),
+      );
+      q = r.queue;
+      m = r.memory;
+    } else {
+      const r = Q.prepareKick(q, m);
+      steps.push(step("queue.prepareKick", { queue: 0, honourNoInterrupt: false }, expectOk(r.result)));
+      q = r.queue;
+    }
+  }
+  steps.push(step("queue.state", { queue: 0 }, expectOk(stateJson(q))));
+  return [...steps, ...readBackSteps(m)];
+};
+
+const okTable = (size: number): RawDescriptor[] =>
+  Array.from({ length: size }, (_, i) => ({
+    addr: BUFFER_AREA + BigInt(64 * i),
+    len: 16,
+    flags: 0,
+    next: 0,
+  }));
+
+export const queueCases = [
+  defineCase<QueueInput>({
+    id: "queue.ops",
+    title:
+      "pop, undoPop, addUsed, publish, prepareKick and tryEnableNotification agree with the model on random driver/device sequences",
+    rules: [
+      "VQ-LAYOUT",
+      "VQ-LEN",
+      "VQ-POP-EMPTY",
+      "VQ-POP-HEAD",
+      "VQ-POP-ADVANCE",
+      "VQ-UNDO-POP",
+      "VQ-ADD-USED-INDEX",
+      "VQ-ADD-USED",
+      "VQ-PUBLISH-USED",
+      "VQ-EVENT-IDX",
+      "VQ-PREPARE-KICK",
+      "VQ-NO-INTERRUPT",
+      "VQ-TRY-ENABLE-NOTIFICATION",
+    ],
+    level: "must",
+    ops: [
+      "memory.create",
+      "memory.write",
+      "memory.read",
+      "queue.configure",
+      "queue.initialize",
+      "queue.pop",
+      "queue.undoPop",
+      "queue.addUsed",
+      "queue.publish",
+      "queue.prepareKick",
+      "queue.tryEnableNotification",
+      "queue.state",
+    ],
+    arb: queueArb({ availIdx: 0 }),
+    examples: [
+      {
+        size: 4,
+        maxSize: 16,
+        eventIdx: true,
+        table: okTable(4),
+        cmds: [
+          { k: "avail", head: 1 },
+          { k: "pop" },
+          { k: "addUsed", head: null, len: 8 },
+          { k: "usedEvent", delta: -1 },
+          { k: "kick", honour: false },
+          { k: "publish" },
+        ],
+      },
+      {
+        size: 4,
+        maxSize: 16,
+        eventIdx: true,
+        table: okTable(4),
+        cmds: [
+          { k: "avail", head: 1 },
+          { k: "pop" },
+          { k: "addUsed", head: null, len: 8 },
+          { k: "usedEvent", delta: 0 },
+          { k: "kick", honour: false },
+        ],
+      },
+    ],
+    steps: queueSteps,
+    numRuns: 40,
+  }),
+  defineCase<QueueInput>({
+    id: "queue.hostile-avail",
+    title:
+      "an avail.idx far ahead of next_avail is InvalidAvailIdx, changes nothing, and the queue serves again once the driver repairs it",
+    rules: ["VQ-POP-AVAIL-IDX", "VQ-LEN"],
+    level: "safety",
+    ops: [
+      "memory.create",
+      "memory.write",
+      "memory.read",
+      "queue.configure",
+      "queue.initialize",
+      "queue.pop",
+      "queue.addUsed",
+      "queue.publish",
+      "queue.tryEnableNotification",
+      "queue.state",
+    ],
+    arb: queueArb({ availIdx: 4, undoPop: 0, kick: 0 }),
+    examples: [
+      {
+        size: 4,
+        maxSize: 16,
+        eventIdx: false,
+        table: okTable(4),
+        cmds: [{ k: "availIdx", ahead: 5 }, { k: "pop" }, { k: "availIdx", ahead: 1 }, { k: "pop" }],
+      },
+      {
+        size: 4,
+        maxSize: 16,
+        eventIdx: true,
+        table: okTable(4),
+        cmds: [{ k: "availIdx", ahead: 7 }, { k: "tryEnable" }, { k: "pop" }],
+      },
+    ],
+    steps: queueSteps,
+    numRuns: 30,
+  }),
+  defineCase<QueueInput>({
+    id: "queue.reset",
+    title:
+      "after reset the queue is new: inactive, positions 0, and nothing reads the old rings until it is initialized again",
+    rules: ["VQ-RESET", "VQ-INACTIVE"],
+    level: "safety",
+    ops: [
+      "memory.create",
+      "memory.write",
+      "memory.read",
+      "queue.configure",
+      "queue.initialize",
+      "queue.pop",
+      "queue.addUsed",
+      "queue.publish",
+      "queue.tryEnableNotification",
+      "queue.reset",
+      "queue.state",
+    ],
+    arb: queueArb({ reset: 3, reinit: 2, undoPop: 0 }),
+    examples: [
+      {
+        size: 4,
+        maxSize: 16,
+        eventIdx: false,
+        table: okTable(4),
+        cmds: [{ k: "avail", head: 0 }, { k: "avail", head: 1 }, { k: "pop" }, { k: "reset" }, { k: "pop" }],
+      },
+    ],
+    steps: queueSteps,
+    numRuns: 30,
+  }),
+  defineCase<InitInput>({
+    id: "queue.initialize",
+    title:
+      "initialize checks ready, size, alignment and ring memory in order; a refused queue touches no memory",
+    rules: [
+      "VQ-INIT-READY",
+      "VQ-INIT-SIZE",
+      "VQ-INIT-ALIGN",
+      "VQ-INIT-MEMORY",
+      "VQ-INIT-ORDER",
+      "VQ-INACTIVE",
+      "VQ-MAX-SIZE",
+    ],
+    level: "must",
+    ops: [
+      "memory.create",
+      "memory.read",
+      "queue.configure",
+      "queue.initialize",
+      "queue.pop",
+      "queue.addUsed",
+      "queue.publish",
+      "queue.prepareKick",
+      "queue.tryEnableNotification",
+      "queue.state",
+    ],
+    arb: initArb,
+    examples: [],
+    steps: initSteps,
+    numRuns: 50,
+  }),
+  defineCase<InitInput>({
+    id: "queue.size-zero",
+    title: "a queue of size 0 is refused and never indexes a ring modulo 0; the device keeps serving",
+    rules: ["VQ-SIZE-ZERO", "VQ-INACTIVE"],
+    level: "safety",
+    ops: [
+      "memory.create",
+      "memory.read",
+      "queue.configure",
+      "queue.initialize",
+      "queue.pop",
+      "queue.addUsed",
+      "queue.state",
+    ],
+    arb: initArb.map((i) => ({ ...i, size: 0, ready: true })),
+    examples: [
+      {
+        maxSize: 16,
+        size: 0,
+        ready: true,
+        descTable: TABLE_AREA,
+        availRing: AVAIL,
+        usedRing: USED,
+        then: ["pop", "addUsed"],
+      },
+    ],
+    steps: initSteps,
+    numRuns: 10,
+  }),
+];

@@ -141,6 +141,11 @@ export const RULES = [
     "A Connect received for an address that is ConnectingOutgoing (both ends opened it at once) drops it and answers Reset, so both ends end absent.",
   ),
   rule(
+    "USB-CONN-ADDR-REUSE",
+    "virtio-lab (a limit of the Fuchsia protocol)",
+    "Packets carry no connection generation, so an end must not reopen an address while an Accept, Reset or Finish for it is in flight in either direction: a stale one (or the peer's answer to one) would be taken for the new connection's, leaving it half open.",
+  ),
+  rule(
     "USB-CONN-ACCEPT",
     "Fuchsia usb_vsock connection.rs accept / handle_accept_packet",
     "accept of a ConnectingIncoming address makes it Connected and sends Accept; an Accept for a ConnectingOutgoing address makes it Connected; any other Accept is ignored.",

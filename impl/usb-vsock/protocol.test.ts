@@ -162,6 +162,37 @@ describe("usb-vsock protocol state machine", () => {
     expect(d.sent).toEqual([]);
   });
 
+  // Found by properties/usb-vsock-protocol.test.ts: with no connection generation on the
+  // wire, reopening an address while a teardown for it is in flight leaves it half open.
+  it("stale Accept: reopening before the old Accept arrives leaves the address half open [USB-CONN-ADDR-REUSE]", () => {
+    const { h, d } = synced();
+    h.ep.connect(A);
+    deliver(h, d);
+    d.ep.accept(A); // Accept in flight to the host
+    h.ep.reset(A);
+    h.ep.connect(A); // reopened while the old Accept is in flight
+    deliver(d, h);
+    deliver(h, d);
+    expect(h.ep.connection(A)?.state).toBe("Connected");
+    expect(d.ep.connection(A)?.state).toBe("ConnectingIncoming");
+  });
+
+  it("stale Reset: a peer's answer to the old connection refuses the new one [USB-CONN-ADDR-REUSE]", () => {
+    const { h, d } = synced();
+    d.ep.connect(A);
+    d.ep.reset(A);
+    // Only the Connect reaches the host, which now holds A as ConnectingIncoming.
+    const inFlight = d.sent.splice(1);
+    deliver(d, h);
+    d.sent.push(...inFlight);
+    d.ep.connect(A); // reopened while its own Reset is in flight
+    h.ep.reset(A); // the host drops the old request: its Reset crosses the new Connect
+    deliver(d, h);
+    deliver(h, d);
+    expect(h.ep.connection(A)?.state).toBe("ConnectingIncoming");
+    expect(d.ep.connection(A)).toBeUndefined();
+  });
+
   it("Echo is answered with EchoReply carrying the same payload [USB-ECHO]", () => {
     const { h, d } = synced();
     h.ep.echo(bytes("abc"));

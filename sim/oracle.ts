@@ -128,12 +128,17 @@ export class BoundsGuard {
       const lo = Number(h.value.addr);
       list.push({ lo, hi: lo + h.value.len, write: false });
     }
-    this.chains.set(head, list);
+    this.chains.set(ring.desc * 65536 + head, list);
+  }
+
+  /** Forgets every chain (before allowing the set the device holds now). */
+  clearChains(): void {
+    this.chains.clear();
   }
 
   /** The device gave this chain back (used): its buffers are the driver's again. */
-  release(head: number): void {
-    this.chains.delete(head);
+  release(ring: RingLayout, head: number): void {
+    this.chains.delete(ring.desc * 65536 + head);
   }
 
   arm(where: string): void {

@@ -1,7 +1,8 @@
 /** Every scenario `sim run` knows, in the order `sim list` shows them. */
 import type { Scenario } from "../engine.ts";
+import { netLoopbackScenario } from "./net-loopback.ts";
 import { queueScenario } from "./queue.ts";
 
-export const scenarios: readonly Scenario[] = [queueScenario];
+export const scenarios: readonly Scenario[] = [queueScenario, netLoopbackScenario];
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((s) => s.name === name);

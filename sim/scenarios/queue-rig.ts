@@ -171,7 +171,7 @@ export class QueueRig {
     this.ring = layoutRings(ringBase, size);
     this.driver = new GuestVirtqueue(this.ram, this.ring, dataBase, drvOpts);
     this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
-    this.port = makeQueuePort(this.mem, this.ring, opts.eventIdx);
+    this.port = makeQueuePort(ctx, this.mem, this.ring, opts.eventIdx);
     this.chain = this.port.newChain();
     this.guard = new BoundsGuard(ctx, this.mem);
     this.guard.addRing(this.ring);
@@ -320,10 +320,12 @@ export class QueueRig {
           // Re-enable notifications, then look again: a buffer published meanwhile must
           // not be left without a kick (SIM-NO-STALL).
           if (this.opts.eventIdx) {
-            if (port.tryEnableNotification()) {
+            const t = port.tryEnableNotification();
+            if (t === true) {
               this.running = false;
               break;
             }
+            if (t === "error" && this.giveUp("InvalidAvailIdx")) break;
           } else {
             port.setNoNotify(false);
             if (port.len() === 0) {
@@ -335,14 +337,7 @@ export class QueueRig {
           continue;
         }
         if (out.kind === "error") {
-          if (this.hooks.onPopError?.(out.tag) === true) {
-            // The device gives up until the driver kicks again (as Firecracker does after
-            // InvalidAvailIdx or a refused head): notifications on, stop polling.
-            if (!this.opts.eventIdx) port.setNoNotify(false);
-            this.running = false;
-            break;
-          }
-          ctx.fail("SIM-CHAIN-MATCH", `the queue refused a pop of a well-formed ring: ${out.tag}`);
+          if (this.giveUp(out.tag)) break;
         }
         this.serve();
         done++;
@@ -358,6 +353,19 @@ export class QueueRig {
       this.guard.disarm();
     }
     return done;
+  }
+
+  /**
+   * The queue refused a pop: the device stops polling until the driver kicks again (as
+   * Firecracker does after InvalidAvailIdx or a refused head). Only a hostile guest may
+   * cause this.
+   */
+  private giveUp(tag: string): true {
+    if (this.hooks.onPopError?.(tag) !== true)
+      this.ctx.fail("SIM-CHAIN-MATCH", `the queue refused a pop of a well-formed ring: ${tag}`);
+    if (!this.opts.eventIdx) this.port.setNoNotify(false);
+    this.running = false;
+    return true;
   }
 
   /** Serve the chain in the cursor: read, check, write the pattern, add used. */
@@ -406,7 +414,7 @@ export class QueueRig {
     }
     if (corrupted)
       this.hooks.onCorruptedServed?.(head, end === null ? "served as written" : `walk ended: ${end._tag}`);
-    this.guard.release(head);
+    this.guard.release(this.ring, head);
     this.m.bytesOut!.value += read;
     this.m.bytesIn!.value += written;
     this.m.bytes!.value += read + written;

@@ -1,0 +1,533 @@
+/**
+ * virtio-net end to end: the guest driver model (two Linux-like virtqueues, receive 0 and
+ * transmit 1, doing what virtio_net does: post RX buffers, send frames as header + data in
+ * one or several descriptors, NAPI-style interrupt handling, TX reclaim) against the
+ * impl/net NetDevice and a backend. The oracle checks every frame that comes back (in
+ * order, intact, header as the device must write it), every used element, each interrupt
+ * decision, and what the device touches.
+ */
+import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
+import { GuestMemory as Memory } from "../../impl/memory/guest-memory.ts";
+import { NetDevice, RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
+import type { NetBackendShape } from "../../impl/net/backend.ts";
+import { F } from "../../spec/net.ts";
+import type { SpecMemory } from "../../spec/memory.ts";
+import type { Metric, SimContext } from "../engine.ts";
+import { GuestRam } from "../guest/ram.ts";
+import {
+  GuestVirtqueue,
+  layoutRings,
+  vringNeedEvent,
+  type RingLayout,
+  type Segment,
+} from "../guest/virtio-ring.ts";
+import { BoundsGuard, specMemoryOf } from "../oracle.ts";
+import { fnv } from "./queue-rig.ts";
+
+export const GUEST_MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56] as const;
+const ETHERTYPE = 0x88b5; // IEEE local experimental: never a real protocol
+const HDR = 12;
+const MAX_FRAME = 1514;
+
+interface Expected {
+  readonly seq: number;
+  readonly bytes: Uint8Array;
+}
+
+export interface NetRigOptions {
+  /** Metric prefix and label ("evt", "noevt"...). */
+  readonly name: string;
+  readonly label: string;
+  readonly size: number;
+  readonly eventIdx: boolean;
+  readonly mrg: boolean;
+  readonly backend: NetBackendShape;
+  /** The backend hands frames back (loopback): RX must deliver every frame TX sent. */
+  readonly loopback: boolean;
+}
+
+/** Which TX frames a hostile guest broke, and how (the oracle then expects their loss). */
+export interface NetHooks {
+  /** Called after a TX chain is written, before it is published; returns a fault note or null. */
+  corruptTx?(rig: NetRig, head: number, seq: number): { readonly lost: boolean } | null;
+  /** Called after an RX chain is written, before it is published. */
+  corruptRx?(rig: NetRig, head: number): void;
+}
+
+export class NetRig {
+  readonly ctx: SimContext;
+  readonly opts: NetRigOptions;
+  readonly mem: GuestMemory;
+  readonly ram: GuestRam;
+  readonly spec: SpecMemory;
+  readonly device: NetDevice;
+  readonly rx: GuestVirtqueue;
+  readonly tx: GuestVirtqueue;
+  readonly rings: readonly [RingLayout, RingLayout];
+  readonly guard: BoundsGuard;
+  readonly scratch: { readonly addr: number; readonly len: number };
+  hooks: NetHooks = {};
+  readonly irq: [boolean, boolean] = [false, false];
+  private txKicked = false;
+  private rxKicked = false;
+  private seq = 0;
+  private readonly expected: Expected[] = [];
+  private expectHead = 0;
+  /** Frames the guest itself broke (hostile), by seq: not expected back. */
+  readonly lostOnPurpose = new Set<number>();
+  private readonly m: Record<string, Metric>;
+  readonly hdrLen: 10 | 12;
+  /** Frames the backend or device was allowed to drop (counted by them). */
+  skipped = 0;
+  received = 0;
+  sent = 0;
+
+  constructor(ctx: SimContext, opts: NetRigOptions) {
+    this.ctx = ctx;
+    this.opts = opts;
+    const size = opts.size;
+    const rxOpts = { eventIdx: opts.eventIdx, indirect: false, slabBytes: 16 * 1024, maxIndirect: 1 };
+    const txOpts = { eventIdx: opts.eventIdx, indirect: false, slabBytes: 2048, maxIndirect: 1 };
+    const ringBase = 0x1000 + 16 * ctx.rng.int(32);
+    const rxRing = layoutRings(ringBase, size);
+    const txRing = layoutRings(rxRing.end + 64, size);
+    const dataBase = 0x200000;
+    const rxBytes = GuestVirtqueue.bytesNeeded(size, rxOpts);
+    const txBytes = GuestVirtqueue.bytesNeeded(size, txOpts);
+    const scratchLen = 64 * 1024;
+    this.mem = Memory.of([
+      { base: 0x1000, bytes: new Uint8Array(txRing.end - 0x1000 + 64) },
+      { base: dataBase, bytes: new Uint8Array(rxBytes + txBytes + scratchLen) },
+    ]);
+    this.ram = new GuestRam(this.mem);
+    this.spec = specMemoryOf(this.mem);
+    this.rings = [rxRing, txRing];
+    this.rx = new GuestVirtqueue(this.ram, rxRing, dataBase, rxOpts);
+    this.tx = new GuestVirtqueue(this.ram, txRing, dataBase + rxBytes, txOpts);
+    this.scratch = { addr: dataBase + rxBytes + txBytes, len: scratchLen };
+    this.device = new NetDevice(
+      {
+        mac: [...GUEST_MAC],
+        mtu: 1500,
+        status: true,
+        eventIdx: opts.eventIdx,
+        mrgRxbuf: opts.mrg,
+        queueMaxSize: 256,
+      },
+      opts.backend,
+    );
+    // The driver acknowledges what it understands of what is offered.
+    const acked = this.device.ackFeatures(this.device.offeredFeatures);
+    if (!acked.ok) throw new Error(`simulator set-up: features refused: ${acked.error._tag}`);
+    this.hdrLen = this.device.headerLength;
+    for (const q of [RX_QUEUE, TX_QUEUE]) {
+      const r = this.rings[q]!;
+      this.device.queues[q]!.configure({
+        size,
+        ready: true,
+        descTable: r.desc,
+        availRing: r.avail,
+        usedRing: r.used,
+      });
+    }
+    const act = this.device.activate(this.mem, (q) => {
+      this.irq[q === RX_QUEUE ? 0 : 1] = true;
+    });
+    if (!act.ok) throw new Error(`simulator set-up: activate failed: ${act.error._tag}`);
+    this.guard = new BoundsGuard(ctx, this.mem);
+    this.guard.addRing(rxRing);
+    this.guard.addRing(txRing);
+    const p = `${opts.name}.`;
+    const l = opts.label === "" ? "" : `${opts.label}: `;
+    const mx = ctx.metrics;
+    this.m = {
+      framesSent: mx.counter(`${p}frames.sent`, `${l}frames sent by the guest`),
+      framesReceived: mx.counter(`${p}frames.received`, `${l}frames received intact, in order`),
+      bytesSent: mx.counter(`${p}bytes.sent`, `${l}frame bytes sent`),
+      bytesReceived: mx.counter(`${p}bytes.received`, `${l}frame bytes received`),
+      dropped: mx.counter(`${p}frames.dropped`, `${l}frames dropped and counted (backend queue full)`),
+      kicksSent: mx.counter(`${p}kicks.sent`, `${l}kicks sent`),
+      kicksSuppressed: mx.counter(`${p}kicks.suppressed`, `${l}kicks suppressed`),
+      irqsSent: mx.counter(`${p}irqs.sent`, `${l}interrupts sent`),
+      irqsSuppressed: mx.counter(`${p}irqs.suppressed`, `${l}interrupts suppressed`),
+      rxOcc: mx.gauge(`${p}rx.occupancy`, `${l}RX descriptors in use`),
+      txOcc: mx.gauge(`${p}tx.occupancy`, `${l}TX descriptors in use`),
+    };
+    ctx.facts[`${opts.label || opts.name}: queue size`] = size;
+    ctx.facts[`${opts.label || opts.name}: EVENT_IDX`] = opts.eventIdx;
+    ctx.facts[`${opts.label || opts.name}: MRG_RXBUF`] = opts.mrg;
+    ctx.facts[`${opts.label || opts.name}: header bytes`] = this.hdrLen;
+    ctx.facts[`${opts.label || opts.name}: features acked`] = `0x${this.device.ackedFeatures.toString(16)}`;
+    if ((this.device.offeredFeatures & (1n << 28n)) === 0n)
+      ctx.notes.push("virtio-net does not offer INDIRECT_DESC, so its guest uses direct chains only");
+    void F;
+  }
+
+  /** Keeps the RX ring full of buffers of the shapes virtio_net posts. */
+  refillRx(): void {
+    const ctx = this.ctx;
+    const r = ctx.rng;
+    let added = 0;
+    while (this.rx.numFree > 0) {
+      let segs: Segment[];
+      if (this.opts.mrg) {
+        // Mergeable buffers: one descriptor each, sized by the driver's EWMA (here random).
+        segs = [{ len: r.range(128, 1536), write: true }];
+      } else if (r.chance(0.5)) {
+        segs = [{ len: HDR + MAX_FRAME, write: true }]; // small buffers: header and data together
+      } else if (this.rx.numFree >= 2) {
+        segs = [
+          { len: this.hdrLen, write: true },
+          { len: MAX_FRAME, write: true },
+        ];
+      } else break;
+      const head = this.rx.add(segs, false, 0);
+      if (head < 0) break;
+      this.hooks.corruptRx?.(this, head);
+      // SIM-BOUNDS: the device may touch what this chain (as written) reaches.
+      if (ctx.oracle) this.guard.allowWalk(this.spec, this.rings[RX_QUEUE]!, head);
+      added++;
+    }
+    if (added > 0) this.publishKick(this.rx, "rx");
+  }
+
+  private publishKick(q: GuestVirtqueue, which: "rx" | "tx"): void {
+    q.publish();
+    const k = q.kickPrepare();
+    if (k.need) {
+      this.m.kicksSent!.value++;
+      if (which === "rx") this.rxKicked = true;
+      else this.txKicked = true;
+    } else this.m.kicksSuppressed!.value++;
+    if (this.ctx.trace.on)
+      this.ctx.trace.event("kick", { dev: this.opts.name, q: which, need: k.need, idx: k.new });
+  }
+
+  /** start_xmit for up to `n` frames (after reclaiming finished ones, as virtio_net does). */
+  sendFrames(n: number): void {
+    const ctx = this.ctx;
+    const r = ctx.rng;
+    this.reapTx();
+    let sent = 0;
+    for (let i = 0; i < n; i++) {
+      const len = r.range(60, MAX_FRAME);
+      const split = this.tx.numFree >= 3 && r.chance(0.5);
+      const segs: Segment[] = split
+        ? [
+            { len: this.hdrLen, write: false },
+            { len: Math.min(len, 14 + r.range(0, 200)), write: false },
+          ]
+        : [{ len: this.hdrLen + len, write: false }];
+      if (split && segs[1]!.len < len) segs.push({ len: len - segs[1]!.len, write: false });
+      const seq = this.seq;
+      const head = this.tx.add(segs, false, seq);
+      if (head < 0) break;
+      this.seq++;
+      const buf = this.tx.inFlightAt(head)!;
+      // The frame: dst, src, ethertype, seq, random payload.
+      const frame = new Uint8Array(len);
+      frame.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0);
+      frame.set(GUEST_MAC, 6);
+      frame[12] = ETHERTYPE >>> 8;
+      frame[13] = ETHERTYPE & 0xff;
+      new DataView(frame.buffer).setUint32(14, seq, true);
+      r.fill(frame.subarray(18));
+      const packet = new Uint8Array(this.hdrLen + len); // header all zero: no offloads
+      packet.set(frame, this.hdrLen);
+      let off = 0;
+      for (const s of buf.segments) {
+        this.ram.write(s.addr, packet.subarray(off, off + s.len));
+        off += s.len;
+      }
+      const broke = this.hooks.corruptTx?.(this, head, seq) ?? null;
+      if (broke?.lost === true) this.lostOnPurpose.add(seq);
+      if (ctx.oracle) this.guard.allowWalk(this.spec, this.rings[TX_QUEUE]!, head);
+      this.expected.push({ seq, bytes: frame });
+      sent++;
+      this.sent++;
+      this.m.framesSent!.value++;
+      this.m.bytesSent!.value += len;
+      if (ctx.trace.on) ctx.trace.event("tx", { dev: this.opts.name, head, seq, len, descs: segs.length });
+    }
+    if (sent > 0) this.publishKick(this.tx, "tx");
+  }
+
+  /** One device pass: TX when kicked, RX when kicked or frames wait; interrupts checked. */
+  deviceRun(): void {
+    const ctx = this.ctx;
+    const dev = this.device;
+    this.guard.arm(`${this.opts.label || this.opts.name} device`);
+    try {
+      if (this.txKicked) {
+        this.txKicked = false;
+        this.checked(TX_QUEUE, () => dev.processTxNow());
+      }
+      const pending = (this.opts.backend as { pending?: number }).pending ?? 0;
+      if (this.rxKicked || pending > 0) {
+        this.rxKicked = false;
+        this.checked(RX_QUEUE, () => dev.processRxNow());
+      }
+    } finally {
+      this.guard.disarm();
+    }
+  }
+
+  /** SIM-KICK-GATE around one device call: the interrupt it raised (or not) against vring_need_event. */
+  private checked(q: number, run: () => number): void {
+    const ctx = this.ctx;
+    const ring = this.rings[q]!;
+    const i = q === RX_QUEUE ? 0 : 1;
+    const before = this.ram.u16(ring.used + 2);
+    const had = this.irq[i];
+    this.irq[i] = false;
+    run();
+    const after = this.ram.u16(ring.used + 2);
+    const raised = this.irq[i];
+    this.irq[i] = had || raised;
+    if (after === before) return;
+    const usedEvent = this.ram.u16(ring.avail + 4 + 2 * ring.size);
+    const noInterrupt = (this.ram.u16(ring.avail) & 1) !== 0;
+    if (ctx.oracle) {
+      if (this.opts.eventIdx) {
+        const want = vringNeedEvent(usedEvent, after, before);
+        if (want !== raised)
+          ctx.fail(
+            "SIM-KICK-GATE",
+            `${this.opts.label} ${q === RX_QUEUE ? "RX" : "TX"}: used ${before}->${after}, used_event ${usedEvent}: device ${
+              raised ? "interrupted" : "did not interrupt"
+            }, vring_need_event says ${want ? "interrupt" : "suppress"}`,
+          );
+      } else if (!noInterrupt && !raised) {
+        ctx.fail(
+          "SIM-KICK-GATE",
+          `${this.opts.label} ${q === RX_QUEUE ? "RX" : "TX"}: used ${before}->${after} with interrupts enabled but no interrupt`,
+        );
+      }
+    }
+    if (raised) this.m.irqsSent!.value++;
+    else this.m.irqsSuppressed!.value++;
+  }
+
+  /** free_old_xmit: reclaim finished TX buffers (used length 0). */
+  reapTx(): void {
+    const ctx: SimContext = this.ctx;
+    for (;;) {
+      const g = this.tx.getBuf();
+      if (g.kind === "none") return;
+      if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} TX used {id ${g.id}}: ${g.reason}`);
+      this.guard.release(this.rings[TX_QUEUE]!, g.buf.head);
+      if (g.len > g.buf.inBytes)
+        ctx.fail(
+          "SIM-USED-LEN",
+          `${this.opts.label} TX head ${g.buf.head}: used len ${g.len} > writable ${g.buf.inBytes}`,
+        );
+    }
+  }
+
+  /** Reads what RX delivered: header checks, frame reassembly (MRG), order and contents. */
+  reapRx(): void {
+    const ctx: SimContext = this.ctx;
+    for (;;) {
+      const g = this.rx.getBuf();
+      if (g.kind === "none") break;
+      if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} RX used {id ${g.id}}: ${g.reason}`);
+      const first = g;
+      this.guard.release(this.rings[RX_QUEUE]!, g.buf.head);
+      if (first.len > first.buf.inBytes)
+        ctx.fail(
+          "SIM-USED-LEN",
+          `${this.opts.label} RX head ${first.buf.head}: used len ${first.len} > writable ${first.buf.inBytes}`,
+        );
+      if (first.len === 0) continue; // a broken chain given back empty (hostile guests only)
+      const packet = this.gather(first.buf.segments, first.len);
+      let parts: Uint8Array[] = [packet];
+      const numBuffers = this.hdrLen === 12 ? packet[10]! | (packet[11]! << 8) : 1;
+      for (let k = 0; k < this.hdrLen - 2 && k < packet.length; k++) {
+        if (packet[k] !== 0)
+          ctx.fail(
+            "SIM-DELIVERY",
+            `${this.opts.label} RX header byte ${k} is ${packet[k]}: the device must write flags 0, gso NONE`,
+          );
+      }
+      if (this.opts.mrg) {
+        for (let b = 1; b < numBuffers; b++) {
+          const more = this.rx.getBuf();
+          if (more.kind !== "buf")
+            ctx.fail(
+              "SIM-DELIVERY",
+              `${this.opts.label} RX: header says ${numBuffers} buffers, only ${b} were used`,
+            );
+          this.guard.release(this.rings[RX_QUEUE]!, more.buf.head);
+          parts.push(this.gather(more.buf.segments, more.len));
+        }
+      } else if (numBuffers !== 1) {
+        ctx.fail("SIM-DELIVERY", `${this.opts.label} RX: num_buffers ${numBuffers} without MRG_RXBUF`);
+      }
+      const total = parts.reduce((a, p) => a + p.length, 0);
+      const whole = new Uint8Array(total);
+      let off = 0;
+      for (const p of parts) {
+        whole.set(p, off);
+        off += p.length;
+      }
+      parts = [];
+      this.deliver(whole.subarray(this.hdrLen));
+    }
+    this.refillRx();
+  }
+
+  private gather(segs: readonly { addr: number; len: number }[], len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    let off = 0;
+    for (const s of segs) {
+      if (off >= len) break;
+      const n = Math.min(s.len, len - off);
+      out.set(this.ram.bytes(s.addr, n), off);
+      off += n;
+    }
+    return out;
+  }
+
+  /** SIM-DELIVERY: the frame must be the next expected one (drops are counted, never silent). */
+  private deliver(frame: Uint8Array): void {
+    const ctx: SimContext = this.ctx;
+    if (!this.opts.loopback) return;
+    const seq = frame.length >= 18 ? new DataView(frame.buffer, frame.byteOffset).getUint32(14, true) : -1;
+    // Frames before this one that never came: dropped (the backend or device counted them) or broken on purpose.
+    while (this.expectHead < this.expected.length && this.expected[this.expectHead]!.seq !== seq) {
+      const e = this.expected[this.expectHead]!;
+      if (!this.lostOnPurpose.has(e.seq)) {
+        this.skipped++;
+        this.m.dropped!.value++;
+      }
+      this.expectHead++;
+    }
+    const e = this.expected[this.expectHead];
+    if (e === undefined)
+      ctx.fail(
+        "SIM-DELIVERY",
+        `${this.opts.label}: received frame seq ${seq} (${frame.length} bytes) that was never sent or came twice`,
+      );
+    if (
+      e.bytes.length !== frame.length ||
+      fnv(0, e.bytes) !== fnv(0, frame) ||
+      !e.bytes.every((b, i) => b === frame[i])
+    )
+      ctx.fail(
+        "SIM-DELIVERY",
+        `${this.opts.label}: frame seq ${seq} arrived altered (${frame.length} bytes, sent ${e.bytes.length})`,
+      );
+    this.expectHead++;
+    this.lostOnPurpose.delete(seq);
+    this.received++;
+    this.m.framesReceived!.value++;
+    this.m.bytesReceived!.value += frame.length;
+    if (ctx.trace.on) ctx.trace.event("rx", { dev: this.opts.name, seq, len: frame.length });
+    // Keep the expectation list short.
+    if (this.expectHead > 1024) {
+      this.expected.splice(0, this.expectHead);
+      this.expectHead = 0;
+    }
+  }
+
+  /** The guest's interrupt handlers (NAPI: disable, reap, re-enable, poll). */
+  guestInterrupts(): void {
+    if (this.irq[0]) {
+      this.irq[0] = false;
+      for (let round = 0; round < 1000; round++) {
+        this.rx.disableCb();
+        this.reapRx();
+        if (!this.rx.poll(this.rx.enableCbPrepare())) break;
+      }
+    }
+    if (this.irq[1]) {
+      this.irq[1] = false;
+      for (let round = 0; round < 1000; round++) {
+        this.tx.disableCb();
+        this.reapTx();
+        if (!this.tx.poll(this.tx.enableCbPrepare())) break;
+      }
+    }
+  }
+
+  /** SIM-NO-STALL: TX work left with no kick; a driver waiting for an interrupt that will not come. */
+  checkStall(): void {
+    const ctx = this.ctx;
+    if (!ctx.oracle) return;
+    const txq = this.device.queues[TX_QUEUE];
+    if (!this.txKicked && txq.len() !== 0)
+      ctx.fail(
+        "SIM-NO-STALL",
+        `${this.opts.label}: ${txq.len()} TX buffers available, device idle, no kick pending`,
+      );
+    for (const [i, q] of [
+      [0, this.rx],
+      [1, this.tx],
+    ] as const) {
+      if (!q.callbacksEnabled || this.irq[i]) continue;
+      const pending = (q.usedIdx - q.lastUsed) & 0xffff;
+      const threshold = this.opts.eventIdx ? (q.usedEvent - q.lastUsed) & 0xffff : 0;
+      if (pending > threshold)
+        ctx.fail(
+          "SIM-NO-STALL",
+          `${this.opts.label} ${i === 0 ? "RX" : "TX"}: ${pending} used buffers unseen (used_event ${q.usedEvent}) and no interrupt pending`,
+        );
+    }
+  }
+
+  sampleGauges(): void {
+    this.m.rxOcc!.value = this.rx.occupancy;
+    this.m.txOcc!.value = this.tx.occupancy;
+  }
+
+  /** One step of traffic. */
+  step(maxFrames: number): void {
+    const r = this.ctx.rng;
+    this.sendFrames(r.int(maxFrames + 1));
+    // The device thread and the guest's vCPU are not always scheduled at once: a kick or
+    // an interrupt may wait a phase, so work piles up and notifications get suppressed.
+    if (r.chance(0.7)) this.deviceRun();
+    if (r.chance(0.6)) this.guestInterrupts();
+    // Polling now and then (busy-poll sockets, TX reclaim on the next xmit).
+    if (r.chance(0.05)) this.reapRx();
+    if (r.chance(0.7)) this.deviceRun();
+    if (r.chance(0.6)) this.guestInterrupts();
+    this.sampleGauges();
+    this.checkStall();
+  }
+
+  get txInFlight(): number {
+    return this.tx.inFlightCount;
+  }
+
+  /** Runs until every frame sent has come back (or been counted as dropped). */
+  drain(): void {
+    const ctx: SimContext = this.ctx;
+    for (let i = 0; i < 10_000; i++) {
+      const pending = (this.opts.backend as { pending?: number }).pending ?? 0;
+      if (this.tx.inFlightCount === 0 && pending === 0) break;
+      this.txKicked ||= this.tx.publishedIdx !== this.device.queues[TX_QUEUE].nextAvail;
+      this.deviceRun();
+      this.guestInterrupts();
+      this.reapTx();
+      this.reapRx();
+      ctx.clock.advance(1);
+    }
+    this.reapTx();
+    this.sampleGauges();
+    if (this.tx.inFlightCount !== 0)
+      ctx.fail("SIM-NO-LOSS", `${this.opts.label}: ${this.tx.inFlightCount} TX buffers never came back`);
+    if (!this.opts.loopback) return;
+    // Frames not yet seen at the end: lost unless the backend counted them as dropped.
+    let missing = 0;
+    for (let k = this.expectHead; k < this.expected.length; k++)
+      if (!this.lostOnPurpose.has(this.expected[k]!.seq)) missing++;
+    const counted =
+      this.opts.backend.stats.dropped + this.device.stats.txTooLong + this.device.stats.txTooShort;
+    if (this.skipped + missing > counted)
+      ctx.fail(
+        "SIM-DELIVERY",
+        `${this.opts.label}: ${this.skipped + missing} frames never arrived but only ${counted} drops were counted (sent ${this.sent}, received ${this.received})`,
+      );
+  }
+}

@@ -254,7 +254,6 @@ export class NetRig {
 
   /** One device pass: TX when kicked, RX when kicked or frames wait; interrupts checked. */
   deviceRun(): void {
-    const ctx = this.ctx;
     const dev = this.device;
     this.guard.arm(`${this.opts.label || this.opts.name} device`);
     try {
@@ -340,7 +339,7 @@ export class NetRig {
         );
       if (first.len === 0) continue; // a broken chain given back empty (hostile guests only)
       const packet = this.gather(first.buf.segments, first.len);
-      let parts: Uint8Array[] = [packet];
+      const parts: Uint8Array[] = [packet];
       const numBuffers = this.hdrLen === 12 ? packet[10]! | (packet[11]! << 8) : 1;
       for (let k = 0; k < this.hdrLen - 2 && k < packet.length; k++) {
         if (packet[k] !== 0)
@@ -370,7 +369,6 @@ export class NetRig {
         whole.set(p, off);
         off += p.length;
       }
-      parts = [];
       this.deliver(whole.subarray(this.hdrLen));
     }
     this.refillRx();

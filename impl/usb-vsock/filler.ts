@@ -76,11 +76,17 @@ export class UsbPacketFiller {
   /** Writes one whole packet into the transfer on offer, waiting for room. */
   writePacket(type: PacketTypeT, address: Address, payload?: Uint8Array): Effect.Effect<void, PacketTooBig> {
     const size = HEADER_SIZE + (payload === undefined ? 0 : payload.length);
-    return Effect.flatMap(this.waitForFillable(size), (b) => {
+    const write = (b: UsbPacketBuilder): Effect.Effect<void, PacketTooBig> => {
       const e = b.write(type, address, payload);
       if (e !== undefined) return Effect.fail(e);
       wakeAll(this.dataWaiters);
       return Effect.void;
+    };
+    return Effect.suspend(() => {
+      // Fast path: room now, no waiting machinery.
+      const b = this.current;
+      if (b !== undefined && b.available() >= size) return write(b);
+      return Effect.flatMap(this.waitForFillable(size), write);
     });
   }
 
@@ -139,7 +145,9 @@ export class UsbPacketFiller {
           this.current = undefined;
           return Effect.succeed(builder);
         }
-        return Effect.flatMap(park(this.dataWaiters), () => wait);
+        // Once woken, yield once so writers that are ready can add their packets too:
+        // without it a busy writer sends one packet per transfer.
+        return Effect.flatMap(park(this.dataWaiters), () => Effect.andThen(Effect.yieldNow, wait));
       });
       return Effect.onInterrupt(wait, () =>
         Effect.sync(() => {

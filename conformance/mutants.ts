@@ -91,7 +91,7 @@ export const MUTANTS: readonly Mutant[] = [
     id: "vsock-pkt-len-off-by-one",
     subject: "vsock",
     source: "cloud-hypervisor vsock packet.rs",
-    bug: "InvalidPktLen is raised only above MAX_PKT_BUF_SIZE + 1",
+    bug: "InvalidPktLen is raised for len >= MAX_PKT_BUF_SIZE, so a full 64 KiB packet is refused",
   },
   {
     id: "usb-payload-past-buffer",

@@ -4,6 +4,7 @@ import { iovecCases } from "./iovec.ts";
 import { usbCases } from "./usb-vsock.ts";
 import { netCases } from "./net.ts";
 import { queueCases } from "./queue.ts";
+import { vsockCases } from "./vsock.ts";
 import type { AnyCase } from "./types.ts";
 
 export const subjectCases = (): readonly AnyCase[] => [
@@ -11,5 +12,6 @@ export const subjectCases = (): readonly AnyCase[] => [
   ...chainCases,
   ...iovecCases,
   ...usbCases,
+  ...vsockCases,
   ...netCases,
 ];

@@ -4,6 +4,7 @@ import { iovecOps } from "./iovec.ts";
 import { usbOps } from "./usb-vsock.ts";
 import { netOps } from "./net.ts";
 import { queueOps } from "./queue.ts";
+import { vsockOps } from "./vsock.ts";
 import type { Handler } from "./world.ts";
 
 /** Subjects (mutants.ts names) whose operations the reference adapter serves. */
@@ -13,6 +14,7 @@ export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>([
   "usb-vsock",
   "net",
   "queue",
+  "vsock",
 ]);
 
 export const subjectOps = (): Record<string, Handler> => ({
@@ -21,4 +23,5 @@ export const subjectOps = (): Record<string, Handler> => ({
   ...usbOps,
   ...netOps,
   ...queueOps,
+  ...vsockOps,
 });

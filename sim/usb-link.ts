@@ -15,6 +15,9 @@
  *   // the engine's TestClock.adjust moves transfers along (latency) between steps
  *   yield* rig.drain;                 // waits until every sent byte was received (virtual time)
  *
+ * `makeUsbVsockRig` and `connectUsbLink` fail with TransferTooSmall when maxTransferSize is
+ * below MIN_TRANSFER_SIZE (40: a Sync must fit in one transfer).
+ *
  * Lower level: `connectUsbLink(host, device, options)` pumps transfers both ways between
  * any two `LinkEnd`s (a UsbVsockEndpoint is one) and returns counters.
  *
@@ -37,8 +40,20 @@ export interface LinkEnd {
   handleTransfer(bytes: Uint8Array): Effect.Effect<ParseError | undefined>;
 }
 
+/**
+ * The smallest transfer the protocol can run over: a Sync with the longest version string
+ * (`vsock:2:ffffffff`, 16 bytes) must fit in one transfer.
+ */
+export const MIN_TRANSFER_SIZE = 24 + 16;
+
+export interface TransferTooSmall {
+  readonly _tag: "TransferTooSmall";
+  readonly maxTransferSize: number;
+  readonly min: number;
+}
+
 export interface UsbLinkOptions {
-  /** Largest bulk transfer, bytes (e.g. 512 for high-speed bulk packets, 16384 for big URBs). */
+  /** Largest bulk transfer, bytes, at least MIN_TRANSFER_SIZE (e.g. 512, or 16384 for big URBs). */
   readonly maxTransferSize: number;
   /** One-way delivery delay in µs of Effect clock time. */
   readonly latencyUs: number;
@@ -141,8 +156,14 @@ export const connectUsbLink = (
   host: LinkEnd,
   device: LinkEnd,
   options: UsbLinkOptions,
-): Effect.Effect<UsbLink, never, Scope.Scope> =>
+): Effect.Effect<UsbLink, TransferTooSmall, Scope.Scope> =>
   Effect.gen(function* () {
+    if (!(options.maxTransferSize >= MIN_TRANSFER_SIZE))
+      return yield* Effect.fail<TransferTooSmall>({
+        _tag: "TransferTooSmall",
+        maxTransferSize: options.maxTransferSize,
+        min: MIN_TRANSFER_SIZE,
+      });
     const fresh = (): DirectionStats => ({
       transfers: 0,
       bytes: 0,
@@ -201,7 +222,9 @@ export const rigAddress = (i: number): Address => ({
   hostPort: 50000 + i,
 });
 
-export const makeUsbVsockRig = (o: UsbVsockRigOptions): Effect.Effect<UsbVsockRig, never, Scope.Scope> =>
+export const makeUsbVsockRig = (
+  o: UsbVsockRigOptions,
+): Effect.Effect<UsbVsockRig, TransferTooSmall, Scope.Scope> =>
   Effect.gen(function* () {
     const host = yield* UsbVsockEndpoint.make({
       role: "host",

@@ -38,7 +38,7 @@ const pair = (
   Effect.gen(function* () {
     const h = yield* UsbVsockEndpoint.make({ role: "host", ...host });
     const d = yield* UsbVsockEndpoint.make({ role: "device", ...device });
-    const link = yield* connectUsbLink(h, d, { maxTransferSize, latencyUs: 250 });
+    const link = yield* Effect.orDie(connectUsbLink(h, d, { maxTransferSize, latencyUs: 250 }));
     return { host: h, device: d, link };
   });
 
@@ -237,7 +237,9 @@ describe("usb-vsock endpoints over the simulated link", () => {
   it("many connections with small transfers: every byte once, in order, no transfer over the size [USB-LINK-MTU USB-FILL-SPLIT USB-CONN-DATA]", async () => {
     const stats = await runSim(
       Effect.gen(function* () {
-        const rig = yield* makeUsbVsockRig({ connections: 16, maxTransferSize: 128, latencyUs: 125 });
+        const rig = yield* Effect.orDie(
+          makeUsbVsockRig({ connections: 16, maxTransferSize: 128, latencyUs: 125 }),
+        );
         yield* rig.start;
         for (let round = 0; round < 10; round++) {
           for (let i = 0; i < 16; i++) {

@@ -94,15 +94,27 @@ export class VsockPacket {
 
   /** Copies `src` into the data buffer from its start; returns the count written. */
   writeData(src: Uint8Array): number {
+    return this.writeDataAt(src, 0);
+  }
+
+  /** Copies `src` into the data buffer at `offset`; returns the count written. */
+  writeDataAt(src: Uint8Array, offset: number): number {
     const memory = this.memory;
     if (memory === null) return 0;
     let done = 0;
+    let skip = offset;
     for (let i = 0; i < this.segCount && done < src.length; i++) {
-      const n = Math.min(this.segLen[i]!, src.length - done);
-      const dst = memory.slice(this.segAddr[i]!, n, true);
+      const len = this.segLen[i]!;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const n = Math.min(len - skip, src.length - done);
+      const dst = memory.slice(this.segAddr[i]! + skip, n, true);
       if (dst === undefined) break;
       dst.set(src.subarray(done, done + n));
       done += n;
+      skip = 0;
     }
     return done;
   }

@@ -1,0 +1,451 @@
+/**
+ * One vsock stream connection between the guest (the peer) and a host program (the local
+ * side), as cloud-hypervisor's csm models it: the state machine (VSOCK-CONN-*), credit flow
+ * control in both directions (VSOCK-CREDIT-*) and the two byte queues between them.
+ *
+ * Plain and synchronous: the muxer feeds it guest packets and asks it for packets to the
+ * guest; a backend feeds it host bytes and drains the bytes meant for the host. Time comes in
+ * as milliseconds read from the Effect clock by the caller (VSOCK-CONN-TIMEOUT).
+ */
+import {
+  inFlight,
+  MAX_PKT_BUF_SIZE,
+  peerFree,
+  VSOCK_FLAGS_SHUTDOWN_RCV,
+  VSOCK_FLAGS_SHUTDOWN_SEND,
+  VSOCK_HOST_CID,
+  VSOCK_OP_CREDIT_REQUEST,
+  VSOCK_OP_CREDIT_UPDATE,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RESPONSE,
+  VSOCK_OP_RST,
+  VSOCK_OP_RW,
+  VSOCK_OP_SHUTDOWN,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_STREAM,
+  type ConnEvent,
+  type ConnState,
+} from "../../spec/vsock.ts";
+import type { VsockHeaderView } from "./header.ts";
+import type { VsockPacket } from "./packet.ts";
+
+export type { ConnEvent, ConnState } from "../../spec/vsock.ts";
+
+export interface ConnOptions {
+  /** Our receive buffer, advertised as buf_alloc (bytes from the guest not yet consumed by the host). */
+  readonly bufAlloc: number;
+  /** Send CREDIT_UPDATE when the guest's view of our free space drops below this (VSOCK-CREDIT-UPDATE). */
+  readonly creditUpdateThreshold: number;
+  /** LocalInit without RESPONSE is reset after this (cloud-hypervisor CONN_REQUEST_TIMEOUT_MS). */
+  readonly requestTimeoutMs: number;
+  /** LocalClosed without the guest's RST is reset after this (CONN_SHUTDOWN_TIMEOUT_MS). */
+  readonly shutdownTimeoutMs: number;
+}
+
+export const DEFAULT_CONN_OPTIONS: ConnOptions = {
+  bufAlloc: 256 * 1024,
+  creditUpdateThreshold: MAX_PKT_BUF_SIZE,
+  requestTimeoutMs: 2000,
+  shutdownTimeoutMs: 2000,
+};
+
+/** A FIFO of byte chunks; chunks are owned (copied in) so guest memory can change under them. */
+export class ByteQueue {
+  private chunks: Uint8Array[] = [];
+  private head = 0;
+  private offset = 0;
+  length = 0;
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** Removes and returns up to `max` bytes as one chunk (a view when it can), or null when empty. */
+  take(max = Infinity): Uint8Array | null {
+    if (this.length === 0) return null;
+    const first = this.chunks[this.head]!;
+    const avail = first.length - this.offset;
+    if (avail <= max) {
+      const out = this.offset === 0 ? first : first.subarray(this.offset);
+      this.advanceChunk();
+      this.length -= out.length;
+      return out;
+    }
+    const out = first.subarray(this.offset, this.offset + max);
+    this.offset += max;
+    this.length -= max;
+    return out;
+  }
+
+  /** Feeds up to `max` bytes, chunk by chunk, to `sink(bytes, at)`; returns the count consumed. */
+  drainInto(max: number, sink: (bytes: Uint8Array, at: number) => void): number {
+    let done = 0;
+    while (done < max && this.length > 0) {
+      const part = this.take(max - done)!;
+      sink(part, done);
+      done += part.length;
+    }
+    return done;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.head = 0;
+    this.offset = 0;
+    this.length = 0;
+  }
+
+  private advanceChunk(): void {
+    this.head++;
+    this.offset = 0;
+    if (this.head > 64 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+export interface Transition {
+  readonly from: ConnState;
+  readonly event: ConnEvent;
+  readonly to: ConnState;
+}
+
+/** What the connection tells its owner about (the muxer routes these to the backend). */
+export interface ConnListener {
+  /** The connection has something for the guest (it should be on the RX round). */
+  pendingRx(conn: VsockConnection): void;
+  /** A host-initiated connection was accepted by the guest. */
+  established(conn: VsockConnection): void;
+  /** Bytes for the host arrived (or the guest shut its sending side). */
+  hostData(conn: VsockConnection): void;
+}
+
+export class VsockConnection {
+  state: ConnState;
+  // Our side of the credit (VSOCK-CREDIT-*): bytes received from the guest, bytes the host consumed.
+  rxCnt = 0;
+  fwdCnt = 0;
+  lastFwdCntToPeer = 0;
+  // The guest's side.
+  peerBufAlloc = 0;
+  peerFwdCnt = 0;
+  txCnt = 0;
+  /** Guest bytes waiting for the host. */
+  readonly toHost = new ByteQueue();
+  /** Host bytes waiting for the guest. */
+  readonly fromHost = new ByteQueue();
+  /** SHUTDOWN flags the guest sent, accumulated (VSOCK-CONN-SHUTDOWN). */
+  peerShutdown = 0;
+  /** The host finished writing: after fromHost drains, SHUTDOWN(SEND) goes to the guest. */
+  hostEof = false;
+  private hostEofSent = false;
+  private pendingRequest = false;
+  private pendingResponse = false;
+  private pendingRst = false;
+  private pendingCreditUpdate = false;
+  private pendingCreditRequest = false;
+  private pendingShutdown = 0;
+  private creditRequested = false;
+  /** Deadline in clock ms for LocalInit / LocalClosed; 0 when none. */
+  deadline = 0;
+  /** Why the connection was reset, for reports. */
+  resetReason: ConnEvent | null = null;
+  /** Every state change, when tracing (tests, simulator); null otherwise. */
+  trace: Transition[] | null = null;
+  /** Backend's handle (a socket), opaque here. */
+  hostHandle: unknown = null;
+
+  constructor(
+    readonly localPort: number,
+    readonly peerPort: number,
+    readonly guestCid: bigint,
+    initiator: "host" | "guest",
+    readonly options: ConnOptions,
+    private readonly listener: ConnListener,
+    now: number,
+    trace = false,
+  ) {
+    if (trace) this.trace = [];
+    if (initiator === "host") {
+      this.state = "LocalInit";
+      this.pendingRequest = true;
+      this.deadline = now + options.requestTimeoutMs;
+    } else {
+      this.state = "PeerInit";
+    }
+  }
+
+  private move(event: ConnEvent, to: ConnState): void {
+    if (this.trace !== null) this.trace.push({ from: this.state, event, to });
+    this.state = to;
+  }
+
+  /** Resets the connection: RST to the guest unless it sent one (VSOCK-CONN-RST). */
+  kill(event: ConnEvent, sendRst: boolean): void {
+    if (this.state === "Killed") return;
+    this.resetReason = event;
+    this.move(event, "Killed");
+    this.deadline = 0;
+    this.fromHost.clear();
+    this.pendingRequest = this.pendingResponse = this.pendingCreditUpdate = this.pendingCreditRequest = false;
+    this.pendingShutdown = 0;
+    if (sendRst) {
+      this.pendingRst = true;
+      this.listener.pendingRx(this);
+    }
+    // The host learns of the end (it drains what arrived before, then sees EOF).
+    this.listener.hostData(this);
+  }
+
+  get isKilled(): boolean {
+    return this.state === "Killed";
+  }
+
+  /** Guest accepted bytes it was sent; what we may still send (VSOCK-CREDIT-FREE). */
+  peerFreeCredit(): number {
+    return peerFree(this.peerBufAlloc, this.txCnt, this.peerFwdCnt);
+  }
+
+  /** Bytes from the guest not yet consumed by the host (never above bufAlloc: VSOCK-CREDIT-OVERRUN). */
+  inFlightFromGuest(): number {
+    return inFlight(this.rxCnt, this.fwdCnt);
+  }
+
+  /** The host may read: no more guest bytes will come and all have been taken. */
+  get hostReadClosed(): boolean {
+    return (
+      this.toHost.length === 0 && (this.isKilled || (this.peerShutdown & VSOCK_FLAGS_SHUTDOWN_SEND) !== 0)
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Guest -> connection
+
+  /** One guest packet for this connection (type, CIDs and ports already routed by the muxer). */
+  fromGuest(hdr: VsockHeaderView, pkt: VsockPacket | null): void {
+    if (this.isKilled) return;
+    // Every packet carries the guest's credit (VSOCK-CREDIT-FREE).
+    const oldFree = this.peerFreeCredit();
+    this.peerBufAlloc = hdr.bufAlloc();
+    this.peerFwdCnt = hdr.fwdCnt();
+    this.creditRequested = false;
+    const op = hdr.op();
+    switch (op) {
+      case VSOCK_OP_RST:
+        this.kill("Rst", false);
+        return;
+      case VSOCK_OP_RESPONSE:
+        if (this.state !== "LocalInit") return this.kill("Unexpected", true);
+        this.deadline = 0;
+        this.move("RecvResponse", "Established");
+        this.listener.established(this);
+        break;
+      case VSOCK_OP_RW: {
+        const len = hdr.len();
+        if (this.state === "LocalInit" || this.state === "PeerInit") return this.kill("Unexpected", true);
+        if ((this.peerShutdown & VSOCK_FLAGS_SHUTDOWN_SEND) !== 0) return this.kill("Unexpected", true);
+        if (len === 0) break;
+        if (this.inFlightFromGuest() + len > this.options.bufAlloc) return this.kill("Overrun", true);
+        this.rxCnt = (this.rxCnt + len) >>> 0;
+        if (this.state === "LocalClosed") {
+          // The host is gone: the bytes are dropped, but counted as consumed so credit stays sane.
+          this.fwdCnt = (this.fwdCnt + len) >>> 0;
+          break;
+        }
+        const data = new Uint8Array(len);
+        if (pkt !== null) pkt.readData(data);
+        this.toHost.push(data);
+        this.listener.hostData(this);
+        break;
+      }
+      case VSOCK_OP_CREDIT_UPDATE:
+        if (this.state === "LocalInit" || this.state === "PeerInit") return this.kill("Unexpected", true);
+        break;
+      case VSOCK_OP_CREDIT_REQUEST:
+        if (this.state === "LocalInit" || this.state === "PeerInit") return this.kill("Unexpected", true);
+        this.pendingCreditUpdate = true;
+        break;
+      case VSOCK_OP_SHUTDOWN: {
+        if (this.state === "LocalInit" || this.state === "PeerInit") return this.kill("Unexpected", true);
+        const flags = hdr.flags() & (VSOCK_FLAGS_SHUTDOWN_RCV | VSOCK_FLAGS_SHUTDOWN_SEND);
+        this.peerShutdown |= flags;
+        if (this.peerShutdown === (VSOCK_FLAGS_SHUTDOWN_RCV | VSOCK_FLAGS_SHUTDOWN_SEND)) {
+          this.kill("PeerShutdownBoth", true);
+          return;
+        }
+        if (this.state === "LocalClosed") {
+          this.kill("PeerShutdown", true);
+          return;
+        }
+        if (flags !== 0) this.move("PeerShutdown", "PeerClosed");
+        if ((flags & VSOCK_FLAGS_SHUTDOWN_RCV) !== 0) this.fromHost.clear();
+        if ((flags & VSOCK_FLAGS_SHUTDOWN_SEND) !== 0) this.listener.hostData(this);
+        break;
+      }
+      default:
+        // REQUEST on an open connection, or an unknown op (VSOCK-CONN-UNKNOWN).
+        return this.kill("Unexpected", true);
+    }
+    if (this.hasPendingRx() || this.peerFreeCredit() !== oldFree) this.listener.pendingRx(this);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Host side
+
+  /** The host program accepted a guest-initiated connection. */
+  accept(): void {
+    if (this.state !== "PeerInit") return;
+    this.pendingResponse = true;
+    this.listener.pendingRx(this);
+  }
+
+  /** Host bytes for the guest (copied by the caller if it reuses its buffer). */
+  hostWrite(bytes: Uint8Array): void {
+    if (this.isKilled || this.state === "LocalClosed" || this.hostEof) return;
+    if ((this.peerShutdown & VSOCK_FLAGS_SHUTDOWN_RCV) !== 0) return;
+    this.fromHost.push(bytes);
+    this.listener.pendingRx(this);
+  }
+
+  /** Takes up to `max` guest bytes for the host; call `forwarded(n)` once the host consumed them. */
+  takeToHost(max = Infinity): Uint8Array | null {
+    return this.toHost.take(max);
+  }
+
+  /** The host consumed n bytes: fwd_cnt grows, and the guest may need to hear (VSOCK-CREDIT-UPDATE). */
+  forwarded(n: number): void {
+    if (n <= 0) return;
+    this.fwdCnt = (this.fwdCnt + n) >>> 0;
+    if (this.isKilled) return;
+    const peerView = this.options.bufAlloc - inFlight(this.rxCnt, this.lastFwdCntToPeer);
+    if (peerView < this.options.creditUpdateThreshold) {
+      this.pendingCreditUpdate = true;
+      this.listener.pendingRx(this);
+    }
+  }
+
+  /** The host finished writing (half close): SHUTDOWN(SEND) once its bytes are sent. */
+  hostShutdown(): void {
+    if (this.isKilled || this.hostEof) return;
+    this.hostEof = true;
+    this.listener.pendingRx(this);
+  }
+
+  /** The host closed the connection entirely (VSOCK-CONN-SHUTDOWN, state LocalClosed). */
+  hostClose(now: number): void {
+    if (this.isKilled || this.state === "LocalClosed") return;
+    if (this.state !== "Established") {
+      // During the handshake a host close is a reset; after a peer shutdown it ends the connection.
+      this.kill(this.state === "PeerClosed" ? "LocalShutdown" : "Rst", true);
+      return;
+    }
+    this.move("LocalShutdown", "LocalClosed");
+    this.fromHost.clear();
+    this.pendingShutdown = VSOCK_FLAGS_SHUTDOWN_RCV | VSOCK_FLAGS_SHUTDOWN_SEND;
+    this.deadline = now + this.options.shutdownTimeoutMs;
+    this.listener.pendingRx(this);
+  }
+
+  /** Timeouts on the clock (VSOCK-CONN-TIMEOUT). */
+  tick(now: number): void {
+    if (this.deadline !== 0 && now >= this.deadline && !this.isKilled) this.kill("Timeout", true);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Connection -> guest
+
+  hasPendingRx(): boolean {
+    if (this.pendingRst) return true;
+    if (this.isKilled) return false;
+    if (this.pendingRequest || this.pendingResponse || this.pendingShutdown !== 0) return true;
+    if (this.pendingCreditUpdate) return true;
+    if (this.canSendData()) return true;
+    if (this.hostEof && !this.hostEofSent && this.fromHost.length === 0 && this.dataState()) return true;
+    return this.fromHost.length > 0 && this.dataState() && !this.creditRequested;
+  }
+
+  private dataState(): boolean {
+    return this.state === "Established" || this.state === "PeerClosed";
+  }
+
+  private canSendData(): boolean {
+    return this.fromHost.length > 0 && this.dataState() && this.peerFreeCredit() > 0;
+  }
+
+  private fill(hdr: VsockHeaderView, op: number, len: number, flags: number): void {
+    hdr
+      .setSrcCid(VSOCK_HOST_CID)
+      .setDstCid(this.guestCid)
+      .setSrcPort(this.localPort)
+      .setDstPort(this.peerPort)
+      .setLen(len)
+      .setType(VSOCK_TYPE_STREAM)
+      .setOp(op)
+      .setFlags(flags)
+      .setBufAlloc(this.options.bufAlloc)
+      .setFwdCnt(this.fwdCnt);
+    // Every packet tells the guest our fwd_cnt, so every packet is a credit update.
+    this.lastFwdCntToPeer = this.fwdCnt;
+    this.pendingCreditUpdate = false;
+  }
+
+  /**
+   * Writes the next packet for the guest into an assembled RX packet; returns the bytes
+   * written (44 + data) or 0 when there was nothing to send. Never sends more data than the
+   * guest's free credit (VSOCK-CREDIT-LIMIT).
+   */
+  toGuest(pkt: VsockPacket): number {
+    const hdr = pkt.header;
+    if (this.pendingRst) {
+      this.pendingRst = false;
+      this.fill(hdr, VSOCK_OP_RST, 0, 0);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    if (this.isKilled) return 0;
+    if (this.pendingRequest) {
+      this.pendingRequest = false;
+      this.fill(hdr, VSOCK_OP_REQUEST, 0, 0);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    if (this.pendingResponse) {
+      this.pendingResponse = false;
+      this.move("SendResponse", "Established");
+      this.fill(hdr, VSOCK_OP_RESPONSE, 0, 0);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    if (this.pendingShutdown !== 0) {
+      const flags = this.pendingShutdown;
+      this.pendingShutdown = 0;
+      this.fill(hdr, VSOCK_OP_SHUTDOWN, 0, flags);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    if (this.canSendData()) {
+      const max = Math.min(this.fromHost.length, this.peerFreeCredit(), pkt.bufSize, MAX_PKT_BUF_SIZE);
+      if (max > 0) {
+        const n = this.fromHost.drainInto(max, (bytes, at) => pkt.writeDataAt(bytes, at));
+        this.txCnt = (this.txCnt + n) >>> 0;
+        this.fill(hdr, VSOCK_OP_RW, n, 0);
+        return VSOCK_PKT_HDR_SIZE + n;
+      }
+    }
+    if (this.hostEof && !this.hostEofSent && this.fromHost.length === 0 && this.dataState()) {
+      this.hostEofSent = true;
+      this.fill(hdr, VSOCK_OP_SHUTDOWN, 0, VSOCK_FLAGS_SHUTDOWN_SEND);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    if (this.pendingCreditUpdate) {
+      this.fill(hdr, VSOCK_OP_CREDIT_UPDATE, 0, 0);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    if (this.fromHost.length > 0 && this.dataState() && !this.creditRequested) {
+      // Blocked on credit: ask once, until the guest's next packet (VSOCK-CREDIT-UPDATE).
+      this.creditRequested = true;
+      this.fill(hdr, VSOCK_OP_CREDIT_REQUEST, 0, 0);
+      return VSOCK_PKT_HDR_SIZE;
+    }
+    return 0;
+  }
+}

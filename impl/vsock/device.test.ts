@@ -1,0 +1,256 @@
+import { describe, expect, it } from "vitest";
+import { GuestMemory } from "../memory/guest-memory.ts";
+import {
+  U64_MAX,
+  VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
+  VSOCK_FLAGS_SHUTDOWN_RCV,
+  VSOCK_FLAGS_SHUTDOWN_SEND,
+  VSOCK_HOST_CID,
+  VSOCK_OP_CREDIT_REQUEST,
+  VSOCK_OP_CREDIT_UPDATE,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RESPONSE,
+  VSOCK_OP_RST,
+  VSOCK_OP_RW,
+  VSOCK_OP_SHUTDOWN,
+  VSOCK_TYPE_STREAM,
+  type VsockHeader,
+} from "../../spec/vsock.ts";
+import { VsockDevice } from "./device.ts";
+import { VsockGuest } from "./guest.ts";
+import { MemoryHost } from "./memory-host.ts";
+
+const CID = 3n;
+const setup = (opts: Parameters<typeof VsockGuest.create>[2] = {}, muxer = {}) => {
+  const host = new MemoryHost();
+  const guest = VsockGuest.create({ guestCid: CID, muxer: { trace: true, ...muxer } }, host, {
+    rxBuffers: 16,
+    txSlots: 16,
+    txMaxData: 8192,
+    ...opts,
+  });
+  return { host, guest, dev: guest.device, mux: guest.device.muxer };
+};
+const hdr = (over: Partial<VsockHeader>): VsockHeader => ({
+  srcCid: CID,
+  dstCid: VSOCK_HOST_CID,
+  srcPort: 1000,
+  dstPort: 80,
+  len: 0,
+  type: VSOCK_TYPE_STREAM,
+  op: VSOCK_OP_REQUEST,
+  flags: 0,
+  bufAlloc: 65536,
+  fwdCnt: 0,
+  ...over,
+});
+const bytes = (n: number, seed = 1) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
+
+describe("device config and features", () => {
+  it("reserved guest CIDs are refused; guest_cid is little-endian in config space [VSOCK-CFG-CID]", () => {
+    const memory = GuestMemory.of([{ base: 0, bytes: new Uint8Array(4096) }]);
+    for (const cid of [0n, 1n, 2n, 0xffffffffn, U64_MAX]) {
+      expect(VsockDevice.create(memory, { guestCid: cid })).toEqual({
+        ok: false,
+        error: { _tag: "InvalidGuestCid", cid },
+      });
+    }
+    const d = VsockDevice.create(memory, { guestCid: 0x1_0000_0003n });
+    expect(d.ok).toBe(true);
+    if (!d.ok) return;
+    expect([...d.value.configSpace()]).toEqual([3, 0, 0, 0, 1, 0, 0, 0]);
+    expect([...d.value.readConfig(4, 6)]).toEqual([1, 0, 0, 0, 0, 0]);
+  });
+  it("offers STREAM and VERSION_1, and has rx, tx, event queues [VSOCK-FEATURES VSOCK-QUEUES]", () => {
+    const { dev } = setup();
+    expect(dev.deviceFeatures & 1n).toBe(1n);
+    expect((dev.deviceFeatures >> 32n) & 1n).toBe(1n);
+    expect((dev.deviceFeatures >> 1n) & 1n).toBe(0n); // no SEQPACKET
+    expect(dev.queues.length).toBe(3);
+  });
+});
+
+describe("connections through the device", () => {
+  it("guest connects, both sides write, bytes arrive in order [VSOCK-CONN-HANDSHAKE VSOCK-E2E]", () => {
+    const { host, guest, mux } = setup();
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    expect(s.state).toBe("established");
+    const conn = mux.connection(80, s.port)!;
+    expect(conn.state).toBe("Established");
+    const up = bytes(20000);
+    guest.write(s, up);
+    for (let i = 0; i < 20; i++) {
+      guest.pump();
+      host.read(conn);
+    }
+    expect(host.receivedBytes(conn)).toEqual(Buffer.from(up));
+    const down = bytes(30000, 5);
+    conn.hostWrite(down);
+    for (let i = 0; i < 20; i++) {
+      guest.pump();
+      guest.read(s);
+    }
+    expect(Buffer.concat(s.received)).toEqual(Buffer.from(down));
+    expect(guest.interrupts[0]).toBeGreaterThan(0);
+    expect(guest.interrupts[1]).toBeGreaterThan(0);
+  });
+
+  it("connect to a port nobody listens on is answered with RST [VSOCK-CONN-RST VSOCK-UNIX-LISTEN]", () => {
+    const { guest, mux } = setup();
+    const s = guest.connect(81);
+    guest.pump();
+    expect(s.state).toBe("closed");
+    expect(s.reset).toBe(true);
+    expect(mux.connectionCount).toBe(0);
+  });
+
+  it("host-initiated connection: REQUEST, guest RESPONSE, Established; no answer times out with RST [VSOCK-CONN-HANDSHAKE VSOCK-CONN-TIMEOUT]", () => {
+    const { guest, mux } = setup();
+    guest.listening.add(5000);
+    const c = mux.hostConnect(5000)!;
+    expect(c.state).toBe("LocalInit");
+    guest.pump();
+    expect(c.state).toBe("Established");
+    // A guest that neither answers nor listens: drop its REQUEST by not pumping TX, then time out.
+    const d = mux.hostConnect(6000)!;
+    guest.device.processRx(0);
+    guest.device.tick(1999);
+    expect(d.state).toBe("LocalInit");
+    guest.device.tick(2000);
+    expect(d.state).toBe("Killed");
+    expect(d.resetReason).toBe("Timeout");
+  });
+
+  it("unknown op or type gets RST; other CIDs are dropped; bad chains are refused and the device goes on [VSOCK-CONN-UNKNOWN VSOCK-CONN-CID VSOCK-HOSTILE]", () => {
+    const { host, guest, mux, dev } = setup();
+    host.listening.add(80);
+    guest.sendRaw(hdr({ op: 99, srcPort: 1 }));
+    guest.sendRaw(hdr({ type: 2, srcPort: 2 }));
+    guest.sendRaw(hdr({ srcCid: 4n, srcPort: 3 }));
+    guest.sendRaw(hdr({ dstCid: 7n, srcPort: 4 }));
+    guest.kickTx();
+    expect(mux.stats.droppedCid).toBe(2);
+    const got = guest.pollRx();
+    expect(got.map((p) => [p.header.op, p.header.dstPort])).toEqual([
+      [VSOCK_OP_RST, 1],
+      [VSOCK_OP_RST, 2],
+    ]);
+    // A TX chain with a 10-byte head: HdrDescTooSmall, then a good connect still works.
+    guest.drivers[1].addChain([{ addr: 0x100, len: 10 }]);
+    const s = guest.connect(80);
+    guest.pump();
+    expect(dev.assemblyErrors["HdrDescTooSmall"]).toBe(1);
+    expect(s.state).toBe("established");
+    // An op the state does not allow (REQUEST again) resets that connection only.
+    const t = guest.connect(80);
+    guest.pump();
+    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_REQUEST }));
+    guest.pump();
+    expect(s.state).toBe("closed");
+    expect(t.state).toBe("established");
+  });
+
+  it("a guest that overruns its credit is reset [VSOCK-CREDIT-OVERRUN]", () => {
+    const { host, guest, mux } = setup({}, { bufAlloc: 4096 });
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    const conn = mux.connection(80, s.port)!;
+    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_RW, len: 3000 }), bytes(3000));
+    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_RW, len: 3000 }), bytes(3000));
+    guest.pump();
+    expect(conn.state).toBe("Killed");
+    expect(conn.resetReason).toBe("Overrun");
+    expect(s.reset).toBe(true);
+    expect(host.receivedBytes(conn).length + conn.toHost.length).toBe(3000);
+  });
+
+  it("CREDIT_REQUEST is answered with CREDIT_UPDATE; reading past the threshold sends one [VSOCK-CREDIT-UPDATE]", () => {
+    const { host, guest, mux } = setup({}, { bufAlloc: 100000, creditUpdateThreshold: 60000 });
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    const conn = mux.connection(80, s.port)!;
+    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_CREDIT_REQUEST }));
+    guest.kickTx();
+    let got = guest.pollRx();
+    expect(got.map((p) => p.header.op)).toEqual([VSOCK_OP_CREDIT_UPDATE]);
+    expect(got[0]!.header.bufAlloc).toBe(100000);
+    guest.write(s, bytes(8000 * 6));
+    guest.pump();
+    expect(host.read(conn)).toBe(48000);
+    got = guest.pollRx();
+    expect(got.map((p) => [p.header.op, p.header.fwdCnt])).toEqual([[VSOCK_OP_CREDIT_UPDATE, 48000]]);
+  });
+
+  it("the host never sends more than the guest's free credit [VSOCK-CREDIT-LIMIT VSOCK-CREDIT-FREE]", () => {
+    const { host, guest, mux } = setup({ sockBufAlloc: 10000 });
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    const conn = mux.connection(80, s.port)!;
+    conn.hostWrite(bytes(50000));
+    guest.pump();
+    expect(s.unreadBytes).toBe(10000);
+    expect(conn.peerFreeCredit()).toBe(0);
+    guest.read(s, 4000);
+    guest.pump();
+    expect(s.unreadBytes).toBe(10000);
+    expect(s.maxInFlight).toBeLessThanOrEqual(10000);
+  });
+
+  it("shutdown: guest SEND then RCV closes with RST; host close goes LocalClosed then Killed [VSOCK-CONN-SHUTDOWN]", () => {
+    const { host, guest, mux } = setup();
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    const conn = mux.connection(80, s.port)!;
+    guest.write(s, bytes(100));
+    guest.shutdown(s, VSOCK_FLAGS_SHUTDOWN_SEND);
+    guest.pump();
+    expect(conn.state).toBe("PeerClosed");
+    host.read(conn);
+    expect(conn.hostReadClosed).toBe(true);
+    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_SHUTDOWN, flags: VSOCK_FLAGS_SHUTDOWN_RCV }));
+    guest.pump();
+    expect(conn.state).toBe("Killed");
+    expect(s.state).toBe("closed");
+    expect(host.receivedBytes(conn).length).toBe(100);
+
+    const t = guest.connect(80);
+    guest.pump();
+    const c2 = mux.connection(80, t.port)!;
+    c2.hostClose(0);
+    expect(c2.state).toBe("LocalClosed");
+    guest.pump();
+    expect(c2.state).toBe("Killed");
+    expect(c2.trace!.map((x) => x.event)).toEqual(["SendResponse", "LocalShutdown", "Rst"]);
+  });
+
+  it("transport reset drops every connection and writes TRANSPORT_RESET to the event queue [VSOCK-EVENT-RESET]", () => {
+    const { host, guest, mux, dev } = setup();
+    host.listening.add(80);
+    guest.connect(80);
+    guest.connect(80);
+    guest.pump();
+    expect(mux.connectionCount).toBe(2);
+    expect(dev.transportReset()).toBe(true);
+    expect(mux.connectionCount).toBe(0);
+    guest.pollRx();
+    expect(guest.events).toEqual([VIRTIO_VSOCK_EVENT_TRANSPORT_RESET]);
+    expect(guest.interrupts[2]).toBe(1);
+  });
+
+  it("RESPONSE from the guest on a guest-initiated connection is unexpected and resets [VSOCK-CONN-UNKNOWN]", () => {
+    const { host, guest, mux } = setup();
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_RESPONSE }));
+    guest.pump();
+    expect(mux.connectionCount).toBe(0);
+    expect(s.reset).toBe(true);
+  });
+});

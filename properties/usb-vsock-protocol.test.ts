@@ -437,3 +437,78 @@ describe("usb-vsock connection protocol", () => {
     { numRuns: 200 },
   );
 });
+
+describe("usb-vsock hostile peer", () => {
+  const hostileTransfer = fc.oneof(
+    fc.uint8Array({ maxLength: 120 }),
+    fc
+      .array(
+        fc.record({
+          type: fc.constantFrom(...Object.values(PacketType)),
+          address: fc.constantFrom(...ADDRS),
+          payload: fc.oneof(
+            fc.uint8Array({ maxLength: 24 }),
+            fc
+              .constantFrom("vsock:0", "vsock:1", "vsock:2:7", "vsock:3", "vsock:2:", "")
+              .map((t) => new TextEncoder().encode(t)),
+          ),
+        }),
+        { maxLength: 8 },
+      )
+      .map((ps) => {
+        const b = new UsbPacketBuilder(new Uint8Array(ps.reduce((n, p) => n + 24 + p.payload.length, 0)));
+        for (const p of ps) b.write(p.type, p.address, p.payload);
+        return b.take() ?? new Uint8Array(0);
+      }),
+  );
+
+  property(
+    "any transfers from a hostile peer never throw and never stop the endpoint serving the next well-formed exchange",
+    ["USB-PARSE-BOUNDS", "USB-SYNC-FIRST", "USB-SYNC-MIDSTREAM", "USB-CONN-STATES", "USB-PAUSE"],
+    fc.property(
+      fc.constantFrom<"host" | "device">("host", "device"),
+      versionArb,
+      fc.array(hostileTransfer, { maxLength: 10 }),
+      (role, v, transfers) => {
+        const sent: { type: number; payload: number[] }[] = [];
+        const ep = new ProtocolEndpoint(role, v, HIGH_WATER, {
+          emit: (type, _a, payload) =>
+            sent.push({ type, payload: payload === undefined ? [] : [...payload] }),
+          notice: () => undefined,
+        });
+        if (role === "host") ep.startSync(5);
+        for (const t of transfers) ep.receiveTransfer(t);
+        for (const c of ep.connections())
+          if (!["ConnectingOutgoing", "ConnectingIncoming", "Connected"].includes(c.state)) return false;
+        // The next well-formed exchange still works: (re)synchronise, then a Connect is heard.
+        sent.length = 0;
+        const sync = (text: string): Uint8Array => {
+          const b = new UsbPacketBuilder(new Uint8Array(64));
+          b.write(PacketType.Sync, ADDRS[3]!, new TextEncoder().encode(text));
+          return b.take()!;
+        };
+        if (role === "device") {
+          ep.receiveTransfer(sync("vsock:1"));
+          // Answered with the negotiated version, unless this Sync confirmed an earlier
+          // downgrade to vsock:1 (then nothing is owed).
+          const reply = sent.find((p) => p.type === PacketType.Sync);
+          const replyText =
+            reply === undefined ? undefined : new TextDecoder().decode(Uint8Array.from(reply.payload));
+          if (replyText !== undefined && replyText !== (v.v === 0 ? "vsock:0" : "vsock:1")) return false;
+          if (replyText === "vsock:0") ep.receiveTransfer(sync("vsock:0")); // confirm the downgrade
+        } else {
+          ep.startSync(9);
+          ep.receiveTransfer(sync(v.v === 2 ? "vsock:2:9" : `vsock:${v.v}`));
+        }
+        if (ep.sync.tag !== "Synced") return false;
+        const a = ADDRS[0]!;
+        const b = new UsbPacketBuilder(new Uint8Array(64));
+        b.write(PacketType.Connect, a);
+        const before = ep.connection(a);
+        ep.receiveTransfer(b.take()!);
+        return before === undefined ? ep.connection(a)?.state === "ConnectingIncoming" : true;
+      },
+    ),
+    { numRuns: 300 },
+  );
+});

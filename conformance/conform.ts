@@ -2,6 +2,7 @@
  * Whole-suite runs: every case against one implementation (as properties or from vectors),
  * and the mutant run (the reference adapter with each known bug put back).
  */
+import { Effect } from "effect";
 import type { AnyCase, Level } from "./cases/types.ts";
 import { ImplClient } from "./client.ts";
 import type { Hello } from "./client.ts";
@@ -62,39 +63,40 @@ const connect = async (o: ConformOptions): Promise<{ client: ImplClient; hello: 
   return { client, hello };
 };
 
-/** Runs the suite against one implementation; a string is a setup error (cannot start, bad hello, bad vectors). */
-export const conform = async (o: ConformOptions): Promise<SuiteResult | string> => {
-  let vectors: readonly VectorCase[] | undefined = o.vectors;
-  if (o.vectorsDir !== undefined) {
-    const v = readVectors(o.vectorsDir);
-    if (typeof v === "string") return v;
-    vectors = v.cases;
-  }
-  const c = await connect(o);
-  if (typeof c === "string") return c;
-  const { client, hello } = c;
+/**
+ * The implementation under test as a scoped resource: started and greeted on acquire,
+ * closed (stdin ended, process group killed if it lingers) on release, whatever happens.
+ */
+const implementation = (o: ConformOptions) =>
+  Effect.acquireRelease(
+    Effect.promise(() => connect(o)),
+    (c) => (typeof c === "string" ? Effect.void : Effect.promise(() => c.client.close())),
+  );
+
+const runAll = async (
+  client: ImplClient,
+  hello: Hello,
+  o: ConformOptions,
+  vectors: readonly VectorCase[] | undefined,
+): Promise<SuiteResult> => {
   const supported = new Set(hello.ops);
   const results: CaseResult[] = [];
-  try {
-    if (vectors !== undefined) {
-      for (const v of selectCases(
-        vectors.map((x) => ({ ...x, id: x.meta.id, rules: x.meta.rules, level: x.meta.level })),
-        o,
-      )) {
-        const r = await runCaseVectors(client, v.meta, v.runs, supported);
-        o.log?.(`${r.status.padEnd(7)} ${r.id}`);
-        results.push(r);
-      }
-    } else {
-      const seed = o.seed ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
-      for (const k of selectCases(allCases(), o)) {
-        const r = await runCaseProperty(client, k, supported, { numRuns: o.runs ?? k.numRuns, seed });
-        o.log?.(`${r.status.padEnd(7)} ${r.id}${r.status === "fail" ? `: ${r.reason}` : ""}`);
-        results.push(r);
-      }
+  if (vectors !== undefined) {
+    for (const v of selectCases(
+      vectors.map((x) => ({ ...x, id: x.meta.id, rules: x.meta.rules, level: x.meta.level })),
+      o,
+    )) {
+      const r = await runCaseVectors(client, v.meta, v.runs, supported);
+      o.log?.(`${r.status.padEnd(7)} ${r.id}`);
+      results.push(r);
     }
-  } finally {
-    await client.close();
+  } else {
+    const seed = o.seed ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
+    for (const k of selectCases(allCases(), o)) {
+      const r = await runCaseProperty(client, k, supported, { numRuns: o.runs ?? k.numRuns, seed });
+      o.log?.(`${r.status.padEnd(7)} ${r.id}${r.status === "fail" ? `: ${r.reason}` : ""}`);
+      results.push(r);
+    }
   }
   return {
     implementation: hello.name,
@@ -102,6 +104,25 @@ export const conform = async (o: ConformOptions): Promise<SuiteResult | string> 
     mode: vectors !== undefined ? "vectors" : "properties",
     cases: results,
   };
+};
+
+/** Runs the suite against one implementation; a string is a setup error (cannot start, bad hello, bad vectors). */
+export const conform = (o: ConformOptions): Promise<SuiteResult | string> => {
+  let vectors: readonly VectorCase[] | undefined = o.vectors;
+  if (o.vectorsDir !== undefined) {
+    const v = readVectors(o.vectorsDir);
+    if (typeof v === "string") return Promise.resolve(v);
+    vectors = v.cases;
+  }
+  return Effect.runPromise(
+    Effect.scoped(
+      Effect.flatMap(implementation(o), (c): Effect.Effect<SuiteResult | string> =>
+        typeof c === "string"
+          ? Effect.succeed(c)
+          : Effect.promise(() => runAll(c.client, c.hello, o, vectors)),
+      ),
+    ),
+  );
 };
 
 /** In-memory vectors for every selected case (what `vectors --out` would write). */
@@ -140,29 +161,21 @@ export interface MutantOptions extends SelectOptions {
  * Runs the deterministic vectors against every mutant (several at once); a mutant is
  * killed when some case fails against it. Mutants of subjects not yet in impl/ are not done.
  */
-export const runMutants = async (o: MutantOptions = {}): Promise<MutantResult[]> => {
+export const runMutants = (o: MutantOptions = {}): Promise<MutantResult[]> => {
   const vectors = suiteVectors(selectCases(allCases(), o), o.runs ?? 20);
   const todo = MUTANTS.filter((m) => o.mutants === undefined || o.mutants.includes(m.id));
-  const results = new Map<string, MutantResult>();
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < todo.length) {
-      const m = todo[next++]!;
-      const base = { id: m.id, subject: m.subject, source: m.source, bug: m.bug };
-      if (!LANDED_SUBJECTS.has(m.subject)) {
-        results.set(m.id, { ...base, status: "not done", killedBy: [] });
-        continue;
-      }
-      const r = await conform({ command: referenceCommand(m.id), cwd: repoRoot, vectors });
-      const killedBy =
-        typeof r === "string"
-          ? [`(setup: ${r})`]
-          : r.cases.filter((c) => c.status === "fail").map((c) => c.id);
-      const status = killedBy.length > 0 ? "killed" : "survived";
-      o.log?.(`${status.padEnd(8)} ${m.id}${killedBy.length > 0 ? ` by ${killedBy.join(", ")}` : ""}`);
-      results.set(m.id, { ...base, status, killedBy });
-    }
+  const one = async (m: (typeof MUTANTS)[number]): Promise<MutantResult> => {
+    const base = { id: m.id, subject: m.subject, source: m.source, bug: m.bug };
+    if (!LANDED_SUBJECTS.has(m.subject)) return { ...base, status: "not done", killedBy: [] };
+    const r = await conform({ command: referenceCommand(m.id), cwd: repoRoot, vectors });
+    const killedBy =
+      typeof r === "string" ? [`(setup: ${r})`] : r.cases.filter((c) => c.status === "fail").map((c) => c.id);
+    const status = killedBy.length > 0 ? "killed" : "survived";
+    o.log?.(`${status.padEnd(8)} ${m.id}${killedBy.length > 0 ? ` by ${killedBy.join(", ")}` : ""}`);
+    return { ...base, status, killedBy };
   };
-  await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 4) }, worker));
-  return todo.map((m) => results.get(m.id)!);
+  // Each mutant is its own adapter process; a few run at once (order of results is kept).
+  return Effect.runPromise(
+    Effect.forEach(todo, (m) => Effect.promise(() => one(m)), { concurrency: Math.max(1, o.parallel ?? 4) }),
+  );
 };

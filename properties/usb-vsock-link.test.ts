@@ -94,6 +94,6 @@ describe("usb-vsock over the simulated link", () => {
         );
       },
     ),
-    { numRuns: 150 },
+    { numRuns: 200 },
   );
 });

@@ -393,7 +393,7 @@ describe("usb-vsock connection protocol", () => {
         return true;
       },
     ),
-    { numRuns: 400 },
+    { numRuns: 1000 },
   );
 
   property(
@@ -434,7 +434,7 @@ describe("usb-vsock connection protocol", () => {
         return true;
       },
     ),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 });
 
@@ -509,6 +509,6 @@ describe("usb-vsock hostile peer", () => {
         return before === undefined ? ep.connection(a)?.state === "ConnectingIncoming" : true;
       },
     ),
-    { numRuns: 300 },
+    { numRuns: 1000 },
   );
 });

@@ -168,7 +168,7 @@ describe("usb-vsock framing", () => {
         return same(implPlain, specPlain);
       },
     ),
-    { numRuns: 400 },
+    { numRuns: 1000 },
   );
 
   property(
@@ -290,6 +290,6 @@ describe("usb-vsock filler", () => {
         ),
       );
     }),
-    { numRuns: 60 },
+    { numRuns: 200 },
   );
 });

@@ -2,6 +2,7 @@ import { Effect, Fiber } from "effect";
 import { describe, expect, it } from "vitest";
 import { UsbPacketFiller } from "./filler.ts";
 import { HEADER_SIZE, PacketType, UsbPacketBuilder, VsockPacketIterator } from "./packet.ts";
+import { splitPayload } from "../../spec/usb-vsock.ts";
 
 const addr = { deviceCid: 1, hostCid: 2, devicePort: 3, hostPort: 4 };
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -160,6 +161,8 @@ describe("usb-vsock filler", () => {
         expect(got).toEqual([...data]);
         expect(Math.max(...sizes)).toBeLessThanOrEqual(100);
         expect(sizes.length).toBe(Math.ceil(300 / (100 - HEADER_SIZE)));
+        // Each piece fills the room left, as the spec's cut says.
+        expect(sizes.map((n) => n - HEADER_SIZE)).toEqual(splitPayload(300, [100, 100, 100, 100, 100]));
       }),
     ));
 });

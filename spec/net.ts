@@ -114,6 +114,16 @@ export const RULES = [
     "A frame the device builds gets a header with flags 0, gso_type NONE, other fields 0 and, for 12-byte headers, num_buffers = the chains used (1 without MRG_RXBUF).",
   ),
   rule(
+    "NET-RX-FLAGS",
+    "VIRTIO 1.2 §5.1.6.4.1",
+    "Without GUEST_CSUM the device sets flags to zero, also in a header a backend supplied (a TAP's DATA_VALID).",
+  ),
+  rule(
+    "NET-CSUM-PASSTHROUGH",
+    "VIRTIO 1.2 §5.1.6.2; Firecracker net device",
+    "CSUM/GUEST_CSUM are pass-through: they need a backend that carries the virtio_net_hdr (a TAP); with a frame backend the device is refused (CsumNeedsHeaderBackend).",
+  ),
+  rule(
     "NET-RX-USED-LEN",
     "VIRTIO 1.2 §2.7.8",
     "Without MRG_RXBUF the used length is min(header + frame, writable capacity): the bytes written; a frame that does not fit is truncated.",

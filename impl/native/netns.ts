@@ -147,8 +147,12 @@ export const inNetns = <A>(ns: string, f: () => A): Result<A, TapError> => {
     try {
       out = f();
     } finally {
-      // Failing here would leave the main thread in the test namespace: make that loud.
-      if (libc.setns(self, CLONE_NEWNET) < 0) process.abort();
+      // Failing here would leave the main thread (and every later socket) in the test
+      // namespace; no caller could recover from that, so stop the process loudly.
+      if (libc.setns(self, CLONE_NEWNET) < 0) {
+        console.error(`setns back from ${ns} failed: ${libc.strerror(libc.errno())}`);
+        process.abort();
+      }
     }
     return ok(out);
   } finally {

@@ -47,7 +47,7 @@ const receiveUntil = (dev: NetDevice, guest: NetGuest, want: (p: ReceivedPacket)
 
 d("virtio-net on a real TAP in a namespace", () => {
   for (const legacy of [false, true]) {
-    it(`the kernel answers ARP and ICMP echo sent through the TX queue, replies arrive on RX (${legacy ? "10" : "12"}-byte header) [TAP-E2E TAP-READV TAP-WRITEV TAP-SCOPE NET-RX-HDR]`, async () => {
+    it(`the kernel answers ARP and ICMP echo sent through the TX queue, replies arrive on RX (${legacy ? "10" : "12"}-byte header) [TAP-E2E TAP-READV TAP-WRITEV TAP-SCOPE NET-RX-HDR NET-RX-FLAGS]`, async () => {
       let nsName = "";
       let ifName = "";
       const program = Effect.scoped(
@@ -78,6 +78,7 @@ d("virtio-net on a real TAP in a namespace", () => {
           expect(reply.targetIp).toEqual(GUEST_IP);
           expect(Array.from(arp.packet.frame.subarray(0, 6))).toEqual(GUEST_MAC);
           expect(arp.packet.header.gsoType).toBe(0);
+          expect(arp.packet.header.flags).toBe(0);
           expect(arp.packet.header.numBuffers).toBe(legacy ? 0 : 1);
 
           // ICMP echo request to the kernel's address.

@@ -82,6 +82,15 @@ describe("features and config space", () => {
     expect(ok.maxFrame).toBe(68 + 18);
   });
 
+  it("CSUM pass-through needs a backend that carries the header [NET-CSUM-PASSTHROUGH]", async () => {
+    const e = await Effect.runPromise(
+      Effect.flip(
+        NetDevice.make({ csum: true }).pipe(Effect.provide(CapturingLayer(new CapturingBackend()))),
+      ),
+    );
+    expect(e).toEqual({ _tag: "CsumNeedsHeaderBackend", backend: "capturing" });
+  });
+
   it("acks outside the offer or breaking a dependency are refused and not recorded [NET-FEAT-ACK-SUBSET NET-FEAT-DEPS NET-FEAT-RECORD]", () => {
     const d = new NetDevice({ ...config, csum: true }, new LoopbackBackend());
     expect(d.ackFeatures(bit(F.GUEST_TSO4))).toEqual({

@@ -43,6 +43,8 @@ import {
   type FrameInterceptorShape,
 } from "./interceptor.ts";
 
+const ZERO_BYTE = new Uint8Array(1);
+
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
 export const QUEUE_MAX_SIZE = 256;
@@ -76,6 +78,9 @@ export interface NetStats {
   queueErrors: number;
   interrupts: [number, number];
 }
+
+export type DeviceConfigError =
+  ConfigError | { readonly _tag: "CsumNeedsHeaderBackend"; readonly backend: string };
 
 export type ActivateError =
   | { readonly _tag: "QueueInit"; readonly queue: number; readonly error: QueueError }
@@ -177,6 +182,7 @@ export class NetDevice {
   private acked = 0n;
   private hdrLen: 10 | 12 = 12;
   private mergeable = false;
+  private guestCsum = false;
   private memory: GuestMemory | null = null;
   private signal: (queue: number) => void = () => {};
 
@@ -210,12 +216,18 @@ export class NetDevice {
     this.mrgLens = new Float64Array(max);
   }
 
-  /** NET-CFG-MTU, NET-CFG-MAC: a device for a valid configuration, on the NetBackend service. */
-  static make(config: NetDeviceOptions): Effect.Effect<NetDevice, ConfigError, NetBackend> {
+  /**
+   * NET-CFG-MTU, NET-CFG-MAC, NET-CSUM-PASSTHROUGH: a device for a valid configuration, on
+   * the NetBackend service (and the FrameInterceptor service when one is provided).
+   */
+  static make(config: NetDeviceOptions): Effect.Effect<NetDevice, DeviceConfigError, NetBackend> {
     return Effect.gen(function* () {
       const checked = checkConfig(config);
       if (!checked.ok) return yield* Effect.fail(checked.error);
       const backend = yield* NetBackend;
+      if (config.csum === true && !backend.carriesHeader) {
+        return yield* Effect.fail({ _tag: "CsumNeedsHeaderBackend" as const, backend: backend.name });
+      }
       const interceptor = yield* Effect.serviceOption(FrameInterceptor);
       return new NetDevice(
         config,
@@ -242,6 +254,7 @@ export class NetDevice {
     this.acked = acked;
     this.hdrLen = netHeaderLength(acked);
     this.mergeable = hasFeature(acked, F.MRG_RXBUF);
+    this.guestCsum = hasFeature(acked, F.GUEST_CSUM);
     return r;
   }
 
@@ -430,6 +443,8 @@ export class NetDevice {
         used = n;
         // The kernel fills the 10-byte part; num_buffers is the device's (NET-RX-HDR).
         if (hdrLen === 12) this.writeNumBuffers(numBuffers);
+        // NET-RX-FLAGS: a TAP may mark DATA_VALID; without GUEST_CSUM flags must be 0.
+        if (!this.guestCsum && cap > 0) this.rx.write(ZERO_BYTE, 0, 1, 0);
       } else {
         used = (cap < hdrLen ? cap : hdrLen) + n;
         this.writeHeader(numBuffers);

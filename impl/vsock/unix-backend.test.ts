@@ -1,0 +1,144 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Effect } from "effect";
+import { GuestMemory } from "../memory/guest-memory.ts";
+import { VsockGuest } from "./guest.ts";
+import { makeUnixVsockDevice } from "./service.ts";
+import { UnixSocketBackend } from "./unix-backend.ts";
+
+let dir = "";
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "vsock-unix-"));
+});
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const setup = async () => {
+  const path = join(dir, "vsock.sock");
+  const backend = await UnixSocketBackend.listen({ path, now: () => Date.now() });
+  const guest = VsockGuest.create({ guestCid: 3n }, backend, {
+    rxBuffers: 32,
+    txSlots: 32,
+    txMaxData: 16384,
+  });
+  backend.attach(guest.device.muxer);
+  return { path, backend, guest };
+};
+
+/** Drives the guest until `done()` or 5 s; the device runs only when the guest or a socket did something. */
+const drive = async (guest: VsockGuest, backend: UnixSocketBackend, done: () => boolean): Promise<void> => {
+  const end = Date.now() + 5000;
+  while (!done()) {
+    if (Date.now() > end) throw new Error("timed out driving the guest");
+    guest.pump();
+    backend.resumeDrained();
+    await Promise.race([backend.activity(), new Promise((r) => setTimeout(r, 5))]);
+  }
+};
+
+const collect = (sock: Socket): { text: () => string; bytes: () => Buffer; ended: () => boolean } => {
+  const chunks: Buffer[] = [];
+  let ended = false;
+  sock.on("data", (c: Buffer) => chunks.push(c));
+  sock.on("end", () => (ended = true));
+  return {
+    text: () => Buffer.concat(chunks).toString("latin1"),
+    bytes: () => Buffer.concat(chunks),
+    ended: () => ended,
+  };
+};
+
+describe("Unix-socket backend with real sockets", () => {
+  it("host connects with CONNECT <port>, gets OK <port>, and bytes flow both ways [VSOCK-UNIX-CONNECT VSOCK-E2E]", async () => {
+    const { path, backend, guest } = await setup();
+    try {
+      guest.listening.add(1234);
+      const sock = createConnection({ path, allowHalfOpen: true });
+      const got = collect(sock);
+      sock.write("CONNECT 1234\n");
+      await drive(guest, backend, () => got.text().includes("\n"));
+      const conn = guest.device.muxer.connections()[0]!;
+      expect(got.text()).toBe(`OK ${conn.localPort}\n`);
+      const s = [...guest.sockets.values()][0]!;
+      const payload = Buffer.alloc(100_000, 7);
+      for (let i = 0; i < payload.length; i++) payload[i] = (i * 13) & 0xff;
+      sock.write(payload);
+      await drive(guest, backend, () => (guest.read(s), s.receivedBytes >= payload.length));
+      expect(Buffer.concat(s.received)).toEqual(payload);
+      guest.write(s, Buffer.from("world"));
+      await drive(guest, backend, () => got.text().endsWith("world"));
+      // Host half-close reaches the guest as SHUTDOWN(SEND) (VSOCK-CONN-SHUTDOWN).
+      sock.end();
+      await drive(guest, backend, () => s.peerShutdown !== 0);
+      sock.destroy();
+    } finally {
+      await backend.close();
+    }
+    expect(existsSync(path)).toBe(false);
+  });
+
+  it("guest connects to port P through <path>_P; nothing there means RST [VSOCK-UNIX-LISTEN]", async () => {
+    const { path, backend, guest } = await setup();
+    let server: Server | null = null;
+    try {
+      const accepted: Socket[] = [];
+      server = createServer({ allowHalfOpen: true }, (c) => accepted.push(c));
+      await new Promise<void>((r) => server!.listen(`${path}_5000`, r));
+      const s = guest.connect(5000);
+      await drive(guest, backend, () => s.state === "established" && accepted.length === 1);
+      const peer = collect(accepted[0]!);
+      guest.write(s, Buffer.from("ping"));
+      guest.shutdown(s, 2);
+      await drive(guest, backend, () => peer.ended());
+      expect(peer.text()).toBe("ping");
+      accepted[0]!.write("pong");
+      await drive(guest, backend, () => (guest.read(s), s.receivedBytes === 4));
+      expect(Buffer.concat(s.received).toString()).toBe("pong");
+
+      const t = guest.connect(5001);
+      await drive(guest, backend, () => t.state === "closed");
+      expect(t.reset).toBe(true);
+      accepted[0]!.destroy();
+    } finally {
+      await new Promise<void>((r) => (server === null ? r() : server.close(() => r())));
+      await backend.close();
+    }
+  });
+
+  it("a bad handshake line is refused and does not disturb the device [VSOCK-UNIX-CONNECT VSOCK-HOSTILE]", async () => {
+    const { path, backend, guest } = await setup();
+    try {
+      for (const line of ["CONNECT abc\n", "HELLO\n", "CONNECT 99999999999\n", "x".repeat(200)]) {
+        const sock = createConnection({ path });
+        const got = collect(sock);
+        sock.on("error", () => {});
+        sock.write(line);
+        await new Promise<void>((r) => sock.on("close", () => r()));
+        expect(got.text()).toBe("");
+      }
+      expect(backend.refusedHandshakes).toBe(4);
+      expect(guest.device.muxer.connectionCount).toBe(0);
+    } finally {
+      await backend.close();
+    }
+  });
+
+  it("the Effect service releases the listener and its socket file with the scope", async () => {
+    const path = join(dir, "svc.sock");
+    const memory = GuestMemory.of([{ base: 0, bytes: new Uint8Array(4096) }]);
+    const seen = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const svc = yield* makeUnixVsockDevice(memory, { guestCid: 3n }, path);
+          return existsSync(path) && svc.device.guestCid === 3n;
+        }),
+      ),
+    );
+    expect(seen).toBe(true);
+    expect(existsSync(path)).toBe(false);
+  });
+});

@@ -1,0 +1,229 @@
+/**
+ * The Unix-socket backend, as cloud-hypervisor's vsock/unix muxer exposes it:
+ * - host programs connect to the Unix socket at `path`, write `CONNECT <port>\n` and, once
+ *   the guest accepts, read `OK <local port>\n`; then the socket is the stream
+ *   (VSOCK-UNIX-CONNECT);
+ * - a guest REQUEST to port P connects to the Unix socket `<path>_<P>`; nothing listening
+ *   there means RST to the guest (VSOCK-UNIX-LISTEN).
+ * Guest bytes count as forwarded (fwd_cnt) when the socket has flushed them, so the guest's
+ * credit follows what the host really consumed. A socket whose bytes wait for guest credit
+ * is paused (backpressure instead of unbounded buffering).
+ */
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { rmSync } from "node:fs";
+import type { VsockConnection } from "./connection.ts";
+import type { HostPort, VsockMuxer } from "./muxer.ts";
+
+export interface UnixBackendOptions {
+  /** The listening socket's path; guest-initiated connections go to `${path}_${port}`. */
+  readonly path: string;
+  /** Clock reading in ms (the Effect clock, in the service). */
+  readonly now: () => number;
+  /** Host bytes buffered per connection before the socket is paused. */
+  readonly maxBuffered?: number;
+  /** Longest `CONNECT <port>\n` line accepted. */
+  readonly maxLine?: number;
+}
+
+const CONNECT_RE = /^CONNECT (\d{1,10})$/;
+
+export class UnixSocketBackend implements HostPort {
+  private muxer: VsockMuxer | null = null;
+  private readonly sockets = new Set<Socket>();
+  private readonly paused = new Map<Socket, VsockConnection>();
+  private waiters: (() => void)[] = [];
+  private dirty = false;
+  private readonly maxBuffered: number;
+  private readonly maxLine: number;
+  /** Handshake lines refused (bad syntax, too long, port out of range, muxer full). */
+  refusedHandshakes = 0;
+
+  private constructor(
+    readonly options: UnixBackendOptions,
+    private readonly server: Server,
+  ) {
+    this.maxBuffered = options.maxBuffered ?? 256 * 1024;
+    this.maxLine = options.maxLine ?? 64;
+  }
+
+  /** Listens on `options.path` (a stale socket file there is removed first). */
+  static listen(options: UnixBackendOptions): Promise<UnixSocketBackend> {
+    rmSync(options.path, { force: true });
+    const server = createServer({ allowHalfOpen: true });
+    const backend = new UnixSocketBackend(options, server);
+    server.on("connection", (sock) => backend.onHostConnection(sock));
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.path, () => {
+        server.off("error", reject);
+        resolve(backend);
+      });
+    });
+  }
+
+  attach(muxer: VsockMuxer): void {
+    this.muxer = muxer;
+    muxer.host = this;
+  }
+
+  /** Resolves when a socket event happened since the last call (data, connect, close, flush). */
+  activity(): Promise<void> {
+    if (this.dirty) {
+      this.dirty = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private signal(): void {
+    const w = this.waiters;
+    if (w.length === 0) {
+      this.dirty = true;
+      return;
+    }
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** After RX: resume sockets whose buffered bytes went to the guest. */
+  resumeDrained(): void {
+    for (const [sock, conn] of this.paused) {
+      if (conn.fromHost.length < this.maxBuffered / 2 || conn.isKilled) {
+        this.paused.delete(sock);
+        sock.resume();
+      }
+    }
+  }
+
+  private track(sock: Socket): void {
+    this.sockets.add(sock);
+    sock.on("close", () => {
+      this.sockets.delete(sock);
+      this.paused.delete(sock);
+    });
+    sock.on("error", () => {
+      // 'close' follows; the connection is reset there.
+    });
+  }
+
+  private onHostConnection(sock: Socket): void {
+    this.track(sock);
+    let line = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      line = Buffer.concat([line, chunk]);
+      const nl = line.indexOf(0x0a);
+      if (nl < 0) {
+        if (line.length > this.maxLine) this.refuse(sock);
+        return;
+      }
+      sock.off("data", onData);
+      const m = CONNECT_RE.exec(line.subarray(0, nl).toString("latin1"));
+      const port = m === null ? -1 : Number(m[1]);
+      const conn =
+        port >= 0 && port <= 0xffffffff && this.muxer !== null ? this.muxer.hostConnect(port) : null;
+      if (conn === null) return this.refuse(sock);
+      this.bind(conn, sock);
+      const rest = line.subarray(nl + 1);
+      if (rest.length > 0) conn.hostWrite(rest);
+      this.signal();
+    };
+    sock.on("data", onData);
+  }
+
+  private refuse(sock: Socket): void {
+    this.refusedHandshakes++;
+    sock.destroy();
+  }
+
+  private bind(conn: VsockConnection, sock: Socket): void {
+    conn.hostHandle = sock;
+    sock.on("data", (chunk: Buffer) => {
+      conn.hostWrite(chunk);
+      if (conn.fromHost.length > this.maxBuffered && !this.paused.has(sock)) {
+        this.paused.set(sock, conn);
+        sock.pause();
+      }
+      this.signal();
+    });
+    sock.on("end", () => {
+      conn.hostShutdown();
+      this.signal();
+    });
+    sock.on("close", () => {
+      conn.hostClose(this.options.now());
+      this.signal();
+    });
+  }
+
+  private flush(conn: VsockConnection): void {
+    const sock = conn.hostHandle as Socket | null;
+    if (sock === null || sock.destroyed) {
+      // Nobody to read: the bytes are dropped but still free the guest's credit.
+      let n = 0;
+      for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) n += c.length;
+      conn.forwarded(n);
+      return;
+    }
+    for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) {
+      const n = c.length;
+      sock.write(c, () => {
+        conn.forwarded(n);
+        this.signal();
+      });
+    }
+    if (conn.hostReadClosed && !sock.writableEnded) sock.end();
+  }
+
+  // HostPort -------------------------------------------------------------------------------
+
+  guestConnect(conn: VsockConnection): void {
+    const sock = createConnection({ path: `${this.options.path}_${conn.localPort}`, allowHalfOpen: true });
+    this.track(sock);
+    let connected = false;
+    sock.once("connect", () => {
+      connected = true;
+      if (conn.isKilled) return void sock.destroy();
+      this.bind(conn, sock);
+      conn.accept();
+      this.signal();
+    });
+    sock.once("error", () => {
+      if (!connected) {
+        conn.kill("Rst", true);
+        this.signal();
+      }
+    });
+  }
+
+  established(conn: VsockConnection): void {
+    const sock = conn.hostHandle as Socket | null;
+    if (sock !== null && !sock.destroyed) sock.write(`OK ${conn.localPort}\n`);
+    this.signal();
+  }
+
+  hostData(conn: VsockConnection): void {
+    this.flush(conn);
+  }
+
+  closed(conn: VsockConnection): void {
+    this.flush(conn);
+    const sock = conn.hostHandle as Socket | null;
+    if (sock !== null && !sock.writableEnded) sock.end();
+    this.signal();
+  }
+
+  /** Closes the listener and every socket, and removes the socket file. */
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    this.paused.clear();
+    for (const w of this.waiters) w();
+    this.waiters = [];
+    return new Promise((resolve) => {
+      this.server.close(() => {
+        rmSync(this.options.path, { force: true });
+        resolve();
+      });
+    });
+  }
+}

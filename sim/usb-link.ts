@@ -309,7 +309,15 @@ export const makeUsbVsockRig = (
         const copy = bytes.slice();
         sent[i]!.push(copy);
         sentTotal += copy.length;
-        return s.write(copy);
+        // A refused write sends nothing: forget it so `drain` does not wait for it.
+        return Effect.tapError(s.write(copy), () =>
+          Effect.sync(() => {
+            const msgs = sent[i]!;
+            const at = msgs.lastIndexOf(copy);
+            if (at >= 0) msgs.splice(at, 1);
+            sentTotal -= copy.length;
+          }),
+        );
       });
 
     const drain: Effect.Effect<void> = Effect.suspend(() =>

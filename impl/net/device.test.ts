@@ -372,6 +372,32 @@ describe("Effect edges", () => {
     expect(got.map((p) => new TextDecoder().decode(p.frame))).toEqual(["via-run"]);
   });
 
+  it("run waits for an RX kick, not the backend, while the guest has no buffers [TAP-WAIT NET-RX-PENDING-BOUND]", async () => {
+    const lb = new LoopbackBackend();
+    const dev = new NetDevice(config, lb);
+    const guest = NetGuest.create(dev, { queueSize: 8 });
+    const program = Effect.scoped(
+      Effect.gen(function* () {
+        yield* dev.start;
+        guest.send(enc("waits"));
+        yield* dev.processTx;
+        yield* Effect.sleep("50 millis");
+        const passesWhileStarved = dev.stats.rxPasses;
+        const pending = lb.pending;
+        guest.postRx(2);
+        yield* dev.processRx; // the RX kick
+        guest.send(enc("after"));
+        yield* dev.processTx;
+        yield* Effect.sleep("20 millis");
+        return { passesWhileStarved, pending, got: guest.reapRx() };
+      }),
+    );
+    const r = await Effect.runPromise(program);
+    expect(r.pending).toBe(1);
+    expect(r.passesWhileStarved).toBeLessThanOrEqual(2);
+    expect(r.got.map((p) => new TextDecoder().decode(p.frame))).toEqual(["waits", "after"]);
+  });
+
   it("make takes the backend and the interceptor from the context [NET-TX-INTERCEPT]", async () => {
     const b = new CapturingBackend();
     const i = new MacInterceptor({ mac: MMDS_MAC });

@@ -74,6 +74,8 @@ export interface NetStats {
   rxChainErrors: number;
   /** RX passes that stopped because the guest had too few buffers (frames wait). */
   rxNoBuffers: number;
+  /** RX passes run (kicks and backend wake-ups). */
+  rxPasses: number;
   /** Pops refused by the queue (invalid head, avail idx) (VQ-*). */
   queueErrors: number;
   interrupts: [number, number];
@@ -99,6 +101,7 @@ const newStats = (): NetStats => ({
   rxInjected: 0,
   rxChainErrors: 0,
   rxNoBuffers: 0,
+  rxPasses: 0,
   queueErrors: 0,
   interrupts: [0, 0],
 });
@@ -375,14 +378,45 @@ export class NetDevice {
    * guest's RX chains until either runs out; returns the chains completed.
    */
   processRxNow(): number {
+    // A kick (or any caller but the run loop) may have brought buffers: wake the loop.
+    this.wakeKickWaiters();
+    return this.deliverRx();
+  }
+
+  private deliverRx(): number {
     const memory = this.memory;
     const chain = this.chainObj;
     if (memory === null || chain === null) return 0;
+    this.stats.rxPasses++;
+    this.starved = false;
     const done = this.mergeable ? this.rxMergeable(memory, chain) : this.rxSingle(memory, chain);
     if (done > 0) this.notify(RX_QUEUE);
     return done;
   }
+
+  /**
+   * True when the last RX pass stopped for want of guest buffers: the run loop then waits
+   * for the next RX kick instead of the backend, which may stay readable (TAP-WAIT: no
+   * spinning while the guest is slow).
+   */
+  private starved = false;
   private rxPart: ChainPart | null = null;
+  private kickWaiters: (() => void)[] = [];
+
+  private wakeKickWaiters(): void {
+    if (this.kickWaiters.length === 0) return;
+    const w = this.kickWaiters;
+    this.kickWaiters = [];
+    for (const f of w) f();
+  }
+
+  private readonly waitKick: Effect.Effect<void> = Effect.callback<void>((resume) => {
+    const done = (): void => resume(Effect.void);
+    this.kickWaiters.push(done);
+    return Effect.sync(() => {
+      this.kickWaiters = this.kickWaiters.filter((w) => w !== done);
+    });
+  });
 
   private rxSingle(memory: GuestMemory, chain: DescriptorChain): number {
     const queue = this.queues[RX_QUEUE]!;
@@ -392,6 +426,7 @@ export class NetDevice {
     for (;;) {
       if (!queue.popOrEnableNotificationInto(chain)) {
         this.popFailed(queue);
+        this.starved = true;
         if (queue.lastPop === PopStatus.Empty && this.hasFrames()) this.stats.rxNoBuffers++;
         break;
       }
@@ -513,6 +548,7 @@ export class NetDevice {
       if (buf.len < need) {
         // Too little room for a whole frame: give the chains back, the frame waits.
         for (let k = 0; k < taken; k++) queue.undoPop();
+        this.starved = true;
         if (failed && this.hasFrames()) this.stats.rxNoBuffers++;
         break;
       }
@@ -546,11 +582,14 @@ export class NetDevice {
   /** Per kick of the RX queue, or when the backend has frames. */
   readonly processRx: Effect.Effect<number> = Effect.sync(() => this.processRxNow());
 
-  /** The backend-driven RX loop: wait (no busy polling), then deliver. Fork it in a scope. */
+  /**
+   * The backend-driven RX loop: wait for the backend (or, when the guest ran out of RX
+   * buffers, for its next RX kick), then deliver. Never spins. Fork it in a scope.
+   */
   readonly run: Effect.Effect<never> = Effect.forever(
     Effect.flatMap(
-      Effect.suspend(() => this.backend.waitReadable),
-      () => this.processRx,
+      Effect.suspend(() => (this.starved ? this.waitKick : this.backend.waitReadable)),
+      () => Effect.sync(() => this.deliverRx()),
     ),
   );
 

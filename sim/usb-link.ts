@@ -4,14 +4,17 @@
  * API for the simulator (the `usb-vsock` scenario):
  *
  *   // inside the scenario's create(ctx) (a Scope, with TestClock provided by the engine)
- *   const rig = yield* makeUsbVsockRig({ connections: 32, messageBytes: 48,
- *                                        maxTransferSize: 512, latencyUs: 125 });
+ *   const rig = yield* makeUsbVsockRig({ connections: 32, maxTransferSize: 512, latencyUs: 125 });
+ *   //   optional: maxInFlight (4), hostVersion / deviceVersion (vsock:2), highWater (64 KiB,
+ *   //   the device's pause threshold), onTransfer(dir, bytes) for the trace
  *   yield* rig.start;                 // Sync (host vsock:2 nonce) and open every connection
  *   // each step:
- *   yield* rig.send(i, bytes);        // host writes on connection i (device echoes nothing;
- *                                     //   it checks order and counts)
- *   rig.stats()                       // sent/received bytes, transfers each way, max transfer,
- *                                     //   per-connection order violations, parse errors
+ *   yield* rig.offer(i, bytes);       // host writes on connection i without blocking the step
+ *                                     //   (rig.send waits for room/pause); the device checks
+ *                                     //   every byte's order and counts
+ *   rig.stats()                       // sent/received bytes, order violations, pauses, failed
+ *                                     //   writes, and per direction: transfers, bytes, max
+ *                                     //   transfer, in flight, parse errors
  *   // the engine's TestClock.adjust moves transfers along (latency) between steps
  *   yield* rig.drain;                 // waits until every sent byte was received (virtual time)
  *
@@ -27,7 +30,7 @@
  * order. At most `maxInFlight` transfers are in flight per direction (default 4); the pump
  * waits for a slot, which is how a slow link pushes back on writers.
  */
-import { Clock, Effect } from "effect";
+import { Clock, Deferred, Effect } from "effect";
 import type { Scope } from "effect";
 import type { UsbPacketFiller } from "../impl/usb-vsock/filler.ts";
 import { UsbPacketBuilder } from "../impl/usb-vsock/packet.ts";
@@ -195,6 +198,10 @@ export interface UsbVsockRigStats {
   /** Bytes received that were not the next expected byte of their connection. */
   readonly orderViolations: number;
   readonly connected: number;
+  /** Pause(1) packets sent by either end (vsock:1+ only). */
+  readonly pauses: number;
+  /** Writes started with `offer` that failed (e.g. the connection was reset). */
+  readonly failedWrites: number;
   readonly link: UsbLink;
   readonly version: Version | undefined;
 }
@@ -207,6 +214,12 @@ export interface UsbVsockRig {
   readonly start: Effect.Effect<void, ProtocolError | { readonly _tag: "ConnectionRefused" }>;
   /** The host sends `bytes` on connection `i` (0-based); waits only for outbox room or a pause. */
   send(i: number, bytes: Uint8Array): Effect.Effect<void, ProtocolError>;
+  /**
+   * Like `send` but never waits: the write runs in its own fiber (in the rig's scope), so a
+   * simulator step can offer traffic without blocking. Writes offered on one connection
+   * still go out in the order offered.
+   */
+  offer(i: number, bytes: Uint8Array): Effect.Effect<void>;
   /** Waits until the device has received every byte sent so far. */
   readonly drain: Effect.Effect<void>;
   stats(): UsbVsockRigStats;
@@ -320,6 +333,25 @@ export const makeUsbVsockRig = (
         );
       });
 
+    // Per-connection chains keep offered writes in order without blocking the caller.
+    const chains: Effect.Effect<void>[] = Array.from({ length: o.connections }, () => Effect.void);
+    let failedWrites = 0;
+    const offer = (i: number, bytes: Uint8Array): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        const before = chains[i] ?? Effect.void;
+        const gate = yield* Deferred.make<void>();
+        chains[i] = Deferred.await(gate);
+        yield* Effect.forkIn(
+          Effect.gen(function* () {
+            yield* before;
+            const r = yield* Effect.result(send(i, bytes));
+            if (r._tag === "Failure") failedWrites++;
+            yield* Deferred.succeed(gate, undefined);
+          }),
+          scope,
+        );
+      });
+
     const drain: Effect.Effect<void> = Effect.suspend(() =>
       receivedTotal >= sentTotal ? Effect.void : Effect.flatMap(park(progress), () => drain),
     );
@@ -330,12 +362,15 @@ export const makeUsbVsockRig = (
       link,
       start,
       send,
+      offer,
       drain,
       stats: () => ({
         sentBytes: sentTotal,
         receivedBytes: receivedTotal + recvBytes.reduce((a, b) => a + b, 0),
         orderViolations,
         connected: streams.length,
+        pauses: host.pausesSent + device.pausesSent,
+        failedWrites,
         link,
         version: host.core.version,
       }),

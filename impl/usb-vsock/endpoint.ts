@@ -116,6 +116,8 @@ export class UsbVsockEndpoint {
   parseErrors = 0;
   /** Packets that could not be sent (larger than a whole transfer). */
   unsendable = 0;
+  /** Pause(1) packets sent: how often this end had to hold its peer back (USB-PAUSE). */
+  pausesSent = 0;
 
   private constructor(options: EndpointOptions) {
     this.maxOutbox = options.maxOutbox ?? 256 * 1024;
@@ -125,6 +127,7 @@ export class UsbVsockEndpoint {
       options.highWater ?? 64 * 1024,
       {
         emit: (type, address, payload) => {
+          if (type === PacketType.Pause && payload?.[0] === 1) this.pausesSent++;
           this.outbox.push({ type, address, payload });
           this.outboxBytes += payload === undefined ? 0 : payload.length;
           wakeAll(this.outboxWaiters);

@@ -378,7 +378,12 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
         if (thrown instanceof SimViolation) {
           violation = { rule: thrown.rule, step: thrown.step, message: thrown.message };
         } else {
-          const message = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+          // Where it was thrown: a device file (a device bug) or the simulator's own.
+          const at =
+            thrown instanceof Error
+              ? (/\/((?:impl|sim|spec)\/[^:)]+:\d+)/.exec(thrown.stack ?? "")?.[1] ?? "unknown place")
+              : "unknown place";
+          const message = `${thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown)} at ${at}`;
           violation = { rule: "SIM-NO-THROW", step: ctx.step, message: `exception escaped: ${message}` };
           ctx.trace.event("violation", { rule: violation.rule, message: violation.message });
         }

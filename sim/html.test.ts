@@ -85,7 +85,10 @@ describe("report page in headless Chromium", () => {
       ],
     });
     try {
-      const code = await main(["run", "queue", "--seed", "6", "--steps", "600", "--report", dir], quiet);
+      const code = await main(
+        ["run", "hostile-guest", "--seed", "3", "--steps", "400", "--faults", "0.05", "--report", dir],
+        quiet,
+      );
       expect(code).toBe(0);
       const page = await browser.newPage({ viewport: { width: 1400, height: 1200 } });
       const errors: string[] = [];
@@ -94,7 +97,7 @@ describe("report page in headless Chromium", () => {
       page.on("request", (r) => {
         if (!r.url().startsWith("file:")) requests.push(r.url());
       });
-      await page.goto(pathToFileURL(join(dir, "queue-6", "index.html")).href);
+      await page.goto(pathToFileURL(join(dir, "hostile-guest-3", "index.html")).href);
       await page.waitForSelector("body[data-drawn=yes]", { timeout: 10_000 });
       const checks = (await page.evaluate(MEASURE)) as ChartCheck[];
       expect(errors).toEqual([]);
@@ -103,11 +106,13 @@ describe("report page in headless Chromium", () => {
         "Ring occupancy",
         "Throughput",
         "Notifications sent and suppressed",
+        "virtio-net under attack: frames",
         "faults",
       ]);
       for (const c of checks) {
-        if (c.title === "faults") continue;
-        {
+        if (c.title === "faults") {
+          expect(c.bars, "fault bars").toBeGreaterThan(0);
+        } else {
           expect(c.paths, `${c.title}: series paths`).toBeGreaterThan(0);
           for (const p of c.points) expect(p, `${c.title}: points`).toBeGreaterThan(10);
           expect(Math.max(...c.widths), `${c.title}: width`).toBeGreaterThan(300);

@@ -1,8 +1,9 @@
 /** Every scenario `sim run` knows, in the order `sim list` shows them. */
 import type { Scenario } from "../engine.ts";
+import { hostileGuestScenario } from "./hostile-guest.ts";
 import { netLoopbackScenario } from "./net-loopback.ts";
 import { queueScenario } from "./queue.ts";
 
-export const scenarios: readonly Scenario[] = [queueScenario, netLoopbackScenario];
+export const scenarios: readonly Scenario[] = [queueScenario, netLoopbackScenario, hostileGuestScenario];
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((s) => s.name === name);

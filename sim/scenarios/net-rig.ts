@@ -44,6 +44,8 @@ export interface NetRigOptions {
   readonly backend: NetBackendShape;
   /** The backend hands frames back (loopback): RX must deliver every frame TX sent. */
   readonly loopback: boolean;
+  /** The rule a lost or altered well-formed frame breaks (hostile-guest: SIM-HOSTILE-SERVE). */
+  readonly deliveryRule?: string;
 }
 
 /** Which TX frames a hostile guest broke, and how (the oracle then expects their loss). */
@@ -67,6 +69,15 @@ export class NetRig {
   readonly guard: BoundsGuard;
   readonly scratch: { readonly addr: number; readonly len: number };
   hooks: NetHooks = {};
+  /** A frame arrived (hostile-guest resolves its faults with these). */
+  onDelivered: (seq: number) => void = () => {};
+  /** A frame the guest broke on purpose never arrived. */
+  onSkipped: (seq: number) => void = () => {};
+  /** An RX buffer came back with this used length. */
+  onRxReaped: (head: number, len: number) => void = () => {};
+  private readonly rule: string;
+  /** Frames the guest broke on purpose that never arrived. */
+  purposeLost = 0;
   readonly irq: [boolean, boolean] = [false, false];
   private txKicked = false;
   private rxKicked = false;
@@ -85,6 +96,7 @@ export class NetRig {
   constructor(ctx: SimContext, opts: NetRigOptions) {
     this.ctx = ctx;
     this.opts = opts;
+    this.rule = opts.deliveryRule ?? "SIM-DELIVERY";
     const size = opts.size;
     const rxOpts = { eventIdx: opts.eventIdx, indirect: false, slabBytes: 16 * 1024, maxIndirect: 1 };
     const txOpts = { eventIdx: opts.eventIdx, indirect: false, slabBytes: 2048, maxIndirect: 1 };
@@ -332,6 +344,7 @@ export class NetRig {
       if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} RX used {id ${g.id}}: ${g.reason}`);
       const first = g;
       this.guard.release(this.rings[RX_QUEUE]!, g.buf.head);
+      this.onRxReaped(g.buf.head, g.len);
       if (first.len > first.buf.inBytes)
         ctx.fail(
           "SIM-USED-LEN",
@@ -344,7 +357,7 @@ export class NetRig {
       for (let k = 0; k < this.hdrLen - 2 && k < packet.length; k++) {
         if (packet[k] !== 0)
           ctx.fail(
-            "SIM-DELIVERY",
+            this.rule,
             `${this.opts.label} RX header byte ${k} is ${packet[k]}: the device must write flags 0, gso NONE`,
           );
       }
@@ -353,14 +366,15 @@ export class NetRig {
           const more = this.rx.getBuf();
           if (more.kind !== "buf")
             ctx.fail(
-              "SIM-DELIVERY",
+              this.rule,
               `${this.opts.label} RX: header says ${numBuffers} buffers, only ${b} were used`,
             );
           this.guard.release(this.rings[RX_QUEUE]!, more.buf.head);
+          this.onRxReaped(more.buf.head, more.len);
           parts.push(this.gather(more.buf.segments, more.len));
         }
       } else if (numBuffers !== 1) {
-        ctx.fail("SIM-DELIVERY", `${this.opts.label} RX: num_buffers ${numBuffers} without MRG_RXBUF`);
+        ctx.fail(this.rule, `${this.opts.label} RX: num_buffers ${numBuffers} without MRG_RXBUF`);
       }
       const total = parts.reduce((a, p) => a + p.length, 0);
       const whole = new Uint8Array(total);
@@ -397,13 +411,17 @@ export class NetRig {
       if (!this.lostOnPurpose.has(e.seq)) {
         this.skipped++;
         this.m.dropped!.value++;
+      } else {
+        this.lostOnPurpose.delete(e.seq);
+        this.purposeLost++;
+        this.onSkipped(e.seq);
       }
       this.expectHead++;
     }
     const e = this.expected[this.expectHead];
     if (e === undefined)
       ctx.fail(
-        "SIM-DELIVERY",
+        this.rule,
         `${this.opts.label}: received frame seq ${seq} (${frame.length} bytes) that was never sent or came twice`,
       );
     if (
@@ -412,11 +430,12 @@ export class NetRig {
       !e.bytes.every((b, i) => b === frame[i])
     )
       ctx.fail(
-        "SIM-DELIVERY",
+        this.rule,
         `${this.opts.label}: frame seq ${seq} arrived altered (${frame.length} bytes, sent ${e.bytes.length})`,
       );
     this.expectHead++;
     this.lostOnPurpose.delete(seq);
+    this.onDelivered(seq);
     this.received++;
     this.m.framesReceived!.value++;
     this.m.bytesReceived!.value += frame.length;
@@ -524,7 +543,7 @@ export class NetRig {
       this.opts.backend.stats.dropped + this.device.stats.txTooLong + this.device.stats.txTooShort;
     if (this.skipped + missing > counted)
       ctx.fail(
-        "SIM-DELIVERY",
+        this.rule,
         `${this.opts.label}: ${this.skipped + missing} frames never arrived but only ${counted} drops were counted (sent ${this.sent}, received ${this.received})`,
       );
   }

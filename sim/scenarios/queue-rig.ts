@@ -119,6 +119,8 @@ export interface RigHooks {
   isCorrupted?(buf: InFlight | undefined, head: number): boolean;
   /** The device completed a corrupted chain (how it handled it). */
   onCorruptedServed?(head: number, outcome: string): void;
+  /** The driver reclaimed the chain with this head. */
+  onReaped?(head: number): void;
 }
 
 export class QueueRig {
@@ -440,14 +442,16 @@ export class QueueRig {
         ctx.fail("SIM-USED-ID", `used element {id ${g.id}, len ${g.len}}: ${g.reason} (Linux: BAD_RING)`);
       }
       const { buf, len } = g;
-      if (len > buf.inBytes) {
+      // A chain the guest corrupted may have other writable room than it was made with.
+      const corrupted = this.hooks.isCorrupted?.(buf, buf.head) === true;
+      if (len > buf.inBytes && !corrupted) {
         ctx.fail(
           "SIM-USED-LEN",
           `head ${buf.head} seq ${buf.seq}: used len ${len} > writable ${buf.inBytes} bytes`,
         );
       }
-      const corrupted = this.hooks.isCorrupted?.(buf, buf.head) === true;
       if (ctx.oracle && !corrupted) this.checkWritten(buf, len);
+      this.hooks.onReaped?.(buf.head);
       n++;
       this.completed++;
       this.m.completed!.value++;

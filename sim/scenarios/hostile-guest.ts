@@ -1,0 +1,403 @@
+/**
+ * `hostile-guest`: a guest that corrupts its own descriptors, rings, indices and
+ * virtio-net headers at the --faults rate, beside well-formed traffic, on two targets:
+ *
+ * - a split queue (impl/queue SplitQueue + DescriptorChain, with the reference model
+ *   beside it) served by a data-moving device;
+ * - a virtio-net device (impl/net) on a loopback backend.
+ *
+ * The devices must stay safe (no access outside guest memory or outside the buffers the
+ * descriptors name, nothing thrown: SIM-BOUNDS, SIM-NO-THROW), refuse or drop each broken
+ * request with a count, and keep serving: every well-formed chain completes and every
+ * well-formed frame arrives intact and in order (SIM-HOSTILE-SERVE). Each fault is logged
+ * with what the device did about it.
+ *
+ * Corrupted addresses point outside memory, across a region boundary, above 2^53, or into
+ * a scratch area no buffer uses, so that a device following them faithfully cannot damage
+ * the well-formed traffic the run checks (that would be the guest's own doing, not a
+ * device bug).
+ */
+import { Effect } from "effect";
+import { LoopbackBackend } from "../../impl/net/backend.ts";
+import { RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
+import { PopStatus } from "../../impl/queue/split-queue.ts";
+import type { FaultRecord, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
+import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, type InFlight } from "../guest/virtio-ring.ts";
+import { NetRig } from "./net-rig.ts";
+import { QueueRig, SHAPES } from "./queue-rig.ts";
+import { QUEUE_CHARTS } from "./queue.ts";
+
+/** A bad guest address: one of the shapes that must be refused, or the scratch area. */
+const badAddr = (
+  ctx: SimContext,
+  scratch: { addr: number; len: number },
+  len: number,
+  refusedOnly = false,
+): bigint => {
+  switch (ctx.rng.int(refusedOnly ? 4 : 5)) {
+    case 0:
+      return 0xffff_ffff_ffff_f000n + BigInt(ctx.rng.int(0x1000)); // end overflows 2^64
+    case 1:
+      return (1n << 53n) + BigInt(ctx.rng.u32()); // above every region
+    case 2:
+      return 0x80_0000n + BigInt(ctx.rng.u32() & 0xffff); // a hole between regions
+    case 3:
+      return BigInt(scratch.addr + scratch.len - 8); // straddles the region end
+    default:
+      return BigInt(scratch.addr + ctx.rng.int(Math.max(1, scratch.len - Math.min(len, scratch.len)))); // harmless scratch
+  }
+};
+
+/** Queue-level faults: the corrupted heads, and undo actions for refused ones. */
+class QueueFaults {
+  private readonly rig: QueueRig;
+  private readonly ctx: SimContext;
+  /** Head → the fault that broke its chain. */
+  private readonly broken = new Map<number, FaultRecord>();
+  /** Faults that make the queue refuse pops, with how to repair them. */
+  private readonly blocking: { fault: FaultRecord; repair: () => void; seen: string | null }[] = [];
+
+  constructor(ctx: SimContext, rig: QueueRig) {
+    this.ctx = ctx;
+    this.rig = rig;
+    rig.hooks = {
+      onPopError: (tag) => {
+        const b = this.blocking[0];
+        if (b === undefined) return false;
+        b.seen ??= tag;
+        return true;
+      },
+      isCorrupted: (_buf: InFlight | undefined, head: number) => this.broken.has(head),
+      onReaped: (head) => {
+        this.broken.delete(head);
+      },
+      onCorruptedServed: (head, outcome) => {
+        const f = this.broken.get(head);
+        if (f !== undefined) ctx.faults.handled(f, outcome);
+      },
+    };
+  }
+
+  /** Corrupts one descriptor of the chain just added (before it is published). */
+  corruptChain(head: number): void {
+    const ctx = this.ctx;
+    const rig = this.rig;
+    const buf = rig.driver.inFlightAt(head)!;
+    const table = buf.indirect ? rig.driver.indirectTableAddr(head) : rig.ring.desc;
+    // Which descriptor: the head, or one further down the chain (ring index or table slot).
+    let index = buf.indirect ? ctx.rng.int(buf.segments.length) : head;
+    if (!buf.indirect) {
+      for (let k = ctx.rng.int(buf.ringDescs); k > 0; k--)
+        index = rig.ram.u16(rig.ring.desc + 16 * index + 14);
+    }
+    const d = table + 16 * index;
+    const ram = rig.ram;
+    const saved = ram.bytes(d, 16).slice();
+    const kind = ctx.rng.pick(["desc-addr", "desc-len", "desc-flags", "desc-next", "desc-indirect"] as const);
+    let detail = "";
+    switch (kind) {
+      case "desc-addr": {
+        const a = badAddr(ctx, rig.scratch, ram.u32(d + 8));
+        ram.setU64(d, a);
+        detail = `addr = 0x${a.toString(16)}`;
+        break;
+      }
+      case "desc-len": {
+        const len = ctx.rng.pick([0, 0xffff_ffff, 0x8000_0000 + ctx.rng.int(1000), ctx.rng.u32()]);
+        // A huge len on a harmless address would still reach other buffers; move it too.
+        ram.setU32(d + 8, len);
+        if (len > 64) ram.setU64(d, badAddr(ctx, rig.scratch, len));
+        detail = `len = ${len}`;
+        break;
+      }
+      case "desc-flags": {
+        // Toggle WRITE (the device then writes into or reads from the chain's own buffer).
+        const f = ram.u16(d + 12) ^ DESC_F_WRITE;
+        ram.setU16(d + 12, f);
+        detail = `flags = ${f}`;
+        break;
+      }
+      case "desc-next": {
+        // NEXT to an index out of the table, or to itself (a loop the ttl must end).
+        const size = buf.indirect ? buf.segments.length : rig.ring.size;
+        const next = ctx.rng.chance(0.5) ? size + ctx.rng.int(0x10000 - size) : index;
+        ram.setU16(d + 12, ram.u16(d + 12) | DESC_F_NEXT);
+        ram.setU16(d + 14, next);
+        detail = `next = ${next}${next === index ? " (itself)" : ""}`;
+        break;
+      }
+      case "desc-indirect": {
+        // INDIRECT with a table length that is not a multiple of 16, or nested.
+        ram.setU16(d + 12, ram.u16(d + 12) | DESC_F_INDIRECT);
+        const len = ctx.rng.pick([0, 7, 17, 16 * 0x10000]);
+        ram.setU32(d + 8, len);
+        ram.setU64(d, BigInt(rig.scratch.addr));
+        detail = `INDIRECT, len ${len}${buf.indirect ? " (nested)" : ""}`;
+        break;
+      }
+    }
+    const f = ctx.faults.inject(
+      kind,
+      `queue head ${head}, descriptor ${index}${buf.indirect ? " of its indirect table" : ""}: ${detail}`,
+    );
+    this.broken.set(head, f);
+    if (kind === "desc-next" && index === head && !buf.indirect && ram.u16(d + 14) >= rig.ring.size) {
+      // A refused head (CHAIN-CHECKED-NEW: NEXT out of the table) blocks the queue until the
+      // guest repairs it; nothing else touches this descriptor before the device pops it.
+      this.blocking.push({
+        fault: f,
+        seen: null,
+        repair: () => {
+          ram.write(d, saved);
+          this.broken.delete(head);
+        },
+      });
+    }
+  }
+
+  /** Writes avail.idx far ahead (more than size past next_avail); repaired next step. */
+  corruptAvailIdx(): void {
+    const rig = this.rig;
+    const ram = rig.ram;
+    const at = rig.ring.avail + 2;
+    const good = ram.u16(at);
+    const bad = (good + rig.ring.size + 1 + this.ctx.rng.int(0x8000)) & 0xffff;
+    ram.setU16(at, bad);
+    const f = this.ctx.faults.inject("avail-idx", `queue avail.idx ${good} -> ${bad}`);
+    this.blocking.push({ fault: f, seen: null, repair: () => ram.setU16(at, good) });
+    rig.kicked = true; // the guest kicks after its bogus publication
+  }
+
+  /** Writes an out-of-range head into the next avail slot the device will read, published. */
+  corruptAvailRing(): void {
+    const rig = this.rig;
+    const ram = rig.ram;
+    const port = rig.port;
+    if (port.len() === 0) return;
+    const at = rig.ring.avail + 4 + 2 * (port.nextAvail % rig.ring.size);
+    const good = ram.u16(at);
+    const bad = rig.ring.size + this.ctx.rng.int(0x10000 - rig.ring.size);
+    ram.setU16(at, bad);
+    const f = this.ctx.faults.inject(
+      "avail-ring",
+      `queue avail.ring[${port.nextAvail % rig.ring.size}] = ${bad} (size ${rig.ring.size})`,
+    );
+    this.blocking.push({ fault: f, seen: null, repair: () => ram.setU16(at, good) });
+    rig.kicked = true;
+  }
+
+  /**
+   * After the device ran: a blocking fault it ran into is recorded with the error the queue
+   * gave, repaired, and the guest kicks again. One not reached yet waits (the guest does not
+   * know it was not reached); after a few steps it is repaired anyway.
+   */
+  repair(): void {
+    const b = this.blocking[0];
+    if (b === undefined) return;
+    if (b.seen !== null || this.ctx.rng.chance(0.2)) {
+      this.blocking.shift();
+      b.repair();
+      this.ctx.faults.handled(
+        b.fault,
+        b.seen !== null
+          ? `refused (${b.seen}); served after the guest repaired it`
+          : "repaired before the device reached it",
+      );
+      this.rig.kicked = true;
+    }
+  }
+
+  get pendingRepairs(): number {
+    return this.blocking.length;
+  }
+
+  /** Well-formed chains only count for SIM-USED-LEN/SIM-DELIVERY; all must complete. */
+  forget(head: number): void {
+    this.broken.delete(head);
+  }
+}
+
+/** virtio-net faults: TX headers and descriptors, RX descriptors. */
+const netFaults = (ctx: SimContext, rig: NetRig): void => {
+  const txFaults = new Map<number, FaultRecord>();
+  const rxFaults = new Map<number, FaultRecord>();
+  rig.hooks = {
+    corruptTx: (r, head, seq) => {
+      if (!ctx.rng.chance(ctx.faultRate)) return null;
+      const buf = r.tx.inFlightAt(head)!;
+      const ring = r.rings[TX_QUEUE]!;
+      const kind = ctx.rng.pick(["net-hdr", "tx-desc-len", "tx-desc-addr", "tx-short"] as const);
+      const d = ring.desc + 16 * head; // the head descriptor holds the header
+      const first = buf.segments[0]!;
+      let lost = true;
+      let detail = "";
+      switch (kind) {
+        case "net-hdr": {
+          // Garbage flags, gso_type, hdr_len, gso_size, csum fields: no offload was negotiated.
+          const hdr = r.ram.bytes(first.addr, r.hdrLen);
+          ctx.rng.fill(hdr);
+          detail = `virtio_net_hdr = ${Array.from(hdr, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+          lost = false;
+          break;
+        }
+        case "tx-desc-len":
+          r.ram.setU32(d + 8, 0xffff_ff00 + ctx.rng.int(0x100));
+          detail = `head len = ${r.ram.u32(d + 8)}`;
+          break;
+        case "tx-desc-addr": {
+          // Only addresses the device must refuse: a garbage frame from scratch memory
+          // would be indistinguishable from a corrupted one.
+          const a = badAddr(ctx, r.scratch, first.len, true);
+          r.ram.setU64(d, a);
+          detail = `head addr = 0x${a.toString(16)}`;
+          break;
+        }
+        case "tx-short":
+          // Only the chain head, shorter than the header: a frame of nothing.
+          r.ram.setU32(d + 8, ctx.rng.int(r.hdrLen + 1));
+          r.ram.setU16(d + 12, r.ram.u16(d + 12) & ~DESC_F_NEXT);
+          detail = `head len = ${r.ram.u32(d + 8)}, chain cut`;
+          break;
+      }
+      txFaults.set(seq, ctx.faults.inject(kind, `net TX frame ${seq} (head ${head}): ${detail}`));
+      return { lost };
+    },
+    corruptRx: (r, head) => {
+      // Single-descriptor buffers only: then either corruption leaves the device no
+      // writable room, so it must give the buffer back empty and keep the frame.
+      if (r.rx.inFlightAt(head)!.segments.length !== 1 || !ctx.rng.chance(ctx.faultRate)) return;
+      const ring = r.rings[RX_QUEUE]!;
+      const d = ring.desc + 16 * head;
+      // With MRG_RXBUF a read-only buffer has zero writable room but is not an error, so
+      // only the address is corrupted there.
+      const kind = r.opts.mrg ? "rx-desc-addr" : ctx.rng.pick(["rx-readonly", "rx-desc-addr"] as const);
+      if (kind === "rx-readonly") r.ram.setU16(d + 12, r.ram.u16(d + 12) & ~DESC_F_WRITE);
+      else r.ram.setU64(d, badAddr(ctx, r.scratch, r.ram.u32(d + 8), true));
+      rxFaults.set(
+        head,
+        ctx.faults.inject(
+          kind,
+          `net RX buffer head ${head}: ${kind === "rx-readonly" ? "WRITE cleared" : `addr 0x${r.ram.u64(d).toString(16)}`}`,
+        ),
+      );
+    },
+  };
+  rig.onDelivered = (seq) => {
+    const f = txFaults.get(seq);
+    if (f !== undefined) {
+      ctx.faults.handled(f, "frame delivered unchanged (header not interpreted without offloads)");
+      txFaults.delete(seq);
+    }
+  };
+  rig.onSkipped = (seq) => {
+    const f = txFaults.get(seq);
+    if (f !== undefined) {
+      ctx.faults.handled(f, "dropped and counted by the device (TX chain error / too short)");
+      txFaults.delete(seq);
+    }
+  };
+  rig.onRxReaped = (head, len) => {
+    const f = rxFaults.get(head);
+    if (f !== undefined) {
+      ctx.faults.handled(f, len === 0 ? "given back empty (used len 0)" : `used with ${len} bytes`);
+      rxFaults.delete(head);
+    }
+  };
+};
+
+export const hostileGuestScenario: Scenario = {
+  name: "hostile-guest",
+  summary:
+    "corrupts descriptors, rings, indices and virtio-net headers at --faults rate beside well-formed traffic; devices stay in bounds, never throw, keep serving; each fault and its handling logged",
+  defaultSteps: 4000,
+  smoke: { steps: 500, seeds: [1, 2], faults: 0.05 },
+  defaultFaults: 0.02,
+  charts: [
+    ...QUEUE_CHARTS,
+    {
+      title: "virtio-net under attack: frames",
+      kind: "level",
+      unit: "frames",
+      series: [
+        { metric: "net.frames.sent", label: "sent" },
+        { metric: "net.frames.received", label: "received intact" },
+        { metric: "faults", label: "faults injected (all targets)" },
+      ],
+    },
+  ],
+  create: (ctx) =>
+    Effect.sync(() => {
+      const r = ctx.rng;
+      const rate = ctx.faultRate;
+      const rig = new QueueRig(ctx, {
+        name: "",
+        size: r.pick([16, 32, 64, 128]),
+        eventIdx: r.chance(0.5),
+        indirect: true,
+      });
+      const qf = new QueueFaults(ctx, rig);
+      const net = new NetRig(ctx, {
+        name: "net",
+        label: "net",
+        size: r.pick([32, 64, 128]),
+        eventIdx: r.chance(0.5),
+        mrg: r.chance(0.5),
+        backend: new LoopbackBackend(),
+        loopback: true,
+        deliveryRule: "SIM-HOSTILE-SERVE",
+      });
+      netFaults(ctx, net);
+      net.refillRx();
+      const faults = ctx.metrics.gauge("faults", "faults injected");
+      const inst: ScenarioInstance = {
+        step: () => {
+          // The queue target.
+          const adds = r.int(5);
+          for (let i = 0; i < adds; i++) {
+            const head = rig.addChain(r.pick(SHAPES));
+            if (head < 0) break;
+            // One blocking fault at a time, so the guest knows what to repair.
+            if (r.chance(rate) && qf.pendingRepairs === 0) qf.corruptChain(head);
+            else if (r.chance(rate)) qf.corruptChain(head);
+          }
+          rig.publishAndKick();
+          if (qf.pendingRepairs === 0 && r.chance(rate)) {
+            if (r.chance(0.5)) qf.corruptAvailIdx();
+            else qf.corruptAvailRing();
+          }
+          rig.deviceRun(r.range(1, 8));
+          qf.repair();
+          rig.guestInterrupt();
+          if (r.chance(0.1)) rig.reapAll();
+          rig.sampleGauges();
+          if (qf.pendingRepairs === 0) rig.checkStall();
+          // The virtio-net target.
+          net.step(4);
+          faults.value = ctx.faults.list.length;
+          ctx.clock.advance(2);
+        },
+        drain: () => {
+          for (let i = 0; i < 1000 && qf.pendingRepairs > 0; i++) {
+            qf.repair();
+            rig.drainRound();
+          }
+          for (let i = 0; i < 100_000 && !rig.idle; i++) rig.drainRound();
+          rig.sampleGauges();
+          rig.checkDrained();
+          net.drain();
+          faults.value = ctx.faults.list.length;
+          for (const f of ctx.faults.list)
+            if (f.outcome === "pending") ctx.faults.handled(f, "no effect observed");
+          const q0 = net.device.queues[TX_QUEUE];
+          if (q0.lastPop === PopStatus.Error)
+            ctx.notes.push(`net TX queue's last pop error: ${q0.lastError?._tag}`);
+          const st = net.device.stats;
+          ctx.notes.push(
+            `net device counted: ${st.txChainErrors} TX chain errors, ${st.txTooShort} too short, ${st.txTooLong} too long, ${st.rxChainErrors} RX chain errors, ${st.queueErrors} queue errors`,
+          );
+        },
+      };
+      void qf.forget;
+      return inst;
+    }),
+};

@@ -243,10 +243,9 @@ describe("usb-vsock endpoints over the simulated link", () => {
         yield* rig.start;
         for (let round = 0; round < 10; round++) {
           for (let i = 0; i < 16; i++) {
-            yield* rig.send(
-              i,
-              Uint8Array.from({ length: 40 + i * 7 }, (_, k) => (k * 31 + i + round) & 0xff),
-            );
+            const bytes = Uint8Array.from({ length: 40 + i * 7 }, (_, k) => (k * 31 + i + round) & 0xff);
+            // Half the traffic through the non-blocking path the simulator uses.
+            yield* i % 2 === 0 ? rig.send(i, bytes) : rig.offer(i, bytes);
           }
         }
         yield* rig.drain;

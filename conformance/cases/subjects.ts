@@ -3,6 +3,7 @@ import { chainCases } from "./chain.ts";
 import { iovecCases } from "./iovec.ts";
 import { usbCases } from "./usb-vsock.ts";
 import { netCases } from "./net.ts";
+import { netDeviceCases } from "./net-device.ts";
 import { queueCases } from "./queue.ts";
 import { vsockCases } from "./vsock.ts";
 import type { AnyCase } from "./types.ts";
@@ -14,4 +15,5 @@ export const subjectCases = (): readonly AnyCase[] => [
   ...usbCases,
   ...vsockCases,
   ...netCases,
+  ...netDeviceCases,
 ];

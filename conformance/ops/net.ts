@@ -1,5 +1,9 @@
 /** virtio-net operations of the reference adapter (NET-*), over impl/net. */
+import { Effect } from "effect";
+import type { NetBackendShape, NetBackendStats, RxBuffer, TxPacket } from "../../impl/net/backend.ts";
 import { NetConfigSpace, checkConfig } from "../../impl/net/config.ts";
+import { NetDevice, RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
+import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { NetConfig } from "../../impl/net/config.ts";
 import {
   NUM_BUFFERS_OFFSET,
@@ -8,10 +12,10 @@ import {
   writeRxHeader,
 } from "../../impl/net/header.ts";
 import type { NetHeader } from "../../impl/net/header.ts";
-import { toHex } from "../protocol.ts";
+import { isObject, toHex } from "../protocol.ts";
 import type { Json, JsonObject } from "../protocol.ts";
-import type { Handler } from "./world.ts";
-import { BadRequest, argBool, argHex, argUint, errv, okv } from "./world.ts";
+import type { Handler, World } from "./world.ts";
+import { BadRequest, NotConfigured, argArray, argBool, argHex, argU64, argUint, errv, okv } from "./world.ts";
 
 const hdrLen = (args: JsonObject): 10 | 12 => {
   const n = argUint(args, "hdrLen", 12);
@@ -95,5 +99,145 @@ export const netOps: Record<string, Handler> = {
       out[NUM_BUFFERS_OFFSET + 1] = n & 0xff;
     }
     return okv({ data: toHex(out) });
+  },
+};
+
+// ---- the device: TX and RX through its two split queues ---------------------------------
+
+/** A backend that keeps what the device sends and hands it queued frames (no I/O). */
+class CaptureBackend implements NetBackendShape {
+  readonly name = "conformance-capture";
+  readonly carriesHeader = false;
+  readonly sent: Uint8Array[] = [];
+  readonly pending: Uint8Array[] = [];
+  readonly stats: NetBackendStats = { sent: 0, received: 0, dropped: 0, errors: 0 };
+  readonly waitReadable: Effect.Effect<void> = Effect.void;
+  configure(): boolean {
+    return true;
+  }
+  send(packet: TxPacket): number {
+    const frame = new Uint8Array(packet.frameLength);
+    packet.copyFrame(frame, 0);
+    this.sent.push(frame);
+    this.stats.sent++;
+    return frame.length;
+  }
+  receive(dst: RxBuffer): number {
+    const f = this.pending.shift();
+    if (f === undefined) return -1;
+    this.stats.received++;
+    return f.length === 0 ? 0 : dst.write(f, 0, f.length, dst.headerLength);
+  }
+}
+
+interface NetSlot {
+  readonly device: NetDevice;
+  readonly backend: CaptureBackend;
+}
+
+const netSlot = (world: World): NetSlot => {
+  const s = world.slots.get("net") as NetSlot | undefined;
+  if (s === undefined) throw new NotConfigured("no net device: send net.device first");
+  return s;
+};
+
+const ringArgs = (
+  args: JsonObject,
+  name: string,
+): { size: number; descTable: bigint; availRing: bigint; usedRing: bigint } => {
+  const r = args[name];
+  if (!isObject(r)) throw new BadRequest(`${name} must be {size, descTable, availRing, usedRing}`);
+  return {
+    size: argUint(r, "size", 0xffff),
+    descTable: argU64(r, "descTable"),
+    availRing: argU64(r, "availRing"),
+    usedRing: argU64(r, "usedRing"),
+  };
+};
+
+/** net-num-buffers-be mutant: rewrite num_buffers big-endian in the headers just written. */
+const numBuffersBigEndian = (world: World, device: NetDevice, fromUsed: number): void => {
+  const q = device.queues[RX_QUEUE]!.state();
+  const mem = world.mem();
+  for (let i = fromUsed; i !== q.nextUsed; i = (i + 1) & 0xffff) {
+    const head = mem.readU32(Number(q.usedRing) + 4 + 8 * (i % q.size));
+    const chain = head < 0 ? undefined : DescriptorChain.checkedNew(mem, Number(q.descTable), q.size, head);
+    if (chain === undefined || !chain.rewindWritable() || chain.len < 12) continue;
+    const v = mem.readU16(chain.addr + NUM_BUFFERS_OFFSET);
+    if (v >= 0) mem.writeU16(chain.addr + NUM_BUFFERS_OFFSET, ((v & 0xff) << 8) | (v >>> 8));
+  }
+};
+
+export const netDeviceOps: Record<string, Handler> = {
+  "net.device": (args, world) => {
+    const c = checkConfig({
+      ...configArg(args),
+      mrgRxbuf: argBool(args, "mrgRxbuf", false),
+      eventIdx: argBool(args, "eventIdx", false),
+    });
+    if (!c.ok) return errv({ _tag: c.error._tag });
+    const backend = new CaptureBackend();
+    const device = new NetDevice(c.value, backend);
+    const acked = device.ackFeatures(argU64(args, "acked"));
+    if (!acked.ok) return errv({ _tag: acked.error._tag });
+    world.slots.set("net", { device, backend });
+    return okv({
+      offered: device.offeredFeatures.toString(10),
+      headerLength: device.headerLength,
+      maxFrame: device.maxFrame,
+    });
+  },
+  "net.activate": (args, world) => {
+    const { device } = netSlot(world);
+    for (const [q, name] of [
+      [RX_QUEUE, "rx"],
+      [TX_QUEUE, "tx"],
+    ] as const) {
+      const r = ringArgs(args, name);
+      device.queues[q]!.configure({ ...r, ready: true });
+    }
+    const r = device.activate(world.mem(), () => {});
+    if (!r.ok)
+      return errv(
+        r.error._tag === "QueueInit"
+          ? { _tag: r.error.error._tag, queue: r.error.queue }
+          : { _tag: r.error._tag },
+      );
+    return okv(null);
+  },
+  "net.tx": (_args, world) => {
+    const { device, backend } = netSlot(world);
+    const before = { ...device.stats, interrupts: [...device.stats.interrupts] };
+    backend.sent.length = 0;
+    const completed = device.processTxNow();
+    const s = device.stats;
+    return okv({
+      completed,
+      frames: backend.sent.map(toHex),
+      tooShort: s.txTooShort - before.txTooShort,
+      tooLong: s.txTooLong - before.txTooLong,
+      chainErrors: s.txChainErrors - before.txChainErrors,
+      notified: s.interrupts[TX_QUEUE]! > before.interrupts[TX_QUEUE]!,
+    });
+  },
+  "net.rx": (args, world) => {
+    const { device, backend } = netSlot(world);
+    for (const f of argArray(args, "frames")) {
+      if (typeof f !== "string") throw new BadRequest("frames are hex strings");
+      backend.pending.push(argHex({ f }, "f"));
+    }
+    const before = { ...device.stats, interrupts: [...device.stats.interrupts] };
+    const fromUsed = device.queues[RX_QUEUE]!.nextUsed;
+    const completed = device.processRxNow();
+    if (world.mutant === "net-num-buffers-be" && device.headerLength === 12)
+      numBuffersBigEndian(world, device, fromUsed);
+    const s = device.stats;
+    return okv({
+      completed,
+      pending: backend.pending.length,
+      frames: s.rxFrames - before.rxFrames,
+      chainErrors: s.rxChainErrors - before.rxChainErrors,
+      notified: s.interrupts[RX_QUEUE]! > before.interrupts[RX_QUEUE]!,
+    });
   },
 };

@@ -2,7 +2,7 @@
 import { chainOps } from "./chain.ts";
 import { iovecOps } from "./iovec.ts";
 import { usbOps } from "./usb-vsock.ts";
-import { netOps } from "./net.ts";
+import { netDeviceOps, netOps } from "./net.ts";
 import { queueOps } from "./queue.ts";
 import { vsockOps } from "./vsock.ts";
 import type { Handler } from "./world.ts";
@@ -22,6 +22,7 @@ export const subjectOps = (): Record<string, Handler> => ({
   ...iovecOps,
   ...usbOps,
   ...netOps,
+  ...netDeviceOps,
   ...queueOps,
   ...vsockOps,
 });

@@ -113,7 +113,7 @@ describe("iovec: loading real descriptor chains", () => {
         return true;
       },
     ),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 });
 

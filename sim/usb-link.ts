@@ -336,8 +336,10 @@ export const makeUsbVsockRig = (
     // Per-connection chains keep offered writes in order without blocking the caller.
     const chains: Effect.Effect<void>[] = Array.from({ length: o.connections }, () => Effect.void);
     let failedWrites = 0;
+    let pendingOffers = 0;
     const offer = (i: number, bytes: Uint8Array): Effect.Effect<void> =>
       Effect.gen(function* () {
+        pendingOffers++;
         const before = chains[i] ?? Effect.void;
         const gate = yield* Deferred.make<void>();
         chains[i] = Deferred.await(gate);
@@ -346,6 +348,8 @@ export const makeUsbVsockRig = (
             yield* before;
             const r = yield* Effect.result(send(i, bytes));
             if (r._tag === "Failure") failedWrites++;
+            pendingOffers--;
+            wakeAll(progress);
             yield* Deferred.succeed(gate, undefined);
           }),
           scope,
@@ -353,7 +357,9 @@ export const makeUsbVsockRig = (
       });
 
     const drain: Effect.Effect<void> = Effect.suspend(() =>
-      receivedTotal >= sentTotal ? Effect.void : Effect.flatMap(park(progress), () => drain),
+      pendingOffers === 0 && receivedTotal >= sentTotal
+        ? Effect.void
+        : Effect.flatMap(park(progress), () => drain),
     );
 
     return {

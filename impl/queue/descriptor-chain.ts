@@ -25,6 +25,10 @@ const MORE = 0; // the next step reads entry `nextIndex` of the current table
 const DONE = 1; // the walk has ended (`end` says why)
 const TTL_SPENT = 2; // the last yielded descriptor had NEXT but the ttl is spent (CHAIN-TTL)
 
+const NOT_FRESH = 0;
+const FRESH_OK = 1;
+const FRESH_NONE = 2;
+
 /** Byte and descriptor counts of a chain by direction (CHAIN-RW-SPLIT); reusable. */
 export interface ChainLengths {
   readableBytes: number;
@@ -56,14 +60,18 @@ export class DescriptorChain {
   private inIndirect = false;
   private total = 0;
   private state = DONE;
-  // True while the cursor is still on the first data descriptor found by setHead/rewind,
-  // so that rewind() need not read guest memory again.
-  private fresh = false;
-  private firstOk = false;
+  // The region view holding the queue's whole table, when the queue validated it
+  // (VQ-INIT-MEMORY): main-table entries are then read without a region lookup.
+  private tableView: DataView | null = null;
+  private tableViewOff = 0;
+  // The queue binding this chain (see `bind`), or null.
+  private bound: object | null = null;
+  // While the cursor is still where setHead/rewind left it, rewind() need not read guest
+  // memory again: NOT_FRESH, FRESH_OK (on the first data descriptor) or FRESH_NONE.
+  private fresh = NOT_FRESH;
 
   // The current descriptor.
   private _index = 0;
-  private _addr = 0;
   private addrLo = 0;
   private addrHi = 0;
   private _len = 0;
@@ -98,12 +106,14 @@ export class DescriptorChain {
    * on its first data descriptor (as `rewind()` would). False when the head is refused.
    */
   setHead(memory: GuestMemory, descTable: number, queueSize: number, index: number): boolean {
+    this.tableView = null;
+    this.bound = null;
     this.mem = memory;
     this.descTable = descTable;
     this.queueSize = queueSize;
     this.head = index;
     this.end = null;
-    this.fresh = false;
+    this.fresh = NOT_FRESH;
     this.state = DONE;
     if (!(index >= 0 && index < queueSize)) return false; // also size 0 (PR 173)
     this.restart();
@@ -113,8 +123,77 @@ export class DescriptorChain {
       this.state = DONE;
       return false;
     }
-    this.firstOk = this.take();
-    this.fresh = true;
+    this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
+    return true;
+  }
+
+  /**
+   * Binds this chain to a queue's validated table (VQ-INIT-MEMORY): the table lies at
+   * `viewOff` in `view`, so its entries are read without a region lookup. `token` names the
+   * binding (the queue's activation); `boundTo` returns it until `setHead` or another bind.
+   */
+  bind(
+    memory: GuestMemory,
+    descTable: number,
+    queueSize: number,
+    view: DataView,
+    viewOff: number,
+    token: object,
+  ): void {
+    this.mem = memory;
+    this.descTable = descTable;
+    this.queueSize = queueSize;
+    this.tableView = view;
+    this.tableViewOff = viewOff;
+    this.bound = token;
+  }
+
+  get boundTo(): object | null {
+    return this.bound;
+  }
+
+  /** `setHead` on the bound table (see `bind`): the same result, and a one-descriptor chain is settled here. */
+  loadBound(index: number): boolean {
+    // Kept small so that it inlines into the caller's loop; rare cases go to loadRest.
+    this.head = index;
+    this.end = null;
+    if (index >= this.queueSize) return this.refuse();
+    if (this.mem.recorder !== null) this.noteEntry(index);
+    const view = this.tableView!;
+    const off = this.tableViewOff + index * 16;
+    const len = view.getUint32(off + 8, true);
+    const flags = view.getUint16(off + 12, true);
+    this.addrLo = view.getUint32(off, true);
+    this.addrHi = view.getUint32(off + 4, true);
+    this._len = len;
+    this._flags = flags;
+    this._next = view.getUint16(off + 14, true);
+    this._index = index;
+    if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) !== 0) return this.loadRest();
+    // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32); rewind() after
+    // advance() restarts from the head, so the walk's table fields need no reset here.
+    this._indirect = false;
+    this.total = len;
+    this.state = DONE;
+    this.fresh = FRESH_OK;
+    return true;
+  }
+
+  private noteEntry(index: number): void {
+    this.mem.recorder!(this.descTable + index * 16, 16, false);
+  }
+
+  private refuse(): false {
+    this.state = DONE;
+    this.fresh = NOT_FRESH;
+    return false;
+  }
+
+  /** loadBound for a head with NEXT or INDIRECT. */
+  private loadRest(): boolean {
+    if ((this._flags & VIRTQ_DESC_F_INDIRECT) === 0 && this._next >= this.queueSize) return this.refuse();
+    this.restart();
+    this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
     return true;
   }
 
@@ -131,7 +210,7 @@ export class DescriptorChain {
   }
   /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
   get addr(): number {
-    return this._addr;
+    return this.addrHi * 0x1_0000_0000 + this.addrLo;
   }
   get len(): number {
     return this._len;
@@ -165,22 +244,28 @@ export class DescriptorChain {
 
   /** To the first data descriptor; false when the chain yields none (then `end` says why). */
   rewind(): boolean {
-    if (this.fresh) return this.firstOk;
+    const f = this.fresh;
+    if (f !== NOT_FRESH) return f === FRESH_OK;
+    return this.rewalk();
+  }
+
+  private rewalk(): boolean {
     this.end = null;
     if (!(this.head >= 0 && this.head < this.queueSize)) {
       this.state = DONE;
       return false;
     }
     this.restart();
-    this.firstOk = this.step();
-    this.fresh = true;
-    return this.firstOk;
+    const ok = this.step();
+    this.fresh = ok ? FRESH_OK : FRESH_NONE;
+    return ok;
   }
 
   /** To the next data descriptor; false when the chain has ended. */
   advance(): boolean {
-    this.fresh = false;
-    return this.step();
+    this.fresh = NOT_FRESH;
+    if (this.state !== MORE) return this.stopped();
+    return this.tableView !== null && !this.inIndirect ? this.advanceBound() : this.step();
   }
 
   /** rust-vmm `readable()`: rewind to the first device-readable descriptor. */
@@ -239,6 +324,22 @@ export class DescriptorChain {
   private read(table: number, index: number): boolean {
     const addr = table + index * 16;
     const mem = this.mem;
+    const tv = this.tableView;
+    if (tv !== null && !this.inIndirect) {
+      // A validated main table: index < size was checked by the caller.
+      const rec = mem.recorder;
+      if (rec !== null) rec(addr, 16, false);
+      const o = this.tableViewOff + index * 16;
+      const lo = tv.getUint32(o, true);
+      const hi = tv.getUint32(o + 4, true);
+      this.addrLo = lo;
+      this.addrHi = hi;
+      this._len = tv.getUint32(o + 8, true);
+      this._flags = tv.getUint16(o + 12, true);
+      this._next = tv.getUint16(o + 14, true);
+      this._index = index;
+      return true;
+    }
     const r = mem.locate(addr, 16, false);
     if (r < 0) {
       // CHAIN-MEMORY: the exact address for the error value.
@@ -254,7 +355,6 @@ export class DescriptorChain {
     const hi = v.getUint32(off + 4, true);
     this.addrLo = lo;
     this.addrHi = hi;
-    this._addr = hi * 0x1_0000_0000 + lo;
     this._len = v.getUint32(off + 8, true);
     this._flags = v.getUint16(off + 12, true);
     this._next = v.getUint16(off + 14, true);
@@ -262,18 +362,48 @@ export class DescriptorChain {
     return true;
   }
 
-  private stop(end: ChainError): boolean {
+  private stop(end: ChainError): false {
     this.end = end;
     this.state = DONE;
     return false;
   }
 
+  /** step() in a bound main table, flat; anything unusual is left to step(). */
+  private advanceBound(): boolean {
+    const i = this.nextIndex;
+    if (i >= this.tableSize) return this.step();
+    const tv = this.tableView!;
+    const o = this.tableViewOff + i * 16;
+    const len = tv.getUint32(o + 8, true);
+    const flags = tv.getUint16(o + 12, true);
+    const total = this.total + len;
+    if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0 || total > MAX_CHAIN_BYTES) return this.step();
+    if (this.mem.recorder !== null) this.noteEntry(i);
+    this.addrLo = tv.getUint32(o, true);
+    this.addrHi = tv.getUint32(o + 4, true);
+    this._len = len;
+    this._flags = flags;
+    const next = tv.getUint16(o + 14, true);
+    this._next = next;
+    this._index = i;
+    this.total = total;
+    this._indirect = false;
+    if ((flags & VIRTQ_DESC_F_NEXT) === 0) this.state = DONE;
+    else if (--this.ttl === 0)
+      this.state = TTL_SPENT; // CHAIN-TTL
+    else this.nextIndex = next;
+    return true;
+  }
+
+  /** advance() past the end: a spent ttl becomes ChainTtlExpired (CHAIN-TTL). */
+  private stopped(): false {
+    if (this.state === TTL_SPENT) return this.stop({ _tag: "ChainTtlExpired", limit: this.tableSize });
+    return false;
+  }
+
   /** Reads the next entry and takes it. */
   private step(): boolean {
-    if (this.state !== MORE) {
-      if (this.state === TTL_SPENT) return this.stop({ _tag: "ChainTtlExpired", limit: this.tableSize });
-      return false;
-    }
+    if (this.state !== MORE) return this.stopped();
     const i = this.nextIndex;
     if (i >= this.tableSize) {
       return this.stop({ _tag: "InvalidDescriptorIndex", index: i, size: this.tableSize });
@@ -293,7 +423,7 @@ export class DescriptorChain {
         return this.stop({ _tag: "InvalidIndirectDescriptorTable", len });
       }
       // CHAIN-INDIRECT-UNALIGNED: any table address is accepted.
-      this.table = this._addr;
+      this.table = this.addrHi * 0x1_0000_0000 + this.addrLo;
       this.tableLo = this.addrLo;
       this.tableHi = this.addrHi;
       this.tableSize = len >>> 4;

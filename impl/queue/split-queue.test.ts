@@ -348,7 +348,8 @@ describe("SplitQueue pop", () => {
     expect(p.q.popInto(chain)).toBe(true);
     expect(chain.headIndex).toBe(b);
     expect(popped(chain).walk.descriptors.map((d) => d.len)).toEqual([20, 30]);
-    expect(p.q.lastPop).toBe(PopStatus.Popped);
+    expect(p.q.popInto(chain)).toBe(false);
+    expect(p.q.lastPop).toBe(PopStatus.Empty);
   });
 
   it("chains (0,1), (2,3,4), (5,6) with readable and writable parts [VQ-POP-ADVANCE CHAIN-RW-SPLIT]", () => {

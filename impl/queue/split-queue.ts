@@ -20,10 +20,8 @@ export const MAX_QUEUE_SIZE = 32768;
 export const VRING_AVAIL_F_NO_INTERRUPT = 1;
 export const VRING_USED_F_NO_NOTIFY = 1;
 
-/** What the last `popInto` / `popOrEnableNotificationInto` found. */
+/** Why the last `popInto` / `popOrEnableNotificationInto` returned false. */
 export const PopStatus = {
-  /** A chain was popped. */
-  Popped: 0,
   /** Nothing available (or notifications were re-enabled on an empty queue). */
   Empty: 1,
   /** The head in the avail ring was refused (CHAIN-CHECKED-NEW); next_avail did not move (VQ-POP-HEAD). */
@@ -56,7 +54,7 @@ export class SplitQueue {
   private _nextUsed = 0;
   private _numAdded = 0;
 
-  /** What the last popInto found, and the error when it was `PopStatus.Error`. */
+  /** Why the last popInto returned false (not updated when it returns true), and the error when `PopStatus.Error`. */
   lastPop: PopStatus = PopStatus.Empty;
   lastError: QueueError | null = null;
 
@@ -67,6 +65,10 @@ export class SplitQueue {
   private descTableN = 0;
   private availN = 0;
   private usedN = 0;
+  // A new object per activation: chains bound to an older one re-bind (see DescriptorChain.bind).
+  private token: object = {};
+  private descView: DataView = new DataView(new ArrayBuffer(0));
+  private descOff = 0;
   private availView: DataView = new DataView(new ArrayBuffer(0));
   private availOff = 0;
   private usedView: DataView = new DataView(new ArrayBuffer(0));
@@ -174,10 +176,13 @@ export class SplitQueue {
     this.descTableN = Number(this._descTable);
     this.availN = Number(this._availRing);
     this.usedN = Number(this._usedRing);
+    this.descView = desc.value.region.view;
+    this.descOff = desc.value.offset;
     this.availView = avail.value.region.view;
     this.availOff = avail.value.offset;
     this.usedView = used.value.region.view;
     this.usedOff = used.value.offset;
+    this.token = {};
     this.active = true;
     return OK_VOID;
   }
@@ -273,26 +278,35 @@ export class SplitQueue {
    * was popped; otherwise `lastPop` says why and `lastError` holds the error.
    */
   popInto(chain: DescriptorChain): boolean {
+    // Kept small so that it inlines into a device's loop; rare cases are out of line.
     if (!this.active) return this.popError(NOT_READY);
-    const mem = this.mem!;
-    const rec = mem.recorder;
-    if (rec !== null) rec(this.availN + 2, 2, false);
+    const recording = this.mem!.recorder !== null;
+    if (recording) this.noteAvail(2);
     const n = (this.availView.getUint16(this.availOff + 2, true) - this._nextAvail) & 0xffff;
-    if (n > this.size) return this.popError({ _tag: "InvalidAvailIdx", len: n, size: this.size });
-    if (n === 0) {
-      this.lastPop = PopStatus.Empty;
-      return false;
-    }
+    if (n === 0 || n > this.size) return this.popNone(n);
     const o = 4 + 2 * (this._nextAvail & this.mask);
-    if (rec !== null) rec(this.availN + o, 2, false);
+    if (recording) this.noteAvail(o);
     const head = this.availView.getUint16(this.availOff + o, true);
-    if (!chain.setHead(mem, this.descTableN, this.size, head)) {
-      this.lastPop = PopStatus.InvalidHead;
-      return false;
-    }
+    if (chain.boundTo !== this.token) this.bindChain(chain);
+    if (!chain.loadBound(head)) return this.popNone(-1);
     this._nextAvail = (this._nextAvail + 1) & 0xffff;
-    this.lastPop = PopStatus.Popped;
     return true;
+  }
+
+  private noteAvail(offset: number): void {
+    this.mem!.recorder!(this.availN + offset, 2, false);
+  }
+
+  private bindChain(chain: DescriptorChain): void {
+    chain.bind(this.mem!, this.descTableN, this.size, this.descView, this.descOff, this.token);
+  }
+
+  /** Why popInto popped nothing: `n` pending chains (VQ-POP-EMPTY, VQ-POP-AVAIL-IDX), or -1 for a refused head (VQ-POP-HEAD). */
+  private popNone(n: number): false {
+    if (n < 0) this.lastPop = PopStatus.InvalidHead;
+    else if (n === 0) this.lastPop = PopStatus.Empty;
+    else return this.popError({ _tag: "InvalidAvailIdx", len: n, size: this.size });
+    return false;
   }
 
   private popError(e: QueueError): false {
@@ -346,24 +360,30 @@ export class SplitQueue {
 
   /** VQ-ADD-USED-INDEX, VQ-ADD-USED: writes the used entry; used.idx is published by `publishUsed`. */
   addUsed(index: number, len: number): Result<void, QueueError> {
-    if (!this.active) return ERR_NOT_READY;
-    if (index >>> 0 !== index || index >= this.size) return err({ _tag: "DescIndexOutOfBounds", index });
-    const o = 4 + 8 * (this._nextUsed & this.mask);
-    const rec = this.mem!.recorder;
-    if (rec !== null) rec(this.usedN + o, 8, true);
-    const v = this.usedView;
-    v.setUint32(this.usedOff + o, index, true);
-    v.setUint32(this.usedOff + o + 4, len >>> 0, true);
+    // Kept small so that it inlines into a device's loop; errors are out of line.
+    if (!this.active || index >>> 0 !== index || index >= this.size) return this.addUsedError(index);
+    const slot = this._nextUsed & this.mask;
+    if (this.mem!.recorder !== null) this.noteUsed(4 + 8 * slot, 8);
+    const o = this.usedOff + 4 + 8 * slot;
+    this.usedView.setUint32(o, index, true);
+    this.usedView.setUint32(o + 4, len >>> 0, true);
     this._nextUsed = (this._nextUsed + 1) & 0xffff;
     this._numAdded = (this._numAdded + 1) & 0xffff;
     return OK_VOID;
   }
 
+  private addUsedError(index: number): Result<void, QueueError> {
+    return this.active ? err({ _tag: "DescIndexOutOfBounds", index }) : ERR_NOT_READY;
+  }
+
+  private noteUsed(offset: number, len: number): void {
+    this.mem!.recorder!(this.usedN + offset, len, true);
+  }
+
   /** VQ-PUBLISH-USED: used.idx = next_used. */
   publishUsed(): Result<void, QueueError> {
     if (!this.active) return ERR_NOT_READY;
-    const rec = this.mem!.recorder;
-    if (rec !== null) rec(this.usedN + 2, 2, true);
+    if (this.mem!.recorder !== null) this.noteUsed(2, 2);
     this.usedView.setUint16(this.usedOff + 2, this._nextUsed, true);
     return OK_VOID;
   }

@@ -15,7 +15,7 @@ import fc from "fast-check";
 import { describe } from "vitest";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { DescriptorChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from "../impl/queue/descriptor-chain.ts";
-import type { SplitQueue } from "../impl/queue/split-queue.ts";
+import { PopStatus, type SplitQueue } from "../impl/queue/split-queue.ts";
 import type { ChainError, QueueError } from "../spec/queue.ts";
 import { property } from "./harness.ts";
 import { addressArb } from "./arbitraries/memory.ts";
@@ -336,7 +336,7 @@ const runDevice = (
         checkChain("popInto", chain);
         return chain.headIndex;
       }
-      if (q.lastPop === 3 && !QUEUE_ERRORS.has(String(q.lastError?._tag)))
+      if (q.lastPop === PopStatus.Error && !QUEUE_ERRORS.has(String(q.lastError?._tag)))
         fail(`popInto: ${show(q.lastError)}`);
       return null;
     }

@@ -33,6 +33,8 @@ docs/conformance-protocol.md on its stdin/stdout.
   --report DIR         where to write the report (default reports/conformance)
   --no-report          print only
   --parallel N         mutants checked at once (default 4)
+  --full               with --mutants: run every case against every mutant (default: stop
+                       at the first case that kills it, own subject's cases first)
   -h, --help           this text
 
 Exit status: 0 when nothing failed (skipped cases are fine), 1 when a case failed or a
@@ -111,7 +113,7 @@ export async function conformMain(argv: string[]): Promise<number> {
   const p = parse(
     argv,
     ["impl", "mutant", "vectors", "runs", "seed", "only", "level", "timeout", "report", "parallel"],
-    ["reference", "mutants", "no-report"],
+    ["reference", "mutants", "no-report", "full"],
   );
   if (p.flags.has("help")) {
     console.log(CONFORM_HELP);
@@ -140,6 +142,7 @@ export async function conformMain(argv: string[]): Promise<number> {
       ...select,
       ...(typeof runs === "number" ? { runs } : {}),
       ...(typeof parallel === "number" ? { parallel } : {}),
+      full: p.flags.has("full"),
       log,
     });
     console.log(mutantLines(mutants).join("\n"));

@@ -43,6 +43,8 @@ export interface ConformOptions extends SelectOptions {
   readonly vectorsDir?: string;
   /** Vector mode without a directory: these in-memory vectors. */
   readonly vectors?: readonly VectorCase[];
+  /** Stop at the first failing case (a mutant is killed by one). */
+  readonly stopOnFail?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -89,6 +91,7 @@ const runAll = async (
       const r = await runCaseVectors(client, v.meta, v.runs, supported);
       o.log?.(`${r.status.padEnd(7)} ${r.id}`);
       results.push(r);
+      if (o.stopOnFail === true && r.status === "fail") break;
     }
   } else {
     const seed = o.seed ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
@@ -154,8 +157,20 @@ export interface MutantOptions extends SelectOptions {
   readonly parallel?: number;
   readonly only?: string;
   readonly mutants?: readonly string[];
+  /** Run every case against every mutant (default: stop at the first case that kills it). */
+  readonly full?: boolean;
   readonly log?: (line: string) => void;
 }
+
+/** Case id prefixes of each mutant subject: a mutant's own subject's cases run first. */
+const SUBJECT_PREFIX: Readonly<Record<string, string>> = {
+  queue: "queue.",
+  chain: "chain.",
+  iovec: "iovec.",
+  vsock: "vsock.",
+  "usb-vsock": "usb.",
+  net: "net.",
+};
 
 /**
  * Runs the deterministic vectors against every mutant (several at once); a mutant is
@@ -167,7 +182,17 @@ export const runMutants = (o: MutantOptions = {}): Promise<MutantResult[]> => {
   const one = async (m: (typeof MUTANTS)[number]): Promise<MutantResult> => {
     const base = { id: m.id, subject: m.subject, source: m.source, bug: m.bug };
     if (!LANDED_SUBJECTS.has(m.subject)) return { ...base, status: "not done", killedBy: [] };
-    const r = await conform({ command: referenceCommand(m.id), cwd: repoRoot, vectors });
+    const prefix = SUBJECT_PREFIX[m.subject] ?? "";
+    const ordered = [
+      ...vectors.filter((v) => v.meta.id.startsWith(prefix)),
+      ...vectors.filter((v) => !v.meta.id.startsWith(prefix)),
+    ];
+    const r = await conform({
+      command: referenceCommand(m.id),
+      cwd: repoRoot,
+      vectors: ordered,
+      stopOnFail: o.full !== true,
+    });
     const killedBy =
       typeof r === "string" ? [`(setup: ${r})`] : r.cases.filter((c) => c.status === "fail").map((c) => c.id);
     const status = killedBy.length > 0 ? "killed" : "survived";

@@ -43,6 +43,8 @@ export interface GuestOptions {
   readonly layout: "split" | "single";
   /** The guest's receive buffer per socket, advertised as buf_alloc. */
   readonly sockBufAlloc: number;
+  /** Answer packets for unknown sockets with RST, as Linux does (off: hostile runs keep them open). */
+  readonly rstStrays: boolean;
 }
 
 export const DEFAULT_GUEST_OPTIONS: GuestOptions = {
@@ -53,6 +55,7 @@ export const DEFAULT_GUEST_OPTIONS: GuestOptions = {
   txMaxData: 64 * 1024,
   layout: "split",
   sockBufAlloc: 256 * 1024,
+  rstStrays: true,
 };
 
 export interface ReceivedPacket {
@@ -383,6 +386,7 @@ export class VsockGuest {
       }
       if (h.op !== VSOCK_OP_RST) {
         this.stray.push(p);
+        if (!this.options.rstStrays) return;
         const ghost = new GuestSocket(h.dstPort, h.srcPort, 0);
         this.sendRaw(this.header(ghost, VSOCK_OP_RST, 0));
       }

@@ -192,6 +192,59 @@ export class NetGuest {
     return out;
   }
 
+  /**
+   * With MRG_RXBUF: packets reassembled from their buffers (the first holds the header,
+   * num_buffers says how many follow), as Linux's receive_mergeable does.
+   */
+  reapRxMerged(): ReceivedPacket[] {
+    const out: ReceivedPacket[] = [];
+    const used = this.rxDriver.reapUsed();
+    for (let i = 0; i < used.length;) {
+      const first = used[i]!;
+      const posted = this.rxPosted.get(first.id);
+      this.rxPosted.delete(first.id);
+      if (posted === undefined) {
+        i++;
+        continue;
+      }
+      const head = this.memory.slice(posted.addr, Math.min(first.len, posted.len))!.slice();
+      const header = decodeNetHeader(head, this.headerLength);
+      const count = Math.max(1, header?.numBuffers ?? 1);
+      const parts = [head.subarray(Math.min(head.length, this.headerLength))];
+      let total = first.len;
+      for (let k = 1; k < count && i + k < used.length; k++) {
+        const e = used[i + k]!;
+        const p = this.rxPosted.get(e.id);
+        this.rxPosted.delete(e.id);
+        if (p === undefined) continue;
+        parts.push(this.memory.slice(p.addr, Math.min(e.len, p.len))!.slice());
+        total += e.len;
+      }
+      const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        frame.set(p, at);
+        at += p.length;
+      }
+      out.push({
+        header: header ?? {
+          flags: 0,
+          gsoType: 0,
+          hdrLen: 0,
+          gsoSize: 0,
+          csumStart: 0,
+          csumOffset: 0,
+          numBuffers: 0,
+        },
+        frame,
+        usedLength: total,
+        head: first.id,
+      });
+      i += count;
+    }
+    return out;
+  }
+
   /** Linux's kick decision for the TX / RX queue (EVENT_IDX or NO_NOTIFY). */
   kickTx(): boolean {
     return this.txDriver.kickPrepare(this.eventIdx);

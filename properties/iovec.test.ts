@@ -243,8 +243,10 @@ describe("iovec: the Kani harnesses, larger and with contents", () => {
       fc.array(segmentPickArb, { maxLength: MAX_SEGMENTS }),
       offsetPickArb,
       hostLengthArb,
-      fc.constantFrom("readInto", "readAt") as fc.Arbitrary<"readInto" | "readAt">,
-      (layout, seed, picks, offsetPick, bufLen, how) => {
+      fc.constantFrom("readInto", "readAt", "range") as fc.Arbitrary<"readInto" | "readAt" | "range">,
+      fc.nat({ max: 24 }),
+      fc.nat({ max: 24 }),
+      (layout, seed, picks, offsetPick, bufLen, how, padL, padR) => {
         const { impl, spec: model } = buildMemories(layout, seed);
         const segs = placeSegments(layout, picks, false);
         const loaded = IoVecBuffer.fromChain(impl, new SegmentList(segs));
@@ -253,11 +255,18 @@ describe("iovec: the Kani harnesses, larger and with contents", () => {
         const specIov = specOk(spec.loadReadable(model, toSpec(segs)));
         expect(iov.len).toBe(specIov.len);
         const offset = resolveOffset(offsetPick, segs);
-        const buf = new Uint8Array(bufLen).fill(SENTINEL);
+        // "range" reads into [padL, padL + bufLen) of a larger array, whose pads must stay untouched.
+        const host = new Uint8Array(how === "range" ? padL + bufLen + padR : bufLen).fill(SENTINEL);
+        const at = how === "range" ? padL : 0;
+        const buf = host.subarray(at, at + bufLen);
         // Kani's call: read_volatile_at(KaniBuffer(buf), offset, GUEST_MEMORY_SIZE) with a
         // len at least buf.len.
         const n =
-          how === "readInto" ? iov.readInto(buf, offset) : iov.readAt(new SliceSink(buf), offset, 1 << 20);
+          how === "readInto"
+            ? iov.readInto(buf, offset)
+            : how === "range"
+              ? iov.readInto(host, offset, padL, padL + bufLen)
+              : iov.readAt(new SliceSink(buf), offset, 1 << 20);
         expect(n).toBe(spec.expectedCount(bufLen, iov.len, offset));
         const want = spec.readAt(model, specIov, offset, bufLen, { capacity: bufLen, steps: [] });
         expect(want.result).toEqual({ ok: true, value: n });
@@ -268,7 +277,8 @@ describe("iovec: the Kani harnesses, larger and with contents", () => {
           expect(Buffer.compare(want.taken, whole.subarray(offset, offset + (n as number)))).toBe(0);
         }
         // Nothing past the bytes read is touched.
-        expect(buf.subarray(n as number).every((b) => b === SENTINEL)).toBe(true);
+        expect(host.subarray(0, at).every((b) => b === SENTINEL)).toBe(true);
+        expect(host.subarray(at + (n as number)).every((b) => b === SENTINEL)).toBe(true);
         return true;
       },
     ),
@@ -286,8 +296,10 @@ describe("iovec: the Kani harnesses, larger and with contents", () => {
       hostLengthArb,
       fc.nat({ max: 255 }),
       fc.oneof(fc.constant(256), fc.integer({ min: MAX_SEGMENTS, max: 512 })),
-      fc.constantFrom("writeFrom", "writeAt") as fc.Arbitrary<"writeFrom" | "writeAt">,
-      (layout, seed, picks, offsetPick, srcLen, start, capacity, how) => {
+      fc.constantFrom("writeFrom", "writeAt", "range") as fc.Arbitrary<"writeFrom" | "writeAt" | "range">,
+      fc.nat({ max: 24 }),
+      fc.nat({ max: 24 }),
+      (layout, seed, picks, offsetPick, srcLen, start, capacity, how, padL, padR) => {
         const { impl, spec: model } = buildMemories(layout, seed);
         const segs = placeSegments(layout, picks, true);
         const { iov, state } = mutAt(impl, layout, start, capacity);
@@ -300,11 +312,15 @@ describe("iovec: the Kani harnesses, larger and with contents", () => {
           specState.segments.length,
         ]);
         const offset = resolveOffset(offsetPick, segs);
-        const src = seeded(srcLen, seed ^ 0x1234567);
+        // "range" writes [padL, padL + srcLen) of a larger array.
+        const host = seeded(how === "range" ? padL + srcLen + padR : srcLen, seed ^ 0x1234567);
+        const src = how === "range" ? host.subarray(padL, padL + srcLen) : host;
         const n =
           how === "writeFrom"
             ? iov.writeFrom(src, offset)
-            : iov.writeAt(new SliceSource(src), offset, 1 << 20);
+            : how === "range"
+              ? iov.writeFrom(host, offset, padL, padL + srcLen)
+              : iov.writeAt(new SliceSource(src), offset, 1 << 20);
         expect(n).toBe(spec.expectedCount(srcLen, iov.len, offset));
         const want = spec.writeAt(model, specState, offset, srcLen, { data: src, steps: [] });
         expect(want.result).toEqual({ ok: true, value: n });

@@ -376,6 +376,29 @@ describe("invalid offsets", () => {
   });
 });
 
+describe("host ranges", () => {
+  it("readInto and writeFrom copy into and out of dst[from, to) only; a range outside the array copies nothing [IOV-READ-LEN IOV-WRITE-LEN]", () => {
+    const { mem } = defaultMem();
+    const iov = unwrap(IoVecBufferMut.fromChain(mem, writeOnlyChain(mem)));
+    const host = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(iov.writeFrom(host, 62, 2, 6)).toBe(4);
+    expect([...region(mem, 0x20000 + 62, 4)]).toEqual([3, 4, 5, 6]);
+    const out = new Uint8Array(8);
+    expect(iov.readInto(out, 62, 3, 8)).toBe(5);
+    expect([...out]).toEqual([0, 0, 0, 3, 4, 5, 6, 0]);
+    expect(iov.readInto(out, 254, 0, 8)).toBe(2);
+    for (const [from, to] of [
+      [5, 3],
+      [-1, 2],
+      [0, 9],
+      [0.5, 2],
+    ] as const) {
+      expect(iov.readInto(out, 0, from, to)).toBe(0);
+      expect(iov.writeFrom(host, 0, from, to)).toBe(0);
+    }
+  });
+});
+
 describe("IoVecBufferMut on its ring deque", () => {
   const seg = (addr: number, len: number, write = true): SegmentSpec => ({ addr, len, write });
 

@@ -83,6 +83,10 @@ const memoryError = (chain: ChainCursor, len: number): Result<never, IoVecError>
 /** IOV-OFFSET: a negative, fractional or unsafe offset moves nothing. */
 const validOffset = (offset: number): boolean => offset >= 0 && Number.isSafeInteger(offset);
 
+/** A host range [from, to) inside an array of `size` bytes. */
+const validRange = (from: number, to: number, size: number): boolean =>
+  Number.isSafeInteger(from) && Number.isSafeInteger(to) && from >= 0 && from <= to && to <= size;
+
 /** A length to move: NaN and negatives are 0, fractions round down. */
 const clampLen = (len: number): number => (len > 0 ? (len === Infinity ? len : Math.floor(len)) : 0);
 
@@ -245,14 +249,15 @@ abstract class Segments {
   }
 
   /**
-   * Copies bytes at `offset` into `dst` until it is full or the buffer ends; returns the
-   * count, min(dst.length, max(0, len - offset)) (IOV-READ-LEN). Allocation-free.
+   * Copies bytes at `offset` into `dst[from, to)` (all of `dst` by default) until that range
+   * is full or the buffer ends; returns the count, min(to - from, max(0, len - offset))
+   * (IOV-READ-LEN). Allocation-free. A range outside `dst` copies nothing.
    */
-  readInto(dst: Uint8Array, offset: number): number {
-    if (!validOffset(offset)) return 0;
-    let left = dst.length;
+  readInto(dst: Uint8Array, offset: number, from = 0, to = dst.length): number {
+    if (!validOffset(offset) || !validRange(from, to, dst.length)) return 0;
+    let left = to - from;
     let skip = offset;
-    let pos = 0;
+    let pos = from;
     const views = this.views;
     const end = this.first + this.count;
     for (let i = this.first; i < end && left > 0; i++) {
@@ -270,7 +275,7 @@ abstract class Segments {
       left -= n;
       skip = 0;
     }
-    return pos;
+    return pos - from;
   }
 
   /**
@@ -315,12 +320,12 @@ abstract class Segments {
     return total;
   }
 
-  /** Copies `src` into the buffer at `offset` as far as it fits (the copy loop, shared with IoVecBufferMut). */
-  protected writeFromLoop(src: Uint8Array, offset: number): number {
-    if (!validOffset(offset)) return 0;
-    let left = src.length;
+  /** Copies `src[from, to)` into the buffer at `offset` as far as it fits (shared with IoVecBufferMut). */
+  protected writeFromLoop(src: Uint8Array, offset: number, from: number, to: number): number {
+    if (!validOffset(offset) || !validRange(from, to, src.length)) return 0;
+    let left = to - from;
     let skip = offset;
-    let pos = 0;
+    let pos = from;
     const views = this.views;
     const end = this.first + this.count;
     for (let i = this.first; i < end && left > 0; i++) {
@@ -338,7 +343,7 @@ abstract class Segments {
       left -= n;
       skip = 0;
     }
-    return pos;
+    return pos - from;
   }
 }
 
@@ -538,12 +543,13 @@ export class IoVecBufferMut extends Segments {
   }
 
   /**
-   * Copies `src` in at `offset` as far as it fits; returns min(src.length, max(0, len -
-   * offset)) (IOV-WRITE-LEN). Segments are filled in chain order, so where they overlap the
-   * later one wins (IOV-OVERLAP-ORDER).
+   * Copies `src[from, to)` (all of `src` by default) in at `offset` as far as it fits;
+   * returns min(to - from, max(0, len - offset)) (IOV-WRITE-LEN). Segments are filled in
+   * chain order, so where they overlap the later one wins (IOV-OVERLAP-ORDER). A range
+   * outside `src` copies nothing.
    */
-  writeFrom(src: Uint8Array, offset: number): number {
-    return this.writeFromLoop(src, offset);
+  writeFrom(src: Uint8Array, offset: number, from = 0, to = src.length): number {
+    return this.writeFromLoop(src, offset, from, to);
   }
 
   /**
@@ -553,7 +559,7 @@ export class IoVecBufferMut extends Segments {
    */
   writeAllAt(src: Uint8Array, offset: number): VolatileError | null {
     if (!validOffset(offset) || offset >= this.total) return { _tag: "OutOfBounds", addr: offset };
-    const n = this.writeFromLoop(src, offset);
+    const n = this.writeFromLoop(src, offset, 0, src.length);
     return n === src.length ? null : { _tag: "PartialBuffer", expected: src.length, completed: n };
   }
 }

@@ -3,7 +3,13 @@ import type { Scenario } from "../engine.ts";
 import { hostileGuestScenario } from "./hostile-guest.ts";
 import { netLoopbackScenario } from "./net-loopback.ts";
 import { queueScenario } from "./queue.ts";
+import { vsockCreditScenario } from "./vsock-credit.ts";
 
-export const scenarios: readonly Scenario[] = [queueScenario, netLoopbackScenario, hostileGuestScenario];
+export const scenarios: readonly Scenario[] = [
+  queueScenario,
+  netLoopbackScenario,
+  vsockCreditScenario,
+  hostileGuestScenario,
+];
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((s) => s.name === name);

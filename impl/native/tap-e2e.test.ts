@@ -7,6 +7,8 @@
 import { Duration, Effect } from "effect";
 import { describe, expect, it } from "vitest";
 import { F, bit } from "../../spec/net.ts";
+import { existsSync, readlinkSync } from "node:fs";
+import { NetBackend } from "../net/backend.ts";
 import { NetDevice, RX_QUEUE } from "../net/device.ts";
 import { NetGuest, type ReceivedPacket } from "../net/guest.ts";
 import {
@@ -149,6 +151,30 @@ d("virtio-net on a real TAP in a namespace", () => {
     // 12 + 14 + 20 + 8 + 1200 = 1254 bytes over 256-byte buffers: 5 of them.
     expect(reply.header.numBuffers).toBe(5);
     expect(reply.usedLength).toBe(12 + reply.frame.length);
+  });
+
+  it("device, fd and namespace are released with the scope, the device reset [TAP-SCOPE]", async () => {
+    let dev: NetDevice | undefined;
+    let tapFd = -1;
+    const program = Effect.scoped(
+      Effect.gen(function* () {
+        const ns = yield* acquireNetns("scope");
+        const backend = yield* acquireTapBackendIn(ns, "");
+        tapFd = backend.tap.fd;
+        dev = yield* NetDevice.scoped({ mac: GUEST_MAC }).pipe(Effect.provideService(NetBackend, backend));
+        NetGuest.create(dev, { queueSize: 8 });
+        yield* dev.start;
+        expect(dev.isActive).toBe(true);
+        return backend;
+      }),
+    );
+    const backend = await Effect.runPromise(program);
+    expect(dev!.isActive).toBe(false);
+    expect(dev!.processTxNow()).toBe(0);
+    expect(backend.tap.isOpen).toBe(false);
+    expect(existsSync(`/proc/self/fd/${tapFd}`) ? readlinkSync(`/proc/self/fd/${tapFd}`) : "").not.toBe(
+      "/dev/net/tun",
+    );
   });
 
   it("resources are released when the program fails half-way [TAP-SCOPE]", async () => {

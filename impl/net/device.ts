@@ -240,6 +240,16 @@ export class NetDevice {
     });
   }
 
+  /**
+   * TAP-SCOPE: the device as a Scope resource: built like `make`, reset when the scope
+   * closes (after the run loop forked with `start` in the same scope has stopped).
+   */
+  static scoped(
+    config: NetDeviceOptions,
+  ): Effect.Effect<NetDevice, DeviceConfigError, NetBackend | Scope.Scope> {
+    return Effect.acquireRelease(NetDevice.make(config), (dev) => Effect.sync(() => dev.reset()));
+  }
+
   // ---- negotiation and config space
 
   get ackedFeatures(): bigint {
@@ -287,6 +297,23 @@ export class NetDevice {
     this.tx.headerLength = this.hdrLen;
     this.rx.headerLength = this.hdrLen;
     return ok(undefined);
+  }
+
+  /**
+   * Device reset (VIRTIO 1.2 §2.4): queues back to their initial state, guest memory and
+   * the interrupt line dropped, acked features cleared; a waiting run loop is released.
+   */
+  reset(): void {
+    for (const q of this.queues) q.reset();
+    this.memory = null;
+    this.chainObj = null;
+    this.signal = () => {};
+    this.acked = 0n;
+    this.hdrLen = 12;
+    this.mergeable = false;
+    this.guestCsum = false;
+    this.starved = false;
+    this.wakeKickWaiters();
   }
 
   get isActive(): boolean {

@@ -496,6 +496,12 @@ const availEventAddr = (q: SpecQueue): bigint => q.usedRing + 4n + 8n * BigInt(q
 export const availIdx = (q: SpecQueue, mem: SpecMemory): number =>
   q.active ? mustRead16(mem, availIdxAddr(q)) : 0;
 
+/** avail.ring[slot] for slot < size; -1 when inactive or slot out of range. */
+export const readAvailRing = (q: SpecQueue, mem: SpecMemory, slot: number): number =>
+  q.active && slot >>> 0 === slot && slot < q.size
+    ? mustRead16(mem, q.availRing + 4n + 2n * BigInt(slot))
+    : -1;
+
 /** VQ-LEN. */
 export const len = (q: SpecQueue, mem: SpecMemory): number =>
   q.active ? u16(availIdx(q, mem) - q.nextAvail) : 0;

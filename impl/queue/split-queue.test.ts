@@ -423,6 +423,18 @@ describe("SplitQueue notifications", () => {
     expect(get()).toEqual({ ok: true, value: 0xffff });
   });
 
+  it("avail.ring entries are read for slot < size only [VQ-LAYOUT VQ-INACTIVE]", () => {
+    const p = new Pair(4);
+    [7, 8, 9, 10].forEach((h, slot) => p.drv.writeAvailRing(slot, h));
+    for (const slot of [0, 3, 4, -1, 1.5]) {
+      const want = slot >>> 0 === slot && slot < 4 ? 7 + slot : -1;
+      expect(p.q.readAvailRing(slot)).toBe(want);
+      expect(S.readAvailRing(p.s, toSpec(p.m), slot)).toBe(want);
+    }
+    p.q.reset();
+    expect(p.q.readAvailRing(0)).toBe(-1);
+  });
+
   it("avail_event written then read back [VQ-EVENT-FIELDS]", () => {
     // Firecracker test_set_used_ring_avail_event.
     const p = new Pair(16);

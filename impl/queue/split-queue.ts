@@ -225,6 +225,13 @@ export class SplitQueue {
     return this.availView.getUint16(this.availOff + 2, true);
   }
 
+  /** avail.ring[slot] for slot < size (Kani verify_avail_ring_ring_get); -1 when inactive or slot out of range. */
+  readAvailRing(slot: number): number {
+    if (!this.active || slot >>> 0 !== slot || slot >= this.size) return -1;
+    this.note(this.availN + 4 + 2 * slot, 2, false);
+    return this.availView.getUint16(this.availOff + 4 + 2 * slot, true);
+  }
+
   /** VQ-LEN: chains the driver has made available and the device has not popped. */
   len(): number {
     if (!this.active) return 0;
@@ -303,9 +310,9 @@ export class SplitQueue {
 
   /** Why popInto popped nothing: `n` pending chains (VQ-POP-EMPTY, VQ-POP-AVAIL-IDX), or -1 for a refused head (VQ-POP-HEAD). */
   private popNone(n: number): false {
-    if (n < 0) this.lastPop = PopStatus.InvalidHead;
-    else if (n === 0) this.lastPop = PopStatus.Empty;
-    else return this.popError({ _tag: "InvalidAvailIdx", len: n, size: this.size });
+    if (n > 0) return this.popError({ _tag: "InvalidAvailIdx", len: n, size: this.size });
+    this.lastPop = n < 0 ? PopStatus.InvalidHead : PopStatus.Empty;
+    this.lastError = null;
     return false;
   }
 

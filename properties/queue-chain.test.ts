@@ -5,8 +5,13 @@
  */
 import fc from "fast-check";
 import { describe } from "vitest";
-import { DescriptorChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from "../impl/queue/descriptor-chain.ts";
-import { checkedNew as specCheckedNew, MAX_CHAIN_BYTES, walkChain } from "../spec/queue.ts";
+import {
+  DescriptorChain,
+  newChainLengths,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+} from "../impl/queue/descriptor-chain.ts";
+import { checkedNew as specCheckedNew, MAX_CHAIN_BYTES, splitChain, walkChain } from "../spec/queue.ts";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { property } from "./harness.ts";
 import type { RawDescriptor } from "./arbitraries/queue.ts";
@@ -109,6 +114,7 @@ describe("descriptor chain properties", () => {
   property(
     "chainWalkRefinesSpec",
     [
+      "CHAIN-RW-SPLIT",
       "CHAIN-TTL",
       "CHAIN-NEXT-RANGE",
       "CHAIN-MEMORY",
@@ -173,6 +179,40 @@ describe("descriptor chain properties", () => {
           fail("chain longer than 2^32-1");
         if (chain.totalLength !== walked.descriptors.reduce((a, d) => a + d.len, 0))
           fail("totalLength wrong");
+        // CHAIN-RW-SPLIT: the readable / writable views and byte counts agree with the model's split.
+        const split = splitChain(want);
+        const lengths = chain.lengths(newChainLengths());
+        const counts = [
+          split.readableBytes,
+          split.writableBytes,
+          split.readable.length,
+          split.writable.length,
+        ];
+        const got = [
+          lengths.readableBytes,
+          lengths.writableBytes,
+          lengths.readableCount,
+          lengths.writableCount,
+        ];
+        if (!same(got, counts)) fail(`lengths ${show(got)}, spec ${show(counts)}`);
+        const readable: number[] = [];
+        for (let ok = chain.rewindReadable(); ok; ok = chain.advanceReadable()) readable.push(chain.index);
+        const writable: number[] = [];
+        for (let ok = chain.rewindWritable(); ok; ok = chain.advanceWritable()) {
+          if (!chain.isWriteOnly()) fail("a readable descriptor in the writable view");
+          writable.push(chain.index);
+        }
+        if (
+          !same(
+            readable,
+            split.readable.map((d) => d.index),
+          ) ||
+          !same(
+            writable,
+            split.writable.map((d) => d.index),
+          )
+        )
+          fail("readable/writable views differ from the model's split");
       },
     ),
     { numRuns: 400 },

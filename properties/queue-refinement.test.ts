@@ -24,6 +24,7 @@ import type { Result } from "../spec/result.ts";
 import { property } from "./harness.ts";
 import { buildMemories } from "./arbitraries/memory.ts";
 import {
+  anyQueueSizeArb,
   chainBuffersArb,
   encodeDescriptor,
   queuePlacementArb,
@@ -451,5 +452,33 @@ describe("split queue refinement", () => {
       }
     }),
     { numRuns: 300 },
+  );
+
+  property(
+    "queueNewStateRefinesSpec",
+    ["VQ-MAX-SIZE"],
+    fc.property(
+      fc.oneof(
+        fc.integer({ min: 0, max: 15 }).map((l) => 2 ** l),
+        anyQueueSizeArb,
+        fc.double(),
+        fc.integer(),
+      ),
+      (maxSize) => {
+        const spec = S.newQueue(maxSize);
+        let impl: SplitQueue | undefined;
+        try {
+          impl = new SplitQueue(maxSize);
+        } catch (e) {
+          // A device's own max size is configuration, not guest input: a bad one is a RangeError.
+          if (!(e instanceof RangeError)) throw e;
+        }
+        if ((impl === undefined) !== (spec === undefined))
+          fail(`max size ${maxSize}: impl ${impl !== undefined}`);
+        if (impl !== undefined && !same(impl.state(), spec))
+          fail(`new queue ${show(impl.state())}, spec ${show(spec)}`);
+      },
+    ),
+    { numRuns: 200 },
   );
 });

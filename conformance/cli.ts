@@ -87,21 +87,27 @@ const str = (p: Parsed, name: string): string | undefined => {
   return typeof v === "string" ? v : undefined;
 };
 
-const int = (p: Parsed, name: string, min: number): number | undefined | string => {
+/** A parse failure, kept apart from valid values (a level is a string too). */
+interface Invalid {
+  readonly invalid: string;
+}
+const isInvalid = (v: unknown): v is Invalid => typeof v === "object" && v !== null && "invalid" in v;
+
+const int = (p: Parsed, name: string, min: number): number | undefined | Invalid => {
   const v = str(p, name);
   if (v === undefined) return undefined;
   const n = Number(v);
   return Number.isInteger(n) && n >= min
     ? n
-    : `--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`;
+    : { invalid: `--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}` };
 };
 
-const level = (p: Parsed): Level | undefined | string => {
+const level = (p: Parsed): Level | undefined | Invalid => {
   const v = str(p, "level");
   if (v === undefined) return undefined;
   return (LEVELS as readonly string[]).includes(v)
     ? (v as Level)
-    : `--level must be one of ${LEVELS.join(", ")}`;
+    : { invalid: `--level must be one of ${LEVELS.join(", ")}` };
 };
 
 const usage = (msg: string, help: string): number => {
@@ -126,7 +132,7 @@ export async function conformMain(argv: string[]): Promise<number> {
   const parallel = int(p, "parallel", 1);
   const lvl = level(p);
   for (const v of [runs, seed, timeout, parallel, lvl])
-    if (typeof v === "string" && !LEVELS.includes(v as Level)) return usage(v, CONFORM_HELP);
+    if (isInvalid(v)) return usage(v.invalid, CONFORM_HELP);
   const only = str(p, "only");
   const select = {
     ...(only !== undefined ? { only } : {}),
@@ -202,8 +208,7 @@ export async function vectorsMain(argv: string[]): Promise<number> {
   const runs = int(p, "runs", 0);
   const seed = int(p, "seed", -(2 ** 31));
   const lvl = level(p);
-  for (const v of [runs, seed]) if (typeof v === "string") return usage(v, VECTORS_HELP);
-  if (typeof lvl === "string" && !LEVELS.includes(lvl as Level)) return usage(lvl, VECTORS_HELP);
+  for (const v of [runs, seed, lvl]) if (isInvalid(v)) return usage(v.invalid, VECTORS_HELP);
   const only = str(p, "only");
   const cases = selectCases(allCases(), {
     ...(only !== undefined ? { only } : {}),

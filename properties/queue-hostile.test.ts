@@ -540,7 +540,7 @@ describe("split queue under a hostile guest", () => {
         if (o.op.t !== "reconfigure") checkBounds(view, o.op.t, accesses, head);
       }
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -561,6 +561,6 @@ describe("split queue under a hostile guest", () => {
       }
       serveWellFormed({ ...b, placement: original }, recovery, reprogrammed);
     }),
-    { numRuns: 150 },
+    { numRuns: 400 },
   );
 });

@@ -451,7 +451,7 @@ describe("split queue refinement", () => {
         else w.device(act.a);
       }
     }),
-    { numRuns: 300 },
+    { numRuns: 600 },
   );
 
   property(

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import {
+  peerFree,
   U64_MAX,
   VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
   VSOCK_FLAGS_SHUTDOWN_RCV,
@@ -67,6 +68,17 @@ describe("device config and features", () => {
     expect((dev.deviceFeatures >> 32n) & 1n).toBe(1n);
     expect((dev.deviceFeatures >> 1n) & 1n).toBe(0n); // no SEQPACKET
     expect(dev.queues.length).toBe(3);
+  });
+});
+
+describe("credit arithmetic", () => {
+  it("peer_free wraps in u32 like the counters do [VSOCK-CREDIT-FREE]", () => {
+    expect(peerFree(65536, 1000, 0)).toBe(64536);
+    // tx_cnt wrapped past 2^32 while fwd_cnt has not yet: still 100 bytes in flight.
+    expect(peerFree(65536, 50, 0xffffffff - 49)).toBe(65436);
+    expect(peerFree(4096, 4096, 0)).toBe(0);
+    // A peer lying with fwd_cnt ahead of what we sent gets a huge but finite u32, never negative.
+    expect(peerFree(0, 0, 10)).toBe(10);
   });
 });
 

@@ -269,11 +269,22 @@ export class VsockGuest {
 
   /** The guest program reads up to `max` bytes (credit returns to the host as it reads). */
   read(s: GuestSocket, max = Infinity): number {
+    return this.consume(s, max, s.received);
+  }
+
+  /** Like `read`, but hands the bytes back instead of keeping them in `received` (echo loops). */
+  take(s: GuestSocket, max = Infinity): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    this.consume(s, max, out);
+    return out;
+  }
+
+  private consume(s: GuestSocket, max: number, into: Uint8Array[]): number {
     let n = 0;
     while (s.unread.length > 0 && n < max) {
       const c = s.unread[0]!;
       const take = Math.min(c.length, max - n);
-      s.received.push(c.subarray(0, take));
+      into.push(c.subarray(0, take));
       if (take === c.length) s.unread.shift();
       else s.unread[0] = c.subarray(take);
       n += take;

@@ -380,7 +380,7 @@ describe("virtio-net under a hostile guest", () => {
 
   property(
     "hostileChainsNeverThrowAndTheDeviceKeepsServing",
-    ["NET-HOSTILE", "NET-TX-CHAIN-ERROR", "NET-TX-GATHER", "NET-TX-SHORT", "NET-TX-MAX"],
+    ["NET-HOSTILE", "NET-TX-CHAIN-ERROR", "NET-TX-GATHER", "NET-TX-SHORT", "NET-TX-MAX", "NET-RX-MRG"],
     fc.property(
       fc.array(rawDescArb, { minLength: QSIZE, maxLength: QSIZE }),
       fc.array(rawDescArb, { minLength: QSIZE, maxLength: QSIZE }),
@@ -419,7 +419,12 @@ describe("virtio-net under a hostile guest", () => {
             const b = readBytes(smem, d.addr, d.len);
             return { write: (d.flags & 2) !== 0, bytes: b.ok ? b.value : undefined };
           });
-          return spec.txFrame(descs, w.end === null ? null : w.end._tag, 12, spec.maxFrameLength({ mtu: 200 }));
+          return spec.txFrame(
+            descs,
+            w.end === null ? null : w.end._tag,
+            12,
+            spec.maxFrameLength({ mtu: 200 }),
+          );
         });
         expect(() => {
           dev.processTxNow();
@@ -444,6 +449,20 @@ describe("virtio-net under a hostile guest", () => {
         expect(dev.processTxNow()).toBe(1);
         expect(lb.sent.length).toBe(sentBefore + 1);
         expect(lb.sent[lb.sent.length - 1]).toEqual(good);
+        // RX keeps serving too: an honest buffer large enough for any frame takes one.
+        lb.inject(good);
+        const pendingBefore = lb.pending;
+        g.rxDriver.writeDescriptor(QSIZE - 1, {
+          addr: g.rxSlotAddr(QSIZE - 1),
+          len: SLOT,
+          flags: 2,
+          next: 0,
+        });
+        g.rxDriver.pushAvail(QSIZE - 1);
+        g.rxDriver.publish();
+        expect(() => dev.processRxNow()).not.toThrow();
+        expect(lb.pending).toBeLessThan(pendingBefore);
+        expect(dev.stats.queueErrors).toBe(0);
       },
     ),
     { numRuns: 200 },

@@ -62,6 +62,8 @@ export interface NetBackendShape {
    * A frame longer than the room is truncated and consumed.
    */
   receive(dst: RxBuffer): number;
+  /** Frames known to be waiting, when the backend can tell (a TAP cannot: undefined). */
+  readonly pending?: number;
   /** Completes when `receive` may have a frame (never busy-polls: TAP-WAIT). */
   readonly waitReadable: Effect.Effect<void>;
   readonly stats: NetBackendStats;

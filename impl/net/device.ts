@@ -479,8 +479,7 @@ export class NetDevice {
 
   /** Whether a frame is known to be waiting (interceptor) — backends are asked by receiving. */
   private hasFrames(): boolean {
-    const i = this.interceptor as { pendingRx?: number };
-    return (i.pendingRx ?? 0) > 0 || ((this.backend as { pending?: number }).pending ?? 0) > 0;
+    return (this.interceptor.pendingRx ?? 0) > 0 || (this.backend.pending ?? 0) > 0;
   }
 
   /**

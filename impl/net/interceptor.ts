@@ -29,6 +29,8 @@ export interface FrameInterceptorShape {
   take(frame: Uint8Array): void;
   /** The next frame to inject on RX, or undefined. */
   nextRx(): Uint8Array | undefined;
+  /** Frames waiting to be injected, when known. */
+  readonly pendingRx?: number;
 }
 
 export class FrameInterceptor extends Context.Service<FrameInterceptor, FrameInterceptorShape>()(

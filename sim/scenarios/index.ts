@@ -3,12 +3,14 @@ import type { Scenario } from "../engine.ts";
 import { hostileGuestScenario } from "./hostile-guest.ts";
 import { netLoopbackScenario } from "./net-loopback.ts";
 import { queueScenario } from "./queue.ts";
+import { usbVsockScenario } from "./usb-vsock.ts";
 import { vsockCreditScenario } from "./vsock-credit.ts";
 
 export const scenarios: readonly Scenario[] = [
   queueScenario,
   netLoopbackScenario,
   vsockCreditScenario,
+  usbVsockScenario,
   hostileGuestScenario,
 ];
 

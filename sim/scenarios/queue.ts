@@ -72,7 +72,7 @@ export const queueScenario: Scenario = {
   summary:
     "a Linux-like driver fills one split queue with chains of random shapes (direct and indirect); the device pops and completes them; chains, bytes and notifications sent/suppressed",
   defaultSteps: 20_000,
-  smoke: { steps: 1500, seeds: [1, 2, 3] },
+  smoke: { steps: 800, seeds: [1, 2, 3] },
   defaultFaults: 0,
   charts: QUEUE_CHARTS,
   create: (ctx) =>

@@ -397,8 +397,11 @@ export class DescriptorChain {
 
   /** advance() past the end: a spent ttl becomes ChainTtlExpired (CHAIN-TTL). */
   private stopped(): false {
-    if (this.state === TTL_SPENT) return this.stop({ _tag: "ChainTtlExpired", limit: this.tableSize });
-    return false;
+    return this.state === TTL_SPENT ? this.ttlExpired() : false;
+  }
+
+  private ttlExpired(): false {
+    return this.stop({ _tag: "ChainTtlExpired", limit: this.tableSize });
   }
 
   /** Reads the next entry and takes it. */

@@ -310,10 +310,14 @@ export class SplitQueue {
 
   /** Why popInto popped nothing: `n` pending chains (VQ-POP-EMPTY, VQ-POP-AVAIL-IDX), or -1 for a refused head (VQ-POP-HEAD). */
   private popNone(n: number): false {
-    if (n > 0) return this.popError({ _tag: "InvalidAvailIdx", len: n, size: this.size });
+    if (n > 0) return this.availIdxError(n);
     this.lastPop = n < 0 ? PopStatus.InvalidHead : PopStatus.Empty;
     this.lastError = null;
     return false;
+  }
+
+  private availIdxError(n: number): false {
+    return this.popError({ _tag: "InvalidAvailIdx", len: n, size: this.size });
   }
 
   private popError(e: QueueError): false {

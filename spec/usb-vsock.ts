@@ -121,6 +121,11 @@ export const RULES = [
     "A Sync received after synchronisation resets every connection before it is answered; a host that re-synchronises resets its own first.",
   ),
   rule(
+    "USB-SYNC-LAST",
+    "Fuchsia usb_vsock packet.rs PacketType::Sync",
+    "A Sync is the last vsock packet of its USB transfer; packets written after it go into the next transfer.",
+  ),
+  rule(
     "USB-SYNC-NONCE",
     "Fuchsia usb_vsock lib.rs ProtocolVersion::V2",
     "A v2 host ignores a Sync reply whose nonce is not the one it sent (a stale reply) (virtio-lab).",

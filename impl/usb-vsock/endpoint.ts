@@ -157,7 +157,8 @@ export class UsbVsockEndpoint {
       if (p.type === PacketType.Data)
         return Effect.andThen(this.filler.writeDataAll(p.address, p.payload!), done);
       return Effect.andThen(
-        Effect.catch(this.filler.writePacket(p.type, p.address, p.payload), () =>
+        // USB-SYNC-LAST: a Sync ends its transfer.
+        Effect.catch(this.filler.writePacket(p.type, p.address, p.payload, p.type === PacketType.Sync), () =>
           Effect.sync(() => {
             this.unsendable++;
           }),

@@ -124,6 +124,28 @@ describe("usb-vsock filler", () => {
       }),
     ));
 
+  it("a packet written as last ends its transfer; the next packet starts a new one [USB-SYNC-LAST]", () =>
+    run(
+      Effect.gen(function* () {
+        const filler = new UsbPacketFiller();
+        const zero = { deviceCid: 0, hostCid: 0, devicePort: 0, hostPort: 0 };
+        const writer = yield* Effect.forkChild(
+          Effect.andThen(
+            filler.writePacket(PacketType.Sync, zero, text("vsock:1"), true),
+            filler.writePacket(PacketType.Connect, addr),
+          ),
+        );
+        let builder = new UsbPacketBuilder(new Uint8Array(1024));
+        builder = yield* filler.fill(builder);
+        const first = [...new VsockPacketIterator(builder.take()!)];
+        builder = yield* filler.fill(builder);
+        const second = [...new VsockPacketIterator(builder.take()!)];
+        yield* Fiber.join(writer);
+        expect(first.map((r) => r.ok && r.value.type)).toEqual([PacketType.Sync]);
+        expect(second.map((r) => r.ok && r.value.type)).toEqual([PacketType.Connect]);
+      }),
+    ));
+
   it("a packet larger than the whole transfer is PacketTooBig, not a wait forever [USB-FILL-WAIT-ROOM USB-BUILD-TOO-BIG]", () =>
     run(
       Effect.gen(function* () {

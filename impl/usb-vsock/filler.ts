@@ -43,6 +43,8 @@ const wakeAll = (list: Set<Waker>): void => {
 
 export class UsbPacketFiller {
   private current: UsbPacketBuilder | undefined = undefined;
+  /** The transfer on offer takes no more packets (it ends with a Sync, USB-SYNC-LAST). */
+  private sealed = false;
   private readonly roomWaiters = new Set<Waker>();
   private readonly dataWaiters = new Set<Waker>();
 
@@ -53,7 +55,7 @@ export class UsbPacketFiller {
 
   /** Room left in the transfer on offer (0 when none). */
   available(): number {
-    return this.current === undefined ? 0 : this.current.available();
+    return this.current === undefined || this.sealed ? 0 : this.current.available();
   }
 
   /**
@@ -63,7 +65,7 @@ export class UsbPacketFiller {
   waitForFillable(min: number): Effect.Effect<UsbPacketBuilder, PacketTooBig> {
     const loop: Effect.Effect<UsbPacketBuilder, PacketTooBig> = Effect.suspend(() => {
       const b = this.current;
-      if (b !== undefined) {
+      if (b !== undefined && !this.sealed) {
         if (b.available() >= min) return Effect.succeed(b);
         if (b.capacity < min)
           return Effect.fail<PacketTooBig>({ _tag: "PacketTooBig", size: min, available: b.capacity });
@@ -73,19 +75,28 @@ export class UsbPacketFiller {
     return loop;
   }
 
-  /** Writes one whole packet into the transfer on offer, waiting for room. */
-  writePacket(type: PacketTypeT, address: Address, payload?: Uint8Array): Effect.Effect<void, PacketTooBig> {
+  /**
+   * Writes one whole packet into the transfer on offer, waiting for room. With `last`, the
+   * packet ends its transfer: later packets go into the next one (USB-SYNC-LAST).
+   */
+  writePacket(
+    type: PacketTypeT,
+    address: Address,
+    payload?: Uint8Array,
+    last = false,
+  ): Effect.Effect<void, PacketTooBig> {
     const size = HEADER_SIZE + (payload === undefined ? 0 : payload.length);
     const write = (b: UsbPacketBuilder): Effect.Effect<void, PacketTooBig> => {
       const e = b.write(type, address, payload);
       if (e !== undefined) return Effect.fail(e);
+      if (last) this.sealed = true;
       wakeAll(this.dataWaiters);
       return Effect.void;
     };
     return Effect.suspend(() => {
       // Fast path: room now, no waiting machinery.
       const b = this.current;
-      if (b !== undefined && b.available() >= size) return write(b);
+      if (b !== undefined && !this.sealed && b.available() >= size) return write(b);
       return Effect.flatMap(this.waitForFillable(size), write);
     });
   }
@@ -139,6 +150,7 @@ export class UsbPacketFiller {
       if (builder.hasData()) return Effect.succeed(builder);
       if (this.current !== undefined) return Effect.fail<AlreadyFilling>({ _tag: "AlreadyFilling" });
       this.current = builder;
+      this.sealed = false;
       wakeAll(this.roomWaiters);
       const wait: Effect.Effect<UsbPacketBuilder> = Effect.suspend(() => {
         if (builder.hasData()) {

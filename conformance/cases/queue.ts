@@ -437,6 +437,22 @@ const okTable = (size: number): RawDescriptor[] =>
     next: 0,
   }));
 
+const QUEUE_OPS = [
+  "memory.create",
+  "memory.write",
+  "memory.read",
+  "queue.configure",
+  "queue.initialize",
+  "queue.pop",
+  "queue.undoPop",
+  "queue.addUsed",
+  "queue.publish",
+  "queue.prepareKick",
+  "queue.tryEnableNotification",
+  "queue.reset",
+  "queue.state",
+];
+
 export const queueCases = [
   defineCase<QueueInput>({
     id: "queue.ops",
@@ -458,20 +474,7 @@ export const queueCases = [
       "VQ-TRY-ENABLE-NOTIFICATION",
     ],
     level: "must",
-    ops: [
-      "memory.create",
-      "memory.write",
-      "memory.read",
-      "queue.configure",
-      "queue.initialize",
-      "queue.pop",
-      "queue.undoPop",
-      "queue.addUsed",
-      "queue.publish",
-      "queue.prepareKick",
-      "queue.tryEnableNotification",
-      "queue.state",
-    ],
+    ops: QUEUE_OPS.filter((op) => op !== "queue.reset"),
     arb: queueArb({ availIdx: 0 }),
     examples: [
       {
@@ -511,18 +514,7 @@ export const queueCases = [
       "an avail.idx far ahead of next_avail is InvalidAvailIdx, changes nothing, and the queue serves again once the driver repairs it",
     rules: ["VQ-POP-AVAIL-IDX", "VQ-LEN"],
     level: "safety",
-    ops: [
-      "memory.create",
-      "memory.write",
-      "memory.read",
-      "queue.configure",
-      "queue.initialize",
-      "queue.pop",
-      "queue.addUsed",
-      "queue.publish",
-      "queue.tryEnableNotification",
-      "queue.state",
-    ],
+    ops: QUEUE_OPS.filter((op) => op !== "queue.reset"),
     arb: queueArb({ availIdx: 4, undoPop: 0, kick: 0 }),
     examples: [
       {
@@ -549,19 +541,7 @@ export const queueCases = [
       "after reset the queue is new: inactive, positions 0, and nothing reads the old rings until it is initialized again",
     rules: ["VQ-RESET", "VQ-INACTIVE"],
     level: "safety",
-    ops: [
-      "memory.create",
-      "memory.write",
-      "memory.read",
-      "queue.configure",
-      "queue.initialize",
-      "queue.pop",
-      "queue.addUsed",
-      "queue.publish",
-      "queue.tryEnableNotification",
-      "queue.reset",
-      "queue.state",
-    ],
+    ops: QUEUE_OPS,
     arb: queueArb({ reset: 3, reinit: 2, undoPop: 0 }),
     examples: [
       {
@@ -618,6 +598,9 @@ export const queueCases = [
       "queue.initialize",
       "queue.pop",
       "queue.addUsed",
+      "queue.publish",
+      "queue.prepareKick",
+      "queue.tryEnableNotification",
       "queue.state",
     ],
     arb: initArb.map((i) => ({ ...i, size: 0, ready: true })),

@@ -109,9 +109,14 @@ class CaptureBackend implements NetBackendShape {
   readonly name = "conformance-capture";
   readonly carriesHeader = false;
   readonly sent: Uint8Array[] = [];
-  readonly pending: Uint8Array[] = [];
+  /** Frames waiting to be received, oldest first. */
+  readonly queued: Uint8Array[] = [];
   readonly stats: NetBackendStats = { sent: 0, received: 0, dropped: 0, errors: 0 };
   readonly waitReadable: Effect.Effect<void> = Effect.void;
+  /** Frames waiting (what the device asks to know whether RX buffers are missing). */
+  get pending(): number {
+    return this.queued.length;
+  }
   configure(): boolean {
     return true;
   }
@@ -123,7 +128,7 @@ class CaptureBackend implements NetBackendShape {
     return frame.length;
   }
   receive(dst: RxBuffer): number {
-    const f = this.pending.shift();
+    const f = this.queued.shift();
     if (f === undefined) return -1;
     this.stats.received++;
     return f.length === 0 ? 0 : dst.write(f, 0, f.length, dst.headerLength);
@@ -224,7 +229,7 @@ export const netDeviceOps: Record<string, Handler> = {
     const { device, backend } = netSlot(world);
     for (const f of argArray(args, "frames")) {
       if (typeof f !== "string") throw new BadRequest("frames are hex strings");
-      backend.pending.push(argHex({ f }, "f"));
+      backend.queued.push(argHex({ f }, "f"));
     }
     const before = { ...device.stats, interrupts: [...device.stats.interrupts] };
     const fromUsed = device.queues[RX_QUEUE]!.nextUsed;
@@ -234,7 +239,7 @@ export const netDeviceOps: Record<string, Handler> = {
     const s = device.stats;
     return okv({
       completed,
-      pending: backend.pending.length,
+      pending: backend.queued.length,
       frames: s.rxFrames - before.rxFrames,
       chainErrors: s.rxChainErrors - before.rxChainErrors,
       notified: s.interrupts[RX_QUEUE]! > before.interrupts[RX_QUEUE]!,

@@ -145,18 +145,14 @@ const tapFigures = async (log: (line: string) => void): Promise<readonly BenchFi
         const dev = new NetDevice({ mtu: 1500 }, backend as NetBackendShape);
         const g = new LeanGuest(dev, size);
         const before = backend.stats.errors;
-        const device = opsPerSecond(
-          (n) => {
-            let sent = 0;
-            for (let done = 0; done < n; done += BATCH) {
-              g.postTx(BATCH);
-              sent += dev.processTxNow();
-            }
-            return sent;
-          },
-          { minMs: 300 },
-        );
-        if (backend.stats.errors !== before) throw new Error(`TAP writev failed: ${backend.lastError}`);
+        const viaDevice = (n: number): number => {
+          let sent = 0;
+          for (let done = 0; done < n; done += BATCH) {
+            g.postTx(BATCH);
+            sent += dev.processTxNow();
+          }
+          return sent;
+        };
         // Raw: the same frames, from the same guest memory, one writev each.
         const bufs = Array.from({ length: QSIZE }, (_, i) => {
           const b = IoVecBuffer.fromChain(
@@ -168,16 +164,21 @@ const tapFigures = async (log: (line: string) => void): Promise<readonly BenchFi
         });
         let k = 0;
         let failures = 0;
-        const raw = opsPerSecond(
-          (n) => {
-            for (let i = 0; i < n; i++) {
-              if (backend.tap.writeSegments(bufs[k % QSIZE]!, HDR + size) < 0) failures++;
-              k++;
-            }
-            return k;
-          },
-          { minMs: 300 },
-        );
+        const rawWritev = (n: number): number => {
+          for (let i = 0; i < n; i++) {
+            if (backend.tap.writeSegments(bufs[k % QSIZE]!, HDR + size) < 0) failures++;
+            k++;
+          }
+          return k;
+        };
+        // Alternate the two so a noisy neighbour hurts both alike; keep each one's best.
+        let device = 0;
+        let raw = 0;
+        for (let round = 0; round < 3; round++) {
+          device = Math.max(device, opsPerSecond(viaDevice, { minMs: 200, repeats: 3 }));
+          raw = Math.max(raw, opsPerSecond(rawWritev, { minMs: 200, repeats: 3 }));
+        }
+        if (backend.stats.errors !== before) throw new Error(`TAP writev failed: ${backend.lastError}`);
         if (failures > 0) throw new Error(`raw writev failed ${failures} times`);
         const gbit = (fps: number): number => (fps * size * 8) / 1e9;
         out.push({

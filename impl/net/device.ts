@@ -380,10 +380,7 @@ export class NetDevice {
     const tx = this.tx;
     tx.frameLength = frameLength;
     // NET-TX-INTERCEPT: the interceptor sees the Ethernet (+ARP) head first, uncopied.
-    const headLen = frameLength < CLAIM_HEAD_BYTES ? frameLength : CLAIM_HEAD_BYTES;
-    const head = this.headViews[headLen]!;
-    buf.readInto(head, hdrLen);
-    if (this.interceptor.claims(head, frameLength)) {
+    if (this.interceptor !== noInterceptor && this.claimed(buf, hdrLen, frameLength)) {
       const frame = new Uint8Array(frameLength);
       buf.readInto(frame, hdrLen);
       this.interceptor.take(frame);
@@ -396,6 +393,13 @@ export class NetDevice {
     }
     this.stats.txFrames++;
     this.stats.txBytes += frameLength;
+  }
+
+  private claimed(buf: IoVecBuffer, hdrLen: number, frameLength: number): boolean {
+    const headLen = frameLength < CLAIM_HEAD_BYTES ? frameLength : CLAIM_HEAD_BYTES;
+    const head = this.headViews[headLen]!;
+    buf.readInto(head, hdrLen);
+    return this.interceptor.claims(head, frameLength);
   }
 
   // ---- RX

@@ -33,7 +33,15 @@ import {
   type QueuePlacement,
   type RawDescriptor,
 } from "./arbitraries/queue.ts";
-import { popView, poppedOf, recording, sameMemory } from "./arbitraries/queue-state.ts";
+import {
+  buildQueueState,
+  popView,
+  poppedOf,
+  queueStateArb,
+  recording,
+  sameMemory,
+  type BuiltQueue,
+} from "./arbitraries/queue-state.ts";
 import { same, show } from "./arbitraries/chain.ts";
 
 type Ring = "desc" | "avail" | "used";
@@ -181,29 +189,33 @@ const u16 = (x: number): number => x & 0xffff;
 
 /** The two sides and the driver. */
 class World {
-  readonly mem: GuestMemory;
-  specMem: SpecMemory;
-  readonly impl: SplitQueue;
-  spec: S.SpecQueue;
-  driver: QueueDriver;
   /** Heads the device popped and has not yet returned, in pop order. */
   readonly inFlight: number[] = [];
   readonly chain: DescriptorChain;
 
   constructor(
     readonly p: QueuePlacement,
-    seed: number,
-    maxSize: number,
-    eventIdx: boolean,
-    start: number,
+    readonly mem: GuestMemory,
+    public specMem: SpecMemory,
+    readonly impl: SplitQueue,
+    public spec: S.SpecQueue,
+    /** The well-behaved driver, or null while the rings hold whatever a hostile guest left. */
+    public driver: QueueDriver | null,
   ) {
-    const built = buildMemories(p.layout, seed);
-    this.mem = built.impl;
-    this.specMem = built.spec;
-    this.impl = new SplitQueue(maxSize);
-    this.spec = S.newQueue(maxSize)!;
     this.chain = new DescriptorChain(this.mem);
-    this.driver = this.initialize(eventIdx, start);
+  }
+
+  /** A new queue over memory of random contents whose rings a driver has laid out. */
+  static fresh(p: QueuePlacement, seed: number, maxSize: number, eventIdx: boolean, start: number): World {
+    const built = buildMemories(p.layout, seed);
+    const w = new World(p, built.impl, built.spec, new SplitQueue(maxSize), S.newQueue(maxSize)!, null);
+    w.driver = w.initialize(eventIdx, start);
+    return w;
+  }
+
+  /** An initialized queue in an arbitrary state over arbitrary ring contents (see queue-state.ts). */
+  static fromState(b: BuiltQueue): World {
+    return new World(b.placement, b.mem, b.specMem, b.impl, b.spec, null);
   }
 
   /** Configure and initialize both sides with the placement; a new driver lays out the rings. */
@@ -256,6 +268,7 @@ class World {
     const p = this.p;
     const d = this.driver;
     this.driverWrites(() => {
+      if (d === null) return this.driveRaw(a);
       switch (a.t) {
         case "add": {
           let table: number | undefined;
@@ -275,18 +288,9 @@ class World {
           d.publish();
           return;
         case "corruptDesc":
-          this.mem.writeFrom(p.descTable + 16 * a.index, encodeDescriptor(a.raw));
+        case "corruptByte":
+          this.rawWrite(a);
           return;
-        case "corruptByte": {
-          const [start, len] =
-            a.ring === "desc"
-              ? [p.descTable, 16 * p.size]
-              : a.ring === "avail"
-                ? [p.availRing, 6 + 2 * p.size]
-                : [p.usedRing, 6 + 8 * p.size];
-          this.mem.writeU8(start + (a.offset % len), a.byte);
-          return;
-        }
         case "availIdx":
           d.setAvailIdx(u16(this.impl.nextAvail + a.delta));
           return;
@@ -301,6 +305,42 @@ class World {
           return;
       }
     });
+  }
+
+  /** Driver actions without a driver: raw writes into the rings. */
+  driveRaw(a: DriverAction): void {
+    const p = this.p;
+    switch (a.t) {
+      case "corruptDesc":
+      case "corruptByte":
+        return this.rawWrite(a);
+      case "availIdx":
+        this.mem.writeU16(p.availRing + 2, u16(this.impl.nextAvail + a.delta));
+        return;
+      case "usedEvent":
+        this.mem.writeU16(p.availRing + 4 + 2 * p.size, u16(this.impl.nextUsed - 1 + a.delta));
+        return;
+      case "availFlags":
+        this.mem.writeU16(p.availRing, a.flags);
+        return;
+      default:
+        return; // adding, publishing and reaping need a driver
+    }
+  }
+
+  rawWrite(a: Extract<DriverAction, { t: "corruptDesc" | "corruptByte" }>): void {
+    const p = this.p;
+    if (a.t === "corruptDesc") {
+      this.mem.writeFrom(p.descTable + 16 * a.index, encodeDescriptor(a.raw));
+      return;
+    }
+    const [start, len] =
+      a.ring === "desc"
+        ? [p.descTable, 16 * p.size]
+        : a.ring === "avail"
+          ? [p.availRing, 6 + 2 * p.size]
+          : [p.usedRing, 6 + 8 * p.size];
+    this.mem.writeU8(start + (a.offset % len), a.byte);
   }
 
   /** Compares one device step's results, then the states and memories. */
@@ -445,13 +485,59 @@ describe("split queue refinement", () => {
       "CHAIN-INDIRECT-UNALIGNED",
     ],
     fc.property(scenarioArb, ({ p, seed, maxLog, eventIdx, start, actions }) => {
-      const w = new World(p, seed, 2 ** maxLog, eventIdx, start);
+      const w = World.fresh(p, seed, 2 ** maxLog, eventIdx, start);
       for (const act of actions) {
         if (act.who === "driver") w.drive(act.a);
         else w.device(act.a);
       }
     }),
     { numRuns: 600 },
+  );
+
+  /**
+   * The same, from an arbitrary state: rings full of random bytes (avail.idx often far
+   * ahead), arbitrary positions, queues up to 4096 entries; the guest only scribbles (no
+   * driver until a re-initialize brings one).
+   */
+  property(
+    "queueImplRefinesSpecFromAnyState",
+    [
+      "VQ-POP-AVAIL-IDX",
+      "VQ-POP-HEAD",
+      "VQ-ADD-USED",
+      "VQ-PREPARE-KICK",
+      "VQ-TRY-ENABLE-NOTIFICATION",
+      "VQ-POP-OR-ENABLE",
+      "VQ-NO-NOTIFY",
+      "VQ-EVENT-FIELDS",
+      "CHAIN-MEMORY",
+      "CHAIN-TTL",
+    ],
+    fc.property(
+      queueStateArb({ maxSize: 4096 }).chain((s) =>
+        fc.record({
+          s: fc.constant(s),
+          actions: fc.array(
+            fc.oneof(
+              {
+                weight: 1,
+                arbitrary: driverActionArb(s.placement).map((a): Action => ({ who: "driver", a })),
+              },
+              { weight: 3, arbitrary: deviceActionArb.map((a): Action => ({ who: "device", a })) },
+            ),
+            { minLength: 1, maxLength: 40, size: "max" },
+          ),
+        }),
+      ),
+      ({ s, actions }) => {
+        const w = World.fromState(buildQueueState(s));
+        for (const act of actions) {
+          if (act.who === "driver") w.drive(act.a);
+          else w.device(act.a);
+        }
+      },
+    ),
+    { numRuns: 150 },
   );
 
   property(

@@ -151,14 +151,17 @@ export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
   regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: Uint8Array.from(r.bytes) })),
 });
 
-/** Whether impl memory and spec memory hold the same bytes. */
+/** Whether impl memory and spec memory hold the same bytes (native compare: large memories are cheap). */
 export const sameMemory = (mem: GuestMemory, spec: SpecMemory): boolean =>
   mem.regions.length === spec.regions.length &&
   mem.regions.every((r, i) => {
     const b = spec.regions[i]!.bytes;
-    if (b.length !== r.bytes.length) return false;
-    for (let k = 0; k < b.length; k++) if (b[k] !== r.bytes[k]) return false;
-    return true;
+    return (
+      b.length === r.bytes.length &&
+      Buffer.from(b.buffer, b.byteOffset, b.length).equals(
+        Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length),
+      )
+    );
   });
 
 /** A copy of every region's bytes, to check later that nothing was written. */

@@ -12,7 +12,7 @@ import {
   type VsockPacketError,
   type VsockProfile,
 } from "../../spec/vsock.ts";
-import type { ChainCursor } from "./chain.ts";
+import { VIRTQ_DESC_F_NEXT, type ChainCursor } from "./chain.ts";
 import { VsockHeaderView } from "./header.ts";
 
 export type { VsockPacketError, VsockProfile } from "../../spec/vsock.ts";
@@ -138,7 +138,8 @@ export class VsockPacket {
     const len = this.header.len();
     if (len === 0) return null; // VSOCK-TX-EMPTY
     if (len > MAX_PKT_BUF_SIZE) return { _tag: "InvalidPktLen", len };
-    const headHasNext = chain.hasNext();
+    // The descriptor's own NEXT flag, as rust-vmm's `has_next` (not whether the walk can go on).
+    const headHasNext = (chain.flags & VIRTQ_DESC_F_NEXT) !== 0;
 
     if (profile.scatter) {
       // VSOCK-LAYOUT-SCATTER: the head's bytes after the header, then every descriptor.
@@ -185,7 +186,8 @@ export class VsockPacket {
     const headLen = chain.len;
     if (headLen < VSOCK_PKT_HDR_SIZE) return { _tag: "HdrDescTooSmall", len: headLen };
     const headAddr = chain.addr;
-    const headHasNext = chain.hasNext();
+    // The descriptor's own NEXT flag, as rust-vmm's `has_next` (not whether the walk can go on).
+    const headHasNext = (chain.flags & VIRTQ_DESC_F_NEXT) !== 0;
 
     if (profile.name === "cloud-hypervisor") {
       if (!headHasNext) return BUF_MISSING;

@@ -128,6 +128,35 @@ const loopbackFigures = (size: number): BenchFigure[] => {
   ];
 };
 
+/** The device's own TX cost: a backend that takes each packet and does nothing. */
+const txPathFigure = (size: number): BenchFigure => {
+  const sink: NetBackendShape = {
+    name: "sink",
+    carriesHeader: true,
+    configure: () => true,
+    send: (p) => p.frameLength,
+    receive: () => -1,
+    waitReadable: Effect.never,
+    stats: { sent: 0, received: 0, dropped: 0, errors: 0 },
+  };
+  const dev = new NetDevice({ mtu: 1500 }, sink);
+  const g = new LeanGuest(dev, size);
+  const fps = opsPerSecond((n) => {
+    let sent = 0;
+    for (let done = 0; done < n; done += BATCH) {
+      g.postTx(BATCH);
+      sent += dev.processTxNow();
+    }
+    return sent;
+  });
+  return {
+    case: `TX path alone (pop, gather, hand over, used), ${size} B frames, null backend`,
+    value: fps,
+    unit: "frames/s",
+    notes: `${(1e9 / fps).toFixed(0)} ns per frame: the device's share of a TAP writev`,
+  };
+};
+
 const tapFigures = async (log: (line: string) => void): Promise<readonly BenchFigure[]> => {
   const reason = tapUnavailableReason();
   if (reason !== undefined) {
@@ -251,8 +280,11 @@ const suite: BenchSuite = {
   async run(log) {
     const figures: BenchFigure[] = [];
     for (const size of [64, 1500]) {
-      const f = loopbackFigures(size);
-      for (const x of f) log(`${x.case}: ${x.value.toFixed(0)} ${x.unit} (ratio ${x.ratio?.toFixed(3)})`);
+      const f = [...loopbackFigures(size), txPathFigure(size)];
+      for (const x of f)
+        log(
+          `${x.case}: ${x.value.toFixed(0)} ${x.unit}${x.ratio !== undefined ? ` (ratio ${x.ratio.toFixed(3)})` : ""}`,
+        );
       figures.push(...f);
     }
     const tap = await tapFigures(log);

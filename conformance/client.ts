@@ -56,7 +56,7 @@ export class ImplClient {
   private start(): void {
     // detached: the program gets its own process group, so close() can end it and
     // whatever it spawned (npx -> node) by that group id.
-    const child = spawn("sh", ["-c", `exec ${this.command}`], {
+    const child = spawn("sh", ["-c", this.command], {
       cwd: this.options.cwd,
       env: this.options.env ?? process.env,
       stdio: ["pipe", "pipe", "pipe"],
@@ -74,6 +74,8 @@ export class ImplClient {
     });
     const rl = createInterface({ input: child.stdout, crlfDelay: Infinity });
     rl.on("line", (line) => {
+      // A program killed after a timeout may still flush lines: they answer nothing now.
+      if (this.child !== child) return;
       const r = parseResponse(line);
       if (r === undefined) {
         this.stderrTail = (this.stderrTail + `\n[client] malformed response: ${line.slice(0, 200)}\n`).slice(
@@ -87,6 +89,7 @@ export class ImplClient {
       resolve(r.ok ? { ok: true, value: r.value } : { ok: false, error: r.error });
     });
     child.on("exit", (code, signal) => {
+      if (this.child !== child) return;
       this.exited = true;
       const error = { _tag: "ProcessExited", code: code ?? -1, signal: signal ?? "" };
       for (const resolve of this.pending.values()) resolve({ ok: false, error });
@@ -132,9 +135,15 @@ export class ImplClient {
     };
   }
 
+  /** Ends the program's process group now; the next request starts a fresh program. */
   private kill(): void {
     const child = this.child;
-    if (child === null || this.exited || child.pid === undefined) return;
+    if (child === null) return;
+    this.child = null;
+    const error = { _tag: "ProcessExited", code: -1, signal: "SIGKILL" };
+    for (const resolve of this.pending.values()) resolve({ ok: false, error });
+    this.pending.clear();
+    if (this.exited || child.pid === undefined) return;
     try {
       process.kill(-child.pid, "SIGKILL");
     } catch {

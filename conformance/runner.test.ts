@@ -71,6 +71,40 @@ describe("the runner [MEM-RANGE-ONE-REGION MEM-REGION-DISJOINT]", () => {
     }
   });
 
+  it("a program that hangs fails its case with Timeout and one that dies with ProcessExited; both are restarted for the next case", async () => {
+    // Hangs on memory.write at 0 (never answers), exits on memory.write elsewhere; reads are fine.
+    const src = `
+const rl = require("readline").createInterface({ input: process.stdin });
+rl.on("line", (l) => {
+  const r = JSON.parse(l);
+  const out = (v) => process.stdout.write(JSON.stringify({ id: r.id, ...v }) + "\\n");
+  if (r.op === "hello") return out({ ok: true, value: { protocol: 1, name: "flaky", ops: ["hello", "reset", "memory.create", "memory.read", "memory.write"] } });
+  if (r.op === "memory.write") { if (process.env.FLAKY === "hang") return; process.exit(7); }
+  if (r.op === "reset" || r.op === "memory.create") return out({ ok: true, value: null });
+  out({ ok: false, error: { _tag: "InvalidGuestAddress" } });
+});
+`;
+    writeFileSync(join(fakeDir, "flaky.cjs"), src);
+    for (const [mode, tag] of [
+      ["hang", "Timeout"],
+      ["exit", "ProcessExited"],
+    ] as const) {
+      const r = await conform({
+        command: `FLAKY=${mode} '${process.execPath}' '${join(fakeDir, "flaky.cjs")}'`,
+        runs: 3,
+        seed: 1,
+        timeoutMs: 300,
+      });
+      if (typeof r === "string") throw new Error(r);
+      const access = r.cases.find((c) => c.id === "memory.access")!;
+      expect(access.status).toBe("fail");
+      // The counterexample is re-run after shrinking; it still fails with the program's own
+      // fault (a killed, unrestarted program would answer ProcessExited to a hang).
+      expect(access.reason).toContain(tag);
+      expect(access.counterexample!.steps[access.counterexample!.failedAt]!.op).toBe("memory.write");
+    }
+  });
+
   it("a program that cannot start is a setup error, not a pass", async () => {
     const r = await conform({ command: "exit 3", timeoutMs: 2000 });
     expect(typeof r).toBe("string");

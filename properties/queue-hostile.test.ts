@@ -31,10 +31,12 @@ import {
 } from "./arbitraries/queue.ts";
 import {
   buildQueueState,
+  changedBytes,
   inMemory,
   inRange,
   queueStateArb,
   recording,
+  snapshotOf,
   type Access,
   type BuiltQueue,
 } from "./arbitraries/queue-state.ts";
@@ -524,9 +526,14 @@ describe("split queue under a hostile guest", () => {
       const p = { ...b.placement };
       const view: BuiltQueue = { ...b, placement: p };
       const chain = new DescriptorChain(b.mem);
+      // Every write anyone reported; at the end each changed byte must lie in one of them, so
+      // a device write that bypassed the recorder (and so the checks below) is caught too.
+      const writes: Access[] = [];
+      const before = snapshotOf(b.mem);
       for (const o of ops) {
         if (o.by === "guest") {
-          scribble(b.mem, p, o.op, b.impl);
+          const g = recording(b.mem, () => scribble(b.mem, p, o.op, b.impl));
+          for (const a of g.accesses) if (a.write) writes.push(a);
           continue;
         }
         // The head a pop will take (whether or not it accepts it): avail.ring[next_avail % size].
@@ -537,8 +544,14 @@ describe("split queue under a hostile guest", () => {
             : null;
         const { accesses } = recording(b.mem, () => runDevice(q, b.mem, p, chain, o.op));
         // initialize only checks where the rings lie (locate), it reads and writes nothing.
-        if (o.op.t !== "reconfigure") checkBounds(view, o.op.t, accesses, head);
+        if (o.op.t !== "reconfigure") {
+          checkBounds(view, o.op.t, accesses, head);
+          for (const a of accesses) if (a.write) writes.push(a);
+        }
       }
+      for (const c of changedBytes(b.mem, before))
+        if (!writes.some((w) => c.addr >= w.addr && c.addr < w.addr + w.len))
+          fail(`byte at ${c.addr} changed, but no reported write covers it`);
     }),
     { numRuns: 300 },
   );

@@ -191,9 +191,24 @@ export class DescriptorChain {
 
   /** loadBound for a head with NEXT or INDIRECT. */
   private loadRest(): boolean {
-    if ((this._flags & VIRTQ_DESC_F_INDIRECT) === 0 && this._next >= this.queueSize) return this.refuse();
-    this.restart();
-    this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
+    const size = this.queueSize;
+    if ((this._flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+      this.restart();
+      this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
+      return true;
+    }
+    // A head with NEXT: what restart() + take() do, flat (CHAIN-CHECKED-NEW, CHAIN-TTL).
+    const next = this._next;
+    if (next >= size) return this.refuse();
+    this.table = this.descTable;
+    this.tableSize = size;
+    this.inIndirect = false;
+    this._indirect = false;
+    this.total = this._len;
+    this.ttl = size - 1;
+    this.nextIndex = next;
+    this.state = size === 1 ? TTL_SPENT : MORE;
+    this.fresh = FRESH_OK;
     return true;
   }
 

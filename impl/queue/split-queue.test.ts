@@ -333,6 +333,38 @@ describe("SplitQueue pop", () => {
     expect(r.ok && r.value?.head).toBe(1);
   });
 
+  it("popped chains that loop, overflow or use indirect tables walk as the spec's walkChain [CHAIN-TTL CHAIN-LEN-U32 CHAIN-INDIRECT VQ-POP-ADVANCE]", () => {
+    for (const size of [1, 2, 8]) {
+      const p = new Pair(size);
+      p.drv.writeDescriptor(0, { addr: 0x1000, len: 0x8000_0000, flags: NEXT, next: 0 });
+      p.drv.pushAvail(0);
+      p.drv.publish();
+      const r = p.pop();
+      const end = r.ok && r.value !== null ? r.value.walk.end : undefined;
+      expect(end?._tag).toBe(size === 1 ? "ChainTtlExpired" : "DescriptorChainOverflow");
+    }
+    const p = new Pair(8);
+    // Entries 6 and 7 loop (the driver's allocator hands out 0 first).
+    p.drv.writeDescriptor(6, { addr: 0x1000, len: 1, flags: NEXT, next: 7 });
+    p.drv.writeDescriptor(7, { addr: 0x2000, len: 1, flags: NEXT, next: 6 });
+    p.drv.pushAvail(6);
+    p.drv.addChain(
+      [
+        { addr: 0x3000, len: 3 },
+        { addr: 0x4000, len: 4, write: true },
+      ],
+      { indirectTable: 0x5003 },
+    );
+    expect(walkLen(p.pop())).toBe(8);
+    expect(walkLen(p.pop())).toBe(2);
+    // Walking a popped chain twice gives the same descriptors (rewind re-reads from the head).
+    const chain = new DescriptorChain(p.m);
+    p.q.undoPop();
+    expect(p.q.popInto(chain)).toBe(true);
+    const first = popped(chain);
+    expect(popped(chain)).toEqual(first);
+  });
+
   it("popInto reuses one chain object; lastPop says why nothing was popped [VQ-POP-EMPTY VQ-POP-ADVANCE]", () => {
     const p = new Pair(8);
     const chain = new DescriptorChain(p.m);

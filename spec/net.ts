@@ -116,7 +116,7 @@ export const RULES = [
   rule(
     "NET-RX-FLAGS",
     "VIRTIO 1.2 §5.1.6.4.1",
-    "Without GUEST_CSUM the device sets flags to zero, also in a header a backend supplied (a TAP's DATA_VALID).",
+    "Without GUEST_CSUM the device sets flags to zero, also in a header a backend supplied (a TAP's DATA_VALID). VIRTIO 1.2's text; a later TC correction (virtio-comment 2024-01, Linux 604141c) lets DATA_VALID through: the conservative 1.2 reading is kept.",
   ),
   rule(
     "NET-CSUM-PASSTHROUGH",

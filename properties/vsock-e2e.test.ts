@@ -225,6 +225,6 @@ describe("vsock end to end", () => {
         for (const t of c.trace!) expect(nextState(t.from, t.event), `${t.from} --${t.event}->`).toBe(t.to);
       }
     }),
-    { numRuns: 300 },
+    { numRuns: 500 },
   );
 });

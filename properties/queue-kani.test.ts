@@ -337,6 +337,16 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       const want = S.pop(b.spec, b.specMem);
       if (!same(popView(result), want.result))
         fail(`pop ${show(popView(result))}, spec ${show(want.result)}`);
+      // And directly: readAvailRing(y) for any y, in bounds when y < size, -1 without a read otherwise.
+      const y = x % 2 === 0 ? x % b.placement.size : x;
+      const direct = recording(b.mem, () => b.impl.readAvailRing(y));
+      if (y < b.placement.size) {
+        const at = b.placement.availRing + 4 + 2 * y;
+        checkAccesses(b, direct.accesses, [[at, at + 2]], "readAvailRing");
+        if (direct.result !== b.mem.readU16(at)) fail(`readAvailRing(${y}) = ${direct.result}`);
+      } else if (direct.result !== -1 || direct.accesses.length > 0)
+        fail(`readAvailRing(${y}) beyond the ring`);
+      if (direct.result !== S.readAvailRing(b.spec, b.specMem, y)) fail("spec readAvailRing disagrees");
     }),
     { numRuns: 150 },
   );

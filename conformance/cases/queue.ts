@@ -7,7 +7,7 @@ import type { SpecMemory } from "../../spec/memory.ts";
 import { readBytes, writeU16 } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
 import type { QueueError, SpecQueue } from "../../spec/queue.ts";
-import type { Json } from "../protocol.ts";
+import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { RawDescriptor } from "./chain.ts";
 import {
@@ -429,6 +429,71 @@ const initSteps = (input: InitInput): Step[] => {
   return [...steps, ...readBackSteps(m)];
 };
 
+/** A popped head whose NEXT is out of range: Firecracker refuses it, rust-vmm pops it (CHAIN-CHECKED-NEW at pop). */
+interface BadHeadInput {
+  readonly size: number;
+  readonly over: number;
+  readonly len: number;
+  readonly eventIdx: boolean;
+}
+
+const badHeadSteps = (input: BadHeadInput): Step[] => {
+  const table: RawDescriptor[] = Array.from({ length: input.size }, (_, i) => ({
+    addr: BUFFER_AREA + BigInt(64 * i),
+    len: input.len,
+    flags: i === 0 ? 1 : 0,
+    next: i === 0 ? input.size + input.over : 0,
+  }));
+  const steps = queueSteps({
+    size: input.size,
+    maxSize: 16,
+    eventIdx: input.eventIdx,
+    table,
+    cmds: [{ k: "avail", head: 0 }],
+  });
+  // Drop the closing state and read-back: what follows is per profile.
+  const setup = steps.slice(
+    0,
+    steps.findIndex((s) => s.op === "queue.state"),
+  );
+  const head = table[0]!;
+  const popped = (yes: boolean): Outcome => ({
+    ok: true,
+    value: yes
+      ? {
+          popped: true,
+          head: 0,
+          chain: {
+            accepted: true,
+            descriptors: [
+              { index: 0, addr: u64(head.addr), len: head.len, flags: 1, next: head.next, indirect: false },
+            ],
+          },
+        }
+      : { popped: false },
+  });
+  const state = (nextAvail: number): Outcome => ({ ok: true, value: { nextAvail } });
+  return [
+    ...setup,
+    step(
+      "queue.pop",
+      { queue: 0 },
+      {
+        profiles: { firecracker: popped(false), "rust-vmm": popped(true), "cloud-hypervisor": popped(true) },
+        keys: ["popped", "head"],
+      },
+    ),
+    step(
+      "queue.state",
+      { queue: 0 },
+      {
+        profiles: { firecracker: state(0), "rust-vmm": state(1), "cloud-hypervisor": state(1) },
+        keys: ["nextAvail"],
+      },
+    ),
+  ];
+};
+
 const okTable = (size: number): RawDescriptor[] =>
   Array.from({ length: size }, (_, i) => ({
     addr: BUFFER_AREA + BigInt(64 * i),
@@ -554,6 +619,31 @@ export const queueCases = [
     ],
     steps: queueSteps,
     numRuns: 30,
+  }),
+  defineCase<BadHeadInput>({
+    id: "queue.profile-pop-bad-head",
+    title:
+      "a head whose NEXT is out of range: Firecracker's pop refuses it and does not advance, rust-vmm pops a one-descriptor chain",
+    rules: ["VQ-POP-HEAD", "CHAIN-CHECKED-NEW"],
+    level: "profile",
+    ops: [
+      "memory.create",
+      "memory.write",
+      "memory.read",
+      "queue.configure",
+      "queue.initialize",
+      "queue.pop",
+      "queue.state",
+    ],
+    arb: fc.record({
+      size: fc.constantFrom(2, 4, 8),
+      over: fc.nat(20),
+      len: fc.integer({ min: 1, max: 64 }),
+      eventIdx: fc.boolean(),
+    }),
+    examples: [],
+    steps: badHeadSteps,
+    numRuns: 10,
   }),
   defineCase<InitInput>({
     id: "queue.initialize",

@@ -148,7 +148,7 @@ export const checkedNew = (
   queueSize: number,
   index: number,
 ): SpecDescriptor | undefined => {
-  if (index >= queueSize) return undefined;
+  if (!Number.isInteger(index) || index < 0 || index >= queueSize) return undefined;
   const d = readDescriptor(mem, descTable, index, false);
   if (!d.ok) return undefined;
   const f = d.value.flags;
@@ -173,7 +173,9 @@ export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number,
   let total = 0;
   const stop = (end: ChainError | null): SpecWalk => ({ descriptors, end });
   for (;;) {
-    if (next >= size) return stop({ _tag: "InvalidDescriptorIndex", index: next, size });
+    if (!Number.isInteger(next) || next < 0 || next >= size) {
+      return stop({ _tag: "InvalidDescriptorIndex", index: next, size });
+    }
     const read = readDescriptor(mem, table, next, indirect);
     if (!read.ok) return stop(read.error);
     const d = read.value;

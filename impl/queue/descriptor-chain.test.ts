@@ -296,5 +296,13 @@ describe("DescriptorChain", () => {
     expect(walk(c).descriptors.map((d) => d.len)).toEqual([1]);
     expect(c.setHead(m, q.layout.descTable, 0, 0)).toBe(false);
     expect(c.rewind()).toBe(false);
+    // Indices that are not u16 integers are refused by both, never read.
+    for (const bad of [-1, 1.5, Number.NaN]) {
+      expect(DescriptorChain.checkedNew(m, q.layout.descTable, 8, bad)).toBeUndefined();
+      expect(specCheckedNew(toSpec(m), BigInt(q.layout.descTable), 8, bad)).toBeUndefined();
+      expect(walkChain(toSpec(m), BigInt(q.layout.descTable), 8, bad).end?._tag).toBe(
+        "InvalidDescriptorIndex",
+      );
+    }
   });
 });

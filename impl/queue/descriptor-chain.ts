@@ -115,7 +115,7 @@ export class DescriptorChain {
     this.end = null;
     this.fresh = NOT_FRESH;
     this.state = DONE;
-    if (!(index >= 0 && index < queueSize)) return false; // also size 0 (PR 173)
+    if (index >>> 0 !== index || index >= queueSize) return false; // also size 0 (PR 173)
     this.restart();
     if (!this.read(descTable, index)) return false;
     const f = this._flags;
@@ -266,7 +266,7 @@ export class DescriptorChain {
 
   private rewalk(): boolean {
     this.end = null;
-    if (!(this.head >= 0 && this.head < this.queueSize)) {
+    if (this.head >>> 0 !== this.head || this.head >= this.queueSize) {
       this.state = DONE;
       return false;
     }

@@ -14,7 +14,9 @@ import {
   VSOCK_HOST_CID,
   VSOCK_OP_CREDIT_REQUEST,
   VSOCK_OP_CREDIT_UPDATE,
+  VSOCK_OP_SHUTDOWN,
   VSOCK_TYPE_STREAM,
+  type VsockHeader,
   type VsockProfileName,
 } from "../spec/vsock.ts";
 import { property } from "./harness.ts";
@@ -38,7 +40,7 @@ const cmdArb = (conns: number): fc.Arbitrary<Cmd> => {
     { weight: 3, arbitrary: fc.record({ k: fc.constant("gr" as const), c, n }) },
     { weight: 3, arbitrary: fc.record({ k: fc.constant("hr" as const), c, n }) },
     { weight: 1, arbitrary: fc.record({ k: fc.constant("credit" as const), c, request: fc.boolean() }) },
-    { weight: 1, arbitrary: fc.record({ k: fc.constant("gshut" as const), c }) },
+    { weight: 2, arbitrary: fc.record({ k: fc.constant("gshut" as const), c }) },
     { weight: 1, arbitrary: fc.record({ k: fc.constant("hshut" as const), c }) },
     {
       weight: 4,
@@ -78,6 +80,19 @@ interface Pair {
   guestDone: boolean;
   hostDone: boolean;
 }
+
+const hdr = (p: Pair): VsockHeader => ({
+  srcCid: 3n,
+  dstCid: VSOCK_HOST_CID,
+  srcPort: p.sock.port,
+  dstPort: p.sock.peerPort,
+  len: 0,
+  type: VSOCK_TYPE_STREAM,
+  op: 0,
+  flags: 0,
+  bufAlloc: p.sock.bufAlloc,
+  fwdCnt: p.sock.fwdCnt,
+});
 
 describe("vsock end to end", () => {
   property(
@@ -169,20 +184,14 @@ describe("vsock end to end", () => {
             host.read(p.conn, cmd.n);
             break;
           case "credit":
-            guest.sendRaw({
-              srcCid: 3n,
-              dstCid: VSOCK_HOST_CID,
-              srcPort: p.sock.port,
-              dstPort: p.sock.peerPort,
-              len: 0,
-              type: VSOCK_TYPE_STREAM,
-              op: cmd.request ? VSOCK_OP_CREDIT_REQUEST : VSOCK_OP_CREDIT_UPDATE,
-              flags: 0,
-              bufAlloc: p.sock.bufAlloc,
-              fwdCnt: p.sock.fwdCnt,
-            });
+            guest.sendRaw({ ...hdr(p), op: cmd.request ? VSOCK_OP_CREDIT_REQUEST : VSOCK_OP_CREDIT_UPDATE });
             break;
           case "gshut":
+            if (p.guestDone && p.sock.sentShutdown !== 0) {
+              // SHUTDOWN flags are sticky hints: sending SEND again changes nothing.
+              guest.sendRaw({ ...hdr(p), op: VSOCK_OP_SHUTDOWN, flags: VSOCK_FLAGS_SHUTDOWN_SEND });
+              break;
+            }
             p.guestDone = true;
             guest.shutdown(p.sock, VSOCK_FLAGS_SHUTDOWN_SEND);
             break;

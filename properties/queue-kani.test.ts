@@ -121,7 +121,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       }
       checkInSync(b, "after prepareKick");
     }),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 
   property(
@@ -152,7 +152,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         checkInSync(b, "after prepareKick");
       },
     ),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 
   property(
@@ -199,7 +199,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         checkInSync(b, "after addUsed");
       },
     ),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 
   property(
@@ -216,7 +216,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         fail("spec disagrees");
       checkAccesses(b, accesses, [b.rings.avail], "len");
     }),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 
   property(
@@ -313,7 +313,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       if (idx !== b.mem.readU16(b.placement.availRing + 2) || idx !== S.availIdx(b.spec, b.specMem))
         fail("wrong avail.idx");
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -348,7 +348,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         fail(`readAvailRing(${y}) beyond the ring`);
       if (direct.result !== S.readAvailRing(b.spec, b.specMem, y)) fail("spec readAvailRing disagrees");
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -363,7 +363,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         fail(`usedEvent ${show(result)}`);
       if (!same(result, S.usedEvent(b.spec, b.specMem))) fail("spec disagrees");
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -384,7 +384,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       b.specMem = want.memory;
       checkInSync(b, "after publishUsed");
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -405,7 +405,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       b.specMem = want.memory;
       checkInSync(b, "after addUsed");
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -425,7 +425,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       if (!same(S.availEvent(b.spec, b.specMem), result[1])) fail("spec reads back another value");
       checkInSync(b, "after setAvailEvent");
     }),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   property(
@@ -459,7 +459,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       b.spec = want.queue;
       checkInSync(b, "after pop");
     }),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 
   property(
@@ -482,7 +482,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         checkInSync(b, "after pop, undoPop, pop");
       } else if (!same(b.impl.state(), before)) fail("a pop without a chain changed the state");
     }),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 
   property(
@@ -505,7 +505,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       b.specMem = want.memory;
       checkInSync(b, "after tryEnableNotification");
     }),
-    { numRuns: 200 },
+    { numRuns: 400 },
   );
 });
 
@@ -595,7 +595,7 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
         }
       },
     ),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 
   /**
@@ -632,7 +632,7 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
         }
       },
     ),
-    { numRuns: 150 },
+    { numRuns: 300 },
   );
 });
 

@@ -9,8 +9,6 @@
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { layoutAt, QueueDriver, type QueueLayout } from "../queue/driver.ts";
 import {
-  decodeHeader,
-  encodeHeader,
   inFlight,
   peerFree,
   VSOCK_FLAGS_SHUTDOWN_RCV,
@@ -28,6 +26,7 @@ import {
   type VsockHeader,
 } from "../../spec/vsock.ts";
 import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice, type VsockDeviceConfig } from "./device.ts";
+import { VsockHeaderView } from "./header.ts";
 import type { HostPort } from "./muxer.ts";
 
 export interface GuestOptions {
@@ -114,6 +113,7 @@ export class VsockGuest {
   private readonly txBase: number;
   private readonly evBase: number;
   private nextPort = 50000;
+  private readonly hdrView = new VsockHeaderView();
   /** Packets sent, received (device to guest). */
   sent = 0;
   receivedPackets = 0;
@@ -183,6 +183,12 @@ export class VsockGuest {
     return this.device.guestCid;
   }
 
+  /** The header view over guest memory at addr (the driver's own buffers, always inside memory). */
+  private headerAt(addr: number): VsockHeaderView {
+    const region = this.memory.regions[0]!;
+    return this.hdrView.bind(region.view, addr - region.base);
+  }
+
   private postRx(slot: number): void {
     const base = this.rxBase + slot * (64 + this.options.rxBufSize);
     const bufs =
@@ -205,7 +211,17 @@ export class VsockGuest {
     const slot = this.txFree.pop();
     if (slot === undefined) return false;
     const base = this.txBase + slot * (64 + this.options.txMaxData);
-    this.memory.writeFrom(base, encodeHeader(h));
+    this.headerAt(base)
+      .setSrcCid(h.srcCid)
+      .setDstCid(h.dstCid)
+      .setSrcPort(h.srcPort)
+      .setDstPort(h.dstPort)
+      .setLen(h.len)
+      .setType(h.type)
+      .setOp(h.op)
+      .setFlags(h.flags)
+      .setBufAlloc(h.bufAlloc)
+      .setFwdCnt(h.fwdCnt);
     const n = Math.min(data.length, this.options.txMaxData);
     const bufs =
       this.options.layout === "single" || n === 0
@@ -359,7 +375,19 @@ export class VsockGuest {
       if (slot === undefined) continue;
       if (len >= VSOCK_PKT_HDR_SIZE) {
         const base = this.rxBase + slot * (64 + this.options.rxBufSize);
-        const hdr = decodeHeader(this.memory.slice(base, VSOCK_PKT_HDR_SIZE)!);
+        const v = this.headerAt(base);
+        const hdr: VsockHeader = {
+          srcCid: v.srcCid(),
+          dstCid: v.dstCid(),
+          srcPort: v.srcPort(),
+          dstPort: v.dstPort(),
+          len: v.len(),
+          type: v.type(),
+          op: v.op(),
+          flags: v.flags(),
+          bufAlloc: v.bufAlloc(),
+          fwdCnt: v.fwdCnt(),
+        };
         const dataAt = this.options.layout === "single" ? base + VSOCK_PKT_HDR_SIZE : base + 64;
         const dlen = Math.min(len - VSOCK_PKT_HDR_SIZE, hdr.len, this.options.rxBufSize);
         const data = this.memory.slice(dataAt, dlen)!.slice();

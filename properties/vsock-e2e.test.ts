@@ -52,7 +52,7 @@ const cmdArb = (conns: number): fc.Arbitrary<Cmd> => {
 const scenarioArb = fc
   .record({
     profile: fc.constantFrom<VsockProfileName>("cloud-hypervisor", "rust-vmm", "virtio"),
-    single: fc.boolean(),
+    layout: fc.constantFrom("split", "single", "scatter"),
     initiators: fc.array(fc.boolean(), { minLength: 1, maxLength: 3 }),
     guestBuf: fc.constantFrom(4096, 16384, 65536),
     hostBuf: fc.constantFrom(4096, 16384, 65536),
@@ -105,6 +105,7 @@ describe("vsock end to end", () => {
       "VSOCK-CONN-HANDSHAKE",
       "VSOCK-CONN-SHUTDOWN",
       "VSOCK-LAYOUT-SINGLE",
+      "VSOCK-LAYOUT-SCATTER",
     ],
     fc.property(scenarioArb, ({ s, cmds }) => {
       const host = new MemoryHost();
@@ -121,7 +122,11 @@ describe("vsock end to end", () => {
           rxBufSize: s.rxBufSize,
           txSlots: 16,
           txMaxData: 8192,
-          layout: s.single && s.profile !== "cloud-hypervisor" ? "single" : "split",
+          // Each profile gets the layouts it accepts (VSOCK-LAYOUT-SINGLE, VSOCK-LAYOUT-SCATTER).
+          layout:
+            s.profile === "virtio" || (s.profile === "rust-vmm" && s.layout === "single")
+              ? s.layout
+              : "split",
           sockBufAlloc: s.guestBuf,
         },
       );

@@ -38,8 +38,11 @@ export interface GuestOptions {
   /** TX slots (packets in flight per kick) and the largest data per packet. */
   readonly txSlots: number;
   readonly txMaxData: number;
-  /** Layout of chains: header and data in two descriptors (Linux < 6.2) or one (6.2+). */
-  readonly layout: "split" | "single";
+  /**
+   * Layout of chains: header and data in two descriptors (Linux < 6.2), in one (6.2+), or
+   * data spread over several descriptors (only the virtio profile gathers it).
+   */
+  readonly layout: "split" | "single" | "scatter";
   /** The guest's receive buffer per socket, advertised as buf_alloc. */
   readonly sockBufAlloc: number;
   /** Answer packets for unknown sockets with RST, as Linux does (off: hostile runs keep them open). */
@@ -191,13 +194,21 @@ export class VsockGuest {
 
   private postRx(slot: number): void {
     const base = this.rxBase + slot * (64 + this.options.rxBufSize);
+    const size = this.options.rxBufSize;
+    const half = size >>> 1;
     const bufs =
       this.options.layout === "single"
-        ? [{ addr: base, len: VSOCK_PKT_HDR_SIZE + this.options.rxBufSize, write: true }]
-        : [
-            { addr: base, len: VSOCK_PKT_HDR_SIZE, write: true },
-            { addr: base + 64, len: this.options.rxBufSize, write: true },
-          ];
+        ? [{ addr: base, len: VSOCK_PKT_HDR_SIZE + size, write: true }]
+        : this.options.layout === "scatter"
+          ? [
+              { addr: base, len: VSOCK_PKT_HDR_SIZE, write: true },
+              { addr: base + 64, len: half, write: true },
+              { addr: base + 64 + half, len: size - half, write: true },
+            ]
+          : [
+              { addr: base, len: VSOCK_PKT_HDR_SIZE, write: true },
+              { addr: base + 64, len: size, write: true },
+            ];
     const head = this.drivers[RX_QUEUE].addChain(bufs);
     if (head !== undefined) this.rxSlots.set(head, slot);
   }
@@ -223,13 +234,23 @@ export class VsockGuest {
       .setBufAlloc(h.bufAlloc)
       .setFwdCnt(h.fwdCnt);
     const n = Math.min(data.length, this.options.txMaxData);
-    const bufs =
+    const bufs: { addr: number; len: number }[] =
       this.options.layout === "single" || n === 0
         ? [{ addr: base, len: VSOCK_PKT_HDR_SIZE + n }]
-        : [
-            { addr: base, len: VSOCK_PKT_HDR_SIZE },
-            { addr: base + 64, len: n },
-          ];
+        : [{ addr: base, len: VSOCK_PKT_HDR_SIZE }];
+    if (n > 0 && this.options.layout === "split") bufs.push({ addr: base + 64, len: n });
+    if (n > 0 && this.options.layout === "scatter") {
+      // The same contiguous bytes, cut into up to three descriptors.
+      const a = Math.ceil(n / 3);
+      const b = Math.ceil((n - a) / 2);
+      for (const [off, len] of [
+        [0, a],
+        [a, b],
+        [a + b, n - a - b],
+      ] as const) {
+        if (len > 0) bufs.push({ addr: base + 64 + off, len });
+      }
+    }
     if (n > 0)
       this.memory.writeFrom(
         this.options.layout === "single" ? base + VSOCK_PKT_HDR_SIZE : base + 64,

@@ -13,6 +13,7 @@ import { NetDevice, RX_QUEUE } from "../net/device.ts";
 import { NetGuest, type ReceivedPacket } from "../net/guest.ts";
 import {
   ARP_REPLY,
+  ICMP_DEST_UNREACHABLE,
   ICMP_ECHO_REPLY,
   ICMP_ECHO_REQUEST,
   arpRequest,
@@ -21,7 +22,9 @@ import {
   parseArp,
   parseIcmp,
   parseIpv4,
+  udpPartialChecksum,
 } from "../net/packets.ts";
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, encodeNetHeader } from "../net/header.ts";
 import { acquireNetns, acquireTapBackendIn, configureTapIn, ip, tapUnavailableReason } from "./netns.ts";
 
 const reason = tapUnavailableReason();
@@ -151,6 +154,68 @@ d("virtio-net on a real TAP in a namespace", () => {
     // 12 + 14 + 20 + 8 + 1200 = 1254 bytes over 256-byte buffers: 5 of them.
     expect(reply.header.numBuffers).toBe(5);
     expect(reply.usedLength).toBe(12 + reply.frame.length);
+  });
+
+  it("CSUM pass-through: a partially checksummed UDP datagram is completed by the kernel, not dropped [NET-CSUM-PASSTHROUGH TAP-OFFLOAD TAP-E2E]", async () => {
+    const program = Effect.scoped(
+      Effect.gen(function* () {
+        const ns = yield* acquireNetns("csum");
+        const backend = yield* acquireTapBackendIn(ns, "");
+        configureTapIn(ns, backend.tap.ifName, "10.200.0.1/24");
+        const hostMac = /link\/ether ([0-9a-f:]+)/.exec(
+          ip("-n", ns, "link", "show", backend.tap.ifName),
+        )![1]!;
+        const hostMacBytes = hostMac.split(":").map((h) => parseInt(h, 16));
+        const dev = new NetDevice({ mac: GUEST_MAC, mtu: 1500, csum: true }, backend);
+        const guest = NetGuest.create(dev, { queueSize: 64 });
+        guest.postRx(16);
+        guest.send(arpRequest(GUEST_MAC, GUEST_IP, HOST_IP));
+        dev.processTxNow();
+        yield* receiveUntil(dev, guest, (p) => parseArp(p.frame)?.op === ARP_REPLY);
+        const udp = udpPartialChecksum(
+          hostMacBytes,
+          GUEST_MAC,
+          GUEST_IP,
+          HOST_IP,
+          40000,
+          9,
+          new Uint8Array(32).fill(7),
+        );
+        const unreachable = (p: ReceivedPacket): boolean =>
+          parseIcmp(p.frame)?.type === ICMP_DEST_UNREACHABLE;
+        // Control: the same datagram without NEEDS_CSUM has a wrong checksum; the kernel drops
+        // it silently (no port-unreachable).
+        guest.send(udp.frame);
+        dev.processTxNow();
+        const control = yield* Effect.timeoutOption(receiveUntil(dev, guest, unreachable), "300 millis");
+        expect(control._tag).toBe("None");
+        // With NEEDS_CSUM the header passes through to the TAP, the kernel completes the
+        // checksum, finds port 9 closed and answers.
+        const hdr = new Uint8Array(12);
+        encodeNetHeader(
+          {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gsoType: 0,
+            hdrLen: 0,
+            gsoSize: 0,
+            csumStart: udp.csumStart,
+            csumOffset: udp.csumOffset,
+            numBuffers: 0,
+          },
+          12,
+          hdr,
+        );
+        guest.send(udp.frame, [], hdr);
+        dev.processTxNow();
+        const reply = yield* receiveUntil(dev, guest, unreachable);
+        const icmp = parseIcmp(reply.packet.frame)!;
+        expect(icmp.srcIp).toEqual(HOST_IP);
+        expect(icmp.icmpChecksumOk).toBe(true);
+        // The quoted datagram: IP header (20) + UDP header; destination port 9.
+        expect((icmp.payload[20 + 2]! << 8) | icmp.payload[20 + 3]!).toBe(9);
+      }),
+    );
+    await Effect.runPromise(program);
   });
 
   it("device, fd and namespace are released with the scope, the device reset [TAP-SCOPE]", async () => {

@@ -11,6 +11,8 @@ export const BROADCAST_MAC: readonly number[] = [0xff, 0xff, 0xff, 0xff, 0xff, 0
 export const ARP_REQUEST = 1;
 export const ARP_REPLY = 2;
 export const IPPROTO_ICMP = 1;
+export const IPPROTO_UDP = 17;
+export const ICMP_DEST_UNREACHABLE = 3;
 export const ICMP_ECHO_REPLY = 0;
 export const ICMP_ECHO_REQUEST = 8;
 
@@ -157,4 +159,43 @@ export const parseIcmp = (f: Uint8Array): IcmpPacket | undefined => {
     ipChecksumOk: internetChecksum(f, ip, ip + ihl) === 0,
     icmpChecksumOk: internetChecksum(f, icmp, end) === 0,
   };
+};
+
+/**
+ * An IPv4 UDP frame whose UDP checksum is left partial, as a guest with checksum offload
+ * sends it (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field holds the folded pseudo-header sum, and
+ * whoever completes it sums from `csumStart` and stores the result at `csumStart + csumOffset`.
+ */
+export const udpPartialChecksum = (
+  dstMac: Mac,
+  srcMac: Mac,
+  srcIp: Ipv4,
+  dstIp: Ipv4,
+  srcPort: number,
+  dstPort: number,
+  payload: Uint8Array,
+): { frame: Uint8Array; csumStart: number; csumOffset: number } => {
+  const udpLen = 8 + payload.length;
+  const f = ethernet(dstMac, srcMac, ETHERTYPE_IPV4, 20 + udpLen);
+  const ip = ETH_HLEN;
+  f[ip] = 0x45;
+  put16be(f, ip + 2, 20 + udpLen);
+  put16be(f, ip + 6, 0x4000);
+  f[ip + 8] = 64;
+  f[ip + 9] = IPPROTO_UDP;
+  f.set(srcIp.slice(0, 4), ip + 12);
+  f.set(dstIp.slice(0, 4), ip + 16);
+  put16be(f, ip + 10, internetChecksum(f, ip, ip + 20));
+  const udp = ip + 20;
+  put16be(f, udp, srcPort);
+  put16be(f, udp + 2, dstPort);
+  put16be(f, udp + 4, udpLen);
+  f.set(payload, udp + 8);
+  // Pseudo-header: source, destination, zero, protocol, UDP length; folded, not inverted.
+  let sum = 0;
+  for (let i = 0; i < 8; i += 2) sum += (f[ip + 12 + i]! << 8) | f[ip + 13 + i]!;
+  sum += IPPROTO_UDP + udpLen;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  put16be(f, udp + 6, sum);
+  return { frame: f, csumStart: udp, csumOffset: 6 };
 };

@@ -4,7 +4,7 @@
  * - `FC_SEED` and `FC_PATH` replay a failure exactly (both are printed when one fails).
  * - `FC_NUM_RUNS` sets every property's run count; `FC_SCALE` multiplies each property's
  *   default (the deep run uses `FC_SCALE=100`).
- * - `FC_ONLY` runs only the properties whose name contains it.
+ * - `FC_ONLY=<name>` runs only the property with exactly that name.
  * Each result (name, rules, runs, seed, status, counterexample) is appended to
  * `reports/.results/properties-<pid>.jsonl`; scripts/ turn those into reports.
  */
@@ -78,7 +78,8 @@ export function property<Ts>(
   const file = callerFile();
   const only = process.env["FC_ONLY"];
   const title = rules.length > 0 ? `${name} [${rules.join(" ")}]` : name;
-  const register = only !== undefined && only !== "" && !name.includes(only) ? it.skip : it;
+  // Exact match, so a replay command never applies one property's seed and path to another.
+  const register = only !== undefined && only !== "" && name !== only ? it.skip : it;
   register(title, async () => {
     const numRuns = runsFor(options.numRuns ?? 100);
     const seed = intEnv("FC_SEED") ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
@@ -93,7 +94,9 @@ export function property<Ts>(
     const out = await fc.check(prop as fc.IRawProperty<Ts>, params);
     const ms = Math.round(performance.now() - started);
     if (out.failed) {
-      const message = fc.defaultReportMessage(out) ?? "property failed";
+      // fast-check 4's report leaves out what the predicate threw; add it.
+      const thrown = out.errorInstance === null ? "" : `\nError: ${String(out.errorInstance)}`;
+      const message = (fc.defaultReportMessage(out) ?? "property failed") + thrown;
       const counterexample = out.counterexample === null ? undefined : fc.stringify(out.counterexample);
       record({
         name,

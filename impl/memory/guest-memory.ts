@@ -96,8 +96,18 @@ export class GuestMemory {
     const regions = this.regions;
     let r = regions[this.last];
     // The comparisons are written so that NaN, negatives and addresses >= 2^53 all fail.
-    if (r !== undefined && addr >= r.base && addr < r.end && len >= 0 && len <= r.end - addr)
+    if (
+      r !== undefined &&
+      addr >= r.base &&
+      addr < r.end &&
+      len >= 0 &&
+      len <= r.end - addr &&
+      // Integer checks keep both paths identical for non-integers (DataView would truncate).
+      Number.isInteger(addr) &&
+      Number.isInteger(len)
+    ) {
       return this.last;
+    }
     for (let i = 0; i < regions.length; i++) {
       r = regions[i]!;
       if (addr >= r.base && addr < r.end) {

@@ -14,7 +14,7 @@ const ruleIds = [...new Set(allCases().flatMap((c) => c.rules))].sort();
 // protocol, exactly as an external implementation would be.
 describe(`the reference adapter over impl/ passes every case through the stdio protocol [${ruleIds.join(" ")}]`, () => {
   it("as properties", async () => {
-    const r = await conform({ command: referenceCommand(), cwd: repoRoot, runs: runsFor(15) });
+    const r = await conform({ command: referenceCommand(), cwd: repoRoot, runs: runsFor(5) });
     if (typeof r === "string") throw new Error(r);
     const failed = r.cases.filter((c) => c.status === "fail");
     expect(failed.map((c) => `${c.id}: ${c.reason}`)).toEqual([]);

@@ -514,6 +514,7 @@ describe("split queue under a hostile guest", () => {
   property(
     "deviceAccessesStayInBounds",
     [
+      "VQ-DEVICE-ACCESS",
       "VQ-INIT-MEMORY",
       "VQ-LAYOUT",
       "CHAIN-MEMORY",
@@ -558,7 +559,15 @@ describe("split queue under a hostile guest", () => {
 
   property(
     "hostileGuestNeverBreaksQueue",
-    ["VQ-POP-AVAIL-IDX", "VQ-INACTIVE", "VQ-RESET", "CHAIN-TTL", "CHAIN-MEMORY", "VQ-INIT-MEMORY"],
+    [
+      "VQ-GUEST-INPUT",
+      "VQ-POP-AVAIL-IDX",
+      "VQ-INACTIVE",
+      "VQ-RESET",
+      "CHAIN-TTL",
+      "CHAIN-MEMORY",
+      "VQ-INIT-MEMORY",
+    ],
     fc.property(scenarioArb(4096), ({ s, ops, recovery }) => {
       const b = buildQueueState({ ...s, ahead: undefined });
       const p = { ...b.placement };

@@ -344,6 +344,16 @@ const VQ_RULES = [
     "rust-vmm queue.rs reset; vm-virtio PR 225",
     "reset: not ready, inactive, size = max size, addresses 0, next_avail = next_used = num_added = 0, EVENT_IDX off; it writes no memory, and no later operation reads the old rings until initialize succeeds again.",
   ),
+  rule(
+    "VQ-DEVICE-ACCESS",
+    "VIRTIO 1.2 §2.7 (device-writable used ring); Kani's implicit bounds checks",
+    "The device writes only the used ring; pop reads only avail.idx, the avail slot, and the popped chain's descriptor entries (including its indirect table).",
+  ),
+  rule(
+    "VQ-GUEST-INPUT",
+    "virtio-lab (hostile guest); Kani's implicit no-panic checks",
+    "No queue operation throws on any ring or descriptor contents; every failure is a typed error, and the queue keeps serving the next well-formed chain.",
+  ),
 ] as const;
 
 export const RULES = [...CHAIN_RULES, ...VQ_RULES] as const;

@@ -5,10 +5,12 @@ import { netLoopbackScenario } from "./net-loopback.ts";
 import { queueScenario } from "./queue.ts";
 import { usbVsockScenario } from "./usb-vsock.ts";
 import { vsockCreditScenario } from "./vsock-credit.ts";
+import { vsockEchoScenario } from "./vsock-echo.ts";
 
 export const scenarios: readonly Scenario[] = [
   queueScenario,
   netLoopbackScenario,
+  vsockEchoScenario,
   vsockCreditScenario,
   usbVsockScenario,
   hostileGuestScenario,

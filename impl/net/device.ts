@@ -509,7 +509,11 @@ export class NetDevice {
         // The kernel fills the 10-byte part; num_buffers is the device's (NET-RX-HDR).
         if (hdrLen === 12) this.writeNumBuffers(numBuffers);
         // NET-RX-FLAGS: a TAP may mark DATA_VALID; without GUEST_CSUM flags must be 0.
-        if (!this.guestCsum && cap > 0) this.rx.write(ZERO_BYTE, 0, 1, 0);
+        if (!this.guestCsum && cap > 0) {
+          const s0 = this.rxBuf.segment(0);
+          if (s0 !== undefined && s0.length > 0) s0[0] = 0;
+          else this.rx.write(ZERO_BYTE, 0, 1, 0);
+        }
       } else {
         used = (cap < hdrLen ? cap : hdrLen) + n;
         this.writeHeader(numBuffers);
@@ -522,6 +526,16 @@ export class NetDevice {
 
   /** NET-RX-HDR: flags 0, gso NONE, num_buffers; clipped to the room. */
   private writeHeader(numBuffers: number): void {
+    // Fast path: the header fits the first writable segment (the usual case).
+    const s0 = this.rxBuf.segment(0);
+    if (s0 !== undefined && s0.length >= this.hdrLen) {
+      s0.fill(0, 0, this.hdrLen);
+      if (this.hdrLen === 12) {
+        s0[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
+        s0[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
+      }
+      return;
+    }
     const h = this.hdr;
     h.fill(0);
     if (this.hdrLen === 12) {
@@ -532,6 +546,12 @@ export class NetDevice {
   }
 
   private writeNumBuffers(numBuffers: number): void {
+    const s0 = this.rxBuf.segment(0);
+    if (s0 !== undefined && s0.length >= 12) {
+      s0[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
+      s0[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
+      return;
+    }
     const b = this.numBuffers;
     b[0] = numBuffers & 0xff;
     b[1] = numBuffers >>> 8;

@@ -265,7 +265,10 @@ export const vsockEchoScenario: Scenario = {
             if (failures.length > 0) ctx.fail("SIM-DELIVERY", failures[0]!);
             let h = 0;
             let g = 0;
-            for (const t of talkers) t.kind === "host-initiated" ? (h += t.echoed) : (g += t.echoed);
+            for (const t of talkers) {
+              if (t.kind === "host-initiated") h += t.echoed;
+              else g += t.echoed;
+            }
             m.h2g.value = h;
             m.g2h.value = g;
             m.written.value = talkers.reduce((a, t) => a + t.written, 0);

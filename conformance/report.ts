@@ -116,7 +116,10 @@ export const terminalReport = (r: SuiteResult, mutants?: readonly MutantResult[]
     const rl = ruleLines(r.cases).filter((l) => l.level === level);
     if (rl.length === 0) continue;
     lines.push("");
-    lines.push(`${level.toUpperCase()}`);
+    const n = (st: CaseStatus): number => rl.filter((l) => l.status === st).length;
+    lines.push(
+      `${level.toUpperCase()}  (rules: ${n("pass")} pass, ${n("fail")} fail, ${n("skipped")} skipped)`,
+    );
     const w = Math.max(...rl.map((l) => l.rule.length), 4);
     for (const l of rl) lines.push(`  ${pad(l.rule, w)}  ${pad(l.status, 7)}  ${clip(l.note, 100)}`);
   }
@@ -187,7 +190,15 @@ export const markdownReport = (r: SuiteResult, mutants?: readonly MutantResult[]
   for (const level of LEVELS) {
     const rl = ruleLines(r.cases).filter((l) => l.level === level);
     if (rl.length === 0) continue;
-    out.push(`## ${level}`, "", "| rule | status | cases | note |", "| --- | --- | --- | --- |");
+    const n = (st: CaseStatus): number => rl.filter((l) => l.status === st).length;
+    out.push(
+      `## ${level}`,
+      "",
+      `rules: ${n("pass")} pass, ${n("fail")} fail, ${n("skipped")} skipped`,
+      "",
+      "| rule | status | cases | note |",
+      "| --- | --- | --- | --- |",
+    );
     for (const l of rl)
       out.push(`| ${l.rule} | ${l.status} | ${l.cases.join(", ")} | ${l.note.replaceAll("|", "\\|")} |`);
     out.push("");

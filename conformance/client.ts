@@ -22,6 +22,8 @@ export const CLIENT_ERRORS = ["Timeout", "ProcessExited", "MalformedResponse"] a
 export interface ClientOptions {
   /** Per-request timeout in ms (default 5000). */
   readonly timeoutMs?: number;
+  /** Extra time the first request after a (re)start may take: the program is starting (default 30000). */
+  readonly startupMs?: number;
   readonly cwd?: string;
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -102,10 +104,11 @@ export class ImplClient {
 
   /** Sends one request; starts (or restarts) the program if it is not running. */
   request(op: string, args: JsonObject = {}): Promise<Outcome> {
-    if (!this.alive) this.start();
+    const starting = !this.alive;
+    if (starting) this.start();
     const child = this.child!;
     const id = this.nextId++;
-    const timeoutMs = this.options.timeoutMs ?? 5000;
+    const timeoutMs = (this.options.timeoutMs ?? 5000) + (starting ? (this.options.startupMs ?? 30_000) : 0);
     return new Promise<Outcome>((resolve) => {
       const timer = setTimeout(() => {
         if (!this.pending.has(id)) return;

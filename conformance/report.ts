@@ -287,7 +287,7 @@ export const writeReport = (dir: string, r: SuiteResult, mutants?: readonly Muta
     writeVectors(
       join(folder, "counterexamples"),
       fails.map((f) => ({
-        meta: { id: f.id, title: f.title, rules: f.rules, level: f.level, ops: [] },
+        meta: { id: f.id, title: f.title, rules: f.rules, level: f.level, ops: f.ops },
         runs: [f.counterexample!.steps.slice(0, f.counterexample!.failedAt + 1)],
       })),
       f0seed(fails),

@@ -76,6 +76,8 @@ export interface CaseResult {
   readonly title: string;
   readonly rules: readonly string[];
   readonly level: Level;
+  /** Operations the case needs (what a replay of its counterexample needs). */
+  readonly ops: readonly string[];
   readonly status: CaseStatus;
   /** Why skipped, or what failed. */
   readonly reason: string;
@@ -96,6 +98,7 @@ const skipped = (c: AnyCase, reason: string): CaseResult => ({
   title: c.title,
   rules: c.rules,
   level: c.level,
+  ops: c.ops,
   status: "skipped",
   reason,
   runs: 0,
@@ -138,6 +141,7 @@ export const runCaseProperty = async (
       title: c.title,
       rules: c.rules,
       level: c.level,
+      ops: c.ops,
       status: "fail",
       reason:
         cx?.message ?? (out.errorInstance instanceof Error ? out.errorInstance.message : "property failed"),
@@ -153,6 +157,7 @@ export const runCaseProperty = async (
     title: c.title,
     rules: c.rules,
     level: c.level,
+    ops: c.ops,
     status: "pass",
     reason: "",
     runs: out.numRuns,
@@ -196,9 +201,10 @@ export const runCaseVectors = async (
   };
 };
 
-const pick = (c: Pick<AnyCase, "id" | "title" | "rules" | "level">) => ({
+const pick = (c: Pick<AnyCase, "id" | "title" | "rules" | "level" | "ops">) => ({
   id: c.id,
   title: c.title,
   rules: c.rules,
   level: c.level,
+  ops: c.ops,
 });

@@ -2,6 +2,7 @@
 import type { Scenario } from "../engine.ts";
 import { hostileGuestScenario } from "./hostile-guest.ts";
 import { netLoopbackScenario } from "./net-loopback.ts";
+import { netTapScenario } from "./net-tap.ts";
 import { queueScenario } from "./queue.ts";
 import { usbVsockScenario } from "./usb-vsock.ts";
 import { vsockCreditScenario } from "./vsock-credit.ts";
@@ -10,6 +11,7 @@ import { vsockEchoScenario } from "./vsock-echo.ts";
 export const scenarios: readonly Scenario[] = [
   queueScenario,
   netLoopbackScenario,
+  netTapScenario,
   vsockEchoScenario,
   vsockCreditScenario,
   usbVsockScenario,

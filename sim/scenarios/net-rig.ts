@@ -46,6 +46,10 @@ export interface NetRigOptions {
   readonly loopback: boolean;
   /** The rule a lost or altered well-formed frame breaks (hostile-guest: SIM-HOSTILE-SERVE). */
   readonly deliveryRule?: string;
+  /** The frames to send (a real network's traffic); default: numbered test frames. */
+  readonly frameSource?: (seq: number) => Uint8Array | null;
+  /** Each frame received (when not a loopback), header already checked. */
+  readonly onRxFrame?: (frame: Uint8Array) => void;
 }
 
 /** Which TX frames a hostile guest broke, and how (the oracle then expects their loss). */
@@ -222,7 +226,9 @@ export class NetRig {
     this.reapTx();
     let sent = 0;
     for (let i = 0; i < n; i++) {
-      const len = r.range(60, MAX_FRAME);
+      const given = this.opts.frameSource?.(this.seq) ?? null;
+      if (this.opts.frameSource !== undefined && given === null) break;
+      const len = given !== null ? given.length : r.range(60, MAX_FRAME);
       const split = this.tx.numFree >= 3 && r.chance(0.5);
       const segs: Segment[] = split
         ? [
@@ -237,13 +243,17 @@ export class NetRig {
       this.seq++;
       const buf = this.tx.inFlightAt(head)!;
       // The frame: dst, src, ethertype, seq, random payload.
-      const frame = new Uint8Array(len);
-      frame.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0);
-      frame.set(GUEST_MAC, 6);
-      frame[12] = ETHERTYPE >>> 8;
-      frame[13] = ETHERTYPE & 0xff;
-      new DataView(frame.buffer).setUint32(14, seq, true);
-      r.fill(frame.subarray(18));
+      let frame: Uint8Array;
+      if (given !== null) frame = given;
+      else {
+        frame = new Uint8Array(len);
+        frame.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0);
+        frame.set(GUEST_MAC, 6);
+        frame[12] = ETHERTYPE >>> 8;
+        frame[13] = ETHERTYPE & 0xff;
+        new DataView(frame.buffer).setUint32(14, seq, true);
+        r.fill(frame.subarray(18));
+      }
       const packet = new Uint8Array(this.hdrLen + len); // header all zero: no offloads
       packet.set(frame, this.hdrLen);
       let off = 0;
@@ -254,7 +264,7 @@ export class NetRig {
       const broke = this.hooks.corruptTx?.(this, head, seq) ?? null;
       if (broke?.lost === true) this.lostOnPurpose.add(seq);
       if (ctx.oracle) this.guard.allowWalk(this.spec, this.rings[TX_QUEUE]!, head);
-      this.expected.push({ seq, bytes: frame });
+      if (this.opts.loopback) this.expected.push({ seq, bytes: frame });
       sent++;
       this.sent++;
       this.m.framesSent!.value++;
@@ -265,7 +275,7 @@ export class NetRig {
   }
 
   /** One device pass: TX when kicked, RX when kicked or frames wait; interrupts checked. */
-  deviceRun(): void {
+  deviceRun(forceRx = false): void {
     const dev = this.device;
     this.guard.arm(`${this.opts.label || this.opts.name} device`);
     try {
@@ -274,7 +284,7 @@ export class NetRig {
         this.checked(TX_QUEUE, () => dev.processTxNow());
       }
       const pending = (this.opts.backend as { pending?: number }).pending ?? 0;
-      if (this.rxKicked || pending > 0) {
+      if (this.rxKicked || pending > 0 || forceRx) {
         this.rxKicked = false;
         this.checked(RX_QUEUE, () => dev.processRxNow());
       }
@@ -354,7 +364,10 @@ export class NetRig {
       const packet = this.gather(first.buf.segments, first.len);
       const parts: Uint8Array[] = [packet];
       const numBuffers = this.hdrLen === 12 ? packet[10]! | (packet[11]! << 8) : 1;
-      for (let k = 0; k < this.hdrLen - 2 && k < packet.length; k++) {
+      // A backend that carries the header (TAP) has the kernel fill it; otherwise the
+      // device writes flags 0 and gso NONE (NET-RX-HDR).
+      const devHeader = !this.opts.backend.carriesHeader;
+      for (let k = 0; devHeader && k < this.hdrLen - 2 && k < packet.length; k++) {
         if (packet[k] !== 0)
           ctx.fail(
             this.rule,
@@ -403,7 +416,13 @@ export class NetRig {
   /** SIM-DELIVERY: the frame must be the next expected one (drops are counted, never silent). */
   private deliver(frame: Uint8Array): void {
     const ctx: SimContext = this.ctx;
-    if (!this.opts.loopback) return;
+    if (!this.opts.loopback) {
+      this.received++;
+      this.m.framesReceived!.value++;
+      this.m.bytesReceived!.value += frame.length;
+      this.opts.onRxFrame?.(frame);
+      return;
+    }
     const seq = frame.length >= 18 ? new DataView(frame.buffer, frame.byteOffset).getUint32(14, true) : -1;
     // Frames before this one that never came: dropped (the backend or device counted them) or broken on purpose.
     while (this.expectHead < this.expected.length && this.expected[this.expectHead]!.seq !== seq) {

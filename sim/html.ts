@@ -31,9 +31,9 @@ const DRAW = String.raw`
   }
   function fmt(v) {
     var a = Math.abs(v);
-    if (a >= 1e9) return (v / 1e9).toFixed(2) + "G";
-    if (a >= 1e6) return (v / 1e6).toFixed(2) + "M";
-    if (a >= 1e3) return (v / 1e3).toFixed(1) + "k";
+    if (a >= 1e9) return Number((v / 1e9).toPrecision(3)) + "G";
+    if (a >= 1e6) return Number((v / 1e6).toPrecision(3)) + "M";
+    if (a >= 1e3) return Number((v / 1e3).toPrecision(3)) + "k";
     if (a === 0 || a >= 1) return String(Math.round(v * 100) / 100);
     return v.toPrecision(2);
   }
@@ -47,11 +47,13 @@ const DRAW = String.raw`
     var v = data.series.values[metric] || [];
     if (chart.kind !== "rate") return v;
     // Per-second rate of a counter between consecutive samples of virtual time.
+    // Averaged over a window of samples (about 1/50 of the run) so the trend shows.
+    var w = Math.max(1, Math.round(v.length / 50));
     var out = [];
     for (var i = 0; i < v.length; i++) {
-      if (i === 0) { out.push(0); continue; }
-      var dt = (t[i] - t[i - 1]) / 1e6;
-      out.push(dt > 0 ? (v[i] - v[i - 1]) / dt : out[i - 1]);
+      var j = Math.max(0, i - w);
+      var dt = (t[i] - t[j]) / 1e6;
+      out.push(i === 0 ? 0 : dt > 0 ? (v[i] - v[j]) / dt : out[i - 1]);
     }
     return out;
   }
@@ -64,6 +66,11 @@ const DRAW = String.raw`
     var ymax = 0;
     lines.forEach(function (l) { l.v.forEach(function (x) { if (x > ymax) ymax = x; }); });
     if (ymax <= 0) ymax = 1;
+    // A round top for the axis: 1, 2, 2.5 or 5 times a power of ten.
+    var p10 = Math.pow(10, Math.floor(Math.log10(ymax)));
+    var steps = [1, 2, 2.5, 5, 10];
+    for (var si = 0; si < steps.length; si++) if (steps[si] * p10 >= ymax) { ymax = steps[si] * p10; break; }
+    if (ymax < 4 && chart.kind !== "rate") ymax = 4;
     var t0 = n > 0 ? t[0] : 0, t1 = n > 1 ? t[n - 1] : t0 + 1;
     if (t1 === t0) t1 = t0 + 1;
     function X(tt) { return L + ((tt - t0) / (t1 - t0)) * (W - L - R); }
@@ -77,7 +84,7 @@ const DRAW = String.raw`
     }
     for (var k = 0; k <= 4; k++) {
       var tt = t0 + ((t1 - t0) * k) / 4;
-      var tl = el("text", { x: X(tt), y: H - B + 16, "text-anchor": "middle", "font-size": 11, fill: "#525252" }, svg);
+      var tl = el("text", { x: X(tt), y: H - B + 16, "text-anchor": k === 0 ? "start" : k === 4 ? "end" : "middle", "font-size": 11, fill: "#525252" }, svg);
       tl.textContent = fmtTime(tt);
     }
     var unit = el("text", { x: L, y: H - 4, "font-size": 11, fill: "#525252" }, svg);

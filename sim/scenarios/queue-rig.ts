@@ -136,6 +136,8 @@ export class QueueRig {
   /** A scratch area of guest RAM no buffer uses (hostile descriptors may point here). */
   readonly scratch: { readonly addr: number; readonly len: number };
   hooks: RigHooks = {};
+  /** The device's current pace (scenarios vary it in phases): steps left, chains per run. */
+  readonly pace = { left: 0, max: 8 };
   private readonly chain: DescriptorChain;
   private readonly sums: Int32Array;
   /** Device state: running (polling, notifications off) or idle; a kick is pending. */

@@ -43,13 +43,20 @@ export const QUEUE_CHARTS = [
 
 export const queueStep = (ctx: SimContext, rig: QueueRig, maxAdds: number): void => {
   const r = ctx.rng;
+  // The device's pace changes in phases (a busy host, a descheduled thread): the ring
+  // fills up and drains.
+  const pace = rig.pace;
+  if (pace.left-- <= 0) {
+    pace.left = r.range(50, 400);
+    pace.max = r.pick([0, 1, 2, 8, 8, 16]);
+  }
   const adds = r.int(maxAdds + 1);
   for (let i = 0; i < adds; i++) if (rig.addChain(r.pick(SHAPES)) < 0) break;
   // The device may run between the ring entries and the avail.idx store (the barrier):
   // it must not see those entries yet.
   if (r.chance(0.2)) rig.deviceRun(r.range(1, 4));
   rig.publishAndKick();
-  rig.deviceRun(r.range(1, 8));
+  if (pace.max > 0) rig.deviceRun(r.range(1, pace.max));
   rig.guestInterrupt();
   // Reclaim without an interrupt, as virtio-net's TX path does on each transmit.
   if (r.chance(0.05)) rig.reapAll();

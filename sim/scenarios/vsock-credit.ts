@@ -304,12 +304,13 @@ export class VsockCreditRig {
       if (stalled && !c.wasStalled) this.m.stalls!.value++;
       if (!stalled && c.wasStalled) this.m.resumes!.value++;
       c.wasStalled = stalled;
-      // Stalled although the host has consumed everything: a credit update went missing.
-      c.stalledSteps = stalled && g2hIn === 0 && h.toHost.length === 0 ? c.stalledSteps + 1 : 0;
+      // Stalled although the host program has taken every byte: the credit it freed never
+      // reached the guest (a missing fwd_cnt update or CREDIT_UPDATE).
+      c.stalledSteps = stalled && h.toHost.length === 0 ? c.stalledSteps + 1 : 0;
       if (ctx.oracle && c.stalledSteps > 50)
         ctx.fail(
           "SIM-CREDIT",
-          `connection ${c.index}: guest sender stalled for 50 steps with no credit although the host consumed everything (fwd_cnt ${h.fwdCnt}, guest sees ${s.peerFwdCnt})`,
+          `connection ${c.index}: guest sender stalled for 50 steps with no credit although the host took every byte (host fwd_cnt ${h.fwdCnt}, rx_cnt ${h.rxCnt}, guest sees fwd_cnt ${s.peerFwdCnt})`,
         );
     }
   }

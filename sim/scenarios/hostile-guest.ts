@@ -218,7 +218,14 @@ class QueueFaults {
 }
 
 /** virtio-net faults: TX headers and descriptors, RX descriptors. */
-const netFaults = (ctx: SimContext, rig: NetRig): void => {
+/** What the net faults saw, for the end-of-run accounting. */
+interface NetFaultCounts {
+  /** Broken RX buffers (no writable room) that came back with used len 0. */
+  rxBrokenReturned: number;
+}
+
+const netFaults = (ctx: SimContext, rig: NetRig): NetFaultCounts => {
+  const counts: NetFaultCounts = { rxBrokenReturned: 0 };
   const txFaults = new Map<number, FaultRecord>();
   const rxFaults = new Map<number, FaultRecord>();
   rig.hooks = {
@@ -300,9 +307,11 @@ const netFaults = (ctx: SimContext, rig: NetRig): void => {
     const f = rxFaults.get(head);
     if (f !== undefined) {
       ctx.faults.handled(f, len === 0 ? "given back empty (used len 0)" : `used with ${len} bytes`);
+      if (len === 0) counts.rxBrokenReturned++;
       rxFaults.delete(head);
     }
   };
+  return counts;
 };
 
 export const hostileGuestScenario: Scenario = {
@@ -346,7 +355,7 @@ export const hostileGuestScenario: Scenario = {
         loopback: true,
         deliveryRule: "SIM-HOSTILE-SERVE",
       });
-      netFaults(ctx, net);
+      const netCounts = netFaults(ctx, net);
       net.refillRx();
       const faults = ctx.metrics.gauge("faults", "faults injected");
       const inst: ScenarioInstance = {
@@ -384,6 +393,14 @@ export const hostileGuestScenario: Scenario = {
           for (let i = 0; i < 100_000 && !rig.idle; i++) rig.drainRound();
           rig.sampleGauges();
           rig.checkDrained();
+          // Every broken RX buffer given back must have been refused as one (NET-HOSTILE:
+          // no frame lost). One accepted as a 0-byte receive swallowed the frame meant for it.
+          const refused = net.device.stats.rxChainErrors;
+          if (netCounts.rxBrokenReturned > refused)
+            ctx.fail(
+              "SIM-HOSTILE-SERVE",
+              `net: ${netCounts.rxBrokenReturned} broken RX buffers (read-only or unmapped) came back with used len 0 but the device counted only ${refused} RX chain errors: it took a frame into a buffer with no writable room, and the frame is lost`,
+            );
           net.drain();
           faults.value = ctx.faults.list.length;
           for (const f of ctx.faults.list)

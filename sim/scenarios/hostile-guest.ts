@@ -26,6 +26,14 @@ import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, type InFlight } from "../gu
 import { NetRig } from "./net-rig.ts";
 import { QueueRig, SHAPES } from "./queue-rig.ts";
 import { QUEUE_CHARTS } from "./queue.ts";
+import { HOST_PORT, VsockCreditRig } from "./vsock-credit.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_CREDIT_UPDATE,
+  VSOCK_OP_RW,
+  VSOCK_TYPE_STREAM,
+  type VsockHeader,
+} from "../../spec/vsock.ts";
 
 /** A bad guest address: one of the shapes that must be refused, or the scratch area. */
 const badAddr = (
@@ -314,12 +322,87 @@ const netFaults = (ctx: SimContext, rig: NetRig): NetFaultCounts => {
   return counts;
 };
 
+/**
+ * virtio-vsock faults: packets with spoofed CIDs, unknown ops or types, lengths that lie,
+ * and credit lies, all on ports no real connection uses, beside two well-formed streams.
+ */
+const vsockFault = (ctx: SimContext, vs: VsockCreditRig): (() => void) | null => {
+  const r = ctx.rng;
+  const g = vs.guest;
+  const kind = r.pick([
+    "vsock-spoofed-cid",
+    "vsock-bad-op",
+    "vsock-bad-type",
+    "vsock-no-connection",
+    "vsock-len-lie",
+    "vsock-credit-lie",
+  ] as const);
+  const port = 60000 + r.int(5000);
+  const base: VsockHeader = {
+    srcCid: g.cid,
+    dstCid: VSOCK_HOST_CID,
+    srcPort: port,
+    dstPort: HOST_PORT + 1 + r.int(100),
+    len: 0,
+    type: VSOCK_TYPE_STREAM,
+    op: VSOCK_OP_RW,
+    flags: 0,
+    bufAlloc: 65536,
+    fwdCnt: 0,
+  };
+  let h: VsockHeader = base;
+  let data = new Uint8Array(0);
+  switch (kind) {
+    case "vsock-spoofed-cid":
+      h = r.chance(0.5)
+        ? { ...base, srcCid: BigInt(4 + r.int(1000)) }
+        : { ...base, dstCid: BigInt(5 + r.int(1000)) };
+      break;
+    case "vsock-bad-op":
+      h = { ...base, op: 8 + r.int(0xfff0) };
+      break;
+    case "vsock-bad-type":
+      h = { ...base, type: 2 + r.int(0xfffd) };
+      break;
+    case "vsock-no-connection":
+      data = new Uint8Array(r.range(1, 512));
+      h = { ...base, len: data.length };
+      break;
+    case "vsock-len-lie":
+      data = new Uint8Array(r.range(1, 64));
+      h = { ...base, len: data.length + r.range(1, 0x10000) };
+      break;
+    case "vsock-credit-lie":
+      h = { ...base, op: VSOCK_OP_CREDIT_UPDATE, bufAlloc: r.u32(), fwdCnt: r.u32() };
+      break;
+  }
+  const st = g.device.muxer.stats;
+  const asm = (): number => Object.values(g.device.assemblyErrors).reduce((a, b) => a + b, 0);
+  const before = { cid: st.droppedCid, rst: st.rstReplies + st.rstDropped, asm: asm() };
+  if (!g.sendRaw(h, data)) return null;
+  const f = ctx.faults.inject(
+    kind,
+    `vsock packet op ${h.op} type ${h.type} ${h.srcCid}:${h.srcPort} -> ${h.dstCid}:${h.dstPort} len ${h.len}`,
+  );
+  return () => {
+    const outcome =
+      asm() > before.asm
+        ? "refused by packet assembly (chain given back)"
+        : st.droppedCid > before.cid
+          ? "dropped (not for this device's CIDs)"
+          : st.rstReplies + st.rstDropped > before.rst
+            ? "answered with RST"
+            : "ignored";
+    ctx.faults.handled(f, outcome);
+  };
+};
+
 export const hostileGuestScenario: Scenario = {
   name: "hostile-guest",
   summary:
-    "corrupts descriptors, rings, indices and virtio-net headers at --faults rate beside well-formed traffic; devices stay in bounds, never throw, keep serving; each fault and its handling logged",
+    "corrupts descriptors, rings, indices, virtio-net headers and vsock packets at --faults rate beside well-formed traffic; devices stay in bounds, never throw, keep serving; each fault and its handling logged",
   defaultSteps: 4000,
-  smoke: { steps: 500, seeds: [1, 2], faults: 0.05 },
+  smoke: { steps: 800, seeds: [1, 2], faults: 0.05 },
   defaultFaults: 0.02,
   charts: [
     ...QUEUE_CHARTS,
@@ -357,6 +440,7 @@ export const hostileGuestScenario: Scenario = {
       });
       const netCounts = netFaults(ctx, net);
       net.refillRx();
+      const vs = new VsockCreditRig(ctx, 2);
       const faults = ctx.metrics.gauge("faults", "faults injected");
       const inst: ScenarioInstance = {
         step: () => {
@@ -382,6 +466,10 @@ export const hostileGuestScenario: Scenario = {
           if (qf.pendingRepairs === 0) rig.checkStall();
           // The virtio-net target.
           net.step(4);
+          // The virtio-vsock target: bogus packets beside two well-formed streams.
+          const settle = r.chance(rate) ? vsockFault(ctx, vs) : null;
+          vs.step(true);
+          settle?.();
           faults.value = ctx.faults.list.length;
           ctx.clock.advance(2);
         },
@@ -402,6 +490,7 @@ export const hostileGuestScenario: Scenario = {
               `net: ${netCounts.rxBrokenReturned} broken RX buffers (read-only or unmapped) came back with used len 0 but the device counted only ${refused} RX chain errors: it took a frame into a buffer with no writable room, and the frame is lost`,
             );
           net.drain();
+          vs.drain();
           faults.value = ctx.faults.list.length;
           for (const f of ctx.faults.list)
             if (f.outcome === "pending") ctx.faults.handled(f, "no effect observed");

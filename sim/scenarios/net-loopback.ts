@@ -49,7 +49,7 @@ export const netLoopbackScenario: Scenario = {
   summary:
     "virtio-net frames TX -> loopback -> RX on two devices, with and without EVENT_IDX; every frame back intact and in order; kicks and interrupts sent/suppressed",
   defaultSteps: 5000,
-  smoke: { steps: 400, seeds: [1, 2] },
+  smoke: { steps: 600, seeds: [1, 2] },
   defaultFaults: 0,
   charts: NET_CHARTS,
   create: (ctx) =>

@@ -221,11 +221,13 @@ export class VsockCreditRig {
           const n = r.range(1, 8192);
           g.write(c.sock, streamChunk(2 * c.index, c.g2hSent, n));
           c.g2hSent += n;
+          if (ctx.trace.on) ctx.trace.event("guest-write", { conn: c.index, len: n });
         }
         if (r.chance(0.5) && c.host.fromHost.length < 2 * this.bufAlloc) {
           const n = r.range(1, 8192);
           c.host.hostWrite(streamChunk(2 * c.index + 1, c.h2gSent, n));
           c.h2gSent += n;
+          if (ctx.trace.on) ctx.trace.event("host-write", { conn: c.index, len: n });
         }
       }
     }
@@ -234,11 +236,13 @@ export class VsockCreditRig {
       if (c.host === null) continue;
       // The host program reads (slowly), and everything it read must be the guest's stream.
       const speed = produce ? this.phase(c, "host") : 1 << 20;
-      if (speed > 0) this.host.read(c.host, r.range(1, speed));
+      const hostRead = speed > 0 ? this.host.read(c.host, r.range(1, speed)) : 0;
       this.checkHost(c);
       const gspeed = produce ? this.phase(c, "guest") : 1 << 20;
-      if (gspeed > 0) g.read(c.sock, r.range(1, gspeed));
+      const guestRead = gspeed > 0 ? g.read(c.sock, r.range(1, gspeed)) : 0;
       this.checkGuest(c);
+      if (ctx.trace.on && hostRead + guestRead > 0)
+        ctx.trace.event("read", { conn: c.index, host: hostRead, guest: guestRead });
     }
     this.pump();
     this.checkCredit();

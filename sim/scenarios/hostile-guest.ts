@@ -176,6 +176,40 @@ class QueueFaults {
     rig.kicked = true; // the guest kicks after its bogus publication
   }
 
+  /**
+   * Scribbles on the driver's notification fields: used_event (EVENT_IDX) or the avail
+   * flags (VRING_AVAIL_F_NO_INTERRUPT and unknown bits). The device must read them without
+   * harm; interrupts may be lost meanwhile, so the guest repairs the field next step and
+   * polls the used ring (its own fault, not the device's).
+   */
+  corruptNotifyFields(): void {
+    const rig = this.rig;
+    const ram = rig.ram;
+    const ev = rig.opts.eventIdx;
+    const at = ev ? rig.ring.avail + 4 + 2 * rig.ring.size : rig.ring.avail;
+    const good = ram.u16(at);
+    const bad = this.ctx.rng.int(0x10000);
+    ram.setU16(at, bad);
+    const f = this.ctx.faults.inject(
+      ev ? "used-event" : "avail-flags",
+      `queue ${ev ? "used_event" : "avail.flags"} ${good} -> ${bad}`,
+    );
+    this.notifyRepair = () => {
+      ram.setU16(at, ev ? rig.driver.lastUsed : good);
+      rig.reapAll();
+      this.ctx.faults.handled(f, "read by the device without harm; repaired by the guest, which polled");
+    };
+  }
+
+  /** Pending repair of a notification field (done after the next device run). */
+  notifyRepair: (() => void) | null = null;
+
+  repairNotify(): void {
+    const fix = this.notifyRepair;
+    this.notifyRepair = null;
+    fix?.();
+  }
+
   /** Writes an out-of-range head into the next avail slot the device will read, published. */
   corruptAvailRing(): void {
     const rig = this.rig;
@@ -458,7 +492,9 @@ export const hostileGuestScenario: Scenario = {
             if (r.chance(0.5)) qf.corruptAvailIdx();
             else qf.corruptAvailRing();
           }
+          if (r.chance(rate)) qf.corruptNotifyFields();
           rig.deviceRun(r.range(1, 8));
+          qf.repairNotify();
           qf.repair();
           rig.guestInterrupt();
           if (r.chance(0.1)) rig.reapAll();

@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { LoopbackBackend } from "../impl/net/backend.ts";
 import { RX_QUEUE, TX_QUEUE } from "../impl/net/device.ts";
+import { SplitQueue } from "../impl/queue/split-queue.ts";
 import { SimContext, SimViolation, type RunOptions } from "./engine.ts";
 import { NetRig } from "./scenarios/net-rig.ts";
 import { QueueRig } from "./scenarios/queue-rig.ts";
@@ -135,6 +136,20 @@ describe("the oracle beside virtio-net", () => {
       };
     });
     expect(rule).toBe("SIM-KICK-GATE");
+  });
+
+  it("runs the reference model beside the device's own queues: a planted queue bug is caught [SIM-QUEUE-REFINES]", () => {
+    const prepareKick = SplitQueue.prototype.prepareKick;
+    SplitQueue.prototype.prepareKick = function (this: SplitQueue, honour?: boolean): boolean {
+      const added = this.numAdded;
+      const need = prepareKick.call(this, honour);
+      return added === 2 ? !need : need; // wrong whenever exactly two elements were added
+    };
+    try {
+      expect(runNet(6, true, () => {})).toBe("SIM-QUEUE-REFINES");
+    } finally {
+      SplitQueue.prototype.prepareKick = prepareKick;
+    }
   });
 
   it("catches a frame lost between TX and RX [SIM-DELIVERY]", () => {

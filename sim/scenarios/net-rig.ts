@@ -22,6 +22,7 @@ import {
   type Segment,
 } from "../guest/virtio-ring.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
+import { shadowWithSpec } from "../device/queue-shadow.ts";
 import { fnv } from "./queue-rig.ts";
 
 export const GUEST_MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56] as const;
@@ -150,6 +151,9 @@ export class NetRig {
       this.irq[q === RX_QUEUE ? 0 : 1] = true;
     });
     if (!act.ok) throw new Error(`simulator set-up: activate failed: ${act.error._tag}`);
+    // The reference model beside the device's own queues (SIM-QUEUE-REFINES).
+    shadowWithSpec(ctx, this.device.queues[RX_QUEUE]!, this.mem, `${opts.label || opts.name} RX queue`);
+    shadowWithSpec(ctx, this.device.queues[TX_QUEUE]!, this.mem, `${opts.label || opts.name} TX queue`);
     this.guard = new BoundsGuard(ctx, this.mem);
     this.guard.addRing(rxRing);
     this.guard.addRing(txRing);

@@ -14,6 +14,7 @@ import { VsockGuest, type GuestSocket } from "../../impl/vsock/guest.ts";
 import { RX_QUEUE, TX_QUEUE } from "../../impl/vsock/device.ts";
 import { peerFree, VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../spec/vsock.ts";
 import type { ChartSpec, Metric, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
+import { shadowWithSpec } from "../device/queue-shadow.ts";
 
 /** Byte `i` of stream `id`: position-based, so writer and checker need not share chunking. */
 export const streamByte = (id: number, i: number): number => {
@@ -132,6 +133,8 @@ export class VsockCreditRig {
         sockBufAlloc: this.bufAlloc,
       },
     );
+    const qs = this.guest.device.queues;
+    for (let i = 0; i < qs.length; i++) shadowWithSpec(ctx, qs[i]!, this.guest.memory, `vsock queue ${i}`);
     ctx.facts["buf_alloc (both sides)"] = this.bufAlloc;
     ctx.facts["packet layout"] = layout === "single" ? "header and data in one descriptor" : "header, data";
     ctx.facts["connections"] = nConns;

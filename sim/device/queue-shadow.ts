@@ -1,0 +1,160 @@
+/**
+ * The reference model beside a device's own queues: wraps the methods of a SplitQueue a
+ * device (virtio-net, virtio-vsock) drives, so that every pop, undo, used element,
+ * publication and notification decision is also computed by spec/queue.ts on the same
+ * guest memory, and the results, ring positions, chain walked and bytes written must agree
+ * (SIM-QUEUE-REFINES). The device keeps calling its queue as usual.
+ */
+import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
+import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
+import { PopStatus, type SplitQueue } from "../../impl/queue/split-queue.ts";
+import type { SpecMemory } from "../../spec/memory.ts";
+import * as Q from "../../spec/queue.ts";
+import type { Result } from "../../spec/result.ts";
+import type { SimContext } from "../engine.ts";
+import { specMemoryOf } from "../oracle.ts";
+
+const bytesOf = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+export const shadowWithSpec = (ctx: SimContext, q: SplitQueue, mem: GuestMemory, name: string): void => {
+  if (!ctx.oracle) return;
+  const live: SpecMemory = specMemoryOf(mem);
+  let spec: Q.SpecQueue = q.state();
+
+  const fail = (what: string, detail: string): never =>
+    ctx.fail("SIM-QUEUE-REFINES", `${name} ${what}: ${detail}`);
+
+  const agree = (what: string, after: Q.Step<unknown>): void => {
+    spec = after.queue;
+    const s = q.state();
+    if (s.nextAvail !== spec.nextAvail || s.nextUsed !== spec.nextUsed || s.numAdded !== spec.numAdded)
+      fail(
+        what,
+        `device positions avail ${s.nextAvail} used ${s.nextUsed} added ${s.numAdded}, reference ${spec.nextAvail} ${spec.nextUsed} ${spec.numAdded}`,
+      );
+    for (let i = 0; i < live.regions.length; i++) {
+      const want = after.memory.regions[i]!.bytes;
+      const got = live.regions[i]!.bytes;
+      if (want === got || bytesOf(want).equals(bytesOf(got))) continue;
+      let k = 0;
+      while (want[k] === got[k]) k++;
+      fail(
+        what,
+        `byte at ${live.regions[i]!.base + BigInt(k)} is ${got[k]} after the device, ${want[k]} after the reference`,
+      );
+    }
+  };
+
+  /** The chain in the cursor equals the reference's walk (the cursor is left rewound). */
+  const sameWalk = (chain: DescriptorChain, popped: Q.SpecPopped): void => {
+    if (chain.headIndex !== popped.head)
+      fail("pop", `device popped head ${chain.headIndex}, reference ${popped.head}`);
+    const want = popped.walk.descriptors;
+    let i = 0;
+    let same = true;
+    for (let ok = chain.rewind(); ok; ok = chain.advance(), i++) {
+      const w = want[i];
+      if (w === undefined || w.addr !== chain.addrBig() || w.len !== chain.len || w.flags !== chain.flags)
+        same = false;
+    }
+    const end = chain.end === null ? null : chain.end._tag;
+    const wantEnd = popped.walk.end === null ? null : popped.walk.end._tag;
+    chain.rewind();
+    if (!same || i !== want.length || end !== wantEnd)
+      fail(
+        "pop",
+        `head ${popped.head}: device walked ${i} descriptors (end ${end}), reference ${want.length} (end ${wantEnd})`,
+      );
+  };
+
+  const samePop = (
+    what: string,
+    popped: boolean,
+    chain: DescriptorChain,
+    ref: Q.Step<Result<Q.SpecPopped | null, Q.QueueError>>,
+  ): void => {
+    const r = ref.result;
+    if (popped) {
+      if (!r.ok || r.value === null)
+        fail(what, `device popped head ${chain.headIndex}, reference ${r.ok ? "none" : r.error._tag}`);
+      else sameWalk(chain, r.value);
+    } else if (q.lastPop === PopStatus.Error) {
+      if (r.ok || r.error._tag !== q.lastError?._tag)
+        fail(what, `device error ${q.lastError?._tag}, reference ${r.ok ? "no error" : r.error._tag}`);
+    } else if (!r.ok || r.value !== null) {
+      fail(what, `device popped nothing, reference ${r.ok ? `head ${r.value?.head}` : r.error._tag}`);
+    }
+    agree(what, ref);
+  };
+
+  const popInto = q.popInto.bind(q);
+  q.popInto = (chain: DescriptorChain): boolean => {
+    const ref = Q.pop(spec, live);
+    const popped = popInto(chain);
+    samePop("pop", popped, chain, ref);
+    return popped;
+  };
+
+  const undoPop = q.undoPop.bind(q);
+  q.undoPop = (): void => {
+    undoPop();
+    agree("undoPop", { queue: Q.undoPop(spec), memory: live, result: undefined });
+  };
+
+  const addUsed = q.addUsed.bind(q);
+  q.addUsed = (index: number, len: number) => {
+    const ref = Q.addUsed(spec, live, index, len);
+    const r = addUsed(index, len);
+    if (r.ok !== ref.result.ok)
+      fail("addUsed", `(${index}, ${len}): device ok=${r.ok}, reference ok=${ref.result.ok}`);
+    agree("addUsed", ref);
+    return r;
+  };
+
+  const publishUsed = q.publishUsed.bind(q);
+  q.publishUsed = () => {
+    const ref = Q.publishUsed(spec, live);
+    const r = publishUsed();
+    agree("publishUsed", ref);
+    return r;
+  };
+
+  const prepareKick = q.prepareKick.bind(q);
+  q.prepareKick = (honour = false): boolean => {
+    const ref = Q.prepareKick(spec, live, honour);
+    const need = prepareKick(honour);
+    if (need !== ref.result) fail("prepareKick", `device ${need}, reference ${ref.result}`);
+    agree("prepareKick", ref);
+    return need;
+  };
+
+  const tryEnable = q.tryEnableNotification.bind(q);
+  q.tryEnableNotification = () => {
+    const ref = Q.tryEnableNotification(spec, live);
+    const r = tryEnable();
+    const a = r.ok ? String(r.value) : r.error._tag;
+    const b = ref.result.ok ? String(ref.result.value) : ref.result.error._tag;
+    if (a !== b) fail("tryEnableNotification", `device ${a}, reference ${b}`);
+    agree("tryEnableNotification", ref);
+    return r;
+  };
+
+  // popOrEnableNotification calls tryEnableNotification and popInto itself: while it runs,
+  // those are the plain methods, so the reference steps once, as one operation.
+  const wrappedPop = q.popInto;
+  const wrappedTry = q.tryEnableNotification;
+  const popOrEnable = q.popOrEnableNotificationInto.bind(q);
+  q.popOrEnableNotificationInto = (chain: DescriptorChain): boolean => {
+    q.popInto = popInto;
+    q.tryEnableNotification = tryEnable;
+    try {
+      const ref = Q.popOrEnableNotification(spec, live);
+      const popped = popOrEnable(chain);
+      samePop("popOrEnableNotification", popped, chain, ref);
+      return popped;
+    } finally {
+      q.popInto = wrappedPop;
+      q.tryEnableNotification = wrappedTry;
+    }
+  };
+};

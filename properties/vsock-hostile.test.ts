@@ -164,3 +164,81 @@ describe("vsock hostile guest", () => {
     { numRuns: 1000 },
   );
 });
+
+describe("vsock hostile rx buffers", () => {
+  property(
+    "arbitrary rx chains never hang or throw; the device writes only inside each used chain's buffers, never more than they hold",
+    ["VSOCK-HOSTILE", "VSOCK-BOUNDS", "VSOCK-RX-ORDER", "VSOCK-RX-DATA-WRITABLE"],
+    fc.property(
+      fc.constantFrom<VsockProfileName>("cloud-hypervisor", "rust-vmm", "virtio"),
+      fc.array(
+        fc.array(
+          fc.record({
+            // Each chain has its own 2 KiB window of scratch memory; lengths may run past it.
+            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - 44)),
+            len: fc.oneof(
+              { weight: 4, arbitrary: fc.integer({ min: 0, max: 0x400 }) },
+              { weight: 2, arbitrary: fc.constantFrom(0, 44) },
+              fc.constantFrom(1, 43, 45, 100),
+              fc.nat({ max: 0x9000 }),
+              u32,
+            ),
+            write: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, fc.constant(false)),
+          }),
+          { minLength: 1, maxLength: 4 },
+        ),
+        { minLength: 1, maxLength: 12 },
+      ),
+      fc.integer({ min: 0, max: 40000 }),
+      (profile, chains, hostBytes) => {
+        const host = new MemoryHost();
+        host.listening.add(GOOD_PORT);
+        const guest = VsockGuest.create({ guestCid: CID, profile }, host, {
+          queueSize: 64,
+          rxBuffers: 4,
+          txSlots: 16,
+          txMaxData: 8192,
+          rstStrays: false,
+          scratch: 0x8000,
+        });
+        const sock = guest.connect(GOOD_PORT);
+        guest.pump();
+        const conn = guest.device.muxer.connection(GOOD_PORT, sock.port)!;
+        conn.hostWrite(new Uint8Array(hostBytes).fill(7));
+        const base = guest.scratchBase;
+        const scratch = guest.memory.slice(base, 0x8000, true)!;
+        scratch.fill(0xee);
+        const posted = new Map<number, { addr: number; len: number }[]>();
+        chains.forEach((c, k) => {
+          const bufs = c.map((b) => ({ addr: base + k * 0x800 + b.off, len: b.len, write: b.write }));
+          const head = guest.drivers[0].addChain(bufs);
+          if (head !== undefined) posted.set(head, bufs);
+        });
+        for (let round = 0; round < 12; round++) {
+          const before = scratch.slice();
+          guest.device.processRx(round);
+          const used = guest.drivers[0].reapUsed();
+          // Every scratch byte that changed lies in a buffer of a chain used in this round.
+          const mine = used.flatMap((u) => posted.get(u.id) ?? []);
+          for (let i = 0; i < scratch.length; i++) {
+            if (scratch[i] === before[i]) continue;
+            const addr = base + i;
+            expect(
+              mine.some((b) => addr >= b.addr && addr < b.addr + b.len),
+              `byte ${addr} written outside the used chains`,
+            ).toBe(true);
+          }
+          for (const u of used) {
+            const bufs = posted.get(u.id);
+            if (bufs === undefined) continue;
+            expect(u.len).toBeLessThanOrEqual(bufs.reduce((a, b) => a + b.len, 0));
+            posted.delete(u.id);
+          }
+          guest.pump(1);
+          guest.read(sock);
+        }
+      },
+    ),
+    { numRuns: 200 },
+  );
+});

@@ -69,6 +69,8 @@ export class VsockDevice {
   /** Assembly errors by tag (reports, simulator). */
   readonly assemblyErrors: Record<string, number> = {};
   lastAssemblyError: VsockPacketError | null = null;
+  /** RX buffers returned unused because they had no room for the data waiting. */
+  unusableRxBuffers = 0;
   private interrupts = 0;
   private pendingResetEvent = false;
   private readonly chain: DescriptorChain;
@@ -185,6 +187,15 @@ export class VsockDevice {
       }
       const n = this.muxer.toGuest(pkt);
       if (n === 0) {
+        if (pkt.bufSize === 0) {
+          // A buffer with no room for data would stall data behind it for ever: give it back
+          // unused so the next well-formed chain is served (VSOCK-HOSTILE).
+          report.chains++;
+          this.unusableRxBuffers++;
+          q.addUsed(chain.headIndex, 0);
+          added++;
+          continue;
+        }
         q.undoPop();
         break;
       }

@@ -47,6 +47,8 @@ export interface GuestOptions {
   readonly sockBufAlloc: number;
   /** Answer packets for unknown sockets with RST, as Linux does (off: hostile runs keep them open). */
   readonly rstStrays: boolean;
+  /** Bytes of guest memory left for tests to put hostile buffers in (`scratchBase`). */
+  readonly scratch: number;
 }
 
 export const DEFAULT_GUEST_OPTIONS: GuestOptions = {
@@ -58,6 +60,7 @@ export const DEFAULT_GUEST_OPTIONS: GuestOptions = {
   layout: "split",
   sockBufAlloc: 256 * 1024,
   rstStrays: true,
+  scratch: 0,
 };
 
 export interface ReceivedPacket {
@@ -115,6 +118,8 @@ export class VsockGuest {
   private readonly rxBase: number;
   private readonly txBase: number;
   private readonly evBase: number;
+  /** Where the scratch area (options.scratch bytes) starts. */
+  readonly scratchBase: number;
   private nextPort = 50000;
   private readonly hdrView = new VsockHeaderView();
   /** Packets sent, received (device to guest). */
@@ -140,6 +145,7 @@ export class VsockGuest {
     this.rxBase = bases[0]!;
     this.txBase = bases[1]!;
     this.evBase = bases[2]!;
+    this.scratchBase = bases[3]!;
     for (let i = 0; i < options.txSlots; i++) this.txFree.push(i);
   }
 
@@ -159,10 +165,12 @@ export class VsockGuest {
     at += o.txSlots * (64 + o.txMaxData);
     const evBase = at;
     at += 8 * 64;
+    const scratchBase = at;
+    at += o.scratch;
     const memory = GuestMemory.of([{ base: 0, bytes: new Uint8Array(at) }]);
     const created = VsockDevice.create(memory, config, host);
     if (!created.ok) throw new Error(`vsock guest: ${created.error._tag}`);
-    const guest = new VsockGuest(memory, created.value, o, layouts, [rxBase, txBase, evBase]);
+    const guest = new VsockGuest(memory, created.value, o, layouts, [rxBase, txBase, evBase, scratchBase]);
     const dev = created.value;
     for (let i = 0; i < 3; i++) {
       const l = layouts[i]!;
@@ -184,6 +192,16 @@ export class VsockGuest {
 
   get cid(): bigint {
     return this.device.guestCid;
+  }
+
+  /** Whether [addr, addr+len) lies in the queues' tables and rings (below every buffer). */
+  isRingArea(addr: number, len: number): boolean {
+    return addr >= 0 && addr + len <= this.rxBase;
+  }
+
+  /** Whether [addr, addr+len) lies in the guest's own rx buffers. */
+  isRxBuffer(addr: number, len: number): boolean {
+    return addr >= this.rxBase && addr + len <= this.txBase;
   }
 
   /** The header view over guest memory at addr (the driver's own buffers, always inside memory). */

@@ -264,7 +264,9 @@ export class VsockMuxer implements ConnListener {
         .setFwdCnt(0);
       return VSOCK_PKT_HDR_SIZE;
     }
-    while (this.rxQueue.length > 0) {
+    // One pass at most: a connection that had nothing to fit in this buffer (it may still
+    // have pending data, e.g. for a buffer with no data room) must not spin the loop.
+    for (let rounds = this.rxQueue.length; rounds > 0 && this.rxQueue.length > 0; rounds--) {
       const conn = this.rxQueue.shift()!;
       this.rxQueued.delete(conn);
       const n = conn.toGuest(pkt);

@@ -139,6 +139,25 @@ export const shadowWithSpec = (ctx: SimContext, q: SplitQueue, mem: GuestMemory,
     return r;
   };
 
+  const disable = q.disableNotification.bind(q);
+  q.disableNotification = () => {
+    const ref = Q.disableNotification(spec, live);
+    const r = disable();
+    agree("disableNotification", ref);
+    return r;
+  };
+
+  const enable = q.enableNotification.bind(q);
+  q.enableNotification = () => {
+    const ref = Q.enableNotification(spec, live);
+    const r = enable();
+    const a = r.ok ? String(r.value) : r.error._tag;
+    const b = ref.result.ok ? String(ref.result.value) : ref.result.error._tag;
+    if (a !== b) fail("enableNotification", `device ${a}, reference ${b}`);
+    agree("enableNotification", ref);
+    return r;
+  };
+
   // popOrEnableNotification calls tryEnableNotification and popInto itself: while it runs,
   // those are the plain methods, so the reference steps once, as one operation.
   const wrappedPop = q.popInto;

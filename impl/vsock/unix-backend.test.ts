@@ -109,6 +109,42 @@ describe("Unix-socket backend with real sockets", () => {
     }
   });
 
+  it("a slow host reader holds the guest to its credit; every byte arrives [VSOCK-CREDIT-LIMIT VSOCK-CREDIT-UPDATE VSOCK-E2E]", async () => {
+    const { path, backend, guest } = await setup();
+    try {
+      guest.listening.add(7);
+      const sock = createConnection({ path, allowHalfOpen: true });
+      const got = collect(sock);
+      sock.write("CONNECT 7\n");
+      await drive(guest, backend, () => got.text().includes("\n"));
+      const conn = guest.device.muxer.connections()[0]!;
+      const s = [...guest.sockets.values()][0]!;
+      const total = 4 << 20;
+      const payload = Buffer.alloc(total);
+      for (let i = 0; i < total; i++) payload[i] = (i * 31 + (i >> 10)) & 0xff;
+      guest.write(s, payload);
+      sock.pause(); // the host program does not read for a while
+      let maxInFlight = 0;
+      for (let i = 0; i < 30; i++) {
+        guest.pump();
+        maxInFlight = Math.max(maxInFlight, conn.inFlightFromGuest());
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      expect(s.pendingBytes).toBeGreaterThan(0); // the guest is held back by credit
+      sock.resume();
+      const header = got.text().indexOf("\n") + 1;
+      await drive(guest, backend, () => {
+        maxInFlight = Math.max(maxInFlight, conn.inFlightFromGuest());
+        return got.bytes().length - header >= total;
+      });
+      expect(maxInFlight).toBeLessThanOrEqual(conn.options.bufAlloc);
+      expect(Buffer.compare(got.bytes().subarray(header), payload)).toBe(0);
+      sock.destroy();
+    } finally {
+      await backend.close();
+    }
+  });
+
   it("a bad handshake line is refused and does not disturb the device [VSOCK-UNIX-CONNECT VSOCK-HOSTILE]", async () => {
     const { path, backend, guest } = await setup();
     try {

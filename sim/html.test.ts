@@ -86,7 +86,7 @@ describe("report page in headless Chromium", () => {
     });
     try {
       const code = await main(
-        ["run", "hostile-guest", "--seed", "3", "--steps", "400", "--faults", "0.05", "--report", dir],
+        ["run", "hostile-guest", "--seed", "4", "--steps", "400", "--faults", "0.05", "--report", dir],
         quiet,
       );
       expect(code).toBe(0);
@@ -97,7 +97,7 @@ describe("report page in headless Chromium", () => {
       page.on("request", (r) => {
         if (!r.url().startsWith("file:")) requests.push(r.url());
       });
-      await page.goto(pathToFileURL(join(dir, "hostile-guest-3", "index.html")).href);
+      await page.goto(pathToFileURL(join(dir, "hostile-guest-4", "index.html")).href);
       await page.waitForSelector("body[data-drawn=yes]", { timeout: 10_000 });
       const checks = (await page.evaluate(MEASURE)) as ChartCheck[];
       expect(errors).toEqual([]);

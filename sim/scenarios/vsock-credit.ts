@@ -4,17 +4,15 @@
  * stalls, and a CREDIT_UPDATE resumes it. Nothing may be lost or reordered, and no side may
  * ever have more bytes in flight than the receiver advertised (SIM-CREDIT).
  *
- * The device is impl/vsock's VsockDevice with its in-memory host; the guest side is
- * impl/vsock's VsockGuest driver (its socket layer does Linux's credit bookkeeping).
+ * The device is impl/vsock's VsockDevice with its in-memory host; the guest is the
+ * simulator's Linux-like vsock driver (sim/guest/vsock-driver.ts) on its virtio_ring model.
  */
 import { Effect } from "effect";
 import { MemoryHost } from "../../impl/vsock/memory-host.ts";
 import type { VsockConnection } from "../../impl/vsock/connection.ts";
-import { VsockGuest, type GuestSocket } from "../../impl/vsock/guest.ts";
-import { RX_QUEUE, TX_QUEUE } from "../../impl/vsock/device.ts";
 import { peerFree, VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../spec/vsock.ts";
+import { VsockDriver, type VsockSock } from "../guest/vsock-driver.ts";
 import type { ChartSpec, Metric, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
-import { shadowWithSpec } from "../device/queue-shadow.ts";
 
 /** Byte `i` of stream `id`: position-based, so writer and checker need not share chunking. */
 export const streamByte = (id: number, i: number): number => {
@@ -34,7 +32,7 @@ export const streamChunk = (id: number, from: number, len: number): Uint8Array =
 /** One connection, both directions, with what each side sent and checked so far. */
 interface Conn {
   readonly index: number;
-  readonly sock: GuestSocket;
+  readonly sock: VsockSock;
   host: VsockConnection | null;
   /** Guest → host. */
   g2hSent: number;
@@ -88,9 +86,10 @@ export const CREDIT_CHARTS: readonly ChartSpec[] = [
     kind: "level",
     unit: "count",
     series: [
-      { metric: "vsock.kicks", label: "TX kicks" },
-      { metric: "vsock.irqs.rx", label: "RX interrupts" },
-      { metric: "vsock.irqs.tx", label: "TX interrupts" },
+      { metric: "vsock.kicks.sent", label: "kicks sent" },
+      { metric: "vsock.kicks.suppressed", label: "kicks suppressed" },
+      { metric: "vsock.irqs.sent", label: "interrupts sent" },
+      { metric: "vsock.irqs.suppressed", label: "interrupts suppressed" },
       { metric: "vsock.credit.updates", label: "CREDIT_UPDATE received by the guest" },
       { metric: "vsock.stalls", label: "sender stalls (credit exhausted)" },
     ],
@@ -102,12 +101,13 @@ export const HOST_PORT = 5000;
 export class VsockCreditRig {
   readonly ctx: SimContext;
   readonly host = new MemoryHost();
-  readonly guest: VsockGuest;
+  readonly guest: VsockDriver;
   readonly conns: Conn[] = [];
   readonly bufAlloc: number;
   private readonly m: Record<string, Metric>;
 
-  constructor(ctx: SimContext, nConns: number) {
+  /** `eventIdx` fixes VIRTIO_F_EVENT_IDX; by default the seed decides. */
+  constructor(ctx: SimContext, nConns: number, eventIdxOption?: boolean) {
     this.ctx = ctx;
     const r = ctx.rng;
     this.bufAlloc = r.pick([16, 32, 64]) * 1024;
@@ -116,25 +116,20 @@ export class VsockCreditRig {
     // cloud-hypervisor's packet.rs wants header and data in separate descriptors; Linux 6.2+
     // puts them in one, which rust-vmm accepts (issue 204).
     const profile = layout === "single" ? "rust-vmm" : r.pick(["cloud-hypervisor", "virtio"] as const);
-    this.guest = VsockGuest.create(
-      {
-        guestCid: 3n,
-        profile,
-        muxer: { bufAlloc: this.bufAlloc, creditUpdateThreshold: this.bufAlloc / 4, trace: false },
-      },
-      this.host,
-      {
-        queueSize: r.pick([64, 128]),
-        rxBuffers: 32,
-        rxBufSize: 4096,
-        txSlots: 32,
-        txMaxData: r.pick([1024, 4096]),
-        layout,
-        sockBufAlloc: this.bufAlloc,
-      },
-    );
-    const qs = this.guest.device.queues;
-    for (let i = 0; i < qs.length; i++) shadowWithSpec(ctx, qs[i]!, this.guest.memory, `vsock queue ${i}`);
+    const coin = r.chance(0.5);
+    const eventIdx = eventIdxOption ?? coin;
+    this.guest = new VsockDriver(ctx, this.host, {
+      guestCid: 3n,
+      profile,
+      muxer: { bufAlloc: this.bufAlloc, creditUpdateThreshold: this.bufAlloc / 4, trace: false },
+      queueSize: r.pick([64, 128]),
+      eventIdx,
+      layout,
+      rxBufSize: 4096,
+      txMaxData: r.pick([1024, 4096]),
+      sockBufAlloc: this.bufAlloc,
+    });
+    ctx.facts["vsock EVENT_IDX"] = eventIdx;
     ctx.facts["buf_alloc (both sides)"] = this.bufAlloc;
     ctx.facts["packet layout"] = layout === "single" ? "header and data in one descriptor" : "header, data";
     ctx.facts["connections"] = nConns;
@@ -147,16 +142,10 @@ export class VsockCreditRig {
       requests: mx.counter("vsock.credit.requests", "CREDIT_REQUEST packets the guest received"),
       stalls: mx.counter("vsock.stalls", "times a guest sender stalled on credit"),
       resumes: mx.counter("vsock.resumes", "times a stalled guest sender resumed"),
-      kicks: mx.counter("vsock.kicks", "TX kicks"),
-      irqRx: mx.counter("vsock.irqs.rx", "RX interrupts"),
-      irqTx: mx.counter("vsock.irqs.tx", "TX interrupts"),
-      packets: mx.counter("vsock.packets", "packets device to guest"),
       guestView: mx.gauge("vsock.credit.guest-view", "credit the guest sees"),
       hostView: mx.gauge("vsock.credit.host-view", "credit the host sees"),
       g2hIn: mx.gauge("vsock.inflight.g2h", "guest bytes in flight"),
       h2gIn: mx.gauge("vsock.inflight.h2g", "host bytes unread by the guest"),
-      rxOcc: mx.gauge("vsock.rx.occupancy", "RX descriptors in use"),
-      txOcc: mx.gauge("vsock.tx.occupancy", "TX descriptors in use"),
     };
     for (let i = 0; i < nConns; i++) {
       const sock = this.guest.connect(HOST_PORT);
@@ -180,18 +169,15 @@ export class VsockCreditRig {
     }
   }
 
-  /** flush + kick TX + poll RX, counting what came back. */
+  /** The driver's flush / kick / device / interrupt rounds, counting credit packets. */
   private pump(): void {
     const g = this.guest;
-    g.now = this.ctx.clock.nowUs / 1000;
-    g.flush();
-    this.m.kicks!.value++;
-    g.kickTx();
-    for (const p of g.pollRx()) {
-      this.m.packets!.value++;
-      if (p.header.op === VSOCK_OP_CREDIT_UPDATE) this.m.updates!.value++;
-      if (p.header.op === VSOCK_OP_CREDIT_REQUEST) this.m.requests!.value++;
-    }
+    const ops = g.opsReceived;
+    const upd = ops.get(VSOCK_OP_CREDIT_UPDATE) ?? 0;
+    const req = ops.get(VSOCK_OP_CREDIT_REQUEST) ?? 0;
+    g.pump();
+    this.m.updates!.value += (ops.get(VSOCK_OP_CREDIT_UPDATE) ?? 0) - upd;
+    this.m.requests!.value += (ops.get(VSOCK_OP_CREDIT_REQUEST) ?? 0) - req;
   }
 
   private phase(c: Conn, side: "host" | "guest"): number {
@@ -248,6 +234,7 @@ export class VsockCreditRig {
         ctx.trace.event("read", { conn: c.index, host: hostRead, guest: guestRead });
     }
     this.pump();
+    g.checkStall();
     this.checkCredit();
     this.sample();
   }
@@ -331,11 +318,6 @@ export class VsockCreditRig {
       this.m.hostView!.value = c.host.peerFreeCredit();
       this.m.h2gIn!.value = s.unreadBytes;
     }
-    const g = this.guest;
-    this.m.irqRx!.value = g.interrupts[RX_QUEUE]!;
-    this.m.irqTx!.value = g.interrupts[TX_QUEUE]!;
-    this.m.rxOcc!.value = g.options.queueSize - g.drivers[RX_QUEUE].freeDescriptors;
-    this.m.txOcc!.value = g.options.queueSize - g.drivers[TX_QUEUE].freeDescriptors;
   }
 
   /** Readers catch up; every byte written both ways must arrive (SIM-NO-LOSS via SIM-DELIVERY). */
@@ -373,7 +355,6 @@ export const vsockCreditScenario: Scenario = {
     Effect.sync(() => {
       const rig = new VsockCreditRig(ctx, ctx.rng.range(1, 4));
       if (ctx.faultRate > 0) ctx.notes.push("vsock-credit injects no faults; use hostile-guest for --faults");
-      ctx.notes.push("guest side: impl/vsock VsockGuest (its socket layer keeps Linux's credit counters)");
       const inst: ScenarioInstance = {
         step: () => {
           rig.step(true);

@@ -255,30 +255,47 @@ describe("connections through the device", () => {
     expect(guest.interrupts[2]).toBe(1);
   });
 
-  it("an RX buffer with no room for data is given back and data flows through the next ones [VSOCK-HOSTILE]", () => {
-    const { host, guest, mux, dev } = setup({ rxBuffers: 2 });
-    host.listening.add(80);
-    const s = guest.connect(80);
-    guest.pump();
-    const conn = mux.connection(80, s.port)!;
-    // Two chains with a zero-length data descriptor go in front of the regular buffers.
-    const rx = guest.drivers[0];
-    rx.addChain([
-      { addr: 0x100, len: 44, write: true },
-      { addr: 0x200, len: 0, write: true },
-    ]);
-    rx.addChain([
-      { addr: 0x300, len: 44, write: true },
-      { addr: 0x400, len: 0, write: true },
-    ]);
-    conn.hostWrite(bytes(20000, 9));
-    for (let i = 0; i < 10; i++) {
+  it.each([
+    // Per profile, a chain whose data room is zero: a zero-length data descriptor where the
+    // data must be a second descriptor, a lone 44-byte header where it may share the head.
+    { profile: "cloud-hypervisor" as const, layout: "zero-length data descriptor" },
+    { profile: "virtio" as const, layout: "lone header descriptor" },
+  ])(
+    "$profile: an RX buffer with no room for data ($layout) is given back and data flows through the next ones [VSOCK-HOSTILE]",
+    ({ profile }) => {
+      const host = new MemoryHost();
+      const guest = VsockGuest.create({ guestCid: CID, profile, muxer: { trace: true } }, host, {
+        rxBuffers: 2,
+        txSlots: 16,
+        txMaxData: 8192,
+      });
+      const dev = guest.device;
+      const mux = dev.muxer;
+      host.listening.add(80);
+      const s = guest.connect(80);
       guest.pump();
-      guest.read(s);
-    }
-    expect(Buffer.concat(s.received)).toEqual(Buffer.from(bytes(20000, 9)));
-    expect(dev.unusableRxBuffers).toBeGreaterThan(0);
-  });
+      const conn = mux.connection(80, s.port)!;
+      // Two chains with no data room go in front of the regular buffers.
+      const rx = guest.drivers[0];
+      for (const at of [0x100, 0x300]) {
+        rx.addChain(
+          profile === "virtio"
+            ? [{ addr: at, len: 44, write: true }]
+            : [
+                { addr: at, len: 44, write: true },
+                { addr: at + 0x100, len: 0, write: true },
+              ],
+        );
+      }
+      conn.hostWrite(bytes(20000, 9));
+      for (let i = 0; i < 10; i++) {
+        guest.pump();
+        guest.read(s);
+      }
+      expect(Buffer.concat(s.received)).toEqual(Buffer.from(bytes(20000, 9)));
+      expect(dev.unusableRxBuffers).toBeGreaterThan(0);
+    },
+  );
 
   it("RESPONSE from the guest on a guest-initiated connection is unexpected and resets [VSOCK-CONN-UNKNOWN]", () => {
     const { host, guest, mux } = setup();

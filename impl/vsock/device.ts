@@ -43,7 +43,11 @@ export type VsockDeviceError = { readonly _tag: "InvalidGuestCid"; readonly cid:
 
 export interface VsockDeviceConfig {
   readonly guestCid: bigint;
-  /** Whose packet-layout behaviour to follow (VSOCK-PROFILE); default cloud-hypervisor. */
+  /**
+   * Whose packet-layout behaviour to follow (VSOCK-PROFILE). Default "virtio": VIRTIO §2.6.4
+   * forbids assuming a descriptor layout, and Linux 6.2+ guests send header and data in one
+   * descriptor, which the cloud-hypervisor profile refuses.
+   */
   readonly profile?: VsockProfileName;
   /** Queue max size (power of two); default 256. */
   readonly queueMaxSize?: number;
@@ -87,7 +91,7 @@ export class VsockDevice {
     this.queues = [new SplitQueue(size), new SplitQueue(size), new SplitQueue(size)];
     this.muxer = new VsockMuxer(guestCid, host, config.muxer);
     this.chain = new DescriptorChain(memory);
-    this.profileName = config.profile ?? "cloud-hypervisor";
+    this.profileName = config.profile ?? "virtio";
   }
 
   /** VSOCK-CFG-CID: a reserved guest_cid is refused. */

@@ -51,6 +51,8 @@ export interface VsockDriverOptions {
   readonly txMaxData: number;
   /** Our receive buffer per socket, advertised as buf_alloc. */
   readonly sockBufAlloc: number;
+  /** Trace each kick (off where real I/O decides how many there are). */
+  readonly traceKicks?: boolean;
 }
 
 export class VsockSock {

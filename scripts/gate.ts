@@ -14,6 +14,8 @@ interface Step {
   readonly cmd: string;
   readonly args: readonly string[];
   readonly when?: () => boolean;
+  /** A step still running after this long is killed and fails (a hung test must not hang CI). */
+  readonly timeoutMinutes?: number;
 }
 
 const bin = (name: string): string => join(root, "node_modules", ".bin", name);
@@ -27,6 +29,7 @@ const steps: readonly Step[] = [
     name: "tests and properties",
     cmd: bin("vitest"),
     args: ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${vitestJson}`],
+    timeoutMinutes: 20,
   },
   { name: "traceability", cmd: bin("tsx"), args: [join(root, "scripts", "traceability.ts")] },
   {
@@ -49,10 +52,17 @@ for (const step of steps) {
   }
   console.log(`\n== ${step.name}`);
   const started = Date.now();
-  const res = spawnSync(step.cmd, step.args, { cwd: root, stdio: "inherit", env: process.env });
+  const res = spawnSync(step.cmd, step.args, {
+    cwd: root,
+    stdio: "inherit",
+    env: process.env,
+    timeout: (step.timeoutMinutes ?? 5) * 60_000,
+    killSignal: "SIGKILL",
+  });
   const seconds = (Date.now() - started) / 1000;
   const status = res.status === 0 ? "passed" : "failed";
   if (res.error !== undefined) console.error(`${step.name}: ${res.error.message}`);
+  if (res.signal !== null) console.error(`${step.name}: killed by ${res.signal} (time limit or crash)`);
   console.log(`== ${step.name}: ${status} in ${seconds.toFixed(1)} s`);
   outcomes.push({ step: step.name, status, seconds });
 }

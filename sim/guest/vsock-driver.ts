@@ -480,13 +480,17 @@ export class VsockDriver {
     const ctx = this.ctx;
     if (!ctx.oracle) return;
     const txq = this.device.queues[TX_QUEUE];
-    if (!this.kicked[TX_QUEUE] && txq.len() !== 0)
+    if (!this.kicked[TX_QUEUE] && txq.len() !== 0) {
+      const availEvent = this.ram.u16(this.rings[TX_QUEUE].used + 4 + 8 * this.rings[TX_QUEUE].size);
+      const hint =
+        this.opts.eventIdx && availEvent === 0 && txq.nextAvail > 0
+          ? "; with EVENT_IDX the driver kicks only when avail.idx passes avail_event, and the device has never written avail_event (VIRTIO 1.2 §2.7.10)"
+          : "";
       ctx.fail(
         "SIM-NO-STALL",
-        `vsock TX: ${txq.len()} packets available, the device is idle and no kick is pending (avail_event ${this.ram.u16(
-          this.rings[TX_QUEUE].used + 4 + 8 * this.rings[TX_QUEUE].size,
-        )}, avail.idx ${this.queues[TX_QUEUE].publishedIdx})`,
+        `vsock TX: ${txq.len()} packets available, the device is idle and no kick is pending (avail_event ${availEvent}, avail.idx ${this.queues[TX_QUEUE].publishedIdx}, device next_avail ${txq.nextAvail})${hint}`,
       );
+    }
     for (let qi = 0; qi < 3; qi++) {
       const q = this.queues[qi]!;
       if (!q.callbacksEnabled || this.irq[qi]) continue;

@@ -37,6 +37,7 @@ import { UsbPacketBuilder } from "../impl/usb-vsock/packet.ts";
 import { UsbVsockEndpoint, type VsockStream } from "../impl/usb-vsock/endpoint.ts";
 import type { Address, ParseError } from "../impl/usb-vsock/packet.ts";
 import type { ProtocolError, Version } from "../spec/usb-vsock.ts";
+import { park, wakeAll, type Waker } from "../impl/usb-vsock/wakers.ts";
 
 export interface LinkEnd {
   readonly filler: UsbPacketFiller;
@@ -79,22 +80,6 @@ export interface UsbLink {
   readonly d2h: DirectionStats;
   readonly options: UsbLinkOptions;
 }
-
-type Waker = () => void;
-const park = (list: Set<Waker>): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const w: Waker = () => {
-      list.delete(w);
-      resume(Effect.void);
-    };
-    list.add(w);
-    return Effect.sync(() => {
-      list.delete(w);
-    });
-  });
-const wakeAll = (list: Set<Waker>): void => {
-  for (const w of [...list]) w();
-};
 
 const direction = (
   from: LinkEnd,

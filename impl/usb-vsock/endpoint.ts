@@ -26,6 +26,7 @@ import {
   type Version,
   type PacketType as PacketTypeT,
 } from "../../spec/usb-vsock.ts";
+import { park, wakeAll, type Waker } from "./wakers.ts";
 
 export interface Refused {
   readonly _tag: "ConnectionRefused";
@@ -61,25 +62,6 @@ export interface VsockStream {
   /** Completes when the connection is gone. */
   readonly closed: Effect.Effect<StreamClosed>;
 }
-
-type Waker = () => void;
-
-const park = (list: Set<Waker>): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const w: Waker = () => {
-      list.delete(w);
-      resume(Effect.void);
-    };
-    list.add(w);
-    return Effect.sync(() => {
-      list.delete(w);
-    });
-  });
-
-const wakeAll = (list: Set<Waker>): void => {
-  if (list.size === 0) return;
-  for (const w of [...list]) w();
-};
 
 interface StreamState {
   readonly address: Address;

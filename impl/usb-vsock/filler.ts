@@ -15,31 +15,11 @@ import { Effect } from "effect";
 import { HEADER_SIZE, PacketType } from "./packet.ts";
 import type { Address, PacketTooBig, UsbPacketBuilder } from "./packet.ts";
 import type { PacketType as PacketTypeT } from "../../spec/usb-vsock.ts";
+import { park, wakeAll, type Waker } from "./wakers.ts";
 
 export interface AlreadyFilling {
   readonly _tag: "AlreadyFilling";
 }
-
-type Waker = () => void;
-
-/** Parks the calling fiber on `list` until woken (or interrupted, which unregisters it). */
-const park = (list: Set<Waker>): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const w: Waker = () => {
-      list.delete(w);
-      resume(Effect.void);
-    };
-    list.add(w);
-    return Effect.sync(() => {
-      list.delete(w);
-    });
-  });
-
-const wakeAll = (list: Set<Waker>): void => {
-  if (list.size === 0) return;
-  // Copy first: a woken waker removes itself from the set.
-  for (const w of [...list]) w();
-};
 
 export class UsbPacketFiller {
   private current: UsbPacketBuilder | undefined = undefined;

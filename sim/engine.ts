@@ -17,11 +17,17 @@ import { Rng } from "./rng.ts";
 export type TraceValue = number | string | boolean | null | readonly number[] | readonly string[];
 export type TraceFields = Readonly<Record<string, TraceValue>>;
 
-/** Virtual time in microseconds; only the engine and scenarios move it. */
+/**
+ * Virtual time; only the engine and scenarios move it. Kept in whole nanoseconds so sums
+ * of fractional microseconds stay exact (and traces tidy).
+ */
 export class VirtualClock {
-  nowUs = 0;
+  private ns = 0;
+  get nowUs(): number {
+    return this.ns / 1000;
+  }
   advance(us: number): void {
-    if (us > 0) this.nowUs += us;
+    if (us > 0) this.ns += Math.round(us * 1000);
   }
 }
 

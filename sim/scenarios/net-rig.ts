@@ -545,7 +545,9 @@ export class NetRig {
     const ctx: SimContext = this.ctx;
     for (let i = 0; i < 10_000; i++) {
       const pending = (this.opts.backend as { pending?: number }).pending ?? 0;
-      if (this.tx.inFlightCount === 0 && pending === 0) break;
+      const rxUnseen = (this.rx.usedIdx - this.rx.lastUsed) & 0xffff;
+      if (this.tx.inFlightCount === 0 && pending === 0 && rxUnseen === 0 && !this.irq[0] && !this.irq[1])
+        break;
       this.txKicked ||= this.tx.publishedIdx !== this.device.queues[TX_QUEUE].nextAvail;
       this.deviceRun();
       this.guestInterrupts();

@@ -75,7 +75,7 @@ describe("sim CLI", () => {
       expect(out).toMatch(/chains completed and reclaimed/);
       expect(out).toMatch(/notifications to the device suppressed/);
       const run = join(dir, "queue-7");
-      for (const f of ["trace.jsonl", "summary.json", "summary.md", "index.html"])
+      for (const f of ["trace.jsonl", "summary.json", "summary.md", "report.html"])
         expect(existsSync(join(run, f))).toBe(true);
       const summary = JSON.parse(readFileSync(join(run, "summary.json"), "utf8")) as {
         status: string;
@@ -88,7 +88,7 @@ describe("sim CLI", () => {
       const lines = readFileSync(join(run, "trace.jsonl"), "utf8").trim().split("\n");
       expect(JSON.parse(lines[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 7 });
       expect(JSON.parse(lines[lines.length - 1]!)).toMatchObject({ k: "end" });
-      const html = readFileSync(join(run, "index.html"), "utf8");
+      const html = readFileSync(join(run, "report.html"), "utf8");
       expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)=/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -256,7 +256,7 @@ const printResult = (io: Io, d: ReportData, dir: string | null, json: boolean): 
     );
     io.out(`replay: ${d.replay}`);
   }
-  if (dir !== null) io.out(`report: ${join(dir, "index.html")}`);
+  if (dir !== null) io.out(`report: ${join(dir, "report.html")}`);
 };
 
 const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {

@@ -97,7 +97,7 @@ describe("report page in headless Chromium", () => {
       page.on("request", (r) => {
         if (!r.url().startsWith("file:")) requests.push(r.url());
       });
-      await page.goto(pathToFileURL(join(dir, "hostile-guest-4", "index.html")).href);
+      await page.goto(pathToFileURL(join(dir, "hostile-guest-4", "report.html")).href);
       await page.waitForSelector("body[data-drawn=yes]", { timeout: 10_000 });
       const checks = (await page.evaluate(MEASURE)) as ChartCheck[];
       expect(errors).toEqual([]);

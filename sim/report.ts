@@ -1,6 +1,6 @@
 /**
  * What a run leaves behind in reports/sim/<scenario>-<seed>/: trace.jsonl (written while
- * the run goes), summary.json, summary.md and index.html (one self-contained page).
+ * the run goes), summary.json, summary.md and report.html (one self-contained page).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -102,12 +102,12 @@ export const summaryMarkdown = (d: ReportData): string => {
   return lines.join("\n");
 };
 
-/** summary.json, summary.md and index.html into `dir` (trace.jsonl is already there). */
+/** summary.json, summary.md and report.html into `dir` (trace.jsonl is already there). */
 export const writeReport = (d: ReportData, dir: string): void => {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "summary.json"), JSON.stringify(d, null, 1) + "\n");
   writeFileSync(join(dir, "summary.md"), summaryMarkdown(d));
-  writeFileSync(join(dir, "index.html"), renderHtml(d));
+  writeFileSync(join(dir, "report.html"), renderHtml(d));
 };
 
 /** The terminal summary table. */

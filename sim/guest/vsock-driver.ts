@@ -36,6 +36,8 @@ import {
 } from "../../spec/vsock.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { shadowWithSpec } from "../device/queue-shadow.ts";
+import { BoundsGuard, specMemoryOf } from "../oracle.ts";
+import type { SpecMemory } from "../../spec/memory.ts";
 import { GuestRam } from "./ram.ts";
 import { GuestVirtqueue, layoutRings, vringNeedEvent, type RingLayout, type Segment } from "./virtio-ring.ts";
 
@@ -97,6 +99,8 @@ export class VsockDriver {
   private readonly m: Record<string, Metric>;
   /** Packets the device delivered to the guest, by op. */
   readonly opsReceived = new Map<number, number>();
+  private readonly guard: BoundsGuard;
+  private readonly spec: SpecMemory;
 
   constructor(ctx: SimContext, host: HostPort | null, opts: VsockDriverOptions) {
     this.ctx = ctx;
@@ -160,6 +164,10 @@ export class VsockDriver {
     if (!act.ok) throw new Error(`simulator set-up: vsock queue ${act.error.queue}: ${act.error.error._tag}`);
     for (let i = 0; i < 3; i++)
       shadowWithSpec(ctx, this.device.queues[i]!, this.memory, `vsock ${QUEUE_NAMES[i]} queue`);
+    // SIM-BOUNDS: the device may touch the rings and the chains the driver made available.
+    this.guard = new BoundsGuard(ctx, this.memory);
+    for (const r of rings) this.guard.addRing(r);
+    this.spec = specMemoryOf(this.memory);
     const mx = ctx.metrics;
     this.m = {
       kicksSent: mx.counter("vsock.kicks.sent", "vsock: kicks sent"),
@@ -172,7 +180,8 @@ export class VsockDriver {
       txOcc: mx.gauge("vsock.tx.occupancy", "vsock: TX descriptors in use"),
     };
     this.refillRx();
-    for (let i = 0; i < 4; i++) this.queues[EVENT_QUEUE].add([{ len: 4, write: true }], false, 0);
+    for (let i = 0; i < 4; i++)
+      this.allow(EVENT_QUEUE, this.queues[EVENT_QUEUE].add([{ len: 4, write: true }], false, 0));
     this.publishKick(EVENT_QUEUE);
   }
 
@@ -196,7 +205,9 @@ export class VsockDriver {
             { len: this.opts.rxBufSize, write: true },
           ];
     while (q.numFree >= segs.length) {
-      if (q.add(segs, false, 0, segs.length === 2 ? [0, 64 - VSOCK_PKT_HDR_SIZE] : undefined) < 0) break;
+      const head = q.add(segs, false, 0, segs.length === 2 ? [0, 64 - VSOCK_PKT_HDR_SIZE] : undefined);
+      if (head < 0) break;
+      this.allow(RX_QUEUE, head);
       added++;
     }
     if (added > 0) this.publishKick(RX_QUEUE);
@@ -255,8 +266,13 @@ export class VsockDriver {
         segs.length === 1 ? first.addr + VSOCK_PKT_HDR_SIZE : buf.segments[1]!.addr,
         data.subarray(0, n),
       );
+    this.allow(TX_QUEUE, head);
     this.m.packetsOut!.value++;
     return true;
+  }
+
+  private allow(qi: number, head: number): void {
+    if (this.ctx.oracle && head >= 0) this.guard.allowWalk(this.spec, this.rings[qi]!, head);
   }
 
   connect(peerPort: number): VsockSock {
@@ -336,7 +352,12 @@ export class VsockDriver {
     const ctx: SimContext = this.ctx;
     const ring = this.rings[qi]!;
     const before = this.ram.u16(ring.used + 2);
-    run();
+    this.guard.arm(`vsock ${QUEUE_NAMES[qi]} device`);
+    try {
+      run();
+    } finally {
+      this.guard.disarm();
+    }
     const after = this.ram.u16(ring.used + 2);
     const bits = this.device.takeInterrupts();
     for (let i = 0; i < 3; i++) if ((bits & (1 << i)) !== 0) this.irq[i] = true;
@@ -366,6 +387,7 @@ export class VsockDriver {
       const g = this.queues[TX_QUEUE].getBuf();
       if (g.kind === "none") return;
       if (g.kind === "bad") ctx.fail("SIM-USED-ID", `vsock TX used {id ${g.id}}: ${g.reason}`);
+      this.guard.release(this.rings[TX_QUEUE], g.buf.head);
       if (g.len > g.buf.inBytes)
         ctx.fail("SIM-USED-LEN", `vsock TX head ${g.buf.head}: used len ${g.len}, no writable bytes`);
     }
@@ -378,6 +400,7 @@ export class VsockDriver {
       const g = q.getBuf();
       if (g.kind === "none") break;
       if (g.kind === "bad") ctx.fail("SIM-USED-ID", `vsock RX used {id ${g.id}}: ${g.reason}`);
+      this.guard.release(this.rings[RX_QUEUE], g.buf.head);
       if (g.len > g.buf.inBytes)
         ctx.fail(
           "SIM-USED-LEN",
@@ -455,7 +478,12 @@ export class VsockDriver {
         q.disableCb();
         if (qi === TX_QUEUE) this.reapTx();
         else if (qi === RX_QUEUE) this.reapRx();
-        else while (q.getBuf().kind === "buf");
+        else
+          for (let g = q.getBuf(); g.kind === "buf"; g = q.getBuf()) {
+            this.guard.release(this.rings[EVENT_QUEUE], g.buf.head);
+            this.allow(EVENT_QUEUE, q.add([{ len: 4, write: true }], false, 0));
+            this.publishKick(EVENT_QUEUE);
+          }
         if (!q.poll(q.enableCbPrepare())) break;
       }
     }

@@ -252,11 +252,6 @@ class QueueFaults {
   get pendingRepairs(): number {
     return this.blocking.length;
   }
-
-  /** Well-formed chains only count for SIM-USED-LEN/SIM-DELIVERY; all must complete. */
-  forget(head: number): void {
-    this.broken.delete(head);
-  }
 }
 
 /** virtio-net faults: TX headers and descriptors, RX descriptors. */
@@ -539,7 +534,6 @@ export const hostileGuestScenario: Scenario = {
           );
         },
       };
-      void qf.forget;
       return inst;
     }),
 };

@@ -10,7 +10,6 @@ import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import { GuestMemory as Memory } from "../../impl/memory/guest-memory.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
 import type { NetBackendShape } from "../../impl/net/backend.ts";
-import { F } from "../../spec/net.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { GuestRam } from "../guest/ram.ts";
@@ -180,7 +179,6 @@ export class NetRig {
     ctx.facts[`${opts.label || opts.name}: features acked`] = `0x${this.device.ackedFeatures.toString(16)}`;
     if ((this.device.offeredFeatures & (1n << 28n)) === 0n)
       ctx.notes.push("virtio-net does not offer INDIRECT_DESC, so its guest uses direct chains only");
-    void F;
   }
 
   /** Keeps the RX ring full of buffers of the shapes virtio_net posts. */

@@ -205,10 +205,6 @@ export class QueueRig {
     ctx.facts[`${p}INDIRECT_DESC`] = opts.indirect;
   }
 
-  metric(name: string): Metric {
-    return this.m[name]!;
-  }
-
   /** Adds one chain of the given shape; -1 when the ring is full even after reclaiming. */
   addChain(shape: Shape): number {
     const ctx: SimContext = this.ctx;

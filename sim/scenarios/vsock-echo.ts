@@ -101,7 +101,7 @@ export const vsockEchoScenario: Scenario = {
 
       // The host echo server for guest-initiated connections.
       const served = new Set<Socket>();
-      const server: Server = yield* Effect.acquireRelease(
+      yield* Effect.acquireRelease(
         Effect.promise(
           () =>
             new Promise<Server>((resolve, reject) => {
@@ -125,7 +125,6 @@ export const vsockEchoScenario: Scenario = {
               }),
           ),
       );
-      void server;
 
       const talkers: Talker[] = [];
       const hostSockets: Socket[] = [];

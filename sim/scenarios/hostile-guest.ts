@@ -254,13 +254,13 @@ class QueueFaults {
   }
 }
 
-/** virtio-net faults: TX headers and descriptors, RX descriptors. */
 /** What the net faults saw, for the end-of-run accounting. */
 interface NetFaultCounts {
   /** Broken RX buffers (no writable room) that came back with used len 0. */
   rxBrokenReturned: number;
 }
 
+/** virtio-net faults: TX headers and descriptors, RX descriptors. */
 const netFaults = (ctx: SimContext, rig: NetRig): NetFaultCounts => {
   const counts: NetFaultCounts = { rxBrokenReturned: 0 };
   const txFaults = new Map<number, FaultRecord>();

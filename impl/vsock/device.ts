@@ -141,6 +141,9 @@ export class VsockDevice {
     this.assemblyErrors[e._tag] = (this.assemblyErrors[e._tag] ?? 0) + 1;
   }
 
+  // Queues are drained with popOrEnableNotificationInto: with EVENT_IDX, an empty queue
+  // writes avail_event = next_avail so the driver kicks for its next chain (VQ-POP-OR-ENABLE);
+  // a plain pop would leave avail_event stale and a Linux driver would stop kicking.
   private finish(queue: number, added: number): void {
     if (added === 0) return;
     const q = this.queues[queue]!;
@@ -156,7 +159,7 @@ export class VsockDevice {
     const pkt = this.pkt;
     const profile = PROFILES[this.profileName];
     const report: ProcessReport = { chains: 0, errors: 0 };
-    while (q.popInto(chain)) {
+    while (q.popOrEnableNotificationInto(chain)) {
       report.chains++;
       const e = pkt.assembleTx(chain, profile);
       if (e === null) this.muxer.fromGuest(pkt);
@@ -179,7 +182,7 @@ export class VsockDevice {
     const profile = PROFILES[this.profileName];
     const report: ProcessReport = { chains: 0, errors: 0 };
     let added = 0;
-    while (this.muxer.hasPendingRx() && q.popInto(chain)) {
+    while (this.muxer.hasPendingRx() && q.popOrEnableNotificationInto(chain)) {
       const e = pkt.assembleRx(chain, profile);
       if (e !== null) {
         report.chains++;
@@ -231,7 +234,7 @@ export class VsockDevice {
     if (!this.pendingResetEvent) return false;
     const q = this.queues[EVENT_QUEUE]!;
     const chain = this.chain;
-    while (q.popInto(chain)) {
+    while (q.popOrEnableNotificationInto(chain)) {
       // The event is one le32 id in a device-writable buffer of at least 4 bytes.
       let written = false;
       if (chain.rewind() && chain.isWriteOnly() && chain.len >= 4) {

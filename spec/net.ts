@@ -134,6 +134,11 @@ export const RULES = [
     "With MRG_RXBUF a frame spans as many chains as needed, each used with the bytes written into it; it waits when the available chains cannot hold it.",
   ),
   rule(
+    "NET-RX-NO-ROOM",
+    "virtio-lab (found by the hostile-guest scenario); Firecracker net device: a chain it cannot write is returned, the frame deferred",
+    "An RX chain with no writable byte is completed with used length 0 and counted as an RX chain error; no frame is taken for it, so none is lost.",
+  ),
+  rule(
     "NET-RX-WRITABLE-ONLY",
     "VIRTIO 1.2 §2.7.4.1",
     "The device writes only into device-writable descriptors, never outside them and never into readable ones.",
@@ -489,6 +494,29 @@ export const rxHeader = (hdrLen: 10 | 12, numBuffers: number): Uint8Array =>
     },
     hdrLen,
   );
+
+/**
+ * Without MRG_RXBUF: which frame each posted chain gets, in order (NET-RX-ORDER,
+ * NET-RX-NO-ROOM). A chain with no writable byte gets none (-1) and is used empty; the
+ * others take the next frame; the walk stops at the first chain with room once the frames
+ * have run out (that chain and those after it stay available).
+ */
+export const rxAssign = (
+  frameCount: number,
+  writableLengths: readonly (readonly number[])[],
+): readonly number[] => {
+  const out: number[] = [];
+  let next = 0;
+  for (const lens of writableLengths) {
+    if (lens.reduce((a, b) => a + b, 0) === 0) {
+      out.push(-1);
+      continue;
+    }
+    if (next >= frameCount) break;
+    out.push(next++);
+  }
+  return out;
+};
 
 /**
  * Without MRG_RXBUF: the bytes written into a chain whose writable descriptors have the

@@ -245,7 +245,9 @@ const rxSteps = (i: DeviceInput): Step[] => {
     // NET-RX-WRITABLE-ONLY: only the chain's writable descriptors take the packet.
     const writable = walk.descriptors.filter((d) => (d.flags & 2) !== 0);
     const loaded = appendChain(emptyIoVecMut(256), mem, head, writable);
-    if (!loaded.ok || walk.end !== null) {
+    // NET-RX-NO-ROOM: a chain with no writable byte is given back empty, like a broken one.
+    const room = writable.reduce((a, d) => a + d.len, 0);
+    if (!loaded.ok || walk.end !== null || room === 0) {
       const u = Q.addUsed(q, mem, head, 0);
       q = u.queue;
       mem = u.memory;
@@ -312,7 +314,14 @@ export const netDeviceCases = [
     id: "net.rx",
     title:
       "RX: header (num_buffers 1) and frame go only into writable descriptors, used len = bytes written, frames wait without buffers",
-    rules: ["NET-RX-HDR", "NET-RX-USED-LEN", "NET-RX-WRITABLE-ONLY", "NET-RX-ORDER", "NET-HDR-LAYOUT"],
+    rules: [
+      "NET-RX-HDR",
+      "NET-RX-USED-LEN",
+      "NET-RX-WRITABLE-ONLY",
+      "NET-RX-ORDER",
+      "NET-RX-NO-ROOM",
+      "NET-HDR-LAYOUT",
+    ],
     level: "safety",
     ops: ["memory.create", "memory.write", "memory.read", "net.device", "net.activate", "net.rx"],
     arb: deviceArb(true),

@@ -462,8 +462,10 @@ export class NetDevice {
         break;
       }
       const loaded = buf.load(memory, part);
-      if (!loaded.ok || chain.end !== null) {
+      if (!loaded.ok || chain.end !== null || buf.len === 0) {
         // NET-HOSTILE: a broken RX chain is given back empty; no frame is lost.
+        // NET-RX-NO-ROOM: so is one with no writable byte (e.g. a read-only buffer), which
+        // would otherwise take a frame and write none of it.
         buf.clear();
         queue.addUsed(chain.headIndex, 0);
         this.stats.rxChainErrors++;
@@ -579,7 +581,8 @@ export class NetDevice {
         }
         const before = buf.len;
         const appended = buf.appendChain(memory, part);
-        if (!appended.ok || chain.end !== null) {
+        // NET-RX-NO-ROOM: a chain with no writable byte counts as broken here too.
+        if (!appended.ok || chain.end !== null || buf.len === before) {
           // NET-HOSTILE: the broken chain, and those gathered before it (they cannot be
           // given back without it), are returned empty; no frame is lost.
           for (let k = 0; k < taken; k++) queue.addUsed(heads[k]!, 0);

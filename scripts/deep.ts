@@ -14,7 +14,13 @@ mkdirSync(resultsDir, { recursive: true });
 console.log(`test:deep: properties at FC_SCALE=${scale}`);
 const res = spawnSync(
   join(root, "node_modules", ".bin", "vitest"),
-  ["run", "properties", ...process.argv.slice(2)],
+  [
+    "run",
+    "properties",
+    // At 100x a property may run for many minutes: the gate's per-test limit does not apply.
+    "--testTimeout=7200000",
+    ...process.argv.slice(2),
+  ],
   {
     cwd: root,
     stdio: "inherit",

@@ -42,6 +42,9 @@ writeFileSync(
     "\n",
 );
 console.log(`test:deep: ${records.length} properties, ${failed.length} failed -> reports/properties.json`);
+// A property killed by a time limit or a crash leaves no record: say so.
+if (res.status !== 0 && failed.length === 0)
+  console.log(`test:deep: vitest exited ${res.status ?? res.signal}; see its output above`);
 for (const f of failed)
   console.log(`  FAILED ${f.name}: seed ${f.seed} path ${f.path ?? "?"}\n    ${f.counterexample ?? ""}`);
 process.exit(res.status === 0 && failed.length === 0 ? 0 : 1);

@@ -95,7 +95,7 @@ export function property<Ts>(
     const ms = Math.round(performance.now() - started);
     if (out.failed) {
       // fast-check 4's report leaves out what the predicate threw; add it.
-      const thrown = out.errorInstance === null ? "" : `\nError: ${String(out.errorInstance)}`;
+      const thrown = out.errorInstance === null ? "" : `\nThrown: ${String(out.errorInstance)}`;
       const message = (fc.defaultReportMessage(out) ?? "property failed") + thrown;
       const counterexample = out.counterexample === null ? undefined : fc.stringify(out.counterexample);
       record({

@@ -436,7 +436,16 @@ export interface QueueConfig {
 }
 
 /** The driver writes configuration; the queue is inactive until initialized again (VQ-INACTIVE). */
-export const configure = (q: SpecQueue, c: QueueConfig): SpecQueue => ({ ...q, ...c, active: false });
+export const configure = (q: SpecQueue, c: QueueConfig): SpecQueue => ({
+  ...q,
+  // Field by field, so an explicitly undefined field keeps its value (as the impl does).
+  size: c.size ?? q.size,
+  ready: c.ready ?? q.ready,
+  descTable: c.descTable ?? q.descTable,
+  availRing: c.availRing ?? q.availRing,
+  usedRing: c.usedRing ?? q.usedRing,
+  active: false,
+});
 
 /** Firecracker's restore path: the positions a device sets directly (tests and snapshots). */
 export const setPositions = (

@@ -182,7 +182,11 @@ export class QueueDriver {
   addChain(buffers: readonly DriverBuffer[], opts: AddChainOptions = {}): number | undefined {
     const indirect = opts.indirectTable !== undefined;
     const need = indirect ? 1 : buffers.length;
-    if (need === 0 || this.free.length < need) return undefined;
+    // A well-behaved driver never makes an empty chain, nor an indirect table it cannot
+    // describe (CHAIN-INDIRECT-LEN): hostile shapes are written with writeDescriptor.
+    if (buffers.length === 0 || (indirect && buffers.length > 0xffff) || this.free.length < need) {
+      return undefined;
+    }
     const taken: number[] = [];
     for (let i = 0; i < need; i++) taken.push(this.free.pop()!);
     if (opts.indirectTable !== undefined) {

@@ -164,7 +164,8 @@ export class SplitQueue {
     const desc = memory.tryLocate(this._descTable, 16n * n, false);
     if (!desc.ok)
       return err({ _tag: "RingOutOfMemory", ring: "descTable", addr: this._descTable, len: 16n * n });
-    const avail = memory.tryLocate(this._availRing, 6n + 2n * n, true);
+    // The device only reads the avail ring (VQ-DEVICE-ACCESS); say so to a recorder.
+    const avail = memory.tryLocate(this._availRing, 6n + 2n * n, false);
     if (!avail.ok)
       return err({ _tag: "RingOutOfMemory", ring: "availRing", addr: this._availRing, len: 6n + 2n * n });
     const used = memory.tryLocate(this._usedRing, 6n + 8n * n, true);
@@ -351,10 +352,7 @@ export class SplitQueue {
     if (!this._eventIdx) return this.popInto(chain);
     const t = this.tryEnableNotification();
     if (!t.ok) return this.popError(t.error);
-    if (t.value) {
-      this.lastPop = PopStatus.Empty;
-      return false;
-    }
+    if (t.value) return this.popNone(0);
     return this.popInto(chain);
   }
 

@@ -417,3 +417,32 @@ it("QueueDriver layout keeps the queues apart [NET-QUEUES]", () => {
   expect(g.rxDriver).toBeInstanceOf(QueueDriver);
   expect(g.txDriver.layout.descTable).toBeGreaterThan(g.rxDriver.layout.usedRing);
 });
+
+describe("the background RX loop", () => {
+  it("delivers the interceptor's reply to a frame it took on TX without any other wake-up [NET-TX-INTERCEPT NET-RX-ORDER]", async () => {
+    const mac = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
+    const interceptor = new MacInterceptor({ mac: [6, 1, 0x23, 0x45, 0x67, 1], ip: [169, 254, 169, 254] });
+    const backend = new LoopbackBackend();
+    const dev = new NetDevice({ mac, mtu: 1500 }, backend, interceptor);
+    const guest = NetGuest.create(dev, { queueSize: 8 });
+    const got = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          guest.postRx(4);
+          yield* dev.processRx; // buffers posted; nothing to deliver yet
+          yield* Effect.sleep("10 millis"); // the loop is now waiting on the backend
+          guest.send(arpRequest(mac, [169, 254, 0, 2], [169, 254, 169, 254]));
+          yield* dev.processTx;
+          // Only the interceptor has RX traffic; the backend never becomes readable.
+          for (let i = 0; i < 200 && interceptor.pendingRx > 0; i++) yield* Effect.sleep("5 millis");
+          return guest.reapRx();
+        }),
+      ),
+    );
+    expect(dev.stats.txIntercepted).toBe(1);
+    expect(got).toHaveLength(1);
+    const reply = parseArp(got[0]!.frame);
+    expect(reply?.op).toBe(ARP_REPLY);
+  });
+});

@@ -385,6 +385,8 @@ export class NetDevice {
       buf.readInto(frame, hdrLen);
       this.interceptor.take(frame);
       this.stats.txIntercepted++;
+      // Its reply is RX traffic the backend will never signal: wake the run loop.
+      this.wakeKickWaiters();
       return;
     }
     if (this.backend.send(tx) < 0) {
@@ -641,10 +643,23 @@ export class NetDevice {
    */
   readonly run: Effect.Effect<never> = Effect.forever(
     Effect.flatMap(
-      Effect.suspend(() => (this.starved ? this.waitKick : this.backend.waitReadable)),
+      Effect.suspend(() => this.waitForRx()),
       () => Effect.sync(() => this.deliverRx()),
     ),
   );
+
+  /**
+   * What the run loop waits for. Starved: the next RX kick. Otherwise the backend, and, with
+   * an interceptor, also its replies (TX wakes the loop when it hands one a frame). Replies
+   * already queued are delivered at once: a pass then either delivers one or finds the
+   * guest out of buffers (starved), so this cannot spin.
+   */
+  private waitForRx(): Effect.Effect<void> {
+    if (this.starved) return this.waitKick;
+    if (this.interceptor === noInterceptor) return this.backend.waitReadable;
+    if (this.memory !== null && (this.interceptor.pendingRx ?? 0) > 0) return Effect.void;
+    return Effect.race(this.backend.waitReadable, this.waitKick);
+  }
 
   /** Forks `run` into the current scope (interrupted when the scope closes). */
   readonly start: Effect.Effect<void, never, Scope.Scope> = Effect.asVoid(Effect.forkScoped(this.run));

@@ -162,6 +162,7 @@ export async function conformMain(argv: string[]): Promise<number> {
       });
       if (typeof ref !== "string") console.log(`report: ${writeReport(reportDir, ref, mutants)}/report.md`);
     }
+    if (mutants.some((m) => m.status === "error")) return 2;
     return mutants.some((m) => m.status === "survived") ? 1 : 0;
   }
 

@@ -193,8 +193,12 @@ export const runMutants = (o: MutantOptions = {}): Promise<MutantResult[]> => {
       vectors: ordered,
       stopOnFail: o.full !== true,
     });
-    const killedBy =
-      typeof r === "string" ? [`(setup: ${r})`] : r.cases.filter((c) => c.status === "fail").map((c) => c.id);
+    if (typeof r === "string") {
+      // An adapter that cannot start tested nothing: never count it as a kill.
+      o.log?.(`error    ${m.id}: ${r}`);
+      return { ...base, status: "error", killedBy: [] };
+    }
+    const killedBy = r.cases.filter((c) => c.status === "fail").map((c) => c.id);
     const status = killedBy.length > 0 ? "killed" : "survived";
     o.log?.(`${status.padEnd(8)} ${m.id}${killedBy.length > 0 ? ` by ${killedBy.join(", ")}` : ""}`);
     return { ...base, status, killedBy };

@@ -33,7 +33,8 @@ export interface MutantResult {
   readonly subject: string;
   readonly source: string;
   readonly bug: string;
-  readonly status: "killed" | "survived" | "not done";
+  /** "error": the mutant's adapter could not be started, so nothing was tested. */
+  readonly status: "killed" | "survived" | "error" | "not done";
   /** Cases that failed against the mutant. */
   readonly killedBy: readonly string[];
 }
@@ -153,7 +154,8 @@ export const killCount = (mutants: readonly MutantResult[]): string => {
   const done = mutants.filter((m) => m.status !== "not done");
   const killed = done.filter((m) => m.status === "killed").length;
   const notDone = mutants.length - done.length;
-  return `mutants killed: ${killed}/${done.length}${notDone > 0 ? ` (${notDone} not done: subject not landed)` : ""}`;
+  const errors = done.filter((m) => m.status === "error").length;
+  return `mutants killed: ${killed}/${done.length}${errors > 0 ? ` (${errors} could not be started: not tested)` : ""}${notDone > 0 ? ` (${notDone} not done: subject not landed)` : ""}`;
 };
 
 export const mutantLines = (mutants: readonly MutantResult[]): string[] => {

@@ -109,7 +109,8 @@ export function property<Ts>(
         ...(counterexample !== undefined ? { counterexample } : {}),
         ms,
       });
-      const replay = `FC_SEED=${out.seed} FC_PATH=${out.counterexamplePath ?? ""} FC_ONLY=${name} npx vitest run ${file}`;
+      const quoted = `'${name.replaceAll("'", `'\\''`)}'`; // names have spaces: quote for the shell
+      const replay = `FC_SEED=${out.seed} FC_PATH=${out.counterexamplePath ?? ""} FC_ONLY=${quoted} npx vitest run ${file}`;
       throw new Error(`${name}: ${message}\nReplay: ${replay}`);
     }
     record({ name, rules, file, numRuns, seed, status: "passed", ms });

@@ -103,6 +103,6 @@ describe("sim CLI", () => {
     expect(io.stdout).toHaveLength(1);
     const s = JSON.parse(io.stdout[0]!) as { scenario: string; seed: number; status: string; replay: string };
     expect(s).toMatchObject({ scenario: "queue", seed: 3, status: "passed" });
-    expect(s.replay).toBe("npx tsx sim run queue --seed 3 --steps 100");
+    expect(s.replay).toBe("npx tsx sim run queue --seed 3 --steps 100 --faults 0");
   });
 });

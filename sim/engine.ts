@@ -417,7 +417,8 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
 export const replayCommand = (scenario: string, o: Omit<RunOptions, "traceSink" | "onProgress">): string => {
   const parts = ["npx tsx sim run", scenario, `--seed ${o.seed}`];
   parts.push(o.durationUs !== undefined ? `--duration ${o.durationUs}us` : `--steps ${o.steps}`);
-  if (o.faults > 0) parts.push(`--faults ${o.faults}`);
+  // Always: a scenario's default rate may differ from the rate this run used (e.g. 0).
+  parts.push(`--faults ${o.faults}`);
   if (!o.oracle) parts.push("--no-oracle");
   return parts.join(" ");
 };

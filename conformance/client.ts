@@ -83,6 +83,14 @@ export class ImplClient {
         this.stderrTail = (this.stderrTail + `\n[client] malformed response: ${line.slice(0, 200)}\n`).slice(
           -8192,
         );
+        // stdout carries responses only (the log goes to stderr): a line that is not one
+        // answers the oldest waiting request, at once, rather than letting it time out.
+        const oldest = this.pending.entries().next();
+        if (!oldest.done) {
+          const [id, resolve] = oldest.value;
+          this.pending.delete(id);
+          resolve({ ok: false, error: { _tag: "MalformedResponse", line: line.slice(0, 200) } });
+        }
         return;
       }
       const resolve = this.pending.get(r.id);

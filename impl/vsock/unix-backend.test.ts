@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { GuestMemory } from "../memory/guest-memory.ts";
+import { emptyHeader, VSOCK_OP_RST, VSOCK_TYPE_STREAM } from "../../spec/vsock.ts";
 import { VsockGuest } from "./guest.ts";
 import { makeUnixVsockDevice } from "./service.ts";
 import { UnixSocketBackend } from "./unix-backend.ts";
@@ -176,5 +177,39 @@ describe("Unix-socket backend with real sockets", () => {
     );
     expect(seen).toBe(true);
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe("Unix-socket backend: a reset connection", () => {
+  it("releases its host socket: a later host write fails instead of vanishing into a half-open fd [VSOCK-UNIX-CONNECT VSOCK-CONN-RST]", async () => {
+    const { path, backend, guest } = await setup();
+    try {
+      guest.listening.add(1234);
+      const sock = createConnection({ path, allowHalfOpen: true });
+      const got = collect(sock);
+      sock.write("CONNECT 1234\n");
+      await drive(guest, backend, () => got.text().includes("\n"));
+      const s = [...guest.sockets.values()][0]!;
+      guest.sendRaw({
+        ...emptyHeader,
+        srcCid: 3n,
+        dstCid: 2n,
+        srcPort: s.port,
+        dstPort: s.peerPort,
+        type: VSOCK_TYPE_STREAM,
+        op: VSOCK_OP_RST,
+      });
+      await drive(guest, backend, () => guest.device.muxer.connections().length === 0 && got.ended());
+      const outcome = new Promise<string>((resolve) => {
+        sock.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+        sock.once("close", () => resolve("close"));
+        setTimeout(() => resolve("still open"), 2000);
+      });
+      sock.write("late bytes");
+      expect(await outcome).not.toBe("still open");
+      sock.destroy();
+    } finally {
+      await backend.close();
+    }
   });
 });

@@ -208,7 +208,14 @@ export class UnixSocketBackend implements HostPort {
   closed(conn: VsockConnection): void {
     this.flush(conn);
     const sock = conn.hostHandle as Socket | null;
-    if (sock !== null && !sock.writableEnded) sock.end();
+    if (sock !== null && !sock.destroyed) {
+      // The connection is gone for good: once the last bytes are flushed, release the fd
+      // too. Half-open sockets would otherwise stay until the host program closes its end,
+      // one fd per connection a guest opens and resets.
+      if (!sock.writableEnded) sock.end();
+      if (sock.writableFinished) sock.destroy();
+      else sock.once("finish", () => sock.destroy());
+    }
     this.signal();
   }
 

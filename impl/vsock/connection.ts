@@ -231,7 +231,9 @@ export class VsockConnection {
     const oldFree = this.peerFreeCredit();
     this.peerBufAlloc = hdr.bufAlloc();
     this.peerFwdCnt = hdr.fwdCnt();
-    this.creditRequested = false;
+    // Ask again only once the guest has granted credit: answering every CREDIT_UPDATE that
+    // grants none with a new CREDIT_REQUEST would ping-pong while the guest's reader stalls.
+    if (this.peerFreeCredit() > oldFree) this.creditRequested = false;
     const op = hdr.op();
     switch (op) {
       case VSOCK_OP_RST:
@@ -364,7 +366,9 @@ export class VsockConnection {
     if (this.pendingCreditUpdate) return true;
     if (this.canSendData()) return true;
     if (this.hostEof && !this.hostEofSent && this.fromHost.length === 0 && this.dataState()) return true;
-    return this.fromHost.length > 0 && this.dataState() && !this.creditRequested;
+    return (
+      this.fromHost.length > 0 && this.dataState() && !this.creditRequested && this.peerFreeCredit() === 0
+    );
   }
 
   private dataState(): boolean {
@@ -440,8 +444,14 @@ export class VsockConnection {
       this.fill(hdr, VSOCK_OP_CREDIT_UPDATE, 0, 0);
       return VSOCK_PKT_HDR_SIZE;
     }
-    if (this.fromHost.length > 0 && this.dataState() && !this.creditRequested) {
-      // Blocked on credit: ask once, until the guest's next packet (VSOCK-CREDIT-UPDATE).
+    if (
+      this.fromHost.length > 0 &&
+      this.dataState() &&
+      !this.creditRequested &&
+      this.peerFreeCredit() === 0
+    ) {
+      // Blocked on credit (not merely on a buffer with no data room): ask once, until the
+      // guest's next packet (VSOCK-CREDIT-UPDATE).
       this.creditRequested = true;
       this.fill(hdr, VSOCK_OP_CREDIT_REQUEST, 0, 0);
       return VSOCK_PKT_HDR_SIZE;

@@ -322,3 +322,23 @@ describe("notification suppression (EVENT_IDX)", () => {
     expect(s.reset).toBe(false);
   });
 });
+
+describe("credit requests", () => {
+  it("a host sender blocked on a stalled guest reader asks for credit once, not once per CREDIT_UPDATE that grants none [VSOCK-CREDIT-UPDATE VSOCK-CREDIT-LIMIT]", () => {
+    const { host, guest, mux } = setup();
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    const conn = mux.connection(80, s.port)!;
+    conn.hostWrite(bytes(4 * s.bufAlloc, 3)); // far more than the guest's buffer
+    let requests = 0;
+    for (let round = 0; round < 50; round++) {
+      guest.flush();
+      guest.kickTx();
+      for (const p of guest.pollRx()) if (p.header.op === VSOCK_OP_CREDIT_REQUEST) requests++;
+      // The guest program never reads, so every CREDIT_UPDATE it sends grants nothing.
+    }
+    expect(s.unreadBytes).toBe(s.bufAlloc);
+    expect(requests).toBe(1);
+  });
+});

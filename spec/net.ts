@@ -134,6 +134,11 @@ export const RULES = [
     "With MRG_RXBUF a frame spans as many chains as needed, each used with the bytes written into it; it waits when the available chains cannot hold it.",
   ),
   rule(
+    "NET-FEAT-LOCKED",
+    "VIRTIO 1.2 §3.1.1 (FEATURES_OK before DRIVER_OK)",
+    "Features are acked before the device is activated; an ack after activation is refused (FeaturesLocked) and changes nothing.",
+  ),
+  rule(
     "NET-RX-NO-ROOM",
     "virtio-lab (found by the hostile-guest scenario); Firecracker net device: a chain it cannot write is returned, the frame deferred",
     "An RX chain with no writable byte is completed with used length 0 and counted as an RX chain error; no frame is taken for it, so none is lost.",

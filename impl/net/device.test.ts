@@ -446,3 +446,19 @@ describe("the background RX loop", () => {
     expect(reply?.op).toBe(ARP_REPLY);
   });
 });
+
+describe("feature negotiation after activation", () => {
+  it("an ack after activate is FeaturesLocked and leaves the header length as negotiated [NET-FEAT-LOCKED]", () => {
+    const backend = new CapturingBackend();
+    const dev = new NetDevice({ mac: [6, 0, 0, 0, 0, 1], mtu: 1500 }, backend);
+    const guest = NetGuest.create(dev, { queueSize: 8 });
+    expect(dev.headerLength).toBe(12);
+    const r = dev.ackFeatures(0n);
+    expect(r.ok ? "ok" : r.error._tag).toBe("FeaturesLocked");
+    expect(dev.headerLength).toBe(12);
+    const frame = Uint8Array.from({ length: 60 }, (_, i) => i);
+    guest.send(frame);
+    dev.processTxNow();
+    expect(backend.sent).toEqual([frame]);
+  });
+});

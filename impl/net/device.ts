@@ -167,9 +167,12 @@ class RxView implements RxBuffer {
   }
   write(src: Uint8Array, from: number, to: number, at: number): number {
     if (!(from >= 0 && to <= src.length && from < to && at >= 0)) return 0;
-    return this.buf.writeFrom(from === 0 && to === src.length ? src : src.subarray(from, to), at);
+    return this.buf.writeFrom(src, at, from, to); // the range is passed on: no view per call
   }
 }
+
+/** The driver acked features after the device was activated (NET-FEAT-LOCKED). */
+export type FeaturesLocked = { readonly _tag: "FeaturesLocked" };
 
 export class NetDevice {
   readonly queues: readonly [SplitQueue, SplitQueue];
@@ -261,7 +264,11 @@ export class NetDevice {
   }
 
   /** NET-FEAT-ACK-SUBSET, NET-FEAT-DEPS, NET-FEAT-RECORD. */
-  ackFeatures(acked: bigint): Result<bigint, FeatureError> {
+  ackFeatures(acked: bigint): Result<bigint, FeatureError | FeaturesLocked> {
+    // NET-FEAT-LOCKED: features are settled before the device goes live (VIRTIO 1.2
+    // §3.1.1, FEATURES_OK then DRIVER_OK); a later ack would change the header length under
+    // the queues and the backend (e.g. a TAP's vnet header size).
+    if (this.memory !== null) return err({ _tag: "FeaturesLocked" });
     const r = checkAck(this.offeredFeatures, acked);
     if (!r.ok) return r;
     this.acked = acked;

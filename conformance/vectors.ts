@@ -123,13 +123,25 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
   if (manifest.format !== VECTORS_FORMAT || !Array.isArray(manifest.cases))
     return `${join(dir, "manifest.json")} is not a ${VECTORS_FORMAT} manifest`;
   const cases: VectorCase[] = [];
-  for (const meta of manifest.cases) {
-    if (!LEVELS.includes(meta.level)) return `case ${meta.id}: unknown level ${String(meta.level)}`;
+  const strings = (x: unknown): boolean => Array.isArray(x) && x.every((k) => typeof k === "string");
+  for (const meta of manifest.cases as unknown[]) {
+    // A hand-edited or hostile manifest is a usage error with a message, never a crash.
+    if (
+      !isObject(meta) ||
+      typeof meta["id"] !== "string" ||
+      typeof meta["file"] !== "string" ||
+      !strings(meta["ops"]) ||
+      !strings(meta["rules"])
+    )
+      return `${join(dir, "manifest.json")}: each case needs a string id and file and string lists ops and rules`;
+    if (!LEVELS.includes(meta["level"] as (typeof LEVELS)[number]))
+      return `case ${meta["id"]}: unknown level ${String(meta["level"])}`;
+    const c = meta as unknown as Manifest["cases"][number];
     let text: string;
     try {
-      text = readFileSync(join(dir, meta.file), "utf8");
+      text = readFileSync(join(dir, c.file), "utf8");
     } catch (e) {
-      return `cannot read ${meta.file}: ${e instanceof Error ? e.message : String(e)}`;
+      return `cannot read ${c.file}: ${e instanceof Error ? e.message : String(e)}`;
     }
     const runs: Step[][] = [];
     let lineNo = 0;
@@ -140,10 +152,13 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
       try {
         v = JSON.parse(line);
       } catch {
-        return `${meta.file}:${lineNo}: not JSON`;
+        return `${c.file}:${lineNo}: not JSON`;
       }
       if (!isObject(v) || typeof v["run"] !== "number" || typeof v["op"] !== "string" || !isObject(v["args"]))
-        return `${meta.file}:${lineNo}: expected {run, op, args, expect | profiles}`;
+        return `${c.file}:${lineNo}: expected {run, op, args, expect | profiles}`;
+      // Runs are numbered 0, 1, 2, ... as the writer numbers them: bound them to this file.
+      if (!Number.isInteger(v["run"]) || v["run"] < 0 || v["run"] > lineNo)
+        return `${c.file}:${lineNo}: run must be a whole number from 0 to the line number`;
       let s: Step;
       if (isOutcome(v["expect"]))
         s = { op: v["op"], args: v["args"] as JsonObject, expect: { outcome: v["expect"] } };
@@ -152,24 +167,24 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
         for (const p of PROFILES) {
           const o = v["profiles"][p];
           if (o !== undefined) {
-            if (!isOutcome(o)) return `${meta.file}:${lineNo}: profile ${p} is not an outcome`;
+            if (!isOutcome(o)) return `${c.file}:${lineNo}: profile ${p} is not an outcome`;
             profiles[p] = o;
           }
         }
         const keys = v["keys"];
         if (keys !== undefined && !(Array.isArray(keys) && keys.every((k) => typeof k === "string")))
-          return `${meta.file}:${lineNo}: keys must be a list of strings`;
+          return `${c.file}:${lineNo}: keys must be a list of strings`;
         s = {
           op: v["op"],
           args: v["args"] as JsonObject,
           expect: { profiles, ...(keys !== undefined ? { keys: keys as string[] } : {}) },
         };
-      } else return `${meta.file}:${lineNo}: expected an "expect" outcome or "profiles"`;
+      } else return `${c.file}:${lineNo}: expected an "expect" outcome or "profiles"`;
       const k = v["run"];
       while (runs.length <= k) runs.push([]);
       runs[k]!.push(s);
     }
-    cases.push({ meta, runs: runs.filter((r) => r.length > 0) });
+    cases.push({ meta: c, runs: runs.filter((r) => r.length > 0) });
   }
   return { manifest, cases };
 };

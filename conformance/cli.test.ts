@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { conformMain, vectorsMain } from "./cli.ts";
@@ -51,6 +51,13 @@ describe("the conform and vectors commands [MEM-RANGE-ONE-REGION USB-PARSE-STOP]
       ).toBe(1);
       expect(out.join("\n")).toContain("FAIL usb.parse");
       expect(await conformMain(["--impl", "exit 3", "--vectors", dir, "--no-report"])).toBe(2);
+      // A hostile vectors file is a usage error with a message, not a crash (exit 2).
+      const file = join(dir, "usb.parse.jsonl");
+      const lines = readFileSync(file, "utf8").split("\n");
+      writeFileSync(file, [lines[0]!.replace(/"run":\s*0/, '"run":-1'), ...lines.slice(1)].join("\n"));
+      expect(await conformMain(["--reference", "--vectors", dir, "--no-report"])).toBe(2);
+      writeFileSync(join(dir, "manifest.json"), JSON.stringify({ ...manifest, cases: [null] }));
+      expect(await conformMain(["--reference", "--vectors", dir, "--no-report"])).toBe(2);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

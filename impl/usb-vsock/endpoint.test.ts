@@ -4,7 +4,7 @@ import { TestClock } from "effect/testing";
 import { describe, expect, it } from "vitest";
 import { UsbVsockEndpoint, type EndpointOptions } from "./endpoint.ts";
 import { connectUsbLink, makeUsbVsockRig, type UsbLink } from "../../sim/usb-link.ts";
-import type { Version } from "../../spec/usb-vsock.ts";
+import { encodePackets, PacketType, type Version } from "../../spec/usb-vsock.ts";
 
 const A = { deviceCid: 3, hostCid: 2, devicePort: 5, hostPort: 7 };
 const B = { deviceCid: 3, hostCid: 2, devicePort: 6, hostPort: 8 };
@@ -232,6 +232,39 @@ describe("usb-vsock endpoints over the simulated link", () => {
     expect(out.e).toEqual({ _tag: "InsufficientData", offset: 0, remaining: 7 });
     expect(out.after).toBe("still here");
     expect(out.parseErrors).toBe(1);
+  });
+
+  it("a hostile peer's unrequested EchoReplies and Connect-then-Reset leave echo() and incoming() correct [USB-ECHO USB-CONN-RESET]", async () => {
+    const zero = { deviceCid: 0, hostCid: 0, devicePort: 0, hostPort: 0 };
+    const out = await runSim(
+      Effect.gen(function* () {
+        const { host, device } = yield* pair();
+        yield* host.sync();
+        yield* device.awaitSynced;
+        const stale = text("stale");
+        const reply = {
+          header: { ...zero, type: PacketType.EchoReply, payloadLen: stale.length },
+          payload: stale,
+        };
+        // Replies nobody asked for, then a connection the peer withdraws before it is accepted.
+        yield* device.handleTransfer(encodePackets([reply, reply, reply]));
+        yield* device.handleTransfer(
+          encodePackets([
+            { header: { ...A, type: PacketType.Connect, payloadLen: 0 }, payload: new Uint8Array(0) },
+            { header: { ...A, type: PacketType.Reset, payloadLen: 0 }, payload: new Uint8Array(0) },
+          ]),
+        );
+        const echo = yield* device.echo(text("ping"));
+        const pending = yield* Effect.forkChild(device.incoming);
+        const connecting = yield* Effect.forkChild(host.connect(B));
+        const incoming = yield* Fiber.join(pending);
+        yield* device.accept(incoming);
+        yield* Fiber.join(connecting);
+        return { echo: str(echo), incoming };
+      }),
+    );
+    expect(out.echo).toBe("ping");
+    expect(out.incoming).toEqual(B);
   });
 
   it("many connections with small transfers: every byte once, in order, no transfer over the size [USB-LINK-MTU USB-FILL-SPLIT USB-CONN-DATA]", async () => {

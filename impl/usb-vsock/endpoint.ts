@@ -90,6 +90,8 @@ export class UsbVsockEndpoint {
   private readonly controlChunks: Uint8Array[] = [];
   private readonly controlWaiters = new Set<Waker>();
   private readonly echoReplies: Uint8Array[] = [];
+  /** echo() calls waiting for a reply (USB-ECHO): how many EchoReplies to keep. */
+  private echoAwaited = 0;
   private readonly echoWaiters = new Set<Waker>();
   private readonly syncWaiters = new Set<Waker>();
   private nonce = 0;
@@ -188,8 +190,12 @@ export class UsbVsockEndpoint {
         wakeAll(this.controlWaiters);
         return;
       case "EchoReply":
-        this.echoReplies.push(n.payload.slice());
-        wakeAll(this.echoWaiters);
+        // Only replies an echo() waits for are kept: a hostile peer's unrequested ones would
+        // pile up without bound and answer the next echo() with a stale payload.
+        if (this.echoReplies.length < this.echoAwaited) {
+          this.echoReplies.push(n.payload.slice());
+          wakeAll(this.echoWaiters);
+        }
         return;
       case "Paused": {
         const s = this.streams.get(addressKey(n.address));
@@ -312,8 +318,10 @@ export class UsbVsockEndpoint {
 
   /** The next incoming connection request (an address in ConnectingIncoming). */
   readonly incoming: Effect.Effect<Address> = Effect.suspend(() => {
-    const a = this.incomingQueue.shift();
-    if (a !== undefined) return Effect.succeed(a);
+    // A peer may Connect then Reset before we accept: skip addresses no longer waiting.
+    for (let a = this.incomingQueue.shift(); a !== undefined; a = this.incomingQueue.shift()) {
+      if (this.core.connection(a)?.state === "ConnectingIncoming") return Effect.succeed(a);
+    }
     return Effect.flatMap(park(this.incomingWaiters), () => this.incoming);
   });
 
@@ -352,12 +360,22 @@ export class UsbVsockEndpoint {
     return Effect.suspend(() => {
       const e = this.core.echo(payload.slice());
       if (e !== undefined) return Effect.fail(e);
+      this.echoAwaited++;
+      let settled = false;
+      const settle = (): void => {
+        if (settled) return;
+        settled = true;
+        this.echoAwaited--;
+      };
       const wait: Effect.Effect<Uint8Array> = Effect.suspend(() => {
         const r = this.echoReplies.shift();
-        if (r !== undefined) return Effect.succeed(r);
+        if (r !== undefined) {
+          settle();
+          return Effect.succeed(r);
+        }
         return Effect.flatMap(park(this.echoWaiters), () => wait);
       });
-      return wait;
+      return Effect.onInterrupt(wait, () => Effect.sync(settle));
     });
   }
 }

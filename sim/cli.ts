@@ -387,6 +387,8 @@ export const main = async (argv: readonly string[], io: Io = defaultIo()): Promi
         return cmd === undefined ? 2 : 0;
       case "help": {
         const topic = rest[0];
+        // The conformance commands keep their own help text.
+        if (topic === "conform" || topic === "vectors") return await cmdConformance(topic, ["--help"], io);
         io.out(
           topic === "run"
             ? RUN_HELP

@@ -251,7 +251,7 @@ abstract class Segments {
   /**
    * Copies bytes at `offset` into `dst[from, to)` (all of `dst` by default) until that range
    * is full or the buffer ends; returns the count, min(to - from, max(0, len - offset))
-   * (IOV-READ-LEN). Allocation-free. A range outside `dst` copies nothing.
+   * (IOV-READ-LEN). No allocation when the views cached per segment fit the range (whole segments, or the last partial range per segment); another partial range over 64 bytes makes one view. A range outside `dst` copies nothing.
    */
   readInto(dst: Uint8Array, offset: number, from = 0, to = dst.length): number {
     if (!validOffset(offset) || !validRange(from, to, dst.length)) return 0;

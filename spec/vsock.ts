@@ -284,8 +284,13 @@ export interface VsockProfile {
   readonly singleDescriptor: boolean;
   /** Data gathered over any number of descriptors (VSOCK-LAYOUT-SCATTER). */
   readonly scatter: boolean;
-  /** RX data descriptors must be write-only (VSOCK-RX-DATA-WRITABLE). */
+  /**
+   * RX data descriptors must be write-only (VSOCK-RX-DATA-WRITABLE). Without it, the 2022
+   * cloud-hypervisor order: the chain's shape is checked first, both buffers mapped last.
+   */
   readonly rxDataWritable: boolean;
+  /** TX maps the whole second descriptor as the data buffer, not just `len` bytes of it. */
+  readonly txMapWholeData: boolean;
 }
 
 export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
@@ -294,9 +299,22 @@ export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
     singleDescriptor: false,
     scatter: false,
     rxDataWritable: false,
+    txMapWholeData: true,
   },
-  "rust-vmm": { name: "rust-vmm", singleDescriptor: true, scatter: false, rxDataWritable: true },
-  virtio: { name: "virtio", singleDescriptor: true, scatter: true, rxDataWritable: true },
+  "rust-vmm": {
+    name: "rust-vmm",
+    singleDescriptor: true,
+    scatter: false,
+    rxDataWritable: true,
+    txMapWholeData: false,
+  },
+  virtio: {
+    name: "virtio",
+    singleDescriptor: true,
+    scatter: true,
+    rxDataWritable: true,
+    txMapWholeData: false,
+  },
 };
 
 export type VsockPacketError =
@@ -401,7 +419,7 @@ export const assembleTx = (
   if (isWrite(d)) return E.unreadable;
   if (d.len < len) return E.bufTooSmall;
   // cloud-hypervisor maps the whole data descriptor; rust-vmm exactly len bytes of it.
-  const s = { addr: d.addr, len: profile.name === "cloud-hypervisor" ? d.len : len };
+  const s = { addr: d.addr, len: profile.txMapWholeData ? d.len : len };
   if (!inMemory(mem, s)) return E.memory;
   return ok({ hdrAddr, header, data: [s] });
 };
@@ -420,7 +438,7 @@ export const assembleRx = (
   const hdrAddr = head.addr;
   const hdrSeg = { addr: head.addr, len: VSOCK_PKT_HDR_SIZE };
 
-  if (profile.name === "cloud-hypervisor") {
+  if (!profile.rxDataWritable) {
     // The 2022 reference checks the chain's shape first and maps both buffers last.
     if (!hasNext(head)) return E.bufMissing;
     const d = chain[1];

@@ -170,7 +170,7 @@ export class VsockPacket {
     if (!chain.advance()) return BUF_MISSING;
     if (chain.isWriteOnly()) return UNREADABLE;
     if (chain.len < len) return BUF_TOO_SMALL;
-    this.push(chain.addr, profile.name === "cloud-hypervisor" ? chain.len : len);
+    this.push(chain.addr, profile.txMapWholeData ? chain.len : len);
     return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
   }
 
@@ -189,7 +189,7 @@ export class VsockPacket {
     // The descriptor's own NEXT flag, as rust-vmm's `has_next` (not whether the walk can go on).
     const headHasNext = (chain.flags & VIRTQ_DESC_F_NEXT) !== 0;
 
-    if (profile.name === "cloud-hypervisor") {
+    if (!profile.rxDataWritable) {
       if (!headHasNext) return BUF_MISSING;
       if (!chain.advance()) return BUF_MISSING;
       // VSOCK-RX-DATA-WRITABLE: this reference does not check the data descriptor's flags.

@@ -16,9 +16,6 @@ export interface Hello {
   readonly ops: readonly string[];
 }
 
-/** Outcomes the client itself produces when the program misbehaves. */
-export const CLIENT_ERRORS = ["Timeout", "ProcessExited", "MalformedResponse"] as const;
-
 export interface ClientOptions {
   /** Per-request timeout in ms (default 5000). */
   readonly timeoutMs?: number;

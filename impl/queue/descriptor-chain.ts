@@ -8,7 +8,7 @@
  *     for (let ok = chain.rewind(); ok; ok = chain.advance()) use(chain.addr, chain.len, chain.isWriteOnly());
  *     if (chain.end !== null) ... // why the walk stopped early
  */
-import { GuestMemory, u64ToBigInt } from "../memory/guest-memory.ts";
+import { GuestMemory, u64ToBigInt, u64ToNumber } from "../memory/guest-memory.ts";
 import type { ChainError } from "../../spec/queue.ts";
 
 export type { ChainError } from "../../spec/queue.ts";
@@ -225,7 +225,7 @@ export class DescriptorChain {
   }
   /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
   get addr(): number {
-    return this.addrHi * 0x1_0000_0000 + this.addrLo;
+    return u64ToNumber(this.addrLo, this.addrHi);
   }
   get len(): number {
     return this._len;
@@ -441,7 +441,7 @@ export class DescriptorChain {
         return this.stop({ _tag: "InvalidIndirectDescriptorTable", len });
       }
       // CHAIN-INDIRECT-UNALIGNED: any table address is accepted.
-      this.table = this.addrHi * 0x1_0000_0000 + this.addrLo;
+      this.table = u64ToNumber(this.addrLo, this.addrHi);
       this.tableLo = this.addrLo;
       this.tableHi = this.addrHi;
       this.tableSize = len >>> 4;

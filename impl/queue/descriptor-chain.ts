@@ -29,6 +29,13 @@ const NOT_FRESH = 0;
 const FRESH_OK = 1;
 const FRESH_NONE = 2;
 
+// How the cursor holds the chain. SINGLE: `loadBound` found a one-descriptor chain in the bound
+// table and the cursor is on it for good (rewind: true, advance: false, nothing re-read), so
+// that load writes only the head, the descriptor and this field; the walk fields below are
+// then unused. WALK: the walk fields say where the walk is.
+const WALK = 0;
+const SINGLE = 1;
+
 /** Byte and descriptor counts of a chain by direction (CHAIN-RW-SPLIT); reusable. */
 export interface ChainLengths {
   readableBytes: number;
@@ -69,6 +76,9 @@ export class DescriptorChain {
   // While the cursor is still where setHead/rewind left it, rewind() need not read guest
   // memory again: NOT_FRESH, FRESH_OK (on the first data descriptor) or FRESH_NONE.
   private fresh = NOT_FRESH;
+  // WALK or SINGLE (see above); in SINGLE the walk fields, `_index`, `total`, `_indirect` and
+  // `_end` are stale and the getters answer for the one descriptor instead.
+  private mode = WALK;
 
   // The current descriptor.
   private _index = 0;
@@ -79,8 +89,7 @@ export class DescriptorChain {
   private _next = 0;
   private _indirect = false;
 
-  /** Why the walk stopped before a descriptor without NEXT; null otherwise. Final once advance() returned false. */
-  end: ChainError | null = null;
+  private _end: ChainError | null = null;
 
   /** An unloaded chain, to be filled by `setHead` (or `SplitQueue.popInto`) and reused. */
   constructor(memory: GuestMemory) {
@@ -112,7 +121,8 @@ export class DescriptorChain {
     this.descTable = descTable;
     this.queueSize = queueSize;
     this.head = index;
-    this.end = null;
+    this.mode = WALK;
+    this._end = null;
     this.fresh = NOT_FRESH;
     this.state = DONE;
     if (index >>> 0 !== index || index >= queueSize) return false; // also size 0 (PR 173)
@@ -154,11 +164,21 @@ export class DescriptorChain {
 
   /** `setHead` on the bound table (see `bind`): the same result, and a one-descriptor chain is settled here. */
   loadBound(index: number): boolean {
-    // Kept small so that it inlines into the caller's loop; rare cases go to loadRest.
+    // V8 inlines a caller's methods only up to a bytecode budget (920 bytes for everything a
+    // loop calls), so the hot path is kept small and everything rare is out of line.
     this.head = index;
-    this.end = null;
+    if (index >= this.queueSize || this.mem.recorder !== null) return this.loadBoundSlow(index);
+    return this.readHead(index);
+  }
+
+  private loadBoundSlow(index: number): boolean {
     if (index >= this.queueSize) return this.refuse();
-    if (this.mem.recorder !== null) this.noteEntry(index);
+    this.noteEntry(index);
+    return this.readHead(index);
+  }
+
+  /** Reads the (bound, in-range) head entry; settles a one-descriptor chain here. */
+  private readHead(index: number): boolean {
     const view = this.tableView!;
     const off = this.tableViewOff + index * 16;
     const len = view.getUint32(off + 8, true);
@@ -168,14 +188,9 @@ export class DescriptorChain {
     this._len = len;
     this._flags = flags;
     this._next = view.getUint16(off + 14, true);
-    this._index = index;
     if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) !== 0) return this.loadRest();
-    // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32); rewind() after
-    // advance() restarts from the head, so the walk's table fields need no reset here.
-    this._indirect = false;
-    this.total = len;
-    this.state = DONE;
-    this.fresh = FRESH_OK;
+    // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32).
+    this.mode = SINGLE;
     return true;
   }
 
@@ -184,6 +199,8 @@ export class DescriptorChain {
   }
 
   private refuse(): false {
+    this.mode = WALK;
+    this._end = null;
     this.state = DONE;
     this.fresh = NOT_FRESH;
     return false;
@@ -192,6 +209,9 @@ export class DescriptorChain {
   /** loadBound for a head with NEXT or INDIRECT. */
   private loadRest(): boolean {
     const size = this.queueSize;
+    this.mode = WALK;
+    this._end = null;
+    this._index = this.head;
     if ((this._flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       this.restart();
       this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
@@ -221,7 +241,7 @@ export class DescriptorChain {
   }
   /** The current descriptor's index in the table it was read from (the indirect table when `indirect`). */
   get index(): number {
-    return this._index;
+    return this.mode === SINGLE ? this.head : this._index;
   }
   /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
   get addr(): number {
@@ -238,11 +258,15 @@ export class DescriptorChain {
   }
   /** True when the current descriptor was read from an indirect table. */
   get indirect(): boolean {
-    return this._indirect;
+    return this.mode === SINGLE ? false : this._indirect;
   }
   /** Bytes yielded so far by this walk (CHAIN-LEN-U32). */
   get totalLength(): number {
-    return this.total;
+    return this.mode === SINGLE ? this._len : this.total;
+  }
+  /** Why the walk stopped before a descriptor without NEXT; null otherwise. Final once advance() returned false. */
+  get end(): ChainError | null {
+    return this.mode === SINGLE ? null : this._end;
   }
 
   /** CHAIN-ADDR-U64: the exact u64 of the current addr. */
@@ -254,18 +278,22 @@ export class DescriptorChain {
   }
   /** The current descriptor has NEXT and the walk will try to follow it. */
   hasNext(): boolean {
-    return (this._flags & VIRTQ_DESC_F_NEXT) !== 0 && this.state === MORE;
+    return this.mode === WALK && (this._flags & VIRTQ_DESC_F_NEXT) !== 0 && this.state === MORE;
   }
 
   /** To the first data descriptor; false when the chain yields none (then `end` says why). */
   rewind(): boolean {
+    return this.mode === SINGLE || this.rewindWalk();
+  }
+
+  private rewindWalk(): boolean {
     const f = this.fresh;
     if (f !== NOT_FRESH) return f === FRESH_OK;
     return this.rewalk();
   }
 
   private rewalk(): boolean {
-    this.end = null;
+    this._end = null;
     if (this.head >>> 0 !== this.head || this.head >= this.queueSize) {
       this.state = DONE;
       return false;
@@ -278,6 +306,23 @@ export class DescriptorChain {
 
   /** To the next data descriptor; false when the chain has ended. */
   advance(): boolean {
+    if (this.mode === SINGLE) return this.singleEnded();
+    return this.advanceWalk();
+  }
+
+  /** A one-descriptor chain's walk is over: back to WALK (DONE), so a rewind() reads it again as for any chain. */
+  private singleEnded(): false {
+    this.mode = WALK;
+    this._end = null;
+    this._index = this.head;
+    this._indirect = false;
+    this.total = this._len;
+    this.state = DONE;
+    this.fresh = NOT_FRESH;
+    return false;
+  }
+
+  private advanceWalk(): boolean {
     this.fresh = NOT_FRESH;
     if (this.state !== MORE) return this.stopped();
     return this.tableView !== null && !this.inIndirect ? this.advanceBound() : this.step();
@@ -332,7 +377,7 @@ export class DescriptorChain {
     this.inIndirect = false;
     this.total = 0;
     this.state = MORE;
-    this.end = null;
+    this._end = null;
   }
 
   /** Reads entry `index` of `table` into the cursor (CHAIN-DESC-LAYOUT); false (and `end` set) when outside memory. */
@@ -359,7 +404,7 @@ export class DescriptorChain {
     if (r < 0) {
       // CHAIN-MEMORY: the exact address for the error value.
       const base = this.inIndirect ? u64ToBigInt(this.tableLo, this.tableHi) : BigInt(table);
-      this.end = GuestMemory.rangeError(base + BigInt(index) * 16n, 16n);
+      this._end = GuestMemory.rangeError(base + BigInt(index) * 16n, 16n);
       this.state = DONE;
       return false;
     }
@@ -378,7 +423,7 @@ export class DescriptorChain {
   }
 
   private stop(end: ChainError): false {
-    this.end = end;
+    this._end = end;
     this.state = DONE;
     return false;
   }
@@ -401,8 +446,7 @@ export class DescriptorChain {
     const next = tv.getUint16(o + 14, true);
     this._next = next;
     this._index = i;
-    this.total = total;
-    this._indirect = false;
+    this.total = total; // (_indirect is already false: a walk never returns from an indirect table)
     if ((flags & VIRTQ_DESC_F_NEXT) === 0) this.state = DONE;
     else if (--this.ttl === 0)
       this.state = TTL_SPENT; // CHAIN-TTL

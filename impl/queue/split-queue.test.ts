@@ -384,6 +384,36 @@ describe("SplitQueue pop", () => {
     expect(p.q.lastPop).toBe(PopStatus.Empty);
   });
 
+  it("a popped one-descriptor chain answers every cursor field, and a rewind after its walk reads guest memory again, as for any chain [VQ-POP-ADVANCE CHAIN-DESC-LAYOUT]", () => {
+    const p = new Pair(8);
+    const chain = new DescriptorChain(p.m);
+    const h = p.drv.addChain([{ addr: 0x1000, len: 10, write: true }])!;
+    expect(p.q.popInto(chain)).toBe(true);
+    const fields = (): unknown[] => [
+      chain.headIndex,
+      chain.index,
+      chain.addr,
+      chain.len,
+      chain.isWriteOnly(),
+      chain.indirect,
+      chain.hasNext(),
+      chain.totalLength,
+      chain.end,
+    ];
+    expect(fields()).toEqual([h, h, 0x1000, 10, true, false, false, 10, null]);
+    expect(chain.rewind()).toBe(true);
+    expect(fields()).toEqual([h, h, 0x1000, 10, true, false, false, 10, null]);
+    expect(chain.advance()).toBe(false);
+    expect([chain.totalLength, chain.end, chain.advance()]).toEqual([10, null, false]);
+    // The guest rewrites the descriptor; the next walk sees it (the old code re-read too).
+    p.drv.writeDescriptor(h, { addr: 0x2000, len: 20, flags: 0, next: 0 });
+    expect(chain.rewind()).toBe(true);
+    expect(fields()).toEqual([h, h, 0x2000, 20, false, false, false, 20, null]);
+    expect(chain.advance()).toBe(false);
+    expect(chain.rewind()).toBe(true);
+    expect(chain.len).toBe(20);
+  });
+
   it("chains (0,1), (2,3,4), (5,6) with readable and writable parts [VQ-POP-ADVANCE CHAIN-RW-SPLIT]", () => {
     // rust-vmm test_descriptor_and_iterator.
     const p = new Pair(16);

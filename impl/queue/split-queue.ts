@@ -52,7 +52,8 @@ export class SplitQueue {
 
   private _nextAvail = 0;
   private _nextUsed = 0;
-  private _numAdded = 0;
+  // num_added is kept as the next_used it counts from, so addUsed writes one field, not two.
+  private kickBase = 0;
 
   /** Why the last popInto returned false (not updated when it returns true), and the error when `PopStatus.Error`. */
   lastPop: PopStatus = PopStatus.Empty;
@@ -118,7 +119,7 @@ export class SplitQueue {
     return this._nextUsed;
   }
   get numAdded(): number {
-    return this._numAdded;
+    return (this._nextUsed - this.kickBase) & 0xffff;
   }
 
   /** Sets positions directly (snapshot restore, tests), as the spec's `setPositions`. */
@@ -127,9 +128,10 @@ export class SplitQueue {
     readonly nextUsed?: number;
     readonly numAdded?: number;
   }): void {
+    const added = p.numAdded ?? this.numAdded;
     if (p.nextAvail !== undefined) this._nextAvail = p.nextAvail & 0xffff;
     if (p.nextUsed !== undefined) this._nextUsed = p.nextUsed & 0xffff;
-    if (p.numAdded !== undefined) this._numAdded = p.numAdded & 0xffff;
+    this.kickBase = (this._nextUsed - added) & 0xffff;
   }
 
   /** The state in the spec's shape (`SpecQueue`), to compare with the reference model. */
@@ -145,7 +147,7 @@ export class SplitQueue {
       active: this.active,
       nextAvail: this._nextAvail,
       nextUsed: this._nextUsed,
-      numAdded: this._numAdded,
+      numAdded: this.numAdded,
     };
   }
 
@@ -198,7 +200,7 @@ export class SplitQueue {
     this._eventIdx = false;
     this._nextAvail = 0;
     this._nextUsed = 0;
-    this._numAdded = 0;
+    this.kickBase = 0;
     this.lastPop = PopStatus.Empty;
     this.lastError = null;
     this.deactivate();
@@ -286,7 +288,22 @@ export class SplitQueue {
    * was popped; otherwise `lastPop` says why and `lastError` holds the error.
    */
   popInto(chain: DescriptorChain): boolean {
-    // Kept small so that it inlines into a device's loop; rare cases are out of line.
+    // V8 inlines a caller's methods only up to a bytecode budget (920 bytes for everything a
+    // loop calls), so the hot path is kept small: an inactive queue (mem null), a memory
+    // recorder, a chain not yet bound here, an empty queue and errors all go to popSlow.
+    const mem = this.mem;
+    if (mem === null || mem.recorder !== null || chain.boundTo !== this.token) return this.popSlow(chain);
+    const next = this._nextAvail;
+    const n = (this.availView.getUint16(this.availOff + 2, true) - next) & 0xffff;
+    if (n === 0 || n > this.size) return this.popNone(n);
+    const head = this.availView.getUint16(this.availOff + 4 + 2 * (next & this.mask), true);
+    if (!chain.loadBound(head)) return this.popNone(-1);
+    this._nextAvail = (next + 1) & 0xffff;
+    return true;
+  }
+
+  /** popInto's general path: the same steps, each ring access told to a recorder. */
+  private popSlow(chain: DescriptorChain): boolean {
     if (!this.active) return this.popError(NOT_READY);
     const recording = this.mem!.recorder !== null;
     if (recording) this.noteAvail(2);
@@ -369,20 +386,29 @@ export class SplitQueue {
 
   /** VQ-ADD-USED-INDEX, VQ-ADD-USED: writes the used entry; used.idx is published by `publishUsed`. */
   addUsed(index: number, len: number): Result<void, QueueError> {
-    // Kept small so that it inlines into a device's loop; errors are out of line.
-    if (!this.active || index >>> 0 !== index || index >= this.size) return this.addUsedError(index);
+    // Kept small (see popInto): inactive (mem null), a recorder and errors go to addUsedSlow.
+    const mem = this.mem;
+    if (mem === null || mem.recorder !== null || index >>> 0 !== index || index >= this.size) {
+      return this.addUsedSlow(index, len);
+    }
+    const used = this._nextUsed;
+    const o = this.usedOff + 4 + 8 * (used & this.mask);
+    this.usedView.setUint32(o, index, true);
+    this.usedView.setUint32(o + 4, len >>> 0, true);
+    this._nextUsed = (used + 1) & 0xffff;
+    return OK_VOID;
+  }
+
+  private addUsedSlow(index: number, len: number): Result<void, QueueError> {
+    if (!this.active) return ERR_NOT_READY;
+    if (index >>> 0 !== index || index >= this.size) return err({ _tag: "DescIndexOutOfBounds", index });
     const slot = this._nextUsed & this.mask;
-    if (this.mem!.recorder !== null) this.noteUsed(4 + 8 * slot, 8);
+    this.noteUsed(4 + 8 * slot, 8);
     const o = this.usedOff + 4 + 8 * slot;
     this.usedView.setUint32(o, index, true);
     this.usedView.setUint32(o + 4, len >>> 0, true);
     this._nextUsed = (this._nextUsed + 1) & 0xffff;
-    this._numAdded = (this._numAdded + 1) & 0xffff;
     return OK_VOID;
-  }
-
-  private addUsedError(index: number): Result<void, QueueError> {
-    return this.active ? err({ _tag: "DescIndexOutOfBounds", index }) : ERR_NOT_READY;
   }
 
   private noteUsed(offset: number, len: number): void {
@@ -392,7 +418,7 @@ export class SplitQueue {
   /** VQ-PUBLISH-USED: used.idx = next_used. */
   publishUsed(): Result<void, QueueError> {
     if (!this.active) return ERR_NOT_READY;
-    if (this.mem!.recorder !== null) this.noteUsed(2, 2);
+    this.note(this.usedN + 2, 2, true);
     this.usedView.setUint16(this.usedOff + 2, this._nextUsed, true);
     return OK_VOID;
   }
@@ -409,8 +435,8 @@ export class SplitQueue {
     }
     const event = this.readUsedEvent();
     const used = this._nextUsed;
-    const added = this._numAdded;
-    this._numAdded = 0;
+    const added = this.numAdded;
+    this.kickBase = used;
     // Linux vring_need_event(event, new = used, old = used - added).
     return ((used - event - 1) & 0xffff) < added;
   }

@@ -30,9 +30,10 @@ const FRESH_OK = 1;
 const FRESH_NONE = 2;
 
 // How the cursor holds the chain. SINGLE: `loadBound` found a one-descriptor chain in the bound
-// table and the cursor is on it for good (rewind: true, advance: false, nothing re-read), so
-// that load writes only the head, the descriptor and this field; the walk fields below are
-// then unused. WALK: the walk fields say where the walk is.
+// table and the cursor is on it, as after `rewind()`; that load writes only the head, the
+// descriptor and this field, and the getters answer the walk fields from them. The first
+// `advance()` ends the walk and returns to WALK (so a later `rewind()` reads guest memory
+// again, as for any chain). WALK: the walk fields say where the walk is.
 const WALK = 0;
 const SINGLE = 1;
 

@@ -403,16 +403,12 @@ export class SplitQueue {
     if (!this.active) return ERR_NOT_READY;
     if (index >>> 0 !== index || index >= this.size) return err({ _tag: "DescIndexOutOfBounds", index });
     const slot = this._nextUsed & this.mask;
-    this.noteUsed(4 + 8 * slot, 8);
+    this.note(this.usedN + 4 + 8 * slot, 8, true);
     const o = this.usedOff + 4 + 8 * slot;
     this.usedView.setUint32(o, index, true);
     this.usedView.setUint32(o + 4, len >>> 0, true);
     this._nextUsed = (this._nextUsed + 1) & 0xffff;
     return OK_VOID;
-  }
-
-  private noteUsed(offset: number, len: number): void {
-    this.mem!.recorder!(this.usedN + offset, len, true);
   }
 
   /** VQ-PUBLISH-USED: used.idx = next_used. */

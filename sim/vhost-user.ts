@@ -268,4 +268,3 @@ export const vhostUserMain = async (argv: readonly string[], io: VhostUserIo): P
   io.err(`sim vhost-user: ${Cause.pretty(exit.cause)}`);
   return 1;
 };
-

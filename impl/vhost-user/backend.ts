@@ -204,9 +204,9 @@ export const describeEvent = (e: VhostUserEvent): string => {
 
 /** One line for a typed error (any `{ _tag }` value: SessionError, NativeError, TapError). */
 export const describeError = (e: { readonly _tag: string }): string => {
-  const fields = Object.entries(e)
+  const fields = Object.entries(e as Record<string, unknown>)
     .filter(([k]) => k !== "_tag")
-    .map(([k, v]) => {
+    .map(([k, v]: [string, unknown]) => {
       if (k === "request" && typeof v === "number") return `request=${requestName(v)}`;
       return `${k}=${typeof v === "bigint" ? `0x${v.toString(16)}` : String(v)}`;
     });

@@ -365,6 +365,12 @@ const COMMANDS: readonly SimCommand[] = [
     run: (a, io) => cmdConformance("vectors", a, io),
   },
   {
+    name: "vhost-user",
+    usage: "vhost-user [options]",
+    summary: "serve our net or vsock device to a VMM over vhost-user",
+    run: async (a, io) => (await import("./vhost-user.ts")).vhostUserMain(a, io),
+  },
+  {
     name: "help",
     usage: "help [command]",
     summary: "this text, or a command's",

@@ -10,7 +10,7 @@
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Effect } from "effect";
+import { Cause, Effect, Exit } from "effect";
 import { replayCommand, runScenario, type RunOptions, type RunResult, type Scenario } from "./engine.ts";
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
 import { scenarios, findScenario } from "./scenarios/index.ts";
@@ -36,6 +36,13 @@ export interface Io {
   readonly err: (line: string) => void;
   /** Progress (a line that may be redrawn with \r); null when not wanted. */
   readonly progress: ((text: string) => void) | null;
+  /** Aborted by sim/index.ts on SIGINT/SIGTERM/SIGHUP: the running scenario is interrupted. */
+  readonly signal?: AbortSignal;
+}
+
+/** The run was interrupted by a signal; every finalizer has run by the time this is thrown. */
+export class Interrupted extends Error {
+  readonly _tag = "Interrupted";
 }
 
 export const defaultIo = (): Io => ({
@@ -176,14 +183,23 @@ export const runOne = async (
     }
   };
   try {
-    const result = await Effect.runPromise(
+    if (io.signal?.aborted === true) throw new Interrupted("interrupted before the run started");
+    // With a signal, an abort interrupts the scenario's fiber; the promise settles only
+    // after every acquireRelease of the scenario has released.
+    const exit = await Effect.runPromiseExit(
       runScenario(scenario, {
         ...options,
         trace: true,
         traceSink: out === null ? null : (chunk) => void writeSync(out, chunk),
         onProgress,
       }),
+      io.signal !== undefined ? { signal: io.signal } : undefined,
     );
+    if (Exit.isFailure(exit)) {
+      if (Cause.hasInterruptsOnly(exit.cause)) throw new Interrupted(`${scenario.name} interrupted`);
+      throw Cause.squash(exit.cause);
+    }
+    const result = exit.value;
     if (shownProgress && io.progress !== null) io.progress("");
     const data = reportData(scenario, result);
     if (dir !== null) writeReport(data, dir);

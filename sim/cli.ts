@@ -39,6 +39,7 @@ commands:
   smoke                      every scenario briefly with fixed seeds (the gate runs this)
   conform [options]          run the conformance suite against another implementation
   vectors [options]          write deterministic conformance vectors
+  vhost-user [options]       serve our net or vsock device to a VMM over vhost-user
   help [command]             this text, or a command's
 
 Every command takes --help.`;
@@ -374,7 +375,7 @@ const cmdConformance = async (
   return fn([...argv]);
 };
 
-const COMMANDS = ["run", "list", "smoke", "conform", "vectors", "help"];
+const COMMANDS = ["run", "list", "smoke", "conform", "vectors", "vhost-user", "help"];
 
 export const main = async (argv: readonly string[], io: Io = defaultIo()): Promise<number> => {
   const [cmd, ...rest] = argv;
@@ -409,6 +410,8 @@ export const main = async (argv: readonly string[], io: Io = defaultIo()): Promi
       case "conform":
       case "vectors":
         return await cmdConformance(cmd, rest, io);
+      case "vhost-user":
+        return await (await import("./vhost-user.ts")).vhostUserMain(rest, io);
       default:
         throw new UsageError(
           `unknown command ${JSON.stringify(cmd)}; valid commands: ${COMMANDS.join(", ")}`,

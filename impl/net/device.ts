@@ -29,11 +29,12 @@ import {
 import type { QueueError } from "../../spec/queue.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import { IoVecBuffer, IoVecBufferMut, type ChainCursor } from "../iovec/iovec.ts";
+import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { DescriptorChain } from "../queue/descriptor-chain.ts";
 import { PopStatus, SplitQueue } from "../queue/split-queue.ts";
 import { NetBackend, type NetBackendShape, type RxBuffer, type TxPacket } from "./backend.ts";
-import { NetConfigSpace, checkConfig } from "./config.ts";
+import { CONFIG_SIZE as NET_CONFIG_SIZE, NetConfigSpace, checkConfig } from "./config.ts";
 import { F, checkAck, hasFeature, netHeaderLength, offeredFeatures } from "./features.ts";
 import { NUM_BUFFERS_OFFSET } from "./header.ts";
 import {
@@ -174,7 +175,10 @@ class RxView implements RxBuffer {
 /** The driver acked features after the device was activated (NET-FEAT-LOCKED). */
 export type FeaturesLocked = { readonly _tag: "FeaturesLocked" };
 
-export class NetDevice {
+export class NetDevice implements VirtioDevice {
+  readonly deviceId = VIRTIO_ID_NET;
+  readonly name = "net";
+  readonly configSize = NET_CONFIG_SIZE;
   readonly queues: readonly [SplitQueue, SplitQueue];
   readonly configSpace: NetConfigSpace;
   readonly offeredFeatures: bigint;
@@ -635,6 +639,11 @@ export class NetDevice {
     }
     buf.clear();
     return done;
+  }
+
+  /** VirtioDevice: a kick of queue `q` (RX_QUEUE or TX_QUEUE); other indexes do nothing. */
+  processQueue(q: number): number {
+    return q === TX_QUEUE ? this.processTxNow() : q === RX_QUEUE ? this.processRxNow() : 0;
   }
 
   // ---- Effect edges

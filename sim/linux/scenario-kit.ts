@@ -19,14 +19,41 @@ export const findGuest = ():
   return a.ok ? { image: a.image, qemu: a.qemu } : { skip: a.reason };
 };
 
-/** A guest or rig error as the run's violation (SIM-DELIVERY: the guest did not get through). */
+/** Stops the run at our device's first departure from the model, if there is one. */
+export const failOnDevice = (ctx: SimContext, watch: RingWatch | undefined): void => {
+  const d = watch?.deviceFindings[0];
+  if (d !== undefined) ctx.fail(d.rule, `our device on ${d.queue} (${watch!.count(d)}x): ${d.message}`);
+};
+
+/**
+ * SIM-DELIVERY: what the guest got through must hold. When it does not, a departure of our
+ * device the model saw is the cause reported (with its rule id) rather than the symptom.
+ */
+export const checkDelivery = (
+  ctx: SimContext,
+  watch: RingWatch | undefined,
+  holds: boolean,
+  message: () => string,
+): void => {
+  if (!holds) deliveryFailed(ctx, watch, message());
+};
+
+const deliveryFailed = (ctx: SimContext, watch: RingWatch | undefined, message: string): never => {
+  failOnDevice(ctx, watch);
+  return ctx.fail("SIM-DELIVERY", message);
+};
+
+/** A guest or rig error as the run's violation (SIM-DELIVERY, unless the model saw our device depart first). */
 export const orFail = <A, R>(
   ctx: SimContext,
   e: Effect.Effect<A, GuestError | RigError, R>,
+  watch?: RingWatch,
 ): Effect.Effect<A, never, R> =>
   e.pipe(
     Effect.catch((x: GuestError | RigError) =>
-      Effect.sync(() => ctx.fail("SIM-DELIVERY", x._tag === "RigError" ? x.message : describeGuestError(x))),
+      Effect.sync(() =>
+        deliveryFailed(ctx, watch, x._tag === "RigError" ? x.message : describeGuestError(x)),
+      ),
     ),
   );
 
@@ -37,8 +64,9 @@ export const expectLine = (
   pattern: RegExp,
   timeoutMs: number,
   what: string,
+  watch?: RingWatch,
 ): Effect.Effect<RegExpExecArray> =>
-  orFail(ctx, g.waitFor(pattern, { timeoutMs, what }).pipe(Effect.map((r) => r.match)));
+  orFail(ctx, g.waitFor(pattern, { timeoutMs, what }).pipe(Effect.map((r) => r.match)), watch);
 
 /** Records back-end events worth showing (features, memory table, rings) as the run's notes. */
 export const noteVhostEvents =
@@ -68,6 +96,5 @@ export const reportWatch = (ctx: SimContext, watch: RingWatch | undefined): void
       `finding: the Linux driver departed from [${f.rule}] on ${f.queue} (${watch.count(f)}x): ${f.message}`,
     );
   if (watch.driverFindings.length === 0) ctx.notes.push("the Linux driver kept every rule the model checks");
-  const d = watch.deviceFindings[0];
-  if (d !== undefined) ctx.fail(d.rule, `our device on ${d.queue} (${watch.count(d)}x): ${d.message}`);
+  failOnDevice(ctx, watch);
 };

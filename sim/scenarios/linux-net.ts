@@ -17,7 +17,14 @@ import { GUEST_NET, vhostUserNetArgs } from "../linux/devices.ts";
 import { launchGuest } from "../linux/qemu.ts";
 import { acquireOurNet } from "../linux/rig.ts";
 import { RingWatch } from "../linux/ring-watch.ts";
-import { expectLine, findGuest, noteVhostEvents, orFail, reportWatch } from "../linux/scenario-kit.ts";
+import {
+  checkDelivery,
+  expectLine,
+  findGuest,
+  noteVhostEvents,
+  orFail,
+  reportWatch,
+} from "../linux/scenario-kit.ts";
 
 const BOOT_MS = 120_000;
 const XFER_MS = 180_000;
@@ -139,16 +146,17 @@ export const linuxNetScenario: Scenario = {
 
       const phases: readonly Effect.Effect<void>[] = [
         Effect.gen(function* () {
-          const m = yield* expectLine(ctx, g, /^VLAB-NET-UP .*$/, BOOT_MS, "the guest's network up");
+          const m = yield* expectLine(ctx, g, /^VLAB-NET-UP .*$/, BOOT_MS, "the guest's network up", watch);
           said(m[0]);
         }),
         Effect.gen(function* () {
-          const rc = yield* expectLine(ctx, g, /^VLAB-PING-RC (\d+)$/, XFER_MS, "the guest's ping");
+          const rc = yield* expectLine(ctx, g, /^VLAB-PING-RC (\d+)$/, XFER_MS, "the guest's ping", watch);
           const stats =
             g.lines.find((l) => /packets transmitted/.test(l.text))?.text ?? "(no ping statistics)";
           said(stats);
-          ctx.check(
-            "SIM-DELIVERY",
+          checkDelivery(
+            ctx,
+            watch,
             rc[1] === "0",
             () => `guest ping of ${host} through our device failed: ${stats}`,
           );
@@ -160,14 +168,23 @@ export const linuxNetScenario: Scenario = {
             /^VLAB-TX-DATA (\d+) ([0-9a-f]{32})$/,
             XFER_MS,
             "the guest's file",
+            watch,
           );
           sink.expect = Number(d[1]);
           closeWhenDone();
-          const rc = yield* expectLine(ctx, g, /^VLAB-TX-RC (\d+)$/, XFER_MS, "the guest's nc to the host");
+          const rc = yield* expectLine(
+            ctx,
+            g,
+            /^VLAB-TX-RC (\d+)$/,
+            XFER_MS,
+            "the guest's nc to the host",
+            watch,
+          );
           const md5 = sink.hash.copy().digest("hex");
           said(`sent ${d[1]} bytes (md5 ${d[2]}) with nc, rc ${rc[1]}`);
-          ctx.check(
-            "SIM-DELIVERY",
+          checkDelivery(
+            ctx,
+            watch,
             sink.bytes === Number(d[1]) && md5 === d[2] && sink.connections === 1,
             () =>
               `guest -> host TCP: the host got ${sink.bytes} bytes md5 ${md5}, the guest sent ${d[1]} md5 ${d[2]}`,
@@ -181,10 +198,12 @@ export const linuxNetScenario: Scenario = {
             /^VLAB-RX-DATA (\d+) ([0-9a-f]{32})$/,
             XFER_MS,
             "the guest's received file",
+            watch,
           );
           said(`received ${d[1]} bytes (md5 ${d[2]}) with nc`);
-          ctx.check(
-            "SIM-DELIVERY",
+          checkDelivery(
+            ctx,
+            watch,
             Number(d[1]) === rxBytes && d[2] === rxMd5,
             () =>
               `host -> guest TCP: the guest got ${d[1]} bytes md5 ${d[2]}, the host sent ${rxBytes} md5 ${rxMd5}`,
@@ -210,9 +229,10 @@ export const linuxNetScenario: Scenario = {
               /^VLAB-RUN-EXIT (\d+)$/,
               XFER_MS,
               "the guest's script to end",
+              watch,
             );
-            ctx.check("SIM-DELIVERY", m[1] === "0", () => `the guest's script exited ${m[1]}`);
-            yield* orFail(ctx, g.waitExit(30_000));
+            checkDelivery(ctx, watch, m[1] === "0", () => `the guest's script exited ${m[1]}`);
+            yield* orFail(ctx, g.waitExit(30_000), watch);
             const s = net.device.stats;
             ctx.facts["device"] =
               `tx ${s.txFrames} frames / ${s.txBytes} bytes, rx ${s.rxFrames} frames / ${s.rxBytes} bytes, chain errors tx ${s.txChainErrors} rx ${s.rxChainErrors}`;

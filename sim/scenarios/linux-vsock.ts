@@ -15,7 +15,14 @@ import { vhostUserVsockArgs } from "../linux/devices.ts";
 import { launchGuest } from "../linux/qemu.ts";
 import { acquireOurVsock, acquireUnixEcho, hostVsockEcho } from "../linux/rig.ts";
 import { RingWatch } from "../linux/ring-watch.ts";
-import { expectLine, findGuest, noteVhostEvents, orFail, reportWatch } from "../linux/scenario-kit.ts";
+import {
+  checkDelivery,
+  expectLine,
+  findGuest,
+  noteVhostEvents,
+  orFail,
+  reportWatch,
+} from "../linux/scenario-kit.ts";
 
 const BOOT_MS = 120_000;
 const XFER_MS = 180_000;
@@ -65,18 +72,26 @@ export const linuxVsockScenario: Scenario = {
       const phases: readonly Effect.Effect<void>[] = [
         Effect.gen(function* () {
           {
-            const m = yield* expectLine(ctx, g, /^VLAB-MODULES-OK.*$/, BOOT_MS, "the guest's modules loaded");
+            const m = yield* expectLine(
+              ctx,
+              g,
+              /^VLAB-MODULES-OK.*$/,
+              BOOT_MS,
+              "the guest's modules loaded",
+              watch,
+            );
             ctx.facts["boot to modules (wall ms)"] = g.lines.find((l) => l.text === m[0])?.ms ?? 0;
           }
         }),
         Effect.gen(function* () {
           {
             // Guest -> host: the guest connects to CID 2, the host's Unix listener echoes.
-            const m = yield* expectLine(ctx, g, xferLine, XFER_MS, "the guest's vsock echo result");
+            const m = yield* expectLine(ctx, g, xferLine, XFER_MS, "the guest's vsock echo result", watch);
             said(m);
-            ctx.check("SIM-DELIVERY", m[1] === "ok", () => `guest-initiated stream: ${m[0]}`);
-            ctx.check(
-              "SIM-DELIVERY",
+            checkDelivery(ctx, watch, m[1] === "ok", () => `guest-initiated stream: ${m[0]}`);
+            checkDelivery(
+              ctx,
+              watch,
               echo.bytes === toHost && echo.connections === 1,
               () =>
                 `the host listener got ${echo.bytes} bytes on ${echo.connections} connections, the guest sent ${toHost}`,
@@ -88,7 +103,14 @@ export const linuxVsockScenario: Scenario = {
         Effect.gen(function* () {
           {
             // Host -> guest: CONNECT to the port the guest listens on, the guest echoes.
-            yield* expectLine(ctx, g, /^VLAB-XFER listening proto=vsock/, XFER_MS, "the guest listening");
+            yield* expectLine(
+              ctx,
+              g,
+              /^VLAB-XFER listening proto=vsock/,
+              XFER_MS,
+              "the guest listening",
+              watch,
+            );
             const x = yield* Effect.tryPromise({
               try: () => hostVsockEcho(vs.uds, GUEST_PORT, toGuest, XFER_MS),
               catch: (e) => e,
@@ -97,8 +119,9 @@ export const linuxVsockScenario: Scenario = {
                 Effect.sync(() => ctx.fail("SIM-DELIVERY", `host-initiated stream: ${String(e)}`)),
               ),
             );
-            ctx.check(
-              "SIM-DELIVERY",
+            checkDelivery(
+              ctx,
+              watch,
               x.received === toGuest && x.firstBad < 0,
               () =>
                 `host-initiated stream: ${x.received} of ${toGuest} bytes back, first wrong byte at ${x.firstBad}`,
@@ -109,6 +132,7 @@ export const linuxVsockScenario: Scenario = {
               /^VLAB-XFER (ok|fail) proto=vsock mode=listen (.*)$/,
               XFER_MS,
               "the guest's listener result",
+              watch,
             );
             said(m);
             ctx.facts["host -> guest stream"] =
@@ -134,9 +158,10 @@ export const linuxVsockScenario: Scenario = {
               /^VLAB-RUN-EXIT (\d+)$/,
               XFER_MS,
               "the guest's script to end",
+              watch,
             );
-            ctx.check("SIM-DELIVERY", m[1] === "0", () => `the guest's script exited ${m[1]}`);
-            yield* orFail(ctx, g.waitExit(30_000));
+            checkDelivery(ctx, watch, m[1] === "0", () => `the guest's script exited ${m[1]}`);
+            yield* orFail(ctx, g.waitExit(30_000), watch);
             reportWatch(ctx, watch);
           }),
       };

@@ -293,6 +293,11 @@ export interface Scenario {
   readonly smoke: { readonly steps: number; readonly seeds: readonly number[]; readonly faults?: number };
   /** Default fault rate (hostile-guest injects by default). */
   readonly defaultFaults: number;
+  /**
+   * Why this scenario injects no faults, when it does not: `sim run` then refuses a
+   * --faults rate above 0 with this reason. A scenario without it must inject at --faults.
+   */
+  readonly noFaults?: string;
   readonly charts: readonly ChartSpec[];
   create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
 }

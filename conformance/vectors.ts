@@ -2,7 +2,7 @@
  * Vectors: deterministic request / expected-response files, replayable without Node.
  *
  * DIR/manifest.json  {format, version, protocol, seed, cases: [{id, title, rules, level, ops, file, runs}]}
- * DIR/<case>.jsonl   one step per line: {"run": k, "op", "args", "expect": Outcome}
+ * DIR/<case>.jsonl   one step per line: {"run": k, "op", "args", "rules"?, "expect": Outcome}
  *                    or, for profile steps, {"run": k, "op", "args", "profiles": {profile: Outcome}}
  * Every run starts with a `reset` step. docs/conformance-protocol.md describes how to compare.
  */
@@ -51,7 +51,7 @@ export const caseVectors = (c: AnyCase, runs: number, seed: number): (readonly S
 };
 
 const stepLine = (run: number, s: Step): string => {
-  const base = { run, op: s.op, args: s.args };
+  const base = { run, op: s.op, args: s.args, ...(s.rules !== undefined ? { rules: s.rules } : {}) };
   return JSON.stringify(
     "outcome" in s.expect
       ? { ...base, expect: s.expect.outcome }
@@ -159,9 +159,13 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
       // Runs are numbered 0, 1, 2, ... as the writer numbers them: bound them to this file.
       if (!Number.isInteger(v["run"]) || v["run"] < 0 || v["run"] > lineNo)
         return `${c.file}:${lineNo}: run must be a whole number from 0 to the line number`;
+      const rules = v["rules"];
+      if (rules !== undefined && !strings(rules))
+        return `${c.file}:${lineNo}: rules must be a list of strings`;
+      const cites = rules !== undefined ? { rules: rules as string[] } : {};
       let s: Step;
       if (isOutcome(v["expect"]))
-        s = { op: v["op"], args: v["args"] as JsonObject, expect: { outcome: v["expect"] } };
+        s = { op: v["op"], args: v["args"] as JsonObject, expect: { outcome: v["expect"] }, ...cites };
       else if (isObject(v["profiles"])) {
         const profiles: { [P in Profile]?: Outcome } = {};
         for (const p of PROFILES) {
@@ -178,6 +182,7 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
           op: v["op"],
           args: v["args"] as JsonObject,
           expect: { profiles, ...(keys !== undefined ? { keys: keys as string[] } : {}) },
+          ...cites,
         };
       } else return `${c.file}:${lineNo}: expected an "expect" outcome or "profiles"`;
       const k = v["run"];

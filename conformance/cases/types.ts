@@ -29,6 +29,11 @@ export interface Step {
   readonly op: string;
   readonly args: JsonObject;
   readonly expect: Expect;
+  /**
+   * The rule ids this step checks (a subset of its case's `rules`); a difference at this step
+   * is charged to them alone. Absent: the case's rules.
+   */
+  readonly rules?: readonly string[];
 }
 
 export interface Case<T> {
@@ -67,4 +72,12 @@ export const expectOk = (value: Json = null): Expect => ({
   outcome: { ok: true, value },
 });
 export const expectErr = (tag: string): Expect => ({ outcome: { ok: false, error: { _tag: tag } } });
-export const step = (op: string, args: JsonObject, expect: Expect): Step => ({ op, args, expect });
+export const step = (op: string, args: JsonObject, expect: Expect, rules?: readonly string[]): Step =>
+  rules === undefined ? { op, args, expect } : { op, args, expect, rules };
+
+/** The same step charged to `rules` (see Step.rules). */
+export const citing = (s: Step, ...rules: string[]): Step => ({ ...s, rules });
+
+/** The level a step's difference counts at: a profile step is always profile level. */
+export const stepLevel = (s: Step, caseLevel: Level): Level =>
+  "profiles" in s.expect ? "profile" : caseLevel;

@@ -203,6 +203,12 @@ export const ERROR_ALIASES: readonly ErrorAlias[] = [
     source: "rust-vmm virtio-vsock packet.rs (no head descriptor)",
   },
   { op: "*", peer: "InvalidMemoryAccess", tag: "GuestMemory", source: "rust-vmm virtio-vsock packet.rs" },
+  {
+    op: "*",
+    peer: "GuestMemoryError",
+    tag: "GuestMemory",
+    source: "rust-vmm virtio-queue descriptor_utils.rs Error",
+  },
 ];
 
 /** A peer's tag in the vocabulary: its own hello map first, then ERROR_ALIASES. */

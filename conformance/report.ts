@@ -177,7 +177,11 @@ export const showStep = (s: Step): string =>
   JSON.stringify({
     op: s.op,
     args: s.args,
-    ...("outcome" in s.expect ? { expect: s.expect.outcome } : { profiles: s.expect.profiles }),
+    ...("outcome" in s.expect
+      ? { expect: s.expect.outcome }
+      : "safe" in s.expect
+        ? { safe: true }
+        : { profiles: s.expect.profiles }),
   });
 
 export const terminalReport = (r: SuiteResult, mutants?: readonly MutantResult[]): string => {

@@ -12,7 +12,14 @@
 import fc from "fast-check";
 import type { ImplClient } from "./client.ts";
 import type { Outcome } from "./protocol.ts";
-import { SKIP_TAGS, normalizeOutcome, outcomeMatches, projectOutcome, showOutcome } from "./protocol.ts";
+import {
+  NOT_A_REFUSAL,
+  SKIP_TAGS,
+  normalizeOutcome,
+  outcomeMatches,
+  projectOutcome,
+  showOutcome,
+} from "./protocol.ts";
 import type { AnyCase, Level, Profile, Step } from "./cases/types.ts";
 import { PROFILES, expectOk, stepLevel } from "./cases/types.ts";
 
@@ -122,6 +129,20 @@ export const execRun = async (
         "fail",
         i,
         `step ${i} ${s.op}: expected ${showOutcome(want)}, got ${showOutcome(got)}`,
+        keysOf(s, ctx),
+      );
+    }
+    if ("safe" in s.expect) {
+      if (got.ok || !NOT_A_REFUSAL.includes(got.error._tag)) {
+        if (!got.ok && SKIP_TAGS.includes(got.error._tag))
+          return end("skipped", i, `step ${i} ${s.op}: ${got.error._tag}`);
+        if (i > 0) for (const k of keysOf(s, ctx)) checked.add(k);
+        continue;
+      }
+      return end(
+        "fail",
+        i,
+        `step ${i} ${s.op}: hostile input answered with ${showOutcome(got)}`,
         keysOf(s, ctx),
       );
     }
@@ -313,7 +334,7 @@ export const runCaseProperty = async (
   const started = performance.now();
   const ctx: RunContext = {
     level: c.level,
-    rules: c.rules,
+    rules: c.setupRules ?? c.rules,
     ...(options.errors !== undefined ? { errors: options.errors } : {}),
   };
   const tally = new Tally();

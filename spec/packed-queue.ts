@@ -85,6 +85,11 @@ export const RULES = [
     "initialize checks ready, size, ring align, driver area align, device area align, ring memory, driver area memory, device area memory in this order; the first failure is the result.",
   ),
   rule(
+    "PVQ-INIT-FRESH",
+    "virtio-lab (a newly activated ring has nothing outstanding)",
+    "A successful initialize starts with no buffer in flight and no used descriptor unpublished; the positions are kept when their slots lie in the ring (a restore) and become (0, 1) otherwise.",
+  ),
+  rule(
     "PVQ-INACTIVE",
     "rust-vmm vm-virtio PR 225 (as VQ-INACTIVE)",
     "Until initialize succeeds (and again after reset or a configuration change) no operation touches memory: pop, addUsed, publishUsed and the notification operations are NotReady, isEmpty is true, prepareKick is false.",
@@ -370,7 +375,10 @@ export const enableNotifSuppression = (q: SpecPackedQueue): SpecPackedQueue => (
 /** VIRTIO_F_IN_ORDER negotiated (PVQ-IN-ORDER). */
 export const enableInOrder = (q: SpecPackedQueue): SpecPackedQueue => ({ ...q, inOrder: true });
 
-/** Positions set directly (snapshot restore, tests); nothing in flight or pending changes. */
+/**
+ * Positions set directly (snapshot restore, tests), taking effect at the next initialize: the
+ * queue is inactive until then (PVQ-INIT-FRESH checks them against the ring).
+ */
 export const setPositions = (
   q: SpecPackedQueue,
   p: {
@@ -387,12 +395,13 @@ export const setPositions = (
   nextUsed: p.nextUsed ?? q.nextUsed,
   usedWrap: p.usedWrap ?? q.usedWrap,
   numAdded: u16(p.numAdded ?? q.numAdded),
+  active: false,
 });
 
 export const descRingBytes = (size: number): bigint => 16n * BigInt(size);
 export const EVENT_AREA_BYTES = 4n;
 
-/** PVQ-INIT-*. */
+/** PVQ-INIT-* (PVQ-INIT-FRESH is initialize's). */
 export const validate = (q: SpecPackedQueue, mem: SpecMemory): PackedQueueError | null => {
   if (!q.ready) return NOT_READY;
   if (!Number.isInteger(q.size) || q.size < 1 || q.size > q.maxSize || q.size > MAX_PACKED_QUEUE_SIZE) {
@@ -415,7 +424,23 @@ export const validate = (q: SpecPackedQueue, mem: SpecMemory): PackedQueueError 
 export const initialize = (q: SpecPackedQueue, mem: SpecMemory): Step<Result<void, PackedQueueError>> => {
   const e = validate(q, mem);
   if (e !== null) return { queue: { ...q, active: false }, memory: mem, result: err(e) };
-  return { queue: { ...q, active: true }, memory: mem, result: ok(undefined) };
+  const inRing = (slot: number): boolean => Number.isInteger(slot) && slot >= 0 && slot < q.size;
+  const availIn = inRing(q.nextAvail);
+  const usedIn = inRing(q.nextUsed);
+  return {
+    queue: {
+      ...q,
+      active: true,
+      nextAvail: availIn ? q.nextAvail : 0,
+      availWrap: availIn ? q.availWrap : true,
+      nextUsed: usedIn ? q.nextUsed : 0,
+      usedWrap: usedIn ? q.usedWrap : true,
+      inFlight: [],
+      pending: [],
+    },
+    memory: mem,
+    result: ok(undefined),
+  };
 };
 
 /** PVQ-RESET. */
@@ -575,6 +600,7 @@ export const pop = (
 
 /** PVQ-UNDO-POP. */
 export const undoPop = (q: SpecPackedQueue): SpecPackedQueue => {
+  if (!q.active) return q; // PVQ-INACTIVE
   const last = q.inFlight[q.inFlight.length - 1];
   if (last === undefined) return q;
   const end = advance(last.head, last.wrap, last.slots, q.size);

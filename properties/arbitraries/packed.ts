@@ -7,7 +7,7 @@ import fc from "fast-check";
 import type { PackedDescriptorChain } from "../../impl/queue/packed-chain.ts";
 import type * as P from "../../spec/packed-queue.ts";
 import type { Result } from "../../spec/result.ts";
-import { U64_MAX, type RegionLayout } from "./memory.ts";
+import { ADDRESS_LIMIT, U64_MAX, type MemoryLayout, type RegionLayout } from "./memory.ts";
 
 /** Walks `chain` from its first data descriptor to its end, in the spec's `SpecPackedWalk` shape. */
 export const packedWalk = (chain: PackedDescriptorChain): P.SpecPackedWalk => {
@@ -102,3 +102,77 @@ export const rawPackedArb = (
       { weight: 1, arbitrary: fc.nat(0xffff) },
     ),
   });
+
+/** A packed queue whose ring and two event areas lie inside memory, aligned (§2.8.10.1). */
+export interface PackedPlacement {
+  readonly layout: MemoryLayout;
+  readonly size: number;
+  /** The ring (16-aligned, 16*size bytes). */
+  readonly descTable: number;
+  /** Driver Area and Device Area (4-aligned, 4 bytes each). */
+  readonly availRing: number;
+  readonly usedRing: number;
+  /** Regions holding no ring: room for buffers and indirect tables. */
+  readonly data: readonly RegionLayout[];
+}
+
+/**
+ * Any queue size 1..maxSize (mostly tiny, so the wrap counters cross often; not only powers
+ * of two), the areas beside the ring or in a region of their own, 1-3 data regions, the
+ * first region at 0, anywhere, or ending near 2^53.
+ */
+export const packedPlacementArb = (
+  opts: { readonly maxSize?: number; readonly maxDataSize?: number } = {},
+): fc.Arbitrary<PackedPlacement> =>
+  fc
+    .record({
+      size: fc.oneof(
+        { weight: 5, arbitrary: fc.integer({ min: 1, max: 6 }) },
+        { weight: 2, arbitrary: fc.integer({ min: 1, max: 64 }) },
+        { weight: 1, arbitrary: fc.integer({ min: 1, max: opts.maxSize ?? 32768 }) },
+      ),
+      together: fc.boolean(),
+      pad: fc.tuple(fc.nat(4), fc.nat(4), fc.nat(4), fc.nat(15)),
+      data: fc.array(fc.integer({ min: 16, max: opts.maxDataSize ?? 8192 }), { minLength: 1, maxLength: 3 }),
+      gaps: fc.array(fc.oneof(fc.constant(0), fc.nat(64)), { minLength: 5, maxLength: 5 }),
+      anchor: fc.oneof(
+        fc.constant(0),
+        fc.nat(2 ** 36).map((x) => x * 16),
+        fc.constant(-1),
+      ),
+    })
+    .map((r): PackedPlacement => {
+      const ringAt = 16 * r.pad[0];
+      let areasAt = ringAt + 16 * r.size;
+      const sizes: number[] = [];
+      if (r.together) sizes.push(areasAt + 4 * r.pad[1] + 8 + 4 * r.pad[2] + r.pad[3]);
+      else {
+        sizes.push(areasAt + r.pad[3]);
+        areasAt = 0;
+        sizes.push(4 * r.pad[1] + 8 + 4 * r.pad[2]);
+      }
+      sizes.push(...r.data);
+      let span = 0;
+      for (const [i, s] of sizes.entries())
+        span = Math.ceil(span / 16) * 16 + (i === 0 ? 0 : 16 * r.gaps[i]!) + s;
+      let at =
+        r.anchor === -1
+          ? Math.floor((ADDRESS_LIMIT - span) / 16) * 16
+          : Math.min(r.anchor, ADDRESS_LIMIT - span - 16);
+      const layout: RegionLayout[] = [];
+      for (const [i, s] of sizes.entries()) {
+        at = Math.ceil(at / 16) * 16 + (i === 0 ? 0 : 16 * r.gaps[i]!);
+        layout.push({ base: at, size: s });
+        at += s;
+      }
+      const areaRegion = layout[r.together ? 0 : 1]!;
+      const driver = areaRegion.base + areasAt + 4 * r.pad[1];
+      return {
+        layout,
+        size: r.size,
+        descTable: layout[0]!.base + ringAt,
+        availRing: driver,
+        usedRing: driver + 4 + 4 * r.pad[2],
+        data: layout.slice(r.together ? 1 : 2),
+      };
+    });

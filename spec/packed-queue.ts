@@ -172,7 +172,7 @@ export const RULES = [
   rule(
     "PVQ-PUBLISH-USED",
     "VIRTIO 1.2 §2.8.9, §2.8.21.1.1 (flags last); QEMU virtqueue_packed_flush",
-    "publishUsed writes the flags of every used descriptor added since the last publish, the first of them last, so the driver never sees part of a batch; addUsed with `size` descriptors unpublished publishes them first.",
+    "publishUsed writes the flags of every used descriptor added since the last publish, the first of them last, so the driver never sees part of a batch; addUsed first publishes the unpublished ones when with its buffer they would span more than `size` slots (so two never share a slot).",
   ),
   rule(
     "PVQ-NOTIFY-DRIVER",
@@ -634,9 +634,19 @@ export const addUsed = (
   const slots = done.reduce((a, b) => a + b.slots, 0);
   let m = mem;
   let pending = q.pending;
-  if (pending.length >= q.size) {
-    m = writePending(q, m);
-    pending = [];
+  const first = pending[0];
+  if (first !== undefined) {
+    // The slots from the first unpublished used descriptor to next_used (linear positions mod 2*size).
+    const linear = (slot: number, wrap: boolean): number => slot + (wrap ? 0 : q.size);
+    const span =
+      (linear(q.nextUsed, q.usedWrap) -
+        linear(first.slot, (first.flags & VIRTQ_DESC_F_AVAIL) !== 0) +
+        2 * q.size) %
+      (2 * q.size);
+    if (span + slots > q.size) {
+      m = writePending(q, m);
+      pending = [];
+    }
   }
   const len = length >>> 0;
   const at = q.descTable + 16n * BigInt(q.nextUsed);

@@ -343,7 +343,7 @@ describe("packed queue: buffer ids, completion, undo", () => {
     expect(writes).toEqual([p.slotAddr(1) + 14, p.slotAddr(2) + 14, p.slotAddr(0) + 14]);
   });
 
-  it("with `size` used descriptors unpublished, addUsed publishes them first [PVQ-PUBLISH-USED]", () => {
+  it("addUsed publishes first when the unpublished used descriptors would span more than `size` slots [PVQ-PUBLISH-USED]", () => {
     const p = new Pair(2);
     for (let round = 0; round < 3; round++) {
       // A hostile driver re-offers slots whose used flags it has not been shown.

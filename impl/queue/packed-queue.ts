@@ -466,8 +466,8 @@ export class PackedQueue {
       slots = this.slotsOf[id]!;
       this.unlink(id);
     }
-    if (this.pendCount >= this.size) this.publishPending(); // PVQ-PUBLISH-USED
     const size = this.size;
+    if (this.pendCount > 0 && this.pendingSpan() + slots > size) this.publishPending(); // PVQ-PUBLISH-USED
     const slot = this._nextUsed;
     const l = len >>> 0;
     const o = this.descOff + 16 * slot;
@@ -494,6 +494,14 @@ export class PackedQueue {
     if (!this.active) return ERR_NOT_READY;
     this.publishPending();
     return OK_VOID;
+  }
+
+  /** Slots from the first unpublished used descriptor to next_used. */
+  private pendingSpan(): number {
+    const size = this.size;
+    const first = this.pendSlot[0]! + ((this.pendFlags[0]! & VIRTQ_DESC_F_AVAIL) !== 0 ? 0 : size);
+    const now = this._nextUsed + (this.usedWrap === 1 ? 0 : size);
+    return (now - first + 2 * size) % (2 * size);
   }
 
   private publishPending(): void {

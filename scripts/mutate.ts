@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { integer, parseCommand, seed, UsageError, usageExit, type CommandSpec } from "./args.ts";
 import { loadEquivalents, mutantKey, offsetOf } from "./mutation/equivalents.ts";
 import { SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
 import { reportsDir, root } from "./paths.ts";
@@ -34,41 +34,46 @@ options:
   --list           print the subjects, their files and tests, and exit
   -h, --help       this text`;
 
-const fail = (msg: string): never => {
-  console.error(`mutate: ${msg}\n(npm run mutate -- --help)`);
-  process.exit(2);
-};
+const fail = (e: UsageError): never =>
+  process.exit(usageExit((l) => console.error(l), "scripts/mutate.ts", e));
 
-const parse = () =>
-  parseArgs({
-    allowPositionals: true,
-    options: {
-      concurrency: { type: "string" },
-      force: { type: "boolean", default: false },
-      seed: { type: "string", default: "1" },
-      check: { type: "boolean", default: false },
-      list: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-const args = ((): ReturnType<typeof parse> => {
+const spec: CommandSpec = {
+  name: "scripts/mutate.ts",
+  help: usage,
+  flags: {
+    concurrency: { kind: "string" },
+    force: { kind: "boolean" },
+    seed: { kind: "string" },
+    check: { kind: "boolean" },
+    list: { kind: "boolean" },
+  },
+  positionals: { max: Number.MAX_SAFE_INTEGER, what: "subjects or files" },
+};
+const options = (() => {
   try {
-    return parse();
+    const p = parseCommand(spec, process.argv.slice(2));
+    if (p === "help") {
+      console.log(usage);
+      return process.exit(0);
+    }
+    const c = p.string("concurrency");
+    return {
+      positionals: p.positionals,
+      concurrency:
+        c === undefined
+          ? Math.max(1, Math.floor(availableParallelism() / 2))
+          : integer("--concurrency", c, 1, 256),
+      seed: seed("--seed", p.string("seed") ?? "1"),
+      force: p.bool("force"),
+      check: p.bool("check"),
+      list: p.bool("list"),
+    };
   } catch (e) {
-    return fail((e as Error).message);
+    if (e instanceof UsageError) return fail(e);
+    throw e;
   }
 })();
-if (args.values.help) {
-  console.log(usage);
-  process.exit(0);
-}
-const concurrency =
-  args.values.concurrency === undefined
-    ? Math.max(1, Math.floor(availableParallelism() / 2))
-    : Number(args.values.concurrency);
-if (!Number.isInteger(concurrency) || concurrency < 1)
-  fail(`--concurrency must be a whole number >= 1, got ${args.values.concurrency}`);
-if (!/^-?\d+$/.test(args.values.seed)) fail(`--seed must be an integer, got ${args.values.seed}`);
+const { concurrency } = options;
 
 /** What to run: each subject with the files of it to mutate. */
 interface Job {
@@ -76,14 +81,16 @@ interface Job {
   readonly files: readonly string[];
 }
 const jobs: Job[] = [];
-for (const p of args.positionals) {
+for (const p of options.positionals) {
   const bySubject = SUBJECTS.find((s) => s.name === p);
   const file = relative(root, resolve(p));
   const byFile = SUBJECTS.find((s) => s.files.includes(file));
   const subject = bySubject ?? byFile;
   if (subject === undefined)
     fail(
-      `unknown subject or file ${JSON.stringify(p)} (subjects: ${SUBJECTS.map((s) => s.name).join(", ")})`,
+      new UsageError(
+        `unknown subject or file ${JSON.stringify(p)}; subjects: ${SUBJECTS.map((s) => s.name).join(", ")}`,
+      ),
     );
   else {
     const files = bySubject !== undefined ? subject.files : [file];
@@ -95,7 +102,7 @@ for (const p of args.positionals) {
 if (jobs.length === 0) for (const subject of SUBJECTS) jobs.push({ subject, files: subject.files });
 jobs.sort((a, b) => SUBJECTS.indexOf(a.subject) - SUBJECTS.indexOf(b.subject));
 
-if (args.values.list) {
+if (options.list) {
   for (const { subject, files } of jobs) {
     console.log(
       `${subject.name}\n  mutate: ${files.join(" ")}\n  tests:  ${testFilesOf(root, subject).join(" ")}`,
@@ -160,7 +167,7 @@ const runStryker = (job: Job): Promise<number> => {
     concurrency,
     incremental: true,
     incrementalFile: rel(join(dir, "incremental.json")),
-    force: args.values.force,
+    force: options.force,
     reporters: ["html", "json", process.stdout.isTTY ? "progress" : "progress-append-only"],
     htmlReporter: { fileName: rel(join(dir, "index.html")) },
     jsonReporter: { fileName: rel(join(dir, "mutation.json")) },
@@ -179,7 +186,7 @@ const runStryker = (job: Job): Promise<number> => {
       cwd: root,
       stdio: "inherit",
       detached: true,
-      env: { ...process.env, FC_SEED: process.env["FC_SEED"] ?? args.values.seed },
+      env: { ...process.env, FC_SEED: process.env["FC_SEED"] ?? String(options.seed) },
     });
     child.on("error", (e) => {
       console.error(`mutate: cannot start Stryker: ${e.message}`);
@@ -430,4 +437,4 @@ console.log(
 );
 const below = rows.filter((r) => r.adjusted < TARGET);
 if (below.length > 0) console.log(`mutate: below ${TARGET}%: ${below.map((r) => r.file).join(", ")}`);
-process.exit(status !== 0 ? status : args.values.check && below.length > 0 ? 1 : 0);
+process.exit(status !== 0 ? status : options.check && below.length > 0 ? 1 : 0);

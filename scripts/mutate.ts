@@ -154,7 +154,8 @@ const runStryker = (job: Job): Promise<number> => {
   writeFileSync(
     vitestConfig,
     `import base from ${JSON.stringify(join(root, "vitest.config.ts"))};\n` +
-      `export default { ...base, test: { ...base.test, include: ${JSON.stringify(testFilesOf(root, job.subject))} } };\n`,
+      `export default { ...base, test: { ...base.test, include: ${JSON.stringify(testFilesOf(root, job.subject))}, ` +
+      `setupFiles: [...(base.test.setupFiles ?? []), ${JSON.stringify(join(root, "scripts", "mutation", "fast-check-setup.ts"))}] } };\n`,
   );
   const config = {
     $schema: "../../../node_modules/@stryker-mutator/core/schema/stryker-schema.json",

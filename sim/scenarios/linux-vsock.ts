@@ -38,6 +38,8 @@ export const linuxVsockScenario: Scenario = {
   // Booting a guest is the gate test sim/linux/linux-scenarios.test.ts; smoke does not boot it twice.
   smoke: { steps: 3, seeds: [] },
   defaultFaults: 0,
+  noFaults:
+    "a real Linux driver owns these rings; corrupting them would test Linux, not our device (hostile input to our back-end: sim conform --vhost-user --hostile)",
   charts: [],
   create: (ctx: SimContext) =>
     Effect.gen(function* () {

@@ -1,8 +1,14 @@
+import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Effect, Exit, Fiber, type Scope } from "effect";
 import { describe, expect, it } from "vitest";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, Req, bit } from "../../spec/vhost-user.ts";
 import { VsockVirtioDevice } from "../device/vsock.ts";
 import { loadFdio, signalEventFd } from "../native/fdio.ts";
+import { Poller, acquireUnixConnection, fdio } from "../native/scoped.ts";
+import { serveVhostUser, type VhostUserEvent } from "./backend.ts";
+import { FrontEnd } from "./frontend.ts";
 import { LoopbackBackend } from "../net/backend.ts";
 import { NetDevice } from "../net/device.ts";
 import {
@@ -159,6 +165,46 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
         expect(mappingsOf(name)).toBe(1);
       }),
     );
+    expect(openFds()).toBe(fdsBefore);
+  });
+
+  it("a front-end that goes away can come back: the back-end accepts the next connection on the same socket [VU-DISCONNECT]", async () => {
+    const sock = join(tmpdir(), `vlab-vu-reconnect-${process.pid}.sock`);
+    const events: VhostUserEvent[] = [];
+    const fdsBefore = openFds();
+    await run(
+      Effect.gen(function* () {
+        const io = yield* fdio;
+        let listening: () => void = () => {};
+        const ready = new Promise<void>((r) => (listening = r));
+        const server = yield* Effect.forkChild(
+          serveVhostUser({
+            device: netDevice(),
+            socketPath: sock,
+            connections: 2,
+            onEvent: (e) => {
+              events.push(e);
+              if (e._tag === "Listening") listening();
+            },
+          }),
+        );
+        yield* Effect.promise(() => ready);
+        for (let round = 0; round < 2; round++) {
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const fd = yield* acquireUnixConnection(io, sock);
+              const fe = new FrontEnd(io, fd, yield* Poller.make(io));
+              const f = yield* fe.call(Req.GET_FEATURES);
+              expect(f?.body._tag).toBe("U64");
+            }),
+          );
+        }
+        yield* Fiber.join(server);
+      }),
+    );
+    expect(events.filter((e) => e._tag === "Connected").length).toBe(2);
+    expect(events.filter((e) => e._tag === "Disconnected").length).toBe(2);
+    expect(existsSync(sock)).toBe(false);
     expect(openFds()).toBe(fdsBefore);
   });
 

@@ -117,6 +117,35 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
     );
   });
 
+  it("a disabled ring's kicks wait until SET_VRING_ENABLE enables it [VU-RING-ENABLE]", async () => {
+    await run(
+      Effect.gen(function* () {
+        const dev = netDevice();
+        const h = yield* harness(dev);
+        yield* startDevice(h, VERSION_1);
+        yield* expectAck(
+          h.fe.call(Req.SET_VRING_ENABLE, { _tag: "VringState", index: 1, num: 0 }, { needReply: true }),
+        );
+        const frame = GUEST_BASE + 0x20000;
+        for (let i = 0; i < 72; i++) h.guest.writeU8(frame + i, 0);
+        const head = h.drivers[1]!.addChain([{ addr: frame, len: 72 }]);
+        signalEventFd(h.io, h.kicks[1]!);
+        // The kick is read but the ring is not served while disabled.
+        for (let i = 0; i < 20 && h.events.filter((e) => e._tag === "RingEnabled").length === 0; i++) {
+          yield* Effect.sleep(5);
+        }
+        yield* Effect.sleep(50);
+        expect(h.drivers[1]!.reapUsed()).toEqual([]);
+        expect(dev.stats.txFrames).toBe(0);
+        yield* expectAck(
+          h.fe.call(Req.SET_VRING_ENABLE, { _tag: "VringState", index: 1, num: 1 }, { needReply: true }),
+        );
+        yield* waitCall(h, 1);
+        expect(h.drivers[1]!.reapUsed()).toEqual([{ id: head, len: 0 }]);
+      }),
+    );
+  });
+
   it("a refused SET_MEM_TABLE is nacked, closes the connection and leaves nothing mapped [VU-MEM-OVERLAP VU-REPLY-ACK VU-DISCONNECT]", async () => {
     const fdsBefore = openFds();
     let name = "";
@@ -208,7 +237,7 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
     expect(openFds()).toBe(fdsBefore);
   });
 
-  it("vsock: GET_CONFIG answers the guest CID with CONFIG negotiated; without it the request is refused [VU-CONFIG VU-REQ-GATED]", async () => {
+  it("vsock: GET_CONFIG answers the guest CID with CONFIG negotiated; without it the request is refused; bit 30 is offered [VU-CONFIG VU-REQ-GATED VU-FEATURES-PROTOCOL-BIT]", async () => {
     await run(
       Effect.gen(function* () {
         const d = VsockVirtioDevice.create({ guestCid: 42n }, { queueCount: 2 });

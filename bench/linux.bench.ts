@@ -15,7 +15,7 @@
  * Skips with the reason where the guest cannot run (QEMU, kernel, root/TAP).
  */
 import { Effect, type Scope } from "effect";
-import { acquireNetns, tapUnavailableReason } from "../impl/native/netns.ts";
+import { tapUnavailableReason } from "../impl/native/netns.ts";
 import {
   GUEST_NET,
   acquireTapIn,
@@ -26,6 +26,7 @@ import {
 import { guestAvailable, type GuestImage } from "../sim/linux/prepare.ts";
 import { describeGuestError, launchGuest, type GuestError } from "../sim/linux/qemu.ts";
 import {
+  acquireGuestNetns,
   acquireOurNet,
   acquireOurVsock,
   acquireTcpServerIn,
@@ -98,7 +99,7 @@ const describe = (e: Fail): string =>
 const measureNet = (image: GuestImage, qemu: string, ours: boolean): Effect.Effect<Pair, Fail> =>
   Effect.scoped(
     Effect.gen(function* () {
-      const ns = yield* acquireNetns(ours ? "bours" : "bqemu");
+      const ns = yield* acquireGuestNetns(ours ? "bours" : "bqemu");
       const sink = newStreamStats();
       const source = newStreamStats();
       yield* acquireTcpServerIn(ns, TX_PORT, patternSink(sink));

@@ -13,10 +13,11 @@ import type { VirtioDevice } from "../../impl/device/virtio-device.ts";
 import { VsockVirtioDevice } from "../../impl/device/vsock.ts";
 import { NetBackend } from "../../impl/net/backend.ts";
 import { NetDevice } from "../../impl/net/device.ts";
-import { acquireTapBackendIn, configureTapIn, inNetns } from "../../impl/native/netns.ts";
+import { acquireNetns, acquireTapBackendIn, configureTapIn, inNetns, ip } from "../../impl/native/netns.ts";
 import { describeError, serveVhostUser, type VhostUserEvent } from "../../impl/vhost-user/backend.ts";
 import { UnixSocketBackend } from "../../impl/vsock/unix-backend.ts";
 import { GUEST_NET } from "./devices.ts";
+import { registerExitCleanup } from "./exit-cleanup.ts";
 import { checkPattern, fillPattern } from "./pattern.ts";
 import { acquireTempDir } from "./qemu.ts";
 import type { RingWatch } from "./ring-watch.ts";
@@ -27,6 +28,26 @@ export interface RigError {
 }
 
 const rigError = (message: string): RigError => ({ _tag: "RigError", message });
+
+/**
+ * A network namespace of ours (impl/native's acquireNetns) that is also deleted if the
+ * process is signalled before its scope closes (Ctrl-C on a command without a handler).
+ */
+export const acquireGuestNetns = (
+  tag: string,
+): Effect.Effect<string, { readonly _tag: "NetnsError"; readonly message: string }, Scope.Scope> =>
+  Effect.gen(function* () {
+    const ns = yield* acquireNetns(tag);
+    yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        registerExitCleanup(() => {
+          ip("netns", "delete", ns);
+        }),
+      ),
+      (unregister) => Effect.sync(unregister),
+    );
+    return ns;
+  });
 
 /** The real clock, also under the simulator's TestClock (device timers follow wall time). */
 const withLiveClock = <A, E, R>(e: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>

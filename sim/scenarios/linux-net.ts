@@ -11,11 +11,11 @@
 import { createHash, type Hash } from "node:crypto";
 import type { Socket } from "node:net";
 import { Effect } from "effect";
-import { acquireNetns, tapUnavailableReason } from "../../impl/native/netns.ts";
+import { tapUnavailableReason } from "../../impl/native/netns.ts";
 import type { Scenario, ScenarioInstance, SimContext } from "../engine.ts";
 import { GUEST_NET, vhostUserNetArgs } from "../linux/devices.ts";
 import { launchGuest } from "../linux/qemu.ts";
-import { acquireOurNet, acquireTcpServerIn } from "../linux/rig.ts";
+import { acquireGuestNetns, acquireOurNet, acquireTcpServerIn } from "../linux/rig.ts";
 import { RingWatch } from "../linux/ring-watch.ts";
 import {
   checkDelivery,
@@ -63,7 +63,7 @@ export const linuxNetScenario: Scenario = {
       r.fill(rxData);
       const rxMd5 = createHash("md5").update(rxData).digest("hex");
 
-      const ns = yield* Effect.result(acquireNetns("lnet"));
+      const ns = yield* Effect.result(acquireGuestNetns("lnet"));
       if (ns._tag === "Failure") return { skip: `cannot create a network namespace: ${ns.failure.message}` };
       const watch = ctx.oracle ? new RingWatch() : undefined;
       const net = yield* orFail(

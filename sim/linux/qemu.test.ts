@@ -8,9 +8,10 @@
 import { existsSync } from "node:fs";
 import { Effect, Fiber } from "effect";
 import { describe, expect, it } from "vitest";
-import { acquireNetns, tapUnavailableReason } from "../../impl/native/netns.ts";
+import { tapUnavailableReason } from "../../impl/native/netns.ts";
 import { GUEST_NET, acquireTapIn, builtinNetArgs } from "./devices.ts";
 import { guestAvailable } from "./prepare.ts";
+import { acquireGuestNetns } from "./rig.ts";
 import { describeGuestError, launchGuest, type Guest } from "./qemu.ts";
 
 const avail = guestAvailable({ progress: (l) => console.log(l) });
@@ -110,7 +111,7 @@ dTap("a real Linux guest on QEMU's built-in virtio-net", () => {
     const out = await run(
       Effect.scoped(
         Effect.gen(function* () {
-          const ns = yield* acquireNetns("guest");
+          const ns = yield* acquireGuestNetns("guest");
           nsName = ns;
           const tap = yield* acquireTapIn(ns, "vlabg0", `${GUEST_NET.hostIp}/${GUEST_NET.prefix}`);
           const g = yield* launchGuest({

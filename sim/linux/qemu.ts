@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect, type Scope } from "effect";
 import { writeCpio, type CpioEntry } from "./cpio.ts";
+import { registerExitCleanup } from "./exit-cleanup.ts";
 import type { GuestImage } from "./prepare.ts";
 
 export type GuestError =
@@ -281,6 +282,23 @@ class GuestProcess implements Guest {
     });
   }
 
+  /** Set by the launcher: drops the exit-time cleanup once the scope has killed QEMU. */
+  unregister: () => void = () => {};
+
+  /** SIGKILL to the process group now, without waiting (the exit-time cleanup). */
+  killNow(): void {
+    if (this.exited || this.pid < 0) return;
+    try {
+      process.kill(-this.pid, "SIGKILL");
+    } catch {
+      try {
+        process.kill(this.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+
   /** SIGKILL to the whole process group, then wait (bounded) until the exit is seen. */
   kill(): Effect.Effect<void> {
     return Effect.callback<void>((resume) => {
@@ -295,15 +313,7 @@ class GuestProcess implements Guest {
         resume(Effect.void);
       };
       this.listeners.add(done);
-      try {
-        process.kill(-this.pid, "SIGKILL");
-      } catch {
-        try {
-          process.kill(this.pid, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
+      this.killNow();
       // A process in uninterruptible sleep may take a moment; never hang the release.
       const timer = setTimeout(() => {
         this.listeners.delete(done);
@@ -316,9 +326,17 @@ class GuestProcess implements Guest {
 /** A temporary folder removed when the scope closes (sockets, per-run files). */
 export const acquireTempDir = (prefix: string): Effect.Effect<string, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.sync(() => mkdtempSync(join(tmpdir(), prefix))),
-    (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
-  );
+    Effect.sync(() => {
+      const dir = mkdtempSync(join(tmpdir(), prefix));
+      const remove = (): void => rmSync(dir, { recursive: true, force: true });
+      return { dir, remove, unregister: registerExitCleanup(remove) };
+    }),
+    (d) =>
+      Effect.sync(() => {
+        d.unregister();
+        d.remove();
+      }),
+  ).pipe(Effect.map((d) => d.dir));
 
 /** The initramfs of one run: the shared image with this run's files appended. */
 const writeRunInitrd = (o: LaunchOptions, dir: string): string => {
@@ -371,9 +389,13 @@ export const launchGuest = (o: LaunchOptions): Effect.Effect<Guest, GuestError, 
         child.once("error", (e) =>
           resume(Effect.fail({ _tag: "GuestLaunchError", message: `${cmd}: ${e.message}` })),
         );
-        child.once("spawn", () => resume(Effect.succeed(new GuestProcess(child, runDir, o.onLine))));
+        child.once("spawn", () => {
+          const g = new GuestProcess(child, runDir, o.onLine);
+          g.unregister = registerExitCleanup(() => g.killNow());
+          resume(Effect.succeed(g));
+        });
       }),
-      (g) => g.kill(),
+      (g) => g.kill().pipe(Effect.ensuring(Effect.sync(() => g.unregister()))),
     );
   });
 

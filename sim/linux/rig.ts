@@ -8,16 +8,16 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { Effect, Fiber, Layer, type Scope } from "effect";
-import { TestClock } from "effect/testing";
+import { Clock, Effect, Fiber, Layer, type Scope } from "effect";
 import type { VirtioDevice } from "../../impl/device/virtio-device.ts";
 import { VsockVirtioDevice } from "../../impl/device/vsock.ts";
 import { NetBackend } from "../../impl/net/backend.ts";
 import { NetDevice } from "../../impl/net/device.ts";
-import { acquireTapBackendIn, configureTapIn } from "../../impl/native/netns.ts";
+import { acquireNetns, acquireTapBackendIn, configureTapIn, inNetns, ip } from "../../impl/native/netns.ts";
 import { describeError, serveVhostUser, type VhostUserEvent } from "../../impl/vhost-user/backend.ts";
 import { UnixSocketBackend } from "../../impl/vsock/unix-backend.ts";
 import { GUEST_NET } from "./devices.ts";
+import { registerExitCleanup } from "./exit-cleanup.ts";
 import { checkPattern, fillPattern } from "./pattern.ts";
 import { acquireTempDir } from "./qemu.ts";
 import type { RingWatch } from "./ring-watch.ts";
@@ -28,6 +28,30 @@ export interface RigError {
 }
 
 const rigError = (message: string): RigError => ({ _tag: "RigError", message });
+
+/**
+ * A network namespace of ours (impl/native's acquireNetns) that is also deleted if the
+ * process is signalled before its scope closes (Ctrl-C on a command without a handler).
+ */
+export const acquireGuestNetns = (
+  tag: string,
+): Effect.Effect<string, { readonly _tag: "NetnsError"; readonly message: string }, Scope.Scope> =>
+  Effect.gen(function* () {
+    const ns = yield* acquireNetns(tag);
+    yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        registerExitCleanup(() => {
+          ip("netns", "delete", ns);
+        }),
+      ),
+      (unregister) => Effect.sync(unregister),
+    );
+    return ns;
+  });
+
+/** The real clock, also under the simulator's TestClock (device timers follow wall time). */
+const withLiveClock = <A, E, R>(e: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.provideService(e, Clock.Clock, Clock.Clock.defaultValue());
 
 /**
  * Serves `device` on `socketPath` in a fiber of the caller's scope (one connection: the
@@ -43,7 +67,7 @@ export const serveInBackground = (
     let listening: () => void = () => {};
     const ready = new Promise<void>((r) => (listening = r));
     const fiber = yield* Effect.forkScoped(
-      TestClock.withLive(
+      withLiveClock(
         serveVhostUser({
           device,
           socketPath,
@@ -143,32 +167,16 @@ export interface EchoStats {
  * A Unix-socket server at `path` that echoes every byte back and half-closes when the peer
  * does (the host side of a guest's `vlab-xfer connect vsock 2 P N echo`), closed with the scope.
  */
-export const acquireUnixEcho = (path: string): Effect.Effect<EchoStats, RigError, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.callback<{ server: Server; stats: EchoStats; open: Set<Socket> }, RigError>((resume) => {
-      rmSync(path, { force: true });
-      const stats: EchoStats = { connections: 0, bytes: 0 };
-      const open = new Set<Socket>();
-      const server = createServer({ allowHalfOpen: true }, (s) => {
-        stats.connections++;
-        open.add(s);
-        s.on("close", () => open.delete(s));
-        s.on("data", (b: Buffer) => {
-          stats.bytes += b.length;
-        });
-        s.on("error", () => s.destroy());
-        s.pipe(s);
-      });
-      server.once("error", (e) => resume(Effect.fail(rigError(`listen ${path}: ${e.message}`))));
-      server.listen(path, () => resume(Effect.succeed({ server, stats, open })));
-    }),
-    ({ server, open }) =>
-      Effect.callback<void>((resume) => {
-        server.close(() => resume(Effect.void));
-        for (const s of open) s.destroy();
-        rmSync(path, { force: true });
-      }),
-  ).pipe(Effect.map(({ stats }) => stats));
+export const acquireUnixEcho = (path: string): Effect.Effect<EchoStats, RigError, Scope.Scope> => {
+  const stats: EchoStats = { connections: 0, bytes: 0 };
+  return acquireUnixServer(path, (s) => {
+    stats.connections++;
+    s.on("data", (b: Buffer) => {
+      stats.bytes += b.length;
+    });
+    s.pipe(s);
+  }).pipe(Effect.as(stats));
+};
 
 export interface ExchangeResult {
   readonly sent: number;
@@ -253,3 +261,121 @@ export const hostVsockEcho = (
     });
     s.on("connect", () => s.write(`CONNECT ${port}\n`));
   });
+
+/** A stream server's connections, closed with it. */
+const serve = (
+  listen: (server: Server) => void,
+  onConnection: (s: Socket) => void,
+  what: string,
+): Effect.Effect<void, RigError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<{ server: Server; open: Set<Socket> }, RigError>((resume) => {
+      const open = new Set<Socket>();
+      const server = createServer({ allowHalfOpen: true }, (s) => {
+        open.add(s);
+        s.on("close", () => open.delete(s));
+        s.on("error", () => s.destroy());
+        onConnection(s);
+      });
+      server.once("error", (e) => resume(Effect.fail(rigError(`listen ${what}: ${e.message}`))));
+      server.once("listening", () => resume(Effect.succeed({ server, open })));
+      try {
+        listen(server);
+      } catch (e) {
+        resume(Effect.fail(rigError(`listen ${what}: ${String(e)}`)));
+      }
+    }),
+    ({ server, open }) =>
+      Effect.sync(() => {
+        server.close();
+        for (const s of open) s.destroy();
+      }),
+  ).pipe(Effect.asVoid);
+
+/** A TCP server on `port` inside namespace `ns` (its socket is made there), closed with the scope. */
+export const acquireTcpServerIn = (
+  ns: string,
+  port: number,
+  onConnection: (s: Socket) => void,
+): Effect.Effect<void, RigError, Scope.Scope> =>
+  serve(
+    (server) => {
+      // listen(port) without a host makes the socket at once, so inside the namespace.
+      const r = inNetns(ns, () => server.listen(port));
+      if (!r.ok) throw new Error(r.error._tag);
+    },
+    onConnection,
+    `tcp ${port} in ${ns}`,
+  );
+
+/** A Unix-socket server at `path` (a stale file there is replaced; removed with the scope). */
+export const acquireUnixServer = (
+  path: string,
+  onConnection: (s: Socket) => void,
+): Effect.Effect<void, RigError, Scope.Scope> =>
+  Effect.gen(function* () {
+    yield* Effect.acquireRelease(
+      Effect.sync(() => rmSync(path, { force: true })),
+      () => Effect.sync(() => rmSync(path, { force: true })),
+    );
+    yield* serve((server) => server.listen(path), onConnection, path);
+  });
+
+export interface StreamStats {
+  connections: number;
+  bytes: number;
+  /** Stream offset of the first byte that was not the pattern, or -1. */
+  firstBad: number;
+  /** performance.now() of the first and last byte (sink), or of accept and close (source). */
+  firstMs: number;
+  lastMs: number;
+}
+
+export const newStreamStats = (): StreamStats => ({
+  connections: 0,
+  bytes: 0,
+  firstBad: -1,
+  firstMs: 0,
+  lastMs: 0,
+});
+
+/** Receives a stream, checks it is the pattern, closes its side when the peer has. */
+export const patternSink =
+  (st: StreamStats) =>
+  (s: Socket): void => {
+    st.connections++;
+    s.on("data", (b: Buffer) => {
+      const now = performance.now();
+      if (st.bytes === 0) st.firstMs = now;
+      st.lastMs = now;
+      if (st.firstBad < 0) st.firstBad = checkPattern(b, st.bytes);
+      st.bytes += b.length;
+    });
+    s.on("end", () => s.end());
+  };
+
+/** Sends `total` bytes of the pattern (with backpressure), then closes its side. */
+export const patternSource =
+  (total: number, st: StreamStats) =>
+  (s: Socket): void => {
+    st.connections++;
+    st.firstMs = performance.now();
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < total) {
+        const n = Math.min(65536, total - sent);
+        const chunk = Buffer.allocUnsafe(n);
+        fillPattern(chunk, sent);
+        sent += n;
+        st.bytes = sent;
+        if (!s.write(chunk)) {
+          s.once("drain", pump);
+          return;
+        }
+      }
+      s.end();
+    };
+    s.on("close", () => (st.lastMs = performance.now()));
+    s.resume();
+    pump();
+  };

@@ -9,13 +9,13 @@
  * kernel, root or /dev/net/tun.
  */
 import { createHash, type Hash } from "node:crypto";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { Effect } from "effect";
-import { acquireNetns, inNetns, tapUnavailableReason } from "../../impl/native/netns.ts";
+import { tapUnavailableReason } from "../../impl/native/netns.ts";
 import type { Scenario, ScenarioInstance, SimContext } from "../engine.ts";
 import { GUEST_NET, vhostUserNetArgs } from "../linux/devices.ts";
 import { launchGuest } from "../linux/qemu.ts";
-import { acquireOurNet } from "../linux/rig.ts";
+import { acquireGuestNetns, acquireOurNet, acquireTcpServerIn } from "../linux/rig.ts";
 import { RingWatch } from "../linux/ring-watch.ts";
 import {
   checkDelivery,
@@ -39,32 +39,6 @@ interface Sink {
   expect: number;
   socket: Socket | null;
 }
-
-/** A TCP server inside `ns` (the socket is made there), closed with the scope. */
-const listenIn = (ns: string, port: number, onConnection: (s: Socket) => void) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const open = new Set<Socket>();
-      const r = inNetns(ns, () => {
-        const server: Server = createServer((s) => {
-          open.add(s);
-          s.on("close", () => open.delete(s));
-          s.on("error", () => s.destroy());
-          onConnection(s);
-        });
-        // listen(port) without a host makes the socket at once, inside the namespace.
-        server.listen(port);
-        return server;
-      });
-      if (!r.ok) throw new Error(`listen in ${ns}: ${r.error._tag}`);
-      return { server: r.value, open };
-    }),
-    ({ server, open }) =>
-      Effect.sync(() => {
-        server.close();
-        for (const s of open) s.destroy();
-      }),
-  );
 
 export const linuxNetScenario: Scenario = {
   name: "linux-net",
@@ -91,7 +65,7 @@ export const linuxNetScenario: Scenario = {
       r.fill(rxData);
       const rxMd5 = createHash("md5").update(rxData).digest("hex");
 
-      const ns = yield* Effect.result(acquireNetns("lnet"));
+      const ns = yield* Effect.result(acquireGuestNetns("lnet"));
       if (ns._tag === "Failure") return { skip: `cannot create a network namespace: ${ns.failure.message}` };
       const watch = ctx.oracle ? new RingWatch() : undefined;
       const net = yield* orFail(
@@ -102,18 +76,24 @@ export const linuxNetScenario: Scenario = {
       const closeWhenDone = (): void => {
         if (sink.expect >= 0 && sink.bytes >= sink.expect) sink.socket?.end();
       };
-      yield* listenIn(ns.success, TX_PORT, (s) => {
-        sink.connections++;
-        sink.socket = s;
-        s.on("data", (b: Buffer) => {
-          sink.bytes += b.length;
-          sink.hash.update(b);
-          closeWhenDone();
-        });
-      });
-      yield* listenIn(ns.success, RX_PORT, (s) => {
-        s.end(rxData);
-      });
+      yield* orFail(
+        ctx,
+        acquireTcpServerIn(ns.success, TX_PORT, (s) => {
+          sink.connections++;
+          sink.socket = s;
+          s.on("data", (b: Buffer) => {
+            sink.bytes += b.length;
+            sink.hash.update(b);
+            closeWhenDone();
+          });
+        }),
+      );
+      yield* orFail(
+        ctx,
+        acquireTcpServerIn(ns.success, RX_PORT, (s) => {
+          s.end(rxData);
+        }),
+      );
       const host = GUEST_NET.hostIp;
       const script = [
         "#!/bin/sh",

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { main, parseDuration, type Io } from "./cli.ts";
 import { scenarios } from "./scenarios/index.ts";
 
@@ -75,7 +76,7 @@ describe("sim CLI", () => {
       expect(out).toMatch(/chains completed and reclaimed/);
       expect(out).toMatch(/notifications to the device suppressed/);
       const run = join(dir, "queue-7");
-      for (const f of ["trace.jsonl", "summary.json", "summary.md", "report.html"])
+      for (const f of ["trace.jsonl.gz", "summary.json", "summary.md", "report.html"])
         expect(existsSync(join(run, f))).toBe(true);
       const summary = JSON.parse(readFileSync(join(run, "summary.json"), "utf8")) as {
         status: string;
@@ -85,7 +86,10 @@ describe("sim CLI", () => {
       const total = (n: string): number => summary.totals.find((t) => t.name === n)?.value ?? -1;
       expect(total("chains.added")).toBeGreaterThan(0);
       expect(total("chains.completed")).toBe(total("chains.added"));
-      const lines = readFileSync(join(run, "trace.jsonl"), "utf8").trim().split("\n");
+      const lines = gunzipSync(readFileSync(join(run, "trace.jsonl.gz")))
+        .toString("utf8")
+        .trim()
+        .split("\n");
       expect(JSON.parse(lines[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 7 });
       expect(JSON.parse(lines[lines.length - 1]!)).toMatchObject({ k: "end" });
       const html = readFileSync(join(run, "report.html"), "utf8");

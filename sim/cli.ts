@@ -7,7 +7,8 @@
  * `main(argv, io)` returns the exit status: 0 passed or skipped, 1 an invariant broke,
  * 2 a usage error.
  */
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Cause, Effect, Exit } from "effect";
@@ -28,6 +29,7 @@ import {
   runWithUsage,
   seed as parseSeed,
   writableDir,
+  choice,
   type CommandSpec,
   type Parsed,
 } from "../scripts/args.ts";
@@ -59,8 +61,11 @@ options:
   --steps N         steps to run (default: the scenario's)
   --duration T      virtual time to run instead of steps: 500us, 20ms, 2s
   --faults RATE     fault injection rate in [0, 1] (default: the scenario's; hostile-guest injects)
-  --report DIR      write the report under DIR/<scenario>-<seed>/ (default: reports/sim)
+  --report DIR      write the report under DIR/<scenario>-<seed>/ (default: reports/sim,
+                    where only the newest 20 runs are kept)
   --no-report       write no report
+  --trace MODE      the trace in the report: gz (trace.jsonl.gz, default), plain
+                    (trace.jsonl) or none; its SHA-256 is in the summary either way
   --no-oracle       do not check invariants against the reference model (faster)
   --json            print the summary as JSON on stdout instead of a table
   --help            this text
@@ -88,6 +93,7 @@ const RUN_SPEC: CommandSpec = {
     "no-report": { kind: "boolean" },
     "no-oracle": { kind: "boolean" },
     json: { kind: "boolean" },
+    trace: { kind: "string" },
   },
   positionals: { max: 1, what: "scenario" },
 };
@@ -107,6 +113,9 @@ interface RunArgs {
   durationUs: number | undefined;
   faults: number;
   report: string | null;
+  /** The report is under the default reports/sim (old runs are pruned there). */
+  defaultReport: boolean;
+  trace: TraceMode;
   oracle: boolean;
   json: boolean;
 }
@@ -151,9 +160,32 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
     durationUs,
     faults: faults ?? scenario.defaultFaults,
     report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
+    defaultReport: reportArg === undefined,
+    trace: opt(p, "trace", (f, v) => choice(f, v, TRACE_MODES)) ?? "gz",
     oracle: !p.bool("no-oracle"),
     json: p.bool("json"),
   };
+};
+
+export type TraceMode = "gz" | "plain" | "none";
+const TRACE_MODES: readonly TraceMode[] = ["gz", "plain", "none"];
+const TRACE_FILES = { gz: "trace.jsonl.gz", plain: "trace.jsonl" } as const;
+
+/** Run directories kept under the default reports/sim (the oldest go first). */
+export const KEEP_DEFAULT_RUNS = 20;
+
+/**
+ * Keeps the newest `keep` run directories (`<scenario>-<seed>`) under `base`, so default
+ * runs with random seeds do not fill the disk; other files are left alone.
+ */
+export const pruneRuns = (base: string, keep: number): string[] => {
+  const runs = readdirSync(base, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && /^[a-z0-9-]+-\d+$/.test(e.name))
+    .map((e) => ({ name: e.name, mtime: statSync(join(base, e.name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime || a.name.localeCompare(b.name));
+  const gone = runs.slice(keep).map((r) => r.name);
+  for (const name of gone) rmSync(join(base, name), { recursive: true, force: true });
+  return gone;
 };
 
 /** Runs one scenario, streaming its trace into `reportDir` when given. */
@@ -162,15 +194,24 @@ export const runOne = async (
   options: Omit<RunOptions, "traceSink" | "trace" | "onProgress">,
   reportBase: string | null,
   io: Io,
+  traceMode: TraceMode = "gz",
 ): Promise<{ result: RunResult; data: ReportData; dir: string | null }> => {
   const dir = reportBase === null ? null : join(reportBase, `${scenario.name}-${options.seed}`);
   let fd: number | null = null;
   if (dir !== null) {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    fd = openSync(join(dir, "trace.jsonl"), "w");
+    if (traceMode !== "none") fd = openSync(join(dir, TRACE_FILES[traceMode]), "w");
   }
   const out = fd;
+  // gz: each chunk (4096 lines) is its own gzip member; gunzip reads the members as one
+  // stream, and memory stays one chunk whatever the run's length.
+  const sink =
+    out === null
+      ? null
+      : traceMode === "gz"
+        ? (chunk: string) => void writeSync(out, gzipSync(chunk, { level: 6 }))
+        : (chunk: string) => void writeSync(out, chunk);
   const wallStart = performance.now();
   let shownProgress = false;
   let lastLine = wallStart;
@@ -198,7 +239,7 @@ export const runOne = async (
       runScenario(scenario, {
         ...options,
         trace: true,
-        traceSink: out === null ? null : (chunk) => void writeSync(out, chunk),
+        traceSink: sink,
         onProgress,
       }),
       io.signal !== undefined ? { signal: io.signal } : undefined,
@@ -257,9 +298,11 @@ const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
     },
     args.report,
     io,
+    args.trace,
   );
+  if (args.report !== null && args.defaultReport) pruneRuns(args.report, KEEP_DEFAULT_RUNS);
   printResult(io, data, dir, args.json);
-  return result.status === "violated" ? 1 : 0;
+  return result.status === "violated" ? EXIT_FINDING : EXIT_OK;
 };
 
 const cmdList = (argv: readonly string[], io: Io): number => {

@@ -175,9 +175,21 @@ export interface FaultRecord {
   outcome: string;
 }
 
-/** Every fault injected, and what the device did about it. */
+/**
+ * Every fault injected, and what the device did about it, in memory bounded by the number
+ * of kinds and outcomes, not of faults: counts per kind and outcome, the faults still
+ * pending, and the first EXAMPLES_PER_KIND of each kind as examples (the trace has them
+ * all).
+ */
 export class FaultLog {
-  readonly list: FaultRecord[] = [];
+  static readonly EXAMPLES_PER_KIND = 20;
+  /** Faults injected so far. */
+  count = 0;
+  /** The first few of each kind, in injection order (their outcomes fill in as handled). */
+  readonly examples: FaultRecord[] = [];
+  private readonly perKind = new Map<string, number>();
+  private readonly counts = new Map<string, Map<string, number>>();
+  private readonly pending = new Set<FaultRecord>();
   private readonly trace: Trace;
   private readonly clock: VirtualClock;
 
@@ -186,16 +198,28 @@ export class FaultLog {
     this.clock = clock;
   }
 
+  private bump(kind: string, outcome: string, by: number): void {
+    let row = this.counts.get(kind);
+    if (row === undefined) this.counts.set(kind, (row = new Map()));
+    const n = (row.get(outcome) ?? 0) + by;
+    if (n === 0) row.delete(outcome);
+    else row.set(outcome, n);
+  }
+
   inject(kind: string, detail: string): FaultRecord {
     const f: FaultRecord = {
-      id: this.list.length,
+      id: this.count++,
       step: this.trace.step,
       t: this.clock.nowUs,
       kind,
       detail,
       outcome: "pending",
     };
-    this.list.push(f);
+    this.pending.add(f);
+    this.bump(kind, "pending", 1);
+    const seen = this.perKind.get(kind) ?? 0;
+    this.perKind.set(kind, seen + 1);
+    if (seen < FaultLog.EXAMPLES_PER_KIND) this.examples.push(f);
     this.trace.event("fault", { id: f.id, kind, detail });
     return f;
   }
@@ -203,15 +227,23 @@ export class FaultLog {
   handled(f: FaultRecord, outcome: string): void {
     if (f.outcome !== "pending") return;
     f.outcome = outcome;
+    this.pending.delete(f);
+    this.bump(f.kind, "pending", -1);
+    this.bump(f.kind, outcome, 1);
     this.trace.event("fault-handled", { id: f.id, outcome });
+  }
+
+  /** The faults nothing has reacted to yet. */
+  stillPending(): FaultRecord[] {
+    return [...this.pending];
   }
 
   /** kind → outcome → count. */
   table(): Record<string, Record<string, number>> {
     const out: Record<string, Record<string, number>> = {};
-    for (const f of this.list) {
-      const row = (out[f.kind] ??= {});
-      row[f.outcome] = (row[f.outcome] ?? 0) + 1;
+    for (const [kind, row] of this.counts) {
+      if (row.size === 0) continue;
+      out[kind] = Object.fromEntries(row);
     }
     return out;
   }

@@ -4,6 +4,7 @@
  * series, so opening the file anywhere (a CI artefact, a mail attachment) shows them.
  */
 import type { ReportData } from "./report.ts";
+import { FaultLog } from "./engine.ts";
 
 const esc = (s: string): string =>
   s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll('"', "&quot;");
@@ -190,8 +191,7 @@ export const renderHtml = (r: ReportData): string => {
         `<section><h2>${esc(c.title)}</h2><div class="chart" data-chart="${i}" data-title="${esc(c.title)}"></div></section>`,
     )
     .join("\n");
-  const faultRows = r.faults.list
-    .slice(0, 200)
+  const faultRows = r.faults.examples
     .map(
       (f) =>
         `<tr><td class="num">${f.id}</td><td class="num">${f.step}</td><td>${esc(f.kind)}</td><td>${esc(
@@ -200,10 +200,12 @@ export const renderHtml = (r: ReportData): string => {
     )
     .join("");
   const faultTable =
-    r.faults.list.length === 0
+    r.faults.examples.length === 0
       ? ""
-      : `<details><summary>${r.faults.injected} faults${
-          r.faults.list.length > 200 ? " (first 200 listed)" : ""
+      : `<details><summary>${r.faults.injected.toLocaleString("en-US")} faults${
+          r.faults.examples.length < r.faults.injected
+            ? ` (the first ${FaultLog.EXAMPLES_PER_KIND} of each kind listed; the trace has them all)`
+            : ""
         }</summary><table><tr><th>#</th><th>step</th><th>kind</th><th>what</th><th>handled</th></tr>${faultRows}</table></details>`;
   return `<!doctype html>
 <html lang="en">

@@ -26,7 +26,8 @@ export interface ReportData {
   readonly faults: {
     readonly injected: number;
     readonly table: Record<string, Record<string, number>>;
-    readonly list: readonly FaultRecord[];
+    /** The first few faults of each kind (FaultLog.EXAMPLES_PER_KIND); the trace has all. */
+    readonly examples: readonly FaultRecord[];
     /** Why the fault chart is empty (null when faults were injected). */
     readonly none: string | null;
   };
@@ -38,7 +39,7 @@ export interface ReportData {
 
 /** Why a run has no faults: advice to use --faults only where it was not given and applies. */
 const noFaultsReason = (scenario: Scenario, r: RunResult): string | null => {
-  if (r.ctx.faults.list.length > 0) return null;
+  if (r.ctx.faults.count > 0) return null;
   if (scenario.noFaults !== undefined) return `${scenario.name} injects no faults: ${scenario.noFaults}.`;
   if (r.options.faults > 0)
     return `No fault was injected at rate ${r.options.faults}: no opportunity came up in ${r.steps.toLocaleString("en-US")} steps.`;
@@ -65,9 +66,9 @@ export const reportData = (scenario: Scenario, r: RunResult): ReportData => {
       .filter((m) => m.kind === "counter")
       .map((m) => ({ name: m.name, label: m.label, value: m.value })),
     faults: {
-      injected: ctx.faults.list.length,
+      injected: ctx.faults.count,
       table: ctx.faults.table(),
-      list: ctx.faults.list,
+      examples: ctx.faults.examples,
       none: noFaultsReason(scenario, r),
     },
     traceEvents: r.traceEvents,

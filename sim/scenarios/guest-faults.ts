@@ -387,7 +387,7 @@ export const checkNetFaults = (ctx: SimContext, rig: NetRig, counts: NetFaultCou
 
 /** At the end of a run: a fault nothing reacted to is recorded as such. */
 export const settlePendingFaults = (ctx: SimContext): void => {
-  for (const f of ctx.faults.list) if (f.outcome === "pending") ctx.faults.handled(f, "no effect observed");
+  for (const f of ctx.faults.stillPending()) ctx.faults.handled(f, "no effect observed");
 };
 
 /**

@@ -93,7 +93,7 @@ export const hostileGuestScenario: Scenario = {
           const settle = r.chance(rate) ? vsockFault(ctx, vs) : null;
           vs.step(true);
           settle?.();
-          faults.value = ctx.faults.list.length;
+          faults.value = ctx.faults.count;
           ctx.clock.advance(2);
         },
         drain: () => {
@@ -104,7 +104,7 @@ export const hostileGuestScenario: Scenario = {
           checkNetFaults(ctx, net, netCounts);
           net.drain();
           vs.drain();
-          faults.value = ctx.faults.list.length;
+          faults.value = ctx.faults.count;
           settlePendingFaults(ctx);
           const q0 = net.device.queues[TX_QUEUE];
           if (q0.lastPop === PopStatus.Error)

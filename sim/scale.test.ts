@@ -1,0 +1,105 @@
+/** Long runs stay bounded: faults are counted with a few examples, the trace is compressed or off, old runs pruned. */
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { main, pruneRuns, type Io } from "./cli.ts";
+import { FaultLog } from "./engine.ts";
+
+const quiet = (): Io => ({ out: () => {}, err: () => {}, progress: null });
+
+describe("long runs stay bounded", () => {
+  let dir = "";
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "sim-scale-"));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const summary = (name: string) =>
+    JSON.parse(readFileSync(join(dir, name, "summary.json"), "utf8")) as {
+      traceSha256: string;
+      traceEvents: number;
+      faults: { injected: number; table: Record<string, Record<string, number>>; examples: unknown[] };
+    };
+
+  it("faults are counts plus a few examples of each kind: the summary does not grow with the run", async () => {
+    const sizes: number[] = [];
+    for (const steps of [500, 4000]) {
+      const base = join(dir, `s${steps}`);
+      mkdirSync(base);
+      expect(
+        await main(
+          [
+            "run",
+            "queue",
+            "--seed",
+            "2",
+            "--steps",
+            String(steps),
+            "--faults",
+            "0.3",
+            "--no-oracle",
+            "--report",
+            base,
+          ],
+          quiet(),
+        ),
+      ).toBe(0);
+      const s = JSON.parse(readFileSync(join(base, "queue-2", "summary.json"), "utf8")) as {
+        faults: { injected: number; table: Record<string, Record<string, number>>; examples: unknown[] };
+      };
+      const kinds = Object.keys(s.faults.table).length;
+      const counted = Object.values(s.faults.table).reduce(
+        (a, row) => a + Object.values(row).reduce((x, y) => x + y, 0),
+        0,
+      );
+      expect(counted).toBe(s.faults.injected);
+      expect(s.faults.examples.length).toBeLessThanOrEqual(kinds * FaultLog.EXAMPLES_PER_KIND);
+      sizes.push(statSync(join(base, "queue-2", "summary.json")).size);
+      if (steps === 4000) expect(s.faults.injected).toBeGreaterThan(5 * s.faults.examples.length);
+    }
+    // 8 times the steps and faults; the summary (series decimated, faults counted) barely moves.
+    expect(sizes[1]! / sizes[0]!).toBeLessThan(1.5);
+  });
+
+  it("the trace is gzip by default (its SHA-256 that of the text), plain or none by --trace", async () => {
+    const args = ["run", "queue", "--seed", "3", "--steps", "300", "--report", dir];
+    expect(await main(args, quiet())).toBe(0);
+    const gz = readFileSync(join(dir, "queue-3", "trace.jsonl.gz"));
+    const text = gunzipSync(gz);
+    expect(createHash("sha256").update(text).digest("hex")).toBe(summary("queue-3").traceSha256);
+    expect(text.toString("utf8").trim().split("\n")).toHaveLength(summary("queue-3").traceEvents);
+    expect(gz.length * 4).toBeLessThan(text.length);
+    expect(await main([...args, "--trace", "plain"], quiet())).toBe(0);
+    expect(readFileSync(join(dir, "queue-3", "trace.jsonl"))).toEqual(text);
+    expect(existsSync(join(dir, "queue-3", "trace.jsonl.gz"))).toBe(false);
+    expect(await main([...args, "--trace", "none"], quiet())).toBe(0);
+    expect(readdirSync(join(dir, "queue-3")).sort()).toEqual(["report.html", "summary.json", "summary.md"]);
+    expect(summary("queue-3").traceSha256).toBe(createHash("sha256").update(text).digest("hex"));
+  });
+
+  it("pruneRuns keeps the newest run directories and nothing else is touched", () => {
+    const base = join(dir, "prune");
+    mkdirSync(base);
+    for (let i = 0; i < 25; i++) {
+      const d = join(base, `queue-${i}`);
+      mkdirSync(d);
+      utimesSync(d, 1_700_000_000 + i, 1_700_000_000 + i);
+    }
+    mkdirSync(join(base, "my notes"));
+    expect(pruneRuns(base, 20).sort()).toEqual(["queue-0", "queue-1", "queue-2", "queue-3", "queue-4"]);
+    expect(readdirSync(base)).toHaveLength(21);
+    expect(existsSync(join(base, "my notes"))).toBe(true);
+  });
+});

@@ -149,8 +149,10 @@ export interface ProfileSummary {
 export const profileSummary = (cases: readonly CaseResult[]): ProfileSummary[] => {
   const prof = cases.filter((c) => c.profiles !== undefined && c.status !== "skipped");
   return PROFILES.map((p) => {
-    const departs = prof.filter((c) => !(c.profiles ?? []).includes(p)).map((c) => c.id);
-    return { profile: p, agreed: prof.length - departs.length, total: prof.length, departsIn: departs };
+    // Only the cases where this profile says something count for it.
+    const mine = prof.filter((c) => c.opined === undefined || c.opined.includes(p));
+    const departs = mine.filter((c) => !(c.profiles ?? []).includes(p)).map((c) => c.id);
+    return { profile: p, agreed: mine.length - departs.length, total: mine.length, departsIn: departs };
   });
 };
 
@@ -158,7 +160,7 @@ export const profileSummary = (cases: readonly CaseResult[]): ProfileSummary[] =
 export const profileVerdict = (cases: readonly CaseResult[]): string => {
   const s = profileSummary(cases);
   if (s.every((p) => p.total === 0)) return "no profile case ran";
-  const full = s.filter((p) => p.departsIn.length === 0).map((p) => p.profile);
+  const full = s.filter((p) => p.total > 0 && p.departsIn.length === 0).map((p) => p.profile);
   if (full.length > 0) return `matches ${full.join(", ")}`;
   const best = [...s].sort((a, b) => b.agreed - a.agreed)[0]!;
   return `matches no profile wholly; closest ${best.profile} (${best.agreed}/${best.total})`;

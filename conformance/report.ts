@@ -12,6 +12,7 @@ import { LEVELS, PROFILES } from "./cases/types.ts";
 import { canonical, showOutcome } from "./protocol.ts";
 import type { CaseResult, CaseStatus, RunOutcome } from "./runner.ts";
 import { writeVectors } from "./vectors.ts";
+import { allCases } from "./suite.ts";
 
 export interface RuleLine {
   readonly rule: string;
@@ -137,6 +138,33 @@ export const unmetRequirements = (cases: readonly CaseResult[], required: readon
     const ran = cases.filter((c) => c.ops.includes(x) && c.status !== "skipped");
     return ran.length === 0;
   });
+};
+
+/** The exit status of a conform run and the line that explains a non-zero one. */
+export const exitStatus = (
+  cases: readonly CaseResult[],
+  required: readonly string[],
+): { code: 0 | 1; message: string } => {
+  const v = verdict(cases);
+  if (v === "fail") return { code: 1, message: "verdict: a MUST or SAFETY rule failed" };
+  if (v === "untested")
+    return { code: 1, message: "verdict: nothing was tested (every case or run was skipped)" };
+  const unmet = unmetRequirements(cases, required);
+  if (unmet.length > 0) return { code: 1, message: `verdict: required but skipped: ${unmet.join(", ")}` };
+  return { code: 0, message: "" };
+};
+
+/** One line per case: id, level, the ops it needs, the rules it checks (`--list-cases`). */
+export const listCases = (
+  cases: readonly Pick<CaseResult, "id" | "level" | "ops" | "rules">[] = allCases(),
+): string => {
+  const w = Math.max(...cases.map((c) => c.id.length));
+  return cases
+    .map(
+      (c) =>
+        `${pad(c.id, w)}  ${pad(c.level, 7)}  ops: ${c.ops.join(" ")}\n${" ".repeat(w + 11)}rules: ${c.rules.join(" ")}`,
+    )
+    .join("\n");
 };
 
 export interface ProfileSummary {

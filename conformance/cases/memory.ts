@@ -222,16 +222,23 @@ const createLayoutArb: fc.Arbitrary<readonly RegionInput[]> = fc.array(
  * regions and empty regions, and has no 2^53 limit (MEM-REGION-LIMIT is this project's: the
  * reference adapter answers ResourceLimit there, which skips the run).
  */
-const createSteps = (regions: readonly RegionInput[]): Step[] => {
-  const m = createMemory(regions.map((r) => ({ base: r.base, bytes: new Uint8Array(r.size) })));
-  const outcome: Outcome =
-    regions.length === 0
-      ? { ok: false, error: { _tag: "NoMemoryRegion" } }
-      : m.ok || m.error._tag === "RegionOutOfRange"
-        ? { ok: true, value: null }
-        : { ok: false, error: { _tag: m.error._tag } };
-  return [step("memory.create", createArgs(regions), vmProfiles(outcome))];
+export const vmCreateOutcome = (regions: readonly RegionInput[]): Outcome => {
+  const refuse = (tag: string): Outcome => ({ ok: false, error: { _tag: tag } });
+  if (regions.length === 0) return refuse("NoMemoryRegion");
+  for (const r of regions) {
+    if (r.size === 0) return refuse("EmptyRegion");
+    // GuestRegionMmap::new: the region's end must fit a u64 (InvalidGuestRegion).
+    if (r.base + BigInt(r.size) > U64_MAX + 1n) return refuse("RegionOutOfRange");
+  }
+  const sorted = [...regions].sort((a, b) => (a.base < b.base ? -1 : a.base > b.base ? 1 : 0));
+  for (let i = 0; i + 1 < sorted.length; i++)
+    if (sorted[i]!.base + BigInt(sorted[i]!.size) > sorted[i + 1]!.base) return refuse("OverlappingRegions");
+  return { ok: true, value: null };
 };
+
+const createSteps = (regions: readonly RegionInput[]): Step[] => [
+  step("memory.create", createArgs(regions), vmProfiles(vmCreateOutcome(regions))),
+];
 
 export const memoryCases = [
   defineCase<readonly RegionInput[]>({

@@ -29,6 +29,36 @@ describe("the conform and vectors commands [MEM-RANGE-ONE-REGION USB-PARSE-STOP]
     expect(await vectorsMain(["--out", "/tmp/x", "--only", "no-such-case"])).toBe(2);
   });
 
+  it("exit status: --runs 0 and an --only matching nothing are usage errors; --require names what must not be skipped; --list-cases lists each case's ops; nothing tested is exit 1", async () => {
+    const out = quiet();
+    expect(await conformMain(["--reference", "--runs", "0", "--no-report"])).toBe(2);
+    expect(await conformMain(["--reference", "--only", "no-such-case", "--no-report"])).toBe(2);
+    const memOnly = ["--reference", "--only", "memory.access", "--runs", "2", "--no-report"];
+    expect(await conformMain([...memOnly, "--require", "memory.write,MEM-ADDR-U64"])).toBe(0);
+    // queue.pop was not run (filtered out): required, so the run fails.
+    expect(await conformMain([...memOnly, "--require", "memory.write,queue.pop"])).toBe(1);
+    expect(out.join("\n")).toContain("required but skipped: queue.pop");
+    // An adapter that offers nothing but hello and reset tests nothing: not a pass.
+    const dir = mkdtempSync(join(tmpdir(), "vlab-none-"));
+    try {
+      writeFileSync(
+        join(dir, "none.cjs"),
+        `require("readline").createInterface({ input: process.stdin }).on("line", (l) => {
+  const r = JSON.parse(l);
+  const v = r.op === "hello" ? { protocol: 1, name: "none", ops: ["hello", "reset"] } : null;
+  process.stdout.write(JSON.stringify({ id: r.id, ok: true, value: v }) + "\\n");
+});`,
+      );
+      const none = `'${process.execPath}' '${join(dir, "none.cjs")}'`;
+      expect(await conformMain(["--impl", none, "--runs", "1", "--no-report"])).toBe(1);
+      expect(out.join("\n")).toContain("nothing was tested");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(await conformMain(["--list-cases"])).toBe(0);
+    expect(out.join("\n")).toMatch(/queue\.ops +must +ops: .*queue\.pop/);
+  });
+
   it("vectors --out writes a manifest; conform replays it against the reference (exit 0) and a mutant (exit 1)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "vlab-cli-"));
     try {

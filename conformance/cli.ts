@@ -6,7 +6,7 @@ import { resolve } from "node:path";
 import type { Level } from "./cases/types.ts";
 import { LEVELS } from "./cases/types.ts";
 import { conform, runMutants, selectCases } from "./conform.ts";
-import { terminalReport, writeReport, killCount, mutantLines, counts } from "./report.ts";
+import { terminalReport, writeReport, killCount, mutantLines, exitStatus, listCases } from "./report.ts";
 import { allCases, referenceCommand, repoRoot } from "./suite.ts";
 import { DEFAULT_VECTOR_SEED, generateVectors } from "./vectors.ts";
 import { MUTANTS } from "./mutants.ts";
@@ -37,8 +37,8 @@ docs/conformance-protocol.md on its stdin/stdout.
   --mutants            run the vectors against every mutant adapter; prints the kill count
   --vectors DIR        replay a vectors directory (from \`tsx sim vectors --out DIR\`)
                        instead of drawing random inputs
-  --runs N             property runs per case (default: each case's own); with --mutants,
-                       random vector runs per case (default 20)
+  --runs N             property runs per case, N >= 1 (default: each case's own); with
+                       --mutants, random vector runs per case (default 20)
   --seed N             fast-check seed (printed in the report; replays a run)
   --only TEXT          only cases whose id or a rule id contains TEXT
   --level L            only cases of level must | safety | profile
@@ -48,10 +48,16 @@ docs/conformance-protocol.md on its stdin/stdout.
   --parallel N         mutants checked at once (default 4)
   --full               with --mutants: run every case against every mutant (default: stop
                        at the first case that kills it, own subject's cases first)
+  --require LIST       comma-separated ops or rule ids that must not be skipped (an op some
+                       case needing it ran, a rule some run checked); exit 1 otherwise
+  --list-cases         print every case: id, level, the ops it needs, the rules it checks
   -h, --help           this text
 
-Exit status: 0 when nothing failed (skipped cases are fine), 1 when a case failed or a
-mutant survived, 2 on a usage or setup error.`;
+Exit status: 0 when every MUST and SAFETY rule passed or was skipped (profile differences
+say which VMM the implementation behaves like; they never fail it) and something was tested;
+1 when a MUST or SAFETY rule failed, when nothing was tested (every case or run skipped),
+when a --require'd op or rule was skipped, or when a mutant survived; 2 on a usage or setup
+error (--only or --level matching no case, --runs 0, an adapter that cannot start).`;
 
 export const VECTORS_HELP = `usage: tsx sim vectors --out DIR [--runs N] [--seed N] [--only TEXT] [--level L]
 
@@ -85,6 +91,8 @@ const CONFORM_SPEC = (prog: string): CommandSpec => ({
     mutants: { kind: "boolean" },
     "no-report": { kind: "boolean" },
     full: { kind: "boolean" },
+    require: { kind: "string" },
+    "list-cases": { kind: "boolean" },
   },
 });
 
@@ -122,7 +130,16 @@ async function conformBody(spec: CommandSpec, argv: string[]): Promise<number> {
     console.log(CONFORM_HELP);
     return 0;
   }
-  const runs = opt(p, "runs", count);
+  if (p.bool("list-cases")) {
+    console.log(listCases());
+    return 0;
+  }
+  // 0 runs would test nothing and pass: a usage error, not a green result.
+  const runs = opt(p, "runs", positive);
+  const required = opt(p, "require", nonEmpty)
+    ?.split(",")
+    .map((x) => x.trim())
+    .filter((x) => x !== "");
   // fast-check prints the seed it used; a default below 2^31 prints as given.
   const seed = opt(p, "seed", parseSeed) ?? Math.floor(Math.random() * 0x80000000);
   const timeout = opt(p, "timeout", positive);
@@ -188,7 +205,9 @@ async function conformBody(spec: CommandSpec, argv: string[]): Promise<number> {
   }
   console.log(terminalReport(result));
   if (!p.bool("no-report")) console.log(`report: ${writeReport(reportDir, result)}/report.md`);
-  return counts(result.cases).fail > 0 ? 1 : 0;
+  const exit = exitStatus(result.cases, required ?? []);
+  if (exit.message !== "") console.log(exit.message);
+  return exit.code;
 }
 
 export async function vectorsMain(argv: string[], prog = "sim"): Promise<number> {

@@ -12,6 +12,7 @@ import { LEVELS, PROFILES } from "./cases/types.ts";
 import { canonical, showOutcome } from "./protocol.ts";
 import type { CaseResult, CaseStatus, RunOutcome } from "./runner.ts";
 import { writeVectors } from "./vectors.ts";
+import { allCases } from "./suite.ts";
 
 export interface RuleLine {
   readonly rule: string;
@@ -139,6 +140,33 @@ export const unmetRequirements = (cases: readonly CaseResult[], required: readon
   });
 };
 
+/** The exit status of a conform run and the line that explains a non-zero one. */
+export const exitStatus = (
+  cases: readonly CaseResult[],
+  required: readonly string[],
+): { code: 0 | 1; message: string } => {
+  const v = verdict(cases);
+  if (v === "fail") return { code: 1, message: "verdict: a MUST or SAFETY rule failed" };
+  if (v === "untested")
+    return { code: 1, message: "verdict: nothing was tested (every case or run was skipped)" };
+  const unmet = unmetRequirements(cases, required);
+  if (unmet.length > 0) return { code: 1, message: `verdict: required but skipped: ${unmet.join(", ")}` };
+  return { code: 0, message: "" };
+};
+
+/** One line per case: id, level, the ops it needs, the rules it checks (`--list-cases`). */
+export const listCases = (
+  cases: readonly Pick<CaseResult, "id" | "level" | "ops" | "rules">[] = allCases(),
+): string => {
+  const w = Math.max(...cases.map((c) => c.id.length));
+  return cases
+    .map(
+      (c) =>
+        `${pad(c.id, w)}  ${pad(c.level, 7)}  ops: ${c.ops.join(" ")}\n${" ".repeat(w + 11)}rules: ${c.rules.join(" ")}`,
+    )
+    .join("\n");
+};
+
 export interface ProfileSummary {
   readonly profile: Profile;
   readonly agreed: number;
@@ -149,8 +177,10 @@ export interface ProfileSummary {
 export const profileSummary = (cases: readonly CaseResult[]): ProfileSummary[] => {
   const prof = cases.filter((c) => c.profiles !== undefined && c.status !== "skipped");
   return PROFILES.map((p) => {
-    const departs = prof.filter((c) => !(c.profiles ?? []).includes(p)).map((c) => c.id);
-    return { profile: p, agreed: prof.length - departs.length, total: prof.length, departsIn: departs };
+    // Only the cases where this profile says something count for it.
+    const mine = prof.filter((c) => c.opined === undefined || c.opined.includes(p));
+    const departs = mine.filter((c) => !(c.profiles ?? []).includes(p)).map((c) => c.id);
+    return { profile: p, agreed: mine.length - departs.length, total: mine.length, departsIn: departs };
   });
 };
 
@@ -158,7 +188,7 @@ export const profileSummary = (cases: readonly CaseResult[]): ProfileSummary[] =
 export const profileVerdict = (cases: readonly CaseResult[]): string => {
   const s = profileSummary(cases);
   if (s.every((p) => p.total === 0)) return "no profile case ran";
-  const full = s.filter((p) => p.departsIn.length === 0).map((p) => p.profile);
+  const full = s.filter((p) => p.total > 0 && p.departsIn.length === 0).map((p) => p.profile);
   if (full.length > 0) return `matches ${full.join(", ")}`;
   const best = [...s].sort((a, b) => b.agreed - a.agreed)[0]!;
   return `matches no profile wholly; closest ${best.profile} (${best.agreed}/${best.total})`;

@@ -58,6 +58,8 @@ export interface RunOutcome {
   readonly checked: readonly RuleKey[];
   /** Rules the difference is charged to (empty unless status is "fail"). */
   readonly charged: readonly RuleKey[];
+  /** Profiles some step of the run had an opinion for. */
+  readonly opined: readonly Profile[];
 }
 
 const DEFAULT_CONTEXT: RunContext = { level: "must", rules: [] };
@@ -90,6 +92,7 @@ export const execRun = async (
   const steps = [RESET_STEP, ...caseSteps];
   const actual: Outcome[] = [];
   const checked = new Set<RuleKey>();
+  const opined = new Set<Profile>();
   let profiles: Profile[] = [...PROFILES];
   const end = (
     status: RunStatus,
@@ -106,6 +109,7 @@ export const execRun = async (
     message,
     checked: [...checked],
     charged,
+    opined: [...opined],
   });
   for (let i = 0; i < steps.length; i++) {
     const s = steps[i]!;
@@ -148,13 +152,17 @@ export const execRun = async (
     }
     const exp = s.expect.profiles;
     const keys = s.expect.keys;
-    const agreeing = profiles.filter((p) => {
-      const e = exp[p];
-      return (
-        e === undefined || outcomeMatches(projectOutcome(e, keys), projectOutcome(got, keys), { op: s.op })
-      );
-    });
-    if (agreeing.length === 0) {
+    // Each profile step is a VMM's choice on its own rule: the answer must be one some VMM
+    // gives (a profile with an opinion here matches it). Profiles are not held consistent
+    // across steps (an implementation may choose like Firecracker on one rule and like
+    // rust-vmm on another); the run records the profiles it agreed with on every step.
+    for (const p of PROFILES) if (exp[p] !== undefined) opined.add(p);
+    const matched = PROFILES.filter(
+      (p) =>
+        exp[p] !== undefined &&
+        outcomeMatches(projectOutcome(exp[p]!, keys), projectOutcome(got, keys), { op: s.op }),
+    );
+    if (matched.length === 0) {
       if (!got.ok && SKIP_TAGS.includes(got.error._tag))
         return end("skipped", i, `step ${i} ${s.op}: ${got.error._tag}`);
       const wanted = PROFILES.filter((p) => exp[p] !== undefined)
@@ -167,7 +175,7 @@ export const execRun = async (
         keysOf(s, ctx),
       );
     }
-    profiles = agreeing;
+    profiles = profiles.filter((p) => exp[p] === undefined || matched.includes(p));
     for (const k of keysOf(s, ctx)) checked.add(k);
   }
   return end("pass", -1, "");
@@ -210,6 +218,8 @@ export interface CaseResult {
   readonly tallies: readonly RuleTally[];
   /** For profile steps: the profiles the implementation agreed with on every run. */
   readonly profiles?: readonly Profile[];
+  /** The profiles some step of the case had an opinion for. */
+  readonly opined?: readonly Profile[];
   readonly ms: number;
 }
 
@@ -242,6 +252,7 @@ class Tally {
   firstSkip = "";
   agreed: Profile[] = [...PROFILES];
   sawProfileRun = false;
+  readonly opined = new Set<Profile>();
   smallest: RunOutcome | undefined;
   readonly rules = new Map<RuleKey, { differed: number; checked: number; cx?: RunOutcome; first: number }>();
 
@@ -257,6 +268,7 @@ class Tally {
   add(r: RunOutcome, index: number): void {
     this.runs++;
     for (const k of r.checked) this.entry(k).checked++;
+    for (const p of r.opined) this.opined.add(p);
     if (r.status === "skipped") {
       this.skipped++;
       if (this.firstSkip === "") this.firstSkip = r.message;
@@ -304,7 +316,9 @@ class Tally {
       ...extra,
       ...(this.smallest !== undefined ? { counterexample: this.smallest } : {}),
       tallies,
-      ...(c.level === "profile" || hasProfileSteps ? { profiles: this.agreed } : {}),
+      ...(c.level === "profile" || hasProfileSteps
+        ? { profiles: this.agreed, opined: PROFILES.filter((p) => this.opined.has(p)) }
+        : {}),
       ms,
     };
   }

@@ -37,8 +37,8 @@ export const RULES = [
   ),
   rule(
     "IOV-LOAD-WRITE-ONLY",
-    `${FC} IoVecBuffer::load_descriptor_chain`,
-    "A device-writable descriptor in a chain loaded as readable is WriteOnlyDescriptor.",
+    `PROFILE: ${FC} IoVecBuffer::load_descriptor_chain refuses; rust-vmm virtio-queue descriptor_utils.rs Reader reads desc_chain.readable() only and skips writable descriptors. VIRTIO 1.2 §2.7.5.1: a device SHOULD NOT read a device-writable buffer (not MUST)`,
+    "A device-writable descriptor in a chain loaded as readable is WriteOnlyDescriptor (this model: Firecracker).",
   ),
   rule(
     "IOV-SEG-MEMORY",

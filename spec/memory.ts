@@ -18,17 +18,25 @@ export const U64_MAX = (1n << 64n) - 1n;
 export const ADDRESS_LIMIT = 1n << 53n;
 
 export const RULES = [
-  rule("MEM-REGION-NONEMPTY", "vm-memory GuestRegionMmap", "A region has at least one byte."),
-  rule("MEM-REGION-DISJOINT", "vm-memory GuestMemoryMmap::from_regions", "Regions do not overlap."),
+  rule(
+    "MEM-REGION-NONEMPTY",
+    "PROFILE (a VMM's own API, not VIRTIO): vm-memory GuestRegionMmap; vm-memory region.rs from_arc_regions also refuses an empty layout (NoMemoryRegion)",
+    "A region has at least one byte.",
+  ),
+  rule(
+    "MEM-REGION-DISJOINT",
+    "PROFILE (a VMM's own API): vm-memory GuestMemoryMmap::from_regions",
+    "Regions do not overlap.",
+  ),
   rule(
     "MEM-REGION-LIMIT",
-    "virtio-lab",
+    "virtio-lab's own limit (exact JS numbers), not a rule for others: the reference adapter answers ResourceLimit",
     "Every region lies below 2^53, so guest addresses are exact numbers in the implementation.",
   ),
   rule(
     "MEM-RANGE-ONE-REGION",
-    "vm-memory get_slice / read / write",
-    "An access [addr, addr+len) lies wholly inside one region; otherwise InvalidGuestAddress.",
+    "vm-memory GuestMemory::get_slice (one region). PROFILE for plain reads and writes: vm-memory Bytes::read/write walk get_slices across touching regions and map a zero-length access as nothing; SAFETY: a byte outside memory is never accessed",
+    "An access [addr, addr+len) lies wholly inside one region; otherwise InvalidGuestAddress (this model: get_slice).",
   ),
   rule(
     "MEM-ADDR-U64",

@@ -88,7 +88,7 @@ export const RULES = [
   ),
   rule(
     "VSOCK-RX-DATA-WRITABLE",
-    "rust-vmm virtio-vsock from_rx_virtq_chain; VIRTIO 1.2 §2.7.4",
+    "rust-vmm virtio-vsock from_rx_virtq_chain; VIRTIO 1.2 §2.7.4 (its get_single_slice maps a zero-length data descriptor as nothing, even outside memory: a profile in the conformance suite)",
     "RX data descriptors must be device-writable (UnwritableDescriptor); cloud-hypervisor's 2022 packet.rs does not check this (profile cloud-hypervisor models that).",
   ),
   rule(

@@ -158,7 +158,15 @@ const pdescArb = (o: { write: boolean; minLen: number; maxLen: number }) =>
       { weight: 15, arbitrary: fc.constant(false) },
       { weight: 1, arbitrary: fc.constant(true) },
     ),
-    len: fc.integer({ min: o.minLen, max: o.maxLen }),
+    // Zero-length descriptors often: where one lies outside memory the profiles differ
+    // (rust-vmm maps 0 bytes as nothing), a case once seen only after thousands of runs.
+    len:
+      o.minLen === 0
+        ? fc.oneof(
+            { weight: 1, arbitrary: fc.constant(0) },
+            { weight: 6, arbitrary: fc.integer({ min: 0, max: o.maxLen }) },
+          )
+        : fc.integer({ min: o.minLen, max: o.maxLen }),
     write: fc.oneof(
       { weight: 12, arbitrary: fc.constant(o.write) },
       { weight: 1, arbitrary: fc.constant(!o.write) },
@@ -191,6 +199,14 @@ const txArb: fc.Arbitrary<TxInput> = fc
     len,
   }));
 
+/**
+ * rust-vmm virtio-vsock packet.rs get_single_slice returns no slice for 0 bytes without
+ * looking at the address, so a zero-length data descriptor outside memory is accepted: the
+ * same chain with that descriptor moved inside memory gives rust-vmm's answer.
+ */
+const rustVmmDescs = (descs: readonly PDesc[]): readonly PDesc[] =>
+  descs.map((d, i) => (i > 0 && d.len === 0 && d.outside ? { ...d, outside: false } : d));
+
 const txSteps = (input: TxInput): Step[] => {
   // The header at the head's address, then a payload pattern after it (and at the data descriptor).
   const fill = new Uint8Array(0x1000);
@@ -199,9 +215,10 @@ const txSteps = (input: TxInput): Step[] => {
   const head = input.descs[0]!;
   if (!head.outside) fill.set(encodeHeader(input.header), head.at);
   const { mem, steps } = layout(input.descs, fill);
+  const rv = rustVmmDescs(input.descs);
   const expect = agreed(
     txOutcome(mem, input.descs, PROFILES.virtio),
-    txOutcome(mem, input.descs, PROFILES["rust-vmm"]),
+    txOutcome(layout(rv, fill).mem, rv, PROFILES["rust-vmm"]),
     txOutcome(mem, input.descs, PROFILES["cloud-hypervisor"]),
   );
   return [...steps, step("vsock.tx", chainArgs(input.descs.length), expect)];
@@ -295,7 +312,12 @@ const readBack = (mem: SpecMemory): Step[] => {
 const rxSteps = (input: RxInput): Step[] => {
   const { mem, steps } = layout(input.descs, new Uint8Array(0));
   const v = rxOutcome(mem, input, PROFILES.virtio);
-  const rv = rxOutcome(mem, input, PROFILES["rust-vmm"]);
+  const rvDescs = rustVmmDescs(input.descs);
+  const rv = rxOutcome(
+    layout(rvDescs, new Uint8Array(0)).mem,
+    { ...input, descs: rvDescs },
+    PROFILES["rust-vmm"],
+  );
   const ch = rxOutcome(mem, input, PROFILES["cloud-hypervisor"]);
   const args = {
     ...chainArgs(input.descs.length),
@@ -380,7 +402,28 @@ export const vsockCases = [
     level: "safety",
     ops: ["memory.create", "memory.write", "memory.read", "vsock.rx"],
     arb: rxArb,
-    examples: [],
+    examples: [
+      {
+        // A zero-length data descriptor outside memory (rust-vmm accepts it: a profile).
+        header: {
+          srcCid: 2n,
+          dstCid: 3n,
+          srcPort: 1,
+          dstPort: 2,
+          len: 0,
+          type: 1,
+          op: 5,
+          flags: 0,
+          bufAlloc: 0,
+          fwdCnt: 0,
+        },
+        descs: [
+          { at: 0, outside: false, len: VSOCK_PKT_HDR_SIZE, write: true },
+          { at: 0x800, outside: true, len: 0, write: true },
+        ],
+        data: new Uint8Array(0),
+      },
+    ],
     steps: rxSteps,
     numRuns: 40,
   }),

@@ -29,11 +29,12 @@ import {
 import type { QueueError } from "../../spec/queue.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import { IoVecBuffer, IoVecBufferMut, type ChainCursor } from "../iovec/iovec.ts";
+import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { DescriptorChain } from "../queue/descriptor-chain.ts";
 import { PopStatus, SplitQueue } from "../queue/split-queue.ts";
 import { NetBackend, type NetBackendShape, type RxBuffer, type TxPacket } from "./backend.ts";
-import { NetConfigSpace, checkConfig } from "./config.ts";
+import { CONFIG_SIZE as NET_CONFIG_SIZE, NetConfigSpace, checkConfig } from "./config.ts";
 import { F, checkAck, hasFeature, netHeaderLength, offeredFeatures } from "./features.ts";
 import { NUM_BUFFERS_OFFSET } from "./header.ts";
 import {
@@ -174,7 +175,10 @@ class RxView implements RxBuffer {
 /** The driver acked features after the device was activated (NET-FEAT-LOCKED). */
 export type FeaturesLocked = { readonly _tag: "FeaturesLocked" };
 
-export class NetDevice {
+export class NetDevice implements VirtioDevice {
+  readonly deviceId = VIRTIO_ID_NET;
+  readonly name = "net";
+  readonly configSize = NET_CONFIG_SIZE;
   readonly queues: readonly [SplitQueue, SplitQueue];
   readonly configSpace: NetConfigSpace;
   readonly offeredFeatures: bigint;
@@ -193,6 +197,11 @@ export class NetDevice {
   private signal: (queue: number) => void = () => {};
 
   private chainObj: DescriptorChain | null = null;
+  /**
+   * TX has its own chain: a backend that hands a frame to a waiting RX loop (loopback) may
+   * run RX synchronously inside `send`, which would rebind a shared chain under TX.
+   */
+  private txChainObj: DescriptorChain | null = null;
   private readonly txBuf = new IoVecBuffer(16);
   private readonly rxBuf: IoVecBufferMut;
   private readonly tx: TxView;
@@ -301,6 +310,10 @@ export class NetDevice {
     this.memory = memory;
     this.signal = signal;
     this.chainObj = new DescriptorChain(memory);
+    this.txChainObj = new DescriptorChain(memory);
+    // The parts read through the chains of this activation (a re-activation makes new ones).
+    this.txPart = null;
+    this.rxPart = null;
     this.tx.headerLength = this.hdrLen;
     this.rx.headerLength = this.hdrLen;
     return ok(undefined);
@@ -314,6 +327,7 @@ export class NetDevice {
     for (const q of this.queues) q.reset();
     this.memory = null;
     this.chainObj = null;
+    this.txChainObj = null;
     this.signal = () => {};
     this.acked = 0n;
     this.hdrLen = 12;
@@ -347,7 +361,7 @@ export class NetDevice {
   /** Processes every available TX chain; returns how many were completed. */
   processTxNow(): number {
     const memory = this.memory;
-    const chain = this.chainObj;
+    const chain = this.txChainObj;
     if (memory === null || chain === null) return 0;
     const queue = this.queues[TX_QUEUE]!;
     const part = this.txPart ?? (this.txPart = new ChainPart(chain, false));
@@ -635,6 +649,11 @@ export class NetDevice {
     }
     buf.clear();
     return done;
+  }
+
+  /** VirtioDevice: a kick of queue `q` (RX_QUEUE or TX_QUEUE); other indexes do nothing. */
+  processQueue(q: number): number {
+    return q === TX_QUEUE ? this.processTxNow() : q === RX_QUEUE ? this.processRxNow() : 0;
   }
 
   // ---- Effect edges

@@ -39,6 +39,12 @@ export const isReservedCid = (cid: bigint): boolean =>
   cid < 0n ||
   cid > U64_MAX;
 
+/** VSOCK-FEATURES: what the device offers (VERSION_1, STREAM, EVENT_IDX). */
+export const VSOCK_DEVICE_FEATURES: bigint =
+  (1n << BigInt(VIRTIO_F_VERSION_1)) |
+  (1n << BigInt(VIRTIO_VSOCK_F_STREAM)) |
+  (1n << BigInt(VIRTIO_F_EVENT_IDX));
+
 export type VsockDeviceError = { readonly _tag: "InvalidGuestCid"; readonly cid: bigint };
 
 export interface VsockDeviceConfig {
@@ -65,10 +71,7 @@ export class VsockDevice {
   readonly queues: readonly [SplitQueue, SplitQueue, SplitQueue];
   readonly muxer: VsockMuxer;
   /** VSOCK-FEATURES: VERSION_1, STREAM and EVENT_IDX. */
-  readonly deviceFeatures: bigint =
-    (1n << BigInt(VIRTIO_F_VERSION_1)) |
-    (1n << BigInt(VIRTIO_VSOCK_F_STREAM)) |
-    (1n << BigInt(VIRTIO_F_EVENT_IDX));
+  readonly deviceFeatures: bigint = VSOCK_DEVICE_FEATURES;
   driverFeatures = 0n;
   /** Assembly errors by tag (reports, simulator). */
   readonly assemblyErrors: Record<string, number> = {};
@@ -124,10 +127,13 @@ export class VsockDevice {
     this.driverFeatures = features & this.deviceFeatures;
   }
 
-  /** Initializes the three queues (after the driver configured them); the first error, if any. */
-  activate(): Result<void, { readonly queue: number; readonly error: QueueError }> {
+  /**
+   * Initializes the queues (after the driver configured them); the first error, if any.
+   * `queueCount` 2 leaves the event queue to the transport (vhost-user: the VMM keeps it).
+   */
+  activate(queueCount: 2 | 3 = 3): Result<void, { readonly queue: number; readonly error: QueueError }> {
     const eventIdx = (this.driverFeatures & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n;
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < queueCount; i++) {
       const q = this.queues[i]!;
       if (eventIdx) q.enableNotifSuppression();
       const r = q.initialize(this.memory);

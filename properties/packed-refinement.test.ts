@@ -493,19 +493,27 @@ describe("packed queue refinement", () => {
   property(
     "packedNewStateRefinesSpec",
     ["PVQ-MAX-SIZE"],
-    fc.property(fc.oneof(fc.integer({ min: 0, max: 33000 }), fc.double(), fc.integer()), (maxSize) => {
-      const spec = P.newQueue(maxSize);
-      let impl: PackedQueue | undefined;
-      try {
-        impl = new PackedQueue(maxSize);
-      } catch (e) {
-        if (!(e instanceof RangeError)) throw e;
-      }
-      if ((impl === undefined) !== (spec === undefined))
-        fail(`max size ${maxSize}: impl ${impl !== undefined}`);
-      if (impl !== undefined && !same(impl.state(), spec))
-        fail(`new queue ${show(impl.state())}, spec ${show(spec)}`);
-    }),
+    fc.property(
+      fc.oneof(
+        fc.constantFrom(0, 1, 3, 32767, 32768, 32769, -1, 0.5),
+        fc.integer({ min: 0, max: 33000 }),
+        fc.double(),
+        fc.integer(),
+      ),
+      (maxSize) => {
+        const spec = P.newQueue(maxSize);
+        let impl: PackedQueue | undefined;
+        try {
+          impl = new PackedQueue(maxSize);
+        } catch (e) {
+          if (!(e instanceof RangeError)) throw e;
+        }
+        if ((impl === undefined) !== (spec === undefined))
+          fail(`max size ${maxSize}: impl ${impl !== undefined}`);
+        if (impl !== undefined && !same(impl.state(), spec))
+          fail(`new queue ${show(impl.state())}, spec ${show(spec)}`);
+      },
+    ),
     { numRuns: 200 },
   );
 });

@@ -25,6 +25,10 @@ const MAX_CHAIN_BYTES = 0xffff_ffff; // PVQ-LEN-U32
 const MORE = 0;
 const DONE = 1;
 
+const NOT_FRESH = 0;
+const FRESH_OK = 1;
+const FRESH_NONE = 2;
+
 export class PackedDescriptorChain {
   private mem: GuestMemory;
   // The ring part as popped: 4 words per descriptor (addr lo, addr hi, len, id | flags << 16).
@@ -44,6 +48,9 @@ export class PackedDescriptorChain {
   private total = 0;
   private state = DONE;
   private _end: ChainError | null = null;
+  // While the cursor is still where load/loadSingle/rewind left it, rewind() has nothing to
+  // do: NOT_FRESH, FRESH_OK (on the first descriptor) or FRESH_NONE (the chain yields none).
+  private fresh = NOT_FRESH;
 
   // The current descriptor.
   private _index = 0;
@@ -63,6 +70,7 @@ export class PackedDescriptorChain {
    * hold a whole ring; the ring part is then written with `store` and settled with `load`.
    */
   prepare(memory: GuestMemory, size: number): void {
+    this.fresh = NOT_FRESH;
     this.mem = memory;
     this.size = size;
     if (this.ring.length < 4 * size) this.ring = new Uint32Array(4 * size);
@@ -87,11 +95,54 @@ export class PackedDescriptorChain {
     this._headWrap = headWrap;
     this.count = count;
     this._bufferId = id;
-    this.rewind();
+    this.fresh = NOT_FRESH;
+    this.fresh = this.rewind() ? FRESH_OK : FRESH_NONE;
+  }
+
+  /**
+   * `prepare` + `store` + `load` for a one-descriptor chain without NEXT or INDIRECT (the
+   * queue checked the flags), in one call: the cursor is left on that descriptor.
+   */
+  loadSingle(
+    memory: GuestMemory,
+    size: number,
+    headSlot: number,
+    headWrap: boolean,
+    lo: number,
+    hi: number,
+    len: number,
+    idFlags: number,
+  ): void {
+    this.mem = memory;
+    this.size = size;
+    if (this.ring.length < 4 * size) this.ring = new Uint32Array(4 * size);
+    const r = this.ring;
+    r[0] = lo;
+    r[1] = hi;
+    r[2] = len;
+    r[3] = idFlags;
+    this.count = 1;
+    this._headSlot = headSlot;
+    this._headWrap = headWrap;
+    this._bufferId = idFlags & 0xffff;
+    // What rewind() leaves: on the first descriptor (one u32 cannot pass PVQ-LEN-U32).
+    this.k = 1;
+    this.inIndirect = false;
+    this.total = len;
+    this.state = MORE;
+    this._end = null;
+    this.addrLo = lo;
+    this.addrHi = hi;
+    this._len = len;
+    this._id = idFlags & 0xffff;
+    this._flags = idFlags >>> 16;
+    this._index = headSlot;
+    this.fresh = FRESH_OK;
   }
 
   /** Empties the chain (a pop that was refused). */
   clear(): void {
+    this.fresh = NOT_FRESH;
     this.count = 0;
     this.state = DONE;
     this._end = null;
@@ -160,6 +211,12 @@ export class PackedDescriptorChain {
 
   /** To the first data descriptor; false when the chain yields none (then `end` says why). */
   rewind(): boolean {
+    const f = this.fresh;
+    if (f !== NOT_FRESH) return f === FRESH_OK;
+    return this.restart();
+  }
+
+  private restart(): boolean {
     this.total = 0;
     this._end = null;
     this.k = 0;
@@ -186,6 +243,7 @@ export class PackedDescriptorChain {
 
   /** To the next data descriptor; false when the chain has ended. */
   advance(): boolean {
+    this.fresh = NOT_FRESH;
     return this.step();
   }
 

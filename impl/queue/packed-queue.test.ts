@@ -6,7 +6,7 @@ import type { Result } from "../../spec/result.ts";
 import { PackedDescriptorChain } from "./packed-chain.ts";
 import { PackedDriver, availFlags } from "./packed-driver.ts";
 import { PackedQueue, PopStatus, type PackedQueueError } from "./packed-queue.ts";
-import { packedPopView, packedPopped } from "../../properties/arbitraries/packed.ts";
+import { packedPopView, packedPopped, packedWalk } from "../../properties/arbitraries/packed.ts";
 
 const { VIRTQ_DESC_F_NEXT: NEXT, VIRTQ_DESC_F_WRITE: WRITE, VIRTQ_DESC_F_INDIRECT: INDIRECT } = P;
 const AVAIL = P.VIRTQ_DESC_F_AVAIL;
@@ -124,9 +124,10 @@ class Pair {
   disable(): void {
     this.step(() => this.q.disableNotification(), P.disableNotification);
   }
-  /** Pops one chain and expects it. */
+  /** Pops one chain and expects it; walking it again gives the same walk (the cursor rewinds). */
   popOk(): P.SpecPackedPopped {
     const r = this.popInto();
+    if (r.ok && r.value !== null) expect(packedWalk(this.chain)).toEqual(r.value.walk);
     if (!r.ok || r.value === null)
       throw new Error(
         `expected a chain, got ${JSON.stringify(r, (_k, v: unknown) => (typeof v === "bigint" ? `${v}` : v))}`,

@@ -315,12 +315,53 @@ export class PackedQueue {
    * was popped; otherwise `lastPop` says why and `lastError` holds the error.
    */
   popInto(chain: PackedDescriptorChain): boolean {
+    // The common case in few bytecodes (V8 inlines a loop's callees only up to a budget): an
+    // available one-descriptor chain with a free id and no recorder. Everything else,
+    // including every refusal, takes popSlow, which applies the same rules in general.
+    const mem = this.mem;
+    if (mem === null || mem.recorder !== null) return this.popSlow(chain);
+    const head = this._nextAvail;
+    const view = this.descView;
+    const o = this.descOff + 16 * head;
+    const idFlags = view.getUint32(o + 12, true);
+    const w = this.availWrap;
+    // PVQ-AVAIL, and no NEXT or INDIRECT.
+    if (
+      idFlags >>> 16 !==
+      (w === 1 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED) + ((idFlags >>> 16) & VIRTQ_DESC_F_WRITE)
+    ) {
+      return this.popSlow(chain);
+    }
+    const id = idFlags & 0xffff;
+    const size = this.size;
+    if (id >= size || this.slotsOf[id] !== 0) return this.popSlow(chain);
+    chain.loadSingle(
+      mem,
+      size,
+      head,
+      w === 1,
+      view.getUint32(o, true),
+      view.getUint32(o + 4, true),
+      view.getUint32(o + 8, true),
+      idFlags,
+    );
+    this.track(id, head, 1);
+    if (head + 1 === size) {
+      this._nextAvail = 0;
+      this.availWrap = w ^ 1;
+    } else this._nextAvail = head + 1;
+    return true;
+  }
+
+  /** popInto's general path: every chain shape, every refusal, each access told to a recorder. */
+  private popSlow(chain: PackedDescriptorChain): boolean {
     if (!this.active) return this.popError(NOT_READY);
     if (!this.availableAt()) return this.popEmpty();
     const size = this.size;
     const view = this.descView;
     const base = this.descOff;
     const head = this._nextAvail;
+    const rec = this.mem!.recorder;
     chain.prepare(this.mem!, size);
     // PVQ-CHAIN-NEXT, PVQ-CHAIN-LIMIT: copy the ring part while reading it.
     let slot = head;
@@ -328,7 +369,7 @@ export class PackedQueue {
     let idFlags: number;
     for (;;) {
       const o = base + 16 * slot;
-      this.note(this.descN + 16 * slot, 16, false);
+      if (rec !== null) rec(this.descN + 16 * slot, 16, false);
       idFlags = view.getUint32(o + 12, true);
       chain.store(
         count,
@@ -352,7 +393,18 @@ export class PackedQueue {
       chain.clear();
       return this.popError({ _tag: "BufferIdInUse", id });
     }
-    // PVQ-POP-ADVANCE: in flight, newest.
+    this.track(id, head, count);
+    chain.load(head, this.availWrap === 1, count, id);
+    const n = head + count;
+    if (n >= size) {
+      this._nextAvail = n - size;
+      this.availWrap ^= 1;
+    } else this._nextAvail = n;
+    return true;
+  }
+
+  /** PVQ-POP-ADVANCE: buffer `id` is in flight, the newest, from `head` (at next_avail's wrap) over `count` slots. */
+  private track(id: number, head: number, count: number): void {
     this.slotsOf[id] = count;
     this.headOf[id] = head;
     this.wrapOf[id] = this.availWrap;
@@ -361,13 +413,6 @@ export class PackedQueue {
     if (this.newest === NONE) this.oldest = id;
     else this.next[this.newest] = id;
     this.newest = id;
-    chain.load(head, this.availWrap === 1, count, id);
-    const n = head + count;
-    if (n >= size) {
-      this._nextAvail = n - size;
-      this.availWrap ^= 1;
-    } else this._nextAvail = n;
-    return true;
   }
 
   private popEmpty(): false {
@@ -471,9 +516,12 @@ export class PackedQueue {
     const slot = this._nextUsed;
     const l = len >>> 0;
     const o = this.descOff + 16 * slot;
-    this.note(this.descN + 16 * slot + 8, 4, true);
+    const rec = this.mem!.recorder;
+    if (rec !== null) {
+      rec(this.descN + 16 * slot + 8, 4, true);
+      rec(this.descN + 16 * slot + 12, 2, true);
+    }
     this.descView.setUint32(o + 8, l, true);
-    this.note(this.descN + 16 * slot + 12, 2, true);
     this.descView.setUint16(o + 12, id, true);
     const p = this.pendCount++;
     this.pendSlot[p] = slot;
@@ -512,7 +560,8 @@ export class PackedQueue {
   }
 
   private writeFlags(slot: number, flags: number): void {
-    this.note(this.descN + 16 * slot + 14, 2, true);
+    const rec = this.mem!.recorder;
+    if (rec !== null) rec(this.descN + 16 * slot + 14, 2, true);
     this.descView.setUint16(this.descOff + 16 * slot + 14, flags, true);
   }
 

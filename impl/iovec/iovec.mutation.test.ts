@@ -112,6 +112,24 @@ describe("iovecs() follows every change [IOV-ZERO-COPY]", () => {
     expect(listed(m)).toEqual(expected(m));
     expect(listed(m)).toHaveLength(1);
   });
+
+  it("IoVecBufferMut: a drop, then an append, after a listing still changes the list", () => {
+    const { mem } = memory();
+    const front = new IoVecBufferMut({ capacity: 8 });
+    const a = unwrap(front.appendChain(mem, segs(true, [0x1000, 8])));
+    expect(listed(front)).toHaveLength(1);
+    unwrap(front.appendChain(mem, segs(true, [0x1100, 4], [0x1200, 4])));
+    expect(front.dropChainFront(a)).toBe(true);
+    expect(listed(front)).toEqual(expected(front));
+    expect(listed(front)).toHaveLength(2);
+    const back = new IoVecBufferMut({ capacity: 8 });
+    const b = unwrap(back.appendChain(mem, segs(true, [0x1000, 8])));
+    expect(listed(back)).toHaveLength(1);
+    expect(back.dropChainBack(b)).toBe(true);
+    unwrap(back.appendChain(mem, segs(true, [0x1300, 4], [0x1400, 4])));
+    expect(listed(back)).toEqual(expected(back));
+    expect(listed(back)).toHaveLength(2);
+  });
 });
 
 describe("transfers", () => {

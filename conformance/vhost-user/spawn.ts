@@ -1,0 +1,76 @@
+/**
+ * `--spawn "CMD"`: the back-end under test as a child process in its own process group,
+ * started with `sh -c`, killed (SIGTERM, then SIGKILL after a grace period) when the scope
+ * closes, on every path. Its exit (code or signal) and the tail of its output are kept for
+ * the crash report.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { Effect, type Scope } from "effect";
+
+export interface Spawned {
+  readonly pid: number;
+  readonly command: string;
+  /** null while running. */
+  exit(): { readonly code: number | null; readonly signal: string | null } | null;
+  /** The last lines of stdout+stderr. */
+  tail(): string;
+}
+
+const TAIL = 4000;
+
+const killGroup = (child: ChildProcess, signal: NodeJS.Signals): void => {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal);
+  } catch {
+    // already gone
+  }
+};
+
+export const spawnBackend = (command: string, graceMs = 2000): Effect.Effect<Spawned, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const child = spawn("sh", ["-c", command], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      const keep = (b: Buffer): void => {
+        out = (out + b.toString("utf8")).slice(-TAIL);
+      };
+      child.stdout?.on("data", keep);
+      child.stderr?.on("data", keep);
+      let exited: { code: number | null; signal: string | null } | null = null;
+      child.on("exit", (code, signal) => {
+        exited = { code, signal };
+      });
+      child.on("error", (e) => {
+        exited = { code: 127, signal: null };
+        keep(Buffer.from(String(e.message)));
+      });
+      const s: Spawned & { child: ChildProcess } = {
+        child,
+        pid: child.pid ?? -1,
+        command,
+        exit: () => exited,
+        tail: () => out,
+      };
+      return s;
+    }),
+    (s) =>
+      Effect.promise(
+        () =>
+          new Promise<void>((done) => {
+            const child = s.child;
+            if (s.exit() !== null) {
+              // The shell is gone; its group may not be.
+              killGroup(child, "SIGKILL");
+              done();
+              return;
+            }
+            const timer = setTimeout(() => killGroup(child, "SIGKILL"), graceMs);
+            child.once("exit", () => {
+              clearTimeout(timer);
+              killGroup(child, "SIGKILL");
+              done();
+            });
+            killGroup(child, "SIGTERM");
+          }),
+      ),
+  );

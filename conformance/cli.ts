@@ -19,6 +19,7 @@ import {
   parseCommand,
   runWithUsage,
   seed as parseSeed,
+  writableDir,
   type CommandSpec,
   type Parsed,
 } from "../scripts/args.ts";
@@ -138,6 +139,7 @@ async function conformBody(spec: CommandSpec, argv: string[]): Promise<number> {
     ...(lvl !== undefined ? { level: lvl } : {}),
   };
   const reportDir = resolve(opt(p, "report", nonEmpty) ?? `${repoRoot}/reports/conformance`);
+  if (!p.bool("no-report")) writableDir("--report", reportDir);
   const log = (line: string): void => console.error(line);
 
   if (p.bool("mutants")) {
@@ -216,6 +218,7 @@ function vectorsBody(spec: CommandSpec, argv: string[]): number {
     ...(lvl !== undefined ? { level: lvl } : {}),
   });
   if (cases.length === 0) throw new UsageError("no case matches the selection");
+  writableDir("--out", resolve(out));
   const manifest = generateVectors(resolve(out), cases, runs, seed);
   const steps = manifest.cases.reduce((a, c) => a + c.runs, 0);
   console.log(`vectors: ${manifest.cases.length} cases, ${steps} runs written to ${resolve(out)}`);

@@ -20,6 +20,8 @@
  * Exit status everywhere: 0 ok, 1 a finding (a broken invariant, a failed case), 2 usage;
  * `runWithUsage` turns a thrown `UsageError` into its one line, a hint, and 2.
  */
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 export const EXIT_OK = 0;
@@ -193,4 +195,42 @@ export const runWithUsage = async (
     if (e instanceof UsageError) return usageExit(err, command, e);
     throw e;
   }
+};
+
+const FS_REASONS: Readonly<Record<string, string>> = {
+  ENOTDIR: "a file is in the way (not a directory)",
+  EEXIST: "a file is in the way (not a directory)",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  EROFS: "read-only file system",
+  ENOSPC: "no space left on the device",
+};
+
+/**
+ * Makes sure `dir` is (or can be made) a directory this process can write, before any work
+ * is done: creates it, then creates and removes a probe file in it (root passes access()
+ * checks a read-only mount still refuses). Throws UsageError naming `flag` otherwise.
+ */
+export const writableDir = (flag: string, dir: string): string => {
+  try {
+    mkdirSync(dir, { recursive: true });
+    const probe = mkdtempSync(join(dir, ".write-probe-"));
+    rmSync(probe, { recursive: true, force: true });
+  } catch (e0) {
+    const e = e0 as NodeJS.ErrnoException;
+    // A recursive mkdir reports ENOENT on a read-only mount: ask the first missing folder.
+    if (e.code === "ENOENT") {
+      let first = resolve(dir);
+      while (!existsSync(dirname(first)) && dirname(first) !== first) first = dirname(first);
+      try {
+        mkdirSync(first);
+        rmSync(first, { recursive: true, force: true });
+      } catch (e1) {
+        Object.assign(e, { code: (e1 as NodeJS.ErrnoException).code });
+      }
+    }
+    const code = e.code ?? "";
+    throw new UsageError(`${flag} ${dir}: cannot write there: ${FS_REASONS[code] ?? (e as Error).message}`);
+  }
+  return dir;
 };

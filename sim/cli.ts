@@ -27,6 +27,7 @@ import {
   rate,
   runWithUsage,
   seed as parseSeed,
+  writableDir,
   type CommandSpec,
   type Parsed,
 } from "../scripts/args.ts";
@@ -142,7 +143,7 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
     steps: steps ?? scenario.defaultSteps,
     durationUs,
     faults: faults ?? scenario.defaultFaults,
-    report: p.bool("no-report") ? null : (reportArg ?? join(root, "reports", "sim")),
+    report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
     oracle: !p.bool("no-oracle"),
     json: p.bool("json"),
   };
@@ -270,7 +271,7 @@ const cmdSmoke = async (argv: readonly string[], io: Io): Promise<number> => {
     io.out(SMOKE_HELP);
     return EXIT_OK;
   }
-  const report = opt(p, "report", nonEmpty) ?? null;
+  const report = opt(p, "report", (f, v) => writableDir(f, nonEmpty(f, v))) ?? null;
   const json = p.bool("json");
   let broken = 0;
   const started = performance.now();

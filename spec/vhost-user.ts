@@ -132,7 +132,8 @@ export const LAYOUTS: Partial<Record<number, RequestLayout>> = {
   [Req.SET_FEATURES]: L("u64"),
   [Req.SET_OWNER]: L("empty"),
   [Req.RESET_OWNER]: L("empty"),
-  [Req.SET_MEM_TABLE]: L("memory", "memory"),
+  // The postcopy reply (a memory table) is not supported: a reply is REPLY_ACK's u64.
+  [Req.SET_MEM_TABLE]: L("memory"),
   [Req.SET_LOG_BASE]: L("log", "u64"),
   [Req.SET_LOG_FD]: L("empty"),
   [Req.SET_VRING_NUM]: L("state"),

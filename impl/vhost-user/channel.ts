@@ -109,7 +109,11 @@ export class Channel {
 
   /** Sends a message (fds attached to its first byte); waits at most stallMs for room. */
   send(m: Omit<Message, "fds">, fds: readonly number[] = []): Result<void, SessionError> {
-    const bytes = encodeMessage(m);
+    return this.sendBytes(encodeMessage(m), fds);
+  }
+
+  /** Sends bytes as they are (a hostile peer in tests sends any), fds with the first byte. */
+  sendBytes(bytes: Uint8Array, fds: readonly number[] = []): Result<void, SessionError> {
     let at = 0;
     while (at < bytes.length) {
       const n = this.msgIo.send(this.fd, bytes.subarray(at), at === 0 ? fds : []);

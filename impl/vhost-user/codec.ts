@@ -52,9 +52,9 @@ export const decodeHeader = (bytes: Uint8Array, direction: Direction): Result<He
 /** The layout of `request`'s payload in `direction`, or UnsupportedRequest. */
 export const layoutOf = (request: number, direction: Direction): Result<Layout, CodecError> => {
   const l = LAYOUTS[request];
-  const layout = l === undefined ? undefined : direction === "request" ? l.request : l.reply;
-  if (layout === undefined || layout === null) return err({ _tag: "UnsupportedRequest", request });
-  return ok(layout);
+  if (l === undefined) return err({ _tag: "UnsupportedRequest", request });
+  // A reply to a request without its own reply body is REPLY_ACK's u64 (VU-REPLY-ACK).
+  return ok(direction === "request" ? l.request : (l.reply ?? "u64"));
 };
 
 const FIXED: Record<Exclude<Layout, "memory" | "config">, number> = {

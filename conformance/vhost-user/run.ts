@@ -31,7 +31,7 @@ import {
   type FrontendError,
   type GuestRam,
   type RingFds,
-} from "../../impl/vhost-user/frontend.ts";
+} from "../../impl/vhost-user/frontend-vmm.ts";
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
 
@@ -695,7 +695,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         for (const e of d.reapUsed()) {
           const c = r.outstanding.get(e.id);
           if (!hostileSeen)
-            check("VUF-USED-ONCE", c !== undefined, () => `ring ${r.index}: used id ${e.id} is not an outstanding head`);
+            check("VUF-USED-ONCE", c !== undefined, () =>
+                `ring ${r.index}: used id ${e.id} (len ${e.len}) is not an outstanding head (outstanding: ${[...r.outstanding.values()].map((c) => `${c.head}[${c.descs.join(",")}]`).join(" ")})`,
+            );
           if (c === undefined) continue;
           r.outstanding.delete(e.id);
           result.completions++;

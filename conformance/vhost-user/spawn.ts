@@ -57,20 +57,29 @@ export const spawnBackend = (command: string, graceMs = 2000): Effect.Effect<Spa
       Effect.promise(
         () =>
           new Promise<void>((done) => {
-            const child = s.child;
-            if (s.exit() !== null) {
-              // The shell is gone; its group may not be.
-              killGroup(child, "SIGKILL");
-              done();
-              return;
-            }
-            const timer = setTimeout(() => killGroup(child, "SIGKILL"), graceMs);
-            child.once("exit", () => {
-              clearTimeout(timer);
-              killGroup(child, "SIGKILL");
-              done();
-            });
-            killGroup(child, "SIGTERM");
+            // SIGTERM to the group (the command's own cleanup: socket file, fds), then wait
+            // until no process of the group is left; SIGKILL after the grace period.
+            killGroup(s.child, "SIGTERM");
+            const until = Date.now() + graceMs;
+            const poll = (): void => {
+              if (!groupAlive(s.child)) return done();
+              if (Date.now() >= until) {
+                killGroup(s.child, "SIGKILL");
+                return done();
+              }
+              setTimeout(poll, 25);
+            };
+            poll();
           }),
       ),
   );
+
+const groupAlive = (child: ChildProcess): boolean => {
+  if (child.pid === undefined) return false;
+  try {
+    process.kill(-child.pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};

@@ -22,7 +22,14 @@ import {
   seed as parseSeed,
   type CommandSpec,
 } from "../../scripts/args.ts";
-import { DEVICE_KINDS, PAYLOADS, exitStatus, runConformance, type RunOptions, type RunResult } from "./run.ts";
+import {
+  DEVICE_KINDS,
+  PAYLOADS,
+  exitStatus,
+  runConformance,
+  type RunOptions,
+  type RunResult,
+} from "./run.ts";
 
 export const VHOST_USER_CONFORM_HELP = `usage: npx tsx sim conform --vhost-user SOCKET --device net|vsock|generic [options]
 
@@ -80,7 +87,11 @@ export const resultTable = (r: RunResult): string => {
   });
   const head = ["rule", "level", "checks", "failed", "verdict"];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(w[i]!)).join("  ").trimEnd();
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(w[i]!))
+      .join("  ")
+      .trimEnd();
   const out = [line(head), line(w.map((n) => "-".repeat(n))), ...rows.map(line)];
   const o = r.options;
   out.push(
@@ -116,7 +127,9 @@ export const writeVhostUserReport = (dir: string, r: RunResult): string => {
     resultTable(r),
     "```",
     "",
-    r.corruptions.length > 0 ? `## Corruptions sent\n\n${r.corruptions.map((c) => `- ${c}`).join("\n")}\n` : "",
+    r.corruptions.length > 0
+      ? `## Corruptions sent\n\n${r.corruptions.map((c) => `- ${c}`).join("\n")}\n`
+      : "",
     "## Rules",
     "",
     text,
@@ -140,7 +153,8 @@ export async function vhostUserConformMain(argv: readonly string[], repoRoot: st
     if (dev === undefined) throw new UsageError("--device net|vsock|generic is required");
     const device = choice("--device", dev, DEVICE_KINDS);
     const payloadRaw = p.string("payload");
-    if (payloadRaw !== undefined && device !== "generic") throw new UsageError("--payload goes with --device generic");
+    if (payloadRaw !== undefined && device !== "generic")
+      throw new UsageError("--payload goes with --device generic");
     const payload = choice("--payload", payloadRaw ?? "random", PAYLOADS);
     const num = (name: string, min: number, max: number, dflt: number): number => {
       const v = p.string(name);
@@ -161,7 +175,9 @@ export async function vhostUserConformMain(argv: readonly string[], repoRoot: st
       hostile: p.string("hostile") === undefined ? 0 : rate("--hostile", p.string("hostile")!),
       timeoutMs: num("timeout", 10, 600_000, 2000),
       ...(queuesRaw !== undefined ? { queues: integer("--queues", queuesRaw, 1, 64) } : {}),
-      ...(eventIdxRaw !== undefined ? { eventIdx: choice("--event-idx", eventIdxRaw, ["on", "off"]) === "on" } : {}),
+      ...(eventIdxRaw !== undefined
+        ? { eventIdx: choice("--event-idx", eventIdxRaw, ["on", "off"]) === "on" }
+        : {}),
       log: err,
     };
     if (options.listen && options.spawn === undefined)

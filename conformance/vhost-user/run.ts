@@ -20,8 +20,12 @@
 import { Effect } from "effect";
 import { LEVEL, type FrontendLevel, type FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, bit } from "../../spec/vhost-user.ts";
-import { QueueDriver, layoutAt, vringNeedEvent, type DriverBuffer } from "../../impl/queue/driver.ts";
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../impl/queue/descriptor-chain.ts";
+import { QueueDriver, vringNeedEvent, type DriverBuffer } from "../../impl/queue/driver.ts";
+import {
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from "../../impl/queue/descriptor-chain.ts";
 import {
   acquireGuestRam,
   acquireRingFds,
@@ -86,7 +90,12 @@ export interface RunResult {
   /** One line per corruption sent: `step N: ring R kind detail`. */
   readonly corruptions: string[];
   readonly notes: string[];
-  crash: { readonly step: number; readonly signal: string; readonly input: string; readonly tail: string } | null;
+  crash: {
+    readonly step: number;
+    readonly signal: string;
+    readonly input: string;
+    readonly tail: string;
+  } | null;
   readonly replay: string;
 }
 
@@ -104,8 +113,7 @@ const USER_OFFSET = 0x7f00_0000_0000n;
 const RING_SIZE = 64;
 const RING_AREA = 0x4000;
 const SLOT = 4096;
-/** Largest buffer in one slot (the rest of the slot stays a gap: one byte past a buffer is never another's). */
-const SLOT_DATA = SLOT - 64;
+/** Buffers never fill a slot (largest: 4032 bytes), so one byte past a buffer is never another's. */
 /** Outside every region: between them, and past the end of the second. */
 const OUTSIDE = [0x8000_0000, BASES[1]! + REGION + 0x1000, 0xffff_ffff_f000];
 
@@ -192,7 +200,13 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         stepsRun: 0,
         hostileRounds: 0,
         completions: 0,
-        rules: (Object.keys(LEVEL) as FrontendRuleId[]).map((id) => ({ id, level: LEVEL[id], checks: 0, failures: 0, first: null })),
+        rules: (Object.keys(LEVEL) as FrontendRuleId[]).map((id) => ({
+          id,
+          level: LEVEL[id],
+          checks: 0,
+          failures: 0,
+          first: null,
+        })),
         findings: [],
         corruptions: [],
         notes: [],
@@ -213,12 +227,15 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         }
         return ok;
       };
-      const setup = (e: FrontendError): SetupFailed => ({ _tag: "SetupFailed", message: describeFrontendError(e) });
+      const setup = (e: FrontendError): SetupFailed => ({
+        _tag: "SetupFailed",
+        message: describeFrontendError(e),
+      });
 
       // ---- the back-end
       let spawned: Spawned | null = null;
       if (opts.spawn !== undefined) {
-        spawned = yield* spawnBackend(opts.spawn);
+        spawned = yield* spawnBackend(opts.spawn, opts.listen ? undefined : opts.socket);
         log(`spawned back-end (pid ${spawned.pid}): ${opts.spawn}`);
       }
       const sp = spawned;
@@ -236,7 +253,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         Effect.mapError((e) => {
           const s = setup(e);
           const tail = sp?.tail().trim() ?? "";
-          return tail === "" ? s : { ...s, message: `${s.message}\n${tail.split("\n").slice(-5).join("\n")}` };
+          return tail === ""
+            ? s
+            : { ...s, message: `${s.message}\n${tail.split("\n").slice(-5).join("\n")}` };
         }),
       );
       log(`connected to ${opts.socket}`);
@@ -253,7 +272,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         let protocol = 0n;
         if ((offered & bit(F_PROTOCOL_FEATURES)) !== 0n) {
           const p = yield* fe.getProtocolFeatures();
-          protocol = p & (bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG) | bit(ProtocolFeature.MQ));
+          protocol =
+            p & (bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG) | bit(ProtocolFeature.MQ));
           yield* fe.setProtocolFeatures(protocol);
         }
         result.protocolFeatures = protocol;
@@ -267,7 +287,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         return queues;
       });
       const queueCount = yield* handshake.pipe(Effect.mapError(setup));
-      if (queueCount < 1) return yield* Effect.fail<SetupFailed>({ _tag: "SetupFailed", message: "GET_QUEUE_NUM: the back-end has no queues" });
+      if (queueCount < 1)
+        return yield* Effect.fail<SetupFailed>({
+          _tag: "SetupFailed",
+          message: "GET_QUEUE_NUM: the back-end has no queues",
+        });
       result.rings = queueCount;
       const enable = (result.features & bit(F_PROTOCOL_FEATURES)) !== 0n;
       const indirect = (result.features & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n;
@@ -339,7 +363,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           const pieces = readable.length < 2 ? 1 : rng.range(1, Math.min(3, readable.length));
           let at = 0;
           for (let p = 0; p < pieces; p++) {
-            const len = p === pieces - 1 ? readable.length - at : rng.range(1, readable.length - at - (pieces - 1 - p));
+            const len =
+              p === pieces - 1 ? readable.length - at : rng.range(1, readable.length - at - (pieces - 1 - p));
             const s = slots.take();
             if (s === undefined) return give();
             taken.push(s);
@@ -450,7 +475,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         m.set(arg, 40);
         return m;
       };
-      const randomLens = (n: number, max: number): number[] => Array.from({ length: n }, () => rng.range(1, max));
+      const randomLens = (n: number, max: number): number[] =>
+        Array.from({ length: n }, () => rng.range(1, max));
 
       /** The chains of one round (before any corruption). */
       const fill = (): void => {
@@ -475,7 +501,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         } else if (opts.device === "vsock") {
           const rx = rings[0]!;
           const txr = rings[1];
-          while (rx.outstanding.size < 8) if (addChain(rx, "rx", null, [VSOCK_HDR + 256], null) === null) break;
+          while (rx.outstanding.size < 8)
+            if (addChain(rx, "rx", null, [VSOCK_HDR + 256], null) === null) break;
           if (txr === undefined) return;
           const n = rng.range(1, 2);
           for (let i = 0; i < n; i++) {
@@ -608,12 +635,6 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
 
       // ---- what the device may write: writable descriptors in the tables (and indirect tables), used rings
       const mask = new Uint8Array(ram.bytes.length);
-      const offsetOf = (addr: number): number => {
-        for (let i = 0; i < BASES.length; i++) {
-          if (addr >= BASES[i]! && addr < BASES[i]! + REGION) return i * REGION + (addr - BASES[i]!);
-        }
-        return -1;
-      };
       const allow = (addr: bigint, len: number): void => {
         for (let i = 0; i < BASES.length; i++) {
           const lo = BigInt(BASES[i]!);
@@ -668,10 +689,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`,
         );
       };
-      void offsetOf;
 
       // ---- one round's completions
       let hostileSeen = false;
+      /** The last corruption sent (the input a crash is reported with). */
+      let lastInput = "";
       const collect = (r: Ring): void => {
         const d = r.driver;
         const idx = d.usedIdx();
@@ -695,7 +717,10 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         for (const e of d.reapUsed()) {
           const c = r.outstanding.get(e.id);
           if (!hostileSeen)
-            check("VUF-USED-ONCE", c !== undefined, () =>
+            check(
+              "VUF-USED-ONCE",
+              c !== undefined,
+              () =>
                 `ring ${r.index}: used id ${e.id} (len ${e.len}) is not an outstanding head (outstanding: ${[...r.outstanding.values()].map((c) => `${c.head}[${c.descs.join(",")}]`).join(" ")})`,
             );
           if (c === undefined) continue;
@@ -732,8 +757,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               rxObserved = true;
               const bytes = readWritable(c, len);
               const v = new DataView(bytes.buffer);
-              const hdrOk =
-                bytes.length >= NET_HDR && (v.getUint8(0) & 1) === 0 && v.getUint8(1) === 0;
+              const hdrOk = bytes.length >= NET_HDR && (v.getUint8(0) & 1) === 0 && v.getUint8(1) === 0;
               check(
                 "VUF-NET-RX-HDR",
                 hdrOk,
@@ -748,7 +772,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                 () => `rx head ${c.head}: a ${frame.length}-byte frame that was never sent (or sent altered)`,
               );
               if (i >= 0) {
-                check("VUF-NET-RX-HDR", len === NET_HDR + frame.length, () => `rx head ${c.head}: used.len ${len}`);
+                check(
+                  "VUF-NET-RX-HDR",
+                  len === NET_HDR + frame.length,
+                  () => `rx head ${c.head}: used.len ${len}`,
+                );
                 tx.splice(i, 1);
               }
             }
@@ -768,8 +796,14 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               const op = v.getUint16(30, true);
               check(
                 "VUF-VSOCK-HDR",
-                src === 2n && dst === guestCid && type === 1 && op >= 1 && op <= 7 && len === VSOCK_HDR + plen,
-                () => `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
+                src === 2n &&
+                  dst === guestCid &&
+                  type === 1 &&
+                  op >= 1 &&
+                  op <= 7 &&
+                  len === VSOCK_HDR + plen,
+                () =>
+                  `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
               );
               if (op === 3 && vsockPending.delete(`${sp}:${dp}`)) check("VUF-VSOCK-RST", true, () => "");
             }
@@ -797,6 +831,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             hostileSeen = true;
             result.hostileRounds++;
             result.corruptions.push(`step ${step}: ${corruption}`);
+            lastInput = `step ${step}: ${corruption}`;
           }
         }
         // Notification set-up for this round.
@@ -804,7 +839,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           r.oldUsed = r.driver.lastUsedIdx;
           if (result.eventIdx) {
             const pending = r.outstanding.size;
-            r.usedEvent = (r.oldUsed + (rng.chance(0.3) ? pending + 1 + rng.int(8) : rng.int(Math.max(1, pending)))) & 0xffff;
+            r.usedEvent =
+              (r.oldUsed + (rng.chance(0.3) ? pending + 1 + rng.int(8) : rng.int(Math.max(1, pending)))) &
+              0xffff;
             r.driver.setUsedEvent(r.usedEvent);
           } else {
             r.noInterrupt = rng.chance(0.3);
@@ -829,14 +866,19 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         }
         if (!hostileSeen) {
           const missing = rings.filter((r) => missingOf(r) > 0);
-          if (opts.device === "net" && rxObserved === null && missing.length === 1 && missing[0]!.index === 0) {
+          if (
+            opts.device === "net" &&
+            rxObserved === null &&
+            missing.length === 1 &&
+            missing[0]!.index === 0
+          ) {
             // Nothing came back: the far side is not a loopback; RX is not expected any more.
             rxObserved = false;
           } else
-            check(
-              "VUF-PROGRESS",
-              missing.length === 0,
-              () => missing.map((r) => `ring ${r.index}: ${missingOf(r)} chain(s) not completed within ${budget} ms`).join("; "),
+            check("VUF-PROGRESS", missing.length === 0, () =>
+              missing
+                .map((r) => `ring ${r.index}: ${missingOf(r)} chain(s) not completed within ${budget} ms`)
+                .join("; "),
             );
         }
         // A notification may follow the used.idx write by a moment: wait for the ones required.
@@ -888,16 +930,22 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               check(
                 "VUF-CALL-EVENT-IDX",
                 r.calls > 0,
-                () => `ring ${r.index}: used.idx ${r.oldUsed} -> ${n} passed used_event ${r.usedEvent}, no call`,
+                () =>
+                  `ring ${r.index}: used.idx ${r.oldUsed} -> ${n} passed used_event ${r.usedEvent}, no call`,
               );
             else
               check(
                 "VUF-CALL-EVENT-IDX-QUIET",
                 r.calls === 0,
-                () => `ring ${r.index}: used.idx ${r.oldUsed} -> ${n} did not pass used_event ${r.usedEvent}, ${r.calls} call(s)`,
+                () =>
+                  `ring ${r.index}: used.idx ${r.oldUsed} -> ${n} did not pass used_event ${r.usedEvent}, ${r.calls} call(s)`,
               );
           } else if (need) {
-            check("VUF-CALL-NOTIFY", r.calls > 0, () => `ring ${r.index}: used.idx ${r.oldUsed} -> ${n}, avail.flags 0, no call`);
+            check(
+              "VUF-CALL-NOTIFY",
+              r.calls > 0,
+              () => `ring ${r.index}: used.idx ${r.oldUsed} -> ${n}, avail.flags 0, no call`,
+            );
           } else {
             check(
               "VUF-CALL-NO-INTERRUPT",
@@ -909,7 +957,6 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       };
 
       const started = Date.now();
-      let lastInput = "";
       let stop: "done" | "closed" = "done";
       for (step = 1; step <= opts.steps; step++) {
         const r = yield* Effect.result(round);
@@ -926,12 +973,20 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               input: lastInput === "" ? "(no corruption sent yet)" : lastInput,
               tail: sp!.tail(),
             };
-            check("VUF-NO-CRASH", false, () => `back-end killed by ${x.signal} at step ${step}; last corruption: ${result.crash!.input}`);
+            check(
+              "VUF-NO-CRASH",
+              false,
+              () => `back-end killed by ${x.signal} at step ${step}; last corruption: ${result.crash!.input}`,
+            );
             stop = "closed";
             break;
           }
           if (e._tag === "FrontendTimeout") {
-            check("VUF-NO-HANG", false, () => `${describeFrontendError(e)} (last corruption: ${lastInput || "none"})`);
+            check(
+              "VUF-NO-HANG",
+              false,
+              () => `${describeFrontendError(e)} (last corruption: ${lastInput || "none"})`,
+            );
             stop = "closed";
             break;
           }
@@ -947,10 +1002,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             message: `step ${step}: ${describeFrontendError(e)}${x !== null ? ` (${exitLine()})` : ""}`,
           });
         }
-        if (r.success !== null) lastInput = `step ${step}: ${r.success}`;
         result.stepsRun = step;
         if (step % 10 === 0 || step === opts.steps)
-          log(`step ${step}/${opts.steps}: ${result.completions} completions, ${result.findings.length} findings (${Date.now() - started} ms)`);
+          log(
+            `step ${step}/${opts.steps}: ${result.completions} completions, ${result.findings.length} findings (${Date.now() - started} ms)`,
+          );
       }
       if (stop === "closed") step = result.stepsRun + 1;
       else step = opts.steps;
@@ -962,12 +1018,20 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         if (!hostileSeen && opts.device === "vsock") {
           for (const [ports, at] of vsockPending) {
             step = at;
-            check("VUF-VSOCK-RST", false, () => `REQUEST ${ports.split(":").reverse().join(" -> port ")} got no RST`);
+            check(
+              "VUF-VSOCK-RST",
+              false,
+              () => `REQUEST ${ports.split(":").reverse().join(" -> port ")} got no RST`,
+            );
           }
         }
         if (!hostileSeen && opts.device === "net") {
-          if (rxObserved === null) result.notes.push("net: nothing came back on RX: the far side is not a loopback; VUF-NET-TX-RX not checked");
-          else if (tx.length > 0) check("VUF-NET-TX-RX", false, () => `${tx.length} transmitted frame(s) never came back`);
+          if (rxObserved === null)
+            result.notes.push(
+              "net: nothing came back on RX: the far side is not a loopback; VUF-NET-TX-RX not checked",
+            );
+          else if (tx.length > 0)
+            check("VUF-NET-TX-RX", false, () => `${tx.length} transmitted frame(s) never came back`);
         }
         // GET_VRING_BASE: where each ring stopped.
         for (const r of rings) {
@@ -977,7 +1041,10 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               result.notes.push(`GET_VRING_BASE ${r.index}: ${describeFrontendError(b.failure)}`);
               break;
             }
-            return yield* Effect.fail<SetupFailed>({ _tag: "SetupFailed", message: describeFrontendError(b.failure) });
+            return yield* Effect.fail<SetupFailed>({
+              _tag: "SetupFailed",
+              message: describeFrontendError(b.failure),
+            });
           }
           if (hostileSeen) continue;
           const base = b.success;
@@ -988,7 +1055,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           check(
             "VUF-VRING-BASE",
             within && exact,
-            () => `ring ${r.index}: GET_VRING_BASE ${base}, used.idx ${used}, avail.idx ${avail}, ${r.outstanding.size} outstanding`,
+            () =>
+              `ring ${r.index}: GET_VRING_BASE ${base}, used.idx ${used}, avail.idx ${avail}, ${r.outstanding.size} outstanding`,
           );
         }
       }

@@ -2,9 +2,10 @@
  * `--spawn "CMD"`: the back-end under test as a child process in its own process group,
  * started with `sh -c`, killed (SIGTERM, then SIGKILL after a grace period) when the scope
  * closes, on every path. Its exit (code or signal) and the tail of its output are kept for
- * the crash report.
+ * the crash report. The back-end's socket file, when it left one, is removed after it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { lstatSync, rmSync } from "node:fs";
 import { Effect, type Scope } from "effect";
 
 export interface Spawned {
@@ -26,7 +27,21 @@ const killGroup = (child: ChildProcess, signal: NodeJS.Signals): void => {
   }
 };
 
-export const spawnBackend = (command: string, graceMs = 2000): Effect.Effect<Spawned, never, Scope.Scope> =>
+/** Removes `path` when it is a socket (a killed back-end's socket file: nothing is left behind). */
+const removeSocket = (path: string | undefined): void => {
+  if (path === undefined) return;
+  try {
+    if (lstatSync(path).isSocket()) rmSync(path, { force: true });
+  } catch {
+    // not there
+  }
+};
+
+export const spawnBackend = (
+  command: string,
+  socketPath?: string,
+  graceMs = 2000,
+): Effect.Effect<Spawned, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const child = spawn("sh", ["-c", command], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
@@ -62,9 +77,13 @@ export const spawnBackend = (command: string, graceMs = 2000): Effect.Effect<Spa
             killGroup(s.child, "SIGTERM");
             const until = Date.now() + graceMs;
             const poll = (): void => {
-              if (!groupAlive(s.child)) return done();
+              if (!groupAlive(s.child)) {
+                removeSocket(socketPath);
+                return done();
+              }
               if (Date.now() >= until) {
                 killGroup(s.child, "SIGKILL");
+                removeSocket(socketPath);
                 return done();
               }
               setTimeout(poll, 25);

@@ -103,7 +103,10 @@ export interface RamLayout {
 }
 
 /** memfd_create + ftruncate + mmap (shared), as a GuestMemory of `layout.guestBases.length` regions. */
-export const acquireGuestRam = (io: Fdio, layout: RamLayout): Effect.Effect<GuestRam, FrontendError, Scope.Scope> =>
+export const acquireGuestRam = (
+  io: Fdio,
+  layout: RamLayout,
+): Effect.Effect<GuestRam, FrontendError, Scope.Scope> =>
   Effect.gen(function* () {
     const n = layout.guestBases.length;
     const total = n * layout.regionSize;
@@ -122,14 +125,12 @@ export const acquireGuestRam = (io: Fdio, layout: RamLayout): Effect.Effect<Gues
         error: { _tag: "NativeUnavailable", reason: `bad region layout (${mem.error._tag})` },
       });
     }
-    const regions = layout.guestBases.map(
-      (base, i): MemoryRegionDesc => ({
-        guestAddr: BigInt(base),
-        size: BigInt(layout.regionSize),
-        userAddr: BigInt(base) + layout.userOffset,
-        mmapOffset: BigInt(i * layout.regionSize),
-      }),
-    );
+    const regions = layout.guestBases.map((base, i): MemoryRegionDesc => ({
+      guestAddr: BigInt(base),
+      size: BigInt(layout.regionSize),
+      userAddr: BigInt(base) + layout.userOffset,
+      mmapOffset: BigInt(i * layout.regionSize),
+    }));
     const ranges = layout.guestBases.map((b) => [b, b + layout.regionSize] as const);
     return { memfd, memory: mem.value, regions, bytes, ranges };
   });
@@ -222,7 +223,8 @@ export class Frontend {
       this.expecting = request;
       const b = yield* this.readReply(step);
       if (ack) {
-        if (b._tag !== "U64") return yield* Effect.fail<FrontendError>({ _tag: "FrontendBadBody", step, got: b._tag });
+        if (b._tag !== "U64")
+          return yield* Effect.fail<FrontendError>({ _tag: "FrontendBadBody", step, got: b._tag });
         if (b.value !== 0n) return yield* Effect.fail<FrontendError>({ _tag: "FrontendNack", step });
         return null;
       }
@@ -234,7 +236,11 @@ export class Frontend {
     return Effect.flatMap(this.send(request, { _tag: "Empty" }), (b) =>
       b !== null && b._tag === "U64"
         ? Effect.succeed(b.value)
-        : Effect.fail<FrontendError>({ _tag: "FrontendBadBody", step: requestName(request), got: b?._tag ?? "none" }),
+        : Effect.fail<FrontendError>({
+            _tag: "FrontendBadBody",
+            step: requestName(request),
+            got: b?._tag ?? "none",
+          }),
     );
   }
 
@@ -272,7 +278,12 @@ export class Frontend {
   }
 
   /** SET_VRING_NUM, BASE, ADDR (user addresses), CALL, KICK, then ENABLE when `enable`. */
-  setupRing(ring: RingSetup, fds: RingFds, userOffset: bigint, enable: boolean): Effect.Effect<void, FrontendError> {
+  setupRing(
+    ring: RingSetup,
+    fds: RingFds,
+    userOffset: bigint,
+    enable: boolean,
+  ): Effect.Effect<void, FrontendError> {
     return Effect.gen({ self: this }, function* () {
       const i = ring.index;
       yield* this.send(Req.SET_VRING_NUM, { _tag: "VringState", index: i, num: ring.size });
@@ -293,7 +304,9 @@ export class Frontend {
   }
 
   setVringEnable(index: number, enabled: boolean): Effect.Effect<void, FrontendError> {
-    return Effect.asVoid(this.send(Req.SET_VRING_ENABLE, { _tag: "VringState", index, num: enabled ? 1 : 0 }));
+    return Effect.asVoid(
+      this.send(Req.SET_VRING_ENABLE, { _tag: "VringState", index, num: enabled ? 1 : 0 }),
+    );
   }
 
   /** Stops ring `index` and returns the back-end's next avail index for it. */
@@ -316,7 +329,11 @@ export class Frontend {
       (b) =>
         b !== null && b._tag === "Config"
           ? Effect.succeed(b.data)
-          : Effect.fail<FrontendError>({ _tag: "FrontendBadBody", step: "GET_CONFIG", got: b?._tag ?? "none" }),
+          : Effect.fail<FrontendError>({
+              _tag: "FrontendBadBody",
+              step: "GET_CONFIG",
+              got: b?._tag ?? "none",
+            }),
     );
   }
 
@@ -364,12 +381,15 @@ const ENOENT = 2;
 const ECONNREFUSED = 111;
 
 /** A front-end on a connected socket (owned by the scope), with its poller. */
-export const connectFrontend = (options: ConnectOptions): Effect.Effect<Frontend, FrontendError, Scope.Scope> =>
+export const connectFrontend = (
+  options: ConnectOptions,
+): Effect.Effect<Frontend, FrontendError, Scope.Scope> =>
   Effect.gen(function* () {
     const io = yield* fdio.pipe(Effect.mapError(native("load native bindings")));
     const poller = yield* Poller.make(io).pipe(Effect.mapError(native("poller")));
     const deadline = Date.now() + options.timeoutMs;
-    const step = options.mode === "listen" ? `accept on ${options.socketPath}` : `connect ${options.socketPath}`;
+    const step =
+      options.mode === "listen" ? `accept on ${options.socketPath}` : `connect ${options.socketPath}`;
     const timeout: FrontendError = { _tag: "FrontendTimeout", step, ms: options.timeoutMs };
     if (options.mode === "listen") {
       const listener = yield* acquireUnixListener(io, options.socketPath).pipe(Effect.mapError(native(step)));
@@ -377,21 +397,37 @@ export const connectFrontend = (options: ConnectOptions): Effect.Effect<Frontend
         const fd = acceptUnix(io, listener);
         if (fd >= 0) return new Frontend(io, yield* ownFd(io, fd), poller, options.timeoutMs);
         if (fd !== -11 && fd !== -4)
-          return yield* Effect.fail(native(step)({ _tag: "SyscallFailed", call: "accept4", errno: -fd, message: io.libc.strerror(-fd) }));
+          return yield* Effect.fail(
+            native(step)({
+              _tag: "SyscallFailed",
+              call: "accept4",
+              errno: -fd,
+              message: io.libc.strerror(-fd),
+            }),
+          );
         const left = deadline - Date.now();
         if (left <= 0) return yield* Effect.fail(timeout);
         yield* poller.wait([listener], POLLIN, Math.min(left, 100));
         const why = options.stillWaiting?.() ?? null;
-        if (why !== null) return yield* Effect.fail<FrontendError>({ _tag: "FrontendClosed", step: `${step} (${why})` });
+        if (why !== null)
+          return yield* Effect.fail<FrontendError>({ _tag: "FrontendClosed", step: `${step} (${why})` });
       }
     }
     for (;;) {
       const fd = connectUnix(io, options.socketPath);
       if (fd >= 0) return new Frontend(io, yield* ownFd(io, fd), poller, options.timeoutMs);
       if (fd !== -ENOENT && fd !== -ECONNREFUSED)
-        return yield* Effect.fail(native(step)({ _tag: "SyscallFailed", call: "connect", errno: -fd, message: io.libc.strerror(-fd) }));
+        return yield* Effect.fail(
+          native(step)({
+            _tag: "SyscallFailed",
+            call: "connect",
+            errno: -fd,
+            message: io.libc.strerror(-fd),
+          }),
+        );
       const why = options.stillWaiting?.() ?? null;
-      if (why !== null) return yield* Effect.fail<FrontendError>({ _tag: "FrontendClosed", step: `${step} (${why})` });
+      if (why !== null)
+        return yield* Effect.fail<FrontendError>({ _tag: "FrontendClosed", step: `${step} (${why})` });
       if (Date.now() >= deadline) return yield* Effect.fail(timeout);
       // Nothing listening yet (a back-end still starting): wait a little and retry.
       yield* Effect.sleep(50);

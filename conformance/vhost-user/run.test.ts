@@ -323,3 +323,32 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     );
   });
 });
+
+describe.skipIf(skipNative !== null)("sim conform --vhost-user: a back-end that crashes", () => {
+  it("a back-end killed by a signal on hostile input is reported with the input and a replay that reproduces it [VUF-NO-CRASH]", async () => {
+    const fixture = join(import.meta.dirname, "crashing-backend.ts");
+    const once = async (steps: number): Promise<RunResult> => {
+      const s = sock();
+      return asResult(
+        await run(
+          base(s, {
+            steps,
+            seed: 21,
+            hostile: 0.5,
+            timeoutMs: 1000,
+            spawn: `exec node --import tsx ${fixture} ${s}`,
+          }),
+        ),
+      );
+    };
+    const r = await once(40);
+    expect(r.crash).not.toBeNull();
+    expect(r.crash!.signal).toBe("SIGSEGV");
+    expect(r.crash!.input).toMatch(/desc-len-huge/);
+    expect(rule(r, "VUF-NO-CRASH").failures).toBe(1);
+    // The replay (same seed, up to the crash step) crashes at the same step with the same input.
+    const again = await once(r.crash!.step);
+    expect(again.crash?.step).toBe(r.crash!.step);
+    expect(again.crash?.input).toBe(r.crash!.input);
+  }, 120_000);
+});

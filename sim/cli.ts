@@ -137,6 +137,13 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
   const scenario = findScenario(name);
   if (scenario === undefined)
     throw new UsageError(`unknown scenario ${JSON.stringify(name)}; valid scenarios: ${scenarioNames()}`);
+  if (faults !== undefined && faults > 0 && scenario.noFaults !== undefined)
+    throw new UsageError(
+      `${scenario.name} takes no --faults: ${scenario.noFaults}; scenarios that inject: ${scenarios
+        .filter((s) => s.noFaults === undefined)
+        .map((s) => s.name)
+        .join(", ")}`,
+    );
   return {
     scenario,
     seed: seedArg ?? (Date.now() ^ Math.floor(Math.random() * 0x7fffffff)) >>> 0,

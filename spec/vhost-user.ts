@@ -291,6 +291,12 @@ export type SessionError =
       readonly message: string;
     }
   | {
+      readonly _tag: "RegionBeyondFd";
+      readonly guestAddr: bigint;
+      readonly end: bigint;
+      readonly fileSize: bigint;
+    }
+  | {
       readonly _tag: "RingAddressUnmapped";
       readonly index: number;
       readonly ring: "desc" | "avail" | "used";
@@ -378,7 +384,7 @@ export const RULES = [
   rule(
     "VU-MEM-MAP",
     `${DOC} Memory access, VHOST_USER_SET_MEM_TABLE`,
-    "Every region is mapped from its fd at its mmap offset and becomes guest memory at its guest address; a region that cannot be mapped is refused and nothing stays mapped.",
+    "Every region is mapped from its fd at its mmap offset and becomes guest memory at its guest address; a region that cannot be mapped, or reaches past the end of its fd (touching it would fault the back-end), is refused and nothing stays mapped.",
   ),
   rule(
     "VU-MEM-OVERLAP",

@@ -60,6 +60,7 @@ export interface Fdio {
   readonly ftruncate: Fn<[fd: number, len: number], number>;
   readonly fcntl: Fn<[fd: number, cmd: number, arg: number], number>;
   readonly unlink: Fn<[path: string], number>;
+  readonly lseek: Fn<[fd: number, off: number, whence: number], number>;
 }
 
 let cached: Fdio | string | undefined;
@@ -98,6 +99,7 @@ export const loadFdio = (): Fdio | string => {
       ftruncate: lib.func("int ftruncate(int fd, int64_t len)") as Fdio["ftruncate"],
       fcntl: (fd, cmd, arg) => fcntl(fd, cmd, "int", arg) as number,
       unlink: lib.func("int unlink(const char *path)") as Fdio["unlink"],
+      lseek: lib.func("int64_t lseek(int fd, int64_t off, int whence)") as Fdio["lseek"],
     };
     return cached;
   } catch (e) {
@@ -264,6 +266,14 @@ export const mapShared = (io: Fdio, fd: number, offset: number, length: number):
 };
 
 export const unmap = (io: Fdio, m: Mapping): number => (io.munmap(m.pointer, m.length) < 0 ? fail(io) : 0);
+
+const SEEK_END = 2;
+
+/** The size of the file behind `fd` (a memfd, a shm or hugetlbfs file), or -errno. */
+export const fileSize = (io: Fdio, fd: number): number => {
+  const n = io.lseek(fd, 0, SEEK_END);
+  return n < 0 ? fail(io) : n;
+};
 
 /** A memfd of `size` bytes (close-on-exec): fd or -errno. */
 export const createMemfd = (io: Fdio, name: string, size: number): number => {

@@ -197,6 +197,11 @@ export class NetDevice implements VirtioDevice {
   private signal: (queue: number) => void = () => {};
 
   private chainObj: DescriptorChain | null = null;
+  /**
+   * TX has its own chain: a backend that hands a frame to a waiting RX loop (loopback) may
+   * run RX synchronously inside `send`, which would rebind a shared chain under TX.
+   */
+  private txChainObj: DescriptorChain | null = null;
   private readonly txBuf = new IoVecBuffer(16);
   private readonly rxBuf: IoVecBufferMut;
   private readonly tx: TxView;
@@ -305,6 +310,10 @@ export class NetDevice implements VirtioDevice {
     this.memory = memory;
     this.signal = signal;
     this.chainObj = new DescriptorChain(memory);
+    this.txChainObj = new DescriptorChain(memory);
+    // The parts read through the chains of this activation (a re-activation makes new ones).
+    this.txPart = null;
+    this.rxPart = null;
     this.tx.headerLength = this.hdrLen;
     this.rx.headerLength = this.hdrLen;
     return ok(undefined);
@@ -318,6 +327,7 @@ export class NetDevice implements VirtioDevice {
     for (const q of this.queues) q.reset();
     this.memory = null;
     this.chainObj = null;
+    this.txChainObj = null;
     this.signal = () => {};
     this.acked = 0n;
     this.hdrLen = 12;
@@ -351,7 +361,7 @@ export class NetDevice implements VirtioDevice {
   /** Processes every available TX chain; returns how many were completed. */
   processTxNow(): number {
     const memory = this.memory;
-    const chain = this.chainObj;
+    const chain = this.txChainObj;
     if (memory === null || chain === null) return 0;
     const queue = this.queues[TX_QUEUE]!;
     const part = this.txPart ?? (this.txPart = new ChainPart(chain, false));

@@ -47,7 +47,11 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
         signalEventFd(h.io, h.kicks[0]!);
         const frame = GUEST_BASE + 0x20000;
         for (let i = 0; i < 72; i++) h.guest.writeU8(frame + i, i < 12 ? 0 : i);
-        const txHead = h.drivers[1]!.addChain([{ addr: frame, len: 72 }]);
+        // A TX head that is not 0 (the RX chain's head is 0): used ids must not be confused.
+        const txHead = 5;
+        h.drivers[1]!.writeDescriptor(txHead, { addr: frame, len: 72, flags: 0, next: 0 });
+        h.drivers[1]!.pushAvail(txHead);
+        h.drivers[1]!.publish();
         signalEventFd(h.io, h.kicks[1]!);
         yield* waitCall(h, 1);
         expect(h.drivers[1]!.reapUsed()).toEqual([{ id: txHead, len: 0 }]);
@@ -100,6 +104,9 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
         signalEventFd(h.io, h.kicks[1]!);
         yield* waitCall(h, 1);
         expect(h.drivers[1]!.reapUsed()).toEqual([{ id: head, len: 0 }]);
+        // The restarted device read the chain through this activation's chain objects.
+        expect(dev.stats.txFrames).toBe(1);
+        expect(dev.stats.txChainErrors).toBe(0);
       }),
     );
   });

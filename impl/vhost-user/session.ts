@@ -29,7 +29,7 @@ import {
 } from "../../spec/vhost-user.ts";
 import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { mapShared, signalEventFd, unmap, type Fdio, type Mapping } from "../native/fdio.ts";
+import { fileSize, mapShared, signalEventFd, unmap, type Fdio, type Mapping } from "../native/fdio.ts";
 import { ack, reply } from "./codec.ts";
 
 /** The protocol features this back-end can offer. */
@@ -396,6 +396,26 @@ export class Session {
       const off = Number(r.mmapOffset);
       const delta = off % PAGE;
       const size = Number(r.size);
+      // A mapping past the end of the file maps, but touching it is SIGBUS: refuse it.
+      const end = fileSize(this.io, fds[i]!);
+      if (end < 0) {
+        release();
+        return err({
+          _tag: "MapFailed",
+          guestAddr: r.guestAddr,
+          errno: -end,
+          message: this.io.libc.strerror(-end),
+        });
+      }
+      if (r.mmapOffset + r.size > BigInt(end)) {
+        release();
+        return err({
+          _tag: "RegionBeyondFd",
+          guestAddr: r.guestAddr,
+          end: r.mmapOffset + r.size,
+          fileSize: BigInt(end),
+        });
+      }
       const m = mapShared(this.io, fds[i]!, off - delta, size + delta);
       if (typeof m === "number") {
         release();

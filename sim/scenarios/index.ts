@@ -1,6 +1,8 @@
 /** Every scenario `sim run` knows, in the order `sim list` shows them. */
 import type { Scenario } from "../engine.ts";
 import { hostileGuestScenario } from "./hostile-guest.ts";
+import { linuxNetScenario } from "./linux-net.ts";
+import { linuxVsockScenario } from "./linux-vsock.ts";
 import { netLoopbackScenario } from "./net-loopback.ts";
 import { netTapScenario } from "./net-tap.ts";
 import { queueScenario } from "./queue.ts";
@@ -16,6 +18,8 @@ export const scenarios: readonly Scenario[] = [
   vsockCreditScenario,
   usbVsockScenario,
   hostileGuestScenario,
+  linuxNetScenario,
+  linuxVsockScenario,
 ];
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((s) => s.name === name);

@@ -1,0 +1,255 @@
+/**
+ * Our devices served to a real guest: virtio-net on a TAP in a namespace, or virtio-vsock
+ * with its Unix-socket backend, each behind the vhost-user back-end (impl/vhost-user) on a
+ * socket in a temporary folder, optionally watched by the reference model (RingWatch).
+ * Everything is a resource of the caller's scope: the back-end fiber, the device, the TAP,
+ * the Unix listeners, the folder.
+ */
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { Effect, Fiber, Layer, type Scope } from "effect";
+import { TestClock } from "effect/testing";
+import type { VirtioDevice } from "../../impl/device/virtio-device.ts";
+import { VsockVirtioDevice } from "../../impl/device/vsock.ts";
+import { NetBackend } from "../../impl/net/backend.ts";
+import { NetDevice } from "../../impl/net/device.ts";
+import { acquireTapBackendIn, configureTapIn } from "../../impl/native/netns.ts";
+import { describeError, serveVhostUser, type VhostUserEvent } from "../../impl/vhost-user/backend.ts";
+import { UnixSocketBackend } from "../../impl/vsock/unix-backend.ts";
+import { GUEST_NET } from "./devices.ts";
+import { checkPattern, fillPattern } from "./pattern.ts";
+import { acquireTempDir } from "./qemu.ts";
+import type { RingWatch } from "./ring-watch.ts";
+
+export interface RigError {
+  readonly _tag: "RigError";
+  readonly message: string;
+}
+
+const rigError = (message: string): RigError => ({ _tag: "RigError", message });
+
+/**
+ * Serves `device` on `socketPath` in a fiber of the caller's scope (one connection: the
+ * guest's QEMU), on the live clock (the simulator runs scenarios under a TestClock), and
+ * returns once the socket listens.
+ */
+export const serveInBackground = (
+  device: VirtioDevice,
+  socketPath: string,
+  onEvent: (e: VhostUserEvent) => void = () => {},
+): Effect.Effect<void, RigError, Scope.Scope> =>
+  Effect.gen(function* () {
+    let listening: () => void = () => {};
+    const ready = new Promise<void>((r) => (listening = r));
+    const fiber = yield* Effect.forkScoped(
+      TestClock.withLive(
+        serveVhostUser({
+          device,
+          socketPath,
+          connections: 1,
+          onEvent: (e) => {
+            if (e._tag === "Listening") listening();
+            onEvent(e);
+          },
+        }),
+      ),
+    );
+    const stopped = Fiber.join(fiber).pipe(
+      Effect.mapError((e) => rigError(`vhost-user back-end: ${describeError(e)}`)),
+      Effect.flatMap(() => Effect.fail(rigError("vhost-user back-end stopped before listening"))),
+    );
+    yield* Effect.raceFirst(
+      Effect.promise(() => ready),
+      stopped,
+    );
+  });
+
+export interface OurNet {
+  readonly device: NetDevice;
+  /** The vhost-user socket QEMU connects to. */
+  readonly socket: string;
+  /** The TAP our device writes to, inside the namespace (host end GUEST_NET.hostIp). */
+  readonly ifName: string;
+}
+
+/** Our virtio-net on a TAP in `ns` (host end addressed), served over vhost-user. */
+export const acquireOurNet = (options: {
+  readonly ns: string;
+  readonly watch?: RingWatch;
+  readonly onEvent?: (e: VhostUserEvent) => void;
+}): Effect.Effect<OurNet, RigError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const tap = yield* acquireTapBackendIn(options.ns, "vlabu%d").pipe(
+      Effect.mapError((e) => rigError(`TAP: ${describeError(e)}`)),
+    );
+    yield* Effect.try({
+      try: () => configureTapIn(options.ns, tap.tap.ifName, `${GUEST_NET.hostIp}/${GUEST_NET.prefix}`),
+      catch: (e) => rigError(`TAP address: ${String(e)}`),
+    });
+    const mac = GUEST_NET.guestMac.split(":").map((h) => parseInt(h, 16));
+    const device = yield* NetDevice.scoped({ mac, mrgRxbuf: true, eventIdx: true, csum: true }).pipe(
+      Effect.provide(Layer.succeed(NetBackend, tap)),
+      Effect.mapError((e) => rigError(`net device: ${describeError(e as { readonly _tag: string })}`)),
+    );
+    const dir = yield* acquireTempDir("vlab-vhu-");
+    const socket = join(dir, "net.sock");
+    const served = options.watch?.wrap(device, ["net RX queue", "net TX queue"]) ?? device;
+    yield* serveInBackground(served, socket, options.onEvent);
+    return { device, socket, ifName: tap.tap.ifName };
+  });
+
+export interface OurVsock {
+  readonly device: VsockVirtioDevice;
+  readonly socket: string;
+  /** Host programs connect here and write "CONNECT <port>\n"; guest connections to port P go to `${uds}_P`. */
+  readonly uds: string;
+  readonly cid: number;
+}
+
+/** Our virtio-vsock with its Unix-socket backend, served over vhost-user. */
+export const acquireOurVsock = (options: {
+  readonly cid?: number;
+  readonly watch?: RingWatch;
+  readonly onEvent?: (e: VhostUserEvent) => void;
+}): Effect.Effect<OurVsock, RigError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const cid = options.cid ?? 3;
+    const dir = yield* acquireTempDir("vlab-vhu-");
+    const uds = join(dir, "vsock.uds");
+    const host = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => UnixSocketBackend.listen({ path: uds, now: Date.now }),
+        catch: (e) => rigError(`vsock Unix backend: ${String(e)}`),
+      }),
+      (b) => Effect.promise(() => b.close()),
+    );
+    const created = VsockVirtioDevice.create({ guestCid: BigInt(cid) }, { host, queueCount: 2 });
+    if (!created.ok) return yield* Effect.fail(rigError(`vsock device: CID ${cid} refused`));
+    const device = created.value;
+    yield* Effect.addFinalizer(() => Effect.sync(() => device.reset()));
+    const socket = join(dir, "vsock.sock");
+    const served = options.watch?.wrap(device, ["vsock RX queue", "vsock TX queue"]) ?? device;
+    yield* serveInBackground(served, socket, options.onEvent);
+    return { device, socket, uds, cid };
+  });
+
+export interface EchoStats {
+  connections: number;
+  bytes: number;
+}
+
+/**
+ * A Unix-socket server at `path` that echoes every byte back and half-closes when the peer
+ * does (the host side of a guest's `vlab-xfer connect vsock 2 P N echo`), closed with the scope.
+ */
+export const acquireUnixEcho = (path: string): Effect.Effect<EchoStats, RigError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<{ server: Server; stats: EchoStats; open: Set<Socket> }, RigError>((resume) => {
+      rmSync(path, { force: true });
+      const stats: EchoStats = { connections: 0, bytes: 0 };
+      const open = new Set<Socket>();
+      const server = createServer({ allowHalfOpen: true }, (s) => {
+        stats.connections++;
+        open.add(s);
+        s.on("close", () => open.delete(s));
+        s.on("data", (b: Buffer) => {
+          stats.bytes += b.length;
+        });
+        s.on("error", () => s.destroy());
+        s.pipe(s);
+      });
+      server.once("error", (e) => resume(Effect.fail(rigError(`listen ${path}: ${e.message}`))));
+      server.listen(path, () => resume(Effect.succeed({ server, stats, open })));
+    }),
+    ({ server, open }) =>
+      Effect.callback<void>((resume) => {
+        server.close(() => resume(Effect.void));
+        for (const s of open) s.destroy();
+        rmSync(path, { force: true });
+      }),
+  ).pipe(Effect.map(({ stats }) => stats));
+
+export interface ExchangeResult {
+  readonly sent: number;
+  readonly received: number;
+  /** Stream offset of the first byte that is not the pattern, or -1. */
+  readonly firstBad: number;
+  readonly ms: number;
+}
+
+/**
+ * The host side of a host-initiated vsock stream: connects to the Unix backend at `uds`,
+ * asks for guest port `port` ("CONNECT <port>" / "OK <n>"), sends `bytes` of the pattern,
+ * half-closes, and reads the guest's echo back, checking it.
+ */
+export const hostVsockEcho = (
+  uds: string,
+  port: number,
+  bytes: number,
+  timeoutMs: number,
+): Promise<ExchangeResult> =>
+  new Promise((resolve, reject) => {
+    const started = Date.now();
+    const s = createConnection({ path: uds, allowHalfOpen: true });
+    let handshake = "";
+    let open = false;
+    let sent = 0;
+    let received = 0;
+    let firstBad = -1;
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(
+        new Error(
+          `vsock exchange with guest port ${port}: ${received} of ${bytes} bytes back after ${timeoutMs} ms`,
+        ),
+      );
+    }, timeoutMs);
+    const pump = (): void => {
+      while (sent < bytes) {
+        const n = Math.min(65536, bytes - sent);
+        const chunk = Buffer.allocUnsafe(n);
+        fillPattern(chunk, sent);
+        sent += n;
+        if (!s.write(chunk)) {
+          s.once("drain", pump);
+          return;
+        }
+      }
+      s.end();
+    };
+    const onStream = (b: Buffer): void => {
+      if (firstBad < 0) {
+        const k = checkPattern(b, received);
+        if (k >= 0) firstBad = k;
+      }
+      received += b.length;
+    };
+    s.on("data", (b: Buffer) => {
+      if (open) return onStream(b);
+      handshake += b.toString("latin1");
+      const nl = handshake.indexOf("\n");
+      if (nl < 0) return;
+      const line = handshake.slice(0, nl);
+      if (!/^OK \d+$/.test(line)) {
+        clearTimeout(timer);
+        s.destroy();
+        reject(new Error(`vsock CONNECT ${port}: the backend answered ${JSON.stringify(line)}`));
+        return;
+      }
+      open = true;
+      const rest = Buffer.from(handshake.slice(nl + 1), "latin1");
+      if (rest.length > 0) onStream(rest);
+      pump();
+    });
+    s.on("end", () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ sent, received, firstBad, ms: Date.now() - started });
+    });
+    s.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    s.on("connect", () => s.write(`CONNECT ${port}\n`));
+  });

@@ -147,7 +147,7 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(RULES.map((r) => r.id).sort()).toEqual(Object.keys(LEVEL).sort());
   });
 
-  it("our net back-end: writes in bounds, used elements, notifications, loopback frames and header, GET_VRING_BASE [VUF-WRITE-BOUNDS VUF-USED-LEN VUF-USED-IDX VUF-CALL-EVENT-IDX VUF-NET-TX-RX VUF-NET-RX-HDR VUF-VRING-BASE]", async () => {
+  it("our net back-end: writes in bounds, used elements, notifications, loopback frames and header, GET_VRING_BASE [VUF-WRITE-BOUNDS VUF-USED-ONCE VUF-USED-LEN VUF-USED-IDX VUF-CALL-EVENT-IDX VUF-NET-TX-RX VUF-NET-RX-HDR VUF-VRING-BASE]", async () => {
     const before = openFds();
     const r = asResult(
       await withBackend(netDevice(), (s) => run(base(s, { steps: 10, seed: 8, eventIdx: true }))),
@@ -156,6 +156,7 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(r.completions).toBeGreaterThan(10);
     for (const id of [
       "VUF-WRITE-BOUNDS",
+      "VUF-USED-ONCE",
       "VUF-USED-LEN",
       "VUF-USED-IDX",
       "VUF-CALL-EVENT-IDX",

@@ -271,6 +271,32 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     120_000,
   );
 
+  it.skipIf(fsSkip !== null)(
+    "virtiofsd under hostile rounds: no SAFETY finding, no crash by signal (it stops on a broken ring) [VUF-NO-CRASH VUF-WRITE-BOUNDS]",
+    async () => {
+      for (const seed of [31, 32, 33]) {
+        const s = sock();
+        const share = mkdtempSync(join(dir, "share-"));
+        const r = asResult(
+          await run(
+            base(s, {
+              device: "generic",
+              payload: "fuse",
+              steps: 20,
+              seed,
+              hostile: 0.5,
+              spawn: `${virtiofsd} --socket-path=${s} -o source=${share} -o cache=none -o sandbox=chroot`,
+            }),
+          ),
+        );
+        expect(r.hostileRounds).toBeGreaterThan(0);
+        expect(r.crash).toBeNull();
+        expect(safetyFailures(r)).toEqual([]);
+      }
+    },
+    120_000,
+  );
+
   /** A fake back-end on the control socket. */
   const fake = async (on: (c: Socket) => void, body: (socket: string) => Promise<void>): Promise<void> => {
     const socket = sock();

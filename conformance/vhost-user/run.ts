@@ -148,6 +148,9 @@ interface Chain {
   readonly kind: "tx" | "rx" | "req";
   /** net: the frame sent; vsock: the request's ports; fuse: the request's unique. */
   readonly tag: Uint8Array | null;
+  /** The indirect table (guest address) and its entry count, when the chain went through one. */
+  readonly table: number | null;
+  readonly tableEntries: number;
   readonly step: number;
 }
 
@@ -407,6 +410,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           writableBytes: writable.reduce((a, [, l]) => a + l, 0),
           kind,
           tag,
+          table: table ?? null,
+          tableEntries: bufs.length,
           step,
         };
         r.outstanding.set(head, c);
@@ -554,6 +559,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                 "desc-next-loop",
                 "desc-next-range",
                 "desc-indirect-bad",
+                ...(target.table !== null ? (["indirect-nested", "indirect-loop"] as const) : []),
                 "desc-write-flip",
                 "avail-head-dup",
               ] as const)
@@ -612,6 +618,17 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             const next = RING_SIZE + rng.int(0xffff - RING_SIZE);
             d.writeDescriptor(desc, { ...di(), flags: di().flags | VIRTQ_DESC_F_NEXT, next });
             return `${where} desc-next-range: head ${target!.head} desc ${desc} next ${next}`;
+          }
+          case "indirect-nested": {
+            const at = target!.table! + 16 * rng.int(target!.tableEntries);
+            mem.writeU16(at + 12, mem.readU16(at + 12) | VIRTQ_DESC_F_INDIRECT);
+            return `${where} indirect-nested: head ${target!.head} table ${hex(target!.table!)} entry ${(at - target!.table!) / 16} INDIRECT`;
+          }
+          case "indirect-loop": {
+            const at = target!.table! + 16 * (target!.tableEntries - 1);
+            mem.writeU16(at + 12, mem.readU16(at + 12) | VIRTQ_DESC_F_NEXT);
+            mem.writeU16(at + 14, 0);
+            return `${where} indirect-loop: head ${target!.head} table ${hex(target!.table!)} last entry -> entry 0`;
           }
           case "desc-indirect-bad": {
             const x = di();

@@ -120,6 +120,11 @@ const level = (flag: string, raw: string): Level => choice(flag, raw, LEVELS);
 const err = (line: string): void => console.error(line);
 
 export async function conformMain(argv: string[], prog = "sim"): Promise<number> {
+  // `--vhost-user SOCKET`: the vhost-user front-end's own command (conformance/vhost-user/cli.ts).
+  if (argv.some((a) => a === "--vhost-user" || a.startsWith("--vhost-user="))) {
+    const { vhostUserConformMain } = await import("./vhost-user/cli.ts");
+    return vhostUserConformMain(argv, repoRoot);
+  }
   const spec = CONFORM_SPEC(prog);
   return runWithUsage(err, spec.name, () => conformBody(spec, argv));
 }

@@ -1,0 +1,116 @@
+/**
+ * What `sim conform --vhost-user` checks of any vhost-user back-end, through its rings only
+ * (conformance/vhost-user/): rule ids VUF-*, each with its level (MUST / SAFETY / PROFILE)
+ * and the VIRTIO 1.2 section (or vhost-user.rst section) it comes from.
+ */
+import { rule, type Rule } from "./result.ts";
+
+const V = "VIRTIO 1.2";
+const VU = "QEMU docs/interop/vhost-user.rst";
+
+export type FrontendLevel = "must" | "safety" | "profile";
+
+export const RULES: readonly Rule[] = [
+  rule(
+    "VUF-WRITE-BOUNDS",
+    `${V} §2.7.4 (device-writable buffers), §2.7.8`,
+    "Between kicks and completions the device writes guest memory only inside the device-writable buffers of the chains it was given and inside the used ring (SAFETY).",
+  ),
+  rule(
+    "VUF-USED-LEN",
+    `${V} §2.7.8.2 Device Requirements: The Virtqueue Used Ring`,
+    "A used element's len is at most the total length of the chain's device-writable buffers.",
+  ),
+  rule(
+    "VUF-USED-ONCE",
+    `${V} §2.7.8 The Virtqueue Used Ring`,
+    "Each used element names the head of a chain made available and not yet used; a head is completed once.",
+  ),
+  rule(
+    "VUF-USED-IDX",
+    `${V} §2.7.8 The Virtqueue Used Ring`,
+    "used.idx advances by exactly the elements the device adds: never by more than the chains outstanding.",
+  ),
+  rule(
+    "VUF-CALL-EVENT-IDX",
+    `${V} §2.7.10.1 Device Requirements: Used Buffer Notification Suppression`,
+    "With VIRTIO_F_EVENT_IDX, when used.idx passes used_event the device MUST send a used-buffer notification (a call eventfd write).",
+  ),
+  rule(
+    "VUF-CALL-EVENT-IDX-QUIET",
+    `${V} §2.7.10.1 (SHOULD NOT)`,
+    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory).",
+  ),
+  rule(
+    "VUF-CALL-NOTIFY",
+    `${V} §2.7.10.1 Device Requirements: Used Buffer Notification Suppression`,
+    "Without VIRTIO_F_EVENT_IDX and with avail.flags 0, the device MUST notify after adding used elements.",
+  ),
+  rule(
+    "VUF-CALL-NO-INTERRUPT",
+    `${V} §2.7.10.1 (SHOULD NOT)`,
+    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory).",
+  ),
+  rule(
+    "VUF-PROGRESS",
+    `${V} §2.7.13 (the device uses what it is given)`,
+    "A chain the device must consume (a TX frame, a request) is completed within the timeout (advisory: a slow device is not a broken one).",
+  ),
+  rule(
+    "VUF-VRING-BASE",
+    `${VU} VHOST_USER_GET_VRING_BASE`,
+    "GET_VRING_BASE answers the ring's next available index: at least used.idx, at most avail.idx, and avail.idx when every chain was completed.",
+  ),
+  rule(
+    "VUF-NET-TX-RX",
+    `${V} §5.1.6.2 Packet Transmission (with a loopback far side)`,
+    "A transmitted frame reaches the back-end's far side intact: with a loopback far side it comes back on the receive queue byte for byte, once.",
+  ),
+  rule(
+    "VUF-NET-RX-HDR",
+    `${V} §5.1.6.4 Processing of Incoming Packets`,
+    "A received buffer starts with the 12-byte virtio_net_hdr (VERSION_1): gso_type NONE and no NEEDS_CSUM when no GUEST_* offload was negotiated, the frame right after it, used.len = 12 + frame length.",
+  ),
+  rule(
+    "VUF-VSOCK-RST",
+    `${V} §5.10.6.4 Device Operation: connection establishment`,
+    "A REQUEST to a host port with no listener is answered with a RST carrying the swapped addresses and ports.",
+  ),
+  rule(
+    "VUF-VSOCK-HDR",
+    `${V} §5.10.6 virtio_vsock_hdr`,
+    "A received packet's header is well-formed: src_cid the host (2), dst_cid the guest's CID, type STREAM, a known op, used.len = 44 + len.",
+  ),
+  rule(
+    "VUF-NO-HANG",
+    `${VU} Communication (a back-end answers its front-end)`,
+    "The back-end keeps answering control requests within the timeout whatever the rings hold (SAFETY).",
+  ),
+  rule(
+    "VUF-NO-CRASH",
+    `${V} §2.7 (guest input is untrusted)`,
+    "The back-end process is not killed by a signal (SIGSEGV, SIGABRT, ...) whatever the guest puts in the rings (SAFETY).",
+  ),
+];
+
+/** Each rule's level: what its source says (MUST, SHOULD NOT = profile/advisory, memory safety). */
+export const LEVEL = {
+  "VUF-WRITE-BOUNDS": "safety",
+  "VUF-USED-LEN": "must",
+  "VUF-USED-ONCE": "must",
+  "VUF-USED-IDX": "must",
+  "VUF-CALL-EVENT-IDX": "must",
+  "VUF-CALL-EVENT-IDX-QUIET": "profile",
+  "VUF-CALL-NOTIFY": "must",
+  "VUF-CALL-NO-INTERRUPT": "profile",
+  "VUF-PROGRESS": "profile",
+  "VUF-VRING-BASE": "must",
+  "VUF-NET-TX-RX": "must",
+  "VUF-NET-RX-HDR": "must",
+  "VUF-VSOCK-RST": "must",
+  "VUF-VSOCK-HDR": "must",
+  "VUF-NO-HANG": "safety",
+  "VUF-NO-CRASH": "safety",
+} as const satisfies Record<string, FrontendLevel>;
+
+export type FrontendRuleId = keyof typeof LEVEL;

@@ -14,10 +14,16 @@ import { memoryOps } from "./ops/memory.ts";
 import { BadRequest, NotConfigured, World, errv, okv } from "./ops/world.ts";
 import type { Handler } from "./ops/world.ts";
 import { subjectOps } from "./ops/subjects.ts";
+import { MUTANT_WRAPPERS } from "./ops/mutant-wrappers.ts";
 
 export const IMPLEMENTATION_NAME = "virtio-lab reference (impl/)";
 
-export const handlers = (): Record<string, Handler> => ({ ...memoryOps, ...subjectOps() });
+/** The reference handler table, with one mutant's wrapper around it when given one. */
+export const handlers = (mutant: string | null = null): Record<string, Handler> => {
+  const base = { ...memoryOps, ...subjectOps() };
+  const wrap = mutant === null ? undefined : MUTANT_WRAPPERS[mutant];
+  return wrap === undefined ? base : { ...wrap(base) };
+};
 
 /** Answers one request; never throws. */
 export const answer = (req: Request, world: { current: World }, table: Record<string, Handler>): Outcome => {
@@ -66,7 +72,7 @@ export const runAdapter = (argv: readonly string[]): void => {
     process.exit(2);
   }
   const world = { current: new World(mutant) };
-  const table = handlers();
+  const table = handlers(mutant);
   const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
   rl.on("line", (line) => {
     if (line.trim() === "") return;

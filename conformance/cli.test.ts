@@ -49,7 +49,7 @@ describe("the conform and vectors commands [MEM-RANGE-ONE-REGION USB-PARSE-STOP]
           "--no-report",
         ]),
       ).toBe(1);
-      expect(out.join("\n")).toContain("FAIL usb.parse");
+      expect(out.join("\n")).toContain("smallest in usb.parse");
       expect(await conformMain(["--impl", "exit 3", "--vectors", dir, "--no-report"])).toBe(2);
       // A hostile vectors file is a usage error with a message, not a crash (exit 2).
       const file = join(dir, "usb.parse.jsonl");

@@ -10,6 +10,19 @@ import { terminalReport, writeReport, killCount, mutantLines, counts } from "./r
 import { allCases, referenceCommand, repoRoot } from "./suite.ts";
 import { DEFAULT_VECTOR_SEED, generateVectors } from "./vectors.ts";
 import { MUTANTS } from "./mutants.ts";
+import {
+  EXIT_USAGE,
+  UsageError,
+  choice,
+  integer,
+  nonEmpty,
+  parseCommand,
+  runWithUsage,
+  seed as parseSeed,
+  writableDir,
+  type CommandSpec,
+  type Parsed,
+} from "../scripts/args.ts";
 
 export const CONFORM_HELP = `usage: tsx sim conform --impl "<command>" [options]
        tsx sim conform --reference [--mutant <id>] [options]
@@ -54,105 +67,88 @@ that can send a line, read a line and compare JSON.
   --level L      only cases of level must | safety | profile
   -h, --help     this text`;
 
-interface Parsed {
-  readonly flags: Map<string, string | true>;
-  readonly error?: string;
+const CONFORM_SPEC = (prog: string): CommandSpec => ({
+  name: `${prog} conform`,
+  help: CONFORM_HELP,
+  flags: {
+    impl: { kind: "string" },
+    mutant: { kind: "string" },
+    vectors: { kind: "string" },
+    runs: { kind: "string" },
+    seed: { kind: "string" },
+    only: { kind: "string" },
+    level: { kind: "string" },
+    timeout: { kind: "string" },
+    report: { kind: "string" },
+    parallel: { kind: "string" },
+    reference: { kind: "boolean" },
+    mutants: { kind: "boolean" },
+    "no-report": { kind: "boolean" },
+    full: { kind: "boolean" },
+  },
+});
+
+const VECTORS_SPEC = (prog: string): CommandSpec => ({
+  name: `${prog} vectors`,
+  help: VECTORS_HELP,
+  flags: {
+    out: { kind: "string" },
+    runs: { kind: "string" },
+    seed: { kind: "string" },
+    only: { kind: "string" },
+    level: { kind: "string" },
+  },
+});
+
+/** `f(flag, value)` when the flag was given. */
+const opt = <T>(p: Parsed, name: string, f: (flag: string, raw: string) => T): T | undefined => {
+  const v = p.string(name);
+  return v === undefined ? undefined : f(`--${name}`, v);
+};
+
+const count = (flag: string, raw: string): number => integer(flag, raw, 0, Number.MAX_SAFE_INTEGER);
+const positive = (flag: string, raw: string): number => integer(flag, raw, 1, Number.MAX_SAFE_INTEGER);
+const level = (flag: string, raw: string): Level => choice(flag, raw, LEVELS);
+const err = (line: string): void => console.error(line);
+
+export async function conformMain(argv: string[], prog = "sim"): Promise<number> {
+  const spec = CONFORM_SPEC(prog);
+  return runWithUsage(err, spec.name, () => conformBody(spec, argv));
 }
 
-const parse = (argv: readonly string[], withValue: readonly string[], bare: readonly string[]): Parsed => {
-  const flags = new Map<string, string | true>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "-h" || a === "--help") {
-      flags.set("help", true);
-      continue;
-    }
-    if (!a.startsWith("--")) return { flags, error: `unexpected argument ${JSON.stringify(a)}` };
-    const eq = a.indexOf("=");
-    const name = a.slice(2, eq < 0 ? undefined : eq);
-    if (bare.includes(name)) {
-      flags.set(name, true);
-      continue;
-    }
-    if (!withValue.includes(name)) return { flags, error: `unknown option --${name}` };
-    const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
-    if (v === undefined) return { flags, error: `--${name} needs a value` };
-    flags.set(name, v);
-  }
-  return { flags };
-};
-
-const str = (p: Parsed, name: string): string | undefined => {
-  const v = p.flags.get(name);
-  return typeof v === "string" ? v : undefined;
-};
-
-/** A parse failure, kept apart from valid values (a level is a string too). */
-interface Invalid {
-  readonly invalid: string;
-}
-const isInvalid = (v: unknown): v is Invalid => typeof v === "object" && v !== null && "invalid" in v;
-
-const int = (p: Parsed, name: string, min: number): number | undefined | Invalid => {
-  const v = str(p, name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  return Number.isInteger(n) && n >= min
-    ? n
-    : { invalid: `--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}` };
-};
-
-const level = (p: Parsed): Level | undefined | Invalid => {
-  const v = str(p, "level");
-  if (v === undefined) return undefined;
-  return (LEVELS as readonly string[]).includes(v)
-    ? (v as Level)
-    : { invalid: `--level must be one of ${LEVELS.join(", ")}` };
-};
-
-const usage = (msg: string, help: string): number => {
-  console.error(`error: ${msg}\n\n${help}`);
-  return 2;
-};
-
-export async function conformMain(argv: string[]): Promise<number> {
-  const p = parse(
-    argv,
-    ["impl", "mutant", "vectors", "runs", "seed", "only", "level", "timeout", "report", "parallel"],
-    ["reference", "mutants", "no-report", "full"],
-  );
-  if (p.flags.has("help")) {
+async function conformBody(spec: CommandSpec, argv: string[]): Promise<number> {
+  const p = parseCommand(spec, argv);
+  if (p === "help") {
     console.log(CONFORM_HELP);
     return 0;
   }
-  if (p.error !== undefined) return usage(p.error, CONFORM_HELP);
-  const runs = int(p, "runs", 0);
-  const seed = int(p, "seed", -(2 ** 31));
-  const timeout = int(p, "timeout", 1);
-  const parallel = int(p, "parallel", 1);
-  const lvl = level(p);
-  for (const v of [runs, seed, timeout, parallel, lvl])
-    if (isInvalid(v)) return usage(v.invalid, CONFORM_HELP);
-  const only = str(p, "only");
+  const runs = opt(p, "runs", count);
+  // fast-check prints the seed it used; a default below 2^31 prints as given.
+  const seed = opt(p, "seed", parseSeed) ?? Math.floor(Math.random() * 0x80000000);
+  const timeout = opt(p, "timeout", positive);
+  const parallel = opt(p, "parallel", positive);
+  const lvl = opt(p, "level", level);
+  const only = opt(p, "only", nonEmpty);
   const select = {
     ...(only !== undefined ? { only } : {}),
-    ...(typeof lvl === "string" ? { level: lvl as Level } : {}),
+    ...(lvl !== undefined ? { level: lvl } : {}),
   };
-  const reportDir = resolve(str(p, "report") ?? `${repoRoot}/reports/conformance`);
+  const reportDir = resolve(opt(p, "report", nonEmpty) ?? `${repoRoot}/reports/conformance`);
+  if (!p.bool("no-report")) writableDir("--report", reportDir);
   const log = (line: string): void => console.error(line);
 
-  if (p.flags.has("mutants")) {
-    if (p.flags.has("impl") || p.flags.has("reference"))
-      return usage("--mutants runs the reference adapter's mutants; drop --impl/--reference", CONFORM_HELP);
+  if (p.bool("mutants")) {
+    if (p.has("impl") || p.bool("reference"))
+      throw new UsageError("--mutants runs the reference adapter's mutants; drop --impl/--reference");
     const mutants = await runMutants({
       ...select,
-      ...(typeof runs === "number" ? { runs } : {}),
-      ...(typeof parallel === "number" ? { parallel } : {}),
-      full: p.flags.has("full"),
+      ...(runs !== undefined ? { runs } : {}),
+      ...(parallel !== undefined ? { parallel } : {}),
+      full: p.bool("full"),
       log,
     });
     console.log(mutantLines(mutants).join("\n"));
-    if (!p.flags.has("no-report")) {
+    if (!p.bool("no-report")) {
       const ref = await conform({
         command: referenceCommand(),
         cwd: repoRoot,
@@ -166,62 +162,59 @@ export async function conformMain(argv: string[]): Promise<number> {
     return mutants.some((m) => m.status === "survived") ? 1 : 0;
   }
 
-  const impl = str(p, "impl");
-  const mutant = str(p, "mutant");
-  if (impl !== undefined && p.flags.has("reference"))
-    return usage("give --impl or --reference, not both", CONFORM_HELP);
-  if (mutant !== undefined && !p.flags.has("reference"))
-    return usage("--mutant goes with --reference", CONFORM_HELP);
+  const impl = opt(p, "impl", nonEmpty);
+  const mutant = opt(p, "mutant", nonEmpty);
+  if (impl !== undefined && p.bool("reference")) throw new UsageError("give --impl or --reference, not both");
+  if (mutant !== undefined && !p.bool("reference")) throw new UsageError("--mutant goes with --reference");
   if (mutant !== undefined && !MUTANTS.some((m) => m.id === mutant))
-    return usage(`unknown mutant ${mutant}; known: ${MUTANTS.map((m) => m.id).join(", ")}`, CONFORM_HELP);
-  if (impl === undefined && !p.flags.has("reference"))
-    return usage('--impl "<command>" is required', CONFORM_HELP);
+    throw new UsageError(`unknown mutant ${mutant}; known: ${MUTANTS.map((m) => m.id).join(", ")}`);
+  if (impl === undefined && !p.bool("reference"))
+    throw new UsageError('--impl "<command>" or --reference is required');
   const command = impl ?? referenceCommand(mutant);
-  const vectorsDir = str(p, "vectors");
+  const vectorsDir = opt(p, "vectors", nonEmpty);
   const result = await conform({
     command,
     ...(impl === undefined ? { cwd: repoRoot } : {}),
     ...(vectorsDir !== undefined ? { vectorsDir: resolve(vectorsDir) } : {}),
-    ...(typeof runs === "number" ? { runs } : {}),
-    ...(typeof seed === "number" ? { seed } : {}),
-    ...(typeof timeout === "number" ? { timeoutMs: timeout } : {}),
+    ...(runs !== undefined ? { runs } : {}),
+    seed,
+    ...(timeout !== undefined ? { timeoutMs: timeout } : {}),
     ...select,
     log,
   });
   if (typeof result === "string") {
-    console.error(`error: ${result}`);
-    return 2;
+    err(`${spec.name}: ${result}`);
+    return EXIT_USAGE;
   }
   console.log(terminalReport(result));
-  if (!p.flags.has("no-report")) console.log(`report: ${writeReport(reportDir, result)}/report.md`);
+  if (!p.bool("no-report")) console.log(`report: ${writeReport(reportDir, result)}/report.md`);
   return counts(result.cases).fail > 0 ? 1 : 0;
 }
 
-export async function vectorsMain(argv: string[]): Promise<number> {
-  const p = parse(argv, ["out", "runs", "seed", "only", "level"], []);
-  if (p.flags.has("help")) {
+export async function vectorsMain(argv: string[], prog = "sim"): Promise<number> {
+  const spec = VECTORS_SPEC(prog);
+  return runWithUsage(err, spec.name, () => vectorsBody(spec, argv));
+}
+
+function vectorsBody(spec: CommandSpec, argv: string[]): number {
+  const p = parseCommand(spec, argv);
+  if (p === "help") {
     console.log(VECTORS_HELP);
     return 0;
   }
-  if (p.error !== undefined) return usage(p.error, VECTORS_HELP);
-  const out = str(p, "out");
-  if (out === undefined) return usage("--out DIR is required", VECTORS_HELP);
-  const runs = int(p, "runs", 0);
-  const seed = int(p, "seed", -(2 ** 31));
-  const lvl = level(p);
-  for (const v of [runs, seed, lvl]) if (isInvalid(v)) return usage(v.invalid, VECTORS_HELP);
-  const only = str(p, "only");
+  const out = opt(p, "out", nonEmpty);
+  if (out === undefined) throw new UsageError("--out DIR is required");
+  const runs = opt(p, "runs", count) ?? 20;
+  const seed = opt(p, "seed", parseSeed) ?? DEFAULT_VECTOR_SEED;
+  const lvl = opt(p, "level", level);
+  const only = opt(p, "only", nonEmpty);
   const cases = selectCases(allCases(), {
     ...(only !== undefined ? { only } : {}),
-    ...(lvl !== undefined ? { level: lvl as Level } : {}),
+    ...(lvl !== undefined ? { level: lvl } : {}),
   });
-  if (cases.length === 0) return usage("no case matches the selection", VECTORS_HELP);
-  const manifest = generateVectors(
-    resolve(out),
-    cases,
-    typeof runs === "number" ? runs : 20,
-    typeof seed === "number" ? seed : DEFAULT_VECTOR_SEED,
-  );
+  if (cases.length === 0) throw new UsageError("no case matches the selection");
+  writableDir("--out", resolve(out));
+  const manifest = generateVectors(resolve(out), cases, runs, seed);
   const steps = manifest.cases.reduce((a, c) => a + c.runs, 0);
   console.log(`vectors: ${manifest.cases.length} cases, ${steps} runs written to ${resolve(out)}`);
   return 0;

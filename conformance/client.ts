@@ -14,6 +14,8 @@ export interface Hello {
   readonly protocol: number;
   readonly name: string;
   readonly ops: readonly string[];
+  /** The adapter's own error names mapped onto the vocabulary (`{"PeerTag": "VocabularyTag"}`). */
+  readonly errors?: Readonly<Record<string, string>>;
 }
 
 export interface ClientOptions {
@@ -136,10 +138,15 @@ export class ImplClient {
     const v = r.value as { [k: string]: Json } | null;
     if (v === null || typeof v !== "object" || typeof v["protocol"] !== "number" || !Array.isArray(v["ops"]))
       return `hello answered ${JSON.stringify(v)}: expected {protocol, name, ops}`;
+    const errs = v["errors"];
+    const errors: Record<string, string> = {};
+    if (errs !== null && typeof errs === "object" && !Array.isArray(errs))
+      for (const [k, t] of Object.entries(errs)) if (typeof t === "string") errors[k] = t;
     return {
       protocol: v["protocol"],
       name: typeof v["name"] === "string" ? v["name"] : "(unnamed)",
       ops: (v["ops"] as Json[]).filter((o): o is string => typeof o === "string"),
+      ...(Object.keys(errors).length > 0 ? { errors } : {}),
     };
   }
 

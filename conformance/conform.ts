@@ -88,7 +88,7 @@ const runAll = async (
       vectors.map((x) => ({ ...x, id: x.meta.id, rules: x.meta.rules, level: x.meta.level })),
       o,
     )) {
-      const r = await runCaseVectors(client, v.meta, v.runs, supported);
+      const r = await runCaseVectors(client, v.meta, v.runs, supported, hello.errors);
       o.log?.(`${r.status.padEnd(7)} ${r.id}`);
       results.push(r);
       if (o.stopOnFail === true && r.status === "fail") break;
@@ -96,8 +96,14 @@ const runAll = async (
   } else {
     const seed = o.seed ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
     for (const k of selectCases(allCases(), o)) {
-      const r = await runCaseProperty(client, k, supported, { numRuns: o.runs ?? k.numRuns, seed });
-      o.log?.(`${r.status.padEnd(7)} ${r.id}${r.status === "fail" ? `: ${r.reason}` : ""}`);
+      const r = await runCaseProperty(client, k, supported, {
+        numRuns: o.runs ?? k.numRuns,
+        seed,
+        ...(hello.errors !== undefined ? { errors: hello.errors } : {}),
+      });
+      o.log?.(
+        `${r.status.padEnd(7)} ${r.id}${r.status === "fail" ? ` (${r.differed}/${r.runs} runs differ): ${r.reason}` : ""}`,
+      );
       results.push(r);
     }
   }
@@ -111,12 +117,25 @@ const runAll = async (
 
 /** Runs the suite against one implementation; a string is a setup error (cannot start, bad hello, bad vectors). */
 export const conform = (o: ConformOptions): Promise<SuiteResult | string> => {
+  if (o.runs !== undefined && !(Number.isInteger(o.runs) && o.runs >= 1))
+    return Promise.resolve(`runs must be a whole number >= 1 (got ${o.runs}): 0 runs would test nothing`);
   let vectors: readonly VectorCase[] | undefined = o.vectors;
   if (o.vectorsDir !== undefined) {
     const v = readVectors(o.vectorsDir);
     if (typeof v === "string") return Promise.resolve(v);
     vectors = v.cases;
   }
+  const selected =
+    vectors !== undefined
+      ? selectCases(
+          vectors.map((x) => ({ id: x.meta.id, rules: x.meta.rules, level: x.meta.level })),
+          o,
+        ).length
+      : selectCases(allCases(), o).length;
+  if (selected === 0)
+    return Promise.resolve(
+      `no case matches the selection${o.only !== undefined ? ` --only ${JSON.stringify(o.only)}` : ""}${o.level !== undefined ? ` --level ${o.level}` : ""}`,
+    );
   return Effect.runPromise(
     Effect.scoped(
       Effect.flatMap(implementation(o), (c): Effect.Effect<SuiteResult | string> =>

@@ -70,10 +70,10 @@ export const MUTANTS: readonly Mutant[] = [
     bug: "prepareKick compares used_event against next_used instead of next_used - 1",
   },
   {
-    id: "used-idx-before-element",
+    id: "used-slot-from-guest",
     subject: "queue",
-    source: "virtio-lab",
-    bug: "addUsed makes used.idx visible before writing the used element",
+    source: "a JavaScript emulator's virtqueue (issue 13)",
+    bug: "addUsed picks its used ring slot from used.idx as read in guest memory, a field only the device writes",
   },
   {
     id: "write-readable",

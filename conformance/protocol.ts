@@ -117,13 +117,168 @@ export const canonical = (v: Json): string => {
 };
 
 /**
- * Does an actual outcome satisfy an expected one? Errors compare by tag only (fields are
- * diagnostics and may differ between implementations); values compare exactly.
+ * Answers that mean "this implementation cannot do that here", not a verdict: the run that
+ * needs them is skipped (only that run), never failed. `Unsupported` may be answered for one
+ * op or for one shape of its arguments; `ResourceLimit` when the adapter will not allocate
+ * (or address) what was asked.
  */
-export const outcomeMatches = (expected: Outcome, actual: Outcome): boolean => {
+export const SKIP_TAGS: readonly string[] = ["Unsupported", "UnsupportedOperation", "ResourceLimit"];
+
+/**
+ * Answers that never stand for a refusal of the guest's input, even where only "some error"
+ * is required (safety steps): the implementation threw, hung, died, or the adapter did not
+ * understand the request.
+ */
+export const NOT_A_REFUSAL: readonly string[] = [
+  "InternalError",
+  "Timeout",
+  "ProcessExited",
+  "MalformedResponse",
+  "BadRequest",
+  "NotConfigured",
+];
+
+/**
+ * Peer error names mapped onto the vocabulary (docs/conformance-protocol.md §4.1). `op` "*"
+ * applies to every op. An adapter may also give its own map in hello's `errors`.
+ */
+export interface ErrorAlias {
+  readonly op: string;
+  readonly peer: string;
+  readonly tag: string;
+  readonly source: string;
+}
+
+export const ERROR_ALIASES: readonly ErrorAlias[] = [
+  { op: "*", peer: "QueueNotReady", tag: "NotReady", source: "rust-vmm virtio-queue Error" },
+  { op: "*", peer: "InvalidAvailRingIndex", tag: "InvalidAvailIdx", source: "rust-vmm virtio-queue Error" },
+  {
+    op: "queue.addUsed",
+    peer: "InvalidDescriptorIndex",
+    tag: "DescIndexOutOfBounds",
+    source: "rust-vmm virtio-queue queue.rs add_used",
+  },
+  {
+    op: "*",
+    peer: "AddressOverflow",
+    tag: "GuestAddressOverflow",
+    source: "rust-vmm virtio-queue Error",
+  },
+  { op: "memory.read", peer: "PartialBuffer", tag: "InvalidGuestAddress", source: "vm-memory Error" },
+  { op: "memory.write", peer: "PartialBuffer", tag: "InvalidGuestAddress", source: "vm-memory Error" },
+  {
+    op: "memory.create",
+    peer: "MemoryRegionOverlap",
+    tag: "OverlappingRegions",
+    source: "vm-memory GuestRegionCollectionError",
+  },
+  {
+    op: "memory.create",
+    peer: "UnsortedMemoryRegions",
+    tag: "OverlappingRegions",
+    source: "vm-memory GuestRegionCollectionError (the suite sends regions sorted)",
+  },
+  {
+    op: "*",
+    peer: "UnexpectedReadOnlyDescriptor",
+    tag: "UnwritableDescriptor",
+    source: "rust-vmm virtio-vsock packet.rs",
+  },
+  {
+    op: "*",
+    peer: "UnexpectedWriteOnlyDescriptor",
+    tag: "UnreadableDescriptor",
+    source: "rust-vmm virtio-vsock packet.rs",
+  },
+  {
+    op: "*",
+    peer: "DescriptorLengthTooSmall",
+    tag: "HdrDescTooSmall",
+    source: "rust-vmm virtio-vsock packet.rs",
+  },
+  {
+    op: "*",
+    peer: "DescriptorChainTooShort",
+    tag: "HdrDescMissing",
+    source: "rust-vmm virtio-vsock packet.rs (no head descriptor)",
+  },
+  { op: "*", peer: "InvalidMemoryAccess", tag: "GuestMemory", source: "rust-vmm virtio-vsock packet.rs" },
+  {
+    op: "*",
+    peer: "GuestMemoryError",
+    tag: "GuestMemory",
+    source: "rust-vmm virtio-queue descriptor_utils.rs Error",
+  },
+];
+
+/** A peer's tag in the vocabulary: its own hello map first, then ERROR_ALIASES. */
+export const canonicalTag = (
+  op: string,
+  tag: string,
+  own: Readonly<Record<string, string>> | undefined,
+): string => {
+  const mine = own?.[tag];
+  if (mine !== undefined) return mine;
+  const a = ERROR_ALIASES.find((x) => x.peer === tag && (x.op === "*" || x.op === op));
+  return a === undefined ? tag : a.tag;
+};
+
+/** The answer with its error tag put into the vocabulary (the original kept as `peerTag`). */
+export const normalizeOutcome = (
+  op: string,
+  o: Outcome,
+  own: Readonly<Record<string, string>> | undefined,
+): Outcome => {
+  if (o.ok) return o;
+  const tag = canonicalTag(op, o.error._tag, own);
+  return tag === o.error._tag ? o : { ok: false, error: { ...o.error, _tag: tag, peerTag: o.error._tag } };
+};
+
+/**
+ * Fields of a chain walk an adapter may leave out (a peer's chain iterator may not know a
+ * descriptor's table index, whether it came from an indirect table, or why the walk ended):
+ * compared only when the answer gives them.
+ */
+export const OPTIONAL_WALK_KEYS: readonly string[] = ["index", "indirect", "end"];
+const OPTIONAL_IN: ReadonlySet<string> = new Set(["chain.walk", "queue.pop"]);
+
+/** `expected` without the optional keys that `actual` leaves out (at any depth, arrays pairwise). */
+const dropAbsent = (expected: Json, actual: Json): Json => {
+  if (Array.isArray(expected) && Array.isArray(actual))
+    return (expected as readonly Json[]).map((e, i) =>
+      i < actual.length ? dropAbsent(e, (actual as readonly Json[])[i]!) : e,
+    );
+  if (!isObject(expected) || !isObject(actual)) return expected;
+  const out: Record<string, Json> = {};
+  for (const [k, v] of Object.entries(expected)) {
+    if (OPTIONAL_WALK_KEYS.includes(k) && !(k in actual)) continue;
+    out[k] = k in actual ? dropAbsent(v, actual[k]!) : v;
+  }
+  return out;
+};
+
+/**
+ * Does an actual outcome satisfy an expected one? Errors compare by tag only (fields are
+ * diagnostics and may differ between implementations); values compare exactly, except the
+ * optional walk fields of chain.walk / queue.pop. With `anyRefusal` (safety steps: the only
+ * requirement is that the input is refused) any error that is a refusal matches an expected
+ * error, whatever its tag.
+ */
+export const outcomeMatches = (
+  expected: Outcome,
+  actual: Outcome,
+  o: { readonly op?: string; readonly anyRefusal?: boolean } = {},
+): boolean => {
   if (expected.ok !== actual.ok) return false;
-  if (!expected.ok) return !actual.ok && actual.error._tag === expected.error._tag;
-  return actual.ok && canonical(expected.value) === canonical(actual.value);
+  if (!expected.ok) {
+    if (actual.ok) return false;
+    if (actual.error._tag === expected.error._tag) return true;
+    return o.anyRefusal === true && !NOT_A_REFUSAL.includes(actual.error._tag);
+  }
+  if (!actual.ok) return false;
+  const want =
+    o.op !== undefined && OPTIONAL_IN.has(o.op) ? dropAbsent(expected.value, actual.value) : expected.value;
+  return canonical(want) === canonical(actual.value);
 };
 
 /** The outcome with an ok object value cut down to `keys` (absent keys stay absent). */

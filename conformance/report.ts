@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { Level, Profile, Step } from "./cases/types.ts";
 import { LEVELS, PROFILES } from "./cases/types.ts";
 import { canonical, showOutcome } from "./protocol.ts";
-import type { CaseResult, CaseStatus } from "./runner.ts";
+import type { CaseResult, CaseStatus, RunOutcome } from "./runner.ts";
 import { writeVectors } from "./vectors.ts";
 
 export interface RuleLine {
@@ -18,7 +18,13 @@ export interface RuleLine {
   readonly level: Level;
   readonly status: CaseStatus;
   readonly cases: readonly string[];
+  /** Runs that differed on this rule (at this level), over every case citing it. */
+  readonly differed: number;
+  /** Runs that checked it with no difference. */
+  readonly checked: number;
   readonly note: string;
+  /** The smallest counterexample for this rule, and the case it came from. */
+  readonly counterexample?: { readonly case: string; readonly run: RunOutcome };
 }
 
 export interface SuiteResult {
@@ -39,33 +45,98 @@ export interface MutantResult {
   readonly killedBy: readonly string[];
 }
 
-/** Rule lines per level: a rule fails if any case citing it failed at that level. */
+/**
+ * Rule lines per level: every rule of every case, with the runs that differed on it (a
+ * difference is charged to the rules of the step where it showed) and its own smallest
+ * counterexample. A rule fails when some run differed on it, passes when some run checked it
+ * and none differed, and is skipped when nothing checked it.
+ */
 export const ruleLines = (cases: readonly CaseResult[]): RuleLine[] => {
-  const map = new Map<string, { level: Level; rule: string; cases: CaseResult[] }>();
-  for (const c of cases) {
-    for (const r of c.rules) {
-      const key = `${c.level} ${r}`;
-      const e = map.get(key) ?? { level: c.level, rule: r, cases: [] };
-      e.cases.push(c);
+  interface Acc {
+    level: Level;
+    rule: string;
+    cases: Set<string>;
+    differed: number;
+    checked: number;
+    cx?: { case: string; run: RunOutcome };
+    skipNote: string;
+  }
+  const map = new Map<string, Acc>();
+  const acc = (level: Level, rule: string): Acc => {
+    const key = `${level} ${rule}`;
+    let e = map.get(key);
+    if (e === undefined) {
+      e = { level, rule, cases: new Set(), differed: 0, checked: 0, skipNote: "" };
       map.set(key, e);
+    }
+    return e;
+  };
+  for (const c of cases) {
+    for (const t of c.tallies) {
+      const e = acc(t.level, t.rule);
+      e.cases.add(c.id);
+      e.differed += t.differed;
+      e.checked += t.checked;
+      const run = t.counterexample;
+      if (run !== undefined && (e.cx === undefined || run.failedAt < e.cx.run.failedAt))
+        e.cx = { case: c.id, run };
+    }
+    // Rules the case cites that no run checked at any level: skipped at the case's level.
+    for (const r of c.rules) {
+      if (c.tallies.some((t) => t.rule === r)) continue;
+      const e = acc(c.level, r);
+      e.cases.add(c.id);
+      if (e.skipNote === "") e.skipNote = c.reason === "" ? "not checked" : c.reason;
     }
   }
   const out: RuleLine[] = [];
   for (const e of map.values()) {
-    const failed = e.cases.filter((c) => c.status === "fail");
-    const passed = e.cases.filter((c) => c.status === "pass");
-    const status: CaseStatus = failed.length > 0 ? "fail" : passed.length > 0 ? "pass" : "skipped";
+    const status: CaseStatus = e.differed > 0 ? "fail" : e.checked > 0 ? "pass" : "skipped";
     const note =
       status === "fail"
-        ? failed.map((c) => `${c.id}: ${c.reason}`).join("; ")
+        ? `${e.differed} run${e.differed === 1 ? "" : "s"} differed; smallest in ${e.cx?.case ?? "?"}: ${e.cx?.run.message ?? ""}`
         : status === "skipped"
-          ? e.cases[0]!.reason
+          ? e.skipNote
           : "";
-    out.push({ rule: e.rule, level: e.level, status, cases: e.cases.map((c) => c.id), note });
+    out.push({
+      rule: e.rule,
+      level: e.level,
+      status,
+      cases: [...e.cases],
+      differed: e.differed,
+      checked: e.checked,
+      note,
+      ...(e.cx !== undefined ? { counterexample: e.cx } : {}),
+    });
   }
   return out.sort(
     (a, b) => LEVELS.indexOf(a.level) - LEVELS.indexOf(b.level) || a.rule.localeCompare(b.rule),
   );
+};
+
+/**
+ * The verdict a caller exits on: "fail" when a MUST or SAFETY rule differed, "untested"
+ * when no rule was checked at all (everything skipped, or nothing selected), else "pass".
+ * Profile rules never fail the verdict: they say which VMM the implementation behaves like.
+ */
+export const verdict = (cases: readonly CaseResult[]): "pass" | "fail" | "untested" => {
+  const lines = ruleLines(cases);
+  if (lines.some((l) => l.status === "fail" && l.level !== "profile")) return "fail";
+  return lines.some((l) => l.status === "pass" || l.status === "fail") ? "pass" : "untested";
+};
+
+/**
+ * Ops or rule ids that must not be skipped (`--require`): each names an op some case needing
+ * it ran, or a rule some run checked. Returns what was required but skipped.
+ */
+export const unmetRequirements = (cases: readonly CaseResult[], required: readonly string[]): string[] => {
+  const lines = ruleLines(cases);
+  return required.filter((x) => {
+    const asRule = lines.filter((l) => l.rule === x);
+    if (asRule.length > 0) return !asRule.some((l) => l.status !== "skipped");
+    const ran = cases.filter((c) => c.ops.includes(x) && c.status !== "skipped");
+    return ran.length === 0;
+  });
 };
 
 export interface ProfileSummary {
@@ -76,7 +147,7 @@ export interface ProfileSummary {
 }
 
 export const profileSummary = (cases: readonly CaseResult[]): ProfileSummary[] => {
-  const prof = cases.filter((c) => c.level === "profile" && c.status !== "skipped");
+  const prof = cases.filter((c) => c.profiles !== undefined && c.status !== "skipped");
   return PROFILES.map((p) => {
     const departs = prof.filter((c) => !(c.profiles ?? []).includes(p)).map((c) => c.id);
     return { profile: p, agreed: prof.length - departs.length, total: prof.length, departsIn: departs };
@@ -106,7 +177,11 @@ export const showStep = (s: Step): string =>
   JSON.stringify({
     op: s.op,
     args: s.args,
-    ...("outcome" in s.expect ? { expect: s.expect.outcome } : { profiles: s.expect.profiles }),
+    ...("outcome" in s.expect
+      ? { expect: s.expect.outcome }
+      : "safe" in s.expect
+        ? { safe: true }
+        : { profiles: s.expect.profiles }),
   });
 
 export const terminalReport = (r: SuiteResult, mutants?: readonly MutantResult[]): string => {
@@ -132,15 +207,17 @@ export const terminalReport = (r: SuiteResult, mutants?: readonly MutantResult[]
       `  ${pad(p.profile, 16)} ${p.agreed}/${p.total}${p.departsIn.length > 0 ? `  departs in ${p.departsIn.join(", ")}` : ""}`,
     );
   }
-  for (const f of r.cases.filter((x) => x.status === "fail" && x.counterexample !== undefined)) {
+  for (const l of ruleLines(r.cases).filter((x) => x.counterexample !== undefined)) {
+    const cx = l.counterexample!;
     lines.push("");
-    lines.push(`FAIL ${f.id} [${f.rules.join(" ")}] ${f.reason}`);
-    const cx = f.counterexample!;
-    cx.steps.forEach((s, i) => {
-      const got = cx.actual[i];
-      const mark = i === cx.failedAt ? ">>" : "  ";
+    lines.push(
+      `${l.level === "profile" ? "DIFFERS" : "FAIL"} ${l.level} ${l.rule}: ${l.differed} run${l.differed === 1 ? "" : "s"} differed (smallest in ${cx.case}) ${cx.run.message}`,
+    );
+    cx.run.steps.slice(0, cx.run.failedAt + 1).forEach((s, i) => {
+      const got = cx.run.actual[i];
+      const mark = i === cx.run.failedAt ? ">>" : "  ";
       lines.push(
-        `  ${mark} ${clip(showStep(s), 160)}${got !== undefined && i === cx.failedAt ? `\n     got ${clip(showOutcome(got), 150)}` : ""}`,
+        `  ${mark} ${clip(showStep(s), 160)}${got !== undefined && i === cx.run.failedAt ? `\n     got ${clip(showOutcome(got), 150)}` : ""}`,
       );
     });
   }
@@ -198,11 +275,13 @@ export const markdownReport = (r: SuiteResult, mutants?: readonly MutantResult[]
       "",
       `rules: ${n("pass")} pass, ${n("fail")} fail, ${n("skipped")} skipped`,
       "",
-      "| rule | status | cases | note |",
-      "| --- | --- | --- | --- |",
+      "| rule | status | runs differed | runs agreed | cases | note |",
+      "| --- | --- | --- | --- | --- | --- |",
     );
     for (const l of rl)
-      out.push(`| ${l.rule} | ${l.status} | ${l.cases.join(", ")} | ${l.note.replaceAll("|", "\\|")} |`);
+      out.push(
+        `| ${l.rule} | ${l.status} | ${l.differed} | ${l.checked} | ${l.cases.join(", ")} | ${l.note.replaceAll("|", "\\|")} |`,
+      );
     out.push("");
   }
   const ps = profileSummary(r.cases).filter((p) => p.total > 0);
@@ -211,40 +290,45 @@ export const markdownReport = (r: SuiteResult, mutants?: readonly MutantResult[]
     for (const p of ps) out.push(`| ${p.profile} | ${p.agreed}/${p.total} | ${p.departsIn.join(", ")} |`);
     out.push("");
   }
-  const fails = r.cases.filter((x) => x.status === "fail");
-  if (fails.length > 0) {
+  const diffs = ruleLines(r.cases).filter((l) => l.counterexample !== undefined);
+  if (diffs.length > 0) {
     out.push(
-      "## Failures",
+      "## Differences, per rule",
       "",
-      'Replay: `npx tsx sim conform --vectors counterexamples --impl "<command>"` (from this folder).',
+      'Each rule\'s smallest counterexample. Replay: `npx tsx sim conform --vectors counterexamples --impl "<command>"` (from this folder).',
       "",
     );
-    for (const f of fails) {
-      out.push(`### ${f.id} [${f.rules.join(" ")}]`, "", f.reason, "");
-      if (f.seed !== undefined) out.push(`seed ${f.seed}`, "");
-      const cx = f.counterexample;
-      if (cx !== undefined) {
-        out.push("```");
-        cx.steps.forEach((s, i) => {
-          out.push(`${i === cx.failedAt ? ">> " : "   "}${showStep(s)}`);
-          const got = cx.actual[i];
-          if (i === cx.failedAt && got !== undefined)
-            out.push(
-              `   got ${canonical(got.ok ? { ok: true, value: got.value } : { ok: false, error: got.error })}`,
-            );
-        });
-        out.push("```", "");
-      }
+    for (const l of diffs) {
+      const cx = l.counterexample!;
+      const seed = r.cases.find((c) => c.id === cx.case)?.seed;
+      out.push(
+        `### ${l.level} ${l.rule}`,
+        "",
+        `${l.differed} run${l.differed === 1 ? "" : "s"} differed, ${l.checked} agreed; smallest in \`${cx.case}\`${seed !== undefined ? ` (seed ${seed})` : ""}: ${cx.run.message}`,
+        "",
+        "```",
+      );
+      cx.run.steps.slice(0, cx.run.failedAt + 1).forEach((s, i) => {
+        out.push(`${i === cx.run.failedAt ? ">> " : "   "}${showStep(s)}`);
+        const got = cx.run.actual[i];
+        if (i === cx.run.failedAt && got !== undefined)
+          out.push(
+            `   got ${canonical(got.ok ? { ok: true, value: got.value } : { ok: false, error: got.error })}`,
+          );
+      });
+      out.push("```", "");
     }
   }
   out.push(
     "## Cases",
     "",
-    "| case | level | status | runs | ms | rules |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "| case | level | status | runs | differed | skipped runs | ms | rules |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
   );
   for (const x of r.cases)
-    out.push(`| ${x.id} | ${x.level} | ${x.status} | ${x.runs} | ${x.ms} | ${x.rules.join(" ")} |`);
+    out.push(
+      `| ${x.id} | ${x.level} | ${x.status} | ${x.runs} | ${x.differed} | ${x.skippedRuns} | ${x.ms} | ${x.rules.join(" ")} |`,
+    );
   if (mutants !== undefined) {
     out.push(
       "",
@@ -276,26 +360,55 @@ export const writeReport = (dir: string, r: SuiteResult, mutants?: readonly Muta
         mode: r.mode,
         counts: counts(r.cases),
         profile: profileVerdict(r.cases),
-        rules: ruleLines(r.cases),
-        cases: r.cases.map((c) => ({ ...c, counterexample: c.counterexample?.steps.map(showStep) })),
+        verdict: verdict(r.cases),
+        rules: ruleLines(r.cases).map((l) => ({
+          ...l,
+          counterexample:
+            l.counterexample === undefined
+              ? undefined
+              : {
+                  case: l.counterexample.case,
+                  steps: l.counterexample.run.steps.slice(0, l.counterexample.run.failedAt + 1).map(showStep),
+                  got: l.counterexample.run.actual[l.counterexample.run.failedAt],
+                },
+        })),
+        cases: r.cases.map(({ counterexample, tallies, ...c }) => ({
+          ...c,
+          counterexample: counterexample?.steps.map(showStep),
+          rules: tallies.map((t) => ({
+            level: t.level,
+            rule: t.rule,
+            differed: t.differed,
+            checked: t.checked,
+          })),
+        })),
         ...(mutants !== undefined ? { mutants, killCount: killCount(mutants) } : {}),
       },
       null,
       2,
     ) + "\n",
   );
-  const fails = r.cases.filter((c) => c.status === "fail" && c.counterexample !== undefined);
-  if (fails.length > 0) {
+  const diffs = ruleLines(r.cases).filter((l) => l.counterexample !== undefined);
+  if (diffs.length > 0) {
+    const byId = new Map(r.cases.map((c) => [c.id, c]));
     writeVectors(
       join(folder, "counterexamples"),
-      fails.map((f) => ({
-        meta: { id: f.id, title: f.title, rules: f.rules, level: f.level, ops: f.ops },
-        runs: [f.counterexample!.steps.slice(0, f.counterexample!.failedAt + 1)],
-      })),
-      f0seed(fails),
+      diffs.map((l) => {
+        const c = byId.get(l.counterexample!.case)!;
+        const run = l.counterexample!.run;
+        return {
+          meta: {
+            id: `${c.id}--${l.level}-${l.rule}`,
+            title: `${l.rule} (${l.level}) in ${c.title}`,
+            rules: [l.rule],
+            level: c.level,
+            ops: c.ops,
+          },
+          runs: [run.steps.slice(0, run.failedAt + 1)],
+        };
+      }),
+      r.cases.find((c) => c.seed !== undefined)?.seed ?? 0,
     );
   }
   return folder;
 };
-
-const f0seed = (fails: readonly CaseResult[]): number => fails[0]?.seed ?? 0;

@@ -2,8 +2,9 @@
  * Vectors: deterministic request / expected-response files, replayable without Node.
  *
  * DIR/manifest.json  {format, version, protocol, seed, cases: [{id, title, rules, level, ops, file, runs}]}
- * DIR/<case>.jsonl   one step per line: {"run": k, "op", "args", "expect": Outcome}
+ * DIR/<case>.jsonl   one step per line: {"run": k, "op", "args", "rules"?, "expect": Outcome}
  *                    or, for profile steps, {"run": k, "op", "args", "profiles": {profile: Outcome}}
+ *                    or, for hostile input, {"run": k, "op", "args", "safe": true} (any answer but a crash)
  * Every run starts with a `reset` step. docs/conformance-protocol.md describes how to compare.
  */
 import fc from "fast-check";
@@ -47,19 +48,24 @@ export const caseVectors = (c: AnyCase, runs: number, seed: number): (readonly S
   let h = seed | 0;
   for (const ch of c.id) h = (Math.imul(h, 31) + ch.charCodeAt(0)) | 0;
   const inputs = [...c.examples, ...(runs > 0 ? fc.sample(c.arb, { seed: h, numRuns: runs }) : [])];
-  return inputs.map((input) => [RESET_STEP, ...c.steps(input)]);
+  // Steps citing the case's setup rules say so, so a replay charges them alike.
+  const cite = (s: Step): Step =>
+    s.rules === undefined && c.setupRules !== undefined ? { ...s, rules: c.setupRules } : s;
+  return inputs.map((input) => [RESET_STEP, ...c.steps(input).map(cite)]);
 };
 
 const stepLine = (run: number, s: Step): string => {
-  const base = { run, op: s.op, args: s.args };
+  const base = { run, op: s.op, args: s.args, ...(s.rules !== undefined ? { rules: s.rules } : {}) };
   return JSON.stringify(
     "outcome" in s.expect
       ? { ...base, expect: s.expect.outcome }
-      : {
-          ...base,
-          profiles: s.expect.profiles,
-          ...(s.expect.keys !== undefined ? { keys: s.expect.keys } : {}),
-        },
+      : "safe" in s.expect
+        ? { ...base, safe: true }
+        : {
+            ...base,
+            profiles: s.expect.profiles,
+            ...(s.expect.keys !== undefined ? { keys: s.expect.keys } : {}),
+          },
   );
 };
 
@@ -159,9 +165,15 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
       // Runs are numbered 0, 1, 2, ... as the writer numbers them: bound them to this file.
       if (!Number.isInteger(v["run"]) || v["run"] < 0 || v["run"] > lineNo)
         return `${c.file}:${lineNo}: run must be a whole number from 0 to the line number`;
+      const rules = v["rules"];
+      if (rules !== undefined && !strings(rules))
+        return `${c.file}:${lineNo}: rules must be a list of strings`;
+      const cites = rules !== undefined ? { rules: rules as string[] } : {};
       let s: Step;
       if (isOutcome(v["expect"]))
-        s = { op: v["op"], args: v["args"] as JsonObject, expect: { outcome: v["expect"] } };
+        s = { op: v["op"], args: v["args"] as JsonObject, expect: { outcome: v["expect"] }, ...cites };
+      else if (v["safe"] === true)
+        s = { op: v["op"], args: v["args"] as JsonObject, expect: { safe: true }, ...cites };
       else if (isObject(v["profiles"])) {
         const profiles: { [P in Profile]?: Outcome } = {};
         for (const p of PROFILES) {
@@ -178,6 +190,7 @@ export const readVectors = (dir: string): { manifest: Manifest; cases: VectorCas
           op: v["op"],
           args: v["args"] as JsonObject,
           expect: { profiles, ...(keys !== undefined ? { keys: keys as string[] } : {}) },
+          ...cites,
         };
       } else return `${c.file}:${lineNo}: expected an "expect" outcome or "profiles"`;
       const k = v["run"];

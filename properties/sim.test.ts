@@ -9,7 +9,7 @@ import { runScenario, type RunResult } from "../sim/engine.ts";
 import { scenarios } from "../sim/scenarios/index.ts";
 
 // Real I/O decides part of what these record (a kernel's TAP replies, how Unix sockets
-// split bytes, a real guest's timing): they are left out of the byte-for-byte promise.
+// split bytes): they are left out of the byte-for-byte promise.
 const REAL_IO = new Set(["net-tap", "vsock-echo", "linux-net", "linux-vsock"]);
 const DETERMINISTIC = scenarios.filter((s) => !REAL_IO.has(s.name));
 

@@ -47,7 +47,7 @@ type Cmd =
       readonly used: bigint;
     }
   | { readonly k: "kick" | "call"; readonly index: number }
-  | { readonly k: "features"; readonly value: bigint };
+  | { readonly k: "features" | "proto"; readonly value: bigint };
 
 const index = fc.constantFrom(0, 1, 0, 1, 2, 255);
 const regionArb: fc.Arbitrary<Region> = fc.record({
@@ -92,6 +92,14 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
       value: fc.constantFrom(VERSION_1 | bit(F_PROTOCOL_FEATURES), VERSION_1, 1n << 63n),
     }),
   },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("proto" as const),
+      // MQ | REPLY_ACK are offered to a net device; CONFIG (9) and bit 20 are not.
+      value: fc.constantFrom(bit(0) | bit(3), bit(3), bit(9), bit(20)),
+    }),
+  },
 );
 
 /** The model: the first rule a request breaks, given the regions in force; null when none. */
@@ -122,6 +130,8 @@ const predicted = (c: Cmd, table: readonly Region[]): string | null => {
     }
     case "features":
       return c.value === 1n << 63n ? "FeaturesNotOffered" : null;
+    case "proto":
+      return (c.value & ~(bit(0) | bit(3))) !== 0n ? "ProtocolFeaturesNotOffered" : null;
     default:
       return null;
   }
@@ -182,6 +192,8 @@ const toMessage = (c: Cmd, f: Fdio, memfd: number): Message => {
       );
     case "features":
       return msg(Req.SET_FEATURES, { _tag: "U64", value: c.value });
+    case "proto":
+      return msg(Req.SET_PROTOCOL_FEATURES, { _tag: "U64", value: c.value });
   }
 };
 
@@ -198,6 +210,7 @@ describe.skipIf(skip !== null)("vhost-user back-end session", () => {
       "VU-RING-NUM",
       "VU-RING-ADDR-TRANSLATE",
       "VU-FEATURES-SUBSET",
+      "VU-PROTOCOL-FEATURES-SUBSET",
       "VU-DISCONNECT",
     ],
     fc.property(fc.array(cmd, { minLength: 1, maxLength: 25 }), (cmds) => {

@@ -10,17 +10,40 @@
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Effect } from "effect";
+import { Cause, Effect, Exit } from "effect";
 import { replayCommand, runScenario, type RunOptions, type RunResult, type Scenario } from "./engine.ts";
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
 import { scenarios, findScenario } from "./scenarios/index.ts";
 import { root } from "../scripts/paths.ts";
+import {
+  EXIT_FINDING,
+  EXIT_OK,
+  EXIT_USAGE,
+  UsageError,
+  duration,
+  integer,
+  nonEmpty,
+  parseCommand,
+  rate,
+  runWithUsage,
+  seed as parseSeed,
+  writableDir,
+  type CommandSpec,
+  type Parsed,
+} from "../scripts/args.ts";
 
 export interface Io {
   readonly out: (line: string) => void;
   readonly err: (line: string) => void;
   /** Progress (a line that may be redrawn with \r); null when not wanted. */
   readonly progress: ((text: string) => void) | null;
+  /** Aborted by sim/index.ts on SIGINT/SIGTERM/SIGHUP: the running scenario is interrupted. */
+  readonly signal?: AbortSignal;
+}
+
+/** The run was interrupted by a signal; every finalizer has run by the time this is thrown. */
+export class Interrupted extends Error {
+  readonly _tag = "Interrupted";
 }
 
 export const defaultIo = (): Io => ({
@@ -28,21 +51,6 @@ export const defaultIo = (): Io => ({
   err: (l) => process.stderr.write(l + "\n"),
   progress: process.stderr.isTTY ? (t) => process.stderr.write(`\r${t}\x1b[K`) : null,
 });
-
-class UsageError extends Error {}
-
-const MAIN_HELP = `usage: npx tsx sim <command> [options]
-
-commands:
-  run <scenario> [options]   run one scenario (see: sim run --help)
-  list                       the scenarios, one line each
-  smoke                      every scenario briefly with fixed seeds (the gate runs this)
-  conform [options]          run the conformance suite against another implementation
-  vectors [options]          write deterministic conformance vectors
-  vhost-user [options]       serve our net or vsock device to a VMM over vhost-user
-  help [command]             this text, or a command's
-
-Every command takes --help.`;
 
 const RUN_HELP = `usage: npx tsx sim run <scenario> [options]
 
@@ -68,6 +76,30 @@ invariant broke. Writes reports only with --report.`;
 
 const scenarioNames = (): string => scenarios.map((s) => s.name).join(", ");
 
+const RUN_SPEC: CommandSpec = {
+  name: "sim run",
+  help: RUN_HELP,
+  flags: {
+    seed: { kind: "string" },
+    steps: { kind: "string" },
+    duration: { kind: "string" },
+    faults: { kind: "string" },
+    report: { kind: "string" },
+    "no-report": { kind: "boolean" },
+    "no-oracle": { kind: "boolean" },
+    json: { kind: "boolean" },
+  },
+  positionals: { max: 1, what: "scenario" },
+};
+
+const LIST_SPEC: CommandSpec = { name: "sim list", help: LIST_HELP, flags: {} };
+
+const SMOKE_SPEC: CommandSpec = {
+  name: "sim smoke",
+  help: SMOKE_HELP,
+  flags: { report: { kind: "string" }, json: { kind: "boolean" } },
+};
+
 interface RunArgs {
   scenario: Scenario;
   seed: number;
@@ -79,110 +111,48 @@ interface RunArgs {
   json: boolean;
 }
 
-const parseInteger = (flag: string, raw: string | undefined, min: number, max: number): number => {
-  if (raw === undefined) throw new UsageError(`${flag} needs a value`);
-  if (!/^-?\d+$/.test(raw)) throw new UsageError(`${flag} must be an integer, got ${JSON.stringify(raw)}`);
-  const n = Number(raw);
-  if (n < min || n > max) throw new UsageError(`${flag} must be between ${min} and ${max}, got ${raw}`);
-  return n;
-};
-
 /** `500us`, `20ms`, `2s`, `1.5s` → microseconds. */
-export const parseDuration = (raw: string | undefined): number => {
-  if (raw === undefined) throw new UsageError("--duration needs a value");
-  const m = /^(\d+(?:\.\d+)?)(us|ms|s)$/.exec(raw);
-  if (m === null)
-    throw new UsageError(`--duration must look like 500us, 20ms or 2s, got ${JSON.stringify(raw)}`);
-  const v = Number(m[1]) * (m[2] === "us" ? 1 : m[2] === "ms" ? 1000 : 1_000_000);
-  if (!(v >= 1) || v > 3600e6) throw new UsageError(`--duration must be between 1us and 3600s, got ${raw}`);
-  return Math.round(v);
-};
+export const parseDuration = (raw: string): number => duration("--duration", raw);
 
-const RUN_FLAGS = [
-  "--seed",
-  "--steps",
-  "--duration",
-  "--faults",
-  "--report",
-  "--no-report",
-  "--no-oracle",
-  "--json",
-];
+/** `f(flag, value)` when the flag was given. */
+const opt = <T>(p: Parsed, name: string, f: (flag: string, raw: string) => T): T | undefined => {
+  const v = p.string(name);
+  return v === undefined ? undefined : f(`--${name}`, v);
+};
 
 const parseRun = (argv: readonly string[]): RunArgs | "help" => {
-  let name: string | undefined;
-  let seed: number | undefined;
-  let steps: number | undefined;
-  let durationUs: number | undefined;
-  let faults: number | undefined;
-  let report: string | null = join(root, "reports", "sim");
-  let oracle = true;
-  let json = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] =
-      a.startsWith("--") && a.includes("=")
-        ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]
-        : [a, undefined];
-    const value = (): string | undefined => (inline !== undefined ? inline : argv[++i]);
-    switch (flag) {
-      case "--help":
-      case "-h":
-        return "help";
-      case "--seed":
-        seed = parseInteger("--seed", value(), 0, 0xffffffff);
-        break;
-      case "--steps":
-        steps = parseInteger("--steps", value(), 1, 1e9);
-        break;
-      case "--duration":
-        durationUs = parseDuration(value());
-        break;
-      case "--faults": {
-        const raw = value();
-        const f = Number(raw);
-        if (raw === undefined || raw === "" || !Number.isFinite(f) || f < 0 || f > 1)
-          throw new UsageError(`--faults must be a rate between 0 and 1, got ${JSON.stringify(raw ?? "")}`);
-        faults = f;
-        break;
-      }
-      case "--report": {
-        const dir = value();
-        if (dir === undefined || dir === "") throw new UsageError("--report needs a directory");
-        report = dir;
-        break;
-      }
-      case "--no-report":
-        report = null;
-        break;
-      case "--no-oracle":
-        oracle = false;
-        break;
-      case "--json":
-        json = true;
-        break;
-      default:
-        if (a.startsWith("-"))
-          throw new UsageError(`unknown option ${a} for run; valid options: ${RUN_FLAGS.join(", ")}, --help`);
-        if (name !== undefined) throw new UsageError(`run takes one scenario, got ${name} and ${a}`);
-        name = a;
-    }
-  }
+  const p = parseCommand(RUN_SPEC, argv);
+  if (p === "help") return "help";
+  const seedArg = opt(p, "seed", parseSeed);
+  const steps = opt(p, "steps", (f, v) => integer(f, v, 1, 1e9));
+  const durationUs = opt(p, "duration", duration);
+  const faults = opt(p, "faults", rate);
+  const reportArg = opt(p, "report", nonEmpty);
   if (steps !== undefined && durationUs !== undefined)
     throw new UsageError("--steps and --duration are exclusive: give one");
+  if (reportArg !== undefined && p.bool("no-report"))
+    throw new UsageError("--report and --no-report are exclusive: give one");
+  const name = p.positionals[0];
   if (name === undefined) throw new UsageError(`run needs a scenario; valid scenarios: ${scenarioNames()}`);
   const scenario = findScenario(name);
   if (scenario === undefined)
     throw new UsageError(`unknown scenario ${JSON.stringify(name)}; valid scenarios: ${scenarioNames()}`);
+  if (faults !== undefined && faults > 0 && scenario.noFaults !== undefined)
+    throw new UsageError(
+      `${scenario.name} takes no --faults: ${scenario.noFaults}; scenarios that inject: ${scenarios
+        .filter((s) => s.noFaults === undefined)
+        .map((s) => s.name)
+        .join(", ")}`,
+    );
   return {
     scenario,
-    seed: seed ?? (Date.now() ^ Math.floor(Math.random() * 0x7fffffff)) >>> 0,
+    seed: seedArg ?? (Date.now() ^ Math.floor(Math.random() * 0x7fffffff)) >>> 0,
     steps: steps ?? scenario.defaultSteps,
     durationUs,
     faults: faults ?? scenario.defaultFaults,
-    report,
-    oracle,
-    json,
+    report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
+    oracle: !p.bool("no-oracle"),
+    json: p.bool("json"),
   };
 };
 
@@ -221,14 +191,23 @@ export const runOne = async (
     }
   };
   try {
-    const result = await Effect.runPromise(
+    if (io.signal?.aborted === true) throw new Interrupted("interrupted before the run started");
+    // With a signal, an abort interrupts the scenario's fiber; the promise settles only
+    // after every acquireRelease of the scenario has released.
+    const exit = await Effect.runPromiseExit(
       runScenario(scenario, {
         ...options,
         trace: true,
         traceSink: out === null ? null : (chunk) => void writeSync(out, chunk),
         onProgress,
       }),
+      io.signal !== undefined ? { signal: io.signal } : undefined,
     );
+    if (Exit.isFailure(exit)) {
+      if (Cause.hasInterruptsOnly(exit.cause)) throw new Interrupted(`${scenario.name} interrupted`);
+      throw Cause.squash(exit.cause);
+    }
+    const result = exit.value;
     if (shownProgress && io.progress !== null) io.progress("");
     const data = reportData(scenario, result);
     if (dir !== null) writeReport(data, dir);
@@ -284,31 +263,23 @@ const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
 };
 
 const cmdList = (argv: readonly string[], io: Io): number => {
-  if (argv.includes("--help") || argv.includes("-h")) {
+  if (parseCommand(LIST_SPEC, argv) === "help") {
     io.out(LIST_HELP);
-    return 0;
+    return EXIT_OK;
   }
-  if (argv.length > 0) throw new UsageError(`list takes no arguments, got ${argv.join(" ")}`);
   const w = Math.max(...scenarios.map((s) => s.name.length));
   for (const s of scenarios) io.out(`${s.name.padEnd(w)}  ${s.summary}`);
-  return 0;
+  return EXIT_OK;
 };
 
 const cmdSmoke = async (argv: readonly string[], io: Io): Promise<number> => {
-  let report: string | null = null;
-  let json = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--help" || a === "-h") {
-      io.out(SMOKE_HELP);
-      return 0;
-    } else if (a === "--report") {
-      const d = argv[++i];
-      if (d === undefined) throw new UsageError("--report needs a directory");
-      report = d;
-    } else if (a === "--json") json = true;
-    else throw new UsageError(`unknown option ${a} for smoke; valid options: --report DIR, --json, --help`);
+  const p = parseCommand(SMOKE_SPEC, argv);
+  if (p === "help") {
+    io.out(SMOKE_HELP);
+    return EXIT_OK;
   }
+  const report = opt(p, "report", (f, v) => writableDir(f, nonEmpty(f, v))) ?? null;
+  const json = p.bool("json");
   let broken = 0;
   const started = performance.now();
   const rows: string[] = [];
@@ -344,7 +315,12 @@ const cmdSmoke = async (argv: readonly string[], io: Io): Promise<number> => {
       `smoke: ${rows.length} runs, ${broken} broken, ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
   }
-  return broken > 0 ? 1 : 0;
+  return broken > 0 ? EXIT_FINDING : EXIT_OK;
+};
+
+type ConformanceModule = {
+  conformMain?: (a: string[], prog?: string) => Promise<number>;
+  vectorsMain?: (a: string[], prog?: string) => Promise<number>;
 };
 
 /** conform / vectors live in conformance/cli.ts (another subject); loaded only when asked. */
@@ -354,14 +330,14 @@ const cmdConformance = async (
   io: Io,
 ): Promise<number> => {
   const path = join(root, "conformance", "cli.ts");
-  let mod: { conformMain?: (a: string[]) => Promise<number>; vectorsMain?: (a: string[]) => Promise<number> };
+  let mod: ConformanceModule;
   try {
-    mod = (await import(pathToFileURL(path).href)) as typeof mod;
+    mod = (await import(pathToFileURL(path).href)) as ConformanceModule;
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === "ERR_MODULE_NOT_FOUND" && String((e as Error).message).includes("conformance/cli.ts")) {
       io.err(`sim ${which}: the conformance suite is not installed (conformance/cli.ts is missing)`);
-      return 2;
+      return EXIT_USAGE;
     }
     throw e;
   }
@@ -370,59 +346,109 @@ const cmdConformance = async (
     io.err(
       `sim ${which}: conformance/cli.ts does not export ${which}Main; the conformance suite is not installed`,
     );
-    return 2;
+    return EXIT_USAGE;
   }
-  return fn([...argv]);
+  return fn([...argv], "sim");
 };
 
-const COMMANDS = ["run", "list", "smoke", "conform", "vectors", "vhost-user", "help"];
+/**
+ * The commands, in the order the help lists them. A new command adds one entry here
+ * (see scripts/args.ts for its flags): `usage` and `summary` make its line in `sim --help`.
+ */
+interface SimCommand {
+  readonly name: string;
+  readonly usage: string;
+  readonly summary: string;
+  readonly run: (argv: readonly string[], io: Io) => number | Promise<number>;
+}
+
+const COMMANDS: readonly SimCommand[] = [
+  {
+    name: "run",
+    usage: "run <scenario> [options]",
+    summary: "run one scenario (see: sim run --help)",
+    run: (a, io) => cmdRun(a, io),
+  },
+  { name: "list", usage: "list", summary: "the scenarios, one line each", run: cmdList },
+  {
+    name: "smoke",
+    usage: "smoke",
+    summary: "every scenario briefly with fixed seeds (the gate runs this)",
+    run: cmdSmoke,
+  },
+  {
+    name: "conform",
+    usage: "conform [options]",
+    summary: "run the conformance suite against another implementation",
+    run: (a, io) => cmdConformance("conform", a, io),
+  },
+  {
+    name: "vectors",
+    usage: "vectors [options]",
+    summary: "write deterministic conformance vectors",
+    run: (a, io) => cmdConformance("vectors", a, io),
+  },
+  {
+    name: "vhost-user",
+    usage: "vhost-user [options]",
+    summary: "serve our net or vsock device to a VMM over vhost-user",
+    run: async (a, io) => (await import("./vhost-user.ts")).vhostUserMain(a, io),
+  },
+  {
+    name: "help",
+    usage: "help [command]",
+    summary: "this text, or a command's",
+    run: (a, io) => cmdHelp(a, io),
+  },
+];
+
+const mainHelp = (): string => {
+  const w = Math.max(...COMMANDS.map((c) => c.usage.length));
+  return [
+    "usage: npx tsx sim <command> [options]",
+    "",
+    "commands:",
+    ...COMMANDS.map((c) => `  ${c.usage.padEnd(w)}   ${c.summary}`),
+    "",
+    "Every command takes --help. Exit status: 0 ok, 1 a finding (an invariant broke, a case",
+    "failed), 2 a usage error.",
+  ].join("\n");
+};
+
+const HELP_SPEC: CommandSpec = {
+  name: "sim help",
+  help: "usage: npx tsx sim help [command]",
+  flags: {},
+  positionals: { max: 1, what: "command" },
+};
+
+const cmdHelp = async (argv: readonly string[], io: Io): Promise<number> => {
+  const p = parseCommand(HELP_SPEC, argv);
+  const topic = p === "help" ? undefined : p.positionals[0];
+  if (topic === undefined || topic === "help") {
+    io.out(mainHelp());
+    return EXIT_OK;
+  }
+  const cmd = COMMANDS.find((c) => c.name === topic);
+  if (cmd === undefined)
+    throw new UsageError(
+      `unknown command ${JSON.stringify(topic)}; valid commands: ${COMMANDS.map((c) => c.name).join(", ")}`,
+    );
+  return await cmd.run(["--help"], io);
+};
 
 export const main = async (argv: readonly string[], io: Io = defaultIo()): Promise<number> => {
   const [cmd, ...rest] = argv;
-  try {
-    switch (cmd) {
-      case undefined:
-      case "--help":
-      case "-h":
-        io.out(MAIN_HELP);
-        return cmd === undefined ? 2 : 0;
-      case "help": {
-        const topic = rest[0];
-        // The conformance commands keep their own help text.
-        if (topic === "conform" || topic === "vectors") return await cmdConformance(topic, ["--help"], io);
-        io.out(
-          topic === "run"
-            ? RUN_HELP
-            : topic === "list"
-              ? LIST_HELP
-              : topic === "smoke"
-                ? SMOKE_HELP
-                : MAIN_HELP,
-        );
-        return 0;
-      }
-      case "run":
-        return await cmdRun(rest, io);
-      case "list":
-        return cmdList(rest, io);
-      case "smoke":
-        return await cmdSmoke(rest, io);
-      case "conform":
-      case "vectors":
-        return await cmdConformance(cmd, rest, io);
-      case "vhost-user":
-        return await (await import("./vhost-user.ts")).vhostUserMain(rest, io);
-      default:
-        throw new UsageError(
-          `unknown command ${JSON.stringify(cmd)}; valid commands: ${COMMANDS.join(", ")}`,
-        );
-    }
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(`sim: ${e.message}`);
-      io.err("try: npx tsx sim --help");
-      return 2;
-    }
-    throw e;
+  if (cmd === undefined || cmd === "--help" || cmd === "-h") {
+    io.out(mainHelp());
+    return cmd === undefined ? EXIT_USAGE : EXIT_OK;
   }
+  const found = COMMANDS.find((c) => c.name === cmd);
+  return runWithUsage(io.err, found === undefined ? "sim" : `sim ${found.name}`, () => {
+    if (found === undefined)
+      throw new UsageError(
+        `unknown command ${JSON.stringify(cmd)}; valid commands: ${COMMANDS.map((c) => c.name).join(", ")}`,
+      );
+    return found.run(rest, io);
+  });
 };

@@ -23,11 +23,16 @@ export type TraceFields = Readonly<Record<string, TraceValue>>;
  */
 export class VirtualClock {
   private ns = 0;
+  /** Told of every advance (the engine samples the drain phase through it). */
+  onAdvance: ((nowUs: number) => void) | null = null;
   get nowUs(): number {
     return this.ns / 1000;
   }
   advance(us: number): void {
-    if (us > 0) this.ns += Math.round(us * 1000);
+    if (us > 0) {
+      this.ns += Math.round(us * 1000);
+      this.onAdvance?.(this.ns / 1000);
+    }
   }
 }
 
@@ -122,11 +127,27 @@ export class Metrics {
     return this.byName.get(name)?.value ?? 0;
   }
 
+  /**
+   * Drain phase (the step number no longer moves, time does): a sample when at least the
+   * mean spacing of the samples so far has passed since the last one, so the charts go on
+   * at the same density until the run ends.
+   */
+  sampleByTime(step: number, t: number): void {
+    const ts = this.series.t;
+    const n = ts.length;
+    if (n > 0) {
+      const gap = n > 1 ? (ts[n - 1]! - ts[0]!) / (n - 1) : 1;
+      if (t - ts[n - 1]! < Math.max(1, gap)) return;
+    }
+    this.sample(step, t, true, true);
+  }
+
   /** Called by the engine after each step; keeps every `every`-th, halving when full. */
-  sample(step: number, t: number, force = false): void {
+  sample(step: number, t: number, force = false, sameStep = false): void {
     if (!force && step % this.every !== 0) return;
     const s = this.series;
-    if (force && s.step.length > 0 && s.step[s.step.length - 1] === step) return;
+    const last = s.step.length - 1;
+    if (force && last >= 0 && s.step[last] === step && (!sameStep || s.t[last] === t)) return;
     s.step.push(step);
     s.t.push(t);
     for (const m of this.list) s.values[m.name]!.push(m.value);
@@ -293,6 +314,11 @@ export interface Scenario {
   readonly smoke: { readonly steps: number; readonly seeds: readonly number[]; readonly faults?: number };
   /** Default fault rate (hostile-guest injects by default). */
   readonly defaultFaults: number;
+  /**
+   * Why this scenario injects no faults, when it does not: `sim run` then refuses a
+   * --faults rate above 0 with this reason. A scenario without it must inject at --faults.
+   */
+  readonly noFaults?: string;
   readonly charts: readonly ChartSpec[];
   create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
 }
@@ -314,6 +340,8 @@ export interface RunResult {
   readonly wallMs: number;
   readonly traceEvents: number;
   readonly traceSha256: string;
+  /** Virtual time in set-up (before step 0), in the steps, and draining. */
+  readonly phases: { readonly setupUs: number; readonly loadUs: number; readonly drainUs: number };
   readonly ctx: SimContext;
 }
 
@@ -331,6 +359,7 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
   const ctx = new SimContext(options);
   const started = performance.now();
   let lastProgress = started;
+  const phase = { setupEnd: -1, loadEnd: -1 };
   const body = Effect.gen(function* () {
     ctx.trace.event("start", {
       scenario: scenario.name,
@@ -341,6 +370,9 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
     const made = yield* scenario.create(ctx);
     if (isSkip(made)) return made;
     const limitSteps = options.durationUs === undefined ? options.steps : Number.MAX_SAFE_INTEGER;
+    phase.setupEnd = ctx.clock.nowUs;
+    // The charts start where the steps do.
+    ctx.metrics.sample(0, ctx.clock.nowUs, true);
     for (let step = 0; step < limitSteps; step++) {
       if (options.durationUs !== undefined && ctx.clock.nowUs >= options.durationUs) break;
       ctx.trace.step = step;
@@ -359,9 +391,13 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
       }
     }
     ctx.trace.step++;
+    phase.loadEnd = ctx.clock.nowUs;
     ctx.trace.event("drain");
+    const drainStep = ctx.trace.step;
+    ctx.clock.onAdvance = (t) => ctx.metrics.sampleByTime(drainStep, t);
     yield* runStepEffect(made.drain(ctx));
-    ctx.metrics.sample(ctx.trace.step, ctx.clock.nowUs, true);
+    ctx.clock.onAdvance = null;
+    ctx.metrics.sample(ctx.trace.step, ctx.clock.nowUs, true, true);
     ctx.trace.event("end");
     return undefined;
   });
@@ -394,7 +430,14 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
           ctx.trace.event("violation", { rule: violation.rule, message: violation.message });
         }
       }
+      ctx.clock.onAdvance = null;
       const { traceSink: _s, onProgress: _p, ...rest } = options;
+      const end = ctx.clock.nowUs;
+      const setupEnd = phase.setupEnd < 0 ? end : phase.setupEnd;
+      const loadEnd = phase.loadEnd < 0 ? end : phase.loadEnd;
+      const phases = { setupUs: setupEnd, loadUs: loadEnd - setupEnd, drainUs: end - loadEnd };
+      const ranOn = options.durationUs !== undefined ? ranOnReason(options.durationUs, phases) : undefined;
+      if (ranOn !== undefined) ctx.notes.push(ranOn);
       const sha = ctx.trace.digest();
       return {
         scenario: scenario.name,
@@ -407,10 +450,35 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
         wallMs: performance.now() - started,
         traceEvents: ctx.trace.events,
         traceSha256: sha,
+        phases,
         ctx,
       };
     }),
   );
+};
+
+const ms = (us: number): string => `${(us / 1000).toFixed(1)} ms`;
+
+/**
+ * Why a --duration run ended past its duration, or undefined when it did not: the steps
+ * stop at the duration, but set-up (before the first step) and the drain (what is in
+ * flight must complete for the end checks) take virtual time of their own.
+ */
+export const ranOnReason = (
+  durationUs: number,
+  p: { readonly setupUs: number; readonly loadUs: number; readonly drainUs: number },
+): string | undefined => {
+  const total = p.setupUs + p.loadUs + p.drainUs;
+  if (total <= durationUs) return undefined;
+  const why: string[] = [];
+  if (p.setupUs > 0) why.push(`set-up took ${ms(p.setupUs)}`);
+  if (p.setupUs + p.loadUs > durationUs)
+    why.push(`the last step ended at ${ms(p.setupUs + p.loadUs)} (a step is not cut short)`);
+  if (p.drainUs > 0)
+    why.push(`draining what was in flight took ${ms(p.drainUs)} (the end checks need it all delivered)`);
+  return `ran ${ms(total - durationUs)} past --duration ${ms(durationUs)}: steps stopped at ${ms(
+    p.setupUs + p.loadUs,
+  )}; ${why.join("; ")}`;
 };
 
 /** The one-line command that replays a run exactly. */

@@ -113,7 +113,7 @@ const DRAW = String.raw`
     if (kinds.length === 0) {
       var p = document.createElement("p");
       p.className = "empty";
-      p.textContent = "No faults injected in this run (use --faults RATE).";
+      p.textContent = data.faults.none || "No faults injected in this run.";
       host.appendChild(p);
       return;
     }

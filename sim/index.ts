@@ -1,7 +1,39 @@
-/** Entry point: `npx tsx sim <command>` (see sim/cli.ts). */
-import { main } from "./cli.ts";
+/**
+ * Entry point: `npx tsx sim <command>` (see sim/cli.ts).
+ *
+ * SIGINT, SIGTERM and SIGHUP interrupt the running program: the scenario's fiber is
+ * interrupted, every acquireRelease releases (network namespace, TAP, sockets, temp
+ * directories), then the process exits 128 + the signal's number. A second signal while
+ * that cleanup runs exits at once. (@effect/platform-node's runMain does this but does not
+ * run on Node 20; this is the same thing by hand.)
+ */
+import { constants } from "node:os";
+import { defaultIo, Interrupted, main } from "./cli.ts";
 
-const code = await main(process.argv.slice(2));
+const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+const controller = new AbortController();
+let caught: (typeof SIGNALS)[number] | undefined;
+const onSignal = (sig: (typeof SIGNALS)[number]): void => {
+  const code = 128 + constants.signals[sig];
+  if (caught !== undefined) {
+    process.stderr.write(`\nsim: ${sig} again: exiting without cleaning up\n`);
+    process.exit(code);
+  }
+  caught = sig;
+  process.stderr.write(`\nsim: ${sig}: stopping and cleaning up (again to force)\n`);
+  controller.abort();
+};
+for (const sig of SIGNALS) process.on(sig, () => onSignal(sig));
+
+let code: number;
+try {
+  code = await main(process.argv.slice(2), { ...defaultIo(), signal: controller.signal });
+} catch (e) {
+  if (!(e instanceof Interrupted)) throw e;
+  code = 1;
+}
+if (caught !== undefined) code = 128 + constants.signals[caught];
 // Exit explicitly: a scenario's sockets are closed by then, but a stray handle elsewhere
 // must not keep the gate waiting.
 process.exit(code);

@@ -2,7 +2,7 @@
  * The oracle's shared checks: the reference model (spec/) run beside the devices on the
  * same guest memory, and a bounds guard over every access the device makes.
  */
-import type { GuestMemory } from "../impl/memory/guest-memory.ts";
+import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import type { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import type { SpecMemory } from "../spec/memory.ts";
 import { readDescriptor, walkChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../spec/queue.ts";
@@ -89,6 +89,7 @@ export class BoundsGuard {
   private fixed: Allowed[] = [];
   private readonly chains = new Map<number, Allowed[]>();
   private where = "";
+  private armed = false;
 
   constructor(ctx: SimContext, mem: GuestMemory) {
     this.ctx = ctx;
@@ -141,14 +142,32 @@ export class BoundsGuard {
     this.chains.delete(ring.desc * 65536 + head);
   }
 
+  /**
+   * Watches every `locate` the device makes until `disarm`. Not through `mem.recorder`:
+   * a recorder sends the queue's popInto/addUsed and the chain's loadBound down their
+   * general paths, and the oracle must check the code that runs without it. The ring and
+   * descriptor-table accesses those fast paths make through their validated views are
+   * checked after the fact instead, by queue-shadow.ts (SIM-QUEUE-REFINES: positions,
+   * results and the bytes written, against the reference model).
+   */
   arm(where: string): void {
     if (!this.ctx.oracle) return;
     this.where = where;
-    this.mem.recorder = (addr, len, write) => this.see(addr, len, write);
+    if (this.armed) return;
+    this.armed = true;
+    const mem = this.mem;
+    const locate = GuestMemory.prototype.locate;
+    mem.locate = (addr: number, len: number, write: boolean): number => {
+      this.see(addr, len, write);
+      return locate.call(mem, addr, len, write);
+    };
   }
 
   disarm(): void {
-    this.mem.recorder = null;
+    if (!this.armed) return;
+    this.armed = false;
+    // Back to the prototype's method (the instance property goes).
+    delete (this.mem as { locate?: unknown }).locate;
   }
 
   private inside(list: readonly Allowed[], addr: number, len: number, write: boolean): boolean {

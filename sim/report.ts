@@ -27,12 +27,23 @@ export interface ReportData {
     readonly injected: number;
     readonly table: Record<string, Record<string, number>>;
     readonly list: readonly FaultRecord[];
+    /** Why the fault chart is empty (null when faults were injected). */
+    readonly none: string | null;
   };
   readonly traceEvents: number;
   readonly traceSha256: string;
   readonly charts: readonly ChartSpec[];
   readonly series: Series;
 }
+
+/** Why a run has no faults: advice to use --faults only where it was not given and applies. */
+const noFaultsReason = (scenario: Scenario, r: RunResult): string | null => {
+  if (r.ctx.faults.list.length > 0) return null;
+  if (scenario.noFaults !== undefined) return `${scenario.name} injects no faults: ${scenario.noFaults}.`;
+  if (r.options.faults > 0)
+    return `No fault was injected at rate ${r.options.faults}: no opportunity came up in ${r.steps.toLocaleString("en-US")} steps.`;
+  return "No faults injected in this run (use --faults RATE).";
+};
 
 export const reportData = (scenario: Scenario, r: RunResult): ReportData => {
   const ctx = r.ctx;
@@ -53,7 +64,12 @@ export const reportData = (scenario: Scenario, r: RunResult): ReportData => {
     totals: ctx.metrics.list
       .filter((m) => m.kind === "counter")
       .map((m) => ({ name: m.name, label: m.label, value: m.value })),
-    faults: { injected: ctx.faults.list.length, table: ctx.faults.table(), list: ctx.faults.list },
+    faults: {
+      injected: ctx.faults.list.length,
+      table: ctx.faults.table(),
+      list: ctx.faults.list,
+      none: noFaultsReason(scenario, r),
+    },
     traceEvents: r.traceEvents,
     traceSha256: r.traceSha256,
     charts: scenario.charts,

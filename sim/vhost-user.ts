@@ -203,8 +203,11 @@ const program = (o: Options, io: VhostUserIo) =>
       yield* Effect.addFinalizer(() => Effect.sync(() => dev.reset()));
       device = dev;
       stats = () => {
-        const m = dev.device?.muxer;
-        return m === undefined ? "vsock: not active" : `vsock: ${m.connectionCount} connections`;
+        const d = dev.device;
+        if (d === null) return "vsock: stopped";
+        const m = d.muxer;
+        const errors = Object.entries(d.assemblyErrors).map(([k, v]) => `${k} ${v}`);
+        return `vsock: ${m.connectionCount} connections open, ${m.stats.rstReplies} RST replies, resets ${JSON.stringify(m.stats.resets)}, packet errors ${errors.length === 0 ? "none" : errors.join(", ")}`;
       };
     }
     io.out(
@@ -218,7 +221,8 @@ const program = (o: Options, io: VhostUserIo) =>
       ...(o.connections === undefined ? {} : { connections: o.connections }),
       onEvent: (e) => {
         onEvent(e);
-        if (e._tag === "Disconnected") io.out(stats());
+        // The device's figures for the run that just stopped (told before its reset).
+        if (e._tag === "DeviceStopped") io.out(stats());
       },
     });
   });

@@ -41,8 +41,8 @@ const CHAIN_RULES = [
   ),
   rule(
     "CHAIN-CHECKED-NEW",
-    "Firecracker queue.rs DescriptorChain::checked_new (+ rust-vmm: NEXT beside INDIRECT ignored)",
-    "A head is refused (none) exactly when index >= size, its 16-byte entry is not inside one memory region, or it has NEXT without INDIRECT and next >= size.",
+    "PROFILE (a VMM's choice): Firecracker queue.rs DescriptorChain::checked_new refuses; rust-vmm virtio-queue never refuses a head (queue.rs AvailIter::next builds DescriptorChain::new for any head_index; chain.rs DescriptorChain::next yields nothing when next_index >= queue_size)",
+    "This model follows Firecracker: a head is refused (none) exactly when index >= size, its 16-byte entry is not inside one memory region, or it has NEXT without INDIRECT and next >= size. A head >= size or a NEXT out of range is a driver's fault (VIRTIO 1.2 §2.7.5.2), so either answer is right.",
   ),
   rule(
     "CHAIN-TTL",
@@ -51,7 +51,7 @@ const CHAIN_RULES = [
   ),
   rule(
     "CHAIN-NEXT-RANGE",
-    "rust-vmm chain.rs DescriptorChain::next",
+    "PROFILE: rust-vmm virtio-queue chain.rs DescriptorChain::next (`next_index >= queue_size` ends the walk after the descriptor); Firecracker drops the descriptor",
     "A descriptor whose NEXT points at an index >= the table's size is yielded and the walk then ends with InvalidDescriptorIndex.",
   ),
   rule(
@@ -66,12 +66,12 @@ const CHAIN_RULES = [
   ),
   rule(
     "CHAIN-INDIRECT-LEN",
-    "VIRTIO 1.2 §2.7.5.3.1; rust-vmm chain.rs switch_to_indirect_table",
+    "SAFETY: the table len is a driver MUST (VIRTIO 1.2 §2.7.5.3.1), so the device's answer is open; this model follows rust-vmm chain.rs switch_to_indirect_table",
     "An indirect table's len is a non-zero multiple of 16 with at most 65535 entries; otherwise the walk ends with InvalidIndirectDescriptorTable.",
   ),
   rule(
     "CHAIN-INDIRECT-NESTED",
-    "VIRTIO 1.2 §2.7.5.3.1; rust-vmm chain.rs",
+    "SAFETY: no INDIRECT inside an indirect table is a driver MUST (VIRTIO 1.2 §2.7.5.3.1), so the device's answer is open (a hang is the failure); this model follows rust-vmm chain.rs",
     "A descriptor with INDIRECT inside an indirect table ends the walk with InvalidIndirectDescriptor.",
   ),
   rule(
@@ -280,8 +280,8 @@ const VQ_RULES = [
   rule("VQ-POP-EMPTY", "Firecracker queue.rs pop", "pop with len == 0 gives none and changes nothing."),
   rule(
     "VQ-POP-HEAD",
-    "Firecracker queue.rs do_pop_unchecked",
-    "pop reads the head at avail.ring[next_avail % size]; a head refused by CHAIN-CHECKED-NEW gives none and does not advance next_avail.",
+    "PROFILE: Firecracker queue.rs do_pop_unchecked (refuses, no advance); rust-vmm virtio-queue queue.rs AvailIter::next (advances, pops the head as a chain whatever it is)",
+    "pop reads the head at avail.ring[next_avail % size]; this model (Firecracker) gives none for a head refused by CHAIN-CHECKED-NEW and does not advance next_avail.",
   ),
   rule(
     "VQ-POP-ADVANCE",
@@ -291,18 +291,18 @@ const VQ_RULES = [
   rule("VQ-UNDO-POP", "Firecracker queue.rs undo_pop", "undoPop moves next_avail back by 1 (mod 2^16)."),
   rule(
     "VQ-ADD-USED-INDEX",
-    "Firecracker queue.rs add_used (DescIndexOutOfBounds)",
+    "PROFILE (both agree): Firecracker queue.rs add_used (DescIndexOutOfBounds); rust-vmm virtio-queue queue.rs add_used (InvalidDescriptorIndex). The id is the device's own input, not the guest's",
     "addUsed with index >= size is DescIndexOutOfBounds {index}: no memory written, no state changed.",
   ),
   rule(
     "VQ-ADD-USED",
-    "Firecracker queue.rs add_used",
-    "addUsed writes {id: index, len} to used.ring[next_used % size] and advances next_used and num_added by 1 (mod 2^16); it does not write used.idx.",
+    "VIRTIO 1.2 §2.7.8 (used ring layout; the device MUST set len before updating used idx, §2.7.8.1); Firecracker queue.rs add_used",
+    "addUsed writes {id: index, len} to used.ring[next_used % size] and advances next_used and num_added by 1 (mod 2^16). Whether it also writes used.idx is VQ-PUBLISH-USED.",
   ),
   rule(
     "VQ-PUBLISH-USED",
-    "Firecracker queue.rs advance_used_ring_idx",
-    "publishUsed writes used.idx = next_used, as its own step after the used entries.",
+    "MUST after publish: used.idx = next_used (VIRTIO 1.2 §2.7.8). PROFILE before it: Firecracker queue.rs advance_used_ring_idx publishes as its own step; rust-vmm virtio-queue queue.rs add_used stores next_used into used.idx itself (its publish is a no-op)",
+    "publishUsed writes used.idx = next_used, as its own step after the used entries (this model: Firecracker).",
   ),
   rule(
     "VQ-EVENT-IDX",
@@ -316,7 +316,7 @@ const VQ_RULES = [
   ),
   rule(
     "VQ-NO-INTERRUPT",
-    "VIRTIO 1.2 §2.7.7 (VRING_AVAIL_F_NO_INTERRUPT)",
+    "PROFILE: VIRTIO 1.2 §2.7.7.2 (with flags 1 the device SHOULD NOT notify; with flags 0 it MUST, which is VQ-PREPARE-KICK). Firecracker prepare_kick and rust-vmm queue.rs needs_notification ('VRING_AVAIL_F_NO_INTERRUPT flag isn't supported yet') notify; QEMU virtio_should_notify does not",
     "Without EVENT_IDX, prepareKick(true) honours the driver's avail.flags NO_INTERRUPT bit (false when set); prepareKick() ignores it as Firecracker does (a SHOULD NOT).",
   ),
   rule(

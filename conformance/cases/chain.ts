@@ -19,7 +19,7 @@ import {
 import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { Step } from "./types.ts";
-import { defineCase, expectOk, step } from "./types.ts";
+import { defineCase, expectOk, expectSafe, step } from "./types.ts";
 
 export interface RawDescriptor {
   readonly addr: bigint;
@@ -203,16 +203,76 @@ export const walkValue = (w: SpecWalk | undefined): Json => {
 export const specWalk = (mem: SpecMemory, table: bigint, size: number, head: number): SpecWalk | undefined =>
   checkedNew(mem, table, size, head) === undefined ? undefined : walkChain(mem, table, size, head);
 
+/**
+ * Does the chain at `head` keep every driver MUST of VIRTIO 1.2 (§2.7.4.2: device-writable
+ * descriptors after every device-readable one; §2.7.5.2: no loop, at most 2^32 - 1 bytes;
+ * §2.7.5.3.1: no INDIRECT beside NEXT, no INDIRECT inside an indirect table, a table len that
+ * is a non-zero multiple of 16)? Only such chains are MUST-level input: what a device does with
+ * a chain that breaks one is left open by VIRTIO, so those are hostile input (safety level).
+ */
+export const driverValid = (mem: SpecMemory, table: bigint, size: number, head: number): boolean => {
+  if (head >= size) return false;
+  let i = head;
+  for (let hops = 0; hops < size; hops++) {
+    const d = readDescriptor(mem, table, i, false);
+    if (!d.ok) return false;
+    if ((d.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+      if ((d.value.flags & VIRTQ_DESC_F_NEXT) !== 0) return false;
+      break;
+    }
+    if ((d.value.flags & VIRTQ_DESC_F_NEXT) === 0) break;
+    i = d.value.next;
+  }
+  const w = walkChain(mem, table, size, head);
+  if (w.end !== null) return false;
+  let writable = false;
+  for (const d of w.descriptors) {
+    if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) writable = true;
+    else if (writable) return false;
+  }
+  return true;
+};
+
+/**
+ * The table with WRITE cleared wherever a NEXT leads to a readable descriptor (to a fixed
+ * point), so that on every path writable descriptors come last (§2.7.4.2) and most heads
+ * give driver-valid chains.
+ */
+export const writableLast = (ds: readonly RawDescriptor[]): RawDescriptor[] => {
+  const out = ds.map((d) => ({ ...d }));
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const d of out) {
+      const n = out[d.next];
+      if (
+        (d.flags & VIRTQ_DESC_F_WRITE) !== 0 &&
+        (d.flags & VIRTQ_DESC_F_NEXT) !== 0 &&
+        n !== undefined &&
+        (n.flags & VIRTQ_DESC_F_WRITE) === 0
+      ) {
+        d.flags &= ~VIRTQ_DESC_F_WRITE;
+        changed = true;
+      }
+    }
+  }
+  return out;
+};
+
 const walkArgs = (table: bigint, size: number, head: number) => ({
   descTable: u64(table),
   queueSize: size,
   head,
 });
 
-/** Every head of the table, plus one past the end (refused). */
+/**
+ * Every head of the table whose chain is driver-valid (the others are hostile input: the
+ * chain.hostile* cases). A head >= size is not here: what a device does with it is a VMM's
+ * choice (chain.profile-head-range).
+ */
 const walkSteps = (input: ChainTableInput, mem: SpecMemory, table: bigint): Step[] => {
   const out: Step[] = [];
-  for (let head = 0; head <= input.size; head++) {
+  for (let head = 0; head < input.size; head++) {
+    if (!driverValid(mem, table, input.size, head)) continue;
     out.push(
       step(
         "chain.walk",
@@ -224,10 +284,49 @@ const walkSteps = (input: ChainTableInput, mem: SpecMemory, table: bigint): Step
   return out;
 };
 
-/** Must-level tables: every next is in range, so the profiles agree (see the profile cases). */
-const mustSteps = (input: ChainTableInput): Step[] => {
+/** The input with writable descriptors last on every path, in both tables. */
+export const driverOrderedTable = (input: ChainTableInput): ChainTableInput => ({
+  ...input,
+  table: writableLast(input.table),
+  indirect: { ...input.indirect, entries: writableLast(input.indirect.entries) },
+});
+
+/** Must-level tables: driver-valid chains only, every next in range, so the profiles agree. */
+const mustSteps = (raw: ChainTableInput): Step[] => {
+  const input = driverOrderedTable(raw);
   const s = setupTables(input);
   return [...s.steps, ...walkSteps(input, s.mem, tableAddr(input))];
+};
+
+/**
+ * Hostile tables (any flags: readable after writable, INDIRECT beside NEXT, nested or
+ * badly sized indirect tables, loops): VIRTIO says nothing of the answer, so any answer but
+ * a crash, a hang or an internal error passes; a well-formed chain must still walk after.
+ */
+const hostileTableSteps = (input: ChainTableInput): Step[] => {
+  const s = setupTables(input);
+  const table = tableAddr(input);
+  const out: Step[] = [...s.steps];
+  for (let head = 0; head < input.size; head++)
+    out.push(step("chain.walk", walkArgs(table, input.size, head), expectSafe()));
+  return [...out, ...goodChainSteps(s.mem)];
+};
+
+/** CHAIN-TTL / keeps serving: a well-formed two-descriptor chain still walks. */
+const goodChainSteps = (mem: SpecMemory): Step[] => {
+  const good = INDIRECT_AREA + 0x400n;
+  const ok = writeStep(
+    mem,
+    good,
+    encodeDescriptors([
+      { addr: BUFFER_AREA, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 1 },
+      { addr: BUFFER_AREA + 8n, len: 8, flags: VIRTQ_DESC_F_WRITE, next: 0 },
+    ]),
+  );
+  return [
+    ok.step,
+    step("chain.walk", walkArgs(good, 2, 0), expectOk(walkValue(specWalk(ok.mem, good, 2, 0)))),
+  ];
 };
 
 /** A table shifted so that its last entries lie past the end of memory, with loops. */
@@ -259,21 +358,7 @@ const hostileSteps = (input: HostileInput): Step[] => {
       ),
     );
   }
-  // CHAIN-TTL / keeps serving: a well-formed two-descriptor chain still walks after those.
-  const good = INDIRECT_AREA + 0x400n;
-  const ok = writeStep(
-    mem,
-    good,
-    encodeDescriptors([
-      { addr: BUFFER_AREA, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 1 },
-      { addr: BUFFER_AREA + 8n, len: 8, flags: VIRTQ_DESC_F_WRITE, next: 0 },
-    ]),
-  );
-  steps.push(
-    ok.step,
-    step("chain.walk", walkArgs(good, 2, 0), expectOk(walkValue(specWalk(ok.mem, good, 2, 0)))),
-  );
-  return steps;
+  return [...steps, ...goodChainSteps(mem)];
 };
 
 // ---- profiles ---------------------------------------------------------------------------
@@ -306,14 +391,16 @@ export const firecrackerWalk = (
   return out;
 };
 
-/** rust-vmm chain.rs: the head is always a chain; the walk is spec/queue.ts walkChain. */
-export const rustVmmWalk = (
-  mem: SpecMemory,
-  table: bigint,
-  size: number,
-  head: number,
-): SpecDescriptor[] | undefined =>
-  head >= size ? undefined : [...walkChain(mem, table, size, head).descriptors];
+/**
+ * rust-vmm: the head is always a chain. virtio-queue queue.rs `AvailIter::next` builds
+ * `DescriptorChain::new(.., head_index)` for any head and advances next_avail; chain.rs
+ * `DescriptorChain::next` then yields nothing when `next_index >= queue_size` or the entry
+ * cannot be read. So a head >= size is an empty chain, never a refusal; the rest of the walk
+ * is spec/queue.ts walkChain.
+ */
+export const rustVmmWalk = (mem: SpecMemory, table: bigint, size: number, head: number): SpecDescriptor[] => [
+  ...walkChain(mem, table, size, head).descriptors,
+];
 
 const profileValue = (ds: SpecDescriptor[] | undefined): Outcome =>
   ds === undefined
@@ -362,14 +449,32 @@ const nextRangeSteps = (input: ProfileChainInput): Step[] => {
   return [memoryCreateStep(), w.step, profileStep(w.mem, TABLE_AREA, input.size, 0)];
 };
 
+/** A head at or past the table's size: Firecracker refuses it, rust-vmm walks an empty chain. */
+const headRangeSteps = (input: { readonly size: number; readonly over: number }): Step[] => {
+  const ds: RawDescriptor[] = Array.from({ length: input.size }, (_, i) => ({
+    addr: BUFFER_AREA + BigInt(64 * i),
+    len: 8,
+    flags: 0,
+    next: 0,
+  }));
+  const w = writeStep(emptyChainMemory(), TABLE_AREA, encodeDescriptors(ds));
+  return [
+    memoryCreateStep(),
+    w.step,
+    profileStep(w.mem, TABLE_AREA, input.size, Math.min(0xffff, input.size + input.over)),
+  ];
+};
+
 const indirectProfileSteps = (input: ChainTableInput): Step[] => {
   // Head 0 refers to a well-formed indirect table of plain descriptors.
-  const entries = input.indirect.entries.map((d, i, all) => ({
-    ...d,
-    addr: BUFFER_AREA + BigInt(64 * i),
-    flags: (d.flags & VIRTQ_DESC_F_WRITE) | (i + 1 < all.length ? VIRTQ_DESC_F_NEXT : 0),
-    next: i + 1,
-  }));
+  const entries = writableLast(
+    input.indirect.entries.map((d, i, all) => ({
+      ...d,
+      addr: BUFFER_AREA + BigInt(64 * i),
+      flags: (d.flags & VIRTQ_DESC_F_WRITE) | (i + 1 < all.length ? VIRTQ_DESC_F_NEXT : 0),
+      next: i + 1,
+    })),
+  );
   const addr = INDIRECT_AREA + BigInt(input.indirect.offset);
   let mem = emptyChainMemory();
   const a = writeStep(
@@ -384,12 +489,14 @@ const indirectProfileSteps = (input: ChainTableInput): Step[] => {
 };
 
 const unalignedIndirectSteps = (input: ChainTableInput): Step[] => {
-  const entries = input.indirect.entries.map((d, i, all) => ({
-    ...d,
-    addr: BUFFER_AREA + BigInt(64 * i),
-    flags: (d.flags & VIRTQ_DESC_F_WRITE) | (i + 1 < all.length ? VIRTQ_DESC_F_NEXT : 0),
-    next: i + 1,
-  }));
+  const entries = writableLast(
+    input.indirect.entries.map((d, i, all) => ({
+      ...d,
+      addr: BUFFER_AREA + BigInt(64 * i),
+      flags: (d.flags & VIRTQ_DESC_F_WRITE) | (i + 1 < all.length ? VIRTQ_DESC_F_NEXT : 0),
+      next: i + 1,
+    })),
+  );
   // Any address: rust-vmm PR 220 removed the alignment demand (CHAIN-INDIRECT-UNALIGNED).
   const addr = INDIRECT_AREA + BigInt(input.indirect.offset) + 1n;
   let mem = emptyChainMemory();
@@ -478,14 +585,41 @@ export const chainCases = [
   defineCase<ChainTableInput>({
     id: "chain.indirect",
     title:
-      "indirect tables (VIRTIO_F_INDIRECT_DESC): walked in place of their descriptor, bad lengths and nesting end the walk",
-    rules: ["CHAIN-INDIRECT", "CHAIN-INDIRECT-LEN", "CHAIN-INDIRECT-NESTED"],
+      "indirect tables (VIRTIO_F_INDIRECT_DESC): a driver-valid indirect table is walked in place of its descriptor",
+    rules: ["CHAIN-INDIRECT"],
     level: "must",
     ops: ["memory.create", "memory.write", "chain.walk"],
-    arb: inRange({ bigLen: false, nested: true, indirect: true }),
+    arb: inRange({ bigLen: false, nested: false, indirect: true }).map((t) => ({
+      ...t,
+      indirect: { ...t.indirect, badLen: null },
+    })),
     examples: [],
     steps: mustSteps,
     numRuns: 40,
+  }),
+  defineCase<ChainTableInput>({
+    id: "chain.hostile-tables",
+    title:
+      "chains that break a driver MUST (readable after writable, INDIRECT beside NEXT, nested or badly sized indirect tables, loops) are answered without a crash or a hang, and a good chain still walks",
+    rules: ["CHAIN-INDIRECT-LEN", "CHAIN-INDIRECT-NESTED", "VQ-GUEST-INPUT"],
+    level: "safety",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: inRange({ bigLen: false, nested: true, indirect: true }),
+    examples: [
+      {
+        size: 1,
+        tableOffset: 0,
+        table: [{ addr: 0n, len: 0, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }],
+        // A nested indirect descriptor pointing at its own table (a hang found in the wild).
+        indirect: {
+          offset: 0,
+          entries: [{ addr: 0n, len: 16, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }],
+          badLen: null,
+        },
+      },
+    ],
+    steps: hostileTableSteps,
+    numRuns: 30,
   }),
   defineCase<HostileInput>({
     id: "chain.hostile",
@@ -532,6 +666,18 @@ export const chainCases = [
     examples: [],
     steps: unalignedIndirectSteps,
     numRuns: 20,
+  }),
+  defineCase<{ readonly size: number; readonly over: number }>({
+    id: "chain.profile-head-range",
+    title:
+      "a head at or past the queue size: Firecracker refuses it (checked_new), rust-vmm walks an empty chain (DescriptorChain::new)",
+    rules: ["CHAIN-CHECKED-NEW"],
+    level: "profile",
+    ops: ["memory.create", "memory.write", "chain.walk"],
+    arb: fc.record({ size: fc.integer({ min: 1, max: 16 }), over: fc.oneof(fc.nat(3), fc.nat(0xffff)) }),
+    examples: [{ size: 4, over: 0 }],
+    steps: headRangeSteps,
+    numRuns: 10,
   }),
   defineCase<ProfileChainInput>({
     id: "chain.profile-head-next-range",

@@ -5,14 +5,16 @@ import { createMemory } from "../../spec/memory.ts";
 import { appendChain, emptyIoVecMut, loadReadable, readAt, writeAt } from "../../spec/iovec.ts";
 import type { SpecIoVecMut } from "../../spec/iovec.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../spec/queue.ts";
-import type { Json } from "../protocol.ts";
-import { toHex, u64 } from "../protocol.ts";
+import type { Json, Outcome } from "../protocol.ts";
+import { canonical, toHex, u64 } from "../protocol.ts";
 import type { ChainTableInput, RawDescriptor } from "./chain.ts";
 import {
   BUFFER_AREA,
   CHAIN_REGION,
   REGION_END,
   chainTableArb,
+  driverOrderedTable,
+  driverValid,
   encodeDescriptors,
   setupTables,
   specWalk,
@@ -21,7 +23,7 @@ import {
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
 import type { Step } from "./types.ts";
-import { defineCase, expectErr, expectOk, step } from "./types.ts";
+import { defineCase, expectErr, expectOk, expectSafe, step } from "./types.ts";
 
 /** Fills the buffer area with a pattern so reads have something to return. */
 const fillBuffers = (mem: SpecMemory, seed: number): { step: Step; mem: SpecMemory } => {
@@ -77,13 +79,62 @@ const readArb: fc.Arbitrary<ReadInput> = iovTableArb.chain((table) =>
   }),
 );
 
-const readSteps = (input: ReadInput): Step[] => {
+/** The outcome of reading `descriptors` as one buffer (spec/iovec.ts loadReadable + readAt). */
+const readOutcome = (
+  mem: SpecMemory,
+  descriptors: Parameters<typeof loadReadable>[1],
+  offset: number,
+  len: number,
+): Outcome => {
+  const iov = loadReadable(mem, descriptors);
+  if (!iov.ok) return { ok: false, error: { _tag: iov.error._tag } };
+  const got = readAt(mem, iov.value, offset, len, { capacity: len, steps: [] });
+  return { ok: true, value: { length: iov.value.len, data: toHex(got.taken) } };
+};
+
+/** A zero-length descriptor needs no memory in rust-vmm (get_slices of 0 bytes is empty). */
+const zeroLen = (d: { readonly len: number }): boolean => d.len === 0;
+
+const readSteps = (raw: ReadInput): Step[] => {
+  const input = { ...raw, table: driverOrderedTable(raw.table) };
   const s = setupTables(input.table);
   const f = fillBuffers(s.mem, input.seed);
   const mem = f.mem;
   const steps = [...s.steps, f.step];
+  const table = tableAddr(input.table);
   for (const r of input.reads) {
-    const w = specWalk(mem, tableAddr(input.table), input.table.size, r.head);
+    const args = { ...chainArgs(input.table, r.head), offset: r.offset, len: r.len };
+    if (!driverValid(mem, table, input.table.size, r.head)) {
+      // A chain that breaks a driver MUST: any answer but a crash.
+      steps.push(step("iovec.read", args, expectSafe()));
+      continue;
+    }
+    const w0 = specWalk(mem, table, input.table.size, r.head);
+    if (w0 !== undefined) {
+      // Firecracker IoVecBuffer refuses a chain with a device-writable descriptor
+      // (WriteOnlyDescriptor) and a zero-length descriptor outside memory; rust-vmm's
+      // descriptor_utils.rs Reader reads desc_chain.readable() only and maps 0 bytes as
+      // nothing. VIRTIO 1.2 §2.7.5.1: a device SHOULD NOT read a device-writable buffer.
+      const fcOut = readOutcome(mem, w0.descriptors, r.offset, r.len);
+      const rvOut = readOutcome(
+        mem,
+        w0.descriptors.filter((d) => (d.flags & VIRTQ_DESC_F_WRITE) === 0 && !zeroLen(d)),
+        r.offset,
+        r.len,
+      );
+      if (canonical(fcOut as unknown as Json) !== canonical(rvOut as unknown as Json)) {
+        steps.push(
+          step(
+            "iovec.read",
+            args,
+            { profiles: { firecracker: fcOut, "rust-vmm": rvOut, "cloud-hypervisor": rvOut } },
+            ["IOV-LOAD-WRITE-ONLY"],
+          ),
+        );
+        continue;
+      }
+    }
+    const w = specWalk(mem, table, input.table.size, r.head);
     if (w === undefined) {
       steps.push(
         step(
@@ -167,21 +218,36 @@ const specWrite = (
 const writeSteps = (input: WriteInput): Step[] => {
   const s = setupTables(input.table);
   const f = fillBuffers(s.mem, input.seed);
-  const chains = input.heads.map((head) => ({ table: tableAddr(input.table), size: input.table.size, head }));
+  const table = tableAddr(input.table);
+  const chains = input.heads.map((head) => ({ table, size: input.table.size, head }));
   const w = specWrite(f.mem, chains, input.capacity, input.offset, input.data);
+  const args = {
+    chains: input.heads.map((h) => chainArgs(input.table, h)),
+    capacity: input.capacity,
+    offset: input.offset,
+    data: toHex(input.data),
+  };
+  // A chain with a device-readable descriptor (or one that breaks a driver MUST): Firecracker
+  // refuses it (ReadOnlyDescriptor), rust-vmm's Writer writes its writable descriptors only.
+  // Either is safe; what is checked is that no byte outside the writable buffers changed.
+  const walks = input.heads.map((h) => specWalk(f.mem, table, input.table.size, h));
+  const plain = input.heads.every(
+    (h, i) =>
+      driverValid(f.mem, table, input.table.size, h) &&
+      (walks[i]?.descriptors ?? []).every((d) => (d.flags & VIRTQ_DESC_F_WRITE) !== 0 && !zeroLen(d)),
+  );
+  if (!plain) {
+    const holes = walks.flatMap((wk) =>
+      (wk?.descriptors ?? [])
+        .filter((d) => (d.flags & VIRTQ_DESC_F_WRITE) !== 0)
+        .map((d) => [d.addr, d.len] as const),
+    );
+    return [...s.steps, f.step, step("iovec.write", args, expectSafe()), ...readBackSteps(f.mem, holes)];
+  }
   return [
     ...s.steps,
     f.step,
-    step(
-      "iovec.write",
-      {
-        chains: input.heads.map((h) => chainArgs(input.table, h)),
-        capacity: input.capacity,
-        offset: input.offset,
-        data: toHex(input.data),
-      },
-      w.expect,
-    ),
+    step("iovec.write", args, w.expect),
     // Nothing outside the writable buffers changed (no write into a readable descriptor).
     ...readBackSteps(w.mem),
   ];
@@ -252,6 +318,7 @@ export const iovecCases = [
       "IOV-CHAIN-END",
       "IOV-CHECK-ORDER",
     ],
+    setupRules: ["IOV-READ-LEN", "IOV-SEG-MEMORY", "IOV-OVERLAP-ORDER", "IOV-CHAIN-END", "IOV-CHECK-ORDER"],
     level: "must",
     ops: ["memory.create", "memory.write", "iovec.read"],
     arb: readArb,
@@ -274,7 +341,25 @@ export const iovecCases = [
     level: "safety",
     ops: ["memory.create", "memory.write", "memory.read", "iovec.write"],
     arb: writeArb,
-    examples: [],
+    examples: [
+      {
+        // A readable descriptor before a writable one: nothing may land in the readable one.
+        table: {
+          size: 2,
+          tableOffset: 0,
+          table: [
+            { addr: BUFFER_AREA, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 1 },
+            { addr: BUFFER_AREA + 64n, len: 8, flags: VIRTQ_DESC_F_WRITE, next: 0 },
+          ],
+          indirect: { offset: 0, entries: [{ addr: BUFFER_AREA, len: 0, flags: 0, next: 0 }], badLen: null },
+        },
+        seed: 5,
+        heads: [0],
+        capacity: 256,
+        offset: 0,
+        data: new Uint8Array(16).fill(0xab),
+      },
+    ],
     steps: writeSteps,
     numRuns: 30,
   }),

@@ -4,9 +4,10 @@
  */
 import fc from "fast-check";
 import type { SpecMemory } from "../../spec/memory.ts";
-import { readBytes, writeU16 } from "../../spec/memory.ts";
+import { readBytes, readU16, writeU16 } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
 import type { QueueError, SpecQueue } from "../../spec/queue.ts";
+import { VIRTQ_DESC_F_NEXT } from "../../spec/queue.ts";
 import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { RawDescriptor } from "./chain.ts";
@@ -17,6 +18,7 @@ import {
   encodeDescriptors,
   memoryCreateStep,
   walkValue,
+  writableLast,
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
@@ -35,13 +37,29 @@ type Cmd =
   | { readonly k: "undoPop" }
   | { readonly k: "addUsed"; readonly head: number | null; readonly len: number }
   | { readonly k: "publish" }
-  | { readonly k: "kick"; readonly honour: boolean }
+  | { readonly k: "kick" }
   | { readonly k: "tryEnable" }
   | { readonly k: "state" }
   | { readonly k: "reset" }
-  | { readonly k: "reinit" };
+  | { readonly k: "reinit" }
+  /**
+   * A hostile driver writes a device-owned field: used.idx, a used ring entry or avail_event
+   * (VIRTIO 1.2 §2.7.8: the used ring is written by the device only). A device must not trust
+   * it: its next used slot is its own next_used, never read back from guest memory.
+   */
+  | {
+      readonly k: "scribble";
+      readonly field: "usedIdx" | "usedEntry" | "availEvent";
+      readonly slot: number;
+      readonly v: number;
+    };
 
 export interface QueueInput {
+  /**
+   * Asks the reference adapter to honour VRING_AVAIL_F_NO_INTERRUPT (QEMU's choice) or not
+   * (Firecracker's, rust-vmm's); other implementations ignore it and answer as they do.
+   */
+  readonly honourNoInterrupt?: boolean;
   readonly size: number;
   readonly maxSize: number;
   readonly eventIdx: boolean;
@@ -54,12 +72,17 @@ const descArb = (size: number): fc.Arbitrary<RawDescriptor> =>
     addr: fc.bigInt({ min: BUFFER_AREA, max: BUFFER_AREA + 0x3000n }),
     len: fc.integer({ min: 0, max: 256 }),
     flags: fc.constantFrom(0, 1, 2, 3),
-    // Mostly in range; sometimes out of range (a refused head: VQ-POP-HEAD).
-    next: fc.oneof(
-      { weight: 9, arbitrary: fc.nat(size - 1) },
-      { weight: 1, arbitrary: fc.integer({ min: size, max: size + 4 }) },
-    ),
+    // In range: a NEXT out of range is a driver's fault, whose handling is a VMM's choice
+    // (queue.profile-pop-bad-head).
+    next: fc.nat(size - 1),
   });
+
+/**
+ * What a driver may put in a table (VIRTIO 1.2 §2.7.4.2, §2.7.5.2): no loops (a NEXT only
+ * to a later entry) and device-writable descriptors last on every path.
+ */
+export const driverTable = (ds: readonly RawDescriptor[]): RawDescriptor[] =>
+  writableLast(ds.map((d, i) => (d.next > i ? d : { ...d, flags: d.flags & ~VIRTQ_DESC_F_NEXT })));
 
 export type Weights = Partial<Record<Cmd["k"], number>>;
 
@@ -70,7 +93,8 @@ const cmdArb = (size: number, w: Weights): fc.Arbitrary<Cmd> => {
       weight: wt("avail", 6),
       arbitrary: fc.record({
         k: fc.constant("avail" as const),
-        head: fc.oneof(fc.nat(size - 1), fc.integer({ min: size, max: size + 2 })),
+        // A head >= size is a driver's fault too (queue.profile-pop-bad-head).
+        head: fc.nat(size - 1),
       }),
     },
     {
@@ -101,26 +125,41 @@ const cmdArb = (size: number, w: Weights): fc.Arbitrary<Cmd> => {
     { weight: wt("publish", 3), arbitrary: fc.constant({ k: "publish" as const }) },
     {
       weight: wt("kick", 3),
-      arbitrary: fc.record({ k: fc.constant("kick" as const), honour: fc.boolean() }),
+      arbitrary: fc.constant({ k: "kick" as const }),
     },
     { weight: wt("tryEnable", 2), arbitrary: fc.constant({ k: "tryEnable" as const }) },
     { weight: wt("state", 1), arbitrary: fc.constant({ k: "state" as const }) },
     { weight: wt("reset", 0), arbitrary: fc.constant({ k: "reset" as const }) },
     { weight: wt("reinit", 0), arbitrary: fc.constant({ k: "reinit" as const }) },
+    {
+      weight: wt("scribble", 0),
+      arbitrary: fc.record({
+        k: fc.constant("scribble" as const),
+        field: fc.constantFrom("usedIdx" as const, "usedEntry" as const, "availEvent" as const),
+        slot: fc.nat(size - 1),
+        v: fc.oneof(fc.nat(0xffff), fc.integer({ min: -2, max: 2 })),
+      }),
+    },
   ];
   return fc.oneof(...all.filter((a) => a.weight > 0));
 };
 
 export const queueArb = (w: Weights, o: { maxLength?: number } = {}): fc.Arbitrary<QueueInput> =>
   fc
-    .record({ log: fc.integer({ min: 0, max: 4 }), eventIdx: fc.boolean(), bigMax: fc.boolean() })
-    .chain(({ log, eventIdx, bigMax }) => {
+    .record({
+      log: fc.integer({ min: 0, max: 4 }),
+      eventIdx: fc.boolean(),
+      bigMax: fc.boolean(),
+      honour: fc.boolean(),
+    })
+    .chain(({ log, eventIdx, bigMax, honour }) => {
       const size = 1 << log;
       return fc.record({
+        honourNoInterrupt: fc.constant(honour),
         size: fc.constant(size),
         maxSize: fc.constant(bigMax ? 256 : 16),
         eventIdx: fc.constant(eventIdx),
-        table: fc.array(descArb(size), { minLength: size, maxLength: size }),
+        table: fc.array(descArb(size), { minLength: size, maxLength: size }).map(driverTable),
         cmds: fc.array(cmdArb(size, w), { minLength: 1, maxLength: o.maxLength ?? 25 }),
       });
     });
@@ -186,11 +225,42 @@ export const queueSteps = (input: QueueInput): Step[] => {
     const b = new Uint8Array([v & 0xff, (v >> 8) & 0xff]);
     steps.push(step("memory.write", { addr: u64(addr), data: toHex(b) }, expectOk(null)));
   };
-  const usedRingRead = (): void => {
-    const len = Number(Q.usedRingBytes(input.size));
-    const r = readBytes(mem, USED, len);
-    if (r.ok) steps.push(step("memory.read", { addr: u64(USED), len }, expectOk({ data: toHex(r.value) })));
+  const usedIdxBytes = (v: number): Outcome => ({ ok: true, value: { data: toHex(u16le(v)) } });
+  /**
+   * used.idx as the driver sees it. Firecracker publishes it in its own step
+   * (advance_used_ring_idx, VQ-PUBLISH-USED); rust-vmm's add_used stores next_used into it
+   * itself (virtio-queue queue.rs add_used): a VMM's choice, so a profile step.
+   */
+  const usedIdxStep = (): Step => {
+    const fc = readBytes(mem, USED + 2n, 2);
+    return step(
+      "memory.read",
+      { addr: u64(USED + 2n), len: 2 },
+      {
+        profiles: {
+          firecracker: fc.ok ? { ok: true, value: { data: toHex(fc.value) } } : usedIdxBytes(0),
+          "rust-vmm": usedIdxBytes(rustUsedIdx ?? (fc.ok ? fc.value[0]! | (fc.value[1]! << 8) : 0)),
+          "cloud-hypervisor": usedIdxBytes(rustUsedIdx ?? (fc.ok ? fc.value[0]! | (fc.value[1]! << 8) : 0)),
+        },
+      },
+      ["VQ-PUBLISH-USED"],
+    );
   };
+  /** The used ring as the driver sees it: the entries (MUST) and used.idx (a profile). */
+  const usedRingRead = (): void => {
+    const len = Number(Q.usedRingBytes(input.size)) - 4;
+    const r = readBytes(mem, USED + 4n, len);
+    if (r.ok)
+      steps.push(
+        step("memory.read", { addr: u64(USED + 4n), len }, expectOk({ data: toHex(r.value) }), [
+          "VQ-ADD-USED",
+          "VQ-LAYOUT",
+        ]),
+      );
+    steps.push(usedIdxStep());
+  };
+  /** What rust-vmm's add_used last stored in used.idx (null: it has not stored one). */
+  let rustUsedIdx: number | null = null;
   let lastHead: number | null = null;
   for (const c of input.cmds) {
     switch (c.k) {
@@ -209,6 +279,23 @@ export const queueSteps = (input: QueueInput): Step[] => {
       case "availFlags":
         u16w(AVAIL, c.v);
         break;
+      case "scribble": {
+        // The driver's write lands in memory; the device's later writes overwrite what they own.
+        if (c.field === "usedIdx") {
+          u16w(USED + 2n, (q.nextUsed + c.v) & 0xffff);
+          rustUsedIdx = null;
+        } else if (c.field === "availEvent") u16w(USED + 4n + 8n * BigInt(input.size), c.v & 0xffff);
+        else {
+          const at = USED + 4n + 8n * BigInt(c.slot);
+          const e = new Uint8Array(8);
+          new DataView(e.buffer).setUint32(0, c.v >>> 0, true);
+          new DataView(e.buffer).setUint32(4, (c.v * 7) >>> 0, true);
+          const w = writeStep(mem, at, e);
+          mem = w.mem;
+          steps.push(w.step);
+        }
+        break;
+      }
       case "pop": {
         const r = Q.pop(q, mem);
         q = r.queue;
@@ -224,27 +311,43 @@ export const queueSteps = (input: QueueInput): Step[] => {
                     ? { popped: false }
                     : { popped: true, head: r.result.value.head, chain: walkValue(r.result.value.walk) },
                 ),
+            ["VQ-POP-EMPTY", "VQ-POP-ADVANCE", "VQ-LEN", "VQ-LAYOUT"],
           ),
         );
         break;
       }
       case "undoPop":
         q = Q.undoPop(q);
-        steps.push(step("queue.undoPop", { queue: 0 }, expectOk(null)));
+        steps.push(step("queue.undoPop", { queue: 0 }, expectOk(null), ["VQ-UNDO-POP"]));
         break;
       case "addUsed": {
         const head = c.head ?? lastHead ?? 0;
         const r = Q.addUsed(q, mem, head, c.len);
         q = r.queue;
         mem = r.memory;
+        const outcome: Outcome = r.result.ok
+          ? { ok: true, value: null }
+          : { ok: false, error: { _tag: r.result.error._tag } };
+        const expect: Expect = { outcome };
         steps.push(
-          step(
-            "queue.addUsed",
-            { queue: 0, head, len: c.len },
-            r.result.ok ? expectOk(null) : errExpect(r.result.error),
-          ),
+          r.result.ok || r.result.error._tag !== "DescIndexOutOfBounds"
+            ? step("queue.addUsed", { queue: 0, head, len: c.len }, expect, ["VQ-ADD-USED"])
+            : // An id past the queue is the device's own mistake, not the guest's: both VMMs
+              // refuse it (Firecracker DescIndexOutOfBounds, rust-vmm InvalidDescriptorIndex).
+              step(
+                "queue.addUsed",
+                { queue: 0, head, len: c.len },
+                {
+                  profiles: {
+                    firecracker: outcome,
+                    "rust-vmm": outcome,
+                    "cloud-hypervisor": outcome,
+                  },
+                },
+                ["VQ-ADD-USED-INDEX"],
+              ),
         );
-        // VQ-ADD-USED: the element is there, used.idx has not moved (it is published separately).
+        if (r.result.ok) rustUsedIdx = q.nextUsed;
         if (q.active) usedRingRead();
         break;
       }
@@ -253,15 +356,54 @@ export const queueSteps = (input: QueueInput): Step[] => {
         q = r.queue;
         mem = r.memory;
         steps.push(
-          step("queue.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error)),
+          step("queue.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error), [
+            "VQ-PUBLISH-USED",
+          ]),
         );
-        if (q.active) usedRingRead();
+        if (q.active) {
+          // After publish used.idx is next_used whatever the VMM (rust-vmm: already so).
+          const idx = readBytes(mem, USED + 2n, 2);
+          if (idx.ok)
+            steps.push(
+              step("memory.read", { addr: u64(USED + 2n), len: 2 }, expectOk({ data: toHex(idx.value) }), [
+                "VQ-PUBLISH-USED",
+              ]),
+            );
+          rustUsedIdx = q.nextUsed;
+        }
         break;
       }
       case "kick": {
-        const r = Q.prepareKick(q, mem, c.honour);
+        const f = readU16(mem, AVAIL);
+        const flags = f.ok ? f.value : 0;
+        // One choice per run: an implementation either honours NO_INTERRUPT or does not.
+        const honour = input.honourNoInterrupt ?? false;
+        const r = Q.prepareKick(q, mem, honour);
+        const args = { queue: 0, honourNoInterrupt: honour };
+        if (q.active && !q.eventIdx && (flags & 1) !== 0) {
+          // VIRTIO 1.2 §2.7.7.2: with NO_INTERRUPT set the device SHOULD NOT notify.
+          // Firecracker's prepare_kick and rust-vmm's needs_notification notify anyway;
+          // QEMU's virtio_should_notify does not.
+          steps.push(
+            step(
+              "queue.prepareKick",
+              args,
+              {
+                profiles: {
+                  firecracker: { ok: true, value: true },
+                  "rust-vmm": { ok: true, value: true },
+                  "cloud-hypervisor": { ok: true, value: true },
+                  qemu: { ok: true, value: false },
+                },
+              },
+              ["VQ-NO-INTERRUPT"],
+            ),
+          );
+        } else
+          steps.push(
+            step("queue.prepareKick", args, expectOk(r.result), ["VQ-PREPARE-KICK", "VQ-EVENT-IDX"]),
+          );
         q = r.queue;
-        steps.push(step("queue.prepareKick", { queue: 0, honourNoInterrupt: c.honour }, expectOk(r.result)));
         break;
       }
       case "tryEnable": {
@@ -302,8 +444,22 @@ export const queueSteps = (input: QueueInput): Step[] => {
     }
   }
   steps.push(step("queue.state", { queue: 0 }, expectOk(stateJson(q))));
-  return [...steps, ...readBackSteps(mem)];
+  // Nothing written outside the used ring; used.idx itself is a profile (see usedIdxStep).
+  return [...steps.map(citeRefusal), ...readBackSteps(mem, [[USED + 2n, 2]]), usedIdxStep()];
 };
+
+/** A refusal is charged to the rule that refuses: a hostile avail.idx, an inactive queue. */
+const citeRefusal = (s: Step): Step => {
+  if (!("outcome" in s.expect) || s.expect.outcome.ok) return s;
+  const tag = s.expect.outcome.error._tag;
+  return tag === "InvalidAvailIdx"
+    ? { ...s, rules: ["VQ-POP-AVAIL-IDX"] }
+    : tag === "NotReady"
+      ? { ...s, rules: ["VQ-INACTIVE"] }
+      : s;
+};
+
+const u16le = (v: number): Uint8Array => new Uint8Array([v & 0xff, (v >> 8) & 0xff]);
 
 // ---- initialize -------------------------------------------------------------------------
 
@@ -431,6 +587,8 @@ const initSteps = (input: InitInput): Step[] => {
 
 /** A popped head whose NEXT is out of range: Firecracker refuses it, rust-vmm pops it (CHAIN-CHECKED-NEW at pop). */
 interface BadHeadInput {
+  /** The avail ring names an entry at or past the queue size (else entry 0, whose NEXT is out of range). */
+  readonly headPast?: boolean;
   readonly size: number;
   readonly over: number;
   readonly len: number;
@@ -441,15 +599,17 @@ const badHeadSteps = (input: BadHeadInput): Step[] => {
   const table: RawDescriptor[] = Array.from({ length: input.size }, (_, i) => ({
     addr: BUFFER_AREA + BigInt(64 * i),
     len: input.len,
-    flags: i === 0 ? 1 : 0,
-    next: i === 0 ? input.size + input.over : 0,
+    flags: i === 0 && !input.headPast ? 1 : 0,
+    next: i === 0 && !input.headPast ? input.size + input.over : 0,
   }));
+  // The avail ring names entry 0 (its NEXT out of range) or an entry past the table.
+  const availHead = input.headPast ? Math.min(0xffff, input.size + input.over) : 0;
   const steps = queueSteps({
     size: input.size,
     maxSize: 16,
     eventIdx: input.eventIdx,
     table,
-    cmds: [{ k: "avail", head: 0 }],
+    cmds: [{ k: "avail", head: availHead }],
   });
   // Drop the closing state and read-back: what follows is per profile.
   const setup = steps.slice(
@@ -457,22 +617,23 @@ const badHeadSteps = (input: BadHeadInput): Step[] => {
     steps.findIndex((s) => s.op === "queue.state"),
   );
   const head = table[0]!;
+  const chain = input.headPast
+    ? { accepted: true, descriptors: [] }
+    : {
+        accepted: true,
+        descriptors: [
+          { index: 0, addr: u64(head.addr), len: head.len, flags: 1, next: head.next, indirect: false },
+        ],
+      };
   const popped = (yes: boolean): Outcome => ({
     ok: true,
-    value: yes
-      ? {
-          popped: true,
-          head: 0,
-          chain: {
-            accepted: true,
-            descriptors: [
-              { index: 0, addr: u64(head.addr), len: head.len, flags: 1, next: head.next, indirect: false },
-            ],
-          },
-        }
-      : { popped: false },
+    value: yes ? { popped: true, head: availHead, chain } : { popped: false },
   });
   const state = (nextAvail: number): Outcome => ({ ok: true, value: { nextAvail } });
+  // Firecracker: checked_new refuses the head and pop does not advance. rust-vmm:
+  // virtio-queue queue.rs AvailIter::next advances and returns DescriptorChain::new(head)
+  // whatever the head; chain.rs yields the head and stops at its NEXT, or yields nothing for
+  // a head >= size.
   return [
     ...setup,
     step(
@@ -502,6 +663,20 @@ const okTable = (size: number): RawDescriptor[] =>
     next: 0,
   }));
 
+/** What queue.ops checks at the must level (VQ-ADD-USED-INDEX, VQ-NO-INTERRUPT: profile only). */
+const QUEUE_OPS_RULES = [
+  "VQ-LAYOUT",
+  "VQ-LEN",
+  "VQ-POP-EMPTY",
+  "VQ-POP-ADVANCE",
+  "VQ-UNDO-POP",
+  "VQ-ADD-USED",
+  "VQ-PUBLISH-USED",
+  "VQ-EVENT-IDX",
+  "VQ-PREPARE-KICK",
+  "VQ-TRY-ENABLE-NOTIFICATION",
+];
+
 const QUEUE_OPS = [
   "memory.create",
   "memory.write",
@@ -523,25 +698,29 @@ export const queueCases = [
     id: "queue.ops",
     title:
       "pop, undoPop, addUsed, publish, prepareKick and tryEnableNotification agree with the model on random driver/device sequences",
-    rules: [
-      "VQ-LAYOUT",
-      "VQ-LEN",
-      "VQ-POP-EMPTY",
-      "VQ-POP-HEAD",
-      "VQ-POP-ADVANCE",
-      "VQ-UNDO-POP",
-      "VQ-ADD-USED-INDEX",
-      "VQ-ADD-USED",
-      "VQ-PUBLISH-USED",
-      "VQ-EVENT-IDX",
-      "VQ-PREPARE-KICK",
-      "VQ-NO-INTERRUPT",
-      "VQ-TRY-ENABLE-NOTIFICATION",
-    ],
+    rules: [...QUEUE_OPS_RULES, "VQ-ADD-USED-INDEX", "VQ-NO-INTERRUPT"],
+    setupRules: QUEUE_OPS_RULES,
     level: "must",
     ops: QUEUE_OPS.filter((op) => op !== "queue.reset"),
     arb: queueArb({ availIdx: 0 }),
     examples: [
+      {
+        // NO_INTERRUPT without EVENT_IDX (VQ-NO-INTERRUPT), an id past the queue (VQ-ADD-USED-INDEX).
+        honourNoInterrupt: true,
+        size: 2,
+        maxSize: 16,
+        eventIdx: false,
+        table: okTable(2),
+        cmds: [
+          { k: "availFlags", v: 1 },
+          { k: "avail", head: 0 },
+          { k: "pop" },
+          { k: "addUsed", head: 3, len: 1 },
+          { k: "addUsed", head: null, len: 4 },
+          { k: "kick" },
+          { k: "publish" },
+        ],
+      },
       {
         size: 4,
         maxSize: 16,
@@ -552,7 +731,7 @@ export const queueCases = [
           { k: "pop" },
           { k: "addUsed", head: null, len: 8 },
           { k: "usedEvent", delta: -1 },
-          { k: "kick", honour: false },
+          { k: "kick" },
           { k: "publish" },
         ],
       },
@@ -566,7 +745,7 @@ export const queueCases = [
           { k: "pop" },
           { k: "addUsed", head: null, len: 8 },
           { k: "usedEvent", delta: 0 },
-          { k: "kick", honour: false },
+          { k: "kick" },
         ],
       },
     ],
@@ -620,10 +799,39 @@ export const queueCases = [
     steps: queueSteps,
     numRuns: 30,
   }),
+  defineCase<QueueInput>({
+    id: "queue.device-owned",
+    title:
+      "a driver that writes device-owned fields (used.idx, used ring entries, avail_event) is not trusted: the device's used slots stay its own next_used",
+    rules: ["VQ-DEVICE-ACCESS", "VQ-PUBLISH-USED"],
+    setupRules: ["VQ-DEVICE-ACCESS"],
+    level: "safety",
+    ops: QUEUE_OPS.filter((op) => op !== "queue.reset"),
+    arb: queueArb({ scribble: 5, undoPop: 0 }),
+    examples: [
+      {
+        size: 4,
+        maxSize: 16,
+        eventIdx: false,
+        table: okTable(4),
+        cmds: [
+          { k: "avail", head: 1 },
+          { k: "pop" },
+          { k: "scribble", field: "usedIdx", slot: 0, v: 2 },
+          { k: "addUsed", head: null, len: 8 },
+          { k: "publish" },
+        ],
+      },
+    ],
+    // Every exact step here is about what the device trusts (profile steps keep their rules).
+    steps: (input) =>
+      queueSteps(input).map((x) => ("outcome" in x.expect ? { ...x, rules: ["VQ-DEVICE-ACCESS"] } : x)),
+    numRuns: 30,
+  }),
   defineCase<BadHeadInput>({
     id: "queue.profile-pop-bad-head",
     title:
-      "a head whose NEXT is out of range: Firecracker's pop refuses it and does not advance, rust-vmm pops a one-descriptor chain",
+      "a head past the queue or whose NEXT is out of range: Firecracker's pop refuses it and does not advance, rust-vmm pops (an empty or one-descriptor chain) and advances",
     rules: ["VQ-POP-HEAD", "CHAIN-CHECKED-NEW"],
     level: "profile",
     ops: [
@@ -636,6 +844,7 @@ export const queueCases = [
       "queue.state",
     ],
     arb: fc.record({
+      headPast: fc.boolean(),
       size: fc.constantFrom(2, 4, 8),
       over: fc.nat(20),
       len: fc.integer({ min: 1, max: 64 }),

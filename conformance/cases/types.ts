@@ -14,7 +14,12 @@ import type { Json, JsonObject, Outcome } from "../protocol.ts";
 export type Level = "must" | "safety" | "profile";
 export const LEVELS: readonly Level[] = ["must", "safety", "profile"];
 
-export const PROFILES = ["firecracker", "rust-vmm", "cloud-hypervisor"] as const;
+/**
+ * The reference VMMs a profile step may name. `qemu` appears only where its choice differs
+ * from all the others (VRING_AVAIL_F_NO_INTERRUPT); a profile a step does not name has no
+ * opinion there and agrees with any answer.
+ */
+export const PROFILES = ["firecracker", "rust-vmm", "cloud-hypervisor", "qemu"] as const;
 export type Profile = (typeof PROFILES)[number];
 
 export type Expect =
@@ -23,12 +28,23 @@ export type Expect =
    * Profile steps: the outcome each reference profile gives (a missing profile: no opinion).
    * With `keys`, only those fields of an ok value are compared (what the profiles define).
    */
-  | { readonly profiles: { readonly [P in Profile]?: Outcome }; readonly keys?: readonly string[] };
+  | { readonly profiles: { readonly [P in Profile]?: Outcome }; readonly keys?: readonly string[] }
+  /**
+   * Hostile input where VIRTIO leaves the device's answer open (the driver broke one of its
+   * MUSTs): any answer passes except a crash, a hang or an internal error (NOT_A_REFUSAL).
+   * What is checked is around it: memory read back, a well-formed step after it.
+   */
+  | { readonly safe: true };
 
 export interface Step {
   readonly op: string;
   readonly args: JsonObject;
   readonly expect: Expect;
+  /**
+   * The rule ids this step checks (a subset of its case's `rules`); a difference at this step
+   * is charged to them alone. Absent: the case's rules.
+   */
+  readonly rules?: readonly string[];
 }
 
 export interface Case<T> {
@@ -38,6 +54,11 @@ export interface Case<T> {
   /** Spec rule ids (declared in spec/*.ts RULES) this case checks. */
   readonly rules: readonly string[];
   readonly level: Level;
+  /**
+   * What a step with no `rules` of its own cites (setup, reads, state): default `rules`. A case
+   * whose steps name some rules only at the profile level leaves those out here.
+   */
+  readonly setupRules?: readonly string[];
   /** Operations the case needs besides hello and reset; missing ones skip the case. */
   readonly ops: readonly string[];
   readonly arb: fc.Arbitrary<T>;
@@ -54,6 +75,7 @@ export interface AnyCase {
   readonly title: string;
   readonly rules: readonly string[];
   readonly level: Level;
+  readonly setupRules?: readonly string[];
   readonly ops: readonly string[];
   readonly arb: fc.Arbitrary<unknown>;
   readonly examples: readonly unknown[];
@@ -66,5 +88,14 @@ export const defineCase = <T>(c: Case<T>): AnyCase => c as unknown as AnyCase;
 export const expectOk = (value: Json = null): Expect => ({
   outcome: { ok: true, value },
 });
+export const expectSafe = (): Expect => ({ safe: true });
 export const expectErr = (tag: string): Expect => ({ outcome: { ok: false, error: { _tag: tag } } });
-export const step = (op: string, args: JsonObject, expect: Expect): Step => ({ op, args, expect });
+export const step = (op: string, args: JsonObject, expect: Expect, rules?: readonly string[]): Step =>
+  rules === undefined ? { op, args, expect } : { op, args, expect, rules };
+
+/** The same step charged to `rules` (see Step.rules). */
+export const citing = (s: Step, ...rules: string[]): Step => ({ ...s, rules });
+
+/** The level a step's difference counts at: a profile step is always profile level. */
+export const stepLevel = (s: Step, caseLevel: Level): Level =>
+  "profiles" in s.expect ? "profile" : "safe" in s.expect ? "safety" : caseLevel;

@@ -22,6 +22,9 @@ const queues = (world: World): Map<number, QueueSlot> => {
   return m;
 };
 
+/** The queue an op names (mutant wrappers reach the same SplitQueue through it). */
+export const queueSlot = (world: World, args: JsonObject): { readonly q: SplitQueue } => slot(world, args);
+
 const slot = (world: World, args: JsonObject): QueueSlot => {
   const id = args["queue"] === undefined ? 0 : argUint(args, "queue", 0xffff);
   const s = queues(world).get(id);
@@ -120,12 +123,6 @@ export const queueOps: Record<string, Handler> = {
     panicSizeZero(s);
     const head = argUint(args, "head");
     const len = argUint(args, "len");
-    if (world.mutant === "used-idx-before-element") {
-      // The driver can see used.idx move before the element it announces is written.
-      const st = s.q.state();
-      if (st.active && head < st.size)
-        world.mem().writeU16(Number(st.usedRing) + 2, (st.nextUsed + 1) & 0xffff);
-    }
     const r = s.q.addUsed(head, len);
     return r.ok ? okv(null) : qerr(r.error);
   },

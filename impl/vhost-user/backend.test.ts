@@ -1,8 +1,14 @@
+import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Effect, Exit, Fiber, type Scope } from "effect";
 import { describe, expect, it } from "vitest";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, Req, bit } from "../../spec/vhost-user.ts";
 import { VsockVirtioDevice } from "../device/vsock.ts";
 import { loadFdio, signalEventFd } from "../native/fdio.ts";
+import { Poller, acquireUnixConnection, fdio } from "../native/scoped.ts";
+import { serveVhostUser, type VhostUserEvent } from "./backend.ts";
+import { FrontEnd } from "./frontend.ts";
 import { LoopbackBackend } from "../net/backend.ts";
 import { NetDevice } from "../net/device.ts";
 import {
@@ -111,6 +117,35 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
     );
   });
 
+  it("a disabled ring's kicks wait until SET_VRING_ENABLE enables it [VU-RING-ENABLE]", async () => {
+    await run(
+      Effect.gen(function* () {
+        const dev = netDevice();
+        const h = yield* harness(dev);
+        yield* startDevice(h, VERSION_1);
+        yield* expectAck(
+          h.fe.call(Req.SET_VRING_ENABLE, { _tag: "VringState", index: 1, num: 0 }, { needReply: true }),
+        );
+        const frame = GUEST_BASE + 0x20000;
+        for (let i = 0; i < 72; i++) h.guest.writeU8(frame + i, 0);
+        const head = h.drivers[1]!.addChain([{ addr: frame, len: 72 }]);
+        signalEventFd(h.io, h.kicks[1]!);
+        // The kick is read but the ring is not served while disabled.
+        for (let i = 0; i < 20 && h.events.filter((e) => e._tag === "RingEnabled").length === 0; i++) {
+          yield* Effect.sleep(5);
+        }
+        yield* Effect.sleep(50);
+        expect(h.drivers[1]!.reapUsed()).toEqual([]);
+        expect(dev.stats.txFrames).toBe(0);
+        yield* expectAck(
+          h.fe.call(Req.SET_VRING_ENABLE, { _tag: "VringState", index: 1, num: 1 }, { needReply: true }),
+        );
+        yield* waitCall(h, 1);
+        expect(h.drivers[1]!.reapUsed()).toEqual([{ id: head, len: 0 }]);
+      }),
+    );
+  });
+
   it("a refused SET_MEM_TABLE is nacked, closes the connection and leaves nothing mapped [VU-MEM-OVERLAP VU-REPLY-ACK VU-DISCONNECT]", async () => {
     const fdsBefore = openFds();
     let name = "";
@@ -162,7 +197,47 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
     expect(openFds()).toBe(fdsBefore);
   });
 
-  it("vsock: GET_CONFIG answers the guest CID with CONFIG negotiated; without it the request is refused [VU-CONFIG VU-REQ-GATED]", async () => {
+  it("a front-end that goes away can come back: the back-end accepts the next connection on the same socket [VU-DISCONNECT]", async () => {
+    const sock = join(tmpdir(), `vlab-vu-reconnect-${process.pid}.sock`);
+    const events: VhostUserEvent[] = [];
+    const fdsBefore = openFds();
+    await run(
+      Effect.gen(function* () {
+        const io = yield* fdio;
+        let listening: () => void = () => {};
+        const ready = new Promise<void>((r) => (listening = r));
+        const server = yield* Effect.forkChild(
+          serveVhostUser({
+            device: netDevice(),
+            socketPath: sock,
+            connections: 2,
+            onEvent: (e) => {
+              events.push(e);
+              if (e._tag === "Listening") listening();
+            },
+          }),
+        );
+        yield* Effect.promise(() => ready);
+        for (let round = 0; round < 2; round++) {
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const fd = yield* acquireUnixConnection(io, sock);
+              const fe = new FrontEnd(io, fd, yield* Poller.make(io));
+              const f = yield* fe.call(Req.GET_FEATURES);
+              expect(f?.body._tag).toBe("U64");
+            }),
+          );
+        }
+        yield* Fiber.join(server);
+      }),
+    );
+    expect(events.filter((e) => e._tag === "Connected").length).toBe(2);
+    expect(events.filter((e) => e._tag === "Disconnected").length).toBe(2);
+    expect(existsSync(sock)).toBe(false);
+    expect(openFds()).toBe(fdsBefore);
+  });
+
+  it("vsock: GET_CONFIG answers the guest CID with CONFIG negotiated; without it the request is refused; bit 30 is offered [VU-CONFIG VU-REQ-GATED VU-FEATURES-PROTOCOL-BIT]", async () => {
     await run(
       Effect.gen(function* () {
         const d = VsockVirtioDevice.create({ guestCid: 42n }, { queueCount: 2 });

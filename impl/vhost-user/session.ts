@@ -488,8 +488,9 @@ export class Session {
       this.rings[i]!.base = this.device.queues[i]!.nextAvail;
       bases.push(this.rings[i]!.base);
     }
-    this.device.reset();
+    // Told before the reset, so that a listener can still read the device's state.
     this.emit({ _tag: "DeviceStopped", bases });
+    this.device.reset();
   }
 
   /** VU-CALL: queue q's used-buffer interrupt. */

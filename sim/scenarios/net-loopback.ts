@@ -6,6 +6,7 @@
 import { Effect } from "effect";
 import { LoopbackBackend } from "../../impl/net/backend.ts";
 import type { ChartSpec, Scenario, ScenarioInstance } from "../engine.ts";
+import { checkNetFaults, netFaults, settlePendingFaults } from "./guest-faults.ts";
 import { NetRig } from "./net-rig.ts";
 
 export const NET_CHARTS: readonly ChartSpec[] = [
@@ -77,8 +78,10 @@ export const netLoopbackScenario: Scenario = {
           loopback: true,
         }),
       ];
+      // --faults: TX headers and descriptors, RX descriptors broken on both devices (set
+      // before the first RX refill, which may already be corrupted).
+      const counts = ctx.faultRate > 0 ? rigs.map((rig) => netFaults(ctx, rig)) : null;
       for (const rig of rigs) rig.refillRx();
-      if (ctx.faultRate > 0) ctx.notes.push("net-loopback injects no faults; use hostile-guest for --faults");
       const inst: ScenarioInstance = {
         step: () => {
           // The same burst size for both devices, so their counts compare.
@@ -87,7 +90,9 @@ export const netLoopbackScenario: Scenario = {
           ctx.clock.advance(2);
         },
         drain: () => {
+          if (counts !== null) rigs.forEach((rig, i) => checkNetFaults(ctx, rig, counts[i]!));
           for (const rig of rigs) rig.drain();
+          if (counts !== null) settlePendingFaults(ctx);
         },
       };
       return inst;

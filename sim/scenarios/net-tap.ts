@@ -75,6 +75,8 @@ export const netTapScenario: Scenario = {
   defaultSteps: 200,
   smoke: { steps: 10, seeds: [1] },
   defaultFaults: 0,
+  noFaults:
+    "its peer is the real kernel, which answers each echo request once: a corrupted frame would be indistinguishable from a device bug (net-loopback and hostile-guest inject virtio-net faults)",
   charts: TAP_CHARTS,
   create: (ctx: SimContext) =>
     Effect.gen(function* () {
@@ -94,7 +96,6 @@ export const netTapScenario: Scenario = {
         .map((h) => parseInt(h, 16));
       ctx.facts["namespace"] = "vlabnet-<pid>-sim-… (removed at the end)";
       ctx.facts["interface"] = ifName;
-      if (ctx.faultRate > 0) ctx.notes.push("net-tap injects no faults; use hostile-guest for --faults");
 
       const r = ctx.rng;
       // What to send: the ARP request first, ARP replies the kernel asked for, then pings.

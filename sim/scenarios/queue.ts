@@ -6,6 +6,7 @@
  */
 import { Effect } from "effect";
 import type { Scenario, ScenarioInstance, SimContext } from "../engine.ts";
+import { QueueFaults, settlePendingFaults } from "./guest-faults.ts";
 import { QueueRig, SHAPES } from "./queue-rig.ts";
 
 export const QUEUE_CHARTS = [
@@ -41,7 +42,13 @@ export const QUEUE_CHARTS = [
   },
 ] as const;
 
-export const queueStep = (ctx: SimContext, rig: QueueRig, maxAdds: number): void => {
+/** One step; with `faults` (--faults), the guest corrupts what it adds and repairs it. */
+export const queueStep = (
+  ctx: SimContext,
+  rig: QueueRig,
+  maxAdds: number,
+  faults: QueueFaults | null = null,
+): void => {
   const r = ctx.rng;
   // The device's pace changes in phases (a busy host, a descheduled thread): the ring
   // fills up and drains.
@@ -51,27 +58,35 @@ export const queueStep = (ctx: SimContext, rig: QueueRig, maxAdds: number): void
     pace.max = r.pick([0, 1, 2, 8, 8, 16]);
   }
   const adds = r.int(maxAdds + 1);
-  for (let i = 0; i < adds; i++) if (rig.addChain(r.pick(SHAPES)) < 0) break;
+  for (let i = 0; i < adds; i++) {
+    const head = rig.addChain(r.pick(SHAPES));
+    if (head < 0) break;
+    faults?.afterAdd(head);
+  }
   // The device may run between the ring entries and the avail.idx store (the barrier):
   // it must not see those entries yet.
   if (r.chance(0.2)) rig.deviceRun(r.range(1, 4));
   rig.publishAndKick();
+  faults?.afterPublish();
   if (pace.max > 0) rig.deviceRun(r.range(1, pace.max));
+  faults?.afterDevice();
   rig.guestInterrupt();
   // Reclaim without an interrupt, as virtio-net's TX path does on each transmit.
   if (r.chance(0.05)) rig.reapAll();
   rig.sampleGauges();
-  rig.checkStall();
+  if (faults === null || faults.pendingRepairs === 0) rig.checkStall();
   ctx.clock.advance(1);
 };
 
-export const drainRig = (ctx: SimContext, rig: QueueRig): void => {
+export const drainRig = (ctx: SimContext, rig: QueueRig, faults: QueueFaults | null = null): void => {
+  faults?.drain();
   for (let i = 0; i < 100_000 && !rig.idle; i++) {
     rig.drainRound();
     rig.checkStall();
   }
   rig.sampleGauges();
   rig.checkDrained();
+  if (faults !== null) settlePendingFaults(ctx);
 };
 
 export const queueScenario: Scenario = {
@@ -91,10 +106,11 @@ export const queueScenario: Scenario = {
         eventIdx: r.chance(0.5),
         indirect: r.chance(0.7),
       });
-      if (ctx.faultRate > 0) ctx.notes.push("queue injects no faults; use hostile-guest for --faults");
+      // --faults: descriptors, avail.idx/ring and notification fields corrupted and repaired.
+      const faults = ctx.faultRate > 0 ? new QueueFaults(ctx, rig) : null;
       const inst: ScenarioInstance = {
-        step: () => queueStep(ctx, rig, 4),
-        drain: () => drainRig(ctx, rig),
+        step: () => queueStep(ctx, rig, 4, faults),
+        drain: () => drainRig(ctx, rig, faults),
       };
       return inst;
     }),

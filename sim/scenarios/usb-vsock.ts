@@ -69,6 +69,8 @@ export const usbVsockScenario: Scenario = {
   defaultSteps: 2000,
   smoke: { steps: 200, seeds: [1, 2] },
   defaultFaults: 0,
+  noFaults:
+    "its simulated bulk link is reliable, as USB bulk transfers are (errors are retried by the host controller); vsock packet faults are in vsock-credit and hostile-guest",
   charts: USB_CHARTS,
   create: (ctx) =>
     Effect.gen(function* () {
@@ -82,7 +84,6 @@ export const usbVsockScenario: Scenario = {
       ctx.facts["connections"] = connections;
       ctx.facts["max transfer size"] = maxTransferSize;
       ctx.facts["link latency"] = `${latencyUs} µs`;
-      if (ctx.faultRate > 0) ctx.notes.push("usb-vsock injects no faults; use hostile-guest for --faults");
       const started = yield* runOnClock(ctx, rig.start, latencyUs, 100_000);
       if (started === undefined || started._tag === "Failure")
         return ctx.fail(

@@ -13,6 +13,7 @@ import type { VsockConnection } from "../../impl/vsock/connection.ts";
 import { peerFree, VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../spec/vsock.ts";
 import { VsockDriver, type VsockSock } from "../guest/vsock-driver.ts";
 import type { ChartSpec, Metric, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
+import { settlePendingFaults, vsockFault } from "./guest-faults.ts";
 
 /** Byte `i` of stream `id`: position-based, so writer and checker need not share chunking. */
 export const streamByte = (id: number, i: number): number => {
@@ -354,13 +355,19 @@ export const vsockCreditScenario: Scenario = {
   create: (ctx) =>
     Effect.sync(() => {
       const rig = new VsockCreditRig(ctx, ctx.rng.range(1, 4));
-      if (ctx.faultRate > 0) ctx.notes.push("vsock-credit injects no faults; use hostile-guest for --faults");
       const inst: ScenarioInstance = {
         step: () => {
+          // --faults: bogus packets (spoofed CIDs, bad ops and types, lying lengths and
+          // credit) on ports the real connections do not use.
+          const settle = ctx.faultRate > 0 && ctx.rng.chance(ctx.faultRate) ? vsockFault(ctx, rig) : null;
           rig.step(true);
+          settle?.();
           ctx.clock.advance(10);
         },
-        drain: () => rig.drain(),
+        drain: () => {
+          rig.drain();
+          if (ctx.faultRate > 0) settlePendingFaults(ctx);
+        },
       };
       return inst;
     }),

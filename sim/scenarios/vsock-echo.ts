@@ -65,6 +65,8 @@ export const vsockEchoScenario: Scenario = {
   defaultSteps: 300,
   smoke: { steps: 40, seeds: [1] },
   defaultFaults: 0,
+  noFaults:
+    "it checks the Unix-socket backend with real sockets, whose timing is not under the seed (vsock-credit and hostile-guest inject vsock faults)",
   charts: ECHO_CHARTS,
   create: (ctx: SimContext) =>
     Effect.gen(function* () {
@@ -97,7 +99,6 @@ export const vsockEchoScenario: Scenario = {
       ctx.facts["socket"] = "<tmp>/v.sock";
       ctx.facts["guest listens on"] = GUEST_PORT;
       ctx.facts["host echo server"] = `<tmp>/v.sock_${HOST_PORT}`;
-      if (ctx.faultRate > 0) ctx.notes.push("vsock-echo injects no faults; use hostile-guest for --faults");
 
       // The host echo server for guest-initiated connections.
       const served = new Set<Socket>();

@@ -1,0 +1,441 @@
+/**
+ * `npm run mutate [-- <subject|file>...]`: StrykerJS over impl/ (scripts/mutation/subjects.ts),
+ * one subject at a time, each with only the tests that cover it, coverage per test,
+ * incremental (a re-run mutates only what changed since the last run; `--force` redoes all).
+ * Writes reports/mutation/<subject>/{index.html,mutation.json}, reports/mutation/summary.{md,json}
+ * and prints a per-file table; survivors listed in scripts/mutation/equivalents.json count as
+ * equivalent, every other survivor is printed with its place.
+ */
+import { spawn } from "node:child_process";
+import { availableParallelism } from "node:os";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { integer, parseCommand, seed, UsageError, usageExit, type CommandSpec } from "./args.ts";
+import { loadEquivalents, mutantKey, offsetOf } from "./mutation/equivalents.ts";
+import { SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
+import { reportsDir, root } from "./paths.ts";
+
+const TARGET = 95;
+const outDir = join(reportsDir, "mutation");
+const tmpDir = join(outDir, ".stryker-tmp");
+
+const usage = `usage: npm run mutate -- [options] [subject|file ...]
+
+Mutation testing of impl/ with StrykerJS. With no subject, every subject, smallest first.
+A file (impl/queue/split-queue.ts) mutates only that file, with its subject's tests.
+
+subjects: ${SUBJECTS.map((s) => s.name).join(", ")}
+
+options:
+  --concurrency N  Stryker test-runner processes (default: half the cores, at least 1)
+  --force          ignore the incremental results and mutate everything again
+  --seed N         fast-check seed for every property (default 1; the same seed gives the same kills)
+  --check          exit 1 when a file scores below ${TARGET}% (equivalents left out)
+  --list           print the subjects, their files and tests, and exit
+  -h, --help       this text`;
+
+const fail = (e: UsageError): never =>
+  process.exit(usageExit((l) => console.error(l), "scripts/mutate.ts", e));
+
+const spec: CommandSpec = {
+  name: "scripts/mutate.ts",
+  help: usage,
+  flags: {
+    concurrency: { kind: "string" },
+    force: { kind: "boolean" },
+    seed: { kind: "string" },
+    check: { kind: "boolean" },
+    list: { kind: "boolean" },
+  },
+  positionals: { max: Number.MAX_SAFE_INTEGER, what: "subjects or files" },
+};
+const options = (() => {
+  try {
+    const p = parseCommand(spec, process.argv.slice(2));
+    if (p === "help") {
+      console.log(usage);
+      return process.exit(0);
+    }
+    const c = p.string("concurrency");
+    return {
+      positionals: p.positionals,
+      concurrency:
+        c === undefined
+          ? Math.max(1, Math.floor(availableParallelism() / 2))
+          : integer("--concurrency", c, 1, 256),
+      seed: seed("--seed", p.string("seed") ?? "1"),
+      force: p.bool("force"),
+      check: p.bool("check"),
+      list: p.bool("list"),
+    };
+  } catch (e) {
+    if (e instanceof UsageError) return fail(e);
+    throw e;
+  }
+})();
+const { concurrency } = options;
+
+/** What to run: each subject with the files of it to mutate. */
+interface Job {
+  readonly subject: Subject;
+  readonly files: readonly string[];
+}
+const jobs: Job[] = [];
+for (const p of options.positionals) {
+  const bySubject = SUBJECTS.find((s) => s.name === p);
+  const file = relative(root, resolve(p));
+  const byFile = SUBJECTS.find((s) => s.files.includes(file));
+  const subject = bySubject ?? byFile;
+  if (subject === undefined)
+    fail(
+      new UsageError(
+        `unknown subject or file ${JSON.stringify(p)}; subjects: ${SUBJECTS.map((s) => s.name).join(", ")}`,
+      ),
+    );
+  else {
+    const files = bySubject !== undefined ? subject.files : [file];
+    const prev = jobs.find((j) => j.subject === subject);
+    if (prev === undefined) jobs.push({ subject, files });
+    else jobs[jobs.indexOf(prev)] = { subject, files: [...new Set([...prev.files, ...files])] };
+  }
+}
+if (jobs.length === 0) for (const subject of SUBJECTS) jobs.push({ subject, files: subject.files });
+jobs.sort((a, b) => SUBJECTS.indexOf(a.subject) - SUBJECTS.indexOf(b.subject));
+
+if (options.list) {
+  for (const { subject, files } of jobs) {
+    console.log(
+      `${subject.name}\n  mutate: ${files.join(" ")}\n  tests:  ${testFilesOf(root, subject).join(" ")}`,
+    );
+  }
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running Stryker, with everything cleaned up on Ctrl-C.
+
+let child: ReturnType<typeof spawn> | undefined;
+let interrupted = false;
+const cleanUp = (): void => rmSync(tmpDir, { recursive: true, force: true });
+const onSignal = (signal: NodeJS.Signals): void => {
+  if (interrupted) return;
+  interrupted = true;
+  console.error(`\nmutate: ${signal}: stopping Stryker and removing its sandboxes`);
+  // Stryker and its test-runner processes run in their own process group.
+  const pid = child?.pid;
+  if (pid === undefined) {
+    cleanUp();
+    process.exit(130);
+  }
+  try {
+    process.kill(-pid, "SIGTERM");
+  } catch {
+    // already gone
+  }
+  setTimeout(() => {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, 5000).unref();
+};
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+
+const runStryker = (job: Job): Promise<number> => {
+  const dir = join(outDir, job.subject.name);
+  mkdirSync(dir, { recursive: true });
+  const rel = (p: string): string => relative(root, p);
+  // The subject's tests are chosen by a vitest config of their own, not by Stryker's
+  // `testFiles`: with `testFiles`, Stryker 9.6 activates static mutants (top-level constants)
+  // only after the module has loaded, and reports them as survivors (stryker-js#6144).
+  const vitestConfig = join(dir, "vitest.config.mjs");
+  writeFileSync(
+    vitestConfig,
+    `import base from ${JSON.stringify(join(root, "vitest.config.ts"))};\n` +
+      `export default { ...base, test: { ...base.test, include: ${JSON.stringify(testFilesOf(root, job.subject))}, ` +
+      `setupFiles: [...(base.test.setupFiles ?? []), ${JSON.stringify(join(root, "scripts", "mutation", "fast-check-setup.ts"))}] } };\n`,
+  );
+  const config = {
+    $schema: "../../../node_modules/@stryker-mutator/core/schema/stryker-schema.json",
+    packageManager: "npm",
+    testRunner: "vitest",
+    plugins: ["@stryker-mutator/vitest-runner"],
+    vitest: { configFile: vitestConfig, related: false },
+    mutate: job.files,
+    coverageAnalysis: "perTest",
+    concurrency,
+    incremental: true,
+    incrementalFile: rel(join(dir, "incremental.json")),
+    force: options.force,
+    reporters: ["html", "json", process.stdout.isTTY ? "progress" : "progress-append-only"],
+    htmlReporter: { fileName: rel(join(dir, "index.html")) },
+    jsonReporter: { fileName: rel(join(dir, "mutation.json")) },
+    tempDirName: rel(tmpDir),
+    cleanTempDir: true,
+    ignorePatterns: ["reports", "docs", ".ci"],
+    // A loaded 2-core machine runs the properties slowly; the first (dry) run must not give up.
+    dryRunTimeoutMinutes: 60,
+    timeoutMS: 10_000,
+    thresholds: { high: TARGET, low: 80, break: null },
+  };
+  const configFile = join(dir, "stryker.config.json");
+  writeFileSync(configFile, JSON.stringify(config, null, 2) + "\n");
+  return new Promise((done) => {
+    child = spawn(join(root, "node_modules", ".bin", "stryker"), ["run", rel(configFile)], {
+      cwd: root,
+      stdio: "inherit",
+      detached: true,
+      env: { ...process.env, FC_SEED: process.env["FC_SEED"] ?? String(options.seed) },
+    });
+    child.on("error", (e) => {
+      console.error(`mutate: cannot start Stryker: ${e.message}`);
+      done(1);
+    });
+    child.on("exit", (code, signal) => done(code ?? (signal !== null ? 128 : 1)));
+  });
+};
+
+// ---------------------------------------------------------------------------------------------
+// The per-file table from Stryker's JSON reports.
+
+interface ReportMutant {
+  readonly id: string;
+  readonly mutatorName: string;
+  readonly replacement?: string;
+  readonly status: string;
+  readonly location: {
+    readonly start: { readonly line: number; readonly column: number };
+    readonly end: { readonly line: number; readonly column: number };
+  };
+}
+interface Report {
+  readonly files: Readonly<
+    Record<string, { readonly source: string; readonly mutants: readonly ReportMutant[] }>
+  >;
+}
+
+interface FileRow {
+  readonly file: string;
+  mutants: number;
+  killed: number;
+  timeout: number;
+  survived: number;
+  noCoverage: number;
+  equivalent: number;
+  errors: number;
+  /** Stryker's score: detected / (detected + undetected), runtime and compile errors left out. */
+  score: number;
+  /** The same with listed equivalent mutants left out. */
+  adjusted: number;
+}
+interface Survivor {
+  readonly where: string;
+  readonly mutator: string;
+  readonly original: string;
+  readonly replacement: string;
+  readonly status: string;
+}
+
+const equivalents = new Set(loadEquivalents(root).map((e) => mutantKey(e)));
+const pct = (n: number, d: number): number => (d === 0 ? 100 : Math.floor((10_000 * n) / d) / 100);
+
+const summarise = (
+  subjects: readonly Subject[],
+): { rows: FileRow[]; survivors: Survivor[]; timeouts: Survivor[]; missing: string[] } => {
+  const rows: FileRow[] = [];
+  const survivors: Survivor[] = [];
+  const timeouts: Survivor[] = [];
+  const missing: string[] = [];
+  for (const subject of subjects) {
+    const path = join(outDir, subject.name, "mutation.json");
+    if (!existsSync(path)) {
+      missing.push(subject.name);
+      continue;
+    }
+    const report = JSON.parse(readFileSync(path, "utf8")) as Report;
+    for (const [file, { source, mutants }] of Object.entries(report.files).sort(([a], [b]) =>
+      a.localeCompare(b),
+    )) {
+      const row: FileRow = {
+        file,
+        mutants: mutants.length,
+        killed: 0,
+        timeout: 0,
+        survived: 0,
+        noCoverage: 0,
+        equivalent: 0,
+        errors: 0,
+        score: 0,
+        adjusted: 0,
+      };
+      for (const m of mutants) {
+        const { line, column } = m.location.start;
+        const replacement = m.replacement ?? "";
+        const original = source.slice(
+          offsetOf(source, line, column),
+          offsetOf(source, m.location.end.line, m.location.end.column),
+        );
+        const detail = (): Survivor => ({
+          where: `${file}:${line}:${column}`,
+          mutator: m.mutatorName,
+          original,
+          replacement,
+          status: m.status,
+        });
+        if (m.status === "Killed") row.killed++;
+        else if (m.status === "Timeout") {
+          row.timeout++;
+          timeouts.push(detail());
+        } else if (m.status === "Survived" || m.status === "NoCoverage") {
+          if (
+            equivalents.has(mutantKey({ file, line, column, mutator: m.mutatorName, original, replacement }))
+          )
+            row.equivalent++;
+          else {
+            if (m.status === "Survived") row.survived++;
+            else row.noCoverage++;
+            survivors.push(detail());
+          }
+        } else row.errors++;
+      }
+      const detected = row.killed + row.timeout;
+      row.score = pct(detected, detected + row.survived + row.noCoverage + row.equivalent);
+      row.adjusted = pct(detected, detected + row.survived + row.noCoverage);
+      rows.push(row);
+    }
+  }
+  return { rows, survivors, timeouts, missing };
+};
+
+const table = (rows: readonly FileRow[]): string => {
+  const head = [
+    "file",
+    "mutants",
+    "killed",
+    "timeout",
+    "survived",
+    "no cov",
+    "equivalent",
+    "errors",
+    "score",
+    "w/o equiv.",
+  ];
+  const body = rows.map((r) => [
+    r.file,
+    String(r.mutants),
+    String(r.killed),
+    String(r.timeout),
+    String(r.survived),
+    String(r.noCoverage),
+    String(r.equivalent),
+    String(r.errors),
+    `${r.score.toFixed(2)}%`,
+    `${r.adjusted.toFixed(2)}%${r.adjusted < TARGET ? " <" : ""}`,
+  ]);
+  const total = rows.reduce(
+    (t, r) => ({
+      m: t.m + r.mutants,
+      k: t.k + r.killed,
+      t: t.t + r.timeout,
+      s: t.s + r.survived,
+      n: t.n + r.noCoverage,
+      e: t.e + r.equivalent,
+      x: t.x + r.errors,
+    }),
+    { m: 0, k: 0, t: 0, s: 0, n: 0, e: 0, x: 0 },
+  );
+  body.push([
+    "all files",
+    String(total.m),
+    String(total.k),
+    String(total.t),
+    String(total.s),
+    String(total.n),
+    String(total.e),
+    String(total.x),
+    `${pct(total.k + total.t, total.k + total.t + total.s + total.n + total.e).toFixed(2)}%`,
+    `${pct(total.k + total.t, total.k + total.t + total.s + total.n).toFixed(2)}%`,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]): string =>
+    `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(" | ")} |`;
+  const rule = `| ${widths.map((w, i) => (i === 0 ? "-".repeat(w) : "-".repeat(w - 1) + ":")).join(" | ")} |`;
+  return [line(head), rule, ...body.map(line)].join("\n");
+};
+
+// ---------------------------------------------------------------------------------------------
+
+const started = Date.now();
+let status = 0;
+for (const [i, job] of jobs.entries()) {
+  if (interrupted) break;
+  const tests = testFilesOf(root, job.subject);
+  console.log(
+    `\nmutate: [${i + 1}/${jobs.length}] ${job.subject.name}: ${job.files.join(", ")} ` +
+      `against ${tests.length} test files, concurrency ${concurrency}`,
+  );
+  const code = await runStryker(job);
+  child = undefined;
+  if (interrupted) break;
+  if (code !== 0) {
+    console.error(`mutate: Stryker failed on ${job.subject.name} (exit ${code}); its output is above`);
+    status = 1;
+  }
+}
+cleanUp();
+if (interrupted) process.exit(130);
+
+const ran = jobs.map((j) => j.subject);
+const { rows, survivors, timeouts } = summarise(ran);
+const all = summarise(SUBJECTS);
+const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+const relOut = relative(root, outDir);
+writeFileSync(
+  join(outDir, "summary.json"),
+  JSON.stringify(
+    { date: new Date().toISOString(), target: TARGET, files: all.rows, survivors: all.survivors },
+    null,
+    2,
+  ) + "\n",
+);
+writeFileSync(
+  join(outDir, "summary.md"),
+  `# Mutation scores (${new Date().toISOString()})\n\n${table(all.rows)}\n\n` +
+    (all.missing.length > 0 ? `Not run yet: ${all.missing.join(", ")}.\n\n` : "") +
+    all.survivors
+      .map((s) => `- ${s.where} ${s.mutator} \`${s.original}\` -> \`${s.replacement}\``)
+      .join("\n") +
+    "\n",
+);
+writeFileSync(
+  join(outDir, "index.html"),
+  `<!doctype html><meta charset="utf-8"><title>Mutation reports</title><h1>Mutation reports</h1><ul>` +
+    SUBJECTS.filter((s) => !all.missing.includes(s.name))
+      .map((s) => `<li><a href="${s.name}/index.html">${s.name}</a></li>`)
+      .join("") +
+    `</ul><p>Per-file table: <a href="summary.md">summary.md</a></p>\n`,
+);
+
+const short = (code: string): string => {
+  const one = code.replace(/\s+/g, " ");
+  return one.length > 70 ? `${one.slice(0, 67)}...` : one;
+};
+if (survivors.length > 0) {
+  console.log(`\nSurvivors not in ${relative(root, join(root, "scripts", "mutation", "equivalents.json"))}:`);
+  for (const s of survivors)
+    console.log(`  ${s.where} ${s.status} ${s.mutator}: ${short(s.original)} -> ${short(s.replacement)}`);
+}
+if (timeouts.length > 0) {
+  console.log(`\nTimeouts (counted as killed; each should really hang the code):`);
+  for (const s of timeouts)
+    console.log(`  ${s.where} ${s.mutator}: ${short(s.original)} -> ${short(s.replacement)}`);
+}
+console.log(`\n${table(rows)}`);
+console.log(
+  `\nmutate: ${minutes} min; reports in ${relOut}/ (index.html, <subject>/index.html, summary.md, summary.json)`,
+);
+const below = rows.filter((r) => r.adjusted < TARGET);
+if (below.length > 0) console.log(`mutate: below ${TARGET}%: ${below.map((r) => r.file).join(", ")}`);
+process.exit(status !== 0 ? status : options.check && below.length > 0 ? 1 : 0);

@@ -246,9 +246,13 @@ export class RingWatch {
       const flags = readU16(live, spec.availRing);
       return ((ev.ok ? ev.value : 0) * 0x10000 + idx) * 0x10000 + (flags.ok ? flags.value : 0);
     };
+    /** The driver moved under the operation: take the device's state and used ring as they are. */
     const forgive = (): void => {
       st.racesForgiven++;
       spec = q.state();
+      const u = live.regions[usedRegion];
+      if (u !== undefined)
+        (model.regions as SpecRegion[])[usedRegion] = { base: u.base, bytes: Uint8Array.from(u.bytes) };
     };
 
     /** Positions in step, and every ring region the model wrote equal to what the device wrote. */

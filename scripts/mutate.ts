@@ -32,6 +32,7 @@ options:
   --seed N         fast-check seed for every property (default 1; the same seed gives the same kills)
   --check          exit 1 when a file scores below ${TARGET}% (equivalents left out)
   --list           print the subjects, their files and tests, and exit
+  --table          print the table (and survivors) from the last reports without running Stryker
   -h, --help       this text`;
 
 const fail = (e: UsageError): never =>
@@ -46,6 +47,7 @@ const spec: CommandSpec = {
     seed: { kind: "string" },
     check: { kind: "boolean" },
     list: { kind: "boolean" },
+    table: { kind: "boolean" },
   },
   positionals: { max: Number.MAX_SAFE_INTEGER, what: "subjects or files" },
 };
@@ -67,6 +69,7 @@ const options = (() => {
       force: p.bool("force"),
       check: p.bool("check"),
       list: p.bool("list"),
+      table: p.bool("table"),
     };
   } catch (e) {
     if (e instanceof UsageError) return fail(e);
@@ -370,7 +373,7 @@ const table = (rows: readonly FileRow[]): string => {
 const started = Date.now();
 let status = 0;
 for (const [i, job] of jobs.entries()) {
-  if (interrupted) break;
+  if (interrupted || options.table) break;
   const tests = testFilesOf(root, job.subject);
   console.log(
     `\nmutate: [${i + 1}/${jobs.length}] ${job.subject.name}: ${job.files.join(", ")} ` +
@@ -434,7 +437,7 @@ if (timeouts.length > 0) {
 }
 console.log(`\n${table(rows)}`);
 console.log(
-  `\nmutate: ${minutes} min; reports in ${relOut}/ (index.html, <subject>/index.html, summary.md, summary.json)`,
+  `\nmutate: ${options.table ? "table from the last reports" : `${minutes} min`}; reports in ${relOut}/ (index.html, <subject>/index.html, summary.md, summary.json)`,
 );
 const below = rows.filter((r) => r.adjusted < TARGET);
 if (below.length > 0) console.log(`mutate: below ${TARGET}%: ${below.map((r) => r.file).join(", ")}`);

@@ -8,6 +8,7 @@ import { ImplClient } from "./client.ts";
 import type { Hello } from "./client.ts";
 import { MUTANTS } from "./mutants.ts";
 import type { MutantResult, SuiteResult } from "./report.ts";
+import { ruleLines } from "./report.ts";
 import { PROTOCOL_VERSION } from "./protocol.ts";
 import type { CaseResult } from "./runner.ts";
 import { runCaseProperty, runCaseVectors } from "./runner.ts";
@@ -199,13 +200,14 @@ export const runMutants = (o: MutantOptions = {}): Promise<MutantResult[]> => {
   const vectors = suiteVectors(selectCases(allCases(), o), o.runs ?? 20);
   const todo = MUTANTS.filter((m) => o.mutants === undefined || o.mutants.includes(m.id));
   const one = async (m: (typeof MUTANTS)[number]): Promise<MutantResult> => {
-    const base = { id: m.id, subject: m.subject, source: m.source, bug: m.bug };
-    if (!LANDED_SUBJECTS.has(m.subject)) return { ...base, status: "not done", killedBy: [] };
+    const base = { id: m.id, subject: m.subject, source: m.source, bug: m.bug, breaks: m.breaks };
+    if (!LANDED_SUBJECTS.has(m.subject))
+      return { ...base, status: "not done", killedBy: [], failedRules: [] };
     const prefix = SUBJECT_PREFIX[m.subject] ?? "";
-    const ordered = [
-      ...vectors.filter((v) => v.meta.id.startsWith(prefix)),
-      ...vectors.filter((v) => !v.meta.id.startsWith(prefix)),
-    ];
+    // Cases citing the rule the mutant breaks first, then its subject's, then the rest.
+    const rank = (v: VectorCase): number =>
+      v.meta.rules.includes(m.breaks) ? 0 : v.meta.id.startsWith(prefix) ? 1 : 2;
+    const ordered = [...vectors].sort((a, b) => rank(a) - rank(b));
     const r = await conform({
       command: referenceCommand(m.id),
       cwd: repoRoot,
@@ -215,12 +217,18 @@ export const runMutants = (o: MutantOptions = {}): Promise<MutantResult[]> => {
     if (typeof r === "string") {
       // An adapter that cannot start tested nothing: never count it as a kill.
       o.log?.(`error    ${m.id}: ${r}`);
-      return { ...base, status: "error", killedBy: [] };
+      return { ...base, status: "error", killedBy: [], failedRules: [] };
     }
     const killedBy = r.cases.filter((c) => c.status === "fail").map((c) => c.id);
-    const status = killedBy.length > 0 ? "killed" : "survived";
-    o.log?.(`${status.padEnd(8)} ${m.id}${killedBy.length > 0 ? ` by ${killedBy.join(", ")}` : ""}`);
-    return { ...base, status, killedBy };
+    // Killed means a MUST or SAFETY rule failed; a profile difference alone is a VMM's choice.
+    const failedRules = ruleLines(r.cases)
+      .filter((l) => l.status === "fail")
+      .map((l) => `${l.level} ${l.rule}`);
+    const status = failedRules.some((k) => !k.startsWith("profile ")) ? "killed" : "survived";
+    o.log?.(
+      `${status.padEnd(8)} ${m.id}${killedBy.length > 0 ? ` by ${killedBy.join(", ")} (${failedRules.join(", ")})` : ""}`,
+    );
+    return { ...base, status, killedBy, failedRules };
   };
   // Each mutant is its own adapter process; a few run at once (order of results is kept).
   return Effect.runPromise(

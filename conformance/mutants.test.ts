@@ -15,5 +15,16 @@ describe("every mutant adapter is killed by the conformance vectors [VQ-POP-AVAI
     const survivors = results.filter((m) => m.status === "survived").map((m) => m.id);
     expect(survivors).toEqual([]);
     expect(results.filter((m) => m.status === "killed").map((m) => m.id)).toEqual(landed.map((m) => m.id));
+    // Each is killed on the rule it breaks, at the must or safety level (a profile difference
+    // is a VMM's choice, never a kill). Other rules of the same case may fail beside it where
+    // the case charges a difference to all its rules; the log says which.
+    for (const m of results) {
+      expect(
+        m.failedRules.filter((k) => k === `must ${m.breaks}` || k === `safety ${m.breaks}`),
+        `${m.id} breaks ${m.breaks}; failed: ${m.failedRules.join(", ")}`,
+      ).not.toEqual([]);
+      const extra = m.failedRules.filter((k) => !k.endsWith(` ${m.breaks}`));
+      if (extra.length > 0) console.log(`${m.id}: also charged ${extra.join(", ")}`);
+    }
   });
 });

@@ -44,6 +44,10 @@ export interface MutantResult {
   readonly status: "killed" | "survived" | "error" | "not done";
   /** Cases that failed against the mutant. */
   readonly killedBy: readonly string[];
+  /** The rule the mutant breaks (conformance/mutants.ts). */
+  readonly breaks: string;
+  /** "level rule" of every rule that failed against it (MUST/SAFETY kill; profile is a choice). */
+  readonly failedRules: readonly string[];
 }
 
 /**

@@ -322,7 +322,22 @@ export const iovecCases = [
     level: "must",
     ops: ["memory.create", "memory.write", "iovec.read"],
     arb: readArb,
-    examples: [],
+    examples: [
+      {
+        // Readable then writable: Firecracker refuses the read, rust-vmm reads the readable part.
+        table: {
+          size: 2,
+          tableOffset: 0,
+          table: [
+            { addr: BUFFER_AREA, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 1 },
+            { addr: BUFFER_AREA + 64n, len: 8, flags: VIRTQ_DESC_F_WRITE, next: 0 },
+          ],
+          indirect: { offset: 0, entries: [{ addr: BUFFER_AREA, len: 0, flags: 0, next: 0 }], badLen: null },
+        },
+        seed: 3,
+        reads: [{ head: 0, offset: 2, len: 16 }],
+      },
+    ],
     steps: readSteps,
     numRuns: 30,
   }),

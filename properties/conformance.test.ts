@@ -26,7 +26,7 @@ describe("conformance of the reference adapter, through the stdio protocol", () 
       `conformance ${c.id} (${c.level}): ${c.title}`,
       c.rules,
       fc.asyncProperty(c.arb, async (input) => {
-        const r = await execRun(client, c.steps(input));
+        const r = await execRun(client, c.steps(input), { level: c.level, rules: c.setupRules ?? c.rules });
         if (!r.pass) {
           const steps = r.steps.slice(0, r.failedAt + 1).map(showStep);
           throw new Error(

@@ -103,7 +103,7 @@ describe("report page in headless Chromium", () => {
       expect(errors).toEqual([]);
       expect(requests).toEqual([]);
       expect(checks.map((c) => c.title)).toEqual([
-        "Ring occupancy",
+        "Ring occupancy: the split-queue target",
         "Throughput",
         "Notifications sent and suppressed",
         "virtio-net under attack: frames",

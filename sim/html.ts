@@ -110,46 +110,44 @@ const DRAW = String.raw`
     host.appendChild(legend);
   }
   function faultChart(host) {
-    var kinds = Object.keys(data.faults.table);
-    if (kinds.length === 0) {
+    var f = data.faults;
+    if (f.kinds.length === 0) {
       var p = document.createElement("p");
       p.className = "empty";
-      p.textContent = data.faults.none || "No faults injected in this run.";
+      p.textContent = f.none || "No faults injected in this run.";
       host.appendChild(p);
       return;
     }
-    var outcomes = [];
-    kinds.forEach(function (k) { Object.keys(data.faults.table[k]).forEach(function (o) { if (outcomes.indexOf(o) < 0) outcomes.push(o); }); });
-    outcomes.sort();
-    var W = 640, rowH = 26, L = 150, R = 60, T = 8;
-    var H = T + kinds.length * rowH + 8;
+    // One bar per kind, stacked by outcome group (a handful of colours that stay apart);
+    // the table beside the chart gives every outcome with its count.
+    var W = 560, rowH = 24, L = 150, R = 70, T = 8;
+    var H = T + f.kinds.length * rowH + 8;
     var svg = el("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" }, host);
-    el("title", {}, svg).textContent = "Faults injected, by kind and outcome";
+    el("title", {}, svg).textContent = "Faults injected, by kind and outcome group";
     var max = 0;
-    kinds.forEach(function (k) { var s = 0; outcomes.forEach(function (o) { s += data.faults.table[k][o] || 0; }); if (s > max) max = s; });
-    kinds.forEach(function (k, r) {
+    f.kinds.forEach(function (k) { var s = 0; k.byGroup.forEach(function (c) { s += c; }); if (s > max) max = s; });
+    f.kinds.forEach(function (k, r) {
       var y = T + r * rowH;
-      var lab = el("text", { x: L - 6, y: y + 16, "text-anchor": "end", "font-size": 12, fill: "#262626" }, svg);
-      lab.textContent = k;
+      var lab = el("text", { x: L - 6, y: y + 15, "text-anchor": "end", "font-size": 12, fill: "#262626" }, svg);
+      lab.textContent = k.kind;
       var x = L, total = 0;
-      outcomes.forEach(function (o, i) {
-        var c = data.faults.table[k][o] || 0;
+      k.byGroup.forEach(function (c, g) {
         if (c === 0) return;
         total += c;
         var w = (c / max) * (W - L - R);
-        var b = el("rect", { x: x, y: y + 3, width: Math.max(w, 1), height: rowH - 8, fill: COLORS[i % COLORS.length], class: "bar" }, svg);
-        el("title", {}, b).textContent = k + ": " + o + " × " + c;
+        var b = el("rect", { x: x, y: y + 3, width: Math.max(w, 1), height: rowH - 8, fill: f.groups[g].color, class: "bar" }, svg);
+        el("title", {}, b).textContent = k.kind + ": " + f.groups[g].name + " × " + c.toLocaleString("en-US");
         x += w;
       });
-      var tl = el("text", { x: x + 6, y: y + 16, "font-size": 12, fill: "#525252" }, svg);
-      tl.textContent = String(total);
+      var tl = el("text", { x: x + 6, y: y + 15, "font-size": 12, fill: "#525252" }, svg);
+      tl.textContent = total.toLocaleString("en-US");
     });
     var legend = document.createElement("div");
     legend.className = "legend";
-    outcomes.forEach(function (o, i) {
+    f.groups.forEach(function (g) {
       var s = document.createElement("span");
-      s.innerHTML = '<i style="background:' + COLORS[i % COLORS.length] + '"></i>';
-      s.appendChild(document.createTextNode(o));
+      s.innerHTML = '<i style="background:' + g.color + '"></i>';
+      s.appendChild(document.createTextNode(g.name));
       legend.appendChild(s);
     });
     host.appendChild(legend);
@@ -164,6 +162,63 @@ const DRAW = String.raw`
   document.body.setAttribute("data-drawn", "yes");
 })();
 `;
+
+/**
+ * Outcome groups for the fault chart, first match wins: a handful of colours a reader can
+ * tell apart, however many distinct outcome texts the scenarios write.
+ */
+export const FAULT_GROUPS: readonly { readonly name: string; readonly color: string; readonly re: RegExp }[] =
+  [
+    {
+      name: "refused (error value, chain given back)",
+      color: "#dc2626",
+      re: /refused|given back empty|walk ended|error/,
+    },
+    { name: "dropped and counted", color: "#d97706", re: /dropped/ },
+    { name: "answered with RST", color: "#7c3aed", re: /RST/ },
+    { name: "not reached, no effect", color: "#737373", re: /repaired before|no effect|ignored/ },
+    {
+      name: "served, or read without harm",
+      color: "#16a34a",
+      re: /\bserved\b|delivered|without harm|used with/,
+    },
+    { name: "other", color: "#0891b2", re: /[^]/ },
+  ];
+
+export const faultGroup = (outcome: string): number => FAULT_GROUPS.findIndex((g) => g.re.test(outcome));
+
+const faultChartData = (
+  r: ReportData,
+): {
+  none: string | null;
+  groups: { name: string; color: string }[];
+  kinds: { kind: string; byGroup: number[] }[];
+} => ({
+  none: r.faults.none,
+  groups: FAULT_GROUPS.map((g) => ({ name: g.name, color: g.color })),
+  kinds: Object.entries(r.faults.table).map(([kind, row]) => {
+    const byGroup = FAULT_GROUPS.map(() => 0);
+    for (const [o, c] of Object.entries(row)) byGroup[faultGroup(o)]! += c;
+    return { kind, byGroup };
+  }),
+});
+
+/** Every kind and outcome with its count, beside the chart (the colour is its group's). */
+const outcomeTable = (r: ReportData): string => {
+  const rows = Object.entries(r.faults.table).flatMap(([kind, row]) =>
+    Object.entries(row)
+      .sort((a, b) => b[1] - a[1])
+      .map(
+        ([o, c], i) =>
+          `<tr><td>${i === 0 ? esc(kind) : ""}</td><td><i style="background:${FAULT_GROUPS[faultGroup(o)]!.color}"></i> ${esc(
+            o,
+          )}</td><td class="num">${c.toLocaleString("en-US")}</td></tr>`,
+      ),
+  );
+  return rows.length === 0
+    ? ""
+    : `<table class="outcomes"><tr><th>kind</th><th>outcome</th><th>count</th></tr>${rows.join("")}</table>`;
+};
 
 export const renderHtml = (r: ReportData): string => {
   const status =
@@ -182,7 +237,10 @@ export const renderHtml = (r: ReportData): string => {
     .map((m) => `<tr><td>${esc(m.label)}</td><td class="num">${m.value.toLocaleString("en-US")}</td></tr>`)
     .join("");
   const facts = Object.entries(r.facts)
-    .map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(String(v))}</td></tr>`)
+    .map(
+      ([k, v]) =>
+        `<tr><td>${esc(k)}</td><td>${esc(typeof v === "number" ? v.toLocaleString("en-US") : String(v))}</td></tr>`,
+    )
     .join("");
   const notes = r.notes.map((n) => `<li>${esc(n)}</li>`).join("");
   const chartBlocks = r.charts
@@ -194,7 +252,7 @@ export const renderHtml = (r: ReportData): string => {
   const faultRows = r.faults.examples
     .map(
       (f) =>
-        `<tr><td class="num">${f.id}</td><td class="num">${f.step}</td><td>${esc(f.kind)}</td><td>${esc(
+        `<tr><td class="num">${f.id.toLocaleString("en-US")}</td><td class="num">${f.step.toLocaleString("en-US")}</td><td>${esc(f.kind)}</td><td>${esc(
           f.detail,
         )}</td><td>${esc(f.outcome)}</td></tr>`,
     )
@@ -226,6 +284,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .legend { font-size: 12px; color: #404040; margin-top: 4px; } .legend span { margin-right: 14px; white-space: nowrap; }
 .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; border-radius: 2px; }
 .empty { color: #737373; } code { background: #f5f5f5; padding: 1px 4px; border-radius: 3px; }
+.wide { grid-column: 1 / -1; } .faults { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
+.faults > .chart { flex: 0 0 560px; } .faults > table { flex: 1 1 420px; }
+.outcomes td { font-size: 12px; } .outcomes i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; }
 .top { display: flex; gap: 16px; flex-wrap: wrap; margin-bottom: 16px; } .top section { flex: 1 1 320px; }
 </style>
 </head>
@@ -249,12 +310,14 @@ ${violation}
 </div>
 <div class="grid">
 ${chartBlocks}
-<section><h2>Faults injected and how each was handled</h2><div class="chart" data-chart="faults" data-title="faults"></div>${faultTable}</section>
+<section class="wide"><h2>Faults injected and how each was handled</h2><div class="faults"><div class="chart" data-chart="faults" data-title="faults"></div>${outcomeTable(
+    r,
+  )}</div>${faultTable}</section>
 </div>
 <script type="application/json" id="sim-data">${scriptJson({
     series: r.series,
     charts: r.charts,
-    faults: { table: r.faults.table },
+    faults: faultChartData(r),
   })}</script>
 <script>${DRAW}</script>
 </body>

@@ -8,6 +8,9 @@ import type { ChartSpec, FaultRecord, RunResult, Scenario, Series, Violation } f
 import { replayCommand } from "./engine.ts";
 import { renderHtml } from "./html.ts";
 
+/** A count with thousands separators. */
+const n = (v: number): string => v.toLocaleString("en-US");
+
 export interface ReportData {
   readonly scenario: string;
   readonly summaryLine: string;
@@ -84,7 +87,7 @@ export const summaryMarkdown = (d: ReportData): string => {
     "",
     d.summaryLine,
     "",
-    `${d.steps} steps, ${(d.virtualUs / 1000).toFixed(1)} ms virtual time, oracle ${
+    `${n(d.steps)} steps, ${(d.virtualUs / 1000).toFixed(1)} ms virtual time, oracle ${
       d.options.oracle ? "on" : "off"
     }, fault rate ${d.options.faults}.`,
     "",
@@ -98,24 +101,30 @@ export const summaryMarkdown = (d: ReportData): string => {
     );
   }
   lines.push("| total | value |", "| --- | ---: |");
-  for (const t of d.totals) lines.push(`| ${t.label} | ${t.value} |`);
+  for (const t of d.totals) lines.push(`| ${t.label} | ${n(t.value)} |`);
   lines.push("");
   if (Object.keys(d.facts).length > 0) {
     lines.push("| run | |", "| --- | --- |");
-    for (const [k, v] of Object.entries(d.facts)) lines.push(`| ${k} | ${String(v)} |`);
+    for (const [k, v] of Object.entries(d.facts))
+      lines.push(`| ${k} | ${typeof v === "number" ? n(v) : String(v)} |`);
     lines.push("");
   }
   const kinds = Object.keys(d.faults.table);
   if (kinds.length > 0) {
-    lines.push(`## Faults (${d.faults.injected})`, "", "| kind | outcome | count |", "| --- | --- | ---: |");
+    lines.push(
+      `## Faults (${n(d.faults.injected)})`,
+      "",
+      "| kind | outcome | count |",
+      "| --- | --- | ---: |",
+    );
     for (const k of kinds) {
-      for (const [o, c] of Object.entries(d.faults.table[k]!)) lines.push(`| ${k} | ${o} | ${c} |`);
+      for (const [o, c] of Object.entries(d.faults.table[k]!)) lines.push(`| ${k} | ${o} | ${n(c)} |`);
     }
     lines.push("");
   }
   for (const n of d.notes) lines.push(`- ${n}`);
   if (d.notes.length > 0) lines.push("");
-  lines.push(`Trace: ${d.traceEvents} events, sha256 ${d.traceSha256}`, "");
+  lines.push(`Trace: ${n(d.traceEvents)} events, sha256 ${d.traceSha256}`, "");
   return lines.join("\n");
 };
 
@@ -127,23 +136,70 @@ export const writeReport = (d: ReportData, dir: string): void => {
   writeFileSync(join(dir, "report.html"), renderHtml(d));
 };
 
-/** The terminal summary table. */
-export const summaryTable = (d: ReportData): string => {
-  const rows: [string, string][] = d.totals.map((t) => [t.label, t.value.toLocaleString("en-US")]);
-  for (const [k, v] of Object.entries(d.facts)) rows.push([k, String(v)]);
-  rows.push(["faults injected", String(d.faults.injected)]);
-  for (const k of Object.keys(d.faults.table)) {
-    for (const [o, c] of Object.entries(d.faults.table[k]!)) rows.push([`  ${k}: ${o}`, String(c)]);
+/** Columns the terminal summary fits in. */
+export const TABLE_WIDTH = 100;
+
+/**
+ * Words of `text` in lines of at most `width` (a longer word is cut); the text's leading
+ * spaces indent every line, continuation lines by two more.
+ */
+const wrap = (text: string, width: number): string[] => {
+  const indent = /^ */.exec(text)![0];
+  const lines: string[] = [];
+  let cur = "";
+  const room = (): number => width - indent.length - (lines.length > 0 ? 2 : 0);
+  const push = (line: string): void => {
+    lines.push(`${indent}${lines.length > 0 ? "  " : ""}${line}`);
+  };
+  for (const word of text.slice(indent.length).split(" ")) {
+    let w = word;
+    while (w.length > room() && room() > 0) {
+      if (cur !== "") push(cur);
+      cur = "";
+      push(w.slice(0, room()));
+      w = w.slice(room() + (lines.length === 1 ? 2 : 0));
+    }
+    if (cur === "") cur = w;
+    else if (cur.length + 1 + w.length <= room()) cur += " " + w;
+    else {
+      push(cur);
+      cur = w;
+    }
   }
-  rows.push(["steps", d.steps.toLocaleString("en-US")]);
-  rows.push(["virtual time", `${(d.virtualUs / 1000).toFixed(1)} ms`]);
+  push(cur);
+  return lines;
+};
+
+/**
+ * The terminal summary table, at most TABLE_WIDTH columns: labels left, values right, a
+ * label or value too long for its column wrapped onto the next lines; every count with
+ * thousands separators; the run's notes below it.
+ */
+export const summaryTable = (d: ReportData): string => {
+  const rows: [string, string][] = d.totals.map((t) => [t.label, n(t.value)]);
+  for (const [k, v] of Object.entries(d.facts)) rows.push([k, typeof v === "number" ? n(v) : String(v)]);
+  rows.push(["faults injected", n(d.faults.injected)]);
+  for (const k of Object.keys(d.faults.table)) {
+    for (const [o, c] of Object.entries(d.faults.table[k]!)) rows.push([`  ${k}: ${o}`, n(c)]);
+  }
+  rows.push(["steps", n(d.steps)]);
+  rows.push(["virtual time", `${n(Math.round(d.virtualUs / 100) / 10)} ms`]);
   rows.push(["wall time", `${(d.wallMs / 1000).toFixed(2)} s`]);
-  const w = Math.max(...rows.map((r) => r[0].length));
-  const v = Math.max(...rows.map((r) => r[1].length));
-  const out = [
+  const v = Math.min(Math.max(...rows.map((r) => r[1].length)), 32);
+  const w = Math.min(Math.max(...rows.map((r) => r[0].length)), TABLE_WIDTH - 2 - v);
+  const out = wrap(
     `${d.scenario} seed ${d.seed}: ${d.status}${d.skipReason !== undefined ? ` (${d.skipReason})` : ""}`,
-  ];
+    TABLE_WIDTH,
+  );
   out.push(`${"".padEnd(w, "-")}  ${"".padEnd(v, "-")}`);
-  for (const [a, b] of rows) out.push(`${a.padEnd(w)}  ${b.padStart(v)}`);
+  for (const [a, b] of rows) {
+    const label = wrap(a, w);
+    const value = wrap(b, v);
+    // The value sits on the label's last line; extra value lines follow, right-aligned.
+    for (let i = 0; i < label.length - 1; i++) out.push(label[i]!);
+    out.push(`${label[label.length - 1]!.padEnd(w)}  ${value[0]!.padStart(v)}`);
+    for (const more of value.slice(1)) out.push(`${"".padEnd(w)}  ${more.padStart(v)}`);
+  }
+  for (const note of d.notes) out.push(...wrap(`note: ${note}`, TABLE_WIDTH));
   return out.join("\n");
 };

@@ -11,7 +11,7 @@ import { NetRig } from "./net-rig.ts";
 
 export const NET_CHARTS: readonly ChartSpec[] = [
   {
-    title: "Ring occupancy",
+    title: "Ring occupancy: RX and TX queues of each device",
     kind: "level",
     unit: "descriptors",
     series: [

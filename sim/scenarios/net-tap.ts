@@ -38,7 +38,7 @@ const REPLY_WAIT_MS = 2000;
 
 export const TAP_CHARTS: readonly ChartSpec[] = [
   {
-    title: "Ring occupancy",
+    title: "Ring occupancy: the TAP device's RX and TX queues",
     kind: "level",
     unit: "descriptors",
     series: [

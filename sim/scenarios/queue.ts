@@ -11,7 +11,7 @@ import { QueueRig, SHAPES } from "./queue-rig.ts";
 
 export const QUEUE_CHARTS = [
   {
-    title: "Ring occupancy",
+    title: "Ring occupancy: the split queue",
     kind: "level",
     unit: "descriptors / buffers",
     series: [

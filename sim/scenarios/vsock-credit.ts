@@ -54,7 +54,7 @@ interface Conn {
 
 export const CREDIT_CHARTS: readonly ChartSpec[] = [
   {
-    title: "Ring occupancy",
+    title: "Ring occupancy: vsock RX and TX queues",
     kind: "level",
     unit: "descriptors",
     series: [

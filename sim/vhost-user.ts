@@ -18,10 +18,13 @@ import {
   serveVhostUser,
   type VhostUserEvent,
 } from "../impl/vhost-user/backend.ts";
+import { integer, nonEmpty, parseCommand, usageExit, UsageError, type CommandSpec } from "../scripts/args.ts";
 
 export interface VhostUserIo {
   readonly out: (line: string) => void;
   readonly err: (line: string) => void;
+  /** Aborted on SIGINT/SIGTERM/SIGHUP by sim/index.ts; without it the command listens itself. */
+  readonly signal?: AbortSignal;
 }
 
 export const VHOST_USER_HELP = `usage: npx tsx sim vhost-user --device net|vsock --socket PATH [options]
@@ -64,93 +67,62 @@ interface Options {
   verbose: boolean;
 }
 
-class Usage extends Error {}
+const SPEC: CommandSpec = {
+  name: "sim vhost-user",
+  help: VHOST_USER_HELP,
+  flags: {
+    device: { kind: "string" },
+    socket: { kind: "string" },
+    backend: { kind: "string" },
+    tap: { kind: "string" },
+    mac: { kind: "string" },
+    cid: { kind: "string" },
+    uds: { kind: "string" },
+    connections: { kind: "string" },
+    verbose: { kind: "boolean" },
+  },
+};
 
 const parseMac = (s: string): number[] => {
   const parts = s.split(":");
   if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) {
-    throw new Usage(`--mac ${JSON.stringify(s)} is not a MAC like 52:54:00:12:34:56`);
+    throw new UsageError(`--mac ${JSON.stringify(s)} is not a MAC like 52:54:00:12:34:56`);
   }
   return parts.map((p) => parseInt(p, 16));
 };
 
 const parse = (argv: readonly string[]): Options | "help" => {
-  let device: string | undefined;
-  let socket: string | undefined;
-  let backend: string | undefined;
-  const o: Omit<Options, "device" | "socket" | "backend"> = {
-    tap: "vhu%d",
-    mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
-    cid: 3n,
-    uds: null,
-    connections: undefined,
-    verbose: false,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith("--")) throw new Usage(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case "--help":
-      case "-h":
-        return "help";
-      case "--device":
-        device = value();
-        break;
-      case "--socket":
-        socket = value();
-        break;
-      case "--backend":
-        backend = value();
-        break;
-      case "--tap":
-        o.tap = value();
-        break;
-      case "--mac":
-        o.mac = parseMac(value());
-        break;
-      case "--cid": {
-        const v = value();
-        if (!/^\d{1,20}$/.test(v)) throw new Usage(`--cid ${JSON.stringify(v)} is not a number`);
-        o.cid = BigInt(v);
-        break;
-      }
-      case "--uds":
-        o.uds = value();
-        break;
-      case "--connections": {
-        const v = value();
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1)
-          throw new Usage(`--connections ${JSON.stringify(v)} is not a positive integer`);
-        o.connections = n;
-        break;
-      }
-      case "--verbose":
-        o.verbose = true;
-        break;
-      default:
-        throw new Usage(`unknown option ${JSON.stringify(flag)}`);
-    }
-  }
-  if (device !== "net" && device !== "vsock") {
-    throw new Usage(
-      device === undefined
-        ? "--device net|vsock is required"
-        : `--device must be net or vsock, not ${JSON.stringify(device)}`,
-    );
-  }
-  if (socket === undefined) throw new Usage("--socket PATH is required");
-  const b = backend ?? (device === "net" ? "loopback" : "unix");
-  if (device === "net" && b !== "tap" && b !== "loopback") {
-    throw new Usage(`--backend for net is tap or loopback, not ${JSON.stringify(b)}`);
-  }
+  const p = parseCommand(SPEC, argv);
+  if (p === "help") return "help";
+  const device = p.string("device");
+  if (device === undefined) throw new UsageError("--device net|vsock is required");
+  if (device !== "net" && device !== "vsock")
+    throw new UsageError(`--device must be net or vsock, not ${JSON.stringify(device)}`);
+  const socket = p.string("socket");
+  if (socket === undefined) throw new UsageError("--socket PATH is required");
+  const b = p.string("backend") ?? (device === "net" ? "loopback" : "unix");
+  if (device === "net" && b !== "tap" && b !== "loopback")
+    throw new UsageError(`--backend for net is tap or loopback, not ${JSON.stringify(b)}`);
   if (device === "vsock" && b !== "unix")
-    throw new Usage(`--backend for vsock is unix, not ${JSON.stringify(b)}`);
-  return { ...o, device, socket, backend: b as Options["backend"] };
+    throw new UsageError(`--backend for vsock is unix, not ${JSON.stringify(b)}`);
+  const cid = p.string("cid");
+  const connections = p.string("connections");
+  const mac = p.string("mac");
+  return {
+    device,
+    socket: nonEmpty("--socket", socket),
+    backend: b as Options["backend"],
+    tap: p.string("tap") ?? "vhu%d",
+    mac: mac === undefined ? [0x52, 0x54, 0, 0x12, 0x34, 0x56] : parseMac(mac),
+    // A CID is a u64 on the wire (VIRTIO §5.10.4); the reserved ones are refused at create.
+    cid: cid === undefined ? 3n : BigInt(integer("--cid", cid, 0, Number.MAX_SAFE_INTEGER)),
+    uds: p.string("uds") ?? null,
+    connections:
+      connections === undefined
+        ? undefined
+        : integer("--connections", connections, 1, Number.MAX_SAFE_INTEGER),
+    verbose: p.bool("verbose"),
+  };
 };
 
 /** A stale socket file (from a killed run) is removed; anything else at the path is an error. */
@@ -233,11 +205,7 @@ export const vhostUserMain = async (argv: readonly string[], io: VhostUserIo): P
   try {
     o = parse(argv);
   } catch (e) {
-    if (e instanceof Usage) {
-      io.err(`sim vhost-user: ${e.message}`);
-      io.err("try: npx tsx sim vhost-user --help");
-      return 2;
-    }
+    if (e instanceof UsageError) return usageExit(io.err, SPEC.name, e);
     throw e;
   }
   if (o === "help") {
@@ -245,21 +213,30 @@ export const vhostUserMain = async (argv: readonly string[], io: VhostUserIo): P
     return 0;
   }
   const fiber = Effect.runFork(Effect.scoped(program(o, io)));
-  let signalled = "";
-  const stop = (sig: string) => (): void => {
-    signalled = sig;
-    io.out(`${sig}: closing (socket, mappings, fds, backend)`);
+  // Under `npx tsx sim` (sim/index.ts) SIGINT/SIGTERM/SIGHUP arrive as io.signal; called on
+  // its own (a test, another program), the command listens for SIGINT/SIGTERM itself.
+  let signalled = false;
+  const stop = (): void => {
+    if (signalled) return;
+    signalled = true;
+    io.out("closing (socket, mappings, fds, backend)");
     Effect.runFork(Fiber.interrupt(fiber));
   };
-  const onInt = stop("SIGINT");
-  const onTerm = stop("SIGTERM");
-  process.once("SIGINT", onInt);
-  process.once("SIGTERM", onTerm);
+  const own = io.signal === undefined;
+  if (io.signal?.aborted === true) stop();
+  io.signal?.addEventListener("abort", stop, { once: true });
+  if (own) {
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  }
   const exit = await Effect.runPromise(Fiber.await(fiber));
-  process.off("SIGINT", onInt);
-  process.off("SIGTERM", onTerm);
+  io.signal?.removeEventListener("abort", stop);
+  if (own) {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
   if (Exit.isSuccess(exit)) return 0;
-  if (signalled !== "" && Cause.hasInterruptsOnly(exit.cause)) {
+  if (signalled && Cause.hasInterruptsOnly(exit.cause)) {
     io.out("closed");
     return 0;
   }

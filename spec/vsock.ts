@@ -98,7 +98,7 @@ export const RULES = [
   ),
   rule(
     "VSOCK-TX-SPLIT-HDR",
-    "VIRTIO 1.2 §2.6.4 Message Framing (device MUST NOT assume a descriptor arrangement); Linux vhost/vsock.c (copy_from_iter of the header); rust-vmm and cloud-hypervisor need the header in one descriptor",
+    "VIRTIO 1.2 §2.7.4 Message Framing (device MUST NOT assume a descriptor arrangement); Linux vhost/vsock.c (copy_from_iter of the header); rust-vmm and cloud-hypervisor need the header in one descriptor",
     "Profile virtio gathers a TX header that spans readable descriptors (the data starts right after it); a chain whose readable descriptors end before 44 bytes is HdrDescTooSmall with the bytes found, a write-only one before then UnreadableDescriptor. Profiles rust-vmm and cloud-hypervisor answer HdrDescTooSmall for a head shorter than 44 bytes.",
   ),
   rule(

@@ -1,5 +1,5 @@
 /**
- * A TX header that spans descriptors (VIRTIO 1.2 §2.6.4: the device makes no assumption
+ * A TX header that spans descriptors (VIRTIO 1.2 §2.7.4 Message Framing: the device makes no assumption
  * about the arrangement of descriptors). The vhost-user front-end check splits every
  * readable buffer over 1..3 descriptors; before VSOCK-TX-SPLIT-HDR the virtio profile
  * refused a head shorter than 44 bytes, so such REQUESTs were consumed with no RST.

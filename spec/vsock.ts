@@ -97,6 +97,11 @@ export const RULES = [
     "Profiles rust-vmm and virtio accept header and data in one descriptor when the head has no next; cloud-hypervisor (2022) answers BufDescMissing.",
   ),
   rule(
+    "VSOCK-TX-SPLIT-HDR",
+    "VIRTIO 1.2 §2.7.4 Message Framing (device MUST NOT assume a descriptor arrangement); Linux vhost/vsock.c (copy_from_iter of the header); rust-vmm and cloud-hypervisor need the header in one descriptor",
+    "Profile virtio gathers a TX header that spans readable descriptors (the data starts right after it); a chain whose readable descriptors end before 44 bytes is HdrDescTooSmall with the bytes found, a write-only one before then UnreadableDescriptor. Profiles rust-vmm and cloud-hypervisor answer HdrDescTooSmall for a head shorter than 44 bytes.",
+  ),
+  rule(
     "VSOCK-LAYOUT-SCATTER",
     "VIRTIO 1.2 §2.7.4; rust-vmm vm-virtio issue 216; Firecracker PR 4310",
     "Profile virtio gathers data from the head's bytes after the header and any number of following descriptors; cloud-hypervisor and rust-vmm read only the second descriptor.",
@@ -291,6 +296,11 @@ export interface VsockProfile {
   readonly rxDataWritable: boolean;
   /** TX maps the whole second descriptor as the data buffer, not just `len` bytes of it. */
   readonly txMapWholeData: boolean;
+  /**
+   * A TX header may span descriptors (VSOCK-TX-SPLIT-HDR; needs `scatter`): the data starts
+   * where the header ends. Without it a head shorter than 44 bytes is HdrDescTooSmall.
+   */
+  readonly splitHeader: boolean;
 }
 
 export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
@@ -300,6 +310,7 @@ export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
     scatter: false,
     rxDataWritable: false,
     txMapWholeData: true,
+    splitHeader: false,
   },
   "rust-vmm": {
     name: "rust-vmm",
@@ -307,6 +318,7 @@ export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
     scatter: false,
     rxDataWritable: true,
     txMapWholeData: false,
+    splitHeader: false,
   },
   virtio: {
     name: "virtio",
@@ -314,6 +326,7 @@ export const PROFILES: Readonly<Record<VsockProfileName, VsockProfile>> = {
     scatter: true,
     rxDataWritable: true,
     txMapWholeData: false,
+    splitHeader: true,
   },
 };
 
@@ -379,11 +392,52 @@ export const assembleTx = (
   const head = chain[0];
   if (head === undefined) return E.hdrMissing;
   if (isWrite(head)) return E.unreadable;
+  const hdrAddr = head.addr;
+  if (head.len < VSOCK_PKT_HDR_SIZE && profile.splitHeader && profile.scatter) {
+    // VSOCK-TX-SPLIT-HDR: the header's bytes from as many readable descriptors as it takes.
+    const bytes = new Uint8Array(VSOCK_PKT_HDR_SIZE);
+    let got = 0;
+    let i = 0;
+    let used = 0;
+    for (; got < VSOCK_PKT_HDR_SIZE; i++) {
+      const d = chain[i];
+      if (d === undefined) return err({ _tag: "HdrDescTooSmall", len: got });
+      if (isWrite(d)) return E.unreadable;
+      used = Math.min(d.len, VSOCK_PKT_HDR_SIZE - got);
+      if (used > 0) {
+        const r = readBytes(mem, d.addr, used);
+        if (!r.ok) return E.memory;
+        bytes.set(r.value, got);
+      }
+      got += used;
+    }
+    const last = chain[i - 1]!;
+    const header = decodeHeader(bytes);
+    if (header.len === 0) return ok({ hdrAddr, header, data: [] });
+    if (header.len > MAX_PKT_BUF_SIZE) return err({ _tag: "InvalidPktLen", len: header.len });
+    const data: Segment[] = [];
+    let remaining = header.len;
+    const rest = last.len - used;
+    if (rest > 0) {
+      const take = Math.min(rest, remaining);
+      data.push({ addr: last.addr + BigInt(used), len: take });
+      remaining -= take;
+    }
+    for (let first = true; remaining > 0; i++, first = false) {
+      const d = chain[i];
+      if (d === undefined) return first && data.length === 0 ? E.bufMissing : E.bufTooSmall;
+      if (isWrite(d)) return E.unreadable;
+      const take = Math.min(d.len, remaining);
+      if (take > 0) data.push({ addr: d.addr, len: take });
+      remaining -= take;
+    }
+    for (const s of data) if (!inMemory(mem, s)) return E.memory;
+    return ok({ hdrAddr, header, data });
+  }
   if (head.len < VSOCK_PKT_HDR_SIZE) return err({ _tag: "HdrDescTooSmall", len: head.len });
   const hdrBytes = readBytes(mem, head.addr, VSOCK_PKT_HDR_SIZE);
   if (!hdrBytes.ok) return E.memory;
   const header = decodeHeader(hdrBytes.value);
-  const hdrAddr = head.addr;
   if (header.len === 0) return ok({ hdrAddr, header, data: [] });
   if (header.len > MAX_PKT_BUF_SIZE) return err({ _tag: "InvalidPktLen", len: header.len });
   const len = header.len;

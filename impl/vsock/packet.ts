@@ -38,6 +38,9 @@ export class VsockPacket {
   segCount = 0;
   /** Sum of the segments' lengths: what TX may read or RX may write. */
   bufSize = 0;
+  /** A TX header gathered from several descriptors (VSOCK-TX-SPLIT-HDR) is copied here. */
+  private readonly splitHdr = new Uint8Array(VSOCK_PKT_HDR_SIZE);
+  private readonly splitHdrView = new DataView(this.splitHdr.buffer);
 
   private reset(memory: GuestMemory): void {
     this.memory = memory;
@@ -132,7 +135,10 @@ export class VsockPacket {
     if (!chain.rewind()) return HDR_MISSING;
     if (chain.isWriteOnly()) return UNREADABLE;
     const headLen = chain.len;
-    if (headLen < VSOCK_PKT_HDR_SIZE) return { _tag: "HdrDescTooSmall", len: headLen };
+    if (headLen < VSOCK_PKT_HDR_SIZE) {
+      if (profile.splitHeader && profile.scatter) return this.assembleTxSplit(chain);
+      return { _tag: "HdrDescTooSmall", len: headLen };
+    }
     const headAddr = chain.addr;
     if (!this.bindHeader(memory, headAddr, false)) return GUEST_MEMORY;
     const len = this.header.len();
@@ -171,6 +177,50 @@ export class VsockPacket {
     if (chain.isWriteOnly()) return UNREADABLE;
     if (chain.len < len) return BUF_TOO_SMALL;
     this.push(chain.addr, profile.txMapWholeData ? chain.len : len);
+    return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
+  }
+
+  /**
+   * VSOCK-TX-SPLIT-HDR: the head (on the cursor) is shorter than the header: the header is
+   * copied from as many readable descriptors as it takes, and the data starts right after it.
+   */
+  private assembleTxSplit(chain: ChainCursor): VsockPacketError | null {
+    const memory = chain.memory;
+    const scratch = this.splitHdr;
+    this.hdrAddr = chain.addr;
+    let got = 0;
+    let used = 0;
+    for (let first = true; got < VSOCK_PKT_HDR_SIZE; first = false) {
+      if (!first && !chain.advance()) return { _tag: "HdrDescTooSmall", len: got };
+      if (chain.isWriteOnly()) return UNREADABLE;
+      used = Math.min(chain.len, VSOCK_PKT_HDR_SIZE - got);
+      if (used > 0) {
+        const src = memory.slice(chain.addr, used, false);
+        if (src === undefined) return GUEST_MEMORY;
+        scratch.set(src, got);
+      }
+      got += used;
+    }
+    this.header.bind(this.splitHdrView, 0);
+    const len = this.header.len();
+    if (len === 0) return null; // VSOCK-TX-EMPTY
+    if (len > MAX_PKT_BUF_SIZE) return { _tag: "InvalidPktLen", len };
+    let remaining = len;
+    const rest = chain.len - used;
+    if (rest > 0) {
+      const take = Math.min(rest, remaining);
+      this.push(chain.addr + used, take);
+      remaining -= take;
+    }
+    let first = true;
+    while (remaining > 0) {
+      if (!chain.advance()) return first && this.segCount === 0 ? BUF_MISSING : BUF_TOO_SMALL;
+      first = false;
+      if (chain.isWriteOnly()) return UNREADABLE;
+      const take = Math.min(chain.len, remaining);
+      if (take > 0) this.push(chain.addr, take);
+      remaining -= take;
+    }
     return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
   }
 

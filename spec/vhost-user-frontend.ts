@@ -72,8 +72,13 @@ export const RULES: readonly Rule[] = [
     "A received buffer starts with the 12-byte virtio_net_hdr (VERSION_1): gso_type NONE and no NEEDS_CSUM when no GUEST_* offload was negotiated, the frame right after it, used.len = 12 + frame length.",
   ),
   rule(
+    "VUF-MSG-FRAMING",
+    `${V} §2.7.4 Message Framing ("The device MUST NOT make assumptions about the particular arrangement of descriptors")`,
+    "The device makes no assumption about how a message is split over descriptors: a vsock REQUEST whose 44-byte header spans several readable descriptors is handled like one in a single descriptor (answered, here with a RST).",
+  ),
+  rule(
     "VUF-VSOCK-RST",
-    `${V} §5.10.6.4 Device Operation: connection establishment`,
+    `${V} §5.10.6 Stream Sockets (descriptive text, not a device-normative statement; Linux vhost-vsock and the cloud-hypervisor muxer answer so)`,
     "A REQUEST to a host port with no listener is answered with a RST carrying the swapped addresses and ports.",
   ),
   rule(
@@ -107,7 +112,8 @@ export const LEVEL = {
   "VUF-VRING-BASE": "must",
   "VUF-NET-TX-RX": "must",
   "VUF-NET-RX-HDR": "must",
-  "VUF-VSOCK-RST": "must",
+  "VUF-MSG-FRAMING": "must",
+  "VUF-VSOCK-RST": "profile",
   "VUF-VSOCK-HDR": "must",
   "VUF-NO-HANG": "safety",
   "VUF-NO-CRASH": "safety",

@@ -829,7 +829,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                 () =>
                   `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
               );
-              if (op === 3 && vsockPending.delete(`${sp}:${dp}`)) check("VUF-VSOCK-RST", true, () => "");
+              const pending = op === 3 ? vsockPending.get(`${sp}:${dp}`) : undefined;
+              if (pending !== undefined) {
+                vsockPending.delete(`${sp}:${dp}`);
+                check("VUF-VSOCK-RST", true, () => "");
+                if (pending.pieces > 1) check("VUF-MSG-FRAMING", true, () => "");
+              }
             }
           }
         }

@@ -40,6 +40,7 @@ import { gunzipSync } from "node:zlib";
 import { Effect } from "effect";
 import { err, ok, type Result } from "../../spec/result.ts";
 import { writeCpio, type CpioEntry } from "./cpio.ts";
+import { parseCommand, usageExit, UsageError, type CommandSpec, type Parsed } from "../../scripts/args.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const INIT_SOURCE = join(here, "init.sh");
@@ -628,23 +629,31 @@ time; later runs find it there):
 Environment: VIRTIO_LAB_GUEST_CACHE (cache folder), VIRTIO_LAB_KERNEL_PACKAGE (e.g.
 linux-image-6.1.0-57-amd64), VIRTIO_LAB_BUSYBOX (a static busybox), VIRTIO_LAB_QEMU.`;
 
+const SPEC: CommandSpec = {
+  name: "sim/linux/prepare.ts",
+  help: HELP,
+  flags: { force: { kind: "boolean" }, json: { kind: "boolean" } },
+};
+
 const main = (argv: readonly string[]): number => {
-  if (argv.includes("--help") || argv.includes("-h")) {
+  let p: Parsed | "help";
+  try {
+    p = parseCommand(SPEC, argv);
+  } catch (e) {
+    if (e instanceof UsageError) return usageExit((l) => console.error(l), SPEC.name, e);
+    throw e;
+  }
+  if (p === "help") {
     console.log(HELP);
     return 0;
   }
-  const unknown = argv.filter((a) => a !== "--force" && a !== "--json");
-  if (unknown.length > 0) {
-    console.error(`guest:prepare: unknown argument ${unknown[0]!} (see --help)`);
-    return 2;
-  }
   const started = Date.now();
-  const r = prepareGuest({ force: argv.includes("--force"), progress: (l) => console.error(l) });
+  const r = prepareGuest({ force: p.bool("force"), progress: (l) => console.error(l) });
   if (!r.ok) {
     console.error(`guest:prepare: ${r.error.step}: ${r.error.message}`);
     return 1;
   }
-  if (argv.includes("--json")) console.log(JSON.stringify(r.value, null, 2));
+  if (p.bool("json")) console.log(JSON.stringify(r.value, null, 2));
   else {
     console.log(`kernel     ${r.value.packageName} ${r.value.packageVersion}`);
     console.log(`vmlinux    ${r.value.vmlinux}`);

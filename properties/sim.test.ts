@@ -8,10 +8,9 @@ import { property } from "./harness.ts";
 import { runScenario, type RunResult } from "../sim/engine.ts";
 import { scenarios } from "../sim/scenarios/index.ts";
 
-// Real I/O decides part of what these record (a kernel's TAP replies, how Unix sockets
-// split bytes): they are left out of the byte-for-byte promise.
-const REAL_IO = new Set(["net-tap", "vsock-echo", "linux-net", "linux-vsock"]);
-const DETERMINISTIC = scenarios.filter((s) => !REAL_IO.has(s.name));
+// Scenarios that real I/O decides in part (Scenario.realIo: a kernel's replies, how Unix
+// sockets split bytes) are left out of the byte-for-byte promise.
+const DETERMINISTIC = scenarios.filter((s) => s.realIo === undefined);
 
 const run = async (
   name: string,

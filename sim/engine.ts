@@ -351,6 +351,13 @@ export interface Scenario {
    * --faults rate above 0 with this reason. A scenario without it must inject at --faults.
    */
   readonly noFaults?: string;
+  /**
+   * What outside the simulator decides part of the run (a kernel's replies, how real sockets
+   * split bytes), when something does: such a run is left out of the byte-for-byte promise.
+   */
+  readonly realIo?: string;
+  /** Boots a real Linux guest under QEMU (seconds each under TCG): its own tests cover it. */
+  readonly realGuest?: true;
   readonly charts: readonly ChartSpec[];
   create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
 }

@@ -42,6 +42,8 @@ interface Sink {
 
 export const linuxNetScenario: Scenario = {
   name: "linux-net",
+  realIo: "a real Linux guest under QEMU",
+  realGuest: true,
   summary:
     "a real Linux guest (QEMU) drives our virtio-net over vhost-user to a TAP in a namespace it creates: ping, then TCP both ways with busybox nc, bytes checked, rings watched by the model (skips without QEMU, the kernel or root)",
   defaultSteps: 4,

@@ -32,6 +32,8 @@ const xferLine = /^VLAB-XFER (ok|fail) proto=vsock mode=(\w+) (.*)$/;
 
 export const linuxVsockScenario: Scenario = {
   name: "linux-vsock",
+  realIo: "a real Linux guest under QEMU",
+  realGuest: true,
   summary:
     "a real Linux guest (QEMU) drives our virtio-vsock over vhost-user: guest-to-host and host-to-guest streams through the Unix backend, bytes checked, rings watched by the model (skips without QEMU or the kernel)",
   defaultSteps: 3,

@@ -70,6 +70,7 @@ export const TAP_CHARTS: readonly ChartSpec[] = [
 
 export const netTapScenario: Scenario = {
   name: "net-tap",
+  realIo: "the kernel's TAP replies",
   summary:
     "virtio-net against a real TAP in a namespace it creates: ARP and ICMP echo through TX, the kernel's replies checked on RX (skips without root or /dev/net/tun)",
   defaultSteps: 200,

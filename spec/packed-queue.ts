@@ -18,19 +18,21 @@
  * `usedRing` the Device Area (device event suppression, written by the device).
  */
 import { locate, readBytes, writeBytes, type SpecMemory } from "./memory.ts";
-import { MAX_CHAIN_BYTES, MAX_INDIRECT_ENTRIES, vringNeedEvent, type ChainError } from "./queue.ts";
+import {
+  MAX_CHAIN_BYTES,
+  MAX_INDIRECT_ENTRIES,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  vringNeedEvent,
+  type ChainError,
+} from "./queue.ts";
 import { err, ok, rule, type Result } from "./result.ts";
 
 export type { ChainError } from "./queue.ts";
 
-/** Feature bits (VIRTIO 1.2 §6). */
-export const VIRTIO_F_RING_EVENT_IDX = 29;
-export const VIRTIO_F_RING_PACKED = 34;
-export const VIRTIO_F_IN_ORDER = 35;
-
-export const VIRTQ_DESC_F_NEXT = 1;
-export const VIRTQ_DESC_F_WRITE = 2;
-export const VIRTQ_DESC_F_INDIRECT = 4;
+// The same NEXT, WRITE and INDIRECT bits as the split ring's descriptors (§2.8.13).
+export { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE };
 export const VIRTQ_DESC_F_AVAIL = 1 << 7;
 export const VIRTQ_DESC_F_USED = 1 << 15;
 

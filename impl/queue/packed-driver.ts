@@ -23,6 +23,7 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
+  eventIndex,
 } from "../../spec/packed-queue.ts";
 import { vringNeedEvent } from "./driver.ts";
 
@@ -56,9 +57,6 @@ export const packedLayoutAt = (base: number, size: number): QueueLayout => {
   const availRing = descTable + 16 * size;
   return { descTable, availRing, usedRing: availRing + 4 };
 };
-
-/** The first byte after a queue laid out by `packedLayoutAt`. */
-export const packedLayoutEnd = (layout: QueueLayout): number => layout.usedRing + 4;
 
 /** The AVAIL/USED bits a driver gives an available descriptor with wrap counter `wrap` (§2.8.1). */
 export const availFlags = (wrap: boolean): number => (wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
@@ -306,9 +304,7 @@ export class PackedDriver {
     this.numAdded = 0;
     const { offWrap, flags } = this.deviceEvent();
     if (flags !== RING_EVENT_FLAGS_DESC) return flags !== RING_EVENT_FLAGS_DISABLE;
-    let event = offWrap & 0x7fff;
-    if (((offWrap & RING_EVENT_WRAP) !== 0) !== this.availWrap) event = (event - this.size) & 0xffff;
-    return vringNeedEvent(event, newIdx, old);
+    return vringNeedEvent(eventIndex(offWrap, this.availWrap, this.size), newIdx, old);
   }
 
   /** virtqueue_disable_cb_packed: no used notifications. */

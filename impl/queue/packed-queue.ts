@@ -582,7 +582,8 @@ export class PackedQueue {
     if (offWrap >>> 15 !== this.usedWrap) event = (event - this.size) & 0xffff;
     const used = this._nextUsed;
     // Linux vring_need_event(event, new = next_used, old = next_used - num_added).
-    return ((used - event - 1) & 0xffff) < ((used - ((used - added) & 0xffff)) & 0xffff);
+    // new - old is num_added itself (kept below 2^16).
+    return ((used - event - 1) & 0xffff) < added;
   }
 
   private writeDeviceFlags(flags: number): void {

@@ -7,6 +7,7 @@
  * reused descriptor.
  */
 import { Effect, type Scope } from "effect";
+import { POLLIN } from "./libc.ts";
 import {
   acceptUnix,
   connectUnix,
@@ -109,14 +110,8 @@ export const acquireMapping = (
     (m) => Effect.sync(() => void unmap(io, m)),
   );
 
-export const POLLIN = 0x1;
-export const POLLOUT = 0x4;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
-export const POLLNVAL = 0x20;
-
 /** How many fds one wait may watch (besides the poller's own eventfd). */
-export const MAX_POLL_FDS = 63;
+const MAX_POLL_FDS = 63;
 
 /**
  * Waits for fds on koffi's worker thread. One wait at a time. `wait` is interruptible: the

@@ -16,6 +16,7 @@ import {
   type SessionError,
 } from "../../spec/vhost-user.ts";
 import { EAGAIN, EINTR, MsgIo, type Fdio } from "../native/fdio.ts";
+import { POLLIN, POLLOUT } from "../native/libc.ts";
 import { decodeHeader, decodeMessage, encodeMessage } from "./codec.ts";
 
 export type ReadResult =
@@ -23,9 +24,6 @@ export type ReadResult =
   | { readonly _tag: "WouldBlock" }
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Refused"; readonly error: SessionError };
-
-const POLLIN = 1;
-const POLLOUT = 4;
 
 export class Channel {
   private readonly msgIo: MsgIo;

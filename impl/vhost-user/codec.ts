@@ -14,7 +14,6 @@ import {
   MAX_PAYLOAD,
   MAX_REGIONS,
   REGION_SIZE,
-  Req,
   VERSION,
   VERSION_MASK,
   VRING_ADDR_SIZE,
@@ -278,5 +277,3 @@ export const reply = (request: number, body: Body): Omit<Message, "fds"> => ({
 /** A REPLY_ACK answer: u64 0 for success, 1 for failure (VU-REPLY-ACK). */
 export const ack = (request: number, success: boolean): Omit<Message, "fds"> =>
   reply(request, { _tag: "U64", value: success ? 0n : 1n });
-
-export { Req };

@@ -17,7 +17,6 @@ import {
   ProtocolFeature,
   Req,
   VERSION,
-  VRING_NOFD,
   bit,
   hasExplicitReply,
   requestName,
@@ -26,9 +25,9 @@ import {
   type SessionError,
 } from "../../spec/vhost-user.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
+import { POLLIN } from "../native/libc.ts";
 import { acceptUnix, connectUnix, drainEventFd, signalEventFd, type Fdio } from "../native/fdio.ts";
 import {
-  POLLIN,
   Poller,
   acquireEventFd,
   acquireMapping,
@@ -156,8 +155,6 @@ export class Frontend {
   private readonly channel: Channel;
   /** Protocol features acknowledged (REPLY_ACK decides whether NEED_REPLY is asked). */
   protocolFeatures = 0n;
-  /** Requests sent, for reports. */
-  requests = 0;
 
   constructor(
     readonly io: Fdio,
@@ -218,7 +215,6 @@ export class Frontend {
           return yield* Effect.fail<FrontendError>({ _tag: "FrontendClosed", step });
         return yield* Effect.fail<FrontendError>({ _tag: "FrontendGarbage", step, error: e });
       }
-      this.requests++;
       if (!explicit && !ack) return null;
       this.expecting = request;
       const b = yield* this.readReply(step);
@@ -335,11 +331,6 @@ export class Frontend {
               got: b?._tag ?? "none",
             }),
     );
-  }
-
-  /** SET_VRING_CALL without an fd (bit 8) for ring `index`. */
-  clearCall(index: number): Effect.Effect<void, FrontendError> {
-    return Effect.asVoid(this.send(Req.SET_VRING_CALL, { _tag: "U64", value: BigInt(index | VRING_NOFD) }));
   }
 
   /** Writes ring `fds`'s kick eventfd. */

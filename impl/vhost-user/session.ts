@@ -81,11 +81,6 @@ export type SessionEvent =
   | { readonly _tag: "DeviceActivated"; readonly features: bigint }
   | { readonly _tag: "DeviceStopped"; readonly bases: readonly number[] };
 
-export interface HandleResult {
-  /** The reply to send (with no fds), if any. */
-  readonly reply: Omit<Message, "fds"> | null;
-}
-
 type Step = Result<Body | null, SessionError>;
 
 export class Session {

@@ -37,7 +37,6 @@ import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
-import { Effect } from "effect";
 import { err, ok, type Result } from "../../spec/result.ts";
 import { writeCpio, type CpioEntry } from "./cpio.ts";
 import { parseCommand, usageExit, UsageError, type CommandSpec, type Parsed } from "../../scripts/args.ts";
@@ -577,14 +576,6 @@ export const prepareGuest = (options: PrepareOptions = {}): Result<GuestImage, G
     return err(fail("cache", `${root}: ${e instanceof Error ? e.message : String(e)}`));
   }
 };
-
-export const prepareGuestEffect = (
-  options: PrepareOptions = {},
-): Effect.Effect<GuestImage, GuestPrepareError> =>
-  Effect.suspend(() => {
-    const r = prepareGuest(options);
-    return r.ok ? Effect.succeed(r.value) : Effect.fail(r.error);
-  });
 
 /** The QEMU binary: `$VIRTIO_LAB_QEMU`, or qemu-system-x86_64 on the PATH. */
 export const qemuBinary = (): string | undefined => {

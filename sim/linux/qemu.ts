@@ -398,9 +398,3 @@ export const launchGuest = (o: LaunchOptions): Effect.Effect<Guest, GuestError, 
       (g) => g.kill().pipe(Effect.ensuring(Effect.sync(() => g.unregister()))),
     );
   });
-
-/** The shell command line that boots the same guest by hand (for README and errors). */
-export const qemuCommandLine = (o: LaunchOptions, initrd: string): string =>
-  [o.qemu, ...qemuArgs(o, initrd)]
-    .map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`))
-    .join(" ");

@@ -18,7 +18,14 @@ import {
   serveVhostUser,
   type VhostUserEvent,
 } from "../impl/vhost-user/backend.ts";
-import { integer, nonEmpty, parseCommand, usageExit, UsageError, type CommandSpec } from "../scripts/args.ts";
+import {
+  integer,
+  nonEmpty,
+  parseCommand,
+  runWithUsage,
+  UsageError,
+  type CommandSpec,
+} from "../scripts/args.ts";
 
 export interface VhostUserIo {
   readonly out: (line: string) => void;
@@ -200,14 +207,10 @@ const program = (o: Options, io: VhostUserIo) =>
   });
 
 /** The command: 0 done or interrupted, 1 failed, 2 usage. */
-export const vhostUserMain = async (argv: readonly string[], io: VhostUserIo): Promise<number> => {
-  let o: Options | "help";
-  try {
-    o = parse(argv);
-  } catch (e) {
-    if (e instanceof UsageError) return usageExit(io.err, SPEC.name, e);
-    throw e;
-  }
+export const vhostUserMain = (argv: readonly string[], io: VhostUserIo): Promise<number> =>
+  runWithUsage(io.err, SPEC.name, () => serve(parse(argv), io));
+
+const serve = async (o: Options | "help", io: VhostUserIo): Promise<number> => {
   if (o === "help") {
     io.out(VHOST_USER_HELP);
     return 0;

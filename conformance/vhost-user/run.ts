@@ -20,6 +20,18 @@
 import { Effect } from "effect";
 import { LEVEL, type FrontendLevel, type FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, bit } from "../../spec/vhost-user.ts";
+import { VRING_AVAIL_F_NO_INTERRUPT } from "../../spec/queue.ts";
+import {
+  VIRTIO_F_VERSION_1,
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RST,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_STREAM,
+  decodeHeader,
+  emptyHeader,
+  encodeHeader,
+} from "../../spec/vsock.ts";
 import { QueueDriver, vringNeedEvent, type DriverBuffer } from "../../impl/queue/driver.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
@@ -117,12 +129,9 @@ const SLOT = 4096;
 /** Outside every region: between them, and past the end of the second. */
 const OUTSIDE = [0x8000_0000, BASES[1]! + REGION + 0x1000, 0xffff_ffff_f000];
 
-const VIRTIO_F_VERSION_1 = 32;
 const VIRTIO_F_EVENT_IDX = 29;
 const VIRTIO_F_INDIRECT_DESC = 28;
-const AVAIL_F_NO_INTERRUPT = 1;
 const NET_HDR = 12;
-const VSOCK_HDR = 44;
 
 class Slots {
   private readonly free: number[] = [];
@@ -448,19 +457,17 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         f[13] = 0xb5;
         return f;
       };
-      const vsockHdr = (op: number, sp: number, dp: number): Uint8Array => {
-        const h = new Uint8Array(VSOCK_HDR);
-        const v = new DataView(h.buffer);
-        v.setBigUint64(0, guestCid, true);
-        v.setBigUint64(8, 2n, true);
-        v.setUint32(16, sp, true);
-        v.setUint32(20, dp, true);
-        v.setUint32(24, 0, true);
-        v.setUint16(28, 1, true);
-        v.setUint16(30, op, true);
-        v.setUint32(36, 65536, true);
-        return h;
-      };
+      const vsockHdr = (op: number, sp: number, dp: number): Uint8Array =>
+        encodeHeader({
+          ...emptyHeader,
+          srcCid: guestCid,
+          dstCid: VSOCK_HOST_CID,
+          srcPort: sp,
+          dstPort: dp,
+          type: VSOCK_TYPE_STREAM,
+          op,
+          bufAlloc: 65536,
+        });
       const fuseRequest = (): Uint8Array => {
         const unique = fuseUnique++;
         let opcode: number;
@@ -513,13 +520,13 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           const rx = rings[0]!;
           const txr = rings[1];
           while (rx.outstanding.size < 8)
-            if (addChain(rx, "rx", null, [VSOCK_HDR + 256], null) === null) break;
+            if (addChain(rx, "rx", null, [VSOCK_PKT_HDR_SIZE + 256], null) === null) break;
           if (txr === undefined) return;
           const n = rng.range(1, 2);
           for (let i = 0; i < n; i++) {
             const sp = srcPort++;
             const dp = 40000 + rng.int(20000);
-            const c = addChain(txr, "tx", vsockHdr(1, sp, dp), [], null);
+            const c = addChain(txr, "tx", vsockHdr(VSOCK_OP_REQUEST, sp, dp), [], null);
             if (c === null) break;
             txr.mustComplete++;
             rx.mustComplete++;
@@ -806,30 +813,31 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             }
             if (!hostileSeen && opts.device === "vsock" && c.kind === "rx") {
               const b = readWritable(c, len);
-              if (b.length < VSOCK_HDR) {
+              if (b.length < VSOCK_PKT_HDR_SIZE) {
                 check("VUF-VSOCK-HDR", false, () => `rx head ${c.head}: used.len ${len} < 44`);
                 continue;
               }
-              const v = new DataView(b.buffer);
-              const src = v.getBigUint64(0, true);
-              const dst = v.getBigUint64(8, true);
-              const sp = v.getUint32(16, true);
-              const dp = v.getUint32(20, true);
-              const plen = v.getUint32(24, true);
-              const type = v.getUint16(28, true);
-              const op = v.getUint16(30, true);
+              const {
+                srcCid: src,
+                dstCid: dst,
+                srcPort: sp,
+                dstPort: dp,
+                len: plen,
+                type,
+                op,
+              } = decodeHeader(b);
               check(
                 "VUF-VSOCK-HDR",
-                src === 2n &&
+                src === VSOCK_HOST_CID &&
                   dst === guestCid &&
-                  type === 1 &&
+                  type === VSOCK_TYPE_STREAM &&
                   op >= 1 &&
                   op <= 7 &&
-                  len === VSOCK_HDR + plen,
+                  len === VSOCK_PKT_HDR_SIZE + plen,
                 () =>
                   `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
               );
-              const pending = op === 3 ? vsockPending.get(`${sp}:${dp}`) : undefined;
+              const pending = op === VSOCK_OP_RST ? vsockPending.get(`${sp}:${dp}`) : undefined;
               if (pending !== undefined) {
                 vsockPending.delete(`${sp}:${dp}`);
                 check("VUF-VSOCK-RST", true, () => "");
@@ -874,7 +882,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             r.driver.setUsedEvent(r.usedEvent);
           } else {
             r.noInterrupt = rng.chance(0.3);
-            r.driver.setAvailFlags(r.noInterrupt ? AVAIL_F_NO_INTERRUPT : 0);
+            r.driver.setAvailFlags(r.noInterrupt ? VRING_AVAIL_F_NO_INTERRUPT : 0);
           }
         }
         buildMask();

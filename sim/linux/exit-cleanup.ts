@@ -24,11 +24,13 @@ const runAll = (): void => {
 };
 
 const onSignal = (sig: NodeJS.Signals): void => {
+  // Another handler (sim/index.ts interrupts the fibers, whose scopes release everything in
+  // order) decides what happens next; the exit hook stays as the fallback.
+  if (process.listenerCount(sig) > 1) return;
   runAll();
   uninstall();
-  // Another handler (a command that interrupts its fibers) decides what happens next;
-  // otherwise end the process the way the signal would have.
-  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  // Nobody else handles it: end the process the way the signal would have.
+  process.kill(process.pid, sig);
 };
 
 const onExit = (): void => runAll();

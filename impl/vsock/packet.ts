@@ -149,23 +149,7 @@ export class VsockPacket {
 
     if (profile.scatter) {
       // VSOCK-LAYOUT-SCATTER: the head's bytes after the header, then every descriptor.
-      let remaining = len;
-      const rest = headLen - VSOCK_PKT_HDR_SIZE;
-      if (rest > 0) {
-        const take = Math.min(rest, remaining);
-        this.push(headAddr + VSOCK_PKT_HDR_SIZE, take);
-        remaining -= take;
-      }
-      let first = true;
-      while (remaining > 0) {
-        if (!chain.advance()) return first && this.segCount === 0 ? BUF_MISSING : BUF_TOO_SMALL;
-        first = false;
-        if (chain.isWriteOnly()) return UNREADABLE;
-        const take = Math.min(chain.len, remaining);
-        if (take > 0) this.push(chain.addr, take);
-        remaining -= take;
-      }
-      return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
+      return this.pushScatter(chain, headAddr + VSOCK_PKT_HDR_SIZE, headLen - VSOCK_PKT_HDR_SIZE, len);
     }
 
     if (profile.singleDescriptor && !headHasNext && headLen - VSOCK_PKT_HDR_SIZE >= len) {
@@ -205,11 +189,23 @@ export class VsockPacket {
     const len = this.header.len();
     if (len === 0) return null; // VSOCK-TX-EMPTY
     if (len > MAX_PKT_BUF_SIZE) return { _tag: "InvalidPktLen", len };
+    return this.pushScatter(chain, chain.addr + used, chain.len - used, len);
+  }
+
+  /**
+   * The data of a scattered TX packet (VSOCK-LAYOUT-SCATTER): `rest` bytes at `restAddr` in
+   * the descriptor on the cursor, then the following descriptors, until `len` bytes.
+   */
+  private pushScatter(
+    chain: ChainCursor,
+    restAddr: number,
+    rest: number,
+    len: number,
+  ): VsockPacketError | null {
     let remaining = len;
-    const rest = chain.len - used;
     if (rest > 0) {
       const take = Math.min(rest, remaining);
-      this.push(chain.addr + used, take);
+      this.push(restAddr, take);
       remaining -= take;
     }
     let first = true;

@@ -11,7 +11,6 @@ import { VsockVirtioDevice } from "../impl/device/vsock.ts";
 import { NetBackend, LoopbackBackend, type NetBackendShape } from "../impl/net/backend.ts";
 import { NetDevice } from "../impl/net/device.ts";
 import { acquireTapBackend } from "../impl/native/tap-backend.ts";
-import { UnixSocketBackend } from "../impl/vsock/unix-backend.ts";
 import {
   describeError,
   describeEvent,
@@ -169,17 +168,16 @@ const program = (o: Options, io: VhostUserIo) =>
         `net: tx ${dev.stats.txFrames} frames / ${dev.stats.txBytes} bytes, rx ${dev.stats.rxFrames} frames / ${dev.stats.rxBytes} bytes, chain errors tx ${dev.stats.txChainErrors} rx ${dev.stats.rxChainErrors}`;
     } else {
       const uds = o.uds ?? `${o.socket}.vsock`;
-      const host = yield* Effect.acquireRelease(
-        Effect.promise(() => UnixSocketBackend.listen({ path: uds, now: Date.now })),
-        (b) => Effect.promise(() => b.close()),
+      const dev = yield* VsockVirtioDevice.withUnixHost(uds, o.cid).pipe(
+        Effect.mapError((e) =>
+          e._tag === "UnixListenFailed"
+            ? `vsock Unix listener ${e.path}: ${e.message}`
+            : `guest CID ${o.cid} is reserved (0, 1, 2 and 2^32-1 are)`,
+        ),
       );
       io.out(
         `vsock host side: connect to ${uds} and write "CONNECT <port>\\n"; guest connections to port P go to ${uds}_P`,
       );
-      const created = VsockVirtioDevice.create({ guestCid: o.cid }, { host, queueCount: 2 });
-      if (!created.ok) return yield* Effect.fail(`guest CID ${o.cid} is reserved (0, 1, 2 and 2^32-1 are)`);
-      const dev = created.value;
-      yield* Effect.addFinalizer(() => Effect.sync(() => dev.reset()));
       device = dev;
       stats = () => {
         const d = dev.device;

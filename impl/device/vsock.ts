@@ -8,7 +8,7 @@
  * `queueCount` 2 drives rx and tx only: a VMM speaking vhost-user keeps the event queue
  * itself (QEMU's vhost-user-vsock hands the back-end two rings).
  */
-import { Effect } from "effect";
+import { Effect, type Scope } from "effect";
 import { err, ok, type Result } from "../../spec/result.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { SplitQueue } from "../queue/split-queue.ts";
@@ -23,6 +23,7 @@ import {
   type VsockDeviceError,
 } from "../vsock/device.ts";
 import type { HostPort } from "../vsock/muxer.ts";
+import { UnixSocketBackend } from "../vsock/unix-backend.ts";
 import { VIRTIO_ID_VSOCK, type AckError, type ActivateError, type VirtioDevice } from "./virtio-device.ts";
 
 /** A host side that can say when it has something for the guest (the Unix-socket backend). */
@@ -40,6 +41,13 @@ export interface VsockVirtioOptions {
   readonly now?: () => number;
   /** How often `run` ticks connection timeouts without host activity (ms, default 1000). */
   readonly tickMs?: number;
+}
+
+/** The host side's Unix listener could not be opened. */
+export interface UnixListenFailed {
+  readonly _tag: "UnixListenFailed";
+  readonly path: string;
+  readonly message: string;
 }
 
 export class VsockVirtioDevice implements VirtioDevice {
@@ -87,6 +95,31 @@ export class VsockVirtioDevice implements VirtioDevice {
   ): Result<VsockVirtioDevice, VsockDeviceError> {
     if (isReservedCid(config.guestCid)) return err({ _tag: "InvalidGuestCid", cid: config.guestCid });
     return ok(new VsockVirtioDevice(config, options));
+  }
+
+  /**
+   * The device with its Unix-socket host side listening at `uds` (host programs connect there
+   * and write "CONNECT <port>"; guest connections to port P go to `${uds}_P`), two queues (the
+   * transport keeps the event queue). The scope resets the device and closes the listener.
+   */
+  static withUnixHost(
+    uds: string,
+    guestCid: bigint,
+  ): Effect.Effect<VsockVirtioDevice, VsockDeviceError | UnixListenFailed, Scope.Scope> {
+    return Effect.gen(function* () {
+      const host = yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: () => UnixSocketBackend.listen({ path: uds, now: Date.now }),
+          catch: (e): UnixListenFailed => ({ _tag: "UnixListenFailed", path: uds, message: String(e) }),
+        }),
+        (b) => Effect.promise(() => b.close()),
+      );
+      const created = VsockVirtioDevice.create({ guestCid }, { host, queueCount: 2 });
+      if (!created.ok) return yield* Effect.fail(created.error);
+      const device = created.value;
+      yield* Effect.addFinalizer(() => Effect.sync(() => device.reset()));
+      return device;
+    });
   }
 
   /** The live VsockDevice while active (stats, muxer), else null. */

@@ -15,7 +15,6 @@ import { NetBackend } from "../../impl/net/backend.ts";
 import { NetDevice } from "../../impl/net/device.ts";
 import { acquireNetns, acquireTapBackendIn, configureTapIn, inNetns, ip } from "../../impl/native/netns.ts";
 import { describeError, serveVhostUser, type VhostUserEvent } from "../../impl/vhost-user/backend.ts";
-import { UnixSocketBackend } from "../../impl/vsock/unix-backend.ts";
 import { GUEST_NET } from "./devices.ts";
 import { registerExitCleanup } from "./exit-cleanup.ts";
 import { checkPattern, fillPattern } from "./pattern.ts";
@@ -141,17 +140,15 @@ export const acquireOurVsock = (options: {
     const cid = options.cid ?? 3;
     const dir = yield* acquireTempDir("vlab-vhu-");
     const uds = join(dir, "vsock.uds");
-    const host = yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => UnixSocketBackend.listen({ path: uds, now: Date.now }),
-        catch: (e) => rigError(`vsock Unix backend: ${String(e)}`),
-      }),
-      (b) => Effect.promise(() => b.close()),
+    const device = yield* VsockVirtioDevice.withUnixHost(uds, BigInt(cid)).pipe(
+      Effect.mapError((e) =>
+        rigError(
+          e._tag === "UnixListenFailed"
+            ? `vsock Unix backend: ${e.message}`
+            : `vsock device: CID ${cid} refused`,
+        ),
+      ),
     );
-    const created = VsockVirtioDevice.create({ guestCid: BigInt(cid) }, { host, queueCount: 2 });
-    if (!created.ok) return yield* Effect.fail(rigError(`vsock device: CID ${cid} refused`));
-    const device = created.value;
-    yield* Effect.addFinalizer(() => Effect.sync(() => device.reset()));
     const socket = join(dir, "vsock.sock");
     const served = options.watch?.wrap(device, ["vsock RX queue", "vsock TX queue"]) ?? device;
     yield* serveInBackground(served, socket, options.onEvent);

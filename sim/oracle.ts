@@ -5,7 +5,13 @@
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import type { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import type { SpecMemory } from "../spec/memory.ts";
-import { readDescriptor, walkChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../spec/queue.ts";
+import {
+  readDescriptor,
+  walkChain,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_WRITE,
+  type SpecWalk,
+} from "../spec/queue.ts";
 import type { SimContext } from "./engine.ts";
 import type { InFlight, RingLayout } from "./guest/virtio-ring.ts";
 
@@ -19,6 +25,27 @@ export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
 
 const showSegs = (segs: readonly { addr: number | bigint; len: number; write: boolean }[]): string =>
   segs.map((s) => `${s.write ? "w" : "r"}:${s.addr}+${s.len}`).join(",");
+
+/**
+ * How the chain in the cursor departs from the reference's walk of the same head (descriptors
+ * and how the walk ended), as one line; undefined when they agree. The cursor is left rewound.
+ */
+export const walkMismatch = (chain: DescriptorChain, head: number, walk: SpecWalk): string | undefined => {
+  const want = walk.descriptors;
+  let i = 0;
+  let same = true;
+  for (let ok = chain.rewind(); ok; ok = chain.advance(), i++) {
+    const w = want[i];
+    if (w === undefined || w.addr !== chain.addrBig() || w.len !== chain.len || w.flags !== chain.flags)
+      same = false;
+  }
+  const end = chain.end === null ? null : chain.end._tag;
+  const wantEnd = walk.end === null ? null : walk.end._tag;
+  chain.rewind();
+  return same && i === want.length && end === wantEnd
+    ? undefined
+    : `head ${head}: device walked ${i} descriptors (end ${end}), reference ${want.length} (end ${wantEnd})`;
+};
 
 /**
  * SIM-CHAIN-MATCH: the chain the device popped (impl cursor), the reference model's walk of

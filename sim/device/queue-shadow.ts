@@ -12,7 +12,7 @@ import type { SpecMemory } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
 import type { Result } from "../../spec/result.ts";
 import type { SimContext } from "../engine.ts";
-import { specMemoryOf } from "../oracle.ts";
+import { specMemoryOf, walkMismatch } from "../oracle.ts";
 
 const bytesOf = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
@@ -49,22 +49,8 @@ export const shadowWithSpec = (ctx: SimContext, q: SplitQueue, mem: GuestMemory,
   const sameWalk = (chain: DescriptorChain, popped: Q.SpecPopped): void => {
     if (chain.headIndex !== popped.head)
       fail("pop", `device popped head ${chain.headIndex}, reference ${popped.head}`);
-    const want = popped.walk.descriptors;
-    let i = 0;
-    let same = true;
-    for (let ok = chain.rewind(); ok; ok = chain.advance(), i++) {
-      const w = want[i];
-      if (w === undefined || w.addr !== chain.addrBig() || w.len !== chain.len || w.flags !== chain.flags)
-        same = false;
-    }
-    const end = chain.end === null ? null : chain.end._tag;
-    const wantEnd = popped.walk.end === null ? null : popped.walk.end._tag;
-    chain.rewind();
-    if (!same || i !== want.length || end !== wantEnd)
-      fail(
-        "pop",
-        `head ${popped.head}: device walked ${i} descriptors (end ${end}), reference ${want.length} (end ${wantEnd})`,
-      );
+    const walked = walkMismatch(chain, popped.head, popped.walk);
+    if (walked !== undefined) fail("pop", walked);
   };
 
   const samePop = (

@@ -25,6 +25,7 @@ import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import { PopStatus, type SplitQueue } from "../../impl/queue/split-queue.ts";
 import { readU16, type SpecMemory, type SpecRegion } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
+import { walkMismatch } from "../oracle.ts";
 
 export interface Finding {
   /** Who departed from the model: our device, or the guest's (Linux) driver. */
@@ -305,22 +306,8 @@ export class RingWatch {
       const p = r.value;
       if (p.head !== chain.headIndex)
         device("VQ-POP-HEAD", `${what}: device popped head ${chain.headIndex}, reference ${p.head}`);
-      const want = p.walk.descriptors;
-      let i = 0;
-      let same = true;
-      for (let ok = chain.rewind(); ok; ok = chain.advance(), i++) {
-        const w = want[i];
-        if (w === undefined || w.addr !== chain.addrBig() || w.len !== chain.len || w.flags !== chain.flags)
-          same = false;
-      }
-      const end = chain.end === null ? null : chain.end._tag;
-      chain.rewind();
-      const wantEnd = p.walk.end === null ? null : p.walk.end._tag;
-      if (!same || i !== want.length || end !== wantEnd)
-        device(
-          "SIM-QUEUE-REFINES",
-          `${what}: head ${p.head}: device walked ${i} descriptors (end ${end}), reference ${want.length} (end ${wantEnd})`,
-        );
+      const walked = walkMismatch(chain, p.head, p.walk);
+      if (walked !== undefined) device("SIM-QUEUE-REFINES", `${what}: ${walked}`);
       if (p.walk.end !== null)
         driver(
           chainErrorRule(p.walk.end._tag),
@@ -328,7 +315,7 @@ export class RingWatch {
         );
       if (held.has(p.head))
         device("SIM-USED-ID", `head ${p.head} popped again while the device still holds it`);
-      held.set(p.head, { writable: writableOf(want), descriptors: want });
+      held.set(p.head, { writable: writableOf(p.walk.descriptors), descriptors: p.walk.descriptors });
       lastHead = p.head;
       agree(what, ref);
     };

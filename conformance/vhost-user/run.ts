@@ -47,7 +47,7 @@ import {
   type FrontendError,
   type GuestRam,
   type RingFds,
-} from "../../impl/vhost-user/frontend-vmm.ts";
+} from "../../impl/vhost-user/frontend.ts";
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
 

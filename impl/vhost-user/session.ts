@@ -31,6 +31,7 @@ import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { fileSize, mapShared, signalEventFd, unmap, type Fdio, type Mapping } from "../native/fdio.ts";
 import { ack, reply } from "./codec.ts";
+import { describeError } from "./describe.ts";
 
 /** The protocol features this back-end can offer. */
 export const SUPPORTED_PROTOCOL_FEATURES =
@@ -467,7 +468,7 @@ export class Session {
     const a = dev.activate(memory, (q) => this.notify(q));
     if (!a.ok) {
       dev.reset();
-      return err({ _tag: "DeviceActivateFailed", reason: describe(a.error) });
+      return err({ _tag: "DeviceActivateFailed", reason: describeError(a.error) });
     }
     this.emit({ _tag: "DeviceActivated", features: dev.ackedFeatures });
     // Kicks that came while the device was not active were consumed: serve what is there.
@@ -530,12 +531,3 @@ export class Session {
     this.unmapAll();
   }
 }
-
-const describe = (e: { readonly _tag: string }): string => {
-  const fields = Object.entries(e)
-    .filter(([k]) => k !== "_tag")
-    .map(([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v, big) : String(v)}`);
-  return fields.length === 0 ? e._tag : `${e._tag}(${fields.join(", ")})`;
-};
-
-const big = (_k: string, v: unknown): unknown => (typeof v === "bigint" ? v.toString() : v);

@@ -21,7 +21,7 @@ import {
   type EquivalentGroup,
   type MutantName,
 } from "./mutation/equivalents.ts";
-import { SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
+import { MUTATED_FILES, SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
 import { reportsDir, root } from "./paths.ts";
 
 const TARGET = 95;
@@ -154,6 +154,27 @@ const onSignal = (signal: NodeJS.Signals): void => {
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
+
+/** A Stryker report (mutation.json, incremental.json), as far as merging needs it. */
+interface AnyReport {
+  files: Record<string, unknown>;
+}
+const readJson = (path: string): AnyReport | undefined =>
+  existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as AnyReport) : undefined;
+
+/**
+ * Stryker writes into its report and incremental file only the files it mutated this time;
+ * a run of one file of a subject keeps the other files' results from the run before, so the
+ * table still lists them and their next run is still incremental.
+ */
+const keepOtherFiles = (path: string, before: AnyReport | undefined, mutated: readonly string[]): void => {
+  const after = readJson(path);
+  if (before === undefined || after === undefined) return;
+  for (const [file, result] of Object.entries(before.files))
+    if (!mutated.includes(file) && !(file in after.files) && MUTATED_FILES.has(file))
+      after.files[file] = result;
+  writeFileSync(path, JSON.stringify(after));
+};
 
 const runStryker = (job: Job): Promise<number> => {
   const dir = join(outDir, job.subject.name);
@@ -423,9 +444,15 @@ for (const [i, job] of jobs.entries()) {
     `\nmutate: [${i + 1}/${jobs.length}] ${job.subject.name}: ${job.files.join(", ")} ` +
       `against ${tests.length} test files, concurrency ${concurrency}`,
   );
+  const dir = join(outDir, job.subject.name);
+  const kept = ["mutation.json", "incremental.json"].map((f) => ({
+    path: join(dir, f),
+    before: readJson(join(dir, f)),
+  }));
   const code = await runStryker(job);
   child = undefined;
   if (interrupted) break;
+  if (code === 0) for (const { path, before } of kept) keepOtherFiles(path, before, job.files);
   if (code !== 0) {
     console.error(`mutate: Stryker failed on ${job.subject.name} (exit ${code}); its output is above`);
     status = 1;

@@ -6,6 +6,7 @@
 import type { Handler } from "./world.ts";
 import { argUint, okv } from "./world.ts";
 import { queueSlot } from "./queue.ts";
+import { PACKED_MUTANT_WRAPPERS } from "./packed-mutants.ts";
 
 export type HandlerTable = Readonly<Record<string, Handler>>;
 export type MutantWrapper = (base: HandlerTable) => HandlerTable;
@@ -42,4 +43,5 @@ const usedSlotFromGuest: MutantWrapper = (base) => ({
 
 export const MUTANT_WRAPPERS: Readonly<Record<string, MutantWrapper>> = {
   "used-slot-from-guest": usedSlotFromGuest,
+  ...PACKED_MUTANT_WRAPPERS,
 };

@@ -50,6 +50,7 @@ import {
 } from "../../impl/vhost-user/frontend.ts";
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
+import { VsockStreams, listenHostPort } from "./vsock-stream.ts";
 
 export type DeviceKind = "net" | "vsock" | "generic";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["net", "vsock", "generic"];
@@ -68,6 +69,11 @@ export interface RunOptions {
   readonly timeoutMs: number;
   /** Rings to set up (generic; default 2, capped by GET_QUEUE_NUM). */
   readonly queues?: number;
+  /**
+   * vsock: the back-end's host-side Unix socket path (its guest connections to port P go to
+   * `<path>_P`); with it, connections, credit and streams are checked (vsock-stream.ts).
+   */
+  readonly vsockHost?: string;
   /** Ack EVENT_IDX when offered (default: from the seed). */
   readonly eventIdx?: boolean;
   /** Progress lines. */
@@ -178,6 +184,8 @@ interface Ring {
   usedEvent: number;
   noInterrupt: boolean;
   mustComplete: number;
+  /** Completions come without our kicks too (vsock RX with a host side): notifications are not judged. */
+  readonly async: boolean;
 }
 
 const hex = (v: number | bigint): string => `0x${v.toString(16)}`;
@@ -194,6 +202,7 @@ export const replayCommand = (o: Omit<RunOptions, "log">, steps: number): string
     o.hostile > 0 ? `--hostile ${o.hostile}` : "",
     `--timeout ${o.timeoutMs}`,
     o.queues !== undefined ? `--queues ${o.queues}` : "",
+    o.vsockHost !== undefined ? `--vsock-uds ${o.vsockHost}` : "",
     o.eventIdx !== undefined ? `--event-idx ${o.eventIdx ? "on" : "off"}` : "",
   ]
     .filter((s) => s !== "")
@@ -334,6 +343,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           usedEvent: 0,
           noInterrupt: false,
           mustComplete: 0,
+          async: opts.device === "vsock" && opts.vsockHost !== undefined && i === 0,
         });
       }
       for (const r of rings) {
@@ -446,6 +456,30 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       let srcPort = 1024 + rng.int(20000);
       let fuseUnique = 1n;
       let fuseInit = false;
+      // vsock with its host side: connections to a port we listen on behind the back-end.
+      let streams: VsockStreams | null = null;
+      if (opts.device === "vsock" && opts.vsockHost !== undefined && rings.length > 1) {
+        const host = yield* listenHostPort(opts.vsockHost, 1024 + rng.int(8000));
+        const txr = rings[1]!;
+        const s = new VsockStreams({
+          rng,
+          guestCid,
+          host,
+          send: (header, payload) => {
+            const bytes = new Uint8Array(header.length + (payload?.length ?? 0));
+            bytes.set(header);
+            if (payload !== null) bytes.set(payload, header.length);
+            if (addChain(txr, "tx", bytes, [], null) === null) return false;
+            txr.mustComplete++;
+            return true;
+          },
+          check,
+          note: (line) => result.notes.push(line),
+        });
+        yield* Effect.addFinalizer(() => Effect.sync(() => s.close()));
+        streams = s;
+        log(`vsock host side: listening on ${host.path}`);
+      }
 
       const netFrame = (): Uint8Array => {
         const len = rng.range(60, 1514);
@@ -519,10 +553,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         } else if (opts.device === "vsock") {
           const rx = rings[0]!;
           const txr = rings[1];
-          while (rx.outstanding.size < 8)
-            if (addChain(rx, "rx", null, [VSOCK_PKT_HDR_SIZE + 256], null) === null) break;
+          const rxBuf = streams !== null ? 2048 : 256;
+          while (rx.outstanding.size < (streams !== null ? 12 : 8))
+            if (addChain(rx, "rx", null, [VSOCK_PKT_HDR_SIZE + rxBuf], null) === null) break;
           if (txr === undefined) return;
-          const n = rng.range(1, 2);
+          const n = streams === null ? rng.range(1, 2) : rng.chance(0.3) ? 1 : 0;
           for (let i = 0; i < n; i++) {
             const sp = srcPort++;
             const dp = 40000 + rng.int(20000);
@@ -532,6 +567,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             rx.mustComplete++;
             vsockPending.set(`${dp}:${sp}`, { step, pieces: c.readablePieces });
           }
+          if (streams !== null && !hostileSeen) streams.plan(step, step === opts.steps);
         } else if (opts.payload === "fuse") {
           const r = rings[Math.min(1, rings.length - 1)]!;
           const n = rng.range(1, 3);
@@ -765,6 +801,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             );
           r.done.push(c);
           (c as { len?: number }).len = e.len;
+          if (!hostileSeen && opts.device === "vsock" && c.kind === "rx") vsockRx(c, e.len);
         }
       };
 
@@ -778,6 +815,36 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           at += n;
         }
         return out;
+      };
+
+      /** A vsock RX packet, judged as it completes (the stream checks wait on what it says). */
+      const vsockRx = (c: Chain, len: number): void => {
+        const b = readWritable(c, len);
+        if (b.length < VSOCK_PKT_HDR_SIZE) {
+          check("VUF-VSOCK-HDR", false, () => `rx head ${c.head}: used.len ${len} < 44`);
+          return;
+        }
+        const h = decodeHeader(b);
+        const { srcCid: src, dstCid: dst, srcPort: sp, dstPort: dp, len: plen, type, op } = h;
+        check(
+          "VUF-VSOCK-HDR",
+          src === VSOCK_HOST_CID &&
+            dst === guestCid &&
+            type === VSOCK_TYPE_STREAM &&
+            op >= 1 &&
+            op <= 7 &&
+            len === VSOCK_PKT_HDR_SIZE + plen,
+          () =>
+            `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
+        );
+        if (streams !== null && streams.onRx(h, b.subarray(VSOCK_PKT_HDR_SIZE, VSOCK_PKT_HDR_SIZE + plen)))
+          return;
+        const pending = op === VSOCK_OP_RST ? vsockPending.get(`${sp}:${dp}`) : undefined;
+        if (pending !== undefined) {
+          vsockPending.delete(`${sp}:${dp}`);
+          check("VUF-VSOCK-RST", true, () => "");
+          if (pending.pieces > 1) check("VUF-MSG-FRAMING", true, () => "");
+        }
       };
 
       const checkPayloads = (): void => {
@@ -809,39 +876,6 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                   () => `rx head ${c.head}: used.len ${len}`,
                 );
                 tx.splice(i, 1);
-              }
-            }
-            if (!hostileSeen && opts.device === "vsock" && c.kind === "rx") {
-              const b = readWritable(c, len);
-              if (b.length < VSOCK_PKT_HDR_SIZE) {
-                check("VUF-VSOCK-HDR", false, () => `rx head ${c.head}: used.len ${len} < 44`);
-                continue;
-              }
-              const {
-                srcCid: src,
-                dstCid: dst,
-                srcPort: sp,
-                dstPort: dp,
-                len: plen,
-                type,
-                op,
-              } = decodeHeader(b);
-              check(
-                "VUF-VSOCK-HDR",
-                src === VSOCK_HOST_CID &&
-                  dst === guestCid &&
-                  type === VSOCK_TYPE_STREAM &&
-                  op >= 1 &&
-                  op <= 7 &&
-                  len === VSOCK_PKT_HDR_SIZE + plen,
-                () =>
-                  `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
-              );
-              const pending = op === VSOCK_OP_RST ? vsockPending.get(`${sp}:${dp}`) : undefined;
-              if (pending !== undefined) {
-                vsockPending.delete(`${sp}:${dp}`);
-                check("VUF-VSOCK-RST", true, () => "");
-                if (pending.pieces > 1) check("VUF-MSG-FRAMING", true, () => "");
               }
             }
           }
@@ -895,7 +929,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         const deadline = Date.now() + budget;
         for (;;) {
           for (const r of rings) collect(r);
-          if (!hostileSeen && !pendingMust()) break;
+          if (
+            !hostileSeen &&
+            !pendingMust() &&
+            (streams === null || streams.settled(rings[0]!.outstanding.size))
+          )
+            break;
           const left = deadline - Date.now();
           if (left <= 0) break;
           yield* fe.waitCalls(allCalls, Math.min(left, 20));
@@ -921,13 +960,14 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         // A notification may follow the used.idx write by a moment: wait for the ones required.
         if (!hostileSeen) {
           const end = Date.now() + opts.timeoutMs;
-          while (rings.some((r) => needsCall(r) && r.calls === 0) && Date.now() < end) {
+          while (rings.some((r) => !r.async && needsCall(r) && r.calls === 0) && Date.now() < end) {
             yield* fe.waitCalls(allCalls, Math.min(end - Date.now(), 50));
             drainCalls();
           }
         }
         compare();
         checkPayloads();
+        if (streams !== null && !hostileSeen) streams.endRound(rings[0]!.outstanding.size);
         if (!hostileSeen) checkNotifications();
         // Retire completed chains (their descriptors zeroed: stale writable entries would widen the mask).
         for (const r of rings) for (const c of r.done) retire(c);
@@ -959,6 +999,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
 
       const checkNotifications = (): void => {
         for (const r of rings) {
+          if (r.async) continue;
           const n = r.driver.lastUsedIdx;
           if (n === r.oldUsed) continue;
           const need = needsCall(r);
@@ -1064,9 +1105,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                 false,
                 () => `${what}, header over ${at.pieces} descriptors, got no RST`,
               );
+            else if (streams !== null && rings[0]!.outstanding.size === 0)
+              result.notes.push(`${what}: no RST, but stream data had taken every RX buffer`);
             else check("VUF-VSOCK-RST", false, () => `${what} got no RST`);
           }
         }
+        if (streams !== null && !hostileSeen) streams.finish(rings[0]!.outstanding.size);
         if (!hostileSeen && opts.device === "net") {
           if (rxObserved === null)
             result.notes.push(

@@ -147,9 +147,9 @@ class TxView implements TxPacket {
   segment(i: number): Uint8Array | undefined {
     return this.buf.segment(i);
   }
-  copyFrame(dst: Uint8Array, at: number): number {
-    if (!(at >= 0)) return 0;
-    return this.buf.readInto(dst, this.headerLength + at);
+  copyFrame(dst: Uint8Array, at: number, n = dst.length): number {
+    if (!(at >= 0 && n >= 0)) return 0;
+    return this.buf.readInto(dst, this.headerLength + at, 0, n < dst.length ? n : dst.length);
   }
 }
 

@@ -26,7 +26,8 @@ import { reportsDir, root } from "./paths.ts";
 
 const TARGET = 95;
 const outDir = join(reportsDir, "mutation");
-const tmpDir = join(outDir, ".stryker-tmp");
+/** Stryker's sandboxes, one folder per subject so that runs of different subjects can overlap. */
+const tmpDirOf = (subject: Subject): string => join(outDir, subject.name, ".stryker-tmp");
 
 const usage = `usage: npm run mutate -- [options] [subject|file ...]
 
@@ -128,7 +129,9 @@ if (options.list) {
 
 let child: ReturnType<typeof spawn> | undefined;
 let interrupted = false;
-const cleanUp = (): void => rmSync(tmpDir, { recursive: true, force: true });
+const cleanUp = (): void => {
+  for (const { subject } of jobs) rmSync(tmpDirOf(subject), { recursive: true, force: true });
+};
 const onSignal = (signal: NodeJS.Signals): void => {
   if (interrupted) return;
   interrupted = true;
@@ -205,7 +208,7 @@ const runStryker = (job: Job): Promise<number> => {
     reporters: ["html", "json", process.stdout.isTTY ? "progress" : "progress-append-only"],
     htmlReporter: { fileName: rel(join(dir, "index.html")) },
     jsonReporter: { fileName: rel(join(dir, "mutation.json")) },
-    tempDirName: rel(tmpDir),
+    tempDirName: rel(tmpDirOf(job.subject)),
     cleanTempDir: true,
     ignorePatterns: ["reports", "docs", ".ci"],
     // A loaded 2-core machine runs the properties slowly; the first (dry) run must not give up.

@@ -39,7 +39,7 @@ export const RULES: readonly Rule[] = [
   rule(
     "VUF-CALL-EVENT-IDX-QUIET",
     `${V} §2.7.10.1 (SHOULD NOT)`,
-    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory).",
+    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory); a call that arrives after the round's check window is judged against the settings it came under, not dropped. Rings that also complete without our kicks (vsock RX with a host side) are not judged.",
   ),
   rule(
     "VUF-CALL-NOTIFY",
@@ -49,7 +49,7 @@ export const RULES: readonly Rule[] = [
   rule(
     "VUF-CALL-NO-INTERRUPT",
     `${V} §2.7.10.1 (SHOULD NOT)`,
-    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory).",
+    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory; Firecracker-derived devices, ours included, always notify); late calls are judged as for VUF-CALL-EVENT-IDX-QUIET.",
   ),
   rule(
     "VUF-PROGRESS",

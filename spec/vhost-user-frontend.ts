@@ -112,6 +112,11 @@ export const RULES: readonly Rule[] = [
     "Every byte written on a connection arrives once and in order at the other end: guest RW bytes at the host's Unix socket, host bytes in RW packets to the guest (VSOCK-E2E).",
   ),
   rule(
+    "VUF-HOSTILE-USED",
+    `${V} §2.7.8 (the used ring is written by the device only); §2.7 (guest input is untrusted)`,
+    "When the driver writes fields only the device owns (used.idx jumped, used elements overwritten), the back-end still writes only inside the used ring and the buffers it was given, and keeps answering within the timeout (SAFETY; a device that places its elements by the guest's used.idx writes outside the ring).",
+  ),
+  rule(
     "VUF-NO-HANG",
     `${VU} Communication (a back-end answers its front-end)`,
     "The back-end keeps answering control requests within the timeout whatever the rings hold (SAFETY).",
@@ -145,6 +150,7 @@ export const LEVEL = {
   "VUF-VSOCK-CREDIT-REQUEST": "profile",
   "VUF-VSOCK-ORDER": "profile",
   "VUF-VSOCK-STREAM": "must",
+  "VUF-HOSTILE-USED": "safety",
   "VUF-NO-HANG": "safety",
   "VUF-NO-CRASH": "safety",
 } as const satisfies Record<string, FrontendLevel>;

@@ -79,8 +79,11 @@ const asResult = (r: RunResult | SetupFailed): RunResult => {
  */
 const planted = (
   inner: VirtioDevice,
-  bug: "write-past" | "len-plus" | "rw-flip" | "late-notify" | "drop-tx",
+  bug: "write-past" | "len-plus" | "rw-flip" | "late-notify" | "drop-tx" | "trust-used-idx",
 ): VirtioDevice => {
+  // trust-used-idx: the used.idx each ring had when the device last wrote it.
+  const shadow = inner.queues.map(() => 0);
+  const usedAt = (q: number): number => Number(inner.queues[q]!.state().usedRing);
   let mem: GuestMemory | null = null;
   let notifyLater: (q: number) => void = () => {};
   const seen = inner.queues.map(() => 0);
@@ -147,7 +150,15 @@ const planted = (
     reset: () => inner.reset(),
     processQueue: (q) => {
       if (bug === "drop-tx" && q === 1) return 0;
+      const m = mem;
+      if (bug === "trust-used-idx" && m !== null) {
+        // Someone else wrote used.idx: this device believes it and puts an element there, unwrapped.
+        const idx = m.readU16(usedAt(q) + 2);
+        if (idx !== shadow[q]) m.writeU32(usedAt(q) + 4 + 8 * idx, 0x5a5a5a5a);
+      }
       const done = inner.processQueue(q);
+      if (bug === "trust-used-idx" && m !== null)
+        for (let i = 0; i < shadow.length; i++) shadow[i] = m.readU16(usedAt(i) + 2);
       plant(q);
       if (bug === "late-notify") notifyLater(q);
       return done;
@@ -241,7 +252,7 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(rule(await once(), "VUF-USED-LEN").first).toEqual(f.first);
   }, 60_000);
 
-  it("hostile rounds against our net back-end: corruptions sent, no SAFETY finding, it keeps answering [VUF-NO-HANG VUF-WRITE-BOUNDS]", async () => {
+  it("hostile rounds against our net back-end: corruptions sent, no SAFETY finding, it keeps answering, also after the driver wrote used.idx [VUF-NO-HANG VUF-WRITE-BOUNDS VUF-HOSTILE-USED]", async () => {
     const r = asResult(
       await withBackend(netDevice(), (s) =>
         run(base(s, { steps: 30, seed: 13, hostile: 0.3, timeoutMs: 1500 })),
@@ -251,7 +262,29 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(r.stepsRun).toBe(30);
     expect(safetyFailures(r)).toEqual([]);
     expect(rule(r, "VUF-NO-HANG").checks).toBeGreaterThan(0);
+    expect(r.corruptions.some((c) => / used-idx-write: /.test(c))).toBe(true);
+    expect(rule(r, "VUF-HOSTILE-USED").checks).toBeGreaterThan(0);
   }, 120_000);
+
+  it("a planted device that believes a used.idx the driver wrote is caught with the corruption named, and the seed replays it [VUF-HOSTILE-USED VUF-WRITE-BOUNDS]", async () => {
+    const once = async (): Promise<RunResult> =>
+      asResult(
+        await withBackend(planted(netDevice(), "trust-used-idx"), (s) =>
+          run(base(s, { steps: 6, seed: 20, hostile: 0.5, timeoutMs: 1500 })),
+        ),
+      );
+    const a = await once();
+    const f = rule(a, "VUF-HOSTILE-USED");
+    expect(f.level).toBe("safety");
+    expect(f.failures).toBeGreaterThan(0);
+    expect(f.first!.detail).toMatch(
+      /after step \d+: ring \d used-idx-write: driver wrote used.idx = \d+: \d+ byte\(s\) written outside/,
+    );
+    expect(exitStatus(a)).toBe(1);
+    expect(rule(await once(), "VUF-HOSTILE-USED").first).toEqual(f.first);
+    expect(a.replay).toContain("--seed 20");
+    expect(a.replay).toContain("--hostile 0.5");
+  }, 60_000);
 
   it("notification suppression: with EVENT_IDX our net back-end stays quiet until used_event; without it, it notifies despite NO_INTERRUPT (Firecracker's choice: advisory, exit 0) [VUF-CALL-EVENT-IDX-QUIET VUF-CALL-NO-INTERRUPT]", async () => {
     const on = asResult(

@@ -736,7 +736,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         }
       };
       const snapshot = new Uint8Array(ram.bytes.length);
-      const compare = (): void => {
+      /** Checks the round's writes; the failure's detail, or null when every write was in bounds. */
+      const compare = (): string | null => {
         const now = ram.bytes;
         const bad: number[] = [];
         let count = 0;
@@ -752,16 +753,15 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           }
         }
         const addrOf = (o: number): string => hex(BASES[Math.floor(o / REGION)]! + (o % REGION));
-        check(
-          "VUF-WRITE-BOUNDS",
-          count === 0,
-          () =>
-            `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`,
-        );
+        const detail = (): string =>
+          `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`;
+        return check("VUF-WRITE-BOUNDS", count === 0, detail) ? null : detail();
       };
 
       // ---- one round's completions
       let hostileSeen = false;
+      /** This round's corruption when it wrote device-owned fields (used.idx, used elements). */
+      let ownedWrite: string | null = null;
       /** The last corruption sent (the input a crash is reported with). */
       let lastInput = "";
       const collect = (r: Ring): void => {
@@ -973,6 +973,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         if (opts.hostile > 0 && rng.chance(opts.hostile)) {
           corruption = corrupt();
           if (corruption !== null) {
+            if (/ used-(idx|ring)-write: /.test(corruption)) ownedWrite = `step ${step}: ${corruption}`;
             hostileSeen = true;
             result.hostileRounds++;
             result.corruptions.push(`step ${step}: ${corruption}`);
@@ -1039,7 +1040,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             drainCalls();
           }
         }
-        compare();
+        const bounds = compare();
         checkPayloads();
         if (streams !== null && !hostileSeen) streams.endRound(rings[0]!.outstanding.size);
         if (!hostileSeen) checkNotifications();
@@ -1050,6 +1051,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           const probe = yield* Effect.result(fe.getFeatures());
           if (probe._tag === "Failure") return yield* Effect.fail(probe.failure);
           check("VUF-NO-HANG", true, () => "");
+        }
+        // The driver wrote fields only the device owns: its verdict is this round's (SAFETY).
+        if (ownedWrite !== null) {
+          const what = ownedWrite;
+          check("VUF-HOSTILE-USED", bounds === null, () => `after ${what}: ${bounds}`);
+          ownedWrite = null;
         }
         return corruption;
       });
@@ -1140,6 +1147,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               false,
               () => `${describeFrontendError(e)} (last corruption: ${lastInput || "none"})`,
             );
+            const what = ownedWrite;
+            if (what !== null)
+              check("VUF-HOSTILE-USED", false, () => `after ${what}: ${describeFrontendError(e)}`);
             stop = "closed";
             break;
           }

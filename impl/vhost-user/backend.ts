@@ -15,6 +15,7 @@
 import { Effect, Fiber, type Scope } from "effect";
 import { Req, type SessionError } from "../../spec/vhost-user.ts";
 import type { VirtioDevice } from "../device/virtio-device.ts";
+import type { DeviceQueue } from "../queue/device-queue.ts";
 import { drainEventFd, type Fdio } from "../native/fdio.ts";
 import { Poller, acceptOne, acquireUnixListener, fdio, type NativeError } from "../native/scoped.ts";
 import { Channel } from "./channel.ts";
@@ -41,7 +42,7 @@ export type VhostUserEvent =
   | { readonly _tag: "Disconnected"; readonly connection: number; readonly end: ConnectionEnd };
 
 export interface BackendOptions {
-  readonly device: VirtioDevice;
+  readonly device: VirtioDevice<DeviceQueue>;
   /** Everything that happens, for logs and tests (called synchronously; must not throw). */
   readonly onEvent?: (e: VhostUserEvent) => void;
   /** Protocol features to offer (default `protocolFeaturesFor(device)`; a subset of SUPPORTED_PROTOCOL_FEATURES). */

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Effect, type Fiber, type Scope } from "effect";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, Req, bit, type Message } from "../../spec/vhost-user.ts";
 import type { VirtioDevice } from "../device/virtio-device.ts";
+import type { DeviceQueue } from "../queue/device-queue.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { QueueDriver, layoutAt, type QueueLayout } from "../queue/driver.ts";
 import { acceptUnix, connectUnix, type Fdio } from "../native/fdio.ts";
@@ -80,7 +81,9 @@ const socketPair = (io: Fdio): Effect.Effect<readonly [number, number], NativeEr
   });
 
 /** Our back-end serving `device` to an in-process front-end over guest RAM in a memfd. */
-export const harness = (device: VirtioDevice): Effect.Effect<Harness, NativeError, Scope.Scope> =>
+export const harness = (
+  device: VirtioDevice<DeviceQueue>,
+): Effect.Effect<Harness, NativeError, Scope.Scope> =>
   Effect.gen(function* () {
     const io = yield* fdio;
     const memfdName = `vlab-vu-guest-${process.pid}-${counter++}`;

@@ -260,6 +260,10 @@ export class SimViolation extends Error {
   }
 }
 
+/** The two virtqueue layouts (VIRTIO 1.2 §2.7 split, §2.8 packed). */
+export type RingName = "split" | "packed";
+export const RING_NAMES: readonly RingName[] = ["split", "packed"];
+
 export interface RunOptions {
   readonly seed: number;
   /** Steps to run; ignored when durationUs is set. */
@@ -270,6 +274,8 @@ export interface RunOptions {
   readonly faults: number;
   /** Check invariants with the reference model beside the devices. */
   readonly oracle: boolean;
+  /** The virtqueue layout the guest and the devices use (default split; a scenario lists what it runs on in `rings`). */
+  readonly ring?: RingName;
   /** Record the trace (the bench turns it off). */
   readonly trace: boolean;
   /** Where trace chunks go (a file, memory); null keeps only the hash. */
@@ -286,6 +292,7 @@ export class SimContext {
   readonly metrics = new Metrics();
   readonly faults: FaultLog;
   readonly oracle: boolean;
+  readonly ring: RingName;
   readonly faultRate: number;
   readonly options: RunOptions;
   /** Facts about the run shown in the summary (features negotiated, queue sizes...). */
@@ -299,6 +306,7 @@ export class SimContext {
     this.trace = new Trace(this.clock, options.trace, options.traceSink ?? null);
     this.faults = new FaultLog(this.trace, this.clock);
     this.oracle = options.oracle;
+    this.ring = options.ring ?? "split";
     this.faultRate = options.faults;
   }
 
@@ -358,6 +366,8 @@ export interface Scenario {
   readonly realIo?: string;
   /** Boots a real Linux guest under QEMU (seconds each under TCG): its own tests cover it. */
   readonly realGuest?: true;
+  /** The rings `--ring` may choose (default: split only). */
+  readonly rings?: readonly RingName[];
   readonly charts: readonly ChartSpec[];
   create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
 }

@@ -43,10 +43,13 @@ const FRESH_NONE = 2;
 // How the cursor holds the chain. SINGLE: `loadBound` found a one-descriptor chain in the bound
 // table and the cursor is on it, as after `rewind()`; that load writes only the head, the
 // descriptor and this field, and the getters answer the walk fields from them. The first
-// `advance()` ends the walk and returns to WALK (so a later `rewind()` reads guest memory
-// again, as for any chain). WALK: the walk fields say where the walk is.
+// `advance()` ends the walk (SINGLE_DONE); a later `rewind()` reads guest memory again, as for
+// any chain, and returns to WALK. WALK: the walk fields say where the walk is.
 const WALK = 0;
 const SINGLE = 1;
+// SINGLE after its `advance()`: the walk is over (one store instead of rewriting the walk
+// fields); the getters still answer for the one descriptor and `rewind()` reads it again.
+const SINGLE_DONE = 2;
 
 /** Byte and descriptor counts of a chain by direction (CHAIN-RW-SPLIT); reusable. */
 export interface ChainLengths {
@@ -88,7 +91,7 @@ export class DescriptorChain {
   // While the cursor is still where setHead/rewind left it, rewind() need not read guest
   // memory again: NOT_FRESH, FRESH_OK (on the first data descriptor) or FRESH_NONE.
   private fresh = NOT_FRESH;
-  // WALK or SINGLE (see above); in SINGLE the walk fields, `_index`, `total`, `_indirect` and
+  // WALK, SINGLE or SINGLE_DONE (see above); in SINGLE* the walk fields, `_index`, `total`, `_indirect` and
   // `_end` are stale and the getters answer for the one descriptor instead.
   private mode = WALK;
 
@@ -253,7 +256,7 @@ export class DescriptorChain {
   }
   /** The current descriptor's index in the table it was read from (the indirect table when `indirect`). */
   get index(): number {
-    return this.mode === SINGLE ? this.head : this._index;
+    return this.mode === WALK ? this._index : this.head;
   }
   /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
   get addr(): number {
@@ -270,15 +273,15 @@ export class DescriptorChain {
   }
   /** True when the current descriptor was read from an indirect table. */
   get indirect(): boolean {
-    return this.mode === SINGLE ? false : this._indirect;
+    return this.mode === WALK && this._indirect;
   }
   /** Bytes yielded so far by this walk (CHAIN-LEN-U32). */
   get totalLength(): number {
-    return this.mode === SINGLE ? this._len : this.total;
+    return this.mode === WALK ? this.total : this._len;
   }
   /** Why the walk stopped before a descriptor without NEXT; null otherwise. Final once advance() returned false. */
   get end(): ChainError | null {
-    return this.mode === SINGLE ? null : this._end;
+    return this.mode === WALK ? this._end : null;
   }
 
   /** CHAIN-ADDR-U64: the exact u64 of the current addr. */
@@ -299,6 +302,10 @@ export class DescriptorChain {
   }
 
   private rewindWalk(): boolean {
+    if (this.mode === SINGLE_DONE) {
+      this.mode = WALK;
+      return this.rewalk();
+    }
     const f = this.fresh;
     if (f !== NOT_FRESH) return f === FRESH_OK;
     return this.rewalk();
@@ -318,19 +325,10 @@ export class DescriptorChain {
 
   /** To the next data descriptor; false when the chain has ended. */
   advance(): boolean {
-    if (this.mode === SINGLE) return this.singleEnded();
-    return this.advanceWalk();
-  }
-
-  /** A one-descriptor chain's walk is over: back to WALK (DONE), so a rewind() reads it again as for any chain. */
-  private singleEnded(): false {
-    this.mode = WALK;
-    this._end = null;
-    this._index = this.head;
-    this._indirect = false;
-    this.total = this._len;
-    this.state = DONE;
-    this.fresh = NOT_FRESH;
+    const m = this.mode;
+    if (m === WALK) return this.advanceWalk();
+    // A one-descriptor chain's walk is over (CHAIN-TTL: no NEXT); rewind() reads it again.
+    this.mode = SINGLE_DONE;
     return false;
   }
 

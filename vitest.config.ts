@@ -3,6 +3,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: [
+      "wire/**/*.test.ts",
       "spec/**/*.test.ts",
       "impl/**/*.test.ts",
       "properties/**/*.test.ts",

@@ -14,10 +14,27 @@ import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import { QueueDriver } from "../impl/queue/driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
+import * as wire from "../wire/split.ts";
 import { opsPerSecond, type BenchFigure, type BenchSuite } from "./harness.ts";
 
 const SIZE = 256;
-const NEXT = 1;
+// Module-local copies of the wire layout, as in impl/queue: V8 folds a module's own consts into
+// inlined code but loads an imported binding on every use, which would slow the reference loops.
+const NEXT = wire.VIRTQ_DESC_F_NEXT;
+const DESC_SIZE = wire.DESC_SIZE;
+const DESC_ADDR = wire.DESC_ADDR;
+const DESC_ADDR_HI = wire.DESC_ADDR_HI;
+const DESC_LEN = wire.DESC_LEN;
+const DESC_FLAGS = wire.DESC_FLAGS;
+const DESC_NEXT = wire.DESC_NEXT;
+const AVAIL_IDX = wire.AVAIL_IDX;
+const AVAIL_RING = wire.AVAIL_RING;
+const AVAIL_ELEM_SIZE = wire.AVAIL_ELEM_SIZE;
+const USED_IDX = wire.USED_IDX;
+const USED_RING = wire.USED_RING;
+const USED_ELEM_SIZE = wire.USED_ELEM_SIZE;
+const USED_ELEM_ID = wire.USED_ELEM_ID;
+const USED_ELEM_LEN = wire.USED_ELEM_LEN;
 
 interface Setup {
   readonly memory: GuestMemory;
@@ -58,7 +75,7 @@ export const implLoop = (perChain: number): ((n: number) => number) => {
   const init = q.initialize(memory);
   if (!init.ok) throw new Error(`bench: initialize failed: ${init.error._tag}`);
   const chain = new DescriptorChain(memory);
-  const availIdxAt = driver.layout.availRing + 2;
+  const availIdxAt = driver.layout.availRing + AVAIL_IDX;
   let availIdx = 0;
   return (n: number): number => {
     let sum = 0;
@@ -90,31 +107,34 @@ export const baselineLoop = (perChain: number): ((n: number) => number) => {
     let sum = 0;
     for (let done = 0; done < n; done += batch) {
       availIdx = (availIdx + batch) & 0xffff;
-      view.setUint16(availRing + 2, availIdx, true);
+      view.setUint16(availRing + AVAIL_IDX, availIdx, true);
       for (;;) {
-        const pending = (view.getUint16(availRing + 2, true) - nextAvail) & 0xffff;
+        const pending = (view.getUint16(availRing + AVAIL_IDX, true) - nextAvail) & 0xffff;
         if (pending === 0) break;
-        const head = view.getUint16(availRing + 4 + 2 * (nextAvail & (SIZE - 1)), true);
+        const head = view.getUint16(
+          availRing + AVAIL_RING + AVAIL_ELEM_SIZE * (nextAvail & (SIZE - 1)),
+          true,
+        );
         nextAvail = (nextAvail + 1) & 0xffff;
         let i = head;
         let len = 0;
         for (;;) {
-          const d = descTable + 16 * i;
-          const lo = view.getUint32(d, true);
-          const hi = view.getUint32(d + 4, true);
-          len += view.getUint32(d + 8, true);
+          const d = descTable + DESC_SIZE * i;
+          const lo = view.getUint32(d + DESC_ADDR, true);
+          const hi = view.getUint32(d + DESC_ADDR_HI, true);
+          len += view.getUint32(d + DESC_LEN, true);
           sum += hi * 0x1_0000_0000 + lo;
-          const flags = view.getUint16(d + 12, true);
-          const next = view.getUint16(d + 14, true);
+          const flags = view.getUint16(d + DESC_FLAGS, true);
+          const next = view.getUint16(d + DESC_NEXT, true);
           if ((flags & NEXT) === 0) break;
           i = next;
         }
-        const u = usedRing + 4 + 8 * (nextUsed & (SIZE - 1));
-        view.setUint32(u, head, true);
-        view.setUint32(u + 4, len, true);
+        const u = usedRing + USED_RING + USED_ELEM_SIZE * (nextUsed & (SIZE - 1));
+        view.setUint32(u + USED_ELEM_ID, head, true);
+        view.setUint32(u + USED_ELEM_LEN, len, true);
         nextUsed = (nextUsed + 1) & 0xffff;
       }
-      view.setUint16(usedRing + 2, nextUsed, true);
+      view.setUint16(usedRing + USED_IDX, nextUsed, true);
     }
     return sum;
   };
@@ -146,31 +166,31 @@ class MinimalQueue {
   ) {}
   pop(c: MinimalCursor): boolean {
     const v = this.view;
-    if (((v.getUint16(this.avail + 2, true) - this.nextAvail) & 0xffff) === 0) return false;
-    const head = v.getUint16(this.avail + 4 + 2 * (this.nextAvail & (SIZE - 1)), true);
+    if (((v.getUint16(this.avail + AVAIL_IDX, true) - this.nextAvail) & 0xffff) === 0) return false;
+    const head = v.getUint16(this.avail + AVAIL_RING + AVAIL_ELEM_SIZE * (this.nextAvail & (SIZE - 1)), true);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     c.head = head;
     return this.load(c, head);
   }
   load(c: MinimalCursor, i: number): boolean {
     const v = this.view;
-    const o = this.desc + 16 * i;
-    c.lo = v.getUint32(o, true);
-    c.hi = v.getUint32(o + 4, true);
-    c.len = v.getUint32(o + 8, true);
-    c.flags = v.getUint16(o + 12, true);
-    c.next = v.getUint16(o + 14, true);
+    const o = this.desc + DESC_SIZE * i;
+    c.lo = v.getUint32(o + DESC_ADDR, true);
+    c.hi = v.getUint32(o + DESC_ADDR_HI, true);
+    c.len = v.getUint32(o + DESC_LEN, true);
+    c.flags = v.getUint16(o + DESC_FLAGS, true);
+    c.next = v.getUint16(o + DESC_NEXT, true);
     c.index = i;
     return true;
   }
   addUsed(head: number, len: number): void {
-    const o = this.used + 4 + 8 * (this.nextUsed & (SIZE - 1));
-    this.view.setUint32(o, head, true);
-    this.view.setUint32(o + 4, len, true);
+    const o = this.used + USED_RING + USED_ELEM_SIZE * (this.nextUsed & (SIZE - 1));
+    this.view.setUint32(o + USED_ELEM_ID, head, true);
+    this.view.setUint32(o + USED_ELEM_LEN, len, true);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
   }
   publish(): void {
-    this.view.setUint16(this.used + 2, this.nextUsed, true);
+    this.view.setUint16(this.used + USED_IDX, this.nextUsed, true);
   }
 }
 
@@ -184,7 +204,7 @@ export const minimalLoop = (perChain: number): ((n: number) => number) => {
     let sum = 0;
     for (let done = 0; done < n; done += batch) {
       availIdx = (availIdx + batch) & 0xffff;
-      view.setUint16(availRing + 2, availIdx, true);
+      view.setUint16(availRing + AVAIL_IDX, availIdx, true);
       while (q.pop(c)) {
         let len = 0;
         for (let ok = true; ok; ok = (c.flags & NEXT) !== 0 && q.load(c, c.next)) {
@@ -225,10 +245,10 @@ class FusedQueue {
     let na = this.nextAvail;
     let nu = this.nextUsed;
     for (;;) {
-      const pending = (view.getUint16(this.avail + 2, true) - na) & 0xffff;
+      const pending = (view.getUint16(this.avail + AVAIL_IDX, true) - na) & 0xffff;
       if (pending === 0) break;
       if (pending > SIZE) return -1;
-      const head = view.getUint16(this.avail + 4 + 2 * (na & (SIZE - 1)), true);
+      const head = view.getUint16(this.avail + AVAIL_RING + AVAIL_ELEM_SIZE * (na & (SIZE - 1)), true);
       if (head >= SIZE) return -1;
       na = (na + 1) & 0xffff;
       let i = head;
@@ -236,26 +256,26 @@ class FusedQueue {
       let total = 0;
       v.len = 0;
       for (;;) {
-        const d = this.desc + 16 * i;
-        const lo = view.getUint32(d, true);
-        const hi = view.getUint32(d + 4, true);
-        const len = view.getUint32(d + 8, true);
-        const flags = view.getUint16(d + 12, true);
-        const next = view.getUint16(d + 14, true);
+        const d = this.desc + DESC_SIZE * i;
+        const lo = view.getUint32(d + DESC_ADDR, true);
+        const hi = view.getUint32(d + DESC_ADDR_HI, true);
+        const len = view.getUint32(d + DESC_LEN, true);
+        const flags = view.getUint16(d + DESC_FLAGS, true);
+        const next = view.getUint16(d + DESC_NEXT, true);
         total += len;
         if (total > 0xffff_ffff) break;
         v.desc(lo, hi, len, flags);
         if ((flags & NEXT) === 0 || --ttl === 0 || next >= SIZE) break;
         i = next;
       }
-      const u = this.used + 4 + 8 * (nu & (SIZE - 1));
-      view.setUint32(u, head, true);
-      view.setUint32(u + 4, v.len, true);
+      const u = this.used + USED_RING + USED_ELEM_SIZE * (nu & (SIZE - 1));
+      view.setUint32(u + USED_ELEM_ID, head, true);
+      view.setUint32(u + USED_ELEM_LEN, v.len, true);
       nu = (nu + 1) & 0xffff;
     }
     this.nextAvail = na;
     this.nextUsed = nu;
-    view.setUint16(this.used + 2, nu, true);
+    view.setUint16(this.used + USED_IDX, nu, true);
     return 0;
   }
 }
@@ -276,7 +296,7 @@ export const fusedLoop = (perChain: number): ((n: number) => number) => {
   return (n: number): number => {
     for (let done = 0; done < n; done += batch) {
       availIdx = (availIdx + batch) & 0xffff;
-      view.setUint16(availRing + 2, availIdx, true);
+      view.setUint16(availRing + AVAIL_IDX, availIdx, true);
       q.serve(v);
     }
     return v.sum;

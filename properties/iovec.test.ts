@@ -22,6 +22,7 @@ import {
 } from "../impl/iovec/iovec.ts";
 import { SegmentList, type SegmentSpec } from "../impl/iovec/segment-list.ts";
 import { SliceSink, SliceSource } from "../impl/iovec/sinks.ts";
+import { VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 
 const KIB = 1024;
 const MAX_SEGMENTS = 64;
@@ -139,7 +140,7 @@ const toSpec = (segs: readonly SegmentSpec[]): spec.SpecChainDescriptor[] =>
   segs.map((s) => ({
     addr: BigInt(s.addr),
     len: s.len,
-    flags: s.write ? spec.DESC_F_WRITE : 0,
+    flags: s.write ? VIRTQ_DESC_F_WRITE : 0,
   }));
 
 const specOk = <T>(r: { ok: true; value: T } | { ok: false; error: unknown }): T => {

@@ -5,23 +5,24 @@
  */
 import fc from "fast-check";
 import { describe } from "vitest";
+import { DescriptorChain, newChainLengths } from "../impl/queue/descriptor-chain.ts";
+import { checkedNew as specCheckedNew, splitChain, walkChain } from "../spec/queue.ts";
+import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import {
-  DescriptorChain,
-  newChainLengths,
+  DESC_SIZE,
+  DESC_TABLE_ALIGN,
+  MAX_CHAIN_BYTES,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
-} from "../impl/queue/descriptor-chain.ts";
-import { checkedNew as specCheckedNew, MAX_CHAIN_BYTES, splitChain, walkChain } from "../spec/queue.ts";
-import type { GuestMemory } from "../impl/memory/guest-memory.ts";
+  descOffset,
+  decodeDescriptor,
+  descTableBytes,
+  encodeDescriptor,
+} from "../wire/split.ts";
 import { property } from "./harness.ts";
 import type { RawDescriptor } from "./arbitraries/queue.ts";
 import { buildMemories, inLayout } from "./arbitraries/memory.ts";
-import {
-  queuePlacementArb,
-  ringAddressArb,
-  rawDescriptorArb,
-  encodeDescriptor,
-} from "./arbitraries/queue.ts";
+import { queuePlacementArb, ringAddressArb, rawDescriptorArb } from "./arbitraries/queue.ts";
 import { same, show, specOf, walkImpl } from "./arbitraries/chain.ts";
 
 const fail = (what: string): never => {
@@ -37,7 +38,7 @@ const tableCaseArb = queuePlacementArb().chain((q) =>
     q: fc.constant(q),
     table: fc.oneof(
       { weight: 3, arbitrary: fc.constant(BigInt(q.descTable)) },
-      { weight: 2, arbitrary: ringAddressArb(q.layout, 16 * q.size, 16) },
+      { weight: 2, arbitrary: ringAddressArb(q.layout, descTableBytes(q.size), DESC_TABLE_ALIGN) },
     ),
     seed: fc.integer(),
     index: fc.oneof({ weight: 4, arbitrary: fc.nat(q.size - 1) }, { weight: 1, arbitrary: fc.nat(0xffff) }),
@@ -52,7 +53,7 @@ const plant = (
   planted: readonly (readonly [number, RawDescriptor])[],
 ): void => {
   for (const [i, d] of planted) {
-    const at = table + 16n * BigInt(i);
+    const at = table + BigInt(descOffset(i));
     // Only where the entry lies in memory: a planted entry outside it is simply not there.
     impl.tryWrite(at, encodeDescriptor(d));
   }
@@ -74,18 +75,17 @@ describe("descriptor chain properties", () => {
         if (chain !== undefined) fail(`index ${index} >= size ${q.size} accepted`);
         return;
       }
-      const entry = table + 16n * BigInt(index);
-      const inside = inLayout(q.layout, entry, 16n);
+      const entry = table + BigInt(descOffset(index));
+      const inside = inLayout(q.layout, entry, BigInt(DESC_SIZE));
       if (!inside) {
         if (chain !== undefined) fail(`entry at ${entry} is outside memory, yet accepted`);
         return;
       }
       // The entry is in memory: the head is refused exactly when NEXT (without INDIRECT) points out of range.
-      const raw = impl.tryRead(entry, 16);
+      const raw = impl.tryRead(entry, DESC_SIZE);
       if (!raw.ok) return fail("entry in layout but unreadable");
-      const v = new DataView(raw.value.buffer, raw.value.byteOffset, 16);
-      const flags = v.getUint16(12, true);
-      const next = v.getUint16(14, true);
+      const d = decodeDescriptor(raw.value);
+      const { flags, next } = d;
       const refused =
         (flags & VIRTQ_DESC_F_INDIRECT) === 0 && (flags & VIRTQ_DESC_F_NEXT) !== 0 && next >= q.size;
       if ((chain === undefined) !== refused)
@@ -94,11 +94,7 @@ describe("descriptor chain properties", () => {
       // A returned head is valid: it is the entry asked for, and walks as the model says.
       if (chain.headIndex !== index) fail(`headIndex ${chain.headIndex} != ${index}`);
       if ((flags & VIRTQ_DESC_F_INDIRECT) === 0) {
-        if (
-          chain.index !== index ||
-          chain.addrBig() !== v.getBigUint64(0, true) ||
-          chain.len !== v.getUint32(8, true)
-        )
+        if (chain.index !== index || chain.addrBig() !== d.addr || chain.len !== d.len)
           fail("the cursor is not on the head entry");
         if (chain.flags !== flags || chain.next !== next) fail("head flags or next misread");
       }
@@ -150,13 +146,13 @@ describe("descriptor chain properties", () => {
         for (const [r, off, entries] of indirect) {
           const region = q.data[r]!;
           const at = BigInt(region.base + (off % region.size));
-          entries.forEach((d, i) => impl.tryWrite(at + 16n * BigInt(i), encodeDescriptor(d)));
+          entries.forEach((d, i) => impl.tryWrite(at + BigInt(descOffset(i)), encodeDescriptor(d)));
           // Point a planted entry (or the head) at it.
           impl.tryWrite(
-            BigInt(q.descTable) + 16n * BigInt(head),
+            BigInt(q.descTable + descOffset(head)),
             encodeDescriptor({
               addr: at,
-              len: 16 * Math.max(1, entries.length),
+              len: DESC_SIZE * Math.max(1, entries.length),
               flags: VIRTQ_DESC_F_INDIRECT,
               next: 0,
             }),

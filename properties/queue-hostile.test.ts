@@ -14,16 +14,28 @@
 import fc from "fast-check";
 import { describe } from "vitest";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
-import { DescriptorChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from "../impl/queue/descriptor-chain.ts";
+import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import { PopStatus, type SplitQueue } from "../impl/queue/split-queue.ts";
 import type { ChainError, QueueError } from "../spec/queue.ts";
+import {
+  AVAIL_IDX,
+  DESC_FLAGS,
+  DESC_LEN,
+  DESC_NEXT,
+  DESC_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  availSlotOffset,
+  descOffset,
+  encodeDescriptor,
+} from "../wire/split.ts";
 import { property } from "./harness.ts";
 import { addressArb } from "./arbitraries/memory.ts";
 import {
   anyQueueSizeArb,
   anyRingsArb,
   chainBuffersArb,
-  encodeDescriptor,
   rawDescriptorArb,
   type BufferSpec,
   type QueuePlacement,
@@ -36,6 +48,7 @@ import {
   inRange,
   queueStateArb,
   recording,
+  ringRanges,
   snapshotOf,
   type Access,
   type BuiltQueue,
@@ -223,12 +236,10 @@ const scenarioArb = (maxSize: number) =>
     }),
   );
 
-const ringStart = (p: QueuePlacement, ring: 0 | 1 | 2): [number, number] =>
-  ring === 0
-    ? [p.descTable, 16 * p.size]
-    : ring === 1
-      ? [p.availRing, 6 + 2 * p.size]
-      : [p.usedRing, 6 + 8 * p.size];
+const ringStart = (p: QueuePlacement, ring: 0 | 1 | 2): [number, number] => {
+  const [start, end] = ringRanges(p)[(["desc", "avail", "used"] as const)[ring]];
+  return [start, end - start];
+};
 
 const scribble = (mem: GuestMemory, p: QueuePlacement, op: GuestOp, q: SplitQueue): void => {
   switch (op.t) {
@@ -243,7 +254,7 @@ const scribble = (mem: GuestMemory, p: QueuePlacement, op: GuestOp, q: SplitQueu
       return;
     }
     case "desc":
-      mem.writeFrom(p.descTable + 16 * op.index, encodeDescriptor(op.raw));
+      mem.writeFrom(p.descTable + descOffset(op.index), encodeDescriptor(op.raw));
       return;
     case "anywhere":
       // Guest memory only: a write the memory refuses is simply not made.
@@ -273,7 +284,7 @@ const addChain = (
     return encodeDescriptor({
       addr: BigInt(b.addr),
       len: b.len,
-      flags: (b.write ? 2 : 0) | (!last || op.badLast ? VIRTQ_DESC_F_NEXT : 0),
+      flags: (b.write ? VIRTQ_DESC_F_WRITE : 0) | (!last || op.badLast ? VIRTQ_DESC_F_NEXT : 0),
       next: last ? tableSize : index(k + 1),
     });
   };
@@ -281,27 +292,27 @@ const addChain = (
   if (op.indirect !== null) {
     const n = op.buffers.length;
     const r = p.data[op.indirect.region]!;
-    if (r.size < 16 * n) return;
-    const table = r.base + (op.indirect.at % (r.size - 16 * n + 1));
+    if (r.size < DESC_SIZE * n) return;
+    const table = r.base + (op.indirect.at % (r.size - DESC_SIZE * n + 1));
     for (let k = 0; k < n; k++)
       mem.writeFrom(
-        table + 16 * k,
+        table + descOffset(k),
         link(k, n, (i) => i, n),
       );
     mem.writeFrom(
-      p.descTable + 16 * head,
-      encodeDescriptor({ addr: BigInt(table), len: 16 * n, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }),
+      p.descTable + descOffset(head),
+      encodeDescriptor({ addr: BigInt(table), len: DESC_SIZE * n, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }),
     );
   } else {
     const n = Math.min(op.buffers.length, size);
     const index = (k: number) => (op.start + k) % size;
-    for (let k = 0; k < n; k++) mem.writeFrom(p.descTable + 16 * index(k), link(k, n, index, size));
+    for (let k = 0; k < n; k++) mem.writeFrom(p.descTable + descOffset(index(k)), link(k, n, index, size));
   }
   // A driver that finds avail.idx more than a ring ahead of the device starts again from where the device is.
-  let idx = mem.readU16(p.availRing + 2);
+  let idx = mem.readU16(p.availRing + AVAIL_IDX);
   if (((idx - nextAvail) & 0xffff) >= size) idx = nextAvail;
-  mem.writeU16(p.availRing + 4 + 2 * (idx % size), head);
-  mem.writeU16(p.availRing + 2, (idx + 1) & 0xffff);
+  mem.writeU16(p.availRing + availSlotOffset(idx % size), head);
+  mem.writeU16(p.availRing + AVAIL_IDX, (idx + 1) & 0xffff);
 };
 
 /** Checks a value an operation returned is a value or a typed error. */
@@ -410,16 +421,16 @@ const chainEntries = (
   let table: [bigint, bigint] | null = null;
   let i = head;
   for (let hops = 0; hops <= p.size && i < p.size; hops++) {
-    const at = p.descTable + 16 * i;
+    const at = p.descTable + descOffset(i);
     outer.add(at);
-    const flags = mem.readU16(at + 12);
+    const flags = mem.readU16(at + DESC_FLAGS);
     if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       const addr = mem.readU64(at)!;
-      table = [addr, addr + BigInt(mem.readU32(at + 8))];
+      table = [addr, addr + BigInt(mem.readU32(at + DESC_LEN))];
       break;
     }
     if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
-    i = mem.readU16(at + 14);
+    i = mem.readU16(at + DESC_NEXT);
   }
   return { outer, table };
 };
@@ -427,8 +438,7 @@ const chainEntries = (
 /** Checks the accesses of one device operation (see the file comment). */
 const checkBounds = (b: BuiltQueue, what: string, accesses: readonly Access[], head: number | null): void => {
   const p = b.placement;
-  const avail: [number, number] = [p.availRing, p.availRing + 6 + 2 * p.size];
-  const used: [number, number] = [p.usedRing, p.usedRing + 6 + 8 * p.size];
+  const { avail, used } = ringRanges(p);
   let entries: ReturnType<typeof chainEntries> | undefined;
   for (const a of accesses) {
     if (a.write) {
@@ -486,23 +496,27 @@ const serveWellFormed = (b: BuiltQueue, buffers: readonly BufferSpec[], reprogra
   const n = Math.min(buffers.length, size);
   buffers.slice(0, n).forEach((buf, i) =>
     b.mem.writeFrom(
-      table + 16 * i,
+      table + descOffset(i),
       encodeDescriptor({
         addr: BigInt(buf.addr),
         len: buf.len,
-        flags: (buf.write ? 2 : 0) | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0),
+        flags: (buf.write ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0),
         next: i + 1 < n ? i + 1 : 0,
       }),
     ),
   );
   const avail = Number(p2.availRing);
   const next = q.nextAvail;
-  b.mem.writeU16(avail + 4 + 2 * (next % size), 0);
-  b.mem.writeU16(avail + 2, (next + 1) & 0xffff);
+  b.mem.writeU16(avail + availSlotOffset(next % size), 0);
+  b.mem.writeU16(avail + AVAIL_IDX, (next + 1) & 0xffff);
   const r = q.pop();
   if (!r.ok || r.value === null) return fail(`the queue no longer serves a well-formed chain: ${show(r)}`);
   const w = walkImpl(r.value);
-  const got = w.descriptors.map((d) => ({ addr: Number(d.addr), len: d.len, write: (d.flags & 2) !== 0 }));
+  const got = w.descriptors.map((d) => ({
+    addr: Number(d.addr),
+    len: d.len,
+    write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0,
+  }));
   if (w.end !== null || show(got) !== show(buffers.slice(0, n)))
     fail(`served ${show(w)} for ${show(buffers)}`);
   const usedBefore = q.nextUsed;
@@ -541,7 +555,7 @@ describe("split queue under a hostile guest", () => {
         const q = b.impl;
         const head =
           q.isActive && (o.op.t === "pop" || o.op.t === "popInto" || o.op.t === "popOrEnable")
-            ? b.mem.readU16(p.availRing + 4 + 2 * (q.nextAvail % p.size))
+            ? b.mem.readU16(p.availRing + availSlotOffset(q.nextAvail % p.size))
             : null;
         const { accesses } = recording(b.mem, () => runDevice(q, b.mem, p, chain, o.op));
         // initialize only checks where the rings lie (locate), it reads and writes nothing.

@@ -15,6 +15,15 @@ import { QueueDriver } from "../impl/queue/driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import * as M from "../spec/memory.ts";
 import * as S from "../spec/queue.ts";
+import {
+  AVAIL_RING_ALIGN,
+  DESC_TABLE_ALIGN,
+  MAX_QUEUE_SIZE,
+  USED_ELEM_ID,
+  USED_ELEM_LEN,
+  USED_ELEM_SIZE,
+  USED_RING_ALIGN,
+} from "../wire/split.ts";
 import { property } from "./harness.ts";
 import { inLayout } from "./arbitraries/memory.ts";
 import {
@@ -70,8 +79,13 @@ const poke16 = (b: BuiltQueue, addr: number, v: number): void => {
   b.specMem = next.value;
 };
 
-const usedEventAddr = (b: BuiltQueue): number => b.placement.availRing + 4 + 2 * b.placement.size;
-const availEventAddr = (b: BuiltQueue): number => b.placement.usedRing + 4 + 8 * b.placement.size;
+// Ring fields where the model says they are (VQ-LAYOUT, spec/queue.ts's own reading).
+const usedEventAddr = (b: BuiltQueue): number => Number(S.usedEventAddr(b.spec));
+const availEventAddr = (b: BuiltQueue): number => Number(S.availEventAddr(b.spec));
+const availIdxAddr = (b: BuiltQueue): number => Number(S.availIdxAddr(b.spec));
+const usedIdxAddr = (b: BuiltQueue): number => Number(S.usedIdxAddr(b.spec));
+const availSlotAddr = (b: BuiltQueue, slot: number): number => Number(S.availSlotAddr(b.spec, slot));
+const usedSlotAddr = (b: BuiltQueue, slot: number): number => Number(S.usedSlotAddr(b.spec, slot));
 
 /** impl and spec agree on the queue state and the memory. */
 const checkInSync = (b: BuiltQueue, what: string): void => {
@@ -175,16 +189,16 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         const before = b.impl.state();
         const snap = snapshotOf(b.mem);
         const { result: r, accesses } = recording(b.mem, () => b.impl.addUsed(index, len));
-        const slot = b.placement.usedRing + 4 + 8 * (before.nextUsed % b.placement.size);
+        const slot = usedSlotAddr(b, before.nextUsed);
         if (r.ok) {
           if (b.impl.nextUsed !== u16(before.nextUsed + 1)) fail("next_used did not advance by exactly 1");
           if (b.impl.numAdded !== u16(before.numAdded + 1)) fail("num_added did not advance by 1");
           if (index >= b.placement.size) fail(`index ${index} >= size accepted`);
-          if (changedBytes(b.mem, snap).some((c) => c.addr < slot || c.addr >= slot + 8))
+          if (changedBytes(b.mem, snap).some((c) => c.addr < slot || c.addr >= slot + USED_ELEM_SIZE))
             fail("addUsed wrote outside used.ring[next_used % size]");
-          if (b.mem.readU32(slot) !== index || b.mem.readU32(slot + 4) !== len)
+          if (b.mem.readU32(slot + USED_ELEM_ID) !== index || b.mem.readU32(slot + USED_ELEM_LEN) !== len)
             fail("used entry not written");
-          checkAccesses(b, accesses, [[slot, slot + 8]], "addUsed");
+          checkAccesses(b, accesses, [[slot, slot + USED_ELEM_SIZE]], "addUsed");
         } else {
           if (r.error._tag !== "DescIndexOutOfBounds" || index < b.placement.size)
             fail(`error ${show(r.error)}`);
@@ -207,7 +221,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
     ["VQ-LEN"],
     fc.property(queueStateArb({ saneAvailIdx: false }), stateArb, fc.boolean(), (hostile, sane, pick) => {
       const b = buildQueueState(pick ? hostile : sane);
-      const availIdx = b.mem.readU16(b.placement.availRing + 2);
+      const availIdx = b.mem.readU16(availIdxAddr(b));
       const { result: n, accesses } = recording(b.mem, () => b.impl.len());
       if (n !== u16(availIdx - b.impl.nextAvail))
         fail(`len ${n}, avail.idx ${availIdx}, next_avail ${b.impl.nextAvail}`);
@@ -263,9 +277,13 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         if (!same(r, spec.result)) fail(`initialize ${show(r)}, spec ${show(spec.result)}`);
         if (!same(q.state(), spec.queue)) fail("state differs from the spec's");
         if (r.ok) {
-          if (rings.descTable % 16n !== 0n || rings.availRing % 2n !== 0n || rings.usedRing % 4n !== 0n)
+          if (
+            rings.descTable % BigInt(DESC_TABLE_ALIGN) !== 0n ||
+            rings.availRing % BigInt(AVAIL_RING_ALIGN) !== 0n ||
+            rings.usedRing % BigInt(USED_RING_ALIGN) !== 0n
+          )
             fail("a misaligned ring was accepted");
-          if (!(size > 0 && (size & (size - 1)) === 0 && size <= 32768 && size <= maxSize))
+          if (!(size > 0 && (size & (size - 1)) === 0 && size <= MAX_QUEUE_SIZE && size <= maxSize))
             fail(`size ${size} accepted`);
           const bytes = ringBytes(size);
           if (
@@ -309,8 +327,8 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       const b = buildQueueState(s);
       const { result: idx, accesses } = recording(b.mem, () => b.impl.availIdx());
       if (accesses.length === 0) fail("availIdx read nothing");
-      checkAccesses(b, accesses, [[b.placement.availRing + 2, b.placement.availRing + 4]], "availIdx");
-      if (idx !== b.mem.readU16(b.placement.availRing + 2) || idx !== S.availIdx(b.spec, b.specMem))
+      checkAccesses(b, accesses, [[availIdxAddr(b), availIdxAddr(b) + 2]], "availIdx");
+      if (idx !== b.mem.readU16(availIdxAddr(b)) || idx !== S.availIdx(b.spec, b.specMem))
         fail("wrong avail.idx");
     }),
     { numRuns: 300 },
@@ -322,7 +340,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
     fc.property(stateArb, fc.nat(0xffff), (s, x) => {
       // Reading avail.ring[x % size] for any x: make x the next slot to pop.
       const b = buildQueueState({ ...s, nextAvail: x, ahead: 1 });
-      const slot = b.placement.availRing + 4 + 2 * (x % b.placement.size);
+      const slot = availSlotAddr(b, x);
       const { result, accesses } = recording(b.mem, () => b.impl.pop());
       if (!accesses.some((a) => a.addr === slot && a.len === 2 && !a.write))
         fail(`avail.ring[${x % b.placement.size}] not read`);
@@ -341,7 +359,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       const y = x % 2 === 0 ? x % b.placement.size : x;
       const direct = recording(b.mem, () => b.impl.readAvailRing(y));
       if (y < b.placement.size) {
-        const at = b.placement.availRing + 4 + 2 * y;
+        const at = availSlotAddr(b, y);
         checkAccesses(b, direct.accesses, [[at, at + 2]], "readAvailRing");
         if (direct.result !== b.mem.readU16(at)) fail(`readAvailRing(${y}) = ${direct.result}`);
       } else if (direct.result !== -1 || direct.accesses.length > 0)
@@ -374,7 +392,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       const snap = snapshotOf(b.mem);
       const { result, accesses } = recording(b.mem, () => b.impl.publishUsed());
       if (!result.ok) fail("publishUsed failed on an active queue");
-      const at = b.placement.usedRing + 2;
+      const at = usedIdxAddr(b);
       checkAccesses(b, accesses, [[at, at + 2]], "publishUsed");
       if (!accesses.some((a) => a.write)) fail("publishUsed reported no write");
       if (b.mem.readU16(at) !== b.impl.nextUsed) fail("used.idx != next_used");
@@ -394,10 +412,10 @@ describe("Firecracker queue.rs Kani harnesses", () => {
       // Writing used.ring[x % size] for any x: make x next_used.
       const b = buildQueueState({ ...s, nextUsed: x });
       const i = index % b.placement.size;
-      const slot = b.placement.usedRing + 4 + 8 * (x % b.placement.size);
+      const slot = usedSlotAddr(b, x);
       const { result, accesses } = recording(b.mem, () => b.impl.addUsed(i, index));
       if (!result.ok) fail("addUsed of a valid index failed");
-      checkAccesses(b, accesses, [[slot, slot + 8]], "addUsed");
+      checkAccesses(b, accesses, [[slot, slot + USED_ELEM_SIZE]], "addUsed");
       if (!accesses.some((a) => a.write && a.addr === slot))
         fail(`used.ring[${x % b.placement.size}] not written`);
       const want = S.addUsed(b.spec, b.specMem, i, index);
@@ -515,7 +533,7 @@ const memoryOf = (p: QueuePlacement, seed: number): GuestMemory => buildQueueSta
 const emptyState = (p: QueuePlacement, seed: number): QueueState => ({
   placement: p,
   seed,
-  maxSize: 32768,
+  maxSize: MAX_QUEUE_SIZE,
   eventIdx: false,
   nextAvail: 0,
   nextUsed: 0,
@@ -555,7 +573,7 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
       ({ p, seed, eventIdx, start, batches, eventDelta }) => {
         const mem = memoryOf(p, seed);
         const driver = new QueueDriver(mem, p.size, p);
-        const q = new SplitQueue(32768);
+        const q = new SplitQueue(MAX_QUEUE_SIZE);
         q.configure({
           size: p.size,
           ready: true,
@@ -617,8 +635,7 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
         if (r.ok) {
           b.impl.publishUsed();
           if (b.impl.nextUsed !== u16(before.nextUsed + 1)) fail("next_used did not advance by 1");
-          if (b.mem.readU16(b.placement.usedRing + 2) !== b.impl.nextUsed)
-            fail("used.idx in memory != next_used");
+          if (b.mem.readU16(usedIdxAddr(b)) !== b.impl.nextUsed) fail("used.idx in memory != next_used");
           if (b.impl.numAdded !== u16(before.numAdded + 1)) fail("num_added did not advance by 1");
           const s1 = S.addUsed(b.spec, b.specMem, index, len);
           const s2 = S.publishUsed(s1.queue, s1.memory);

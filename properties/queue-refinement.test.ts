@@ -21,12 +21,20 @@ import * as M from "../spec/memory.ts";
 import type { SpecMemory } from "../spec/memory.ts";
 import * as S from "../spec/queue.ts";
 import type { Result } from "../spec/result.ts";
+import {
+  AVAIL_FLAGS,
+  AVAIL_IDX,
+  DESC_SIZE,
+  USED_IDX,
+  descOffset,
+  encodeDescriptor,
+  usedEventOffset,
+} from "../wire/split.ts";
 import { property } from "./harness.ts";
 import { buildMemories } from "./arbitraries/memory.ts";
 import {
   anyQueueSizeArb,
   chainBuffersArb,
-  encodeDescriptor,
   queuePlacementArb,
   rawDescriptorArb,
   type BufferSpec,
@@ -39,6 +47,7 @@ import {
   poppedOf,
   queueStateArb,
   recording,
+  ringRanges,
   sameMemory,
   type BuiltQueue,
 } from "./arbitraries/queue-state.ts";
@@ -259,7 +268,7 @@ class World {
     this.driverWrites(() => {
       driver.setAvailIdx(start);
       driver.lastUsedIdx = start;
-      this.mem.writeU16(p.usedRing + 2, start);
+      this.mem.writeU16(p.usedRing + USED_IDX, start);
     });
     this.inFlight.length = 0;
     return driver;
@@ -289,7 +298,7 @@ class World {
           let table: number | undefined;
           if (a.indirect !== null) {
             const r = p.data[a.indirect.region]!;
-            const bytes = 16 * a.buffers.length;
+            const bytes = DESC_SIZE * a.buffers.length;
             if (r.size < bytes) return;
             table = r.base + (a.indirect.at % (r.size - bytes + 1)); // any alignment (CHAIN-INDIRECT-UNALIGNED)
           }
@@ -330,13 +339,13 @@ class World {
       case "corruptByte":
         return this.rawWrite(a);
       case "availIdx":
-        this.mem.writeU16(p.availRing + 2, u16(this.impl.nextAvail + a.delta));
+        this.mem.writeU16(p.availRing + AVAIL_IDX, u16(this.impl.nextAvail + a.delta));
         return;
       case "usedEvent":
-        this.mem.writeU16(p.availRing + 4 + 2 * p.size, u16(this.impl.nextUsed - 1 + a.delta));
+        this.mem.writeU16(p.availRing + usedEventOffset(p.size), u16(this.impl.nextUsed - 1 + a.delta));
         return;
       case "availFlags":
-        this.mem.writeU16(p.availRing, a.flags);
+        this.mem.writeU16(p.availRing + AVAIL_FLAGS, a.flags);
         return;
       default:
         return; // adding, publishing and reaping need a driver
@@ -346,16 +355,11 @@ class World {
   rawWrite(a: Extract<DriverAction, { t: "corruptDesc" | "corruptByte" }>): void {
     const p = this.p;
     if (a.t === "corruptDesc") {
-      this.mem.writeFrom(p.descTable + 16 * a.index, encodeDescriptor(a.raw));
+      this.mem.writeFrom(p.descTable + descOffset(a.index), encodeDescriptor(a.raw));
       return;
     }
-    const [start, len] =
-      a.ring === "desc"
-        ? [p.descTable, 16 * p.size]
-        : a.ring === "avail"
-          ? [p.availRing, 6 + 2 * p.size]
-          : [p.usedRing, 6 + 8 * p.size];
-    this.mem.writeU8(start + (a.offset % len), a.byte);
+    const [start, end] = ringRanges(p)[a.ring];
+    this.mem.writeU8(start + (a.offset % (end - start)), a.byte);
   }
 
   /** Compares one device step's results, then the states and memories. */

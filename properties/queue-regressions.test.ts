@@ -5,27 +5,31 @@
  */
 import fc from "fast-check";
 import { describe } from "vitest";
-import { DescriptorChain, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from "../impl/queue/descriptor-chain.ts";
+import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import { QueueDriver } from "../impl/queue/driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import * as S from "../spec/queue.ts";
-import { MAX_CHAIN_BYTES, walkChain, type ChainError } from "../spec/queue.ts";
+import { walkChain, type ChainError } from "../spec/queue.ts";
+import {
+  DESC_SIZE,
+  MAX_CHAIN_BYTES,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  descOffset,
+  encodeDescriptor,
+} from "../wire/split.ts";
 import { property } from "./harness.ts";
 import { buildMemories } from "./arbitraries/memory.ts";
-import {
-  anyRingsArb,
-  chainBuffersArb,
-  encodeDescriptor,
-  queuePlacementArb,
-  type QueuePlacement,
-} from "./arbitraries/queue.ts";
+import { anyRingsArb, chainBuffersArb, queuePlacementArb, type QueuePlacement } from "./arbitraries/queue.ts";
 import {
   buildQueueState,
   changedBytes,
   popView,
   queueStateArb,
   recording,
+  ringRanges,
   snapshotOf,
   specMemoryOf,
 } from "./arbitraries/queue-state.ts";
@@ -57,7 +61,7 @@ describe("rust-vmm regressions", () => {
             fc.integer({ min: 0x1_0000, max: 0x10_0000 }),
           ),
           addr: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
-          flags: fc.constantFrom(VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_NEXT | 2),
+          flags: fc.constantFrom(VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE),
           // Through an indirect table of `entries` entries whose entry 0 refers to itself.
           indirect: fc.option(fc.record({ entries: fc.integer({ min: 1, max: 64 }), at: fc.nat() }), {
             nil: undefined,
@@ -70,17 +74,20 @@ describe("rust-vmm regressions", () => {
         let ttl = q.size;
         let selfIndex = index;
         if (indirect === undefined) {
-          impl.tryWrite(table + 16n * BigInt(index), encodeDescriptor({ addr, len, flags, next: index }));
+          impl.tryWrite(
+            table + BigInt(descOffset(index)),
+            encodeDescriptor({ addr, len, flags, next: index }),
+          );
         } else {
-          const region = q.data.find((r) => r.size >= 16 * indirect.entries);
+          const region = q.data.find((r) => r.size >= DESC_SIZE * indirect.entries);
           fc.pre(region !== undefined);
-          const at = region!.base + (indirect.at % (region!.size - 16 * indirect.entries + 1));
+          const at = region!.base + (indirect.at % (region!.size - DESC_SIZE * indirect.entries + 1));
           impl.tryWrite(BigInt(at), encodeDescriptor({ addr, len, flags, next: 0 }));
           impl.tryWrite(
-            table + 16n * BigInt(index),
+            table + BigInt(descOffset(index)),
             encodeDescriptor({
               addr: BigInt(at),
-              len: 16 * indirect.entries,
+              len: DESC_SIZE * indirect.entries,
               flags: VIRTQ_DESC_F_INDIRECT,
               next: 0,
             }),
@@ -131,9 +138,9 @@ describe("rust-vmm regressions", () => {
       ({ q, seed, buffers, region, slot, misalign }) => {
         const { impl } = buildMemories(q.layout, seed);
         const r = q.data[region]!;
-        const bytes = 16 * buffers.length;
-        fc.pre(r.size >= bytes + 16);
-        const at = r.base + 16 * (slot % Math.floor((r.size - bytes) / 16)) + misalign;
+        const bytes = DESC_SIZE * buffers.length;
+        fc.pre(r.size >= bytes + DESC_SIZE);
+        const at = r.base + DESC_SIZE * (slot % Math.floor((r.size - bytes) / DESC_SIZE)) + misalign;
         const driver = new QueueDriver(impl, q.size, q);
         const head = driver.addChain(
           buffers.map((b) => ({ addr: b.addr, len: b.len, write: b.write })),
@@ -412,11 +419,8 @@ describe("rust-vmm regressions through the queue", () => {
 
 /** Whether a placement's three rings overlap one another (a driver would not do that). */
 const overlapping = (p: QueuePlacement): boolean => {
-  const r = [
-    [p.descTable, p.descTable + 16 * p.size],
-    [p.availRing, p.availRing + 6 + 2 * p.size],
-    [p.usedRing, p.usedRing + 6 + 8 * p.size],
-  ] as const;
+  const { desc, avail, used } = ringRanges(p);
+  const r = [desc, avail, used] as const;
   const meets = (a: readonly [number, number], b: readonly [number, number]) => a[0] < b[1] && b[0] < a[1];
   return meets(r[0], r[1]) || meets(r[0], r[2]) || meets(r[1], r[2]);
 };

@@ -20,12 +20,11 @@
  */
 import { locate, type MemoryError, type SpecMemory, type SpecRegion } from "./memory.ts";
 import { err, ok, rule, type Result } from "./result.ts";
+import { VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 
 export const U32_MAX = 0xffff_ffff;
 /** Firecracker's FIRECRACKER_MAX_QUEUE_SIZE: the default capacity of an IoVecBufferMut's deque. */
 export const DEFAULT_DEQUE_CAPACITY = 256;
-/** VIRTQ_DESC_F_WRITE. */
-export const DESC_F_WRITE = 2;
 
 const FC = "Firecracker iovec.rs";
 
@@ -201,7 +200,7 @@ export const emptyIoVecMut = (capacity: number = DEFAULT_DEQUE_CAPACITY): SpecIo
   len: 0,
 });
 
-const isWriteOnly = (d: SpecChainDescriptor): boolean => (d.flags & DESC_F_WRITE) !== 0;
+const isWriteOnly = (d: SpecChainDescriptor): boolean => (d.flags & VIRTQ_DESC_F_WRITE) !== 0;
 
 const memoryError = (mem: SpecMemory, d: SpecChainDescriptor): MemoryError | null => {
   const at = locate(mem, d.addr, BigInt(d.len));

@@ -8,6 +8,14 @@
  * descriptors. impl/net/ is checked against these functions by properties/net*.test.ts.
  */
 import { err, ok, rule, type Result } from "./result.ts";
+import { NET_FEATURE_DEPENDENCIES, VIRTIO_NET_F as F, featureBit as bit } from "../wire/features.ts";
+import {
+  NET_CONFIG_SIZE as CONFIG_SIZE,
+  NET_MTU_MAX as MTU_MAX,
+  NET_MTU_MIN as MTU_MIN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_S_LINK_UP,
+} from "../wire/net.ts";
 
 export const RULES = [
   rule(
@@ -232,65 +240,10 @@ export type NetRuleId = (typeof RULES)[number]["id"];
 
 // --- feature bits (VIRTIO 1.2 §5.1.3) ---------------------------------------------------
 
-export const F = {
-  CSUM: 0,
-  GUEST_CSUM: 1,
-  CTRL_GUEST_OFFLOADS: 2,
-  MTU: 3,
-  MAC: 5,
-  GUEST_TSO4: 7,
-  GUEST_TSO6: 8,
-  GUEST_ECN: 9,
-  GUEST_UFO: 10,
-  HOST_TSO4: 11,
-  HOST_TSO6: 12,
-  HOST_ECN: 13,
-  HOST_UFO: 14,
-  MRG_RXBUF: 15,
-  STATUS: 16,
-  CTRL_VQ: 17,
-  CTRL_RX: 18,
-  CTRL_VLAN: 19,
-  GUEST_ANNOUNCE: 21,
-  MQ: 22,
-  CTRL_MAC_ADDR: 23,
-  RING_EVENT_IDX: 29,
-  VERSION_1: 32,
-  HOST_USO: 56,
-  HASH_REPORT: 57,
-  GUEST_HDRLEN: 59,
-  RSS: 60,
-} as const;
+export { VIRTIO_NET_F as F, featureBit as bit } from "../wire/features.ts";
 
-export const bit = (n: number): bigint => 1n << BigInt(n);
-
-/**
- * §5.1.3.1: feature → the features it requires (all of them, unless `anyOf`).
- * GUEST_ECN needs GUEST_TSO4 or GUEST_TSO6; HOST_ECN likewise for HOST_TSO*.
- */
-export const FEATURE_DEPENDENCIES: readonly {
-  feature: number;
-  requires: readonly number[];
-  anyOf?: boolean;
-}[] = [
-  { feature: F.GUEST_TSO4, requires: [F.GUEST_CSUM] },
-  { feature: F.GUEST_TSO6, requires: [F.GUEST_CSUM] },
-  { feature: F.GUEST_ECN, requires: [F.GUEST_TSO4, F.GUEST_TSO6], anyOf: true },
-  { feature: F.GUEST_UFO, requires: [F.GUEST_CSUM] },
-  { feature: F.HOST_TSO4, requires: [F.CSUM] },
-  { feature: F.HOST_TSO6, requires: [F.CSUM] },
-  { feature: F.HOST_ECN, requires: [F.HOST_TSO4, F.HOST_TSO6], anyOf: true },
-  { feature: F.HOST_UFO, requires: [F.CSUM] },
-  { feature: F.HOST_USO, requires: [F.CSUM] },
-  { feature: F.CTRL_RX, requires: [F.CTRL_VQ] },
-  { feature: F.CTRL_VLAN, requires: [F.CTRL_VQ] },
-  { feature: F.GUEST_ANNOUNCE, requires: [F.CTRL_VQ] },
-  { feature: F.MQ, requires: [F.CTRL_VQ] },
-  { feature: F.CTRL_MAC_ADDR, requires: [F.CTRL_VQ] },
-  { feature: F.CTRL_GUEST_OFFLOADS, requires: [F.CTRL_VQ] },
-  { feature: F.RSS, requires: [F.CTRL_VQ] },
-  { feature: F.HASH_REPORT, requires: [F.CTRL_VQ] },
-];
+/** §5.1.3.1, from the wire vocabulary (wire/features.ts). */
+export const FEATURE_DEPENDENCIES = NET_FEATURE_DEPENDENCIES;
 
 export type FeatureError =
   | { readonly _tag: "FeatureNotOffered"; readonly bits: bigint }
@@ -334,8 +287,7 @@ export type ConfigError =
   | { readonly _tag: "InvalidMtu"; readonly mtu: number }
   | { readonly _tag: "InvalidMac"; readonly length: number };
 
-export const MTU_MIN = 68;
-export const MTU_MAX = 65535;
+export { NET_MTU_MAX as MTU_MAX, NET_MTU_MIN as MTU_MIN } from "../wire/net.ts";
 
 export const validateConfig = (c: NetConfig): Result<NetConfig, ConfigError> => {
   if (
@@ -363,8 +315,7 @@ export const offeredFeatures = (c: NetConfig): bigint => {
 };
 
 /** Bytes of config space the device has (through mtu). */
-export const CONFIG_SIZE = 12;
-export const VIRTIO_NET_S_LINK_UP = 1;
+export { NET_CONFIG_SIZE as CONFIG_SIZE, VIRTIO_NET_S_LINK_UP } from "../wire/net.ts";
 
 /** NET-CFG-LAYOUT: the whole config space, byte by byte. */
 export const configSpace = (c: NetConfig, linkUp: boolean): Uint8Array => {
@@ -392,9 +343,11 @@ export const readConfig = (c: NetConfig, linkUp: boolean, offset: number, len: n
 
 // --- virtio_net_hdr (NET-HDR-LAYOUT) -------------------------------------------------------
 
-export const VIRTIO_NET_HDR_GSO_NONE = 0;
-export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+export {
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_NONE,
+} from "../wire/net.ts";
 
 export interface NetHeader {
   readonly flags: number;

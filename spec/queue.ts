@@ -18,19 +18,32 @@ import {
 } from "./memory.ts";
 import { err, ok, rule, type Result } from "./result.ts";
 
-export const VIRTQ_DESC_F_NEXT = 1;
-export const VIRTQ_DESC_F_WRITE = 2;
-export const VIRTQ_DESC_F_INDIRECT = 4;
-/** avail.flags bit: the driver asks for no used-buffer notifications (no EVENT_IDX). */
-export const VRING_AVAIL_F_NO_INTERRUPT = 1;
-/** used.flags bit: the device asks for no available-buffer notifications (no EVENT_IDX). */
-export const VRING_USED_F_NO_NOTIFY = 1;
-/** The largest queue size VIRTIO allows for a split ring. */
-export const MAX_QUEUE_SIZE = 32768;
-/** The most entries an indirect table may have (rust-vmm: the table size must fit a u16). */
-export const MAX_INDIRECT_ENTRIES = 0xffff;
-/** The most bytes a chain may describe in total (rust-vmm: the sum must fit a u32). */
-export const MAX_CHAIN_BYTES = 0xffff_ffff;
+import {
+  MAX_CHAIN_BYTES,
+  MAX_INDIRECT_ENTRIES,
+  MAX_QUEUE_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+} from "../wire/split.ts";
+
+// The model reads descriptors and ring fields byte by byte itself (CHAIN-DESC-LAYOUT,
+// VQ-LAYOUT: `readDescriptor` and the *Addr helpers below); the names and limits come from
+// the wire vocabulary. Re-exported for files that still import them from here.
+export {
+  MAX_CHAIN_BYTES,
+  MAX_INDIRECT_ENTRIES,
+  MAX_QUEUE_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+};
 
 const CHAIN_RULES = [
   // Descriptors and chains.
@@ -506,12 +519,15 @@ const mustWrite = (r: Result<SpecMemory, MemoryError>): SpecMemory => {
   return r.value;
 };
 
-const availIdxAddr = (q: SpecQueue): bigint => q.availRing + 2n;
-const availSlotAddr = (q: SpecQueue, slot: number): bigint => q.availRing + 4n + 2n * BigInt(slot % q.size);
-const usedEventAddr = (q: SpecQueue): bigint => q.availRing + 4n + 2n * BigInt(q.size);
-const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + 2n;
-const usedSlotAddr = (q: SpecQueue, slot: number): bigint => q.usedRing + 4n + 8n * BigInt(slot % q.size);
-const availEventAddr = (q: SpecQueue): bigint => q.usedRing + 4n + 8n * BigInt(q.size);
+// VQ-LAYOUT as the model reads it (properties/wire.test.ts ties it to wire/split.ts).
+export const availIdxAddr = (q: SpecQueue): bigint => q.availRing + 2n;
+export const availSlotAddr = (q: SpecQueue, slot: number): bigint =>
+  q.availRing + 4n + 2n * BigInt(slot % q.size);
+export const usedEventAddr = (q: SpecQueue): bigint => q.availRing + 4n + 2n * BigInt(q.size);
+export const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + 2n;
+export const usedSlotAddr = (q: SpecQueue, slot: number): bigint =>
+  q.usedRing + 4n + 8n * BigInt(slot % q.size);
+export const availEventAddr = (q: SpecQueue): bigint => q.usedRing + 4n + 8n * BigInt(q.size);
 
 /** avail.idx as the driver wrote it; 0 for an inactive queue (VQ-INACTIVE). */
 export const availIdx = (q: SpecQueue, mem: SpecMemory): number =>
@@ -594,10 +610,6 @@ export const setAvailEvent = (q: SpecQueue, mem: SpecMemory, v: number): Step<Re
   q.active
     ? { queue: q, memory: mustWrite(writeU16(mem, availEventAddr(q), u16(v))), result: ok(undefined) }
     : { queue: q, memory: mem, result: err(NOT_READY) };
-
-/** Linux vring_need_event over u16 indices. */
-export const vringNeedEvent = (event: number, newIdx: number, old: number): boolean =>
-  u16(newIdx - event - 1) < u16(newIdx - old);
 
 /** VQ-PREPARE-KICK, VQ-NO-INTERRUPT. */
 export const prepareKick = (q: SpecQueue, mem: SpecMemory, honourNoInterrupt = false): Step<boolean> => {

@@ -15,50 +15,40 @@
 import { locate, readBytes, type SpecMemory } from "./memory.ts";
 import { err, ok, rule, type Result } from "./result.ts";
 
-export const VSOCK_PKT_HDR_SIZE = 44;
+import { VIRTIO_F, VIRTIO_VSOCK_F } from "../wire/features.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
+import { VSOCK_PKT_HDR_SIZE } from "../wire/vsock.ts";
+
+// The names of the wire vocabulary (wire/vsock.ts), re-exported for the files that import
+// them from here. The model reads and writes the header itself (VSOCK-HDR-LAYOUT, below).
+export {
+  HDROFF,
+  VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
+  VSOCK_FLAGS_SHUTDOWN_RCV,
+  VSOCK_FLAGS_SHUTDOWN_SEND,
+  VSOCK_HOST_CID,
+  VSOCK_OP_CREDIT_REQUEST,
+  VSOCK_OP_CREDIT_UPDATE,
+  VSOCK_OP_INVALID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RESPONSE,
+  VSOCK_OP_RST,
+  VSOCK_OP_RW,
+  VSOCK_OP_SHUTDOWN,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_SEQPACKET,
+  VSOCK_TYPE_STREAM,
+} from "../wire/vsock.ts";
+
 /** Linux VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, which both references reject above. */
 export const MAX_PKT_BUF_SIZE = 64 * 1024;
 
-export const HDROFF = {
-  srcCid: 0,
-  dstCid: 8,
-  srcPort: 16,
-  dstPort: 20,
-  len: 24,
-  type: 28,
-  op: 30,
-  flags: 32,
-  bufAlloc: 36,
-  fwdCnt: 40,
-} as const;
+/** Feature bits (VIRTIO 1.2 §5.10.3), as wire/features.ts numbers them. */
+export const VIRTIO_VSOCK_F_STREAM = VIRTIO_VSOCK_F.STREAM;
+export const VIRTIO_VSOCK_F_SEQPACKET = VIRTIO_VSOCK_F.SEQPACKET;
+export const VIRTIO_F_VERSION_1 = VIRTIO_F.VERSION_1;
 
-export const VSOCK_TYPE_STREAM = 1;
-export const VSOCK_TYPE_SEQPACKET = 2;
-
-export const VSOCK_OP_INVALID = 0;
-export const VSOCK_OP_REQUEST = 1;
-export const VSOCK_OP_RESPONSE = 2;
-export const VSOCK_OP_RST = 3;
-export const VSOCK_OP_SHUTDOWN = 4;
-export const VSOCK_OP_RW = 5;
-export const VSOCK_OP_CREDIT_UPDATE = 6;
-export const VSOCK_OP_CREDIT_REQUEST = 7;
-
-export const VSOCK_FLAGS_SHUTDOWN_RCV = 1;
-export const VSOCK_FLAGS_SHUTDOWN_SEND = 2;
-
-/** Feature bits (VIRTIO 1.2 §5.10.3). */
-export const VIRTIO_VSOCK_F_STREAM = 0;
-export const VIRTIO_VSOCK_F_SEQPACKET = 1;
-export const VIRTIO_F_VERSION_1 = 32;
-
-export const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET = 0;
-
-export const VSOCK_HOST_CID = 2n;
 export const U64_MAX = (1n << 64n) - 1n;
-
-export const VIRTQ_DESC_F_NEXT = 1;
-export const VIRTQ_DESC_F_WRITE = 2;
 
 export const RULES = [
   rule(
@@ -243,34 +233,45 @@ const getLe = (bytes: Uint8Array, off: number, width: number): bigint => {
   return v;
 };
 
+/**
+ * VSOCK-HDR-LAYOUT as the model reads it: struct virtio_vsock_hdr's fields in declaration
+ * order with their widths, packed, little-endian (properties/wire.test.ts checks that the
+ * offsets this gives are wire/vsock.ts's HDROFF and that they add up to its size).
+ */
+export const HEADER_FIELDS: readonly (readonly [keyof VsockHeader, 2 | 4 | 8])[] = [
+  ["srcCid", 8],
+  ["dstCid", 8],
+  ["srcPort", 4],
+  ["dstPort", 4],
+  ["len", 4],
+  ["type", 2],
+  ["op", 2],
+  ["flags", 4],
+  ["bufAlloc", 4],
+  ["fwdCnt", 4],
+];
+
 export const encodeHeader = (h: VsockHeader): Uint8Array => {
   const out = new Uint8Array(VSOCK_PKT_HDR_SIZE);
-  putLe(out, HDROFF.srcCid, 8, h.srcCid);
-  putLe(out, HDROFF.dstCid, 8, h.dstCid);
-  putLe(out, HDROFF.srcPort, 4, BigInt(h.srcPort));
-  putLe(out, HDROFF.dstPort, 4, BigInt(h.dstPort));
-  putLe(out, HDROFF.len, 4, BigInt(h.len));
-  putLe(out, HDROFF.type, 2, BigInt(h.type));
-  putLe(out, HDROFF.op, 2, BigInt(h.op));
-  putLe(out, HDROFF.flags, 4, BigInt(h.flags));
-  putLe(out, HDROFF.bufAlloc, 4, BigInt(h.bufAlloc));
-  putLe(out, HDROFF.fwdCnt, 4, BigInt(h.fwdCnt));
+  let at = 0;
+  for (const [field, width] of HEADER_FIELDS) {
+    putLe(out, at, width, BigInt(h[field]));
+    at += width;
+  }
   return out;
 };
 
 /** Reads the first 44 bytes; shorter input reads as zeros past its end. */
-export const decodeHeader = (bytes: Uint8Array): VsockHeader => ({
-  srcCid: getLe(bytes, HDROFF.srcCid, 8),
-  dstCid: getLe(bytes, HDROFF.dstCid, 8),
-  srcPort: Number(getLe(bytes, HDROFF.srcPort, 4)),
-  dstPort: Number(getLe(bytes, HDROFF.dstPort, 4)),
-  len: Number(getLe(bytes, HDROFF.len, 4)),
-  type: Number(getLe(bytes, HDROFF.type, 2)),
-  op: Number(getLe(bytes, HDROFF.op, 2)),
-  flags: Number(getLe(bytes, HDROFF.flags, 4)),
-  bufAlloc: Number(getLe(bytes, HDROFF.bufAlloc, 4)),
-  fwdCnt: Number(getLe(bytes, HDROFF.fwdCnt, 4)),
-});
+export const decodeHeader = (bytes: Uint8Array): VsockHeader => {
+  const h: Record<string, number | bigint> = {};
+  let at = 0;
+  for (const [field, width] of HEADER_FIELDS) {
+    const v = getLe(bytes, at, width);
+    h[field] = width === 8 ? v : Number(v);
+    at += width;
+  }
+  return h as unknown as VsockHeader;
+};
 
 /** VSOCK-HDR-ACCESSORS: set_flag ORs the bit (as a u32). */
 export const setFlag = (h: VsockHeader, flag: number): VsockHeader => ({

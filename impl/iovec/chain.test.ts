@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { DescriptorChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../queue/descriptor-chain.ts";
+import { DescriptorChain } from "../queue/descriptor-chain.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import { QueueDriver } from "../queue/driver.ts";
 import { SplitQueue } from "../queue/split-queue.ts";
 import { walkChain } from "../../spec/queue.ts";

@@ -1,35 +1,30 @@
 /**
  * Feature negotiation for virtio-net (NET-FEAT-*): what a configuration offers and whether
- * an acknowledged set is acceptable. Bits are `bigint`s because VERSION_1 is bit 32.
+ * an acknowledged set is acceptable. Bits are `bigint`s because VERSION_1 is bit 32. The bit
+ * numbers and the §5.1.3.1 requirements are the wire vocabulary's (wire/features.ts); the
+ * checks here are the implementation's own (the model's are spec/net.ts validateAck and
+ * offeredFeatures, which properties/net.test.ts compares them with).
  */
-import { F, type FeatureError, type NetConfig } from "../../spec/net.ts";
+import type { FeatureError, NetConfig } from "../../spec/net.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
+import {
+  NET_FEATURE_DEPENDENCIES,
+  VIRTIO_NET_F as F,
+  featureBit as b,
+  hasFeatureBit,
+} from "../../wire/features.ts";
+import { NET_HDR_LEGACY_SIZE, NET_HDR_SIZE } from "../../wire/net.ts";
 
-export { F } from "../../spec/net.ts";
+export { VIRTIO_NET_F as F, hasFeatureBit as hasFeature } from "../../wire/features.ts";
 export type { FeatureError } from "../../spec/net.ts";
 
-const b = (n: number): bigint => 1n << BigInt(n);
-
-/** §5.1.3.1 as masks: [feature, required mask, any-of?]. */
-const DEPENDENCIES: readonly (readonly [bigint, bigint, boolean, number, readonly number[]])[] = [
-  [b(F.GUEST_TSO4), b(F.GUEST_CSUM), false, F.GUEST_TSO4, [F.GUEST_CSUM]],
-  [b(F.GUEST_TSO6), b(F.GUEST_CSUM), false, F.GUEST_TSO6, [F.GUEST_CSUM]],
-  [b(F.GUEST_ECN), b(F.GUEST_TSO4) | b(F.GUEST_TSO6), true, F.GUEST_ECN, [F.GUEST_TSO4, F.GUEST_TSO6]],
-  [b(F.GUEST_UFO), b(F.GUEST_CSUM), false, F.GUEST_UFO, [F.GUEST_CSUM]],
-  [b(F.HOST_TSO4), b(F.CSUM), false, F.HOST_TSO4, [F.CSUM]],
-  [b(F.HOST_TSO6), b(F.CSUM), false, F.HOST_TSO6, [F.CSUM]],
-  [b(F.HOST_ECN), b(F.HOST_TSO4) | b(F.HOST_TSO6), true, F.HOST_ECN, [F.HOST_TSO4, F.HOST_TSO6]],
-  [b(F.HOST_UFO), b(F.CSUM), false, F.HOST_UFO, [F.CSUM]],
-  [b(F.HOST_USO), b(F.CSUM), false, F.HOST_USO, [F.CSUM]],
-  [b(F.CTRL_RX), b(F.CTRL_VQ), false, F.CTRL_RX, [F.CTRL_VQ]],
-  [b(F.CTRL_VLAN), b(F.CTRL_VQ), false, F.CTRL_VLAN, [F.CTRL_VQ]],
-  [b(F.GUEST_ANNOUNCE), b(F.CTRL_VQ), false, F.GUEST_ANNOUNCE, [F.CTRL_VQ]],
-  [b(F.MQ), b(F.CTRL_VQ), false, F.MQ, [F.CTRL_VQ]],
-  [b(F.CTRL_MAC_ADDR), b(F.CTRL_VQ), false, F.CTRL_MAC_ADDR, [F.CTRL_VQ]],
-  [b(F.CTRL_GUEST_OFFLOADS), b(F.CTRL_VQ), false, F.CTRL_GUEST_OFFLOADS, [F.CTRL_VQ]],
-  [b(F.RSS), b(F.CTRL_VQ), false, F.RSS, [F.CTRL_VQ]],
-  [b(F.HASH_REPORT), b(F.CTRL_VQ), false, F.HASH_REPORT, [F.CTRL_VQ]],
-];
+/** §5.1.3.1 compiled once into masks: each requirement is two ANDs on the acked set. */
+const REQUIREMENTS = NET_FEATURE_DEPENDENCIES.map((d) => ({
+  mask: b(d.feature),
+  required: d.requires.reduce((m, r) => m | b(r), 0n),
+  anyOf: d.anyOf === true,
+  error: { _tag: "FeatureDependency", feature: d.feature, requires: d.requires } as const,
+}));
 
 /** NET-FEAT-OFFER. */
 export const offeredFeatures = (c: NetConfig): bigint =>
@@ -45,17 +40,14 @@ export const offeredFeatures = (c: NetConfig): bigint =>
 export const checkAck = (offered: bigint, acked: bigint): Result<bigint, FeatureError> => {
   const extra = acked & ~offered;
   if (extra !== 0n) return err({ _tag: "FeatureNotOffered", bits: extra });
-  for (const [feature, required, anyOf, id, requires] of DEPENDENCIES) {
-    if ((acked & feature) === 0n) continue;
-    const have = acked & required;
-    if (anyOf ? have === 0n : have !== required)
-      return err({ _tag: "FeatureDependency", feature: id, requires });
+  for (const r of REQUIREMENTS) {
+    if ((acked & r.mask) === 0n) continue;
+    const have = acked & r.required;
+    if (r.anyOf ? have === 0n : have !== r.required) return err(r.error);
   }
   return ok(acked);
 };
 
-export const hasFeature = (features: bigint, n: number): boolean => (features & b(n)) !== 0n;
-
-/** NET-HDR-LEN. */
+/** NET-HDR-LEN: the 12-byte header for a modern device or with MRG_RXBUF, else the legacy 10. */
 export const netHeaderLength = (acked: bigint): 10 | 12 =>
-  hasFeature(acked, F.VERSION_1) || hasFeature(acked, F.MRG_RXBUF) ? 12 : 10;
+  hasFeatureBit(acked, F.VERSION_1) || hasFeatureBit(acked, F.MRG_RXBUF) ? NET_HDR_SIZE : NET_HDR_LEGACY_SIZE;

@@ -1,35 +1,35 @@
 /**
  * struct virtio_net_hdr (NET-HDR-LAYOUT, NET-HDR-LEN): 12 bytes for a modern device or
- * with MRG_RXBUF, 10 bytes for a legacy one. Encoders write into caller-owned bytes so the
- * RX path allocates nothing per frame.
+ * with MRG_RXBUF, 10 bytes for a legacy one; the field offsets are wire/net.ts NET_HDR.
+ * Encoders write into caller-owned bytes so the RX path allocates nothing per frame.
  */
 import type { NetHeader } from "../../spec/net.ts";
+import { NET_HDR, NET_HDR_SIZE } from "../../wire/net.ts";
 
 export type { NetHeader } from "../../spec/net.ts";
-
-export const VIRTIO_NET_HDR_GSO_NONE = 0;
-export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+export {
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_NONE,
+} from "../../wire/net.ts";
 /** Offset of num_buffers in the 12-byte header. */
-export const NUM_BUFFERS_OFFSET = 10;
+export const NUM_BUFFERS_OFFSET = NET_HDR.numBuffers;
+
+const putU16 = (dst: Uint8Array, at: number, v: number): void => {
+  dst[at] = v;
+  dst[at + 1] = v >>> 8;
+};
 
 /** Writes `h` into `dst` at `at`; `len` 10 leaves num_buffers out. Returns false if it does not fit. */
 export const encodeNetHeader = (h: NetHeader, len: 10 | 12, dst: Uint8Array, at = 0): boolean => {
   if (at < 0 || at + len > dst.length) return false;
-  dst[at] = h.flags;
-  dst[at + 1] = h.gsoType;
-  dst[at + 2] = h.hdrLen;
-  dst[at + 3] = h.hdrLen >>> 8;
-  dst[at + 4] = h.gsoSize;
-  dst[at + 5] = h.gsoSize >>> 8;
-  dst[at + 6] = h.csumStart;
-  dst[at + 7] = h.csumStart >>> 8;
-  dst[at + 8] = h.csumOffset;
-  dst[at + 9] = h.csumOffset >>> 8;
-  if (len === 12) {
-    dst[at + 10] = h.numBuffers;
-    dst[at + 11] = h.numBuffers >>> 8;
-  }
+  dst[at + NET_HDR.flags] = h.flags;
+  dst[at + NET_HDR.gsoType] = h.gsoType;
+  putU16(dst, at + NET_HDR.hdrLen, h.hdrLen);
+  putU16(dst, at + NET_HDR.gsoSize, h.gsoSize);
+  putU16(dst, at + NET_HDR.csumStart, h.csumStart);
+  putU16(dst, at + NET_HDR.csumOffset, h.csumOffset);
+  if (len === NET_HDR_SIZE) putU16(dst, at + NET_HDR.numBuffers, h.numBuffers);
   return true;
 };
 
@@ -38,13 +38,13 @@ export const decodeNetHeader = (src: Uint8Array, len: 10 | 12, at = 0): NetHeade
   if (at < 0 || at + len > src.length) return undefined;
   const u16 = (o: number): number => src[at + o]! | (src[at + o + 1]! << 8);
   return {
-    flags: src[at]!,
-    gsoType: src[at + 1]!,
-    hdrLen: u16(2),
-    gsoSize: u16(4),
-    csumStart: u16(6),
-    csumOffset: u16(8),
-    numBuffers: len === 12 ? u16(10) : 0,
+    flags: src[at + NET_HDR.flags]!,
+    gsoType: src[at + NET_HDR.gsoType]!,
+    hdrLen: u16(NET_HDR.hdrLen),
+    gsoSize: u16(NET_HDR.gsoSize),
+    csumStart: u16(NET_HDR.csumStart),
+    csumOffset: u16(NET_HDR.csumOffset),
+    numBuffers: len === NET_HDR_SIZE ? u16(NET_HDR.numBuffers) : 0,
   };
 };
 
@@ -54,8 +54,5 @@ export const decodeNetHeader = (src: Uint8Array, len: 10 | 12, at = 0): NetHeade
  */
 export const writeRxHeader = (dst: Uint8Array, len: 10 | 12, numBuffers: number): void => {
   dst.fill(0, 0, len);
-  if (len === 12) {
-    dst[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
-    dst[NUM_BUFFERS_OFFSET + 1] = (numBuffers >>> 8) & 0xff;
-  }
+  if (len === NET_HDR_SIZE) putU16(dst, NET_HDR.numBuffers, numBuffers & 0xffff);
 };

@@ -3,12 +3,13 @@ import { GuestMemory } from "../memory/guest-memory.ts";
 import { createMemory, type SpecMemory } from "../../spec/memory.ts";
 import { checkedNew as specCheckedNew, walkChain, splitChain, type ChainError } from "../../spec/queue.ts";
 import {
-  DescriptorChain,
-  newChainLengths,
+  DESC_SIZE,
+  MAX_INDIRECT_ENTRIES,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
-} from "./descriptor-chain.ts";
+} from "../../wire/split.ts";
+import { DescriptorChain, newChainLengths } from "./descriptor-chain.ts";
 import { QueueDriver } from "./driver.ts";
 
 const NEXT = VIRTQ_DESC_F_NEXT;
@@ -180,14 +181,14 @@ describe("DescriptorChain", () => {
   it("indirect table lengths: not a multiple of 16, zero, or more than 65535 entries [CHAIN-INDIRECT-LEN]", () => {
     const m = mem64k();
     const q = QueueDriver.at(m, 16, 0);
-    for (const len of [0, 1, 17, 0xffff * 16 + 16, 0xffff_fff0]) {
+    for (const len of [0, 1, 17, (MAX_INDIRECT_ENTRIES + 1) * DESC_SIZE, 0xffff_fff0]) {
       q.writeDescriptor(0, { addr: 0x7000, len, flags: INDIRECT, next: 0 });
       const w = both(m, q.layout.descTable, 16, 0);
       expect(w.descriptors).toHaveLength(0);
       expect(w.end).toEqual({ _tag: "InvalidIndirectDescriptorTable", len });
     }
     // 65535 entries is allowed: the walk reads entry 0 (zeros: one empty descriptor, no NEXT).
-    q.writeDescriptor(0, { addr: 0x8000, len: 0xffff * 16, flags: INDIRECT, next: 0 });
+    q.writeDescriptor(0, { addr: 0x8000, len: MAX_INDIRECT_ENTRIES * DESC_SIZE, flags: INDIRECT, next: 0 });
     const w = both(m, q.layout.descTable, 16, 0);
     expect([w.descriptors.length, w.end]).toEqual([1, null]);
   });

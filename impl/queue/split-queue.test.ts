@@ -3,7 +3,16 @@ import { GuestMemory } from "../memory/guest-memory.ts";
 import { createMemory, type SpecMemory } from "../../spec/memory.ts";
 import * as S from "../../spec/queue.ts";
 import type { Result } from "../../spec/result.ts";
-import { DescriptorChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./descriptor-chain.ts";
+import {
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_USED_F_NO_NOTIFY,
+  availRingBytes,
+  descTableBytes,
+  usedRingBytes,
+} from "../../wire/split.ts";
+import { DescriptorChain } from "./descriptor-chain.ts";
 import { QueueDriver, layoutAt } from "./driver.ts";
 import { PopStatus, SplitQueue, type QueueError } from "./split-queue.ts";
 
@@ -588,7 +597,7 @@ describe("SplitQueue notifications", () => {
     expect(enable()).toEqual({ ok: true, value: false });
     expect(p.drv.usedFlags()).toBe(0);
     disable();
-    expect(p.drv.usedFlags()).toBe(S.VRING_USED_F_NO_NOTIFY);
+    expect(p.drv.usedFlags()).toBe(VRING_USED_F_NO_NOTIFY);
     // Firecracker's tryEnableNotification (no EVENT_IDX) also clears the flag.
     expect(p.tryEnable()).toEqual({ ok: true, value: true });
     expect(p.drv.usedFlags()).toBe(0);
@@ -646,7 +655,7 @@ describe("SplitQueue notifications", () => {
   it("without EVENT_IDX, prepareKick(true) honours VRING_AVAIL_F_NO_INTERRUPT [VQ-NO-INTERRUPT]", () => {
     const p = new Pair(16);
     expect(p.prepareKick(true)).toBe(true);
-    p.drv.setAvailFlags(S.VRING_AVAIL_F_NO_INTERRUPT);
+    p.drv.setAvailFlags(VRING_AVAIL_F_NO_INTERRUPT);
     expect(p.prepareKick(true)).toBe(false);
     expect(p.prepareKick()).toBe(true);
     // With EVENT_IDX the flag is ignored.
@@ -753,9 +762,9 @@ describe("SplitQueue reset and inactive queues", () => {
     ]);
     p.m.recorder = (a, l) => {
       if (
-        !inside(a, l, descTable, 16 * size) &&
-        !inside(a, l, availRing, 6 + 2 * size) &&
-        !inside(a, l, usedRing, 6 + 8 * size)
+        !inside(a, l, descTable, descTableBytes(size)) &&
+        !inside(a, l, availRing, availRingBytes(size)) &&
+        !inside(a, l, usedRing, usedRingBytes(size))
       )
         bad.push([a, l]);
     };

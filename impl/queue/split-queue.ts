@@ -12,13 +12,26 @@
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import type { QueueError, SpecQueue } from "../../spec/queue.ts";
+import * as wire from "../../wire/split.ts";
 import { DescriptorChain } from "./descriptor-chain.ts";
 
 export type { QueueConfig, QueueError, SpecQueue } from "../../spec/queue.ts";
 
-export const MAX_QUEUE_SIZE = 32768;
-export const VRING_AVAIL_F_NO_INTERRUPT = 1;
-export const VRING_USED_F_NO_NOTIFY = 1;
+// Module-local copies of the wire layout: V8 folds a module's own consts into inlined code but
+// loads an imported binding from its cell on every use (see descriptor-chain.ts).
+const AVAIL_FLAGS = wire.AVAIL_FLAGS;
+const AVAIL_IDX = wire.AVAIL_IDX;
+const AVAIL_RING = wire.AVAIL_RING;
+const AVAIL_ELEM_SIZE = wire.AVAIL_ELEM_SIZE;
+const USED_FLAGS = wire.USED_FLAGS;
+const USED_IDX = wire.USED_IDX;
+const USED_RING = wire.USED_RING;
+const USED_ELEM_SIZE = wire.USED_ELEM_SIZE;
+const USED_ELEM_ID = wire.USED_ELEM_ID;
+const USED_ELEM_LEN = wire.USED_ELEM_LEN;
+const MAX_QUEUE_SIZE = wire.MAX_QUEUE_SIZE;
+const VRING_AVAIL_F_NO_INTERRUPT = wire.VRING_AVAIL_F_NO_INTERRUPT;
+const VRING_USED_F_NO_NOTIFY = wire.VRING_USED_F_NO_NOTIFY;
 
 /** Why the last `popInto` / `popOrEnableNotificationInto` returned false. */
 export const PopStatus = {
@@ -159,20 +172,25 @@ export class SplitQueue {
     if (!(Number.isInteger(size) && isPow2(size) && size <= this.maxSize && size <= MAX_QUEUE_SIZE)) {
       return err({ _tag: "InvalidSize", size, maxSize: this.maxSize });
     }
-    if ((this._descTable & 15n) !== 0n) return err({ _tag: "InvalidDescTableAlign", addr: this._descTable });
-    if ((this._availRing & 1n) !== 0n) return err({ _tag: "InvalidAvailRingAlign", addr: this._availRing });
-    if ((this._usedRing & 3n) !== 0n) return err({ _tag: "InvalidUsedRingAlign", addr: this._usedRing });
-    const n = BigInt(size);
-    const desc = memory.tryLocate(this._descTable, 16n * n, false);
+    if (this._descTable % BigInt(wire.DESC_TABLE_ALIGN) !== 0n)
+      return err({ _tag: "InvalidDescTableAlign", addr: this._descTable });
+    if (this._availRing % BigInt(wire.AVAIL_RING_ALIGN) !== 0n)
+      return err({ _tag: "InvalidAvailRingAlign", addr: this._availRing });
+    if (this._usedRing % BigInt(wire.USED_RING_ALIGN) !== 0n)
+      return err({ _tag: "InvalidUsedRingAlign", addr: this._usedRing });
+    const descLen = BigInt(wire.descTableBytes(size));
+    const desc = memory.tryLocate(this._descTable, descLen, false);
     if (!desc.ok)
-      return err({ _tag: "RingOutOfMemory", ring: "descTable", addr: this._descTable, len: 16n * n });
+      return err({ _tag: "RingOutOfMemory", ring: "descTable", addr: this._descTable, len: descLen });
     // The device only reads the avail ring (VQ-DEVICE-ACCESS); say so to a recorder.
-    const avail = memory.tryLocate(this._availRing, 6n + 2n * n, false);
+    const availLen = BigInt(wire.availRingBytes(size));
+    const avail = memory.tryLocate(this._availRing, availLen, false);
     if (!avail.ok)
-      return err({ _tag: "RingOutOfMemory", ring: "availRing", addr: this._availRing, len: 6n + 2n * n });
-    const used = memory.tryLocate(this._usedRing, 6n + 8n * n, true);
+      return err({ _tag: "RingOutOfMemory", ring: "availRing", addr: this._availRing, len: availLen });
+    const usedLen = BigInt(wire.usedRingBytes(size));
+    const used = memory.tryLocate(this._usedRing, usedLen, true);
     if (!used.ok)
-      return err({ _tag: "RingOutOfMemory", ring: "usedRing", addr: this._usedRing, len: 6n + 8n * n });
+      return err({ _tag: "RingOutOfMemory", ring: "usedRing", addr: this._usedRing, len: usedLen });
     this.mem = memory;
     this.size = size;
     this.mask = size - 1;
@@ -224,15 +242,16 @@ export class SplitQueue {
   /** avail.idx as the driver wrote it; 0 when inactive (VQ-INACTIVE). */
   availIdx(): number {
     if (!this.active) return 0;
-    this.note(this.availN + 2, 2, false);
-    return this.availView.getUint16(this.availOff + 2, true);
+    this.note(this.availN + AVAIL_IDX, 2, false);
+    return this.availView.getUint16(this.availOff + AVAIL_IDX, true);
   }
 
   /** avail.ring[slot] for slot < size (Kani verify_avail_ring_ring_get); -1 when inactive or slot out of range. */
   readAvailRing(slot: number): number {
     if (!this.active || slot >>> 0 !== slot || slot >= this.size) return -1;
-    this.note(this.availN + 4 + 2 * slot, 2, false);
-    return this.availView.getUint16(this.availOff + 4 + 2 * slot, true);
+    const o = wire.availSlotOffset(slot);
+    this.note(this.availN + o, 2, false);
+    return this.availView.getUint16(this.availOff + o, true);
   }
 
   /** VQ-LEN: chains the driver has made available and the device has not popped. */
@@ -250,14 +269,14 @@ export class SplitQueue {
     return ok(this.readUsedEvent());
   }
   private readUsedEvent(): number {
-    const o = 4 + 2 * this.size;
+    const o = wire.usedEventOffset(this.size);
     this.note(this.availN + o, 2, false);
     return this.availView.getUint16(this.availOff + o, true);
   }
   /** VQ-EVENT-FIELDS: used.avail_event as last written. */
   availEvent(): Result<number, QueueError> {
     if (!this.active) return ERR_NOT_READY;
-    const o = 4 + 8 * this.size;
+    const o = wire.availEventOffset(this.size);
     this.note(this.usedN + o, 2, false);
     return ok(this.usedView.getUint16(this.usedOff + o, true));
   }
@@ -268,17 +287,17 @@ export class SplitQueue {
     return OK_VOID;
   }
   private writeAvailEvent(v: number): void {
-    const o = 4 + 8 * this.size;
+    const o = wire.availEventOffset(this.size);
     this.note(this.usedN + o, 2, true);
     this.usedView.setUint16(this.usedOff + o, v, true);
   }
   private readUsedFlags(): number {
-    this.note(this.usedN, 2, false);
-    return this.usedView.getUint16(this.usedOff, true);
+    this.note(this.usedN + USED_FLAGS, 2, false);
+    return this.usedView.getUint16(this.usedOff + USED_FLAGS, true);
   }
   private writeUsedFlags(v: number): void {
-    this.note(this.usedN, 2, true);
-    this.usedView.setUint16(this.usedOff, v, true);
+    this.note(this.usedN + USED_FLAGS, 2, true);
+    this.usedView.setUint16(this.usedOff + USED_FLAGS, v, true);
   }
 
   // ---- pop
@@ -294,9 +313,12 @@ export class SplitQueue {
     const mem = this.mem;
     if (mem === null || mem.recorder !== null || chain.boundTo !== this.token) return this.popSlow(chain);
     const next = this._nextAvail;
-    const n = (this.availView.getUint16(this.availOff + 2, true) - next) & 0xffff;
+    const n = (this.availView.getUint16(this.availOff + AVAIL_IDX, true) - next) & 0xffff;
     if (n === 0 || n > this.size) return this.popNone(n);
-    const head = this.availView.getUint16(this.availOff + 4 + 2 * (next & this.mask), true);
+    const head = this.availView.getUint16(
+      this.availOff + AVAIL_RING + AVAIL_ELEM_SIZE * (next & this.mask),
+      true,
+    );
     if (!chain.loadBound(head)) return this.popNone(-1);
     this._nextAvail = (next + 1) & 0xffff;
     return true;
@@ -306,10 +328,10 @@ export class SplitQueue {
   private popSlow(chain: DescriptorChain): boolean {
     if (!this.active) return this.popError(NOT_READY);
     const recording = this.mem!.recorder !== null;
-    if (recording) this.noteAvail(2);
-    const n = (this.availView.getUint16(this.availOff + 2, true) - this._nextAvail) & 0xffff;
+    if (recording) this.noteAvail(AVAIL_IDX);
+    const n = (this.availView.getUint16(this.availOff + AVAIL_IDX, true) - this._nextAvail) & 0xffff;
     if (n === 0 || n > this.size) return this.popNone(n);
-    const o = 4 + 2 * (this._nextAvail & this.mask);
+    const o = wire.availSlotOffset(this._nextAvail & this.mask);
     if (recording) this.noteAvail(o);
     const head = this.availView.getUint16(this.availOff + o, true);
     if (chain.boundTo !== this.token) this.bindChain(chain);
@@ -392,9 +414,9 @@ export class SplitQueue {
       return this.addUsedSlow(index, len);
     }
     const used = this._nextUsed;
-    const o = this.usedOff + 4 + 8 * (used & this.mask);
-    this.usedView.setUint32(o, index, true);
-    this.usedView.setUint32(o + 4, len >>> 0, true);
+    const o = this.usedOff + USED_RING + USED_ELEM_SIZE * (used & this.mask);
+    this.usedView.setUint32(o + USED_ELEM_ID, index, true);
+    this.usedView.setUint32(o + USED_ELEM_LEN, len >>> 0, true);
     this._nextUsed = (used + 1) & 0xffff;
     return OK_VOID;
   }
@@ -403,10 +425,10 @@ export class SplitQueue {
     if (!this.active) return ERR_NOT_READY;
     if (index >>> 0 !== index || index >= this.size) return err({ _tag: "DescIndexOutOfBounds", index });
     const slot = this._nextUsed & this.mask;
-    this.note(this.usedN + 4 + 8 * slot, 8, true);
-    const o = this.usedOff + 4 + 8 * slot;
-    this.usedView.setUint32(o, index, true);
-    this.usedView.setUint32(o + 4, len >>> 0, true);
+    this.note(this.usedN + wire.usedSlotOffset(slot), USED_ELEM_SIZE, true);
+    const o = this.usedOff + wire.usedSlotOffset(slot);
+    this.usedView.setUint32(o + USED_ELEM_ID, index, true);
+    this.usedView.setUint32(o + USED_ELEM_LEN, len >>> 0, true);
     this._nextUsed = (this._nextUsed + 1) & 0xffff;
     return OK_VOID;
   }
@@ -414,8 +436,8 @@ export class SplitQueue {
   /** VQ-PUBLISH-USED: used.idx = next_used. */
   publishUsed(): Result<void, QueueError> {
     if (!this.active) return ERR_NOT_READY;
-    this.note(this.usedN + 2, 2, true);
-    this.usedView.setUint16(this.usedOff + 2, this._nextUsed, true);
+    this.note(this.usedN + USED_IDX, 2, true);
+    this.usedView.setUint16(this.usedOff + USED_IDX, this._nextUsed, true);
     return OK_VOID;
   }
 
@@ -426,15 +448,14 @@ export class SplitQueue {
     if (!this.active) return false;
     if (!this._eventIdx) {
       if (!honourNoInterrupt) return true;
-      this.note(this.availN, 2, false);
-      return (this.availView.getUint16(this.availOff, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+      this.note(this.availN + AVAIL_FLAGS, 2, false);
+      return (this.availView.getUint16(this.availOff + AVAIL_FLAGS, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
     }
     const event = this.readUsedEvent();
     const used = this._nextUsed;
     const added = this.numAdded;
     this.kickBase = used;
-    // Linux vring_need_event(event, new = used, old = used - added).
-    return ((used - event - 1) & 0xffff) < added;
+    return wire.vringNeedEvent(event, used, used - added);
   }
 
   /** VQ-TRY-ENABLE-NOTIFICATION. */

@@ -16,9 +16,20 @@ import { SplitQueue } from "../../impl/queue/split-queue.ts";
 import * as S from "../../spec/queue.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
 import type { Result } from "../../spec/result.ts";
+import {
+  AVAIL_IDX,
+  DESC_FLAGS,
+  DESC_LEN,
+  VIRTQ_DESC_F_INDIRECT,
+  availRingBytes,
+  availSlotOffset,
+  descOffset,
+  descTableBytes,
+  encodeDescriptor,
+  usedRingBytes,
+} from "../../wire/split.ts";
 import { buildMemories, inLayout } from "./memory.ts";
 import {
-  encodeDescriptor,
   queuePlacementArb,
   rawDescriptorArb,
   type QueuePlacement,
@@ -104,18 +115,18 @@ export const ringRanges = (p: {
   usedRing: number;
   size: number;
 }): RingRanges => ({
-  desc: [p.descTable, p.descTable + 16 * p.size],
-  avail: [p.availRing, p.availRing + 6 + 2 * p.size],
-  used: [p.usedRing, p.usedRing + 6 + 8 * p.size],
+  desc: [p.descTable, p.descTable + descTableBytes(p.size)],
+  avail: [p.availRing, p.availRing + availRingBytes(p.size)],
+  used: [p.usedRing, p.usedRing + usedRingBytes(p.size)],
 });
 
 /** Writes the arbitrary parts of `s` into memory and builds both queues, initialized. */
 export const buildQueueState = (s: QueueState): BuiltQueue => {
   const p = s.placement;
   const { impl: mem } = buildMemories(p.layout, s.seed);
-  for (const [i, d] of s.planted) mem.tryWrite(BigInt(p.descTable + 16 * i), encodeDescriptor(d));
-  s.heads.forEach((h, k) => mem.writeU16(p.availRing + 4 + 2 * ((s.nextAvail + k) % p.size), h));
-  if (s.ahead !== undefined) mem.writeU16(p.availRing + 2, (s.nextAvail + s.ahead) & 0xffff);
+  for (const [i, d] of s.planted) mem.tryWrite(BigInt(p.descTable + descOffset(i)), encodeDescriptor(d));
+  s.heads.forEach((h, k) => mem.writeU16(p.availRing + availSlotOffset((s.nextAvail + k) % p.size), h));
+  if (s.ahead !== undefined) mem.writeU16(p.availRing + AVAIL_IDX, (s.nextAvail + s.ahead) & 0xffff);
   const impl = new SplitQueue(s.maxSize);
   const config = {
     size: p.size,
@@ -224,11 +235,11 @@ export const inIndirectTable = (mem: GuestMemory, p: QueuePlacement, a: Access):
   const start = BigInt(a.addr);
   const end = start + BigInt(a.len);
   for (let i = 0; i < p.size; i++) {
-    const at = p.descTable + 16 * i;
-    const flags = mem.readU16(at + 12);
-    if ((flags & S.VIRTQ_DESC_F_INDIRECT) === 0) continue;
+    const at = p.descTable + descOffset(i);
+    const flags = mem.readU16(at + DESC_FLAGS);
+    if ((flags & VIRTQ_DESC_F_INDIRECT) === 0) continue;
     const addr = mem.readU64(at)!;
-    const len = BigInt(mem.readU32(at + 8));
+    const len = BigInt(mem.readU32(at + DESC_LEN));
     if (addr <= start && end <= addr + len) return true;
   }
   return false;

@@ -4,8 +4,7 @@
  * chain shapes. Plain data plus small helpers; nothing here depends on SplitQueue, so
  * any subject (iovec, vsock, net) can lay out queues with them.
  *
- * Split-ring layout (CHAIN-DESC-LAYOUT, VIRTIO 1.2 §2.7): descriptor table 16*size bytes,
- * 16-aligned; avail ring 6+2*size bytes, 2-aligned; used ring 6+8*size bytes, 4-aligned.
+ * Split-ring sizes and alignments come from wire/split.ts (CHAIN-DESC-LAYOUT, VQ-LAYOUT).
  *
  *   fc.property(queuePlacementArb({ maxSize: 32768 }), fc.integer(), (q, seed) => {
  *     const { impl, spec } = buildMemories(q.layout, seed);   // from ./memory.ts
@@ -13,19 +12,26 @@
  *   })
  */
 import fc from "fast-check";
+import {
+  AVAIL_RING_ALIGN,
+  DESC_SIZE,
+  DESC_TABLE_ALIGN,
+  MAX_QUEUE_SIZE,
+  USED_RING_ALIGN,
+  availRingBytes,
+  descTableBytes,
+  usedRingBytes,
+} from "../../wire/split.ts";
 import { ADDRESS_LIMIT, U64_MAX, type MemoryLayout, type RegionLayout } from "./memory.ts";
-
-export const MAX_QUEUE_SIZE = 32768;
 
 /** Bytes of each ring for a queue of `size` entries. */
 export const ringBytes = (size: number): { desc: number; avail: number; used: number } => ({
-  desc: 16 * size,
-  avail: 6 + 2 * size,
-  used: 6 + 8 * size,
+  desc: descTableBytes(size),
+  avail: availRingBytes(size),
+  used: usedRingBytes(size),
 });
 
-/** Alignment VIRTIO demands of each ring (§2.7: 16, 2, 4). */
-export const RING_ALIGN = { desc: 16, avail: 2, used: 4 } as const;
+const RING_ALIGN = { desc: DESC_TABLE_ALIGN, avail: AVAIL_RING_ALIGN, used: USED_RING_ALIGN } as const;
 
 /**
  * A power of two in 1..=max: mostly small (cheap, and where wrap-around happens often),
@@ -232,9 +238,9 @@ export const anyRingsArb = (
 ): fc.Arbitrary<{ descTable: bigint; availRing: bigint; usedRing: bigint }> => {
   const b = ringBytes(size);
   return fc.record({
-    descTable: ringAddressArb(layout, b.desc, 16),
-    availRing: ringAddressArb(layout, b.avail, 2),
-    usedRing: ringAddressArb(layout, b.used, 4),
+    descTable: ringAddressArb(layout, b.desc, DESC_TABLE_ALIGN),
+    availRing: ringAddressArb(layout, b.avail, AVAIL_RING_ALIGN),
+    usedRing: ringAddressArb(layout, b.used, USED_RING_ALIGN),
   });
 };
 
@@ -272,7 +278,7 @@ export const rawDescriptorArb = (
     ),
     len: fc.oneof(
       fc.integer({ min: 0, max: 64 }),
-      fc.integer({ min: 1, max: 16 }).map((n) => n * 16),
+      fc.integer({ min: 1, max: 16 }).map((n) => n * DESC_SIZE),
       fc.constantFrom(0xffff_ffff, 0x8000_0000, 0xffff0, 0x10_0000),
       fc.nat(0xffff_ffff),
     ),
@@ -282,17 +288,6 @@ export const rawDescriptorArb = (
       { weight: 1, arbitrary: fc.nat(0xffff) },
     ),
   });
-
-/** Writes a raw descriptor at entry `index` of the table at `table` into little-endian bytes. */
-export const encodeDescriptor = (d: RawDescriptor): Uint8Array => {
-  const out = new Uint8Array(16);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(0, BigInt.asUintN(64, d.addr), true);
-  v.setUint32(8, d.len >>> 0, true);
-  v.setUint16(12, d.flags & 0xffff, true);
-  v.setUint16(14, d.next & 0xffff, true);
-  return out;
-};
 
 /** One buffer of a chain as a driver adds it. */
 export interface BufferSpec {

@@ -501,6 +501,23 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
   it("a back-end that never answers: a typed timeout naming the step, nothing left open", async () => {
     expect(await setupError(() => {})).toMatch(/^GET_FEATURES: the back-end did not answer within 300 ms/);
   });
+  it("a spawned back-end that never answers: the step is named after --timeout (not the start-up wait), the process and its socket are gone", async () => {
+    const s = sock();
+    const before = openFds();
+    const t0 = Date.now();
+    const r = await run(
+      base(s, {
+        timeoutMs: 300,
+        spawn: `exec node -e "require('net').createServer(() => {}).listen(process.argv[1])" ${s}`,
+      }),
+    );
+    expect("_tag" in r ? r.message : "no failure").toMatch(
+      /^GET_FEATURES: the back-end did not answer within 300 ms/,
+    );
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(existsSync(s)).toBe(false);
+    expect(openFds()).toBe(before);
+  }, 60_000);
   it("garbage, a reply to another request, a closed socket: one line naming the step", async () => {
     expect(await setupError((c) => c.once("data", () => c.write(Buffer.alloc(12, 0xff))))).toMatch(
       /^GET_FEATURES: unreadable reply/,

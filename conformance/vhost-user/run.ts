@@ -270,7 +270,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       const fe: Frontend = yield* connectFrontend({
         socketPath: opts.socket,
         mode: opts.listen ? "listen" : "connect",
+        // A spawned back-end may take a while to listen; its replies get --timeout like any other.
         timeoutMs: sp !== null ? Math.max(opts.timeoutMs, 60_000) : opts.timeoutMs,
+        replyTimeoutMs: opts.timeoutMs,
         stillWaiting: exitLine,
       }).pipe(
         Effect.mapError((e) => {

@@ -373,6 +373,31 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(openFds()).toBe(before);
   }, 120_000);
 
+  it("our vsock back-end spawned as a user runs it (npx tsx sim vhost-user --uds): the stream rules hold and no socket is left behind [VUF-VSOCK-STREAM VUF-VSOCK-CREDIT]", async () => {
+    const s = sock();
+    const uds = join(dir, `spawned${n++}`);
+    const r = asResult(
+      await run(
+        base(s, {
+          device: "vsock",
+          vsockHost: uds,
+          steps: 6,
+          seed: 23,
+          timeoutMs: 3000,
+          spawn: `npx tsx sim vhost-user --device vsock --socket ${s} --uds ${uds}`,
+        }),
+      ),
+    );
+    expect(r.stepsRun).toBe(6);
+    for (const id of ["VUF-VSOCK-STREAM", "VUF-VSOCK-CREDIT", "VUF-WRITE-BOUNDS"] as const) {
+      expect(rule(r, id).checks, id).toBeGreaterThan(0);
+      expect(rule(r, id).failures, `${id}: ${rule(r, id).first?.detail}`).toBe(0);
+    }
+    expect(
+      readdirSync(dir).filter((f) => f.startsWith(`spawned${n - 1}`) || f === s.split("/").pop()),
+    ).toEqual([]);
+  }, 180_000);
+
   it("a planted flipped byte in the device's RW data is caught by the stream rule, and the seed replays it [VUF-VSOCK-STREAM]", async () => {
     const once = async (): Promise<RunResult> =>
       asResult(

@@ -258,7 +258,10 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       // ---- the back-end
       let spawned: Spawned | null = null;
       if (opts.spawn !== undefined) {
-        spawned = yield* spawnBackend(opts.spawn, opts.listen ? undefined : opts.socket);
+        spawned = yield* spawnBackend(opts.spawn, [
+          ...(opts.listen ? [] : [opts.socket]),
+          ...(opts.vsockHost !== undefined ? [opts.vsockHost] : []),
+        ]);
         log(`spawned back-end (pid ${spawned.pid}): ${opts.spawn}`);
       }
       const sp = spawned;

@@ -1202,7 +1202,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             else check("VUF-VSOCK-RST", false, () => `${what} got no RST`);
           }
         }
-        if (streams !== null && !hostileSeen) streams.finish(rings[0]!.outstanding.size);
+        if (streams !== null && !hostileSeen) {
+          streams.finish(rings[0]!.outstanding.size);
+          result.notes.push(
+            `vsock streams: ${streams.opened} connection(s) opened, ${streams.bytesToHost} bytes guest -> host, ${streams.bytesToGuest} bytes host -> guest`,
+          );
+        }
         if (!hostileSeen && opts.device === "net") {
           if (rxObserved === null)
             result.notes.push(

@@ -373,6 +373,31 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(openFds()).toBe(before);
   }, 120_000);
 
+  it("our vsock back-end spawned as a user runs it (npx tsx sim vhost-user --uds): the stream rules hold and no socket is left behind [VUF-VSOCK-STREAM VUF-VSOCK-CREDIT]", async () => {
+    const s = sock();
+    const uds = join(dir, `spawned${n++}`);
+    const r = asResult(
+      await run(
+        base(s, {
+          device: "vsock",
+          vsockHost: uds,
+          steps: 6,
+          seed: 23,
+          timeoutMs: 3000,
+          spawn: `npx tsx sim vhost-user --device vsock --socket ${s} --uds ${uds}`,
+        }),
+      ),
+    );
+    expect(r.stepsRun).toBe(6);
+    for (const id of ["VUF-VSOCK-STREAM", "VUF-VSOCK-CREDIT", "VUF-WRITE-BOUNDS"] as const) {
+      expect(rule(r, id).checks, id).toBeGreaterThan(0);
+      expect(rule(r, id).failures, `${id}: ${rule(r, id).first?.detail}`).toBe(0);
+    }
+    expect(
+      readdirSync(dir).filter((f) => f.startsWith(`spawned${n - 1}`) || f === s.split("/").pop()),
+    ).toEqual([]);
+  }, 180_000);
+
   it("a planted flipped byte in the device's RW data is caught by the stream rule, and the seed replays it [VUF-VSOCK-STREAM]", async () => {
     const once = async (): Promise<RunResult> =>
       asResult(
@@ -501,6 +526,23 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
   it("a back-end that never answers: a typed timeout naming the step, nothing left open", async () => {
     expect(await setupError(() => {})).toMatch(/^GET_FEATURES: the back-end did not answer within 300 ms/);
   });
+  it("a spawned back-end that never answers: the step is named after --timeout (not the start-up wait), the process and its socket are gone", async () => {
+    const s = sock();
+    const before = openFds();
+    const t0 = Date.now();
+    const r = await run(
+      base(s, {
+        timeoutMs: 300,
+        spawn: `exec node -e "require('net').createServer(() => {}).listen(process.argv[1])" ${s}`,
+      }),
+    );
+    expect("_tag" in r ? r.message : "no failure").toMatch(
+      /^GET_FEATURES: the back-end did not answer within 300 ms/,
+    );
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(existsSync(s)).toBe(false);
+    expect(openFds()).toBe(before);
+  }, 60_000);
   it("garbage, a reply to another request, a closed socket: one line naming the step", async () => {
     expect(await setupError((c) => c.once("data", () => c.write(Buffer.alloc(12, 0xff))))).toMatch(
       /^GET_FEATURES: unreadable reply/,

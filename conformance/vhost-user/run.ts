@@ -258,7 +258,10 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       // ---- the back-end
       let spawned: Spawned | null = null;
       if (opts.spawn !== undefined) {
-        spawned = yield* spawnBackend(opts.spawn, opts.listen ? undefined : opts.socket);
+        spawned = yield* spawnBackend(opts.spawn, [
+          ...(opts.listen ? [] : [opts.socket]),
+          ...(opts.vsockHost !== undefined ? [opts.vsockHost] : []),
+        ]);
         log(`spawned back-end (pid ${spawned.pid}): ${opts.spawn}`);
       }
       const sp = spawned;
@@ -270,7 +273,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       const fe: Frontend = yield* connectFrontend({
         socketPath: opts.socket,
         mode: opts.listen ? "listen" : "connect",
+        // A spawned back-end may take a while to listen; its replies get --timeout like any other.
         timeoutMs: sp !== null ? Math.max(opts.timeoutMs, 60_000) : opts.timeoutMs,
+        replyTimeoutMs: opts.timeoutMs,
         stillWaiting: exitLine,
       }).pipe(
         Effect.mapError((e) => {
@@ -1197,7 +1202,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             else check("VUF-VSOCK-RST", false, () => `${what} got no RST`);
           }
         }
-        if (streams !== null && !hostileSeen) streams.finish(rings[0]!.outstanding.size);
+        if (streams !== null && !hostileSeen) {
+          streams.finish(rings[0]!.outstanding.size);
+          result.notes.push(
+            `vsock streams: ${streams.opened} connection(s) opened, ${streams.bytesToHost} bytes guest -> host, ${streams.bytesToGuest} bytes host -> guest`,
+          );
+        }
         if (!hostileSeen && opts.device === "net") {
           if (rxObserved === null)
             result.notes.push(

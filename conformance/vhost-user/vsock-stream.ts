@@ -132,10 +132,9 @@ const MAX_CONNS = 3;
 export class VsockStreams {
   private readonly conns = new Map<number, Conn>();
   private nextPort: number;
-  private step = 0;
   /** Sockets accepted and not yet given to a connection. */
   private taken = 0;
-  /** Connections opened and completed, for the summary. */
+  /** Connections opened and bytes sent each way (the run's summary note). */
   opened = 0;
   bytesToHost = 0;
   bytesToGuest = 0;
@@ -164,11 +163,6 @@ export class VsockStreams {
     c.state = to;
   }
 
-  /** Connections open now (the summary line). */
-  get established(): number {
-    return [...this.conns.values()].filter((c) => c.state === "Established").length;
-  }
-
   /** Adopts sockets the device opened towards the host port (one REQUEST is pending at a time). */
   private adopt(): void {
     const acc = this.d.host.accepted;
@@ -192,7 +186,6 @@ export class VsockStreams {
 
   /** This round's packets and host writes. `last`: grant all credit, write nothing new. */
   plan(step: number, last: boolean): void {
-    this.step = step;
     const { rng } = this.d;
     this.adopt();
     const live = [...this.conns.values()].filter((c) => c.state !== "Killed");

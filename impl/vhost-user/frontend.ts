@@ -391,6 +391,8 @@ export interface ConnectOptions {
   readonly mode?: "connect" | "listen";
   /** How long to wait for the socket to accept (or for the back-end to connect). */
   readonly timeoutMs: number;
+  /** Bound on each wait for a reply once connected (default `timeoutMs`). */
+  readonly replyTimeoutMs?: number;
   /** Called before each connect retry (e.g. to notice that a spawned back-end died); a string stops waiting with that reason. */
   readonly stillWaiting?: () => string | null;
 }
@@ -406,6 +408,7 @@ export const connectFrontend = (
     const io = yield* fdio.pipe(Effect.mapError(native("load native bindings")));
     const poller = yield* Poller.make(io).pipe(Effect.mapError(native("poller")));
     const deadline = Date.now() + options.timeoutMs;
+    const replyMs = options.replyTimeoutMs ?? options.timeoutMs;
     const step =
       options.mode === "listen" ? `accept on ${options.socketPath}` : `connect ${options.socketPath}`;
     const timeout: FrontendError = { _tag: "FrontendTimeout", step, ms: options.timeoutMs };
@@ -413,7 +416,7 @@ export const connectFrontend = (
       const listener = yield* acquireUnixListener(io, options.socketPath).pipe(Effect.mapError(native(step)));
       for (;;) {
         const fd = acceptUnix(io, listener);
-        if (fd >= 0) return new Frontend(io, yield* ownFd(io, fd), poller, options.timeoutMs);
+        if (fd >= 0) return new Frontend(io, yield* ownFd(io, fd), poller, replyMs);
         if (fd !== -11 && fd !== -4)
           return yield* Effect.fail(
             native(step)({
@@ -433,7 +436,7 @@ export const connectFrontend = (
     }
     for (;;) {
       const fd = connectUnix(io, options.socketPath);
-      if (fd >= 0) return new Frontend(io, yield* ownFd(io, fd), poller, options.timeoutMs);
+      if (fd >= 0) return new Frontend(io, yield* ownFd(io, fd), poller, replyMs);
       if (fd !== -ENOENT && fd !== -ECONNREFUSED)
         return yield* Effect.fail(
           native(step)({

@@ -234,8 +234,5 @@ export class CapturingBackend implements NetBackendShape {
   }
 }
 
-export const LoopbackLayer = (opts: FrameBackendOptions = {}): Layer.Layer<NetBackend> =>
-  Layer.sync(NetBackend, () => new LoopbackBackend(opts));
-
 export const CapturingLayer = (backend: CapturingBackend): Layer.Layer<NetBackend> =>
   Layer.succeed(NetBackend, backend);

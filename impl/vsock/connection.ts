@@ -216,6 +216,8 @@ export class VsockConnection {
   /** The host finished writing: after fromHost drains, SHUTDOWN(SEND) goes to the guest. */
   hostEof = false;
   private hostEofSent = false;
+  /** When the host closed after its EOF, in clock ms; -1 when it has not (see hostClose). */
+  private closedAt = -1;
   private pendingRequest = false;
   private pendingResponse = false;
   private pendingRst = false;
@@ -413,6 +415,13 @@ export class VsockConnection {
   /** The host closed the connection entirely (VSOCK-CONN-SHUTDOWN, state LocalClosed). */
   hostClose(now: number): void {
     if (this.isKilled || this.state === "LocalClosed") return;
+    if (this.hostEof && !this.hostEofSent && this.dataState()) {
+      // An orderly close after the host's last bytes (a socket's 'end', then 'close'): those
+      // bytes and the SHUTDOWN(SEND) still go to the guest first, as credit allows; the close
+      // takes effect once they are out.
+      this.closedAt = now;
+      return;
+    }
     if (this.state !== "Established") {
       // During the handshake a host close is a reset; after a peer shutdown it ends the connection.
       this.kill(this.state === "PeerClosed" ? "LocalShutdown" : "Rst", true);
@@ -512,6 +521,7 @@ export class VsockConnection {
     if (this.hostEof && !this.hostEofSent && this.fromHost.length === 0 && this.dataState()) {
       this.hostEofSent = true;
       this.fill(hdr, VSOCK_OP_SHUTDOWN, 0, VSOCK_FLAGS_SHUTDOWN_SEND);
+      if (this.closedAt >= 0) this.hostClose(this.closedAt);
       return VSOCK_PKT_HDR_SIZE;
     }
     if (this.pendingCreditUpdate) {

@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- <filter>]`: runs every bench/*.bench.ts (or those whose file name
- * contains the filter) and writes reports/bench.json and reports/bench.md.
+ * `npm run bench [-- <filter>...]`: runs every bench/*.bench.ts (or those whose file name
+ * contains one of the filters) and writes reports/bench.json and reports/bench.md.
  */
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -9,18 +9,23 @@ import { cpus } from "node:os";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
 import { reportsDir, root } from "../scripts/paths.ts";
 
-const filter = process.argv[2];
+const filters = process.argv.slice(2);
+const filter = filters[0];
 if (filter === "--help" || filter === "-h") {
-  console.log("usage: npm run bench [-- <filter>]\n  runs bench/*.bench.ts whose name contains <filter>");
+  console.log(
+    "usage: npm run bench [-- <filter>...]\n  runs bench/*.bench.ts whose name contains one of the filters",
+  );
   process.exit(0);
 }
 const dir = join(root, "bench");
 const files = readdirSync(dir)
-  .filter((f) => f.endsWith(".bench.ts") && (filter === undefined || f.includes(filter)))
+  .filter((f) => f.endsWith(".bench.ts") && (filters.length === 0 || filters.some((x) => f.includes(x))))
   .sort();
 if (files.length === 0) {
   console.error(
-    `bench: no benchmark matches ${JSON.stringify(filter)}; have: ${readdirSync(dir)
+    `bench: no benchmark matches ${filters.map((x) => JSON.stringify(x)).join(" or ")}; have: ${readdirSync(
+      dir,
+    )
       .filter((f) => f.endsWith(".bench.ts"))
       .join(", ")}`,
   );

@@ -18,7 +18,7 @@
  * IoVecBufferMut, and fixed scratch arrays. Guest input never throws: every broken chain
  * is completed, counted, and the next one is served (NET-HOSTILE).
  */
-import { Effect, Option, type Scope } from "effect";
+import { Effect, Latch, Option, type Scope } from "effect";
 import {
   maxFrameLength,
   type ConfigError,
@@ -468,22 +468,15 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
    */
   private starved = false;
   private rxPart: ChainPart | null = null;
-  private kickWaiters: (() => void)[] = [];
+  /** Kept closed: opening it wakes every fiber waiting for a kick, and it closes again. */
+  private readonly kicked = Latch.makeUnsafe(false);
 
   private wakeKickWaiters(): void {
-    if (this.kickWaiters.length === 0) return;
-    const w = this.kickWaiters;
-    this.kickWaiters = [];
-    for (const f of w) f();
+    this.kicked.openUnsafe();
+    this.kicked.closeUnsafe();
   }
 
-  private readonly waitKick: Effect.Effect<void> = Effect.callback<void>((resume) => {
-    const done = (): void => resume(Effect.void);
-    this.kickWaiters.push(done);
-    return Effect.sync(() => {
-      this.kickWaiters = this.kickWaiters.filter((w) => w !== done);
-    });
-  });
+  private readonly waitKick: Effect.Effect<void> = this.kicked.await;
 
   private rxSingle(memory: GuestMemory, chain: DeviceChain): number {
     const queue = this.queues[RX_QUEUE]!;

@@ -11,6 +11,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { rmSync } from "node:fs";
+import { Effect, Latch } from "effect";
 import type { VsockConnection } from "./connection.ts";
 import type { HostPort, VsockMuxer } from "./muxer.ts";
 
@@ -31,8 +32,8 @@ export class UnixSocketBackend implements HostPort {
   private muxer: VsockMuxer | null = null;
   private readonly sockets = new Set<Socket>();
   private readonly paused = new Map<Socket, VsockConnection>();
-  private waiters: (() => void)[] = [];
-  private dirty = false;
+  /** Open from a socket event until someone waits for it (`activity`). */
+  private readonly active = Latch.makeUnsafe(false);
   /** Connections with guest bytes to write, flushed once per synchronous round (see hostData). */
   private readonly toFlush = new Set<VsockConnection>();
   private flushScheduled = false;
@@ -74,23 +75,21 @@ export class UnixSocketBackend implements HostPort {
     muxer.host = this;
   }
 
-  /** Resolves when a socket event happened since the last call (data, connect, close, flush). */
+  /** Completes when a socket event happened since the last wait (data, connect, close, flush). */
+  readonly awaitActivity: Effect.Effect<void> = Effect.andThen(
+    this.active.await,
+    Effect.sync(() => {
+      this.active.closeUnsafe();
+    }),
+  );
+
+  /** `awaitActivity` as a promise. */
   activity(): Promise<void> {
-    if (this.dirty) {
-      this.dirty = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return this.active.closeUnsafe() ? Promise.resolve() : Effect.runPromise(this.awaitActivity);
   }
 
   private signal(): void {
-    const w = this.waiters;
-    if (w.length === 0) {
-      this.dirty = true;
-      return;
-    }
-    this.waiters = [];
-    for (const f of w) f();
+    this.active.openUnsafe();
   }
 
   /** After RX: resume sockets whose buffered bytes went to the guest. */
@@ -245,8 +244,7 @@ export class UnixSocketBackend implements HostPort {
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
     this.paused.clear();
-    for (const w of this.waiters) w();
-    this.waiters = [];
+    this.active.openUnsafe();
     return new Promise((resolve) => {
       this.server.close(() => {
         rmSync(this.options.path, { force: true });

@@ -537,24 +537,7 @@ export class PackedQueue {
     // pendSlots >= 2 * size also lands here (slots >= 1).
     if (slots === 0 || this.pendSlots + slots > size) return this.addUsedSlow(id, len);
     this.unlink(id);
-    const slot = this._nextUsed;
-    const o = this.descOff + 16 * slot;
-    const l = len >>> 0;
-    this.descView.setUint32(o + 8, l, true);
-    this.descView.setUint16(o + 12, id, true);
-    const p = this.pendCount++;
-    this.pendSlot[p] = slot;
-    this.pendFlags[p] =
-      (this.usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (l > 0 ? VIRTQ_DESC_F_WRITE : 0);
-    this.pendSlots += slots;
-    // One buffer takes at most size slots (PVQ-CHAIN-LIMIT): one wrap at most.
-    let n = slot + slots;
-    if (n >= size) {
-      n -= size;
-      this.usedWrap ^= 1;
-    }
-    this._nextUsed = n;
-    this._numAdded = (this._numAdded + slots) & 0xffff;
+    this.putUsed(id, len >>> 0, slots);
     return OK_VOID;
   }
 
@@ -584,30 +567,39 @@ export class PackedQueue {
     const p2 = 2 * size;
     const span = this.pendSlots < p2 ? this.pendSlots : this.pendSlots % p2;
     if (span + slots > size && this.pendCount > 0) this.publishPending();
-    const slot = this._nextUsed;
-    const l = len >>> 0;
-    const o = this.descOff + 16 * slot;
     const rec = this.mem!.recorder;
     if (rec !== null) {
+      const slot = this._nextUsed;
       rec(this.descN + 16 * slot + 8, 4, true);
       rec(this.descN + 16 * slot + 12, 2, true);
     }
-    this.descView.setUint32(o + 8, l, true);
+    this.putUsed(id, len >>> 0, slots);
+    return OK_VOID;
+  }
+
+  /**
+   * PVQ-ADD-USED, PVQ-USED-FLAGS: len and id at next_used, its flags pending, next_used
+   * `slots` on (more than one lap only when a hostile driver re-offered slots still in
+   * flight, IN_ORDER).
+   */
+  private putUsed(id: number, len: number, slots: number): void {
+    const size = this.size;
+    const slot = this._nextUsed;
+    const o = this.descOff + 16 * slot;
+    this.descView.setUint32(o + 8, len, true);
     this.descView.setUint16(o + 12, id, true);
     const p = this.pendCount++;
     this.pendSlot[p] = slot;
     this.pendFlags[p] =
-      (this.usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (l > 0 ? VIRTQ_DESC_F_WRITE : 0);
+      (this.usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
     this.pendSlots += slots;
     let n = slot + slots;
-    // More than one lap only when a hostile driver re-offered slots still in flight (IN_ORDER).
     while (n >= size) {
       n -= size;
       this.usedWrap ^= 1;
     }
     this._nextUsed = n;
     this._numAdded = (this._numAdded + slots) & 0xffff;
-    return OK_VOID;
   }
 
   /** PVQ-PUBLISH-USED: the flags of every used descriptor added since the last publish, the first last. */

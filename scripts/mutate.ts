@@ -465,10 +465,11 @@ cleanUp();
 if (interrupted) process.exit(130);
 
 const ran = jobs.map((j) => j.subject);
-const { rows, survivors, timeouts, stale } = summarise(ran);
+const { rows, survivors, timeouts, stale, missing } = summarise(ran);
 const all = summarise(SUBJECTS);
 const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 const relOut = relative(root, outDir);
+mkdirSync(outDir, { recursive: true });
 writeFileSync(
   join(outDir, "summary.json"),
   JSON.stringify(
@@ -518,6 +519,8 @@ console.log(`\n${table(rows)}`);
 console.log(
   `\nmutate: ${options.table ? "table from the last reports" : `${minutes} min`}; reports in ${relOut}/ (index.html, <subject>/index.html, summary.md, summary.json)`,
 );
+if (missing.length > 0)
+  console.log(`mutate: no report yet for ${missing.join(", ")} (run npm run mutate -- ${missing.join(" ")})`);
 const below = rows.filter((r) => r.adjusted < TARGET);
 if (below.length > 0) console.log(`mutate: below ${TARGET}%: ${below.map((r) => r.file).join(", ")}`);
 process.exit(status !== 0 ? status : options.check && below.length > 0 ? 1 : 0);

@@ -39,7 +39,7 @@ export const RULES: readonly Rule[] = [
   rule(
     "VUF-CALL-EVENT-IDX-QUIET",
     `${V} §2.7.10.1 (SHOULD NOT)`,
-    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory).",
+    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory); a call that arrives after the round's check window is judged against the settings it came under, not dropped. Rings that also complete without our kicks (vsock RX with a host side) are not judged.",
   ),
   rule(
     "VUF-CALL-NOTIFY",
@@ -49,7 +49,7 @@ export const RULES: readonly Rule[] = [
   rule(
     "VUF-CALL-NO-INTERRUPT",
     `${V} §2.7.10.1 (SHOULD NOT)`,
-    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory).",
+    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory; Firecracker-derived devices, ours included, always notify); late calls are judged as for VUF-CALL-EVENT-IDX-QUIET.",
   ),
   rule(
     "VUF-PROGRESS",
@@ -112,6 +112,11 @@ export const RULES: readonly Rule[] = [
     "Every byte written on a connection arrives once and in order at the other end: guest RW bytes at the host's Unix socket, host bytes in RW packets to the guest (VSOCK-E2E).",
   ),
   rule(
+    "VUF-HOSTILE-USED",
+    `${V} §2.7.8 (the used ring is written by the device only); §2.7 (guest input is untrusted)`,
+    "When the driver writes fields only the device owns (used.idx jumped, used elements overwritten), the back-end still writes only inside the used ring and the buffers it was given, and keeps answering within the timeout (SAFETY; a device that places its elements by the guest's used.idx writes outside the ring).",
+  ),
+  rule(
     "VUF-NO-HANG",
     `${VU} Communication (a back-end answers its front-end)`,
     "The back-end keeps answering control requests within the timeout whatever the rings hold (SAFETY).",
@@ -145,6 +150,7 @@ export const LEVEL = {
   "VUF-VSOCK-CREDIT-REQUEST": "profile",
   "VUF-VSOCK-ORDER": "profile",
   "VUF-VSOCK-STREAM": "must",
+  "VUF-HOSTILE-USED": "safety",
   "VUF-NO-HANG": "safety",
   "VUF-NO-CRASH": "safety",
 } as const satisfies Record<string, FrontendLevel>;

@@ -478,6 +478,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         });
         yield* Effect.addFinalizer(() => Effect.sync(() => s.close()));
         streams = s;
+        result.notes.push(
+          "vsock: RX completes on host activity too, not only on our kicks: notification rules are not judged on ring 0",
+        );
         log(`vsock host side: listening on ${host.path}`);
       }
 
@@ -733,7 +736,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         }
       };
       const snapshot = new Uint8Array(ram.bytes.length);
-      const compare = (): void => {
+      /** Checks the round's writes; the failure's detail, or null when every write was in bounds. */
+      const compare = (): string | null => {
         const now = ram.bytes;
         const bad: number[] = [];
         let count = 0;
@@ -749,16 +753,15 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           }
         }
         const addrOf = (o: number): string => hex(BASES[Math.floor(o / REGION)]! + (o % REGION));
-        check(
-          "VUF-WRITE-BOUNDS",
-          count === 0,
-          () =>
-            `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`,
-        );
+        const detail = (): string =>
+          `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`;
+        return check("VUF-WRITE-BOUNDS", count === 0, detail) ? null : detail();
       };
 
       // ---- one round's completions
       let hostileSeen = false;
+      /** This round's corruption when it wrote device-owned fields (used.idx, used elements). */
+      let ownedWrite: string | null = null;
       /** The last corruption sent (the input a crash is reported with). */
       let lastInput = "";
       const collect = (r: Ring): void => {
@@ -888,7 +891,78 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         for (const r of rings) r.calls += fe.drainCall(r.fds);
       };
 
+      /**
+       * What happened after the last check window, under the settings still in force (used_event,
+       * avail.flags): completions are reaped and judged, and call notifications that came late
+       * are judged rather than dropped. A late call where none was due (or the due one had come)
+       * breaks EVENT-IDX-QUIET / NO-INTERRUPT; completions in the gap that need a call get one
+       * (waited for, bounded); a due call that missed the window is noted as late.
+       */
+      const lateWindow = (graceMs: number, of: number): Effect.Effect<void> =>
+        Effect.gen(function* () {
+          const late = rings.map(() => 0);
+          const checked = rings.map((r) => r.driver.lastUsedIdx);
+          const deadline = Date.now() + graceMs;
+          for (;;) {
+            rings.forEach((r, i) => (late[i]! += fe.drainCall(r.fds)));
+            const left = deadline - Date.now();
+            if (left <= 0) break;
+            yield* fe.waitCalls(allCalls, Math.min(left, 50));
+          }
+          for (const r of rings) {
+            r.done = [];
+            collect(r);
+          }
+          checkPayloads();
+          for (const r of rings) for (const c of r.done) retire(c);
+          if (hostileSeen) return;
+          for (const [i, r] of rings.entries()) {
+            if (r.async) continue;
+            const n = r.driver.lastUsedIdx;
+            const from = checked[i]!;
+            const needWindow = from !== r.oldUsed && needsCallOver(r, r.oldUsed, from);
+            const needGap = n !== from && needsCallOver(r, from, n);
+            const where = `ring ${r.index} (step ${of}'s settings)`;
+            if (needGap && late[i] === 0) {
+              // Completions after the window that need a call: wait for it (bounded).
+              const end = Date.now() + opts.timeoutMs;
+              while (late[i] === 0 && Date.now() < end) {
+                yield* fe.waitCalls([r.fds.call], Math.min(end - Date.now(), 50));
+                late[i]! += fe.drainCall(r.fds);
+              }
+              check(
+                result.eventIdx ? "VUF-CALL-EVENT-IDX" : "VUF-CALL-NOTIFY",
+                late[i]! > 0,
+                () =>
+                  `${where}: used.idx ${from} -> ${n} after the check window, no call within ${opts.timeoutMs} ms`,
+              );
+              continue;
+            }
+            if (late[i] === 0 || needGap) continue;
+            if (needWindow && r.calls === 0) {
+              result.notes.push(`${where}: the call due for used.idx ${r.oldUsed} -> ${from} came late`);
+              continue;
+            }
+            if (result.eventIdx)
+              check(
+                "VUF-CALL-EVENT-IDX-QUIET",
+                false,
+                () =>
+                  `${where}: ${late[i]} call(s) after the check window (late), used.idx ${r.oldUsed} -> ${n}, used_event ${r.usedEvent}${needWindow ? ", the due call had come" : ""}`,
+              );
+            else if (r.noInterrupt)
+              check(
+                "VUF-CALL-NO-INTERRUPT",
+                false,
+                () => `${where}: ${late[i]} call(s) after the check window (late) with NO_INTERRUPT set`,
+              );
+          }
+        });
+
       const round = Effect.gen(function* () {
+        // The gap since the last round (the first round has no settings before it).
+        if (step > 1) yield* lateWindow(0, step - 1);
+        else for (const r of rings) fe.drainCall(r.fds);
         for (const r of rings) {
           r.done = [];
           r.calls = 0;
@@ -899,6 +973,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         if (opts.hostile > 0 && rng.chance(opts.hostile)) {
           corruption = corrupt();
           if (corruption !== null) {
+            if (/ used-(idx|ring)-write: /.test(corruption)) ownedWrite = `step ${step}: ${corruption}`;
             hostileSeen = true;
             result.hostileRounds++;
             result.corruptions.push(`step ${step}: ${corruption}`);
@@ -920,8 +995,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           }
         }
         buildMask();
+        // Calls from here on are this round's (a polling back-end may already be at work).
         drainCalls();
-        for (const r of rings) r.calls = 0;
         snapshot.set(ram.bytes);
         for (const r of rings) fe.kick(r.fds);
 
@@ -965,7 +1040,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             drainCalls();
           }
         }
-        compare();
+        const bounds = compare();
         checkPayloads();
         if (streams !== null && !hostileSeen) streams.endRound(rings[0]!.outstanding.size);
         if (!hostileSeen) checkNotifications();
@@ -976,6 +1051,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           const probe = yield* Effect.result(fe.getFeatures());
           if (probe._tag === "Failure") return yield* Effect.fail(probe.failure);
           check("VUF-NO-HANG", true, () => "");
+        }
+        // The driver wrote fields only the device owns: its verdict is this round's (SAFETY).
+        if (ownedWrite !== null) {
+          const what = ownedWrite;
+          check("VUF-HOSTILE-USED", bounds === null, () => `after ${what}: ${bounds}`);
+          ownedWrite = null;
         }
         return corruption;
       });
@@ -990,12 +1071,13 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       };
       const pendingMust = (): boolean => rings.some((r) => missingOf(r) > 0);
 
-      const needsCall = (r: Ring): boolean => {
-        const n = r.driver.lastUsedIdx;
-        if (n === r.oldUsed) return false;
-        if (result.eventIdx) return vringNeedEvent(r.usedEvent, n, r.oldUsed);
+      /** Whether used.idx moving from `old` to `now` calls for a notification under the ring's settings. */
+      const needsCallOver = (r: Ring, old: number, now: number): boolean => {
+        if (now === old) return false;
+        if (result.eventIdx) return vringNeedEvent(r.usedEvent, now, old);
         return !r.noInterrupt;
       };
+      const needsCall = (r: Ring): boolean => needsCallOver(r, r.oldUsed, r.driver.lastUsedIdx);
 
       const checkNotifications = (): void => {
         for (const r of rings) {
@@ -1065,6 +1147,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               false,
               () => `${describeFrontendError(e)} (last corruption: ${lastInput || "none"})`,
             );
+            const what = ownedWrite;
+            if (what !== null)
+              check("VUF-HOSTILE-USED", false, () => `after ${what}: ${describeFrontendError(e)}`);
             stop = "closed";
             break;
           }
@@ -1091,6 +1176,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       if (result.crash !== null) {
         return result;
       }
+      // The last round's late calls: a grace window before GET_VRING_BASE stops the rings.
+      if (stop === "done") yield* lateWindow(Math.min(opts.timeoutMs, 500), step);
       if (stop === "done") {
         // Payload rules that need a whole run.
         if (!hostileSeen && opts.device === "vsock") {

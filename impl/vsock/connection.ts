@@ -63,10 +63,11 @@ export class Slab {
 
   constructor(readonly size = 64 * 1024) {}
 
-  /** Room for `n` bytes: the slab they are in, from `this.at` (zero-filled). */
+  /** Room for `n` bytes: the slab they are in, from `this.at` (not zeroed: the caller fills it). */
   reserve(n: number): Uint8Array {
     if (this.buf.length - this.fill < n) {
-      this.buf = new Uint8Array(Math.max(this.size, n));
+      // Uninitialised: every byte reserved is written by appendFrom before anyone sees it.
+      this.buf = Buffer.allocUnsafeSlow(Math.max(this.size, n));
       this.fill = 0;
     }
     this.at = this.fill;
@@ -111,7 +112,8 @@ export class ByteQueue {
     if (n <= 0) return;
     const buf = slab.reserve(n);
     const at = slab.at;
-    if (src !== null) src.readDataInto(buf, at, at + n);
+    const got = src === null ? 0 : src.readDataInto(buf, at, at + n);
+    if (got < n) buf.fill(0, at + got, at + n);
     const last = this.bufs.length - 1;
     if (last >= this.head && this.bufs[last] === buf && this.ends[last] === at) this.ends[last] = at + n;
     else {

@@ -50,6 +50,20 @@ const pair = (v: Version = { v: 2, nonce: 0 }, highWater = 100): { h: End; d: En
   d.notices.length = 0;
   return { h, d };
 };
+const ZERO: Address = { deviceCid: 0, hostCid: 0, devicePort: 0, hostPort: 0 };
+const A: Address = { deviceCid: 3, hostCid: 2, devicePort: 5, hostPort: 7 };
+
+/** A synced pair with A connected (host to device), queues and notices emptied. */
+const connected = (v?: Version, highWater?: number): { h: End; d: End } => {
+  const { h, d } = pair(v, highWater);
+  expect(h.ep.connect(A)).toBeUndefined();
+  deliver(h, d);
+  expect(d.ep.accept(A)).toBeUndefined();
+  deliver(d, h);
+  h.notices.length = 0;
+  d.notices.length = 0;
+  return { h, d };
+};
 const recv = (e: End, type: PacketTypeT, a: Address, payload: Uint8Array = new Uint8Array(0)) =>
   e.ep.receive(type, a.deviceCid, a.hostCid, a.devicePort, a.hostPort, payload);
 
@@ -60,8 +74,6 @@ const partlyZero: readonly Address[] = Array.from({ length: 15 }, (_, m) => ({
   devicePort: m & 4 ? 9 : 0,
   hostPort: m & 8 ? 9 : 0,
 })).slice(1);
-const ZERO: Address = { deviceCid: 0, hostCid: 0, devicePort: 0, hostPort: 0 };
-const A: Address = { deviceCid: 3, hostCid: 2, devicePort: 5, hostPort: 7 };
 
 describe("only the all-zero address is the control address [USB-CONN-ADDR USB-CONTROL-STREAM]", () => {
   it("connect accepts an address zero in some fields", () => {
@@ -110,13 +122,7 @@ describe("only the all-zero address is the control address [USB-CONN-ADDR USB-CO
 
 describe("empty payloads [USB-CONN-DATA USB-CONTROL-STREAM]", () => {
   it("sending nothing emits nothing; receiving empty Data or control data notifies nothing", () => {
-    const { h, d } = pair();
-    expect(h.ep.connect(A)).toBeUndefined();
-    deliver(h, d);
-    expect(d.ep.accept(A)).toBeUndefined();
-    deliver(d, h);
-    h.notices.length = 0;
-    d.notices.length = 0;
+    const { h, d } = connected();
     expect(h.ep.send(A, new Uint8Array(0))).toBeUndefined();
     expect(h.ep.send(ZERO, new Uint8Array(0))).toBeUndefined();
     expect(h.sent).toEqual([]);
@@ -143,12 +149,7 @@ describe("packets in the wrong state [USB-CONN-STATES USB-CONN-ACCEPT USB-CONN-F
   });
 
   it("Accept on a connected address is unexpected and notifies nothing", () => {
-    const { h, d } = pair();
-    expect(h.ep.connect(A)).toBeUndefined();
-    deliver(h, d);
-    expect(d.ep.accept(A)).toBeUndefined();
-    deliver(d, h);
-    h.notices.length = 0;
+    const { h } = connected();
     expect(recv(h, PacketType.Accept, A)).toEqual({
       _tag: "UnexpectedPacket",
       type: PacketType.Accept,
@@ -197,11 +198,7 @@ describe("packets in the wrong state [USB-CONN-STATES USB-CONN-ACCEPT USB-CONN-F
 
 describe("pause and resume across partial reads [USB-PAUSE]", () => {
   it("the peer is resumed only when everything received has been consumed", () => {
-    const { h, d } = pair({ v: 1 }, 4);
-    expect(h.ep.connect(A)).toBeUndefined();
-    deliver(h, d);
-    expect(d.ep.accept(A)).toBeUndefined();
-    d.sent.length = 0;
+    const { d } = connected({ v: 1 }, 4);
     expect(recv(d, PacketType.Data, A, new Uint8Array(10))).toBeUndefined();
     expect(d.sent.map((p) => [p.type, [...(p.payload ?? [])]])).toEqual([[PacketType.Pause, [1]]]);
     d.sent.length = 0;

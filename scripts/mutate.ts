@@ -341,7 +341,10 @@ const summarise = (
           const status = fits.length === 1 ? statusOf.get(fits[0]?.id ?? "") : undefined;
           const what = `${file} in ${name.in}: ${name.mutator} ${short(name.original)} -> ${short(name.replacement)}`;
           if (fits.length !== 1) stale.push(`${what}: fits ${fits.length} mutants of the report`);
-          else if (status !== "Survived" && status !== "NoCoverage") stale.push(`${what}: ${status ?? "?"}`);
+          // A listed Timeout is a mutant that does not hang (the list says it behaves the
+          // same): Stryker ran out of time on a loaded machine; it counts as equivalent.
+          else if (status !== "Survived" && status !== "NoCoverage" && status !== "Timeout")
+            stale.push(`${what}: ${status ?? "?"}`);
           else listed.add(fits[0]?.id ?? "");
         }
       const names: MutantName[] = [];
@@ -357,6 +360,7 @@ const summarise = (
           status: m.status,
         });
         if (m.status === "Killed") row.killed++;
+        else if (m.status === "Timeout" && listed.has(m.id)) row.equivalent++;
         else if (m.status === "Timeout") {
           row.timeout++;
           timeouts.push(detail());

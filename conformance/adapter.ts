@@ -25,13 +25,14 @@ export const handlers = (mutant: string | null = null): Record<string, Handler> 
   return wrap === undefined ? base : { ...wrap(base) };
 };
 
-/** Answers one request; never throws. */
-export const answer = (req: Request, world: { current: World }, table: Record<string, Handler>): Outcome => {
+/** Answers one request; never throws. `name` is what hello says (the mutant's, if one). */
+export const answer = (
+  req: Request,
+  world: { current: World },
+  table: Record<string, Handler>,
+  name: string = IMPLEMENTATION_NAME,
+): Outcome => {
   if (req.op === "hello") {
-    const name =
-      world.current.mutant === null
-        ? IMPLEMENTATION_NAME
-        : `${IMPLEMENTATION_NAME} mutant ${world.current.mutant}`;
     return okv({
       protocol: PROTOCOL_VERSION,
       name,
@@ -39,7 +40,7 @@ export const answer = (req: Request, world: { current: World }, table: Record<st
     });
   }
   if (req.op === "reset") {
-    world.current = new World(world.current.mutant);
+    world.current = new World();
     return okv(null);
   }
   const h = table[req.op];
@@ -71,8 +72,9 @@ export const runAdapter = (argv: readonly string[]): void => {
     );
     process.exit(2);
   }
-  const world = { current: new World(mutant) };
+  const world = { current: new World() };
   const table = handlers(mutant);
+  const name = mutant === null ? IMPLEMENTATION_NAME : `${IMPLEMENTATION_NAME} mutant ${mutant}`;
   const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
   rl.on("line", (line) => {
     if (line.trim() === "") return;
@@ -92,7 +94,7 @@ export const runAdapter = (argv: readonly string[]): void => {
       );
       return;
     }
-    const out = answer(req, world, table);
+    const out = answer(req, world, table, name);
     process.stdout.write(JSON.stringify({ id: req.id, ...out }) + "\n");
   });
   rl.on("close", () => process.exit(0));

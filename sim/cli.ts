@@ -11,7 +11,15 @@ import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Cause, Effect, Exit } from "effect";
-import { replayCommand, runScenario, type RunOptions, type RunResult, type Scenario } from "./engine.ts";
+import {
+  RING_NAMES,
+  replayCommand,
+  runScenario,
+  type RingName,
+  type RunOptions,
+  type RunResult,
+  type Scenario,
+} from "./engine.ts";
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
 import { scenarios, findScenario } from "./scenarios/index.ts";
 import {
@@ -76,6 +84,7 @@ options:
                     summary has the SHA-256 of the binary stream in every mode; read a
                     binary trace with: npx tsx sim trace FILE
   --no-oracle       do not check invariants against the reference model (faster)
+  --ring R          split (default) or packed (VIRTIO_F_RING_PACKED), where the scenario runs on it
   --json            print the summary as JSON on stdout instead of a table
   --help            this text
 
@@ -132,6 +141,7 @@ const RUN_SPEC: CommandSpec = {
     report: { kind: "string" },
     "no-report": { kind: "boolean" },
     "no-oracle": { kind: "boolean" },
+    ring: { kind: "string" },
     json: { kind: "boolean" },
     trace: { kind: "string" },
   },
@@ -157,6 +167,7 @@ interface RunArgs {
   defaultReport: boolean;
   trace: TraceMode;
   oracle: boolean;
+  ring: RingName;
   json: boolean;
 }
 
@@ -193,8 +204,20 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
         .map((s) => s.name)
         .join(", ")}`,
     );
+  const ring = opt(p, "ring", (f, v) => choice(f, v, RING_NAMES)) ?? "split";
+  const rings = scenario.rings ?? ["split"];
+  if (!rings.includes(ring))
+    throw new UsageError(
+      `${scenario.name} runs on the ${rings.join(" or ")} ring, not ${ring}; scenarios on the ${ring} ring: ${
+        scenarios
+          .filter((s) => (s.rings ?? ["split"]).includes(ring))
+          .map((s) => s.name)
+          .join(", ") || "none"
+      }`,
+    );
   return {
     scenario,
+    ring,
     seed: seedArg ?? (Date.now() ^ Math.floor(Math.random() * 0x7fffffff)) >>> 0,
     steps: steps ?? scenario.defaultSteps,
     durationUs,
@@ -329,6 +352,7 @@ const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
       ...(args.durationUs !== undefined ? { durationUs: args.durationUs } : {}),
       faults: args.faults,
       oracle: args.oracle,
+      ring: args.ring,
     },
     args.report,
     io,

@@ -216,6 +216,10 @@ export class SimViolation extends Error {
   }
 }
 
+/** The two virtqueue layouts (VIRTIO 1.2 §2.7 split, §2.8 packed). */
+export type RingName = "split" | "packed";
+export const RING_NAMES: readonly RingName[] = ["split", "packed"];
+
 export interface RunOptions {
   readonly seed: number;
   /** Steps to run; ignored when durationUs is set. */
@@ -226,6 +230,8 @@ export interface RunOptions {
   readonly faults: number;
   /** Check invariants with the reference model beside the devices. */
   readonly oracle: boolean;
+  /** The virtqueue layout the guest and the devices use (default split; a scenario lists what it runs on in `rings`). */
+  readonly ring?: RingName;
   /** Record the trace (the bench turns it off). */
   readonly trace: boolean;
   /** Where trace chunks go (a file, memory); null keeps only the hash (sim/trace.ts). */
@@ -242,6 +248,7 @@ export class SimContext {
   readonly metrics = new Metrics();
   readonly faults: FaultLog;
   readonly oracle: boolean;
+  readonly ring: RingName;
   readonly faultRate: number;
   readonly options: RunOptions;
   /** Facts about the run shown in the summary (features negotiated, queue sizes...). */
@@ -255,6 +262,7 @@ export class SimContext {
     this.trace = new Trace(this.clock, options.trace, options.traceSink ?? null);
     this.faults = new FaultLog(this.trace, this.clock);
     this.oracle = options.oracle;
+    this.ring = options.ring ?? "split";
     this.faultRate = options.faults;
   }
 
@@ -314,6 +322,8 @@ export interface Scenario {
   readonly realIo?: string;
   /** Boots a real Linux guest under QEMU (seconds each under TCG): its own tests cover it. */
   readonly realGuest?: true;
+  /** The rings `--ring` may choose (default: split only). */
+  readonly rings?: readonly RingName[];
   readonly charts: readonly ChartSpec[];
   create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
 }

@@ -13,7 +13,6 @@ export class World {
   memory: GuestMemory | null = null;
   /** Per-subject state, keyed by the subject's name (queues, devices...). */
   readonly slots = new Map<string, unknown>();
-  constructor(readonly mutant: string | null) {}
 
   mem(): GuestMemory {
     if (this.memory === null) throw new NotConfigured("no guest memory: send memory.create first");

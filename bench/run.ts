@@ -55,22 +55,48 @@ writeFileSync(
   join(reportsDir, "bench.json"),
   JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2) + "\n",
 );
+const baseCell = (x: BenchFigure): string =>
+  x.baseline === undefined
+    ? ""
+    : `${x.baseline.name}: ${fmt(x.baseline.value)} ${x.unit}${x.recorded !== undefined ? ` (recorded: ${x.recorded})` : ""}`;
 const md: string[] = [
   "# Benchmarks",
   "",
   `Node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${new Date().toISOString()}`,
   "",
-  "| suite | case | value | baseline | ratio | target |",
-  "| --- | --- | --- | --- | --- | --- |",
 ];
+// Every figure with a target first, each beside its reference, met or not.
+const targeted = results.flatMap((r) =>
+  r.figures.filter((x) => x.target !== undefined).map((x) => ({ r, x })),
+);
+if (targeted.length > 0) {
+  md.push(
+    "## Targets",
+    "",
+    "| issue | suite | case | value | reference | ratio | target | met |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const { r, x } of targeted)
+    md.push(
+      `| ${x.issue ?? ""} | ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${baseCell(x)} | ${
+        x.ratio === undefined ? "" : x.ratio.toFixed(2)
+      } | ${x.target!.text} | ${x.target!.met ? "met" : "**not met**"} |`,
+    );
+  md.push("", "## All figures", "");
+}
+md.push("| suite | case | value | baseline | ratio | target |", "| --- | --- | --- | --- | --- | --- |");
 for (const r of results) {
   if (r.error !== undefined) md.push(`| ${r.suite} | **failed** | ${r.error} | | | |`);
   for (const x of r.figures) {
-    const base = x.baseline === undefined ? "" : `${x.baseline.name}: ${fmt(x.baseline.value)} ${x.unit}`;
     const ratio = x.ratio === undefined ? "" : x.ratio.toFixed(2);
     const target = x.target === undefined ? "" : `${x.target.text}: ${x.target.met ? "met" : "**not met**"}`;
-    md.push(`| ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${base} | ${ratio} | ${target} |`);
+    md.push(`| ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${baseCell(x)} | ${ratio} | ${target} |`);
   }
+}
+const notes = results.flatMap((r) => r.figures.filter((x) => x.notes !== undefined).map((x) => ({ r, x })));
+if (notes.length > 0) {
+  md.push("", "## Notes", "");
+  for (const { r, x } of notes) md.push(`- ${r.suite}, ${x.case}: ${x.notes}`);
 }
 writeFileSync(join(reportsDir, "bench.md"), md.join("\n") + "\n");
 console.log(`\nbench: wrote reports/bench.json and reports/bench.md`);

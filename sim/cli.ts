@@ -224,7 +224,8 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
     faults: faults ?? scenario.defaultFaults,
     report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
     defaultReport: reportArg === undefined,
-    trace: opt(p, "trace", (f, v) => choice(f, v, TRACE_MODES)) ?? "gz",
+    // "plain" (the text trace of earlier versions) is jsonl now.
+    trace: opt(p, "trace", (f, v) => (v === "plain" ? "jsonl" : choice(f, v, TRACE_MODES))) ?? "gz",
     oracle: !p.bool("no-oracle"),
     json: p.bool("json"),
   };

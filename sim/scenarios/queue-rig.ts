@@ -11,6 +11,7 @@
 import { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
+import type { SpecPopped } from "../../spec/queue.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { GuestRam } from "../guest/ram.ts";
 import {
@@ -156,6 +157,8 @@ export class QueueRig {
   /** The device's current pace (scenarios vary it in phases): steps left, chains per run. */
   readonly pace = { left: 0, max: 8 };
   private readonly chain: DescriptorChain;
+  /** The reference model's last pop (oracle on), made just before the device's. */
+  private refPop: SpecPopped | null = null;
   /** NOISE_SPAN random bytes, then as many more as a slab holds (a stretch never wraps). */
   private readonly noise: Uint8Array;
   private readonly ev: { add: number; publish: number; usedPublish: number; serve: number; reap: number };
@@ -194,9 +197,17 @@ export class QueueRig {
     this.ring = layoutRings(ringBase, size);
     this.driver = new GuestVirtqueue(this.ram, this.ring, dataBase, drvOpts);
     this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
-    this.port = makeQueuePort(ctx, this.mem, this.ring, opts.eventIdx);
-    this.chain = this.port.newChain();
     this.guard = new BoundsGuard(ctx, this.mem);
+    // The reference model's pop (queue-shadow, before each pop of the device) tells the
+    // bounds guard what the device may touch and gives checkChain its walk: one walk of
+    // the chain by the model, not three.
+    this.port = makeQueuePort(ctx, this.mem, this.ring, opts.eventIdx, {
+      beforePop: (popped) => {
+        this.refPop = popped;
+        if (popped !== null) this.guard.allowWalked(this.spec, this.ring, popped.head, popped.walk);
+      },
+    });
+    this.chain = this.port.newChain();
     this.guard.addRing(this.ring);
     this.spec = specMemoryOf(this.mem);
     this.noise = new Uint8Array(NOISE_SPAN + SLAB);
@@ -343,11 +354,8 @@ export class QueueRig {
     try {
       while (done < budget) {
         // The oracle lets the device touch the chain it is about to pop (SIM-BOUNDS): the
-        // head is the ring entry at next_avail, as the guest wrote it.
-        if (ctx.oracle) {
-          const next = this.ram.u16(this.ring.avail + 4 + 2 * (port.nextAvail % this.ring.size));
-          if (next < this.ring.size) this.guard.allowWalk(this.spec, this.ring, next);
-        }
+        // reference model pops first (queue-shadow) and the probe above allows its walk.
+        this.refPop = null;
         const out = port.pop(this.chain);
         if (out.kind === "empty") {
           if (unpublished > 0) {
@@ -415,7 +423,17 @@ export class QueueRig {
     if (buf === undefined && !corrupted) {
       ctx.fail("SIM-CHAIN-MATCH", `device popped head ${head}, which the driver has not made available`);
     }
-    if (ctx.oracle && buf !== undefined && !corrupted) checkChain(ctx, this.spec, this.ring, chain, buf);
+    if (ctx.oracle && buf !== undefined && !corrupted) {
+      const ref = this.refPop;
+      checkChain(
+        ctx,
+        this.spec,
+        this.ring,
+        chain,
+        buf,
+        ref !== null && ref.head === head ? ref.walk : undefined,
+      );
+    }
     // Read the readable part (each byte compared with what the driver wrote there), write
     // the run's bytes into a random prefix of the writable part.
     const check = !corrupted && buf !== undefined;

@@ -1,8 +1,10 @@
 /**
  * The reference adapter: a program that speaks the conformance protocol over impl/.
  *
- *   npx tsx conformance/adapter-main.ts [--mutant <id>]
+ *   npx tsx conformance/adapter-main.ts [--mutant <id>] [--honour-no-interrupt]
  *
+ * `--honour-no-interrupt` makes it choose like QEMU where VMMs differ on
+ * VRING_AVAIL_F_NO_INTERRUPT (default: like Firecracker and rust-vmm), for the whole session.
  * With `--mutant` (or VLAB_MUTANT) it reintroduces one known bug (conformance/mutants.ts)
  * around the same impl/ code, so the suite can prove it catches that bug.
  */
@@ -40,7 +42,7 @@ export const answer = (
     });
   }
   if (req.op === "reset") {
-    world.current = new World();
+    world.current = new World(world.current.config);
     return okv(null);
   }
   const h = table[req.op];
@@ -72,7 +74,7 @@ export const runAdapter = (argv: readonly string[]): void => {
     );
     process.exit(2);
   }
-  const world = { current: new World() };
+  const world = { current: new World({ honourNoInterrupt: argv.includes("--honour-no-interrupt") }) };
   const table = handlers(mutant);
   const name = mutant === null ? IMPLEMENTATION_NAME : `${IMPLEMENTATION_NAME} mutant ${mutant}`;
   const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });

@@ -87,8 +87,7 @@ export const queueOps: Record<string, Handler> = {
     const r = s.q.publishUsed();
     return r.ok ? okv(null) : qerr(r.error);
   },
-  "queue.prepareKick": (args, world) =>
-    okv(slot(world, args).q.prepareKick(argBool(args, "honourNoInterrupt", false))),
+  "queue.prepareKick": (args, world) => okv(slot(world, args).q.prepareKick(world.config.honourNoInterrupt)),
   "queue.tryEnableNotification": (args, world) => {
     const r = slot(world, args).q.tryEnableNotification();
     return r.ok ? okv(r.value) : qerr(r.error);

@@ -155,6 +155,12 @@ export const MUTANTS: readonly Mutant[] = [
     source: "packed-ring bug class: a wrap counter not flipped at the ring's end (VIRTIO 1.2 §2.8.1)",
     bug: "the used wrap counter stays 1 past the ring's end, so an odd lap's used descriptors carry AVAIL = USED = 1",
     breaks: "PVQ-WRAP",
+    alsoBreaks: {
+      "PVQ-USED-FLAGS":
+        "a used descriptor's AVAIL/USED bits are the wrap counter of its position, so a counter not flipped writes them wrong: the one flags field answers for both rules",
+      "PVQ-PUBLISH-USED":
+        "publish answers null and its flags writes show only in the ring read after it, one memory.read checking PVQ-PUBLISH-USED, PVQ-USED-FLAGS and PVQ-WRAP together (a missing and a wrong flags write give the same bytes)",
+    },
   },
   {
     id: "packed-used-id-from-slot",
@@ -162,6 +168,12 @@ export const MUTANTS: readonly Mutant[] = [
     source: "packed-ring bug class: the split ring's head index reused as the used id (VIRTIO 1.2 §2.8.6)",
     bug: "addUsed writes the ring slot as the used descriptor's id instead of the buffer id",
     breaks: "PVQ-ADD-USED",
+    alsoBreaks: {
+      "PVQ-IN-ORDER":
+        "with IN_ORDER the one used descriptor addUsed writes carries the id PVQ-IN-ORDER names, so its answer and the ring read after it check both rules",
+      "PVQ-GUEST-INPUT":
+        "packed.hostile charges every step but its pops and final read-back to PVQ-GUEST-INPUT, the ring read after its addUsed included: no per-step rules there for the device's own writes",
+    },
   },
   {
     id: "packed-off-wrap-ignored",
@@ -182,6 +194,12 @@ const QUEUE_INIT =
   "no mutant yet; queue.initialize's answer is charged to every rule of queue.initialize (ready, size, align, memory, order, inactive, max size): no per-step rules there";
 const WHOLE_CASE = (c: string): string =>
   `no mutant yet; in ${c} a difference is charged to every rule of the case (no per-step rules there), so a mutant would fail them all`;
+const PACKED_POP_STEP =
+  "no mutant yet; in packed.ops a packed.pop answer (the chain, its id, first slot, wrap and slot count) is checked for PVQ-AVAIL, PVQ-CHAIN-NEXT, PVQ-BUFFER-ID, PVQ-POP-ID, PVQ-POP-ADVANCE, PVQ-WRAP, PVQ-INDIRECT and PVQ-DESC-LAYOUT at once, and packed.state for every rule of packed.ops, so a pop bug fails them all";
+const PACKED_HOSTILE_POP =
+  "no mutant yet; in packed.hostile a packed.pop answer is charged to all its walk rules at once (PVQ-GUEST-INPUT, PVQ-AVAIL, PVQ-POP-ID, PVQ-CHAIN-LIMIT, PVQ-INDIRECT-LEN, PVQ-INDIRECT-IN-CHAIN, PVQ-LEN-U32), so a walk bug fails them all";
+const PACKED_INIT =
+  "no mutant yet; in packed.initialize a difference is charged to every rule of the case (ready, size, align, memory, order, inactive, max size): no per-step rules there";
 
 /**
  * Every MUST/SAFETY rule the suite checks and no mutant `breaks`, with why not. With MUTANTS it
@@ -263,4 +281,43 @@ export const NO_MUTANT: Readonly<Record<string, string>> = {
   "NET-RX-WRITABLE-ONLY": WHOLE_CASE("net.rx"),
   "NET-RX-ORDER": WHOLE_CASE("net.rx"),
   "NET-RX-NO-ROOM": WHOLE_CASE("net.rx"),
+  // packed ring (conformance/cases/packed.ts)
+  "PVQ-AVAIL": `${PACKED_POP_STEP}; packed.hostile's pops cite it with the walk rules too`,
+  "PVQ-CHAIN-NEXT": PACKED_POP_STEP,
+  "PVQ-BUFFER-ID": PACKED_POP_STEP,
+  "PVQ-POP-ID": `${PACKED_POP_STEP}; a refused pop cites it alone, but a device that accepts the chain instead diverges in every later step`,
+  "PVQ-POP-ADVANCE": PACKED_POP_STEP,
+  "PVQ-INDIRECT": PACKED_POP_STEP,
+  "PVQ-DESC-LAYOUT": `${PACKED_POP_STEP} (the ring read after addUsed is PVQ-ADD-USED's, which names the offsets it writes)`,
+  "PVQ-UNDO-POP": AFTER_EFFECT,
+  "PVQ-IN-ORDER":
+    "no mutant yet; with IN_ORDER each packed.addUsed answer and the ring read after it cite it with PVQ-ADD-USED (one used descriptor answers for both), so an IN_ORDER bug fails PVQ-ADD-USED too",
+  "PVQ-USED-FLAGS":
+    "packed-wrap-not-flipped breaks it beside PVQ-WRAP (a used descriptor's AVAIL/USED bits are its position's wrap counter); no mutant of its WRITE bit yet: the ring read after packed.publish checks it with PVQ-PUBLISH-USED and PVQ-WRAP",
+  "PVQ-PUBLISH-USED":
+    "no mutant yet; packed.publish answers null and what it writes (the flags) shows only in the ring read after it, which checks PVQ-USED-FLAGS and PVQ-WRAP too (packed-wrap-not-flipped fails it there)",
+  "PVQ-NOTIFY-DEVICE":
+    "no mutant yet; the enable/disable answers cite it alone, but what they write to the Device Area shows only in the final read-back, charged to PVQ-DEVICE-ACCESS",
+  "PVQ-TRY-ENABLE":
+    "no mutant yet; its answer cites it alone, but what it writes to the Device Area shows only in the final read-back, charged to PVQ-DEVICE-ACCESS",
+  "PVQ-DEVICE-ACCESS":
+    "no mutant yet; the final read-back cites it alone, but a stray write into the ring also shows in the ring reads after addUsed and publish, and one into the Driver Area may show in a later prepareKick",
+  "PVQ-GUEST-INPUT":
+    "no mutant yet; in packed.hostile every step but the read-back is charged to it (pops with the walk rules): no per-step rules for what a hostile ring breaks",
+  "PVQ-CHAIN-LIMIT": PACKED_HOSTILE_POP,
+  "PVQ-INDIRECT-LEN": PACKED_HOSTILE_POP,
+  "PVQ-INDIRECT-IN-CHAIN": PACKED_HOSTILE_POP,
+  "PVQ-LEN-U32": PACKED_HOSTILE_POP,
+  "PVQ-RESET":
+    "no mutant yet; in packed.reset every step but NotReady refusals and initialize is charged to it (reset, pops, addUsed, state and reads alike), so a mutant of anything else there fails it too",
+  "PVQ-INIT-FRESH":
+    "packed.initialize answers null (or a typed refusal): whether the queue started fresh shows only in later steps of packed.reset (addUsed, state, reads) charged to PVQ-RESET, so no mutant fails it alone",
+  "PVQ-INACTIVE":
+    "no mutant yet; NotReady refusals in packed.ops and packed.reset cite it alone, but in packed.initialize a difference is charged to every rule of the case, and an op that touches memory shows in reads charged to other rules",
+  "PVQ-INIT-READY": PACKED_INIT,
+  "PVQ-INIT-SIZE": PACKED_INIT,
+  "PVQ-INIT-ALIGN": PACKED_INIT,
+  "PVQ-INIT-MEMORY": PACKED_INIT,
+  "PVQ-INIT-ORDER": PACKED_INIT,
+  "PVQ-MAX-SIZE": PACKED_INIT,
 };

@@ -21,6 +21,10 @@ export interface Mutant {
   readonly alsoBreaks?: Readonly<Record<string, string>>;
 }
 
+const PACKED_ADD_READ =
+  "the ring read back after packed.addUsed is checked for PVQ-ADD-USED, PVQ-IN-ORDER and PVQ-DESC-LAYOUT at once (one memory.read)";
+const PACKED_PUBLISH_READ =
+  "the ring read back after packed.publish is checked for PVQ-PUBLISH-USED, PVQ-USED-FLAGS and PVQ-WRAP at once (one memory.read)";
 const NET_RX_READBACK =
   "net.rx reads each RX buffer back whole (header and frame in one memory.read) and charges a difference there to every rule of the case: no per-step rules for the parts yet";
 const IOV_WRITE_READBACK =
@@ -155,6 +159,10 @@ export const MUTANTS: readonly Mutant[] = [
     source: "packed-ring bug class: a wrap counter not flipped at the ring's end (VIRTIO 1.2 §2.8.1)",
     bug: "the used wrap counter stays 1 past the ring's end, so an odd lap's used descriptors carry AVAIL = USED = 1",
     breaks: "PVQ-WRAP",
+    alsoBreaks: {
+      "PVQ-PUBLISH-USED": PACKED_PUBLISH_READ,
+      "PVQ-USED-FLAGS": PACKED_PUBLISH_READ,
+    },
   },
   {
     id: "packed-used-id-from-slot",
@@ -162,6 +170,12 @@ export const MUTANTS: readonly Mutant[] = [
     source: "packed-ring bug class: the split ring's head index reused as the used id (VIRTIO 1.2 §2.8.6)",
     bug: "addUsed writes the ring slot as the used descriptor's id instead of the buffer id",
     breaks: "PVQ-ADD-USED",
+    alsoBreaks: {
+      "PVQ-IN-ORDER": PACKED_ADD_READ,
+      "PVQ-DESC-LAYOUT": PACKED_ADD_READ,
+      "PVQ-GUEST-INPUT":
+        "in packed.hostile every exact step but a pop and the final read-back is charged to PVQ-GUEST-INPUT, the ring read after addUsed included",
+    },
   },
   {
     id: "packed-off-wrap-ignored",
@@ -188,7 +202,50 @@ const WHOLE_CASE = (c: string): string =>
  * covers each such rule exactly once (conformance/mutants.test.ts prints the table and fails
  * on a rule in neither, in both, or no longer checked).
  */
+const PACKED_POP =
+  "no mutant yet; a packed.pop answer (id, head, wrap, slots, walk) is checked for PVQ-AVAIL, PVQ-CHAIN-NEXT, PVQ-BUFFER-ID, PVQ-POP-ID, PVQ-POP-ADVANCE, PVQ-WRAP, PVQ-INDIRECT and PVQ-DESC-LAYOUT at once";
+const PACKED_RING_READ =
+  "no mutant of its own; the ring read back after packed.addUsed / packed.publish checks it with the other rules of that write (packed-used-id-from-slot and packed-wrap-not-flipped fail it beside theirs)";
+const PACKED_HOSTILE =
+  "no mutant yet; in packed.hostile a pop answer is charged to every walk-limit rule at once (PVQ-AVAIL, PVQ-POP-ID, PVQ-CHAIN-LIMIT, PVQ-INDIRECT-LEN, PVQ-INDIRECT-IN-CHAIN, PVQ-LEN-U32, PVQ-GUEST-INPUT)";
+const PACKED_INIT =
+  "no mutant yet; packed.initialize's answer is charged to every rule of packed.initialize (ready, size, align, memory, order, inactive, max size): no per-step rules there";
+const PACKED_RESET =
+  "no mutant yet; packed.reset charges a refusal of the inactive queue to PVQ-INACTIVE, initialize to PVQ-INIT-FRESH and the rest to PVQ-RESET";
+const PACKED_NOTIFY =
+  "no mutant yet; the answer and the Device Area read after it are charged to this rule alone";
+
 export const NO_MUTANT: Readonly<Record<string, string>> = {
+  "PVQ-AVAIL": PACKED_POP,
+  "PVQ-BUFFER-ID": PACKED_POP,
+  "PVQ-CHAIN-NEXT": PACKED_POP,
+  "PVQ-POP-ADVANCE": PACKED_POP,
+  "PVQ-POP-ID": PACKED_POP,
+  "PVQ-INDIRECT": PACKED_POP,
+  "PVQ-DESC-LAYOUT": PACKED_RING_READ,
+  "PVQ-IN-ORDER": PACKED_RING_READ,
+  "PVQ-PUBLISH-USED": PACKED_RING_READ,
+  "PVQ-USED-FLAGS": PACKED_RING_READ,
+  "PVQ-CHAIN-LIMIT": PACKED_HOSTILE,
+  "PVQ-INDIRECT-LEN": PACKED_HOSTILE,
+  "PVQ-INDIRECT-IN-CHAIN": PACKED_HOSTILE,
+  "PVQ-LEN-U32": PACKED_HOSTILE,
+  "PVQ-GUEST-INPUT": PACKED_HOSTILE,
+  "PVQ-INIT-READY": PACKED_INIT,
+  "PVQ-INIT-SIZE": PACKED_INIT,
+  "PVQ-INIT-ALIGN": PACKED_INIT,
+  "PVQ-INIT-MEMORY": PACKED_INIT,
+  "PVQ-INIT-ORDER": PACKED_INIT,
+  "PVQ-MAX-SIZE": PACKED_INIT,
+  "PVQ-INACTIVE": PACKED_RESET,
+  "PVQ-INIT-FRESH": PACKED_RESET,
+  "PVQ-RESET": PACKED_RESET,
+  "PVQ-UNDO-POP":
+    "no mutant yet; packed.undoPop answers null: a bug shows only at a later pop or state, charged to that step's rules",
+  "PVQ-NOTIFY-DEVICE": PACKED_NOTIFY,
+  "PVQ-TRY-ENABLE": PACKED_NOTIFY,
+  "PVQ-DEVICE-ACCESS":
+    "no mutant yet; the final read-back of memory outside the ring and the Device Area is charged to it alone",
   "MEM-RANGE-ONE-REGION": WHOLE_CASE("memory.access"),
   "MEM-ADDR-U64": WHOLE_CASE("memory.access"),
   "VQ-LAYOUT": POP_STEP,

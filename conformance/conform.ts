@@ -191,6 +191,7 @@ const SUBJECT_PREFIX: Readonly<Record<string, string>> = {
   vsock: "vsock.",
   "usb-vsock": "usb.",
   net: "net.",
+  packed: "packed.",
 };
 
 /**

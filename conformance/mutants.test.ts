@@ -40,7 +40,7 @@ const mustOrSafetyRules = (vectors: ReturnType<typeof suiteVectors>): Set<string
 // Each mutant adapter puts one known bug back around impl/; the deterministic vectors of the
 // whole suite must fail against every one of them (a survivor means the suite is blind to it),
 // and every case runs against every mutant (--full), so each failed rule is seen.
-describe("every mutant adapter is killed by the conformance vectors, on its rule and no rule it should not fail [VQ-POP-AVAIL-IDX VQ-SIZE-ZERO VQ-RESET VQ-PREPARE-KICK VQ-DEVICE-ACCESS CHAIN-LEN-U32 CHAIN-INDIRECT-UNALIGNED IOV-MUT-READ-ONLY IOV-LEN-U32 USB-PARSE-PAYLOAD-LEN NET-CFG-LAYOUT NET-RX-HDR]", () => {
+describe("every mutant adapter is killed by the conformance vectors, on its rule and no rule it should not fail [VQ-POP-AVAIL-IDX VQ-SIZE-ZERO VQ-RESET VQ-PREPARE-KICK VQ-DEVICE-ACCESS CHAIN-LEN-U32 CHAIN-INDIRECT-UNALIGNED IOV-MUT-READ-ONLY IOV-LEN-U32 USB-PARSE-PAYLOAD-LEN NET-CFG-LAYOUT NET-RX-HDR PVQ-WRAP PVQ-ADD-USED PVQ-NOTIFY-DRIVER]", () => {
   it(`kills ${landed.map((m) => m.id).join(", ")}`, async () => {
     const results = await runMutants({ runs: RUNS, parallel: 3, full: true });
     console.log(killCount(results));

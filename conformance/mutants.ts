@@ -7,7 +7,7 @@
 
 export interface Mutant {
   readonly id: string;
-  readonly subject: "queue" | "chain" | "iovec" | "vsock" | "usb-vsock" | "net";
+  readonly subject: "queue" | "chain" | "iovec" | "vsock" | "usb-vsock" | "net" | "packed";
   /** Where the bug was found. */
   readonly source: string;
   /** What the mutant does differently. */
@@ -148,6 +148,27 @@ export const MUTANTS: readonly Mutant[] = [
       "USB-PARSE-BOUNDS":
         "taking payload_len at its word is reading past the transfer, which USB-PARSE-BOUNDS forbids; usb.parse-bounds checks both rules with one answer",
     },
+  },
+  {
+    id: "packed-wrap-not-flipped",
+    subject: "packed",
+    source: "packed-ring bug class: a wrap counter not flipped at the ring's end (VIRTIO 1.2 §2.8.1)",
+    bug: "the used wrap counter stays 1 past the ring's end, so an odd lap's used descriptors carry AVAIL = USED = 1",
+    breaks: "PVQ-WRAP",
+  },
+  {
+    id: "packed-used-id-from-slot",
+    subject: "packed",
+    source: "packed-ring bug class: the split ring's head index reused as the used id (VIRTIO 1.2 §2.8.6)",
+    bug: "addUsed writes the ring slot as the used descriptor's id instead of the buffer id",
+    breaks: "PVQ-ADD-USED",
+  },
+  {
+    id: "packed-off-wrap-ignored",
+    subject: "packed",
+    source: "packed-ring bug class: event suppression off_wrap's wrap bit dropped (VIRTIO 1.2 §2.8.14)",
+    bug: "prepareKick takes off_wrap & 0x7fff as the event index whatever its wrap bit",
+    breaks: "PVQ-NOTIFY-DRIVER",
   },
 ];
 

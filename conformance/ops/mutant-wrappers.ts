@@ -18,6 +18,7 @@ import { popped, queueId, queueSlot } from "./queue.ts";
 import { rawDescriptor, walk, walkJson } from "./chain.ts";
 import { chainArg, iovecWrite } from "./iovec.ts";
 import { netSlot } from "./net.ts";
+import { PACKED_MUTANT_WRAPPERS } from "./packed-mutants.ts";
 
 export type HandlerTable = Readonly<Record<string, Handler>>;
 export type MutantWrapper = (base: HandlerTable) => HandlerTable;
@@ -404,4 +405,5 @@ export const MUTANT_WRAPPERS: Readonly<Record<string, MutantWrapper>> = {
   "iovec-no-u32-check": iovecNoU32Check,
   "vsock-pkt-len-off-by-one": vsockPktLenOffByOne,
   "usb-payload-past-buffer": usbPayloadPastBuffer,
+  ...PACKED_MUTANT_WRAPPERS,
 };

@@ -23,8 +23,8 @@ export interface GuestSegments {
 export interface TxPacket extends GuestSegments {
   readonly headerLength: number;
   readonly frameLength: number;
-  /** Copies frame bytes [at, at + dst.length) into dst; returns the count copied. */
-  copyFrame(dst: Uint8Array, at: number): number;
+  /** Copies frame bytes [at, at + n) into dst[0, n) (n = dst.length by default); returns the count copied. */
+  copyFrame(dst: Uint8Array, at: number, n?: number): number;
 }
 
 /** The writable bytes offered for one RX packet (header at offset 0). */
@@ -94,7 +94,7 @@ class FrameQueue {
   pushPacket(p: TxPacket): boolean {
     if (this.count === this.limit || p.frameLength > this.pool.frameCapacity) return false;
     const f = this.pool.acquire();
-    f.setLength(p.copyFrame(f.data.subarray(0, p.frameLength), 0));
+    f.setLength(p.copyFrame(f.data, 0, p.frameLength)); // a range, not a view per frame
     this.enqueue(f);
     return true;
   }

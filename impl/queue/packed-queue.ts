@@ -168,6 +168,34 @@ export class PackedQueue {
     this.deactivate();
   }
 
+  /**
+   * Both positions as one u32, as vhost-user's GET_VRING_BASE carries a packed ring's:
+   * next_avail in bits 0-14 and its wrap counter in bit 15, next_used in bits 16-30 and its
+   * wrap counter in bit 31 (QEMU docs/interop/vhost-user.rst, "Vring descriptor indices for
+   * packed virtqueues").
+   */
+  positionsWord(): number {
+    return (
+      ((this._nextAvail & 0x7fff) |
+        (this.availWrap << 15) |
+        ((this._nextUsed & 0x7fff) << 16) |
+        (this.usedWrap << 31)) >>>
+      0
+    );
+  }
+
+  /** `positionsWord`'s inverse (SET_VRING_BASE); like `setPositions`, in effect at the next initialize. */
+  setPositionsWord(word: number): void {
+    const w = word >>> 0;
+    this.setPositions({
+      nextAvail: w & 0x7fff,
+      availWrap: (w & 0x8000) !== 0,
+      nextUsed: (w >>> 16) & 0x7fff,
+      usedWrap: (w & 0x8000_0000) !== 0,
+      numAdded: 0,
+    });
+  }
+
   /** The state in the spec's shape, to compare with the reference model. */
   state(): SpecPackedQueue {
     const inFlight: InFlight[] = [];

@@ -33,6 +33,14 @@ export class UnixSocketBackend implements HostPort {
   private readonly paused = new Map<Socket, VsockConnection>();
   private waiters: (() => void)[] = [];
   private dirty = false;
+  /** Connections with guest bytes to write, flushed once per synchronous round (see hostData). */
+  private readonly toFlush = new Set<VsockConnection>();
+  private flushScheduled = false;
+  private readonly flushAll = (): void => {
+    this.flushScheduled = false;
+    for (const conn of this.toFlush) this.flush(conn);
+    this.toFlush.clear();
+  };
   private readonly maxBuffered: number;
   private readonly maxLine: number;
   /** Handshake lines refused (bad syntax, too long, port out of range, muxer full). */
@@ -164,13 +172,17 @@ export class UnixSocketBackend implements HostPort {
       conn.forwarded(n);
       return;
     }
+    // Packets that followed each other are one range of the muxer's slab: usually one write.
+    let chunks = 0;
     for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) {
+      if (chunks++ === 1) sock.cork();
       const n = c.length;
       sock.write(c, () => {
         conn.forwarded(n);
         this.signal();
       });
     }
+    if (chunks > 1) sock.uncork();
     if (conn.hostReadClosed && !sock.writableEnded) sock.end();
   }
 
@@ -201,11 +213,20 @@ export class UnixSocketBackend implements HostPort {
     this.signal();
   }
 
+  /**
+   * Guest bytes arrived: written once the device's synchronous round (a whole TX queue) is
+   * over, so the packets of the round go out together instead of one write each.
+   */
   hostData(conn: VsockConnection): void {
-    this.flush(conn);
+    this.toFlush.add(conn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(this.flushAll);
+    }
   }
 
   closed(conn: VsockConnection): void {
+    this.toFlush.delete(conn);
     this.flush(conn);
     const sock = conn.hostHandle as Socket | null;
     if (sock !== null && !sock.destroyed) {

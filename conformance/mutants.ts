@@ -26,6 +26,9 @@ const NET_RX_READBACK =
 const IOV_WRITE_READBACK =
   "iovec.write reads guest memory back in one memory.read and charges a difference there to every rule of the case: no per-step rules for the parts yet";
 
+const PACKED_RING_READ =
+  "packed.ops reads the descriptor ring back after addUsed (PVQ-ADD-USED, PVQ-IN-ORDER, PVQ-DESC-LAYOUT) and after publish (PVQ-PUBLISH-USED, PVQ-USED-FLAGS, PVQ-WRAP) in one memory.read each, charged to all of them";
+
 export const MUTANTS: readonly Mutant[] = [
   {
     id: "avail-idx-far-ahead",
@@ -155,6 +158,12 @@ export const MUTANTS: readonly Mutant[] = [
     source: "packed-ring bug class: a wrap counter not flipped at the ring's end (VIRTIO 1.2 §2.8.1)",
     bug: "the used wrap counter stays 1 past the ring's end, so an odd lap's used descriptors carry AVAIL = USED = 1",
     breaks: "PVQ-WRAP",
+    alsoBreaks: {
+      "PVQ-PUBLISH-USED": PACKED_RING_READ,
+      "PVQ-USED-FLAGS":
+        "a used descriptor written with the wrong wrap bit has the wrong AVAIL/USED flags; " +
+        PACKED_RING_READ,
+    },
   },
   {
     id: "packed-used-id-from-slot",
@@ -162,6 +171,12 @@ export const MUTANTS: readonly Mutant[] = [
     source: "packed-ring bug class: the split ring's head index reused as the used id (VIRTIO 1.2 §2.8.6)",
     bug: "addUsed writes the ring slot as the used descriptor's id instead of the buffer id",
     breaks: "PVQ-ADD-USED",
+    alsoBreaks: {
+      "PVQ-IN-ORDER": PACKED_RING_READ,
+      "PVQ-DESC-LAYOUT": PACKED_RING_READ,
+      "PVQ-GUEST-INPUT":
+        "packed.hostile charges every step but its memory read-back to PVQ-GUEST-INPUT, so a wrong used id there is charged to it",
+    },
   },
   {
     id: "packed-off-wrap-ignored",
@@ -182,6 +197,9 @@ const QUEUE_INIT =
   "no mutant yet; queue.initialize's answer is charged to every rule of queue.initialize (ready, size, align, memory, order, inactive, max size): no per-step rules there";
 const WHOLE_CASE = (c: string): string =>
   `no mutant yet; in ${c} a difference is charged to every rule of the case (no per-step rules there), so a mutant would fail them all`;
+
+const PACKED =
+  "no packed-ring mutant yet: the three packed mutants break PVQ-WRAP, PVQ-ADD-USED and PVQ-NOTIFY-DRIVER; the packed cases landed after this table was first drawn up";
 
 /**
  * Every MUST/SAFETY rule the suite checks and no mutant `breaks`, with why not. With MUTANTS it
@@ -263,4 +281,32 @@ export const NO_MUTANT: Readonly<Record<string, string>> = {
   "NET-RX-WRITABLE-ONLY": WHOLE_CASE("net.rx"),
   "NET-RX-ORDER": WHOLE_CASE("net.rx"),
   "NET-RX-NO-ROOM": WHOLE_CASE("net.rx"),
+  "PVQ-DESC-LAYOUT": PACKED,
+  "PVQ-AVAIL": PACKED,
+  "PVQ-CHAIN-NEXT": PACKED,
+  "PVQ-BUFFER-ID": PACKED,
+  "PVQ-POP-ID": PACKED,
+  "PVQ-POP-ADVANCE": PACKED,
+  "PVQ-INDIRECT": PACKED,
+  "PVQ-IN-ORDER": PACKED,
+  "PVQ-USED-FLAGS": PACKED,
+  "PVQ-PUBLISH-USED": PACKED,
+  "PVQ-NOTIFY-DEVICE": PACKED,
+  "PVQ-TRY-ENABLE": PACKED,
+  "PVQ-DEVICE-ACCESS": PACKED,
+  "PVQ-GUEST-INPUT": PACKED,
+  "PVQ-CHAIN-LIMIT": PACKED,
+  "PVQ-INDIRECT-LEN": PACKED,
+  "PVQ-INDIRECT-IN-CHAIN": PACKED,
+  "PVQ-LEN-U32": PACKED,
+  "PVQ-RESET": PACKED,
+  "PVQ-INIT-FRESH": PACKED,
+  "PVQ-INACTIVE": PACKED,
+  "PVQ-INIT-READY": PACKED,
+  "PVQ-INIT-SIZE": PACKED,
+  "PVQ-INIT-ALIGN": PACKED,
+  "PVQ-INIT-MEMORY": PACKED,
+  "PVQ-INIT-ORDER": PACKED,
+  "PVQ-MAX-SIZE": PACKED,
+  "PVQ-UNDO-POP": AFTER_EFFECT,
 };

@@ -2,6 +2,14 @@
  * Benchmarks: each `bench/<subject>.bench.ts` default-exports a `BenchSuite`. Figures are
  * reported beside a baseline measured in the same process (a bare DataView loop, one
  * memcpy, raw writev), because these machines are noisy: the ratio is what to compare.
+ *
+ * A figure with a target: build it with `row` (the ratio and met / not met are computed, in
+ * one way for every suite), e.g.
+ *
+ *   row({ case: "echo, 64 KiB writes", value: mbps, unit: "MB/s", issue: "18",
+ *         reference: { name: "raw Unix-socket echo", value: raw }, target: { atLeast: 0.6 } })
+ *
+ * Figures written by hand as `BenchFigure` objects keep working as they are.
  */
 
 export interface BenchFigure {
@@ -17,7 +25,68 @@ export interface BenchFigure {
   /** The target, in words, and whether this run met it. */
   readonly target?: { readonly text: string; readonly met: boolean };
   readonly notes?: string;
+  /** The issue whose target this is (reports/bench.md lists them first), e.g. "18". */
+  readonly issue?: string;
+  /**
+   * Where the baseline came from when it was not measured in this run (an older version
+   * recorded once, with the command and the date), shown beside it.
+   */
+  readonly recorded?: string;
 }
+
+/** A target on the ratio value / reference (or on the value itself with `on: "value"`). */
+export interface RowTarget {
+  readonly atLeast?: number;
+  readonly atMost?: number;
+  /** What the bound applies to: the ratio (default) or the value in its unit. */
+  readonly on?: "ratio" | "value";
+  /** Words for the target; default: ">= 0.7 of <reference name>" and the like. */
+  readonly text?: string;
+}
+
+export interface RowInput {
+  readonly case: string;
+  readonly value: number;
+  readonly unit: string;
+  readonly reference?: { readonly name: string; readonly value: number; readonly recorded?: string };
+  readonly target?: RowTarget;
+  readonly notes?: string;
+  readonly issue?: string;
+}
+
+/**
+ * One figure beside its reference: the ratio value / reference, and the target with
+ * met / not met. A ratio target needs a reference.
+ */
+export const row = (r: RowInput): BenchFigure => {
+  const ratio = r.reference === undefined ? undefined : r.value / r.reference.value;
+  let target: BenchFigure["target"];
+  if (r.target !== undefined) {
+    const t = r.target;
+    const on = t.on ?? "ratio";
+    const x = on === "ratio" ? ratio : r.value;
+    if (x === undefined)
+      throw new Error(`bench row ${JSON.stringify(r.case)}: a ratio target needs a reference`);
+    const met = (t.atLeast === undefined || x >= t.atLeast) && (t.atMost === undefined || x <= t.atMost);
+    const bounds = [
+      ...(t.atLeast !== undefined ? [`>= ${t.atLeast}`] : []),
+      ...(t.atMost !== undefined ? [`<= ${t.atMost}`] : []),
+    ].join(" and ");
+    const of = on === "ratio" ? ` of ${r.reference!.name}` : ` ${r.unit}`;
+    target = { text: t.text ?? `${bounds}${of}`, met: Number.isFinite(x) && met };
+  }
+  return {
+    case: r.case,
+    value: r.value,
+    unit: r.unit,
+    ...(r.reference !== undefined ? { baseline: { name: r.reference.name, value: r.reference.value } } : {}),
+    ...(r.reference?.recorded !== undefined ? { recorded: r.reference.recorded } : {}),
+    ...(ratio !== undefined ? { ratio } : {}),
+    ...(target !== undefined ? { target } : {}),
+    ...(r.notes !== undefined ? { notes: r.notes } : {}),
+    ...(r.issue !== undefined ? { issue: r.issue } : {}),
+  };
+};
 
 export interface BenchSuite {
   readonly name: string;

@@ -118,10 +118,46 @@ const alternating = (
   return { a: (batch * 1000) / q(ta), b: (batch * 1000) / q(tb) };
 };
 
-const loopbackFigures = (size: number): BenchFigure[] => {
-  const dev = new NetDevice({ mtu: 1500 }, new LoopbackBackend({ queueLimit: QSIZE, frameCapacity: 1600 }));
+/** A backend that takes each packet and does nothing (the device's own TX cost). */
+const nullBackend = (): NetBackendShape => ({
+  name: "sink",
+  carriesHeader: true,
+  configure: () => true,
+  send: (p) => p.frameLength,
+  receive: () => -1,
+  waitReadable: Effect.never,
+  stats: { sent: 0, received: 0, dropped: 0, errors: 0 },
+});
+
+/**
+ * The loopback's floor: a backend that hands every sent frame back to RX without copying a
+ * byte (the header is still written), so what is left is the device's TX and RX paths.
+ */
+const noCopyLoopback = (): NetBackendShape => {
+  let waiting = 0;
+  return {
+    name: "no-copy loopback",
+    carriesHeader: false,
+    configure: () => true,
+    send: () => {
+      waiting++;
+      return 0;
+    },
+    receive: () => {
+      if (waiting === 0) return -1;
+      waiting--;
+      return 0;
+    },
+    waitReadable: Effect.never,
+    stats: { sent: 0, received: 0, dropped: 0, errors: 0 },
+  };
+};
+
+/** TX then RX through `backend`, batches of BATCH. */
+const loopRunner = (backend: NetBackendShape, size: number) => {
+  const dev = new NetDevice({ mtu: 1500 }, backend);
   const g = new LeanGuest(dev, size);
-  const viaDevice = (n: number): number => {
+  const run = (n: number): number => {
     let moved = 0;
     for (let done = 0; done < n; done += BATCH) {
       g.postTx(BATCH);
@@ -131,21 +167,47 @@ const loopbackFigures = (size: number): BenchFigure[] => {
     }
     return moved;
   };
-  const bytes = g.memory.regions[0]!.bytes;
+  return { dev, g, run };
+};
+
+/** TX alone through the null backend, batches of BATCH. */
+const txRunner = (size: number) => {
+  const dev = new NetDevice({ mtu: 1500 }, nullBackend());
+  const g = new LeanGuest(dev, size);
+  return (n: number): number => {
+    let sent = 0;
+    for (let done = 0; done < n; done += BATCH) {
+      g.postTx(BATCH);
+      sent += dev.processTxNow();
+    }
+    return sent;
+  };
+};
+
+const loopbackFigures = (size: number): BenchFigure[] => {
+  const lo = loopRunner(new LoopbackBackend({ queueLimit: QSIZE, frameCapacity: 1600 }), size);
+  const bytes = lo.g.memory.regions[0]!.bytes;
   let k = 0;
   const copyFrames = (n: number): number => {
     for (let i = 0; i < n; i++) {
-      const src = g.txBase + (k % QSIZE) * SLOT;
-      bytes.copyWithin(g.rxBase + (k % QSIZE) * SLOT, src, src + HDR + size);
+      const src = lo.g.txBase + (k % QSIZE) * SLOT;
+      bytes.copyWithin(lo.g.rxBase + (k % QSIZE) * SLOT, src, src + HDR + size);
       k++;
     }
     return k;
   };
-  const { a: device, b: copy } = alternating(viaDevice, copyFrames, BATCH);
-  if (dev.stats.rxFrames === 0 || dev.stats.rxFrames !== dev.stats.txFrames) {
-    throw new Error(`loopback moved ${dev.stats.txFrames} TX and ${dev.stats.rxFrames} RX frames`);
+  const { a: device, b: copy } = alternating(lo.run, copyFrames, BATCH);
+  const moved = lo.dev.stats;
+  if (moved.rxFrames === 0 || moved.rxFrames !== moved.txFrames) {
+    throw new Error(`loopback moved ${moved.txFrames} TX and ${moved.rxFrames} RX frames`);
   }
-  return [
+  // The target's reference: the TX path alone, alternated with the loopback in one run.
+  const { a: loop, b: txAlone } = alternating(lo.run, txRunner(size), BATCH);
+  // The floor: the same TX and RX paths with a backend that copies nothing.
+  const floor = loopRunner(noCopyLoopback(), size);
+  const { a: noCopy, b: txAlone2 } = alternating(floor.run, txRunner(size), BATCH);
+  if (floor.dev.stats.rxFrames === 0) throw new Error("the no-copy loopback delivered nothing");
+  const out: BenchFigure[] = [
     {
       case: `TX → loopback → RX, ${size} B frames, batches of ${BATCH}`,
       value: device,
@@ -154,30 +216,30 @@ const loopbackFigures = (size: number): BenchFigure[] => {
       ratio: device / copy,
       notes: `${((device * size * 8) / 1e9).toFixed(2)} Gbit/s of frames`,
     },
+    {
+      case: `TX → loopback → RX against the TX path alone, ${size} B frames`,
+      value: loop,
+      unit: "frames/s",
+      baseline: { name: "TX path alone (null backend), same run", value: txAlone },
+      ratio: loop / txAlone,
+      ...(size === 64 ? { target: { text: ">= 0.5 of the TX path alone", met: loop / txAlone >= 0.5 } } : {}),
+    },
+    {
+      case: `floor: TX → RX with a backend that copies no byte, ${size} B frames`,
+      value: noCopy,
+      unit: "frames/s",
+      baseline: { name: "TX path alone (null backend), same run", value: txAlone2 },
+      ratio: noCopy / txAlone2,
+      notes: "the device's TX and RX paths with the frame copies taken out: the most the loopback can reach",
+    },
   ];
+  return out;
 };
 
 /** The device's own TX cost: a backend that takes each packet and does nothing. */
 const txPathFigure = (size: number): BenchFigure => {
-  const sink: NetBackendShape = {
-    name: "sink",
-    carriesHeader: true,
-    configure: () => true,
-    send: (p) => p.frameLength,
-    receive: () => -1,
-    waitReadable: Effect.never,
-    stats: { sent: 0, received: 0, dropped: 0, errors: 0 },
-  };
-  const dev = new NetDevice({ mtu: 1500 }, sink);
-  const g = new LeanGuest(dev, size);
-  const fps = opsPerSecond((n) => {
-    let sent = 0;
-    for (let done = 0; done < n; done += BATCH) {
-      g.postTx(BATCH);
-      sent += dev.processTxNow();
-    }
-    return sent;
-  });
+  const tx = txRunner(size);
+  const fps = opsPerSecond(tx);
   return {
     case: `TX path alone (pop, gather, hand over, used), ${size} B frames, null backend`,
     value: fps,

@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- <filter>]`: runs every bench/*.bench.ts (or those whose file name
- * contains the filter) and writes reports/bench.json and reports/bench.md.
+ * `npm run bench [-- <filter>...]`: runs every bench/*.bench.ts (or those whose file name
+ * contains one of the filters) and writes reports/bench.json and reports/bench.md.
  */
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -9,18 +9,23 @@ import { cpus } from "node:os";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
 import { reportsDir, root } from "../scripts/paths.ts";
 
-const filter = process.argv[2];
+const filters = process.argv.slice(2);
+const filter = filters[0];
 if (filter === "--help" || filter === "-h") {
-  console.log("usage: npm run bench [-- <filter>]\n  runs bench/*.bench.ts whose name contains <filter>");
+  console.log(
+    "usage: npm run bench [-- <filter>...]\n  runs bench/*.bench.ts whose name contains one of the filters",
+  );
   process.exit(0);
 }
 const dir = join(root, "bench");
 const files = readdirSync(dir)
-  .filter((f) => f.endsWith(".bench.ts") && (filter === undefined || f.includes(filter)))
+  .filter((f) => f.endsWith(".bench.ts") && (filters.length === 0 || filters.some((x) => f.includes(x))))
   .sort();
 if (files.length === 0) {
   console.error(
-    `bench: no benchmark matches ${JSON.stringify(filter)}; have: ${readdirSync(dir)
+    `bench: no benchmark matches ${filters.map((x) => JSON.stringify(x)).join(" or ")}; have: ${readdirSync(
+      dir,
+    )
       .filter((f) => f.endsWith(".bench.ts"))
       .join(", ")}`,
   );
@@ -50,22 +55,48 @@ writeFileSync(
   join(reportsDir, "bench.json"),
   JSON.stringify({ date: new Date().toISOString(), machine, results }, null, 2) + "\n",
 );
+const baseCell = (x: BenchFigure): string =>
+  x.baseline === undefined
+    ? ""
+    : `${x.baseline.name}: ${fmt(x.baseline.value)} ${x.unit}${x.recorded !== undefined ? ` (recorded: ${x.recorded})` : ""}`;
 const md: string[] = [
   "# Benchmarks",
   "",
   `Node ${machine.node}, ${machine.cpus} × ${machine.cpu}, ${new Date().toISOString()}`,
   "",
-  "| suite | case | value | baseline | ratio | target |",
-  "| --- | --- | --- | --- | --- | --- |",
 ];
+// Every figure with a target first, each beside its reference, met or not.
+const targeted = results.flatMap((r) =>
+  r.figures.filter((x) => x.target !== undefined).map((x) => ({ r, x })),
+);
+if (targeted.length > 0) {
+  md.push(
+    "## Targets",
+    "",
+    "| issue | suite | case | value | reference | ratio | target | met |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const { r, x } of targeted)
+    md.push(
+      `| ${x.issue ?? ""} | ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${baseCell(x)} | ${
+        x.ratio === undefined ? "" : x.ratio.toFixed(2)
+      } | ${x.target!.text} | ${x.target!.met ? "met" : "**not met**"} |`,
+    );
+  md.push("", "## All figures", "");
+}
+md.push("| suite | case | value | baseline | ratio | target |", "| --- | --- | --- | --- | --- | --- |");
 for (const r of results) {
   if (r.error !== undefined) md.push(`| ${r.suite} | **failed** | ${r.error} | | | |`);
   for (const x of r.figures) {
-    const base = x.baseline === undefined ? "" : `${x.baseline.name}: ${fmt(x.baseline.value)} ${x.unit}`;
     const ratio = x.ratio === undefined ? "" : x.ratio.toFixed(2);
     const target = x.target === undefined ? "" : `${x.target.text}: ${x.target.met ? "met" : "**not met**"}`;
-    md.push(`| ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${base} | ${ratio} | ${target} |`);
+    md.push(`| ${r.suite} | ${x.case} | ${fmt(x.value)} ${x.unit} | ${baseCell(x)} | ${ratio} | ${target} |`);
   }
+}
+const notes = results.flatMap((r) => r.figures.filter((x) => x.notes !== undefined).map((x) => ({ r, x })));
+if (notes.length > 0) {
+  md.push("", "## Notes", "");
+  for (const { r, x } of notes) md.push(`- ${r.suite}, ${x.case}: ${x.notes}`);
 }
 writeFileSync(join(reportsDir, "bench.md"), md.join("\n") + "\n");
 console.log(`\nbench: wrote reports/bench.json and reports/bench.md`);

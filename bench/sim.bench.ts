@@ -1,57 +1,190 @@
 /**
- * Simulator throughput: virtio-net chains (TX and RX) simulated per second of wall time in
- * the net-loopback scenario, with the oracle (reference model, bounds guard, notification
- * and delivery checks) on and off. The ratio says what the checking costs.
+ * Simulator throughput (issue 18):
+ * - what the oracle costs: virtio-net chains (TX and RX) simulated per CPU second in the
+ *   net-loopback scenario with the oracle (reference model, bounds guard, notification and
+ *   delivery checks) on and off, the two measured in turn, best of three each;
+ * - 10^6 `queue` steps as a user runs them (`sim run`, oracle on, the trace written to the
+ *   report, gz) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
+ *   the figures of the version before (recorded once, command below: that version is not in
+ *   the tree to run again); and peak memory at a tenth of the steps (flat in the step count).
+ *
+ * CPU time (user + system, every thread of the process) is the figure to compare: the
+ * machines are shared, and wall time moves with whatever else runs. SIM_BENCH_STEPS sets the
+ * long run's length (default 10^6).
  */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Effect } from "effect";
-import type { BenchFigure, BenchSuite } from "./harness.ts";
+import { row, type BenchFigure, type BenchSuite } from "./harness.ts";
 import { runScenario } from "../sim/engine.ts";
 import { netLoopbackScenario } from "../sim/scenarios/net-loopback.ts";
+import { root } from "../scripts/paths.ts";
 
 const chainsOf = (get: (name: string) => number): number =>
   ["evt", "noevt"].reduce((a, p) => a + get(`${p}.frames.sent`) + get(`${p}.frames.received`), 0);
 
-const measure = async (oracle: boolean, steps: number): Promise<{ chainsPerSec: number; chains: number }> => {
-  let best = 0;
-  let chains = 0;
-  for (let rep = 0; rep < 3; rep++) {
+const cpuSeconds = (since: NodeJS.CpuUsage): number => {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1e6;
+};
+
+/** Chains per CPU second of one net-loopback run. */
+const netLoopback = async (oracle: boolean, steps: number, seed: number): Promise<number> => {
+  const c0 = process.cpuUsage();
+  const r = await Effect.runPromise(
+    runScenario(netLoopbackScenario, { seed, steps, faults: 0, oracle, trace: false }),
+  );
+  const dt = cpuSeconds(c0);
+  if (r.status !== "passed")
+    throw new Error(`net-loopback ${r.status}: ${r.violation?.message ?? r.skipReason}`);
+  return chainsOf((n) => r.ctx.metrics.get(n)) / dt;
+};
+
+/**
+ * The version before this work (main at efa54a5, text trace), recorded once on this machine
+ * (2 shared cores, load ~16): `/usr/bin/time -v npx tsx sim run queue --seed 1 --steps 1000000
+ * --report DIR --trace plain` (plain: its cheapest trace; its default gz was slower still).
+ * The issue measured the same run at 95 s of wall time on a quiet machine.
+ */
+const BEFORE = {
+  steps: 1_000_000,
+  cpuS: 249.1,
+  wallS: 1744,
+  traceBytes: 697_833_047,
+  peakMB: 285,
+  quietWallS: 95,
+  how: "main efa54a5, `npx tsx sim run queue --seed 1 --steps 1000000 --trace plain`, 2026-12-05 on this machine",
+};
+
+interface QueueRun {
+  readonly steps: number;
+  readonly cpuS: number;
+  readonly wallS: number;
+  readonly peakMB: number;
+  readonly traceBytes: number;
+}
+
+/** `sim run queue` in a fresh process (its max RSS and CPU time are its own). */
+const queueRun = (steps: number): QueueRun => {
+  const report = mkdtempSync(join(tmpdir(), "sim-bench-"));
+  try {
+    const argv = ["run", "queue", "--seed", "1", "--steps", String(steps), "--report", report, "--json"];
+    const code = [
+      `import { main } from ${JSON.stringify(join(root, "sim", "cli.ts"))};`,
+      `const code = await main(${JSON.stringify(argv)}, { out: (l) => process.stdout.write(l + '\\n'), err: (l) => process.stderr.write(l + '\\n'), progress: null });`,
+      "const u = process.resourceUsage();",
+      "process.stderr.write('usage ' + JSON.stringify({ cpu: u.userCPUTime + u.systemCPUTime, rss: u.maxRSS }) + '\\n');",
+      "process.exit(code);",
+    ].join("\n");
     const t0 = performance.now();
-    const r = await Effect.runPromise(
-      runScenario(netLoopbackScenario, { seed: 7 + rep, steps, faults: 0, oracle, trace: false }),
-    );
-    const dt = (performance.now() - t0) / 1000;
-    if (r.status !== "passed")
-      throw new Error(`net-loopback ${r.status}: ${r.violation?.message ?? r.skipReason}`);
-    chains = chainsOf((n) => r.ctx.metrics.get(n));
-    best = Math.max(best, chains / dt);
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], {
+      cwd: root,
+      encoding: "utf8",
+      maxBuffer: 1 << 26,
+    });
+    const wallS = (performance.now() - t0) / 1000;
+    const usage = /usage (\{.*\})/.exec(r.stderr)?.[1];
+    if (r.status !== 0 || usage === undefined)
+      throw new Error(`sim ${argv.join(" ")} exited ${r.status}: ${r.stderr.slice(-500)}`);
+    const u = JSON.parse(usage) as { cpu: number; rss: number };
+    const dir = join(report, "queue-1");
+    const trace = readdirSync(dir).find((f) => f.startsWith("trace."));
+    return {
+      steps,
+      cpuS: u.cpu / 1e6,
+      wallS,
+      peakMB: u.rss / 1024,
+      traceBytes: trace === undefined ? 0 : statSync(join(dir, trace)).size,
+    };
+  } finally {
+    rmSync(report, { recursive: true, force: true });
   }
-  return { chainsPerSec: best, chains };
 };
 
 const suite: BenchSuite = {
   name: "simulator",
   async run(log) {
     const steps = 3000;
-    await measure(false, 300); // warm-up: JIT the device and the driver model
-    const off = await measure(false, steps);
-    log(`oracle off: ${off.chainsPerSec.toFixed(0)} chains/s (${off.chains} chains per run)`);
-    const on = await measure(true, steps);
-    log(`oracle on:  ${on.chainsPerSec.toFixed(0)} chains/s`);
+    await netLoopback(false, 300, 6); // warm-up: JIT the device and the driver model
+    let off = 0;
+    let on = 0;
+    for (let rep = 0; rep < 3; rep++) {
+      off = Math.max(off, await netLoopback(false, steps, 7 + rep));
+      on = Math.max(on, await netLoopback(true, steps, 7 + rep));
+    }
+    log(`net-loopback: oracle off ${off.toFixed(0)}, on ${on.toFixed(0)} chains per CPU second`);
     const figures: BenchFigure[] = [
-      {
+      row({
         case: `net-loopback, ${steps} steps, oracle off`,
-        value: off.chainsPerSec,
-        unit: "chains/s",
+        value: off,
+        unit: "chains/CPU s",
         notes: "TX and RX chains of both devices (with and without EVENT_IDX), trace off",
-      },
-      {
+      }),
+      row({
         case: `net-loopback, ${steps} steps, oracle on`,
-        value: on.chainsPerSec,
-        unit: "chains/s",
-        baseline: { name: "same run, oracle off", value: off.chainsPerSec },
-        ratio: on.chainsPerSec / off.chainsPerSec,
-      },
+        value: on,
+        unit: "chains/CPU s",
+        reference: { name: "oracle off, same run", value: off },
+        target: { atLeast: 0.7 },
+        issue: "18",
+      }),
     ];
+
+    const long = Number(process.env["SIM_BENCH_STEPS"] ?? 1e6);
+    const tenth = queueRun(Math.max(1000, Math.round(long / 10)));
+    log(`queue ${tenth.steps} steps: ${tenth.cpuS.toFixed(1)} s CPU, peak ${tenth.peakMB.toFixed(0)} MB`);
+    const m = queueRun(long);
+    log(
+      `queue ${m.steps} steps: ${m.cpuS.toFixed(1)} s CPU, ${m.wallS.toFixed(1)} s wall, trace ${(m.traceBytes / 1e6).toFixed(1)} MB, peak ${m.peakMB.toFixed(0)} MB`,
+    );
+    // The recorded run had 10^6 steps; a shorter run here is compared per step.
+    const scale = m.steps / BEFORE.steps;
+    const what = `queue, ${m.steps.toLocaleString("en-US")} steps, oracle on, trace on (gz)`;
+    figures.push(
+      row({
+        case: `${what}: CPU time`,
+        value: m.cpuS,
+        unit: "s",
+        reference: { name: "the version before", value: BEFORE.cpuS * scale, recorded: BEFORE.how },
+        target: { atMost: 0.1 },
+        issue: "18",
+      }),
+      row({
+        case: `${what}: wall time`,
+        value: m.wallS,
+        unit: "s",
+        reference: {
+          name: "the version before, wall, quiet machine (issue 18)",
+          value: BEFORE.quietWallS * scale,
+          recorded: `issue 18; on this machine, loaded, it took ${BEFORE.wallS} s`,
+        },
+        target: { atMost: 0.1 },
+        issue: "18",
+        notes: "wall time on shared cores moves with the load; the CPU-time row is the comparable one",
+      }),
+      row({
+        case: `${what}: trace bytes per step`,
+        value: m.traceBytes / m.steps,
+        unit: "B",
+        reference: {
+          name: "the version before (text trace)",
+          value: BEFORE.traceBytes / BEFORE.steps,
+          recorded: BEFORE.how,
+        },
+        issue: "18",
+      }),
+      row({
+        case: `${what}: peak memory`,
+        value: m.peakMB,
+        unit: "MB",
+        reference: { name: `${tenth.steps.toLocaleString("en-US")} steps, same run`, value: tenth.peakMB },
+        target: { atMost: 1.5, text: "flat: <= 1.5 x a tenth of the steps" },
+        issue: "18",
+        notes: `max RSS of a fresh process; the version before peaked at ${BEFORE.peakMB} MB for 10^6 steps`,
+      }),
+    );
     return figures;
   },
 };

@@ -1,8 +1,10 @@
 /**
  * The reference adapter: a program that speaks the conformance protocol over impl/.
  *
- *   npx tsx conformance/adapter-main.ts [--mutant <id>]
+ *   npx tsx conformance/adapter-main.ts [--mutant <id>] [--honour-no-interrupt]
  *
+ * `--honour-no-interrupt` makes it choose like QEMU where VMMs differ on
+ * VRING_AVAIL_F_NO_INTERRUPT (default: like Firecracker and rust-vmm), for the whole session.
  * With `--mutant` (or VLAB_MUTANT) it reintroduces one known bug (conformance/mutants.ts)
  * around the same impl/ code, so the suite can prove it catches that bug.
  */
@@ -25,13 +27,14 @@ export const handlers = (mutant: string | null = null): Record<string, Handler> 
   return wrap === undefined ? base : { ...wrap(base) };
 };
 
-/** Answers one request; never throws. */
-export const answer = (req: Request, world: { current: World }, table: Record<string, Handler>): Outcome => {
+/** Answers one request; never throws. `name` is what hello says (the mutant's, if one). */
+export const answer = (
+  req: Request,
+  world: { current: World },
+  table: Record<string, Handler>,
+  name: string = IMPLEMENTATION_NAME,
+): Outcome => {
   if (req.op === "hello") {
-    const name =
-      world.current.mutant === null
-        ? IMPLEMENTATION_NAME
-        : `${IMPLEMENTATION_NAME} mutant ${world.current.mutant}`;
     return okv({
       protocol: PROTOCOL_VERSION,
       name,
@@ -39,7 +42,7 @@ export const answer = (req: Request, world: { current: World }, table: Record<st
     });
   }
   if (req.op === "reset") {
-    world.current = new World(world.current.mutant);
+    world.current = new World(world.current.config);
     return okv(null);
   }
   const h = table[req.op];
@@ -71,8 +74,9 @@ export const runAdapter = (argv: readonly string[]): void => {
     );
     process.exit(2);
   }
-  const world = { current: new World(mutant) };
+  const world = { current: new World({ honourNoInterrupt: argv.includes("--honour-no-interrupt") }) };
   const table = handlers(mutant);
+  const name = mutant === null ? IMPLEMENTATION_NAME : `${IMPLEMENTATION_NAME} mutant ${mutant}`;
   const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
   rl.on("line", (line) => {
     if (line.trim() === "") return;
@@ -92,7 +96,7 @@ export const runAdapter = (argv: readonly string[]): void => {
       );
       return;
     }
-    const out = answer(req, world, table);
+    const out = answer(req, world, table, name);
     process.stdout.write(JSON.stringify({ id: req.id, ...out }) + "\n");
   });
   rl.on("close", () => process.exit(0));

@@ -95,7 +95,8 @@ const runAll = async (
       if (o.stopOnFail === true && r.status === "fail") break;
     }
   } else {
-    const seed = o.seed ?? (Date.now() ^ (Math.random() * 0x100000000)) | 0;
+    // Unsigned, as `--seed` takes it back (fast-check draws the same from s and s | 0).
+    const seed = (o.seed ?? Date.now() ^ (Math.random() * 0x100000000)) >>> 0;
     for (const k of selectCases(allCases(), o)) {
       const r = await runCaseProperty(client, k, supported, {
         numRuns: o.runs ?? k.numRuns,
@@ -190,6 +191,7 @@ const SUBJECT_PREFIX: Readonly<Record<string, string>> = {
   vsock: "vsock.",
   "usb-vsock": "usb.",
   net: "net.",
+  packed: "packed.",
 };
 
 /**

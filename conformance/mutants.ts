@@ -7,14 +7,24 @@
 
 export interface Mutant {
   readonly id: string;
-  readonly subject: "queue" | "chain" | "iovec" | "vsock" | "usb-vsock" | "net";
+  readonly subject: "queue" | "chain" | "iovec" | "vsock" | "usb-vsock" | "net" | "packed";
   /** Where the bug was found. */
   readonly source: string;
   /** What the mutant does differently. */
   readonly bug: string;
   /** The rule id the bug breaks: the suite must fail that rule (at must or safety level). */
   readonly breaks: string;
+  /**
+   * Other MUST/SAFETY rules the mutant may fail besides `breaks`, each with the reason that
+   * is right; failing any rule not listed here fails conformance/mutants.test.ts.
+   */
+  readonly alsoBreaks?: Readonly<Record<string, string>>;
 }
+
+const NET_RX_READBACK =
+  "net.rx reads each RX buffer back whole (header and frame in one memory.read) and charges a difference there to every rule of the case: no per-step rules for the parts yet";
+const IOV_WRITE_READBACK =
+  "iovec.write reads guest memory back in one memory.read and charges a difference there to every rule of the case: no per-step rules for the parts yet";
 
 export const MUTANTS: readonly Mutant[] = [
   {
@@ -65,6 +75,13 @@ export const MUTANTS: readonly Mutant[] = [
     source: "v86 virtio-net",
     bug: "num_buffers in the RX virtio-net header is written big-endian",
     breaks: "NET-RX-HDR",
+    alsoBreaks: {
+      "NET-HDR-LAYOUT": NET_RX_READBACK,
+      "NET-RX-USED-LEN": NET_RX_READBACK,
+      "NET-RX-WRITABLE-ONLY": NET_RX_READBACK,
+      "NET-RX-ORDER": NET_RX_READBACK,
+      "NET-RX-NO-ROOM": NET_RX_READBACK,
+    },
   },
   {
     id: "net-mtu-offset-12",
@@ -86,6 +103,12 @@ export const MUTANTS: readonly Mutant[] = [
     source: "a JavaScript emulator's virtqueue (issue 13)",
     bug: "addUsed picks its used ring slot from used.idx as read in guest memory, a field only the device writes",
     breaks: "VQ-DEVICE-ACCESS",
+    alsoBreaks: {
+      "VQ-ADD-USED":
+        "between two addUsed with no publish (Firecracker's order) used.idx in memory lags next_used, so even an honest driver's element lands in the wrong slot: addUsed's own rule fails",
+      "VQ-LAYOUT":
+        "the used ring read back after that addUsed is checked for VQ-LAYOUT too (one memory.read)",
+    },
   },
   {
     id: "write-readable",
@@ -93,6 +116,13 @@ export const MUTANTS: readonly Mutant[] = [
     source: "virtio-lab",
     bug: "a device write goes into a device-readable descriptor",
     breaks: "IOV-MUT-READ-ONLY",
+    alsoBreaks: {
+      "IOV-WRITE-LEN": IOV_WRITE_READBACK,
+      "IOV-SEG-MEMORY": IOV_WRITE_READBACK,
+      "IOV-DEQUE-CAPACITY": IOV_WRITE_READBACK,
+      "IOV-APPEND-RESULT": IOV_WRITE_READBACK,
+      "IOV-OVERLAP-ORDER": IOV_WRITE_READBACK,
+    },
   },
   {
     id: "iovec-no-u32-check",
@@ -114,5 +144,123 @@ export const MUTANTS: readonly Mutant[] = [
     source: "Fuchsia usb_vsock",
     bug: "a packet whose payload_len runs past the end of the buffer is accepted",
     breaks: "USB-PARSE-PAYLOAD-LEN",
+    alsoBreaks: {
+      "USB-PARSE-BOUNDS":
+        "taking payload_len at its word is reading past the transfer, which USB-PARSE-BOUNDS forbids; usb.parse-bounds checks both rules with one answer",
+    },
+  },
+  {
+    id: "packed-wrap-not-flipped",
+    subject: "packed",
+    source: "packed-ring bug class: a wrap counter not flipped at the ring's end (VIRTIO 1.2 §2.8.1)",
+    bug: "the used wrap counter stays 1 past the ring's end, so an odd lap's used descriptors carry AVAIL = USED = 1",
+    breaks: "PVQ-WRAP",
+  },
+  {
+    id: "packed-used-id-from-slot",
+    subject: "packed",
+    source: "packed-ring bug class: the split ring's head index reused as the used id (VIRTIO 1.2 §2.8.6)",
+    bug: "addUsed writes the ring slot as the used descriptor's id instead of the buffer id",
+    breaks: "PVQ-ADD-USED",
+  },
+  {
+    id: "packed-off-wrap-ignored",
+    subject: "packed",
+    source: "packed-ring bug class: event suppression off_wrap's wrap bit dropped (VIRTIO 1.2 §2.8.14)",
+    bug: "prepareKick takes off_wrap & 0x7fff as the event index whatever its wrap bit",
+    breaks: "PVQ-NOTIFY-DRIVER",
   },
 ];
+
+// ---- rules without a mutant of their own, and why -----------------------------------------
+
+const POP_STEP =
+  "no mutant yet; a queue.pop answer (the chain and the new position) is checked for VQ-POP-EMPTY, VQ-POP-ADVANCE, VQ-LEN and VQ-LAYOUT at once, so a pop bug fails all four";
+const AFTER_EFFECT =
+  "its op answers null: a bug shows only at a later step (pop, state, a memory read) charged to that step's rules, so no mutant fails it alone";
+const QUEUE_INIT =
+  "no mutant yet; queue.initialize's answer is charged to every rule of queue.initialize (ready, size, align, memory, order, inactive, max size): no per-step rules there";
+const WHOLE_CASE = (c: string): string =>
+  `no mutant yet; in ${c} a difference is charged to every rule of the case (no per-step rules there), so a mutant would fail them all`;
+
+/**
+ * Every MUST/SAFETY rule the suite checks and no mutant `breaks`, with why not. With MUTANTS it
+ * covers each such rule exactly once (conformance/mutants.test.ts prints the table and fails
+ * on a rule in neither, in both, or no longer checked).
+ */
+export const NO_MUTANT: Readonly<Record<string, string>> = {
+  "MEM-RANGE-ONE-REGION": WHOLE_CASE("memory.access"),
+  "MEM-ADDR-U64": WHOLE_CASE("memory.access"),
+  "VQ-LAYOUT": POP_STEP,
+  "VQ-LEN": POP_STEP,
+  "VQ-POP-EMPTY": POP_STEP,
+  "VQ-POP-ADVANCE": POP_STEP,
+  "VQ-UNDO-POP": AFTER_EFFECT,
+  "VQ-ADD-USED":
+    "no mutant yet; addUsed's element is read back by a memory.read that also checks VQ-LAYOUT (used-slot-from-guest fails both)",
+  "VQ-PUBLISH-USED": "no mutant yet; its publish step and used.idx read cite it alone",
+  "VQ-EVENT-IDX":
+    "enableNotifSuppression is configure's eventIdx argument: it shows in queue.state, whose answer is charged to every setup rule of queue.ops",
+  "VQ-TRY-ENABLE-NOTIFICATION": WHOLE_CASE("queue.ops's tryEnableNotification step"),
+  "VQ-INACTIVE":
+    "no mutant yet; refusals of an inactive queue cite it alone (NotReady), but an op that touches memory shows in reads charged to the case's rules",
+  "VQ-INIT-READY": QUEUE_INIT,
+  "VQ-INIT-SIZE": QUEUE_INIT,
+  "VQ-INIT-ALIGN": QUEUE_INIT,
+  "VQ-INIT-MEMORY": QUEUE_INIT,
+  "VQ-INIT-ORDER": QUEUE_INIT,
+  "VQ-MAX-SIZE": QUEUE_INIT,
+  "CHAIN-DESC-LAYOUT": WHOLE_CASE("chain.walk"),
+  "CHAIN-RW-SPLIT": WHOLE_CASE("chain.walk"),
+  "CHAIN-ADDR-U64": WHOLE_CASE("chain.walk"),
+  "CHAIN-INDIRECT":
+    "implied: indirect-aligned breaks how an indirect table is walked, but only for unaligned tables (CHAIN-INDIRECT-UNALIGNED); no mutant yet of aligned ones",
+  "CHAIN-INDIRECT-LEN": WHOLE_CASE("chain.hostile-tables"),
+  "CHAIN-INDIRECT-NESTED": WHOLE_CASE("chain.hostile-tables"),
+  "VQ-GUEST-INPUT": WHOLE_CASE("chain.hostile-tables"),
+  "CHAIN-TTL": WHOLE_CASE("chain.hostile"),
+  "CHAIN-MEMORY": WHOLE_CASE("chain.hostile"),
+  "IOV-READ-LEN": WHOLE_CASE("iovec.read"),
+  "IOV-SEG-MEMORY": WHOLE_CASE("iovec.read and iovec.write"),
+  "IOV-OVERLAP-ORDER": WHOLE_CASE("iovec.read and iovec.write"),
+  "IOV-CHAIN-END": WHOLE_CASE("iovec.read"),
+  "IOV-CHECK-ORDER": WHOLE_CASE("iovec.read"),
+  "IOV-WRITE-LEN": WHOLE_CASE("iovec.write"),
+  "IOV-DEQUE-CAPACITY": WHOLE_CASE("iovec.write"),
+  "IOV-APPEND-RESULT": WHOLE_CASE("iovec.write"),
+  "USB-HDR-LAYOUT": WHOLE_CASE("usb.build (and usb.parse's complete transfers)"),
+  "USB-HDR-TYPES":
+    "no mutant yet; usb.parse's complete transfers check it with USB-HDR-LAYOUT and USB-PARSE-STOP",
+  "USB-PARSE-STOP":
+    "no mutant yet; usb.parse's complete transfers check it with USB-HDR-LAYOUT and USB-HDR-TYPES",
+  "USB-PARSE-TYPE": "no mutant yet; runs that stop on UnknownPacketType cite it alone",
+  "USB-PARSE-SHORT": "no mutant yet; runs that stop on InsufficientData cite it alone",
+  "USB-PARSE-MAGIC": "no mutant yet; runs that stop on InvalidMagic cite it alone",
+  "USB-PARSE-BOUNDS":
+    "usb-payload-past-buffer breaks it beside USB-PARSE-PAYLOAD-LEN (one answer checks both)",
+  "USB-BUILD-TOO-BIG": WHOLE_CASE("usb.build"),
+  "USB-BUILDER-TAKE": WHOLE_CASE("usb.build"),
+  "VSOCK-TX-EMPTY": WHOLE_CASE("vsock.tx (but for its single-descriptor runs)"),
+  "VSOCK-HDR-LAYOUT": WHOLE_CASE("vsock.tx (but for its single-descriptor runs)"),
+  "VSOCK-BOUNDS": WHOLE_CASE("vsock.tx and vsock.rx"),
+  "VSOCK-RX-ORDER": WHOLE_CASE("vsock.rx"),
+  "VSOCK-RX-DATA-WRITABLE": WHOLE_CASE("vsock.rx"),
+  "NET-CFG-STATUS":
+    "no mutant yet; the status field read cites it alone (other reads over it are NET-CFG-LAYOUT's)",
+  "NET-CFG-MTU": "no mutant yet; a refused MTU cites it alone",
+  "NET-CFG-MAC": "no mutant yet; a refused MAC cites it alone",
+  "NET-CFG-PAST-END":
+    "no mutant yet; reads past byte 12 cite it (with NET-CFG-LAYOUT when they start inside)",
+  "NET-HDR-LAYOUT": WHOLE_CASE("net.header"),
+  "NET-HDR-LEN": WHOLE_CASE("net.header and net.tx"),
+  "NET-TX-GATHER": WHOLE_CASE("net.tx"),
+  "NET-TX-HDR-STRIP": WHOLE_CASE("net.tx"),
+  "NET-TX-SHORT": WHOLE_CASE("net.tx"),
+  "NET-TX-MAX": WHOLE_CASE("net.tx"),
+  "NET-TX-CHAIN-ERROR": WHOLE_CASE("net.tx"),
+  "NET-TX-USED-LEN": WHOLE_CASE("net.tx"),
+  "NET-RX-USED-LEN": WHOLE_CASE("net.rx"),
+  "NET-RX-WRITABLE-ONLY": WHOLE_CASE("net.rx"),
+  "NET-RX-ORDER": WHOLE_CASE("net.rx"),
+  "NET-RX-NO-ROOM": WHOLE_CASE("net.rx"),
+};

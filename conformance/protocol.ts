@@ -240,7 +240,9 @@ export const normalizeOutcome = (
  * compared only when the answer gives them.
  */
 export const OPTIONAL_WALK_KEYS: readonly string[] = ["index", "indirect", "end"];
-const OPTIONAL_IN: ReadonlySet<string> = new Set(["chain.walk", "queue.pop"]);
+/** The ops whose answers hold a chain walk (where OPTIONAL_WALK_KEYS apply). */
+export const OPTIONAL_WALK_OPS: readonly string[] = ["chain.walk", "queue.pop"];
+const OPTIONAL_IN: ReadonlySet<string> = new Set(OPTIONAL_WALK_OPS);
 
 /** `expected` without the optional keys that `actual` leaves out (at any depth, arrays pairwise). */
 const dropAbsent = (expected: Json, actual: Json): Json => {

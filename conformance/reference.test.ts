@@ -40,3 +40,31 @@ describe(`the reference adapter over impl/ passes every case through the stdio p
     }
   });
 });
+
+// The reference adapter chooses on NO_INTERRUPT once per session (--honour-no-interrupt), as
+// an implementation does: a profile is judged the same whatever runs a seed draws, and the
+// two choices match two different profiles.
+describe("a profile is judged consistently: the same profiles on every seed [VQ-NO-INTERRUPT]", () => {
+  it("queue.ops: like Firecracker by default, like QEMU with --honour-no-interrupt", async () => {
+    for (const [honourNoInterrupt, want] of [
+      // Firecracker's alone: rust-vmm's add_used publishes used.idx (VQ-PUBLISH-USED), impl/ does not.
+      [false, ["firecracker"]],
+      [true, ["qemu"]],
+    ] as const) {
+      for (const seed of [1, 2]) {
+        const r = await conform({
+          command: referenceCommand(undefined, { honourNoInterrupt }),
+          cwd: repoRoot,
+          only: "queue.ops",
+          runs: 20,
+          seed,
+        });
+        if (typeof r === "string") throw new Error(r);
+        const c = r.cases.find((x) => x.id === "queue.ops")!;
+        expect(c.status, c.reason).toBe("pass");
+        expect(c.opined).toContain("qemu");
+        expect(c.profiles, `seed ${seed}, honour ${honourNoInterrupt}`).toEqual(want);
+      }
+    }
+  });
+});

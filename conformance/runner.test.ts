@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { conform } from "./conform.ts";
 import { memoryCases } from "./cases/memory.ts";
 import { generateVectors, readVectors } from "./vectors.ts";
-import { ruleLines, writeReport } from "./report.ts";
+import { markdownReport, ruleLines, writeReport } from "./report.ts";
+import { seed as parseSeed } from "../scripts/args.ts";
 
 // A tiny "implementation" written in plain JavaScript: it answers hello, reset and
 // memory.create (accepting every layout), and reads return zeros everywhere and never fail;
@@ -51,6 +52,29 @@ describe("the runner [MEM-RANGE-ONE-REGION MEM-REGION-DISJOINT]", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("a seed at or above 2^31 is printed unsigned, and the printed seed replays the same runs", async () => {
+    const signed = 3_000_000_000 | 0; // what an int32 computation hands over
+    const r = await conform({ command: fakeImpl, runs: 10, seed: signed, only: "memory.create" });
+    if (typeof r === "string") throw new Error(r);
+    const c = r.cases[0]!;
+    expect(c.seed).toBe(3_000_000_000);
+    expect(markdownReport(r)).toContain("seed 3000000000");
+    // What the report prints goes back through the CLI's --seed parser and gives the same result.
+    const again = await conform({
+      command: fakeImpl,
+      runs: 10,
+      seed: parseSeed("--seed", String(c.seed)),
+      only: "memory.create",
+    });
+    if (typeof again === "string") throw new Error(again);
+    expect(again.cases[0]!.counterexample?.message).toBe(c.counterexample?.message);
+    expect(again.cases[0]!.differed).toBe(c.differed);
+    // A drawn seed is unsigned too.
+    const drawn = await conform({ command: fakeImpl, runs: 1, only: "memory.create" });
+    if (typeof drawn === "string") throw new Error(drawn);
+    expect(drawn.cases[0]!.seed).toBeGreaterThanOrEqual(0);
   });
 
   it("vectors are deterministic: the same seed writes the same files", () => {

@@ -392,7 +392,8 @@ export const runCaseProperty = async (
     }
     if (tally.smallest === undefined || best.failedAt <= tally.smallest.failedAt) tally.smallest = best;
   }
-  return tally.result(c, Math.round(performance.now() - started), { seed: options.seed });
+  // Reported unsigned: a seed >= 2^31 given as a negative int32 prints as `--seed` takes it.
+  return tally.result(c, Math.round(performance.now() - started), { seed: options.seed >>> 0 });
 };
 
 /** Runs fixed runs (vectors) of one case: every run is sent; the smallest failure per rule is kept. */

@@ -3,13 +3,16 @@ import fc from "fast-check";
 import { RULES as IOVEC } from "../spec/iovec.ts";
 import { RULES as MEMORY } from "../spec/memory.ts";
 import { RULES as NET } from "../spec/net.ts";
+import { RULES as PACKED } from "../spec/packed-queue.ts";
 import { RULES as QUEUE } from "../spec/queue.ts";
 import { RULES as USB } from "../spec/usb-vsock.ts";
 import { RULES as VSOCK } from "../spec/vsock.ts";
 import { handlers } from "./adapter.ts";
 import { allCases } from "./suite.ts";
 
-const declared = new Set([...MEMORY, ...QUEUE, ...IOVEC, ...VSOCK, ...USB, ...NET].map((r) => r.id));
+const declared = new Set(
+  [...MEMORY, ...QUEUE, ...PACKED, ...IOVEC, ...VSOCK, ...USB, ...NET].map((r) => r.id),
+);
 
 describe("the suite's cases [MEM-RANGE-ONE-REGION VQ-LAYOUT]", () => {
   it("cite only rule ids declared in spec/*.ts and have unique ids", () => {

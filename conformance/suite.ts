@@ -12,12 +12,16 @@ export const repoRoot = join(conformanceDir, "..");
 
 const shellQuote = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
 
-/** The command that starts the reference adapter (optionally one of its mutants); run it from repoRoot. */
-export const referenceCommand = (mutant?: string): string =>
+/**
+ * The command that starts the reference adapter (optionally one of its mutants, or choosing
+ * like QEMU on NO_INTERRUPT for the whole session); run it from repoRoot.
+ */
+export const referenceCommand = (mutant?: string, o: { honourNoInterrupt?: boolean } = {}): string =>
   [
     shellQuote(process.execPath),
     "--import",
     "tsx",
     shellQuote(join(conformanceDir, "adapter-main.ts")),
     ...(mutant !== undefined ? ["--mutant", shellQuote(mutant)] : []),
+    ...(o.honourNoInterrupt === true ? ["--honour-no-interrupt"] : []),
   ].join(" ");

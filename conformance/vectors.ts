@@ -1,7 +1,7 @@
 /**
  * Vectors: deterministic request / expected-response files, replayable without Node.
  *
- * DIR/manifest.json  {format, version, protocol, seed, cases: [{id, title, rules, level, ops, file, runs}]}
+ * DIR/manifest.json  {format, version, protocol, seed, judging, cases: [{id, title, rules, level, ops, file, runs}]}
  * DIR/<case>.jsonl   one step per line: {"run": k, "op", "args", "rules"?, "expect": Outcome}
  *                    or, for profile steps, {"run": k, "op", "args", "profiles": {profile: Outcome}}
  *                    or, for hostile input, {"run": k, "op", "args", "safe": true} (any answer but a crash)
@@ -11,7 +11,15 @@ import fc from "fast-check";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { JsonObject, Outcome } from "./protocol.ts";
-import { PROTOCOL_VERSION, isObject } from "./protocol.ts";
+import {
+  ERROR_ALIASES,
+  NOT_A_REFUSAL,
+  OPTIONAL_WALK_KEYS,
+  OPTIONAL_WALK_OPS,
+  PROTOCOL_VERSION,
+  SKIP_TAGS,
+  isObject,
+} from "./protocol.ts";
 import type { AnyCase, Level, Profile, Step } from "./cases/types.ts";
 import { LEVELS, PROFILES } from "./cases/types.ts";
 import { RESET_STEP } from "./runner.ts";
@@ -30,11 +38,35 @@ export interface ManifestCase {
   readonly runs: number;
 }
 
+/**
+ * The tables a replayer judges with (docs/conformance-protocol.md §4, §4.1, §6, §8), written
+ * into every manifest so a replayer in another language copies none of them.
+ */
+export interface Judging {
+  readonly profiles: readonly string[];
+  readonly skipTags: readonly string[];
+  readonly notARefusal: readonly string[];
+  readonly optionalWalkKeys: readonly string[];
+  readonly optionalWalkOps: readonly string[];
+  readonly errorAliases: readonly { readonly op: string; readonly peer: string; readonly tag: string }[];
+}
+
+export const JUDGING: Judging = {
+  profiles: PROFILES,
+  skipTags: SKIP_TAGS,
+  notARefusal: NOT_A_REFUSAL,
+  optionalWalkKeys: OPTIONAL_WALK_KEYS,
+  optionalWalkOps: OPTIONAL_WALK_OPS,
+  errorAliases: ERROR_ALIASES.map((a) => ({ op: a.op, peer: a.peer, tag: a.tag })),
+};
+
 export interface Manifest {
   readonly format: string;
   readonly version: number;
   readonly protocol: number;
   readonly seed: number;
+  /** Absent in manifests written before it was added; `conform --vectors` does not need it. */
+  readonly judging?: Judging;
   readonly cases: readonly ManifestCase[];
 }
 
@@ -91,6 +123,7 @@ export const writeVectors = (
     version: VECTORS_VERSION,
     protocol: PROTOCOL_VERSION,
     seed,
+    judging: JUDGING,
     cases: entries,
   };
   writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");

@@ -7,6 +7,7 @@ import { Effect } from "effect";
 import { property } from "./harness.ts";
 import { runScenario, type RunResult } from "../sim/engine.ts";
 import { scenarios } from "../sim/scenarios/index.ts";
+import { decodeTrace } from "../sim/trace.ts";
 
 // Scenarios that real I/O decides in part (Scenario.realIo: a kernel's replies, how Unix
 // sockets split bytes) are left out of the byte-for-byte promise.
@@ -19,7 +20,7 @@ const run = async (
   faults: number,
 ): Promise<{ text: string; result: RunResult }> => {
   const scenario = DETERMINISTIC.find((s) => s.name === name)!;
-  const chunks: string[] = [];
+  const chunks: Uint8Array[] = [];
   const result = await Effect.runPromise(
     runScenario(scenario, {
       seed,
@@ -27,10 +28,10 @@ const run = async (
       faults,
       oracle: true,
       trace: true,
-      traceSink: (c) => chunks.push(c),
+      traceSink: (c) => void chunks.push(c),
     }),
   );
-  return { text: chunks.join(""), result };
+  return { text: decodeTrace(Buffer.concat(chunks)).join("\n"), result };
 };
 
 property(

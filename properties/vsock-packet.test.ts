@@ -142,7 +142,8 @@ type Projected = Result<SpecPacket, unknown>;
 const project = (pkt: VsockPacket, error: unknown, tx: boolean): Projected => {
   if (error !== null) return { ok: false, error };
   const data = [];
-  for (let i = 0; i < pkt.segCount; i++) data.push({ addr: BigInt(pkt.segAddr[i]!), len: pkt.segLen[i]! });
+  for (let i = 0; i < pkt.data.segmentCount; i++)
+    data.push({ addr: BigInt(pkt.data.segmentAddr(i)), len: pkt.data.segment(i)!.length });
   return {
     ok: true,
     value: { hdrAddr: BigInt(pkt.hdrAddr), header: tx ? decodeHeader(pkt.header.bytes()) : null, data },

@@ -11,13 +11,23 @@ import { availableParallelism } from "node:os";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { integer, parseCommand, seed, UsageError, usageExit, type CommandSpec } from "./args.ts";
-import { loadEquivalents, mutantKey, offsetOf } from "./mutation/equivalents.ts";
-import { SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
+import {
+  describeMutants,
+  EQUIVALENTS_FILE,
+  loadEquivalents,
+  nameMutant,
+  offsetOf,
+  resolve as resolveName,
+  type EquivalentGroup,
+  type MutantName,
+} from "./mutation/equivalents.ts";
+import { MUTATED_FILES, SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
 import { reportsDir, root } from "./paths.ts";
 
 const TARGET = 95;
 const outDir = join(reportsDir, "mutation");
-const tmpDir = join(outDir, ".stryker-tmp");
+/** Stryker's sandboxes, one folder per subject so that runs of different subjects can overlap. */
+const tmpDirOf = (subject: Subject): string => join(outDir, subject.name, ".stryker-tmp");
 
 const usage = `usage: npm run mutate -- [options] [subject|file ...]
 
@@ -119,7 +129,9 @@ if (options.list) {
 
 let child: ReturnType<typeof spawn> | undefined;
 let interrupted = false;
-const cleanUp = (): void => rmSync(tmpDir, { recursive: true, force: true });
+const cleanUp = (): void => {
+  for (const { subject } of jobs) rmSync(tmpDirOf(subject), { recursive: true, force: true });
+};
 const onSignal = (signal: NodeJS.Signals): void => {
   if (interrupted) return;
   interrupted = true;
@@ -145,6 +157,27 @@ const onSignal = (signal: NodeJS.Signals): void => {
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
+
+/** A Stryker report (mutation.json, incremental.json), as far as merging needs it. */
+interface AnyReport {
+  files: Record<string, unknown>;
+}
+const readJson = (path: string): AnyReport | undefined =>
+  existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as AnyReport) : undefined;
+
+/**
+ * Stryker writes into its report and incremental file only the files it mutated this time;
+ * a run of one file of a subject keeps the other files' results from the run before, so the
+ * table still lists them and their next run is still incremental.
+ */
+const keepOtherFiles = (path: string, before: AnyReport | undefined, mutated: readonly string[]): void => {
+  const after = readJson(path);
+  if (before === undefined || after === undefined) return;
+  for (const [file, result] of Object.entries(before.files))
+    if (!mutated.includes(file) && !(file in after.files) && MUTATED_FILES.has(file))
+      after.files[file] = result;
+  writeFileSync(path, JSON.stringify(after));
+};
 
 const runStryker = (job: Job): Promise<number> => {
   const dir = join(outDir, job.subject.name);
@@ -175,7 +208,7 @@ const runStryker = (job: Job): Promise<number> => {
     reporters: ["html", "json", process.stdout.isTTY ? "progress" : "progress-append-only"],
     htmlReporter: { fileName: rel(join(dir, "index.html")) },
     jsonReporter: { fileName: rel(join(dir, "mutation.json")) },
-    tempDirName: rel(tmpDir),
+    tempDirName: rel(tmpDirOf(job.subject)),
     cleanTempDir: true,
     ignorePatterns: ["reports", "docs", ".ci"],
     // A loaded 2-core machine runs the properties slowly; the first (dry) run must not give up.
@@ -241,16 +274,31 @@ interface Survivor {
   readonly status: string;
 }
 
-const equivalents = new Set(loadEquivalents(root).map((e) => mutantKey(e)));
+const short = (code: string): string => {
+  const one = code.replace(/\s+/g, " ");
+  return one.length > 70 ? `${one.slice(0, 67)}...` : one;
+};
+const equivalents = loadEquivalents(root);
 const pct = (n: number, d: number): number => (d === 0 ? 100 : Math.floor((10_000 * n) / d) / 100);
 
 const summarise = (
   subjects: readonly Subject[],
-): { rows: FileRow[]; survivors: Survivor[]; timeouts: Survivor[]; missing: string[] } => {
+): {
+  rows: FileRow[];
+  survivors: Survivor[];
+  timeouts: Survivor[];
+  missing: string[];
+  /** Ready names (no reason yet) of the survivors, for the list. */
+  unlisted: EquivalentGroup[];
+  /** Entries of the list that fit no survivor of the report, or several mutants. */
+  stale: string[];
+} => {
   const rows: FileRow[] = [];
   const survivors: Survivor[] = [];
   const timeouts: Survivor[] = [];
   const missing: string[] = [];
+  const unlisted: EquivalentGroup[] = [];
+  const stale: string[] = [];
   for (const subject of subjects) {
     const path = join(outDir, subject.name, "mutation.json");
     if (!existsSync(path)) {
@@ -273,43 +321,67 @@ const summarise = (
         score: 0,
         adjusted: 0,
       };
-      for (const m of mutants) {
+      const described = describeMutants(
+        file,
+        source,
+        mutants.map((m) => ({
+          id: m.id,
+          mutator: m.mutatorName,
+          replacement: m.replacement ?? "",
+          start: offsetOf(source, m.location.start.line, m.location.start.column),
+          end: offsetOf(source, m.location.end.line, m.location.end.column),
+        })),
+      );
+      const statusOf = new Map(mutants.map((m) => [m.id, m.status]));
+      // The report's mutants each entry of the list names (the gate keeps each at one).
+      const listed = new Set<string>();
+      for (const group of equivalents.filter((g) => g.file === file))
+        for (const name of group.mutants) {
+          const fits = resolveName(name, source, described);
+          const status = fits.length === 1 ? statusOf.get(fits[0]?.id ?? "") : undefined;
+          const what = `${file} in ${name.in}: ${name.mutator} ${short(name.original)} -> ${short(name.replacement)}`;
+          if (fits.length !== 1) stale.push(`${what}: fits ${fits.length} mutants of the report`);
+          // A listed Timeout is a mutant that does not hang (the list says it behaves the
+          // same): Stryker ran out of time on a loaded machine; it counts as equivalent.
+          else if (status !== "Survived" && status !== "NoCoverage" && status !== "Timeout")
+            stale.push(`${what}: ${status ?? "?"}`);
+          else listed.add(fits[0]?.id ?? "");
+        }
+      const names: MutantName[] = [];
+      for (const [i, m] of mutants.entries()) {
+        const d = described[i];
+        if (d === undefined) continue;
         const { line, column } = m.location.start;
-        const replacement = m.replacement ?? "";
-        const original = source.slice(
-          offsetOf(source, line, column),
-          offsetOf(source, m.location.end.line, m.location.end.column),
-        );
         const detail = (): Survivor => ({
           where: `${file}:${line}:${column}`,
           mutator: m.mutatorName,
-          original,
-          replacement,
+          original: d.original,
+          replacement: d.replacement,
           status: m.status,
         });
         if (m.status === "Killed") row.killed++;
+        else if (m.status === "Timeout" && listed.has(m.id)) row.equivalent++;
         else if (m.status === "Timeout") {
           row.timeout++;
           timeouts.push(detail());
         } else if (m.status === "Survived" || m.status === "NoCoverage") {
-          if (
-            equivalents.has(mutantKey({ file, line, column, mutator: m.mutatorName, original, replacement }))
-          )
-            row.equivalent++;
+          if (listed.has(m.id)) row.equivalent++;
           else {
             if (m.status === "Survived") row.survived++;
             else row.noCoverage++;
             survivors.push(detail());
+            names.push(nameMutant(d, source, described));
           }
         } else row.errors++;
       }
+      if (names.length > 0) unlisted.push({ file, reason: "", mutants: names });
       const detected = row.killed + row.timeout;
       row.score = pct(detected, detected + row.survived + row.noCoverage + row.equivalent);
       row.adjusted = pct(detected, detected + row.survived + row.noCoverage);
       rows.push(row);
     }
   }
-  return { rows, survivors, timeouts, missing };
+  return { rows, survivors, timeouts, missing, unlisted, stale };
 };
 
 const table = (rows: readonly FileRow[]): string => {
@@ -379,9 +451,15 @@ for (const [i, job] of jobs.entries()) {
     `\nmutate: [${i + 1}/${jobs.length}] ${job.subject.name}: ${job.files.join(", ")} ` +
       `against ${tests.length} test files, concurrency ${concurrency}`,
   );
+  const dir = join(outDir, job.subject.name);
+  const kept = ["mutation.json", "incremental.json"].map((f) => ({
+    path: join(dir, f),
+    before: readJson(join(dir, f)),
+  }));
   const code = await runStryker(job);
   child = undefined;
   if (interrupted) break;
+  if (code === 0) for (const { path, before } of kept) keepOtherFiles(path, before, job.files);
   if (code !== 0) {
     console.error(`mutate: Stryker failed on ${job.subject.name} (exit ${code}); its output is above`);
     status = 1;
@@ -391,10 +469,11 @@ cleanUp();
 if (interrupted) process.exit(130);
 
 const ran = jobs.map((j) => j.subject);
-const { rows, survivors, timeouts } = summarise(ran);
+const { rows, survivors, timeouts, stale, missing } = summarise(ran);
 const all = summarise(SUBJECTS);
 const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 const relOut = relative(root, outDir);
+mkdirSync(outDir, { recursive: true });
 writeFileSync(
   join(outDir, "summary.json"),
   JSON.stringify(
@@ -412,6 +491,9 @@ writeFileSync(
       .join("\n") +
     "\n",
 );
+// Every survivor not in the list, named as the list names mutants: kill it, or add a reason
+// and move it to the list.
+writeFileSync(join(outDir, "unlisted.json"), JSON.stringify(all.unlisted, null, 2) + "\n");
 writeFileSync(
   join(outDir, "index.html"),
   `<!doctype html><meta charset="utf-8"><title>Mutation reports</title><h1>Mutation reports</h1><ul>` +
@@ -421,12 +503,10 @@ writeFileSync(
     `</ul><p>Per-file table: <a href="summary.md">summary.md</a></p>\n`,
 );
 
-const short = (code: string): string => {
-  const one = code.replace(/\s+/g, " ");
-  return one.length > 70 ? `${one.slice(0, 67)}...` : one;
-};
 if (survivors.length > 0) {
-  console.log(`\nSurvivors not in ${relative(root, join(root, "scripts", "mutation", "equivalents.json"))}:`);
+  console.log(
+    `\nSurvivors not in ${EQUIVALENTS_FILE} (named for it in ${relOut}/unlisted.json; kill each or give its reason):`,
+  );
   for (const s of survivors)
     console.log(`  ${s.where} ${s.status} ${s.mutator}: ${short(s.original)} -> ${short(s.replacement)}`);
 }
@@ -435,10 +515,16 @@ if (timeouts.length > 0) {
   for (const s of timeouts)
     console.log(`  ${s.where} ${s.mutator}: ${short(s.original)} -> ${short(s.replacement)}`);
 }
+if (stale.length > 0) {
+  console.log(`\nEntries of ${EQUIVALENTS_FILE} that name no survivor of this run:`);
+  for (const s of stale) console.log(`  ${s}`);
+}
 console.log(`\n${table(rows)}`);
 console.log(
   `\nmutate: ${options.table ? "table from the last reports" : `${minutes} min`}; reports in ${relOut}/ (index.html, <subject>/index.html, summary.md, summary.json)`,
 );
+if (missing.length > 0)
+  console.log(`mutate: no report yet for ${missing.join(", ")} (run npm run mutate -- ${missing.join(" ")})`);
 const below = rows.filter((r) => r.adjusted < TARGET);
 if (below.length > 0) console.log(`mutate: below ${TARGET}%: ${below.map((r) => r.file).join(", ")}`);
 process.exit(status !== 0 ? status : options.check && below.length > 0 ? 1 : 0);

@@ -7,14 +7,29 @@
  * `main(argv, io)` returns the exit status: 0 passed or skipped, 1 an invariant broke,
  * 2 a usage error.
  */
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
-import { gzipSync } from "node:zlib";
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Cause, Effect, Exit } from "effect";
-import { replayCommand, runScenario, type RunOptions, type RunResult, type Scenario } from "./engine.ts";
+import {
+  RING_NAMES,
+  replayCommand,
+  runScenario,
+  type RingName,
+  type RunOptions,
+  type RunResult,
+  type Scenario,
+} from "./engine.ts";
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
 import { scenarios, findScenario } from "./scenarios/index.ts";
+import {
+  TRACE_FILES,
+  TRACE_MODES,
+  openTraceWriter,
+  readTraceFile,
+  type TraceMode,
+  type TraceWriter,
+} from "./trace-file.ts";
 import { root } from "../scripts/paths.ts";
 import {
   EXIT_FINDING,
@@ -64,9 +79,12 @@ options:
   --report DIR      write the report under DIR/<scenario>-<seed>/ (default: reports/sim,
                     where only the newest 20 runs are kept)
   --no-report       write no report
-  --trace MODE      the trace in the report: gz (trace.jsonl.gz, default), plain
-                    (trace.jsonl) or none; its SHA-256 is in the summary either way
+  --trace MODE      the trace in the report: gz (trace.bin.gz, default), raw (trace.bin),
+                    jsonl (trace.jsonl, decoded as the run goes: slower) or none; the
+                    summary has the SHA-256 of the binary stream in every mode; read a
+                    binary trace with: npx tsx sim trace FILE
   --no-oracle       do not check invariants against the reference model (faster)
+  --ring R          split (default) or packed (VIRTIO_F_RING_PACKED), where the scenario runs on it
   --json            print the summary as JSON on stdout instead of a table
   --help            this text
 
@@ -78,6 +96,37 @@ Prints each scenario with one line on what it shows.`;
 const SMOKE_HELP = `usage: npx tsx sim smoke [--report DIR] [--json]
 Runs every scenario for a few steps with fixed seeds and the oracle on; exits 1 if any
 invariant broke. Writes reports only with --report.`;
+
+const TRACE_HELP = `usage: npx tsx sim trace FILE
+Prints a run's binary trace (trace.bin or trace.bin.gz under the run's report directory) as
+JSON lines: {"s":step,"t":virtual µs,"k":kind,...}.`;
+
+const TRACE_SPEC: CommandSpec = {
+  name: "sim trace",
+  help: TRACE_HELP,
+  flags: {},
+  positionals: { max: 1, what: "file" },
+};
+
+const cmdTrace = async (argv: readonly string[], io: Io): Promise<number> => {
+  const p = parseCommand(TRACE_SPEC, argv);
+  if (p === "help") {
+    io.out(TRACE_HELP);
+    return EXIT_OK;
+  }
+  const file = p.positionals[0];
+  if (file === undefined) throw new UsageError("trace needs a file: a run's trace.bin or trace.bin.gz");
+  if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
+  try {
+    await readTraceFile(file, (lines) => {
+      for (const l of lines) io.out(l);
+    });
+  } catch (e) {
+    io.err(`sim trace: ${file}: ${e instanceof Error ? e.message : String(e)}`);
+    return EXIT_FINDING;
+  }
+  return EXIT_OK;
+};
 
 const scenarioNames = (): string => scenarios.map((s) => s.name).join(", ");
 
@@ -92,6 +141,7 @@ const RUN_SPEC: CommandSpec = {
     report: { kind: "string" },
     "no-report": { kind: "boolean" },
     "no-oracle": { kind: "boolean" },
+    ring: { kind: "string" },
     json: { kind: "boolean" },
     trace: { kind: "string" },
   },
@@ -117,6 +167,7 @@ interface RunArgs {
   defaultReport: boolean;
   trace: TraceMode;
   oracle: boolean;
+  ring: RingName;
   json: boolean;
 }
 
@@ -153,23 +204,34 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
         .map((s) => s.name)
         .join(", ")}`,
     );
+  const ring = opt(p, "ring", (f, v) => choice(f, v, RING_NAMES)) ?? "split";
+  const rings = scenario.rings ?? ["split"];
+  if (!rings.includes(ring))
+    throw new UsageError(
+      `${scenario.name} runs on the ${rings.join(" or ")} ring, not ${ring}; scenarios on the ${ring} ring: ${
+        scenarios
+          .filter((s) => (s.rings ?? ["split"]).includes(ring))
+          .map((s) => s.name)
+          .join(", ") || "none"
+      }`,
+    );
   return {
     scenario,
+    ring,
     seed: seedArg ?? (Date.now() ^ Math.floor(Math.random() * 0x7fffffff)) >>> 0,
     steps: steps ?? scenario.defaultSteps,
     durationUs,
     faults: faults ?? scenario.defaultFaults,
     report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
     defaultReport: reportArg === undefined,
-    trace: opt(p, "trace", (f, v) => choice(f, v, TRACE_MODES)) ?? "gz",
+    // "plain" (the text trace of earlier versions) is jsonl now.
+    trace: opt(p, "trace", (f, v) => (v === "plain" ? "jsonl" : choice(f, v, TRACE_MODES))) ?? "gz",
     oracle: !p.bool("no-oracle"),
     json: p.bool("json"),
   };
 };
 
-export type TraceMode = "gz" | "plain" | "none";
-const TRACE_MODES: readonly TraceMode[] = ["gz", "plain", "none"];
-const TRACE_FILES = { gz: "trace.jsonl.gz", plain: "trace.jsonl" } as const;
+export type { TraceMode } from "./trace-file.ts";
 
 /** Run directories kept under the default reports/sim (the oldest go first). */
 export const KEEP_DEFAULT_RUNS = 20;
@@ -197,21 +259,13 @@ export const runOne = async (
   traceMode: TraceMode = "gz",
 ): Promise<{ result: RunResult; data: ReportData; dir: string | null }> => {
   const dir = reportBase === null ? null : join(reportBase, `${scenario.name}-${options.seed}`);
-  let fd: number | null = null;
+  let writer: TraceWriter | null = null;
   if (dir !== null) {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    if (traceMode !== "none") fd = openSync(join(dir, TRACE_FILES[traceMode]), "w");
+    if (traceMode !== "none") writer = openTraceWriter(join(dir, TRACE_FILES[traceMode]), traceMode);
   }
-  const out = fd;
-  // gz: each chunk (4096 lines) is its own gzip member; gunzip reads the members as one
-  // stream, and memory stays one chunk whatever the run's length.
-  const sink =
-    out === null
-      ? null
-      : traceMode === "gz"
-        ? (chunk: string) => void writeSync(out, gzipSync(chunk, { level: 6 }))
-        : (chunk: string) => void writeSync(out, chunk);
+  const sink = writer === null ? null : writer.sink;
   const wallStart = performance.now();
   let shownProgress = false;
   let lastLine = wallStart;
@@ -249,12 +303,15 @@ export const runOne = async (
       throw Cause.squash(exit.cause);
     }
     const result = exit.value;
+    const w = writer;
+    writer = null;
+    await w?.close();
     if (shownProgress && io.progress !== null) io.progress("");
     const data = reportData(scenario, result);
     if (dir !== null) writeReport(data, dir);
     return { result, data, dir };
   } finally {
-    if (fd !== null) closeSync(fd);
+    writer?.abort();
   }
 };
 
@@ -295,6 +352,7 @@ const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
       ...(args.durationUs !== undefined ? { durationUs: args.durationUs } : {}),
       faults: args.faults,
       oracle: args.oracle,
+      ring: args.ring,
     },
     args.report,
     io,
@@ -418,6 +476,12 @@ const COMMANDS: readonly SimCommand[] = [
     usage: "smoke",
     summary: "every scenario briefly with fixed seeds (the gate runs this)",
     run: cmdSmoke,
+  },
+  {
+    name: "trace",
+    usage: "trace FILE",
+    summary: "print a run's binary trace as JSON lines",
+    run: cmdTrace,
   },
   {
     name: "conform",

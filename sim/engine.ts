@@ -9,13 +9,12 @@
  * the same virtual time through Effect's TestClock, which the engine moves in step with its
  * own clock.
  */
-import { createHash, type Hash } from "node:crypto";
-import { Effect, Exit, Cause, type Scope } from "effect";
+import { Duration, Effect, Exit, Cause, type Scope } from "effect";
 import { TestClock } from "effect/testing";
 import { Rng } from "./rng.ts";
+import { Trace, type TraceSink } from "./trace.ts";
 
-export type TraceValue = number | string | boolean | null | readonly number[] | readonly string[];
-export type TraceFields = Readonly<Record<string, TraceValue>>;
+export { Trace, type TraceFields, type TraceValue, type TraceSink } from "./trace.ts";
 
 /**
  * Virtual time; only the engine and scenarios move it. Kept in whole nanoseconds so sums
@@ -28,57 +27,14 @@ export class VirtualClock {
   get nowUs(): number {
     return this.ns / 1000;
   }
+  get nowNs(): number {
+    return this.ns;
+  }
   advance(us: number): void {
     if (us > 0) {
       this.ns += Math.round(us * 1000);
       this.onAdvance?.(this.ns / 1000);
     }
-  }
-}
-
-/**
- * The trace: one JSON object per line, `{"s":step,"t":µs,"k":kind,...}`. Lines go to a sink
- * in chunks (a file, or memory for tests); the SHA-256 of the whole text is kept so two
- * runs can be compared without storing either.
- */
-export class Trace {
-  readonly on: boolean;
-  events = 0;
-  private parts: string[] = [];
-  private readonly hash: Hash = createHash("sha256");
-  private readonly sink: ((chunk: string) => void) | null;
-  private readonly clock: VirtualClock;
-  step = 0;
-
-  constructor(clock: VirtualClock, on: boolean, sink: ((chunk: string) => void) | null) {
-    this.clock = clock;
-    this.on = on;
-    this.sink = sink;
-  }
-
-  event(kind: string, fields?: TraceFields): void {
-    if (!this.on) return;
-    let line = `{"s":${this.step},"t":${this.clock.nowUs},"k":${JSON.stringify(kind)}`;
-    if (fields !== undefined) {
-      for (const key of Object.keys(fields)) line += `,${JSON.stringify(key)}:${JSON.stringify(fields[key])}`;
-    }
-    this.parts.push(line + "}\n");
-    this.events++;
-    if (this.parts.length >= 4096) this.flush();
-  }
-
-  flush(): void {
-    if (this.parts.length === 0) return;
-    const chunk = this.parts.join("");
-    this.parts = [];
-    this.hash.update(chunk);
-    this.sink?.(chunk);
-  }
-
-  /** Flushes and returns the hex SHA-256 of everything traced. */
-  digest(): string {
-    this.flush();
-    return this.hash.copy().digest("hex");
   }
 }
 
@@ -260,6 +216,10 @@ export class SimViolation extends Error {
   }
 }
 
+/** The two virtqueue layouts (VIRTIO 1.2 §2.7 split, §2.8 packed). */
+export type RingName = "split" | "packed";
+export const RING_NAMES: readonly RingName[] = ["split", "packed"];
+
 export interface RunOptions {
   readonly seed: number;
   /** Steps to run; ignored when durationUs is set. */
@@ -270,10 +230,12 @@ export interface RunOptions {
   readonly faults: number;
   /** Check invariants with the reference model beside the devices. */
   readonly oracle: boolean;
+  /** The virtqueue layout the guest and the devices use (default split; a scenario lists what it runs on in `rings`). */
+  readonly ring?: RingName;
   /** Record the trace (the bench turns it off). */
   readonly trace: boolean;
-  /** Where trace chunks go (a file, memory); null keeps only the hash. */
-  readonly traceSink?: ((chunk: string) => void) | null;
+  /** Where trace chunks go (a file, memory); null keeps only the hash (sim/trace.ts). */
+  readonly traceSink?: TraceSink | null;
   /** Called every ~0.25 s of wall time with the step reached. */
   readonly onProgress?: (step: number, ctx: SimContext) => void;
 }
@@ -286,6 +248,7 @@ export class SimContext {
   readonly metrics = new Metrics();
   readonly faults: FaultLog;
   readonly oracle: boolean;
+  readonly ring: RingName;
   readonly faultRate: number;
   readonly options: RunOptions;
   /** Facts about the run shown in the summary (features negotiated, queue sizes...). */
@@ -299,6 +262,7 @@ export class SimContext {
     this.trace = new Trace(this.clock, options.trace, options.traceSink ?? null);
     this.faults = new FaultLog(this.trace, this.clock);
     this.oracle = options.oracle;
+    this.ring = options.ring ?? "split";
     this.faultRate = options.faults;
   }
 
@@ -358,6 +322,8 @@ export interface Scenario {
   readonly realIo?: string;
   /** Boots a real Linux guest under QEMU (seconds each under TCG): its own tests cover it. */
   readonly realGuest?: true;
+  /** The rings `--ring` may choose (default: split only). */
+  readonly rings?: readonly RingName[];
   readonly charts: readonly ChartSpec[];
   create(ctx: SimContext): Effect.Effect<ScenarioInstance | Skip, never, Scope.Scope>;
 }
@@ -383,6 +349,15 @@ export interface RunResult {
   readonly phases: { readonly setupUs: number; readonly loadUs: number; readonly drainUs: number };
   readonly ctx: SimContext;
 }
+
+/** Plain steps run between two moves of Effect's TestClock (a power of two). */
+const CLOCK_BATCH = 256;
+
+const awaitTrace = (ctx: SimContext): Effect.Effect<void> => {
+  const p = ctx.trace.pending!;
+  ctx.trace.pending = null;
+  return Effect.promise(() => p);
+};
 
 const isSkip = (x: ScenarioInstance | Skip): x is Skip => "skip" in x;
 
@@ -412,15 +387,37 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
     phase.setupEnd = ctx.clock.nowUs;
     // The charts start where the steps do.
     ctx.metrics.sample(0, ctx.clock.nowUs, true);
+    // Effect's TestClock follows the virtual clock. A step that returns an Effect runs with
+    // it caught up (as it was when the step began) and moves it by what it took; a run of
+    // plain steps moves it once per CLOCK_BATCH steps, since nothing can read it in
+    // between (the fiber only yields there).
+    let clockNs = ctx.clock.nowNs;
+    const catchUp = (): Effect.Effect<void> => {
+      const lag = ctx.clock.nowNs - clockNs;
+      clockNs = ctx.clock.nowNs;
+      return TestClock.adjust(Duration.nanos(BigInt(lag)));
+    };
     for (let step = 0; step < limitSteps; step++) {
       if (options.durationUs !== undefined && ctx.clock.nowUs >= options.durationUs) break;
       ctx.trace.step = step;
-      const before = ctx.clock.nowUs;
-      yield* runStepEffect(made.step(ctx));
+      const before = ctx.clock.nowNs;
+      const r = made.step(ctx);
+      const effect = Effect.isEffect(r);
+      if (effect) {
+        if (before !== clockNs) {
+          // The clock as the step found it; what the step itself took comes after.
+          const lag = before - clockNs;
+          clockNs = before;
+          yield* TestClock.adjust(Duration.nanos(BigInt(lag)));
+        }
+        yield* r as Effect.Effect<void>;
+      }
       // Every step takes at least a microsecond so a --duration run always ends.
-      if (ctx.clock.nowUs === before) ctx.clock.advance(1);
-      yield* TestClock.adjust(`${ctx.clock.nowUs - before} micros`);
+      if (ctx.clock.nowNs === before) ctx.clock.advance(1);
+      if (effect || (step & (CLOCK_BATCH - 1)) === CLOCK_BATCH - 1) yield* catchUp();
       ctx.metrics.sample(step, ctx.clock.nowUs);
+      // The trace's writer is behind (back-pressure): let it catch up.
+      if (ctx.trace.pending !== null) yield* awaitTrace(ctx);
       if (options.onProgress !== undefined && (step & 63) === 0) {
         const now = performance.now();
         if (now - lastProgress >= 250) {
@@ -429,6 +426,7 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
         }
       }
     }
+    yield* catchUp();
     ctx.trace.step++;
     phase.loadEnd = ctx.clock.nowUs;
     ctx.trace.event("drain");
@@ -438,6 +436,8 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
     ctx.clock.onAdvance = null;
     ctx.metrics.sample(ctx.trace.step, ctx.clock.nowUs, true, true);
     ctx.trace.event("end");
+    ctx.trace.flush();
+    if (ctx.trace.pending !== null) yield* awaitTrace(ctx);
     return undefined;
   });
   return Effect.scoped(body).pipe(
@@ -459,10 +459,11 @@ export const runScenario = (scenario: Scenario, options: RunOptions): Effect.Eff
         if (thrown instanceof SimViolation) {
           violation = { rule: thrown.rule, step: thrown.step, message: thrown.message };
         } else {
-          // Where it was thrown: a device file (a device bug) or the simulator's own.
+          // Where it was thrown: a device file (a device bug) or the simulator's own (the
+          // last such folder on the line: the checkout itself may sit under a "sim" folder).
           const at =
             thrown instanceof Error
-              ? (/\/((?:impl|sim|spec)\/[^:)]+:\d+)/.exec(thrown.stack ?? "")?.[1] ?? "unknown place")
+              ? (/.*\/((?:impl|sim|spec)\/[^:)]+:\d+)/.exec(thrown.stack ?? "")?.[1] ?? "unknown place")
               : "unknown place";
           const message = `${thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown)} at ${at}`;
           violation = { rule: "SIM-NO-THROW", step: ctx.step, message: `exception escaped: ${message}` };

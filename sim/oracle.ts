@@ -58,6 +58,8 @@ export const checkChain = (
   ring: RingLayout,
   chain: DescriptorChain,
   expected: InFlight,
+  /** The reference's walk of this head, when the oracle already has it (queue-shadow's pop). */
+  known?: SpecWalk,
 ): void => {
   const got: { addr: number; len: number; write: boolean }[] = [];
   for (let ok = chain.rewind(); ok; ok = chain.advance()) {
@@ -65,7 +67,7 @@ export const checkChain = (
   }
   const implEnd = chain.end;
   chain.rewind();
-  const walk = walkChain(spec, BigInt(ring.desc), ring.size, expected.head);
+  const walk = known ?? walkChain(spec, BigInt(ring.desc), ring.size, expected.head);
   const specSegs = walk.descriptors.map((d) => ({
     addr: d.addr,
     len: d.len,
@@ -139,8 +141,12 @@ export class BoundsGuard {
    * names, and each descriptor's buffer, writable only when the descriptor is.
    */
   allowWalk(spec: SpecMemory, ring: RingLayout, head: number): void {
+    this.allowWalked(spec, ring, head, walkChain(spec, BigInt(ring.desc), ring.size, head));
+  }
+
+  /** allowWalk with the reference's walk of the head already made (by queue-shadow's pop). */
+  allowWalked(spec: SpecMemory, ring: RingLayout, head: number, walk: SpecWalk): void {
     const list: Allowed[] = [];
-    const walk = walkChain(spec, BigInt(ring.desc), ring.size, head);
     for (const d of walk.descriptors) {
       if (d.addr < BigInt(Number.MAX_SAFE_INTEGER)) {
         const lo = Number(d.addr);

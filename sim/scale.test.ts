@@ -16,6 +16,7 @@ import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main, pruneRuns, type Io } from "./cli.ts";
 import { FaultLog } from "./engine.ts";
+import { decodeTrace } from "./trace.ts";
 
 const quiet = (): Io => ({ out: () => {}, err: () => {}, progress: null });
 
@@ -73,20 +74,39 @@ describe("long runs stay bounded", () => {
     expect(sizes[1]! / sizes[0]!).toBeLessThan(1.5);
   });
 
-  it("the trace is gzip by default (its SHA-256 that of the text), plain or none by --trace", async () => {
+  it("the trace is binary gzip by default (its SHA-256 that of the stream), raw, jsonl or none by --trace", async () => {
     const args = ["run", "queue", "--seed", "3", "--steps", "300", "--report", dir];
     expect(await main(args, quiet())).toBe(0);
-    const gz = readFileSync(join(dir, "queue-3", "trace.jsonl.gz"));
-    const text = gunzipSync(gz);
-    expect(createHash("sha256").update(text).digest("hex")).toBe(summary("queue-3").traceSha256);
-    expect(text.toString("utf8").trim().split("\n")).toHaveLength(summary("queue-3").traceEvents);
-    expect(gz.length * 4).toBeLessThan(text.length);
-    expect(await main([...args, "--trace", "plain"], quiet())).toBe(0);
-    expect(readFileSync(join(dir, "queue-3", "trace.jsonl"))).toEqual(text);
-    expect(existsSync(join(dir, "queue-3", "trace.jsonl.gz"))).toBe(false);
+    const gz = readFileSync(join(dir, "queue-3", "trace.bin.gz"));
+    const bin = gunzipSync(gz);
+    expect(createHash("sha256").update(bin).digest("hex")).toBe(summary("queue-3").traceSha256);
+    const lines = decodeTrace(bin);
+    expect(lines).toHaveLength(summary("queue-3").traceEvents);
+    // Compact: a few bytes an event, and the JSON it stands for is far larger.
+    expect(bin.length * 4).toBeLessThan(lines.join("\n").length);
+    expect(await main([...args, "--trace", "raw"], quiet())).toBe(0);
+    expect(readFileSync(join(dir, "queue-3", "trace.bin"))).toEqual(bin);
+    expect(existsSync(join(dir, "queue-3", "trace.bin.gz"))).toBe(false);
+    expect(await main([...args, "--trace", "jsonl"], quiet())).toBe(0);
+    expect(readFileSync(join(dir, "queue-3", "trace.jsonl"), "utf8")).toBe(lines.join("\n") + "\n");
     expect(await main([...args, "--trace", "none"], quiet())).toBe(0);
     expect(readdirSync(join(dir, "queue-3")).sort()).toEqual(["report.html", "summary.json", "summary.md"]);
-    expect(summary("queue-3").traceSha256).toBe(createHash("sha256").update(text).digest("hex"));
+    expect(summary("queue-3").traceSha256).toBe(createHash("sha256").update(bin).digest("hex"));
+  });
+
+  it("sim trace prints a binary trace as the JSON lines it stands for, gz or raw, and refuses other files", async () => {
+    const args = ["run", "queue", "--seed", "4", "--steps", "200", "--report", dir];
+    expect(await main(args, quiet())).toBe(0);
+    const want = decodeTrace(gunzipSync(readFileSync(join(dir, "queue-4", "trace.bin.gz"))));
+    const out: string[] = [];
+    const io: Io = { out: (l) => out.push(l), err: () => {}, progress: null };
+    expect(await main(["trace", join(dir, "queue-4", "trace.bin.gz")], io)).toBe(0);
+    expect(out).toEqual(want);
+    expect(JSON.parse(out[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 4 });
+    const errs: string[] = [];
+    const bad: Io = { out: () => {}, err: (l) => errs.push(l), progress: null };
+    expect(await main(["trace", join(dir, "queue-4", "summary.json")], bad)).toBe(1);
+    expect(errs.join("\n")).toMatch(/not a simulator trace/);
   });
 
   it("pruneRuns keeps the newest run directories and nothing else is touched", () => {

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { ProtocolFeature, Req, bit } from "../spec/vhost-user.ts";
 import { loadFdio } from "../impl/native/fdio.ts";
 import { Poller, acquireUnixConnection, fdio } from "../impl/native/scoped.ts";
-import { FrontEnd } from "../impl/vhost-user/frontend.ts";
+import { Frontend } from "../impl/vhost-user/frontend.ts";
 import { vhostUserMain } from "./vhost-user.ts";
 
 const capture = (): {
@@ -71,7 +71,7 @@ describe("sim vhost-user", () => {
           Effect.gen(function* () {
             const io = yield* fdio;
             const fd = yield* acquireUnixConnection(io, sock);
-            const fe = new FrontEnd(io, fd, yield* Poller.make(io));
+            const fe = new Frontend(io, fd, yield* Poller.make(io), 5000);
             yield* fe.call(Req.GET_FEATURES);
             yield* fe.call(Req.SET_PROTOCOL_FEATURES, { _tag: "U64", value: bit(ProtocolFeature.CONFIG) });
             const r = yield* fe.call(Req.GET_CONFIG, {

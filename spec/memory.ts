@@ -127,7 +127,8 @@ export const writeBytes = (
   if (!at.ok) return at;
   const regions = mem.regions.map((r, i) => {
     if (i !== at.value.region) return r;
-    const bytes = Uint8Array.from(r.bytes);
+    // A copy (slice is one memcpy; Uint8Array.from walks the bytes one by one).
+    const bytes = r.bytes.slice();
     bytes.set(data, at.value.offset);
     return { base: r.base, bytes };
   });

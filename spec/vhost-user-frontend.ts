@@ -39,7 +39,7 @@ export const RULES: readonly Rule[] = [
   rule(
     "VUF-CALL-EVENT-IDX-QUIET",
     `${V} §2.7.10.1 (SHOULD NOT)`,
-    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory).",
+    "With VIRTIO_F_EVENT_IDX, when used.idx did not pass used_event the device SHOULD NOT notify (advisory); a call that arrives after the round's check window is judged against the settings it came under, not dropped. Rings that also complete without our kicks (vsock RX with a host side) are not judged.",
   ),
   rule(
     "VUF-CALL-NOTIFY",
@@ -49,7 +49,7 @@ export const RULES: readonly Rule[] = [
   rule(
     "VUF-CALL-NO-INTERRUPT",
     `${V} §2.7.10.1 (SHOULD NOT)`,
-    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory).",
+    "Without VIRTIO_F_EVENT_IDX and with VIRTQ_AVAIL_F_NO_INTERRUPT set, the device SHOULD NOT notify (advisory; Firecracker-derived devices, ours included, always notify); late calls are judged as for VUF-CALL-EVENT-IDX-QUIET.",
   ),
   rule(
     "VUF-PROGRESS",
@@ -87,6 +87,36 @@ export const RULES: readonly Rule[] = [
     "A received packet's header is well-formed: src_cid the host (2), dst_cid the guest's CID, type STREAM, a known op, used.len = 44 + len.",
   ),
   rule(
+    "VUF-VSOCK-CONNECT",
+    `${V} §5.10.6.4 (descriptive: a REQUEST is answered with RESPONSE or RST); cloud-hypervisor vsock/unix/muxer.rs (guest REQUEST to port P goes to <uds>_P)`,
+    "With a host side listening on the port (the Unix socket <uds>_P), a guest REQUEST is answered with RESPONSE and the host end sees the connection; a RESPONSE answers only a pending REQUEST (VSOCK-CONN-HANDSHAKE, VSOCK-UNIX-LISTEN).",
+  ),
+  rule(
+    "VUF-VSOCK-CREDIT",
+    `${V} §5.10.6.3.1 Device Requirements: Buffer Space Management ("VIRTIO_VSOCK_OP_RW data packets MUST only be transmitted when the peer has sufficient free buffer space for the payload")`,
+    "The device's RW payloads on a connection never exceed the guest's credit: buf_alloc - (bytes received - fwd_cnt), as the guest last advertised them (VSOCK-CREDIT-FREE, VSOCK-CREDIT-LIMIT).",
+  ),
+  rule(
+    "VUF-VSOCK-CREDIT-REQUEST",
+    `${V} §5.10.6.3 (descriptive: a CREDIT_REQUEST asks for a CREDIT_UPDATE); Linux virtio_transport_common.c answers it`,
+    "A guest CREDIT_REQUEST on an open connection is answered: a CREDIT_UPDATE, or any packet on that connection (every header carries buf_alloc and fwd_cnt) (VSOCK-CREDIT-UPDATE).",
+  ),
+  rule(
+    "VUF-VSOCK-ORDER",
+    `${V} §5.10.6.6 Stream Sockets (SHUTDOWN hints are permanent; a clean disconnect is SHUTDOWN followed by RST from the peer)`,
+    "The device sends no RW on a connection after its RST or its SHUTDOWN with SEND, and answers a guest SHUTDOWN with both flags with RST (VSOCK-CONN-SHUTDOWN, VSOCK-CONN-RST).",
+  ),
+  rule(
+    "VUF-VSOCK-STREAM",
+    `${V} §5.10.6 ("Stream sockets provide in-order, guaranteed, connection-oriented delivery")`,
+    "Every byte written on a connection arrives once and in order at the other end: guest RW bytes at the host's Unix socket, host bytes in RW packets to the guest (VSOCK-E2E).",
+  ),
+  rule(
+    "VUF-HOSTILE-USED",
+    `${V} §2.7.8 (the used ring is written by the device only); §2.7 (guest input is untrusted)`,
+    "When the driver writes fields only the device owns (used.idx jumped, used elements overwritten), the back-end still writes only inside the used ring and the buffers it was given, and keeps answering within the timeout (SAFETY; a device that places its elements by the guest's used.idx writes outside the ring).",
+  ),
+  rule(
     "VUF-NO-HANG",
     `${VU} Communication (a back-end answers its front-end)`,
     "The back-end keeps answering control requests within the timeout whatever the rings hold (SAFETY).",
@@ -115,6 +145,12 @@ export const LEVEL = {
   "VUF-MSG-FRAMING": "must",
   "VUF-VSOCK-RST": "profile",
   "VUF-VSOCK-HDR": "must",
+  "VUF-VSOCK-CONNECT": "profile",
+  "VUF-VSOCK-CREDIT": "must",
+  "VUF-VSOCK-CREDIT-REQUEST": "profile",
+  "VUF-VSOCK-ORDER": "profile",
+  "VUF-VSOCK-STREAM": "must",
+  "VUF-HOSTILE-USED": "safety",
   "VUF-NO-HANG": "safety",
   "VUF-NO-CRASH": "safety",
 } as const satisfies Record<string, FrontendLevel>;

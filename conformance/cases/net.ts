@@ -50,14 +50,34 @@ const configSteps = (input: ConfigInput): Step[] => {
     status: input.status,
     linkUp: input.linkUp,
   };
-  // The whole layout first: mac @0, status @6, max_virtqueue_pairs @8, mtu @10.
-  return [{ offset: 0, len: 12 }, ...input.reads].map((r) =>
+  // A refused config is charged to the rule that refuses it.
+  const refusal = v.ok ? undefined : v.error._tag === "InvalidMtu" ? "NET-CFG-MTU" : "NET-CFG-MAC";
+  // The whole layout first, a field at a time: mac @0, status @6, max_virtqueue_pairs @8, mtu
+  // @10; the status field read alone checks NET-CFG-STATUS; any other read checks where the
+  // fields lie (NET-CFG-LAYOUT) and, reaching past byte 12, the zeros there (NET-CFG-PAST-END).
+  const fields = [
+    { offset: 0, len: 6 },
+    { offset: 6, len: 2 },
+    { offset: 8, len: 2 },
+    { offset: 10, len: 2 },
+  ];
+  const cites = (r: { offset: number; len: number }): string[] =>
+    refusal !== undefined
+      ? [refusal]
+      : r.offset === 6 && r.len === 2
+        ? ["NET-CFG-STATUS"]
+        : [
+            ...(r.len > 0 && r.offset < 12 ? ["NET-CFG-LAYOUT"] : []),
+            ...(r.len > 0 && r.offset + r.len > 12 ? ["NET-CFG-PAST-END"] : []),
+          ];
+  return [...fields, ...input.reads].map((r) =>
     step(
       "net.config",
       { ...args, offset: r.offset, len: r.len },
       v.ok
         ? expectOk({ data: toHex(readConfig(c, input.linkUp, r.offset, r.len)) })
         : expectErr(v.error._tag),
+      cites(r).length > 0 ? cites(r) : undefined,
     ),
   );
 };
@@ -122,8 +142,14 @@ export const netCases = [
         mtu: 1500,
         status: true,
         linkUp: true,
-        reads: [{ offset: 10, len: 2 }],
+        reads: [
+          { offset: 10, len: 2 },
+          { offset: 12, len: 4 },
+        ],
       },
+      // Refused: a 5-byte MAC (NET-CFG-MAC), an MTU below 68 (NET-CFG-MTU).
+      { mac: new Uint8Array(5), mtu: 1500, status: false, linkUp: true, reads: [{ offset: 0, len: 6 }] },
+      { mac: null, mtu: 67, status: false, linkUp: true, reads: [{ offset: 10, len: 2 }] },
     ],
     steps: configSteps,
     numRuns: 40,
@@ -147,7 +173,7 @@ export const netCases = [
     id: "net.rx-header",
     title:
       "a header the device builds for RX: flags 0, GSO NONE, num_buffers little-endian in the 12-byte form",
-    rules: ["NET-RX-HDR", "NET-HDR-LAYOUT"],
+    rules: ["NET-RX-HDR"],
     level: "must",
     ops: ["net.rxHeader"],
     arb: fc.record({

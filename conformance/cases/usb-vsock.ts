@@ -36,6 +36,18 @@ const packetArb: fc.Arbitrary<Packet> = fc
     payload: p.payload,
   }));
 
+/** Two packets (a Sync 'S', a Data 'D' with 4 bytes) for the examples. */
+const EXAMPLE_PACKETS: readonly Packet[] = [
+  {
+    header: { type: 0x53 as PacketType, deviceCid: 3, hostCid: 2, devicePort: 0, hostPort: 0, payloadLen: 0 },
+    payload: new Uint8Array(0),
+  },
+  {
+    header: { type: 0x44 as PacketType, deviceCid: 3, hostCid: 2, devicePort: 5, hostPort: 6, payloadLen: 4 },
+    payload: new Uint8Array([1, 2, 3, 4]),
+  },
+];
+
 /** How a well-formed transfer is damaged before parsing. */
 type Damage =
   | { readonly kind: "none" }
@@ -91,14 +103,26 @@ const packetJson = (p: Packet): Json => ({
   payload: toHex(p.payload),
 });
 
+/** The rule each way a parse stops names: a run that stops so is charged to it alone. */
+const STOP_RULE: Readonly<Record<string, string>> = {
+  InsufficientData: "USB-PARSE-SHORT",
+  UnknownPacketType: "USB-PARSE-TYPE",
+  InvalidMagic: "USB-PARSE-MAGIC",
+  PayloadTooLong: "USB-PARSE-PAYLOAD-LEN",
+};
+
 const parseSteps = (input: ParseInput): Step[] => {
   const bytes = damaged(input);
   const r = parseTransfer(bytes);
+  const stop = r.error === undefined ? undefined : STOP_RULE[r.error._tag];
   return [
     step(
       "usb.parse",
       { data: toHex(bytes) },
       expectOk({ packets: r.packets.map(packetJson), error: r.error === undefined ? null : r.error._tag }),
+      // A transfer that parses to its end checks the layout, the types and the stop (the
+      // case's rules); one that stops on an error is charged to that error's rule.
+      stop === undefined ? undefined : [stop],
     ),
   ];
 };
@@ -146,12 +170,21 @@ export const usbCases = [
       "USB-PARSE-SHORT",
       "USB-PARSE-TYPE",
       "USB-PARSE-MAGIC",
+      "USB-PARSE-PAYLOAD-LEN",
       "USB-PARSE-STOP",
     ],
+    setupRules: ["USB-HDR-LAYOUT", "USB-HDR-TYPES", "USB-PARSE-STOP"],
     level: "must",
     ops: ["usb.parse"],
     arb: parseArb,
-    examples: [],
+    // One transfer per way a parse ends, so each stop rule is checked whatever the draws.
+    examples: [
+      { packets: EXAMPLE_PACKETS, damage: { kind: "none" } },
+      { packets: EXAMPLE_PACKETS, damage: { kind: "truncate", by: 30 } },
+      { packets: EXAMPLE_PACKETS, damage: { kind: "byte", at: 3, value: 0 } },
+      { packets: EXAMPLE_PACKETS, damage: { kind: "byte", at: 0, value: 0 } },
+      { packets: EXAMPLE_PACKETS, damage: { kind: "payloadLen", packet: 1, extra: 5 } },
+    ],
     steps: parseSteps,
     numRuns: 60,
   }),
@@ -170,7 +203,9 @@ export const usbCases = [
       }),
     }),
     examples: [],
-    steps: parseSteps,
+    // Every input here stops on PayloadTooLong: one answer checks both rules of the case.
+    steps: (input) =>
+      parseSteps(input).map((s) => ({ ...s, rules: ["USB-PARSE-PAYLOAD-LEN", "USB-PARSE-BOUNDS"] })),
     numRuns: 30,
   }),
   defineCase<BuildInput>({

@@ -1,5 +1,5 @@
 /** Descriptor-chain operations of the reference adapter (CHAIN-*), over impl/queue/descriptor-chain.ts. */
-import { DescriptorChain, VIRTQ_DESC_F_INDIRECT } from "../../impl/queue/descriptor-chain.ts";
+import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import type { Json } from "../protocol.ts";
 import type { Handler, World } from "./world.ts";
@@ -22,8 +22,12 @@ export interface Walk {
   readonly end: string | null;
 }
 
-/** Reads raw entry `index` of a table, for mutants that re-create an old bug around impl/. */
-const rawDescriptor = (mem: GuestMemory, table: bigint, index: number): WalkedDescriptor | undefined => {
+/** Reads raw entry `index` of a table (mutant wrappers re-create old bugs around impl/ with it). */
+export const rawDescriptor = (
+  mem: GuestMemory,
+  table: bigint,
+  index: number,
+): WalkedDescriptor | undefined => {
   const r = mem.tryRead(table + 16n * BigInt(index), 16);
   if (!r.ok) return undefined;
   const v = new DataView(r.value.buffer, r.value.byteOffset, 16);
@@ -37,22 +41,9 @@ const rawDescriptor = (mem: GuestMemory, table: bigint, index: number): WalkedDe
   };
 };
 
-/**
- * checkedNew then a full walk; undefined when the head is refused. Mutants:
- * chain-over-4g yields the descriptor that passes 2^32 bytes (PR 236 undone);
- * indirect-aligned refuses an indirect table that is not 16-aligned (PR 220 undone).
- */
-export const walk = (world: World, descTable: bigint, queueSize: number, head: number): Walk | undefined => {
-  const mem = world.mem();
-  const chain = DescriptorChain.checkedNew(mem, tableNumber(descTable), queueSize, head);
-  if (chain === undefined) return undefined;
-  if (world.mutant === "indirect-aligned") {
-    const h = rawDescriptor(mem, descTable, head);
-    if (h !== undefined && (h.flags & VIRTQ_DESC_F_INDIRECT) !== 0 && h.addr % 16n !== 0n)
-      return { descriptors: [], end: "InvalidIndirectDescriptorTable" };
-  }
+/** Walks a chain impl/ accepted the way chain.walk and queue.pop report it. */
+export const walkOf = (chain: DescriptorChain): Walk => {
   const descriptors: WalkedDescriptor[] = [];
-  let table = descTable;
   for (let ok = chain.rewind(); ok; ok = chain.advance()) {
     descriptors.push({
       index: chain.index,
@@ -63,17 +54,13 @@ export const walk = (world: World, descTable: bigint, queueSize: number, head: n
       indirect: chain.indirect,
     });
   }
-  const end = chain.end;
-  if (world.mutant === "chain-over-4g" && end !== null && end._tag === "DescriptorChainOverflow") {
-    // Find which table the walk was in: the head's indirect table, if it had one.
-    const h = rawDescriptor(mem, descTable, head);
-    const inIndirect = h !== undefined && (h.flags & VIRTQ_DESC_F_INDIRECT) !== 0;
-    if (inIndirect) table = h.addr;
-    const d = rawDescriptor(mem, table, end.index);
-    if (d !== undefined) descriptors.push({ ...d, indirect: inIndirect });
-    return { descriptors, end: null };
-  }
-  return { descriptors, end: end === null ? null : end._tag };
+  return { descriptors, end: chain.end === null ? null : chain.end._tag };
+};
+
+/** checkedNew then a full walk; undefined when the head is refused. */
+export const walk = (world: World, descTable: bigint, queueSize: number, head: number): Walk | undefined => {
+  const chain = DescriptorChain.checkedNew(world.mem(), tableNumber(descTable), queueSize, head);
+  return chain === undefined ? undefined : walkOf(chain);
 };
 
 export const descriptorJson = (d: WalkedDescriptor): Json => ({

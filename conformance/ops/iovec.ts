@@ -19,32 +19,6 @@ export const chainArg = (world: World, args: JsonObject): DescriptorChain | unde
 
 export const HEAD_REFUSED: Outcome = { ok: false, error: { _tag: "HeadRefused" } };
 
-/** write-readable mutant: a cursor that calls every descriptor device-writable. */
-class EverythingWritable implements ChainCursor {
-  constructor(private readonly c: ChainCursor) {}
-  get headIndex(): number {
-    return this.c.headIndex;
-  }
-  get addr(): number {
-    return this.c.addr;
-  }
-  get len(): number {
-    return this.c.len;
-  }
-  addrBig(): bigint {
-    return this.c.addrBig();
-  }
-  isWriteOnly(): boolean {
-    return true;
-  }
-  rewind(): boolean {
-    return this.c.rewind();
-  }
-  advance(): boolean {
-    return this.c.advance();
-  }
-}
-
 const parsedJson = (p: ParsedDescriptorChain): Json => ({
   headIndex: p.headIndex,
   length: p.length,
@@ -61,40 +35,31 @@ export const iovecOps: Record<string, Handler> = {
     const n = b.value.readInto(dst, argUint(args, "offset"));
     return okv({ length: b.value.len, data: toHex(dst.subarray(0, n)) });
   },
-  "iovec.write": (args, world) => {
-    const mem = world.mem();
-    const capacity = args["capacity"] === undefined ? 256 : argUint(args, "capacity", 65536);
-    if (capacity < 1) throw new BadRequest("capacity must be in 1..65536");
-    // iovec-no-u32-check mutant: a chain that would pass 2^32 bytes starts a new buffer and
-    // the total wraps, instead of OverflowedDescriptor (Firecracker's len.checked_add undone).
-    const buffers = [new IoVecBufferMut({ capacity })];
-    const parsed: Json[] = [];
-    let wrapped = 0;
-    for (const [i, c] of argArray(args, "chains").entries()) {
-      if (!isObject(c)) throw new BadRequest("each chain is {descTable, queueSize, head}");
-      const raw = chainArg(world, c);
-      if (raw === undefined) return errv({ _tag: "HeadRefused", chain: i });
-      const chain: ChainCursor = world.mutant === "write-readable" ? new EverythingWritable(raw) : raw;
-      let r = buffers[buffers.length - 1]!.appendChain(mem, chain);
-      if (!r.ok && r.error._tag === "OverflowedDescriptor" && world.mutant === "iovec-no-u32-check") {
-        const fresh = new IoVecBufferMut({ capacity });
-        r = fresh.appendChain(mem, chain);
-        if (r.ok) buffers.push(fresh);
-      }
-      if (!r.ok) return errv({ _tag: r.error._tag, chain: i });
-      wrapped = (wrapped + r.value.length) % 2 ** 32;
-      parsed.push(parsedJson(r.value));
-    }
-    const data = argHex(args, "data");
-    let offset = argUint(args, "offset");
-    let written = 0;
-    for (const b of buffers) {
-      if (written === data.length) break;
-      const n = b.writeFrom(data.subarray(written), offset);
-      written += n;
-      offset = Math.max(0, offset - b.len);
-    }
-    const length = buffers.length === 1 ? buffers[0]!.len : wrapped;
-    return okv({ length, written, parsed });
-  },
+  "iovec.write": (args, world) => iovecWrite(args, world, (c) => c),
+};
+
+/**
+ * iovec.write: the chains appended to one IoVecBufferMut, then the data written at the offset.
+ * `view` is how the buffer sees each chain (the identity here; a mutant's view otherwise).
+ */
+export const iovecWrite = (
+  args: JsonObject,
+  world: World,
+  view: (chain: ChainCursor) => ChainCursor,
+): Outcome => {
+  const mem = world.mem();
+  const capacity = args["capacity"] === undefined ? 256 : argUint(args, "capacity", 65536);
+  if (capacity < 1) throw new BadRequest("capacity must be in 1..65536");
+  const buffer = new IoVecBufferMut({ capacity });
+  const parsed: Json[] = [];
+  for (const [i, c] of argArray(args, "chains").entries()) {
+    if (!isObject(c)) throw new BadRequest("each chain is {descTable, queueSize, head}");
+    const chain = chainArg(world, c);
+    if (chain === undefined) return errv({ _tag: "HeadRefused", chain: i });
+    const r = buffer.appendChain(mem, view(chain));
+    if (!r.ok) return errv({ _tag: r.error._tag, chain: i });
+    parsed.push(parsedJson(r.value));
+  }
+  const written = buffer.writeFrom(argHex(args, "data"), argUint(args, "offset"));
+  return okv({ length: buffer.len, written, parsed });
 };

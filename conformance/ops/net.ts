@@ -3,14 +3,8 @@ import { Effect } from "effect";
 import type { NetBackendShape, NetBackendStats, RxBuffer, TxPacket } from "../../impl/net/backend.ts";
 import { NetConfigSpace, checkConfig } from "../../impl/net/config.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
-import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { NetConfig } from "../../impl/net/config.ts";
-import {
-  NUM_BUFFERS_OFFSET,
-  decodeNetHeader,
-  encodeNetHeader,
-  writeRxHeader,
-} from "../../impl/net/header.ts";
+import { decodeNetHeader, encodeNetHeader, writeRxHeader } from "../../impl/net/header.ts";
 import type { NetHeader } from "../../impl/net/header.ts";
 import { isObject, toHex } from "../protocol.ts";
 import type { Json, JsonObject } from "../protocol.ts";
@@ -59,22 +53,13 @@ const configArg = (args: JsonObject): NetConfig => {
 };
 
 export const netOps: Record<string, Handler> = {
-  "net.config": (args, world) => {
+  "net.config": (args) => {
     const c = checkConfig(configArg(args));
     if (!c.ok) return errv({ _tag: c.error._tag });
     const space = new NetConfigSpace(c.value, argBool(args, "linkUp", true));
     const offset = argUint(args, "offset", 0xffff);
     const out = new Uint8Array(argUint(args, "len", 0x1000));
-    if (world.mutant === "net-mtu-offset-12") {
-      // squib's layout: mtu at 12 instead of 10.
-      const full = new Uint8Array(16);
-      space.read(0, full.subarray(0, 12));
-      full[12] = full[10]!;
-      full[13] = full[11]!;
-      full[10] = 0;
-      full[11] = 0;
-      for (let i = 0; i < out.length; i++) out[i] = full[offset + i] ?? 0;
-    } else space.read(offset, out);
+    space.read(offset, out);
     return okv({ data: toHex(out) });
   },
   "net.header.encode": (args) => {
@@ -88,16 +73,11 @@ export const netOps: Record<string, Handler> = {
     const h = decodeNetHeader(argHex(args, "data"), len, 0);
     return h === undefined ? errv({ _tag: "HeaderTooShort" }) : okv(headerJson(h));
   },
-  "net.rxHeader": (args, world) => {
+  "net.rxHeader": (args) => {
     const len = hdrLen(args);
     const n = argUint(args, "numBuffers", 0xffff);
     const out = new Uint8Array(len);
     writeRxHeader(out, len, n);
-    if (world.mutant === "net-num-buffers-be" && len === 12) {
-      // v86: num_buffers stored big-endian.
-      out[NUM_BUFFERS_OFFSET] = (n >>> 8) & 0xff;
-      out[NUM_BUFFERS_OFFSET + 1] = n & 0xff;
-    }
     return okv({ data: toHex(out) });
   },
 };
@@ -140,7 +120,8 @@ interface NetSlot {
   readonly backend: CaptureBackend;
 }
 
-const netSlot = (world: World): NetSlot => {
+/** The net device net.device built (mutant wrappers reach the same device through it). */
+export const netSlot = (world: World): NetSlot => {
   const s = world.slots.get("net") as NetSlot | undefined;
   if (s === undefined) throw new NotConfigured("no net device: send net.device first");
   return s;
@@ -158,19 +139,6 @@ const ringArgs = (
     availRing: argU64(r, "availRing"),
     usedRing: argU64(r, "usedRing"),
   };
-};
-
-/** net-num-buffers-be mutant: rewrite num_buffers big-endian in the headers just written. */
-const numBuffersBigEndian = (world: World, device: NetDevice, fromUsed: number): void => {
-  const q = device.queues[RX_QUEUE]!.state();
-  const mem = world.mem();
-  for (let i = fromUsed; i !== q.nextUsed; i = (i + 1) & 0xffff) {
-    const head = mem.readU32(Number(q.usedRing) + 4 + 8 * (i % q.size));
-    const chain = head < 0 ? undefined : DescriptorChain.checkedNew(mem, Number(q.descTable), q.size, head);
-    if (chain === undefined || !chain.rewindWritable() || chain.len < 12) continue;
-    const v = mem.readU16(chain.addr + NUM_BUFFERS_OFFSET);
-    if (v >= 0) mem.writeU16(chain.addr + NUM_BUFFERS_OFFSET, ((v & 0xff) << 8) | (v >>> 8));
-  }
 };
 
 export const netDeviceOps: Record<string, Handler> = {
@@ -232,10 +200,7 @@ export const netDeviceOps: Record<string, Handler> = {
       backend.queued.push(argHex({ f }, "f"));
     }
     const before = { ...device.stats, interrupts: [...device.stats.interrupts] };
-    const fromUsed = device.queues[RX_QUEUE]!.nextUsed;
     const completed = device.processRxNow();
-    if (world.mutant === "net-num-buffers-be" && device.headerLength === 12)
-      numBuffersBigEndian(world, device, fromUsed);
     const s = device.stats;
     return okv({
       completed,

@@ -3,6 +3,7 @@ import { chainOps } from "./chain.ts";
 import { iovecOps } from "./iovec.ts";
 import { usbOps } from "./usb-vsock.ts";
 import { netDeviceOps, netOps } from "./net.ts";
+import { packedOps } from "./packed.ts";
 import { queueOps } from "./queue.ts";
 import { vsockOps } from "./vsock.ts";
 import type { Handler } from "./world.ts";
@@ -13,6 +14,7 @@ export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>([
   "iovec",
   "usb-vsock",
   "net",
+  "packed",
   "queue",
   "vsock",
 ]);
@@ -24,5 +26,6 @@ export const subjectOps = (): Record<string, Handler> => ({
   ...netOps,
   ...netDeviceOps,
   ...queueOps,
+  ...packedOps,
   ...vsockOps,
 });

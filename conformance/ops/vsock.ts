@@ -5,7 +5,6 @@
  */
 import { PROFILES, VsockPacket } from "../../impl/vsock/packet.ts";
 import type { VsockProfile } from "../../impl/vsock/packet.ts";
-import { MAX_PKT_BUF_SIZE } from "../../spec/vsock.ts";
 import { isObject, toHex } from "../protocol.ts";
 import type { Json, JsonObject } from "../protocol.ts";
 import { HEAD_REFUSED, chainArg } from "./iovec.ts";
@@ -41,15 +40,9 @@ export const vsockOps: Record<string, Handler> = {
     const chain = chainArg(world, args);
     if (chain === undefined) return HEAD_REFUSED;
     const pkt = new VsockPacket();
-    // vsock-two-desc mutant: the data must be in a second descriptor (issue 204).
-    const single = chain.rewind() && !chain.hasNext();
     const e = pkt.assembleTx(chain, profileArg(args));
     if (e !== null) return errv({ _tag: e._tag });
     const len = pkt.header.len();
-    if (world.mutant === "vsock-two-desc" && single && len > 0) return errv({ _tag: "BufDescMissing" });
-    // vsock-pkt-len-off-by-one mutant: a full 64 KiB packet is refused (>= instead of >).
-    if (world.mutant === "vsock-pkt-len-off-by-one" && len === MAX_PKT_BUF_SIZE)
-      return errv({ _tag: "InvalidPktLen" });
     const payload = new Uint8Array(len);
     const n = pkt.readData(payload, 0);
     return okv({ header: headerJson(pkt), payload: toHex(payload.subarray(0, n)) });

@@ -9,11 +9,23 @@ import { parseU64, parseUint } from "../protocol.ts";
 /** Thrown by argument helpers; the server turns it into a BadRequest response. */
 export class BadRequest extends Error {}
 
+/**
+ * Choices the reference adapter makes once for its whole session (command-line flags), where
+ * VMMs differ: an implementation behaves one way on every run, so a profile is judged on
+ * answers that never flip between runs.
+ */
+export interface AdapterConfig {
+  /** Honour VRING_AVAIL_F_NO_INTERRUPT without EVENT_IDX (QEMU) or notify anyway (Firecracker, rust-vmm). */
+  readonly honourNoInterrupt: boolean;
+}
+
+export const DEFAULT_CONFIG: AdapterConfig = { honourNoInterrupt: false };
+
 export class World {
   memory: GuestMemory | null = null;
   /** Per-subject state, keyed by the subject's name (queues, devices...). */
   readonly slots = new Map<string, unknown>();
-  constructor(readonly mutant: string | null) {}
+  constructor(readonly config: AdapterConfig = DEFAULT_CONFIG) {}
 
   mem(): GuestMemory {
     if (this.memory === null) throw new NotConfigured("no guest memory: send memory.create first");

@@ -30,6 +30,9 @@ describe("sim conform --vhost-user: the command line", () => {
     expect(
       (await capture(["--vhost-user", "/tmp/x.sock", "--device", "net", "--payload", "fuse"])).err,
     ).toMatch(/--payload goes with --device generic/);
+    const uds = await capture(["--vhost-user", "/tmp/x.sock", "--device", "net", "--vsock-uds", "/tmp/h"]);
+    expect(uds.code).toBe(2);
+    expect(uds.err).toMatch(/--vsock-uds goes with --device vsock/);
   });
   it("a socket nobody listens on: exit 2 naming the step", async () => {
     const r = await capture([

@@ -49,6 +49,9 @@ device writes (rules VUF-* in spec/vhost-user-frontend.ts).
   --hostile RATE        corrupt the rings in that fraction of rounds (0..1; SAFETY verdicts only)
   --timeout MS          bound on every wait (default 2000)
   --queues N            generic: rings to set up (default 2)
+  --vsock-uds PATH      vsock: the back-end's host-side Unix socket (its guest connections to
+                        port P go to PATH_P, cloud-hypervisor style): connections, credit,
+                        CREDIT_REQUEST, SHUTDOWN/RST order and stream bytes are checked
   --event-idx on|off    ack VIRTIO_F_EVENT_IDX when offered (default: from the seed)
   --report DIR          where to write (default reports/conformance/vhost-user-<device>)
   --no-report           print only
@@ -72,6 +75,7 @@ export const VHOST_USER_CONFORM_SPEC: CommandSpec = {
     timeout: { kind: "string" },
     queues: { kind: "string" },
     "event-idx": { kind: "string" },
+    "vsock-uds": { kind: "string" },
     report: { kind: "string" },
     "no-report": { kind: "boolean" },
   },
@@ -164,6 +168,9 @@ export async function vhostUserConformMain(argv: readonly string[], repoRoot: st
     const eventIdxRaw = p.string("event-idx");
     const spawnCmd = p.string("spawn");
     const queuesRaw = p.string("queues");
+    const vsockUds = p.string("vsock-uds");
+    if (vsockUds !== undefined && device !== "vsock")
+      throw new UsageError("--vsock-uds goes with --device vsock");
     const options: RunOptions = {
       socket,
       device,
@@ -175,6 +182,7 @@ export async function vhostUserConformMain(argv: readonly string[], repoRoot: st
       hostile: p.string("hostile") === undefined ? 0 : rate("--hostile", p.string("hostile")!),
       timeoutMs: num("timeout", 10, 600_000, 2000),
       ...(queuesRaw !== undefined ? { queues: integer("--queues", queuesRaw, 1, 64) } : {}),
+      ...(vsockUds !== undefined ? { vsockHost: nonEmpty("--vsock-uds", vsockUds) } : {}),
       ...(eventIdxRaw !== undefined
         ? { eventIdx: choice("--event-idx", eventIdxRaw, ["on", "off"]) === "on" }
         : {}),

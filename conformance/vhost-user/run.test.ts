@@ -19,7 +19,7 @@ import { NetDevice } from "../../impl/net/device.ts";
 import { loadFdio } from "../../impl/native/fdio.ts";
 import { serveVhostUser } from "../../impl/vhost-user/backend.ts";
 import { LEVEL } from "../../spec/vhost-user-frontend.ts";
-import { runConformance, type RunOptions, type RunResult, type SetupFailed } from "./run.ts";
+import { exitStatus, runConformance, type RunOptions, type RunResult, type SetupFailed } from "./run.ts";
 
 const native = loadFdio();
 const skipNative = typeof native === "string" ? native : null;
@@ -77,8 +77,15 @@ const asResult = (r: RunResult | SetupFailed): RunResult => {
  * A planted bug: after the real device completes chains, either writes one byte past the
  * last device-writable buffer of each new used element, or adds 1 to its used.len.
  */
-const planted = (inner: VirtioDevice, bug: "write-past" | "len-plus"): VirtioDevice => {
+const planted = (
+  inner: VirtioDevice,
+  bug: "write-past" | "len-plus" | "rw-flip" | "late-notify" | "drop-tx" | "trust-used-idx",
+): VirtioDevice => {
+  // trust-used-idx: the used.idx each ring had when the device last wrote it.
+  const shadow = inner.queues.map(() => 0);
+  const usedAt = (q: number): number => Number(inner.queues[q]!.state().usedRing);
   let mem: GuestMemory | null = null;
+  let notifyLater: (q: number) => void = () => {};
   const seen = inner.queues.map(() => 0);
   const plant = (q: number): void => {
     const m = mem;
@@ -91,7 +98,12 @@ const planted = (inner: VirtioDevice, bug: "write-past" | "len-plus"): VirtioDev
       const at = used + 4 + 8 * (seen[q]! % st.size);
       const id = m.readU32(at);
       if (bug === "len-plus") m.writeU32(at + 4, m.readU32(at + 4) + 1);
-      else {
+      else if (bug === "rw-flip") {
+        // vsock RX: the first data byte of an RW packet (header and data in the head buffer).
+        const buf = Number(m.readU64(table + 16 * id));
+        if (q === 0 && m.readU16(buf + 30) === 5 && m.readU32(buf + 24) > 0)
+          m.writeU8(buf + 44, m.readU8(buf + 44) ^ 0xff);
+      } else if (bug === "write-past") {
         let last: [number, number] | null = null;
         for (let i = id, hops = 0; hops < st.size; hops++) {
           const d = table + 16 * i;
@@ -122,6 +134,11 @@ const planted = (inner: VirtioDevice, bug: "write-past" | "len-plus"): VirtioDev
     activate: (m, notify) => {
       mem = m;
       seen.fill(0);
+      // A call the device owes nobody, 150 ms after it processed a queue (never after a reset).
+      notifyLater = (q) =>
+        void setTimeout(() => {
+          if (inner.isActive) notify(q);
+        }, 150);
       return inner.activate(m, (q) => {
         plant(q);
         notify(q);
@@ -132,8 +149,18 @@ const planted = (inner: VirtioDevice, bug: "write-past" | "len-plus"): VirtioDev
     },
     reset: () => inner.reset(),
     processQueue: (q) => {
+      if (bug === "drop-tx" && q === 1) return 0;
+      const m = mem;
+      if (bug === "trust-used-idx" && m !== null) {
+        // Someone else wrote used.idx: this device believes it and puts an element there, unwrapped.
+        const idx = m.readU16(usedAt(q) + 2);
+        if (idx !== shadow[q]) m.writeU32(usedAt(q) + 4 + 8 * idx, 0x5a5a5a5a);
+      }
       const done = inner.processQueue(q);
+      if (bug === "trust-used-idx" && m !== null)
+        for (let i = 0; i < shadow.length; i++) shadow[i] = m.readU16(usedAt(i) + 2);
       plant(q);
+      if (bug === "late-notify") notifyLater(q);
       return done;
     },
     get run() {
@@ -225,7 +252,7 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(rule(await once(), "VUF-USED-LEN").first).toEqual(f.first);
   }, 60_000);
 
-  it("hostile rounds against our net back-end: corruptions sent, no SAFETY finding, it keeps answering [VUF-NO-HANG VUF-WRITE-BOUNDS]", async () => {
+  it("hostile rounds against our net back-end: corruptions sent, no SAFETY finding, it keeps answering, also after the driver wrote used.idx [VUF-NO-HANG VUF-WRITE-BOUNDS VUF-HOSTILE-USED]", async () => {
     const r = asResult(
       await withBackend(netDevice(), (s) =>
         run(base(s, { steps: 30, seed: 13, hostile: 0.3, timeoutMs: 1500 })),
@@ -235,6 +262,167 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
     expect(r.stepsRun).toBe(30);
     expect(safetyFailures(r)).toEqual([]);
     expect(rule(r, "VUF-NO-HANG").checks).toBeGreaterThan(0);
+    expect(r.corruptions.some((c) => / used-idx-write: /.test(c))).toBe(true);
+    expect(rule(r, "VUF-HOSTILE-USED").checks).toBeGreaterThan(0);
+  }, 120_000);
+
+  it("a planted device that believes a used.idx the driver wrote is caught with the corruption named, and the seed replays it [VUF-HOSTILE-USED VUF-WRITE-BOUNDS]", async () => {
+    const once = async (): Promise<RunResult> =>
+      asResult(
+        await withBackend(planted(netDevice(), "trust-used-idx"), (s) =>
+          run(base(s, { steps: 6, seed: 20, hostile: 0.5, timeoutMs: 1500 })),
+        ),
+      );
+    const a = await once();
+    const f = rule(a, "VUF-HOSTILE-USED");
+    expect(f.level).toBe("safety");
+    expect(f.failures).toBeGreaterThan(0);
+    expect(f.first!.detail).toMatch(
+      /after step \d+: ring \d used-idx-write: driver wrote used.idx = \d+: \d+ byte\(s\) written outside/,
+    );
+    expect(exitStatus(a)).toBe(1);
+    expect(rule(await once(), "VUF-HOSTILE-USED").first).toEqual(f.first);
+    expect(a.replay).toContain("--seed 20");
+    expect(a.replay).toContain("--hostile 0.5");
+  }, 60_000);
+
+  it("notification suppression: with EVENT_IDX our net back-end stays quiet until used_event; without it, it notifies despite NO_INTERRUPT (Firecracker's choice: advisory, exit 0) [VUF-CALL-EVENT-IDX-QUIET VUF-CALL-NO-INTERRUPT]", async () => {
+    const on = asResult(
+      await withBackend(netDevice(), (s) => run(base(s, { steps: 12, seed: 15, eventIdx: true }))),
+    );
+    expect(rule(on, "VUF-CALL-EVENT-IDX-QUIET").checks).toBeGreaterThan(0);
+    expect(rule(on, "VUF-CALL-EVENT-IDX-QUIET").first).toBeNull();
+    const off = asResult(
+      await withBackend(netDevice(), (s) => run(base(s, { steps: 12, seed: 15, eventIdx: false }))),
+    );
+    const ni = rule(off, "VUF-CALL-NO-INTERRUPT");
+    expect(ni.failures).toBeGreaterThan(0);
+    expect(ni.first!.detail).toMatch(/NO_INTERRUPT set/);
+    expect(exitStatus(off)).toBe(0);
+  }, 60_000);
+
+  it("a call that arrives after the check window is judged, not dropped: a planted late notification breaks EVENT_IDX quiet [VUF-CALL-EVENT-IDX-QUIET]", async () => {
+    const r = asResult(
+      await withBackend(planted(netDevice(), "late-notify"), (s) =>
+        run(base(s, { steps: 6, seed: 16, eventIdx: true })),
+      ),
+    );
+    const late = r.findings.filter((f) => f.rule === "VUF-CALL-EVENT-IDX-QUIET" && /late/.test(f.detail));
+    expect(late.length, JSON.stringify(r.findings)).toBeGreaterThan(0);
+    expect(late[0]!.detail).toMatch(/call\(s\) after the check window \(late\)/);
+  }, 60_000);
+
+  it("a device that never completes TX chains fails progress, named by ring and timeout [VUF-PROGRESS]", async () => {
+    const r = asResult(
+      await withBackend(planted(netDevice(), "drop-tx"), (s) =>
+        run(base(s, { steps: 2, seed: 17, eventIdx: false, timeoutMs: 300 })),
+      ),
+    );
+    const p = rule(r, "VUF-PROGRESS");
+    expect(p.failures).toBeGreaterThan(0);
+    expect(p.first!.detail).toMatch(/ring 1: \d+ chain\(s\) not completed within 300 ms/);
+    const ok = asResult(
+      await withBackend(netDevice(), (s) => run(base(s, { steps: 2, seed: 17, eventIdx: false }))),
+    );
+    expect(rule(ok, "VUF-PROGRESS").checks).toBeGreaterThan(0);
+    expect(rule(ok, "VUF-PROGRESS").failures).toBe(0);
+  }, 60_000);
+
+  /** Our vsock device with its Unix host side at `uds`, served on `socket` while `body` runs. */
+  const withVsockHost = async <A>(
+    wrap: (d: VirtioDevice) => VirtioDevice,
+    body: (socket: string, uds: string) => Promise<A>,
+  ): Promise<A> => {
+    const socket = sock();
+    const uds = join(dir, `host${n++}`);
+    const fiber = Effect.runFork(
+      Effect.scoped(
+        Effect.flatMap(VsockVirtioDevice.withUnixHost(uds, 5n), (d) =>
+          serveVhostUser({ device: wrap(d), socketPath: socket }),
+        ),
+      ),
+    );
+    try {
+      return await body(socket, uds);
+    } finally {
+      await Effect.runPromise(Fiber.interrupt(fiber));
+    }
+  };
+  const VSOCK_STREAM_RULES = [
+    "VUF-VSOCK-CONNECT",
+    "VUF-VSOCK-CREDIT",
+    "VUF-VSOCK-CREDIT-REQUEST",
+    "VUF-VSOCK-ORDER",
+    "VUF-VSOCK-STREAM",
+  ] as const;
+
+  it("our vsock back-end with its Unix host side: REQUEST -> RESPONSE, credit never exceeded, CREDIT_REQUEST answered, SHUTDOWN -> RST, bytes in order both ways [VUF-VSOCK-CONNECT VUF-VSOCK-CREDIT VUF-VSOCK-CREDIT-REQUEST VUF-VSOCK-ORDER VUF-VSOCK-STREAM]", async () => {
+    const before = openFds();
+    const r = asResult(
+      await withVsockHost(
+        (d) => d,
+        (s, uds) => run(base(s, { device: "vsock", vsockHost: uds, steps: 20, seed: 9, timeoutMs: 1500 })),
+      ),
+    );
+    expect(r.stepsRun).toBe(20);
+    for (const id of [...VSOCK_STREAM_RULES, "VUF-VSOCK-HDR", "VUF-WRITE-BOUNDS", "VUF-USED-LEN"] as const) {
+      expect(rule(r, id).checks, id).toBeGreaterThan(0);
+      expect(rule(r, id).failures, `${id}: ${rule(r, id).first?.detail}`).toBe(0);
+    }
+    expect(r.replay).toContain("--vsock-uds");
+    expect(openFds()).toBe(before);
+  }, 120_000);
+
+  it("our vsock back-end spawned as a user runs it (npx tsx sim vhost-user --uds): the stream rules hold and no socket is left behind [VUF-VSOCK-STREAM VUF-VSOCK-CREDIT]", async () => {
+    const s = sock();
+    const uds = join(dir, `spawned${n++}`);
+    const r = asResult(
+      await run(
+        base(s, {
+          device: "vsock",
+          vsockHost: uds,
+          steps: 6,
+          seed: 23,
+          timeoutMs: 3000,
+          spawn: `npx tsx sim vhost-user --device vsock --socket ${s} --uds ${uds}`,
+        }),
+      ),
+    );
+    expect(r.stepsRun).toBe(6);
+    for (const id of ["VUF-VSOCK-STREAM", "VUF-VSOCK-CREDIT", "VUF-WRITE-BOUNDS"] as const) {
+      expect(rule(r, id).checks, id).toBeGreaterThan(0);
+      expect(rule(r, id).failures, `${id}: ${rule(r, id).first?.detail}`).toBe(0);
+    }
+    expect(
+      readdirSync(dir).filter((f) => f.startsWith(`spawned${n - 1}`) || f === s.split("/").pop()),
+    ).toEqual([]);
+  }, 180_000);
+
+  it("a planted flipped byte in the device's RW data is caught by the stream rule, and the seed replays it [VUF-VSOCK-STREAM]", async () => {
+    const once = async (): Promise<RunResult> =>
+      asResult(
+        await withVsockHost(
+          (d) => planted(d, "rw-flip"),
+          // EVENT_IDX off: our device then notifies every completion, and the plant runs before the guest reads.
+          (s, uds) =>
+            run(
+              base(s, {
+                device: "vsock",
+                vsockHost: uds,
+                steps: 8,
+                seed: 10,
+                timeoutMs: 1500,
+                eventIdx: false,
+              }),
+            ),
+        ),
+      );
+    const a = await once();
+    const f = rule(a, "VUF-VSOCK-STREAM");
+    expect(f.failures).toBeGreaterThan(0);
+    expect(f.first!.detail).toMatch(/RW byte \d+ is \d+, the host wrote \d+/);
+    // The host side's timing decides how bytes split into packets: the replay fails the same rule.
+    expect(rule(await once(), "VUF-VSOCK-STREAM").failures).toBeGreaterThan(0);
   }, 120_000);
 
   const virtiofsd = "/usr/lib/qemu/virtiofsd";
@@ -338,6 +526,23 @@ describe.skipIf(skipNative !== null)("sim conform --vhost-user", () => {
   it("a back-end that never answers: a typed timeout naming the step, nothing left open", async () => {
     expect(await setupError(() => {})).toMatch(/^GET_FEATURES: the back-end did not answer within 300 ms/);
   });
+  it("a spawned back-end that never answers: the step is named after --timeout (not the start-up wait), the process and its socket are gone", async () => {
+    const s = sock();
+    const before = openFds();
+    const t0 = Date.now();
+    const r = await run(
+      base(s, {
+        timeoutMs: 300,
+        spawn: `exec node -e "require('net').createServer(() => {}).listen(process.argv[1])" ${s}`,
+      }),
+    );
+    expect("_tag" in r ? r.message : "no failure").toMatch(
+      /^GET_FEATURES: the back-end did not answer within 300 ms/,
+    );
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(existsSync(s)).toBe(false);
+    expect(openFds()).toBe(before);
+  }, 60_000);
   it("garbage, a reply to another request, a closed socket: one line naming the step", async () => {
     expect(await setupError((c) => c.once("data", () => c.write(Buffer.alloc(12, 0xff))))).toMatch(
       /^GET_FEATURES: unreadable reply/,

@@ -47,9 +47,10 @@ import {
   type FrontendError,
   type GuestRam,
   type RingFds,
-} from "../../impl/vhost-user/frontend-vmm.ts";
+} from "../../impl/vhost-user/frontend.ts";
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
+import { VsockStreams, listenHostPort } from "./vsock-stream.ts";
 
 export type DeviceKind = "net" | "vsock" | "generic";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["net", "vsock", "generic"];
@@ -68,6 +69,11 @@ export interface RunOptions {
   readonly timeoutMs: number;
   /** Rings to set up (generic; default 2, capped by GET_QUEUE_NUM). */
   readonly queues?: number;
+  /**
+   * vsock: the back-end's host-side Unix socket path (its guest connections to port P go to
+   * `<path>_P`); with it, connections, credit and streams are checked (vsock-stream.ts).
+   */
+  readonly vsockHost?: string;
   /** Ack EVENT_IDX when offered (default: from the seed). */
   readonly eventIdx?: boolean;
   /** Progress lines. */
@@ -178,6 +184,8 @@ interface Ring {
   usedEvent: number;
   noInterrupt: boolean;
   mustComplete: number;
+  /** Completions come without our kicks too (vsock RX with a host side): notifications are not judged. */
+  readonly async: boolean;
 }
 
 const hex = (v: number | bigint): string => `0x${v.toString(16)}`;
@@ -194,6 +202,7 @@ export const replayCommand = (o: Omit<RunOptions, "log">, steps: number): string
     o.hostile > 0 ? `--hostile ${o.hostile}` : "",
     `--timeout ${o.timeoutMs}`,
     o.queues !== undefined ? `--queues ${o.queues}` : "",
+    o.vsockHost !== undefined ? `--vsock-uds ${o.vsockHost}` : "",
     o.eventIdx !== undefined ? `--event-idx ${o.eventIdx ? "on" : "off"}` : "",
   ]
     .filter((s) => s !== "")
@@ -249,7 +258,10 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       // ---- the back-end
       let spawned: Spawned | null = null;
       if (opts.spawn !== undefined) {
-        spawned = yield* spawnBackend(opts.spawn, opts.listen ? undefined : opts.socket);
+        spawned = yield* spawnBackend(opts.spawn, [
+          ...(opts.listen ? [] : [opts.socket]),
+          ...(opts.vsockHost !== undefined ? [opts.vsockHost] : []),
+        ]);
         log(`spawned back-end (pid ${spawned.pid}): ${opts.spawn}`);
       }
       const sp = spawned;
@@ -261,7 +273,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       const fe: Frontend = yield* connectFrontend({
         socketPath: opts.socket,
         mode: opts.listen ? "listen" : "connect",
+        // A spawned back-end may take a while to listen; its replies get --timeout like any other.
         timeoutMs: sp !== null ? Math.max(opts.timeoutMs, 60_000) : opts.timeoutMs,
+        replyTimeoutMs: opts.timeoutMs,
         stillWaiting: exitLine,
       }).pipe(
         Effect.mapError((e) => {
@@ -334,6 +348,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           usedEvent: 0,
           noInterrupt: false,
           mustComplete: 0,
+          async: opts.device === "vsock" && opts.vsockHost !== undefined && i === 0,
         });
       }
       for (const r of rings) {
@@ -446,6 +461,33 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       let srcPort = 1024 + rng.int(20000);
       let fuseUnique = 1n;
       let fuseInit = false;
+      // vsock with its host side: connections to a port we listen on behind the back-end.
+      let streams: VsockStreams | null = null;
+      if (opts.device === "vsock" && opts.vsockHost !== undefined && rings.length > 1) {
+        const host = yield* listenHostPort(opts.vsockHost, 1024 + rng.int(8000));
+        const txr = rings[1]!;
+        const s = new VsockStreams({
+          rng,
+          guestCid,
+          host,
+          send: (header, payload) => {
+            const bytes = new Uint8Array(header.length + (payload?.length ?? 0));
+            bytes.set(header);
+            if (payload !== null) bytes.set(payload, header.length);
+            if (addChain(txr, "tx", bytes, [], null) === null) return false;
+            txr.mustComplete++;
+            return true;
+          },
+          check,
+          note: (line) => result.notes.push(line),
+        });
+        yield* Effect.addFinalizer(() => Effect.sync(() => s.close()));
+        streams = s;
+        result.notes.push(
+          "vsock: RX completes on host activity too, not only on our kicks: notification rules are not judged on ring 0",
+        );
+        log(`vsock host side: listening on ${host.path}`);
+      }
 
       const netFrame = (): Uint8Array => {
         const len = rng.range(60, 1514);
@@ -519,10 +561,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         } else if (opts.device === "vsock") {
           const rx = rings[0]!;
           const txr = rings[1];
-          while (rx.outstanding.size < 8)
-            if (addChain(rx, "rx", null, [VSOCK_PKT_HDR_SIZE + 256], null) === null) break;
+          const rxBuf = streams !== null ? 2048 : 256;
+          while (rx.outstanding.size < (streams !== null ? 12 : 8))
+            if (addChain(rx, "rx", null, [VSOCK_PKT_HDR_SIZE + rxBuf], null) === null) break;
           if (txr === undefined) return;
-          const n = rng.range(1, 2);
+          const n = streams === null ? rng.range(1, 2) : rng.chance(0.3) ? 1 : 0;
           for (let i = 0; i < n; i++) {
             const sp = srcPort++;
             const dp = 40000 + rng.int(20000);
@@ -532,6 +575,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             rx.mustComplete++;
             vsockPending.set(`${dp}:${sp}`, { step, pieces: c.readablePieces });
           }
+          if (streams !== null && !hostileSeen) streams.plan(step, step === opts.steps);
         } else if (opts.payload === "fuse") {
           const r = rings[Math.min(1, rings.length - 1)]!;
           const n = rng.range(1, 3);
@@ -697,7 +741,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         }
       };
       const snapshot = new Uint8Array(ram.bytes.length);
-      const compare = (): void => {
+      /** Checks the round's writes; the failure's detail, or null when every write was in bounds. */
+      const compare = (): string | null => {
         const now = ram.bytes;
         const bad: number[] = [];
         let count = 0;
@@ -713,16 +758,15 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           }
         }
         const addrOf = (o: number): string => hex(BASES[Math.floor(o / REGION)]! + (o % REGION));
-        check(
-          "VUF-WRITE-BOUNDS",
-          count === 0,
-          () =>
-            `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`,
-        );
+        const detail = (): string =>
+          `${count} byte(s) written outside every device-writable buffer and used ring, first at ${bad.map(addrOf).join(", ")} (value ${hex(now[bad[0]!]!)}, was ${hex(snapshot[bad[0]!]!)})`;
+        return check("VUF-WRITE-BOUNDS", count === 0, detail) ? null : detail();
       };
 
       // ---- one round's completions
       let hostileSeen = false;
+      /** This round's corruption when it wrote device-owned fields (used.idx, used elements). */
+      let ownedWrite: string | null = null;
       /** The last corruption sent (the input a crash is reported with). */
       let lastInput = "";
       const collect = (r: Ring): void => {
@@ -765,6 +809,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             );
           r.done.push(c);
           (c as { len?: number }).len = e.len;
+          if (!hostileSeen && opts.device === "vsock" && c.kind === "rx") vsockRx(c, e.len);
         }
       };
 
@@ -778,6 +823,36 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           at += n;
         }
         return out;
+      };
+
+      /** A vsock RX packet, judged as it completes (the stream checks wait on what it says). */
+      const vsockRx = (c: Chain, len: number): void => {
+        const b = readWritable(c, len);
+        if (b.length < VSOCK_PKT_HDR_SIZE) {
+          check("VUF-VSOCK-HDR", false, () => `rx head ${c.head}: used.len ${len} < 44`);
+          return;
+        }
+        const h = decodeHeader(b);
+        const { srcCid: src, dstCid: dst, srcPort: sp, dstPort: dp, len: plen, type, op } = h;
+        check(
+          "VUF-VSOCK-HDR",
+          src === VSOCK_HOST_CID &&
+            dst === guestCid &&
+            type === VSOCK_TYPE_STREAM &&
+            op >= 1 &&
+            op <= 7 &&
+            len === VSOCK_PKT_HDR_SIZE + plen,
+          () =>
+            `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
+        );
+        if (streams !== null && streams.onRx(h, b.subarray(VSOCK_PKT_HDR_SIZE, VSOCK_PKT_HDR_SIZE + plen)))
+          return;
+        const pending = op === VSOCK_OP_RST ? vsockPending.get(`${sp}:${dp}`) : undefined;
+        if (pending !== undefined) {
+          vsockPending.delete(`${sp}:${dp}`);
+          check("VUF-VSOCK-RST", true, () => "");
+          if (pending.pieces > 1) check("VUF-MSG-FRAMING", true, () => "");
+        }
       };
 
       const checkPayloads = (): void => {
@@ -811,39 +886,6 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                 tx.splice(i, 1);
               }
             }
-            if (!hostileSeen && opts.device === "vsock" && c.kind === "rx") {
-              const b = readWritable(c, len);
-              if (b.length < VSOCK_PKT_HDR_SIZE) {
-                check("VUF-VSOCK-HDR", false, () => `rx head ${c.head}: used.len ${len} < 44`);
-                continue;
-              }
-              const {
-                srcCid: src,
-                dstCid: dst,
-                srcPort: sp,
-                dstPort: dp,
-                len: plen,
-                type,
-                op,
-              } = decodeHeader(b);
-              check(
-                "VUF-VSOCK-HDR",
-                src === VSOCK_HOST_CID &&
-                  dst === guestCid &&
-                  type === VSOCK_TYPE_STREAM &&
-                  op >= 1 &&
-                  op <= 7 &&
-                  len === VSOCK_PKT_HDR_SIZE + plen,
-                () =>
-                  `rx head ${c.head}: src_cid ${src} dst_cid ${dst} type ${type} op ${op} len ${plen} used.len ${len}`,
-              );
-              const pending = op === VSOCK_OP_RST ? vsockPending.get(`${sp}:${dp}`) : undefined;
-              if (pending !== undefined) {
-                vsockPending.delete(`${sp}:${dp}`);
-                check("VUF-VSOCK-RST", true, () => "");
-                if (pending.pieces > 1) check("VUF-MSG-FRAMING", true, () => "");
-              }
-            }
           }
         }
       };
@@ -854,7 +896,78 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         for (const r of rings) r.calls += fe.drainCall(r.fds);
       };
 
+      /**
+       * What happened after the last check window, under the settings still in force (used_event,
+       * avail.flags): completions are reaped and judged, and call notifications that came late
+       * are judged rather than dropped. A late call where none was due (or the due one had come)
+       * breaks EVENT-IDX-QUIET / NO-INTERRUPT; completions in the gap that need a call get one
+       * (waited for, bounded); a due call that missed the window is noted as late.
+       */
+      const lateWindow = (graceMs: number, of: number): Effect.Effect<void> =>
+        Effect.gen(function* () {
+          const late = rings.map(() => 0);
+          const checked = rings.map((r) => r.driver.lastUsedIdx);
+          const deadline = Date.now() + graceMs;
+          for (;;) {
+            rings.forEach((r, i) => (late[i]! += fe.drainCall(r.fds)));
+            const left = deadline - Date.now();
+            if (left <= 0) break;
+            yield* fe.waitCalls(allCalls, Math.min(left, 50));
+          }
+          for (const r of rings) {
+            r.done = [];
+            collect(r);
+          }
+          checkPayloads();
+          for (const r of rings) for (const c of r.done) retire(c);
+          if (hostileSeen) return;
+          for (const [i, r] of rings.entries()) {
+            if (r.async) continue;
+            const n = r.driver.lastUsedIdx;
+            const from = checked[i]!;
+            const needWindow = from !== r.oldUsed && needsCallOver(r, r.oldUsed, from);
+            const needGap = n !== from && needsCallOver(r, from, n);
+            const where = `ring ${r.index} (step ${of}'s settings)`;
+            if (needGap && late[i] === 0) {
+              // Completions after the window that need a call: wait for it (bounded).
+              const end = Date.now() + opts.timeoutMs;
+              while (late[i] === 0 && Date.now() < end) {
+                yield* fe.waitCalls([r.fds.call], Math.min(end - Date.now(), 50));
+                late[i]! += fe.drainCall(r.fds);
+              }
+              check(
+                result.eventIdx ? "VUF-CALL-EVENT-IDX" : "VUF-CALL-NOTIFY",
+                late[i]! > 0,
+                () =>
+                  `${where}: used.idx ${from} -> ${n} after the check window, no call within ${opts.timeoutMs} ms`,
+              );
+              continue;
+            }
+            if (late[i] === 0 || needGap) continue;
+            if (needWindow && r.calls === 0) {
+              result.notes.push(`${where}: the call due for used.idx ${r.oldUsed} -> ${from} came late`);
+              continue;
+            }
+            if (result.eventIdx)
+              check(
+                "VUF-CALL-EVENT-IDX-QUIET",
+                false,
+                () =>
+                  `${where}: ${late[i]} call(s) after the check window (late), used.idx ${r.oldUsed} -> ${n}, used_event ${r.usedEvent}${needWindow ? ", the due call had come" : ""}`,
+              );
+            else if (r.noInterrupt)
+              check(
+                "VUF-CALL-NO-INTERRUPT",
+                false,
+                () => `${where}: ${late[i]} call(s) after the check window (late) with NO_INTERRUPT set`,
+              );
+          }
+        });
+
       const round = Effect.gen(function* () {
+        // The gap since the last round (the first round has no settings before it).
+        if (step > 1) yield* lateWindow(0, step - 1);
+        else for (const r of rings) fe.drainCall(r.fds);
         for (const r of rings) {
           r.done = [];
           r.calls = 0;
@@ -865,6 +978,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         if (opts.hostile > 0 && rng.chance(opts.hostile)) {
           corruption = corrupt();
           if (corruption !== null) {
+            if (/ used-(idx|ring)-write: /.test(corruption)) ownedWrite = `step ${step}: ${corruption}`;
             hostileSeen = true;
             result.hostileRounds++;
             result.corruptions.push(`step ${step}: ${corruption}`);
@@ -886,8 +1000,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           }
         }
         buildMask();
+        // Calls from here on are this round's (a polling back-end may already be at work).
         drainCalls();
-        for (const r of rings) r.calls = 0;
         snapshot.set(ram.bytes);
         for (const r of rings) fe.kick(r.fds);
 
@@ -895,7 +1009,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         const deadline = Date.now() + budget;
         for (;;) {
           for (const r of rings) collect(r);
-          if (!hostileSeen && !pendingMust()) break;
+          if (
+            !hostileSeen &&
+            !pendingMust() &&
+            (streams === null || streams.settled(rings[0]!.outstanding.size))
+          )
+            break;
           const left = deadline - Date.now();
           if (left <= 0) break;
           yield* fe.waitCalls(allCalls, Math.min(left, 20));
@@ -921,13 +1040,14 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         // A notification may follow the used.idx write by a moment: wait for the ones required.
         if (!hostileSeen) {
           const end = Date.now() + opts.timeoutMs;
-          while (rings.some((r) => needsCall(r) && r.calls === 0) && Date.now() < end) {
+          while (rings.some((r) => !r.async && needsCall(r) && r.calls === 0) && Date.now() < end) {
             yield* fe.waitCalls(allCalls, Math.min(end - Date.now(), 50));
             drainCalls();
           }
         }
-        compare();
+        const bounds = compare();
         checkPayloads();
+        if (streams !== null && !hostileSeen) streams.endRound(rings[0]!.outstanding.size);
         if (!hostileSeen) checkNotifications();
         // Retire completed chains (their descriptors zeroed: stale writable entries would widen the mask).
         for (const r of rings) for (const c of r.done) retire(c);
@@ -936,6 +1056,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           const probe = yield* Effect.result(fe.getFeatures());
           if (probe._tag === "Failure") return yield* Effect.fail(probe.failure);
           check("VUF-NO-HANG", true, () => "");
+        }
+        // The driver wrote fields only the device owns: its verdict is this round's (SAFETY).
+        if (ownedWrite !== null) {
+          const what = ownedWrite;
+          check("VUF-HOSTILE-USED", bounds === null, () => `after ${what}: ${bounds}`);
+          ownedWrite = null;
         }
         return corruption;
       });
@@ -950,15 +1076,17 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       };
       const pendingMust = (): boolean => rings.some((r) => missingOf(r) > 0);
 
-      const needsCall = (r: Ring): boolean => {
-        const n = r.driver.lastUsedIdx;
-        if (n === r.oldUsed) return false;
-        if (result.eventIdx) return vringNeedEvent(r.usedEvent, n, r.oldUsed);
+      /** Whether used.idx moving from `old` to `now` calls for a notification under the ring's settings. */
+      const needsCallOver = (r: Ring, old: number, now: number): boolean => {
+        if (now === old) return false;
+        if (result.eventIdx) return vringNeedEvent(r.usedEvent, now, old);
         return !r.noInterrupt;
       };
+      const needsCall = (r: Ring): boolean => needsCallOver(r, r.oldUsed, r.driver.lastUsedIdx);
 
       const checkNotifications = (): void => {
         for (const r of rings) {
+          if (r.async) continue;
           const n = r.driver.lastUsedIdx;
           if (n === r.oldUsed) continue;
           const need = needsCall(r);
@@ -1024,6 +1152,9 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               false,
               () => `${describeFrontendError(e)} (last corruption: ${lastInput || "none"})`,
             );
+            const what = ownedWrite;
+            if (what !== null)
+              check("VUF-HOSTILE-USED", false, () => `after ${what}: ${describeFrontendError(e)}`);
             stop = "closed";
             break;
           }
@@ -1050,6 +1181,8 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       if (result.crash !== null) {
         return result;
       }
+      // The last round's late calls: a grace window before GET_VRING_BASE stops the rings.
+      if (stop === "done") yield* lateWindow(Math.min(opts.timeoutMs, 500), step);
       if (stop === "done") {
         // Payload rules that need a whole run.
         if (!hostileSeen && opts.device === "vsock") {
@@ -1064,8 +1197,16 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
                 false,
                 () => `${what}, header over ${at.pieces} descriptors, got no RST`,
               );
+            else if (streams !== null && rings[0]!.outstanding.size === 0)
+              result.notes.push(`${what}: no RST, but stream data had taken every RX buffer`);
             else check("VUF-VSOCK-RST", false, () => `${what} got no RST`);
           }
+        }
+        if (streams !== null && !hostileSeen) {
+          streams.finish(rings[0]!.outstanding.size);
+          result.notes.push(
+            `vsock streams: ${streams.opened} connection(s) opened, ${streams.bytesToHost} bytes guest -> host, ${streams.bytesToGuest} bytes host -> guest`,
+          );
         }
         if (!hostileSeen && opts.device === "net") {
           if (rxObserved === null)

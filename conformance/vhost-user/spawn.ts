@@ -2,7 +2,9 @@
  * `--spawn "CMD"`: the back-end under test as a child process in its own process group,
  * started with `sh -c`, killed (SIGTERM, then SIGKILL after a grace period) when the scope
  * closes, on every path. Its exit (code or signal) and the tail of its output are kept for
- * the crash report. The back-end's socket file, when it left one, is removed after it.
+ * the crash report. The back-end's socket files we know of (its vhost-user socket, a vsock
+ * host-side socket), when it left them, are removed after it: a back-end killed with its
+ * process group (an `npx` wrapper included) may not get to remove them itself.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { lstatSync, rmSync } from "node:fs";
@@ -27,19 +29,20 @@ const killGroup = (child: ChildProcess, signal: NodeJS.Signals): void => {
   }
 };
 
-/** Removes `path` when it is a socket (a killed back-end's socket file: nothing is left behind). */
-const removeSocket = (path: string | undefined): void => {
-  if (path === undefined) return;
-  try {
-    if (lstatSync(path).isSocket()) rmSync(path, { force: true });
-  } catch {
-    // not there
+/** Removes each path that is a socket (a killed back-end's socket files: nothing is left behind). */
+const removeSockets = (paths: readonly string[]): void => {
+  for (const path of paths) {
+    try {
+      if (lstatSync(path).isSocket()) rmSync(path, { force: true });
+    } catch {
+      // not there
+    }
   }
 };
 
 export const spawnBackend = (
   command: string,
-  socketPath?: string,
+  socketPaths: readonly string[] = [],
   graceMs = 2000,
 ): Effect.Effect<Spawned, never, Scope.Scope> =>
   Effect.acquireRelease(
@@ -78,12 +81,12 @@ export const spawnBackend = (
             const until = Date.now() + graceMs;
             const poll = (): void => {
               if (!groupAlive(s.child)) {
-                removeSocket(socketPath);
+                removeSockets(socketPaths);
                 return done();
               }
               if (Date.now() >= until) {
                 killGroup(s.child, "SIGKILL");
-                removeSocket(socketPath);
+                removeSockets(socketPaths);
                 return done();
               }
               setTimeout(poll, 25);

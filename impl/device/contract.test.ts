@@ -1,22 +1,25 @@
 /**
- * The VirtioDevice contract, one suite run against every device (net, vsock): what a
- * transport (simulator, vhost-user back-end) relies on.
+ * The VirtioDevice contract, one suite run against every device (net, vsock) on either ring
+ * (split, packed): what a transport (simulator, vhost-user back-end) relies on. The devices
+ * are the same code on both rings; only the RingKind they are built with differs.
  */
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { QueueDriver, layoutAt } from "../queue/driver.ts";
+import { QueueDriver, layoutAt, type DriverBuffer } from "../queue/driver.ts";
+import { PACKED_RING, SPLIT_RING, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import { PackedDriver, packedLayoutAt } from "../queue/packed-driver.ts";
 import { LoopbackBackend } from "../net/backend.ts";
 import { NetDevice } from "../net/device.ts";
 import { VsockVirtioDevice } from "./vsock.ts";
 import type { VirtioDevice } from "./virtio-device.ts";
 
-const VERSION_1 = 1n << 32n;
+const VERSION_1_BIT = 1n << 32n;
 const QSIZE = 16;
 const MEM = 0x40000;
 
 interface Subject {
   readonly name: string;
-  readonly make: () => VirtioDevice;
+  readonly make: (ring: RingKind) => VirtioDevice<DeviceQueue>;
   readonly deviceId: number;
   readonly queueCount: number;
   /** Expected config bytes at offset 0. */
@@ -28,7 +31,7 @@ interface Subject {
 const subjects: Subject[] = [
   {
     name: "net",
-    make: () => new NetDevice({ mac: [2, 0, 0, 0, 0, 1] }, new LoopbackBackend()),
+    make: (ring) => new NetDevice({ mac: [2, 0, 0, 0, 0, 1], ring }, new LoopbackBackend()),
     deviceId: 1,
     queueCount: 2,
     config: [2, 0, 0, 0, 0, 1],
@@ -40,8 +43,8 @@ const subjects: Subject[] = [
   },
   {
     name: "vsock",
-    make: () => {
-      const d = VsockVirtioDevice.create({ guestCid: 3n });
+    make: (ring) => {
+      const d = VsockVirtioDevice.create({ guestCid: 3n, ring });
       if (!d.ok) throw new Error(d.error._tag);
       return d.value;
     },
@@ -63,14 +66,74 @@ const subjects: Subject[] = [
   },
 ];
 
+/** The guest side of one queue, on either ring. */
+interface TestDriver {
+  /** Makes a well-formed chain available; its id. */
+  addChain(buffers: readonly DriverBuffer[]): number | undefined;
+  /** Makes available a chain whose one descriptor lies past the end of guest memory. */
+  addHostile(): void;
+  reapUsed(): readonly { readonly id: number; readonly len: number }[];
+}
+
+interface Ring {
+  readonly ring: RingKind;
+  /** The feature bits a driver acknowledges for this ring besides VERSION_1. */
+  readonly ack: bigint;
+  readonly driver: (
+    memory: GuestMemory,
+    base: number,
+  ) => { driver: TestDriver; layout: ReturnType<typeof layoutAt> };
+}
+
+const rings: Ring[] = [
+  {
+    ring: SPLIT_RING,
+    ack: 0n,
+    driver: (memory, base) => {
+      const layout = layoutAt(base, QSIZE);
+      const d = new QueueDriver(memory, QSIZE, layout);
+      return {
+        layout,
+        driver: {
+          addChain: (b) => d.addChain(b),
+          addHostile: () => {
+            d.writeDescriptor(QSIZE - 1, { addr: MEM * 4, len: 64, flags: 0, next: 0 });
+            d.pushAvail(QSIZE - 1);
+          },
+          reapUsed: () => d.reapUsed(),
+        },
+      };
+    },
+  },
+  {
+    ring: PACKED_RING,
+    ack: PACKED_RING.featureBits,
+    driver: (memory, base) => {
+      const layout = packedLayoutAt(base, QSIZE);
+      const d = new PackedDriver(memory, QSIZE, layout);
+      return {
+        layout,
+        driver: {
+          addChain: (b) => d.addChain(b),
+          addHostile: () => {
+            d.addChain([{ addr: MEM * 4, len: 64 }]);
+          },
+          reapUsed: () => d.reapUsed().map((e) => ({ id: e.id, len: e.len })),
+        },
+      };
+    },
+  },
+];
+
 const setUp = (
-  dev: VirtioDevice,
-): { memory: GuestMemory; drivers: QueueDriver[]; notified: number[]; activate: () => void } => {
+  dev: VirtioDevice<DeviceQueue>,
+  r: Ring,
+): { memory: GuestMemory; drivers: TestDriver[]; notified: number[]; activate: () => void } => {
   const memory = GuestMemory.of([{ base: 0, bytes: new ArrayBuffer(MEM) }]);
-  const drivers: QueueDriver[] = [];
+  const drivers: TestDriver[] = [];
   dev.queues.forEach((q, i) => {
-    const layout = layoutAt(0x1000 * (i + 1), QSIZE);
-    drivers.push(new QueueDriver(memory, QSIZE, layout));
+    const { driver, layout } = r.driver(memory, 0x1000 * (i + 1));
+    drivers.push(driver);
     q.configure({ size: QSIZE, ready: true, ...layout });
   });
   const notified: number[] = [];
@@ -85,18 +148,25 @@ const setUp = (
   };
 };
 
-describe.each(subjects)("VirtioDevice contract: $name", (s) => {
+const cases = subjects.flatMap((subject) =>
+  rings.map((ring) => ({ subject, ring, name: `${subject.name} on the ${ring.ring.name} ring` })),
+);
+
+describe.each(cases)("VirtioDevice contract: $name", ({ subject: s, ring: r }) => {
+  const VERSION_1 = VERSION_1_BIT | r.ack;
   it("says what it is: id, VERSION_1 offered, queues with power-of-two max sizes", () => {
-    const dev = s.make();
+    const dev = s.make(r.ring);
     expect(dev.deviceId).toBe(s.deviceId);
     expect(dev.offeredFeatures & VERSION_1).toBe(VERSION_1);
+    // VIRTIO_F_RING_PACKED is offered exactly by a packed-ring device.
+    expect(dev.offeredFeatures & PACKED_RING.featureBits).toBe(r.ack);
     expect(dev.queues.length).toBe(s.queueCount);
     for (const q of dev.queues) expect(Number.isInteger(Math.log2(q.maxSize))).toBe(true);
     expect(dev.isActive).toBe(false);
   });
 
   it("acknowledges offered features, refuses others with a typed error, locks after activation", () => {
-    const dev = s.make();
+    const dev = s.make(r.ring);
     const notOffered = 1n << 63n;
     expect(dev.offeredFeatures & notOffered).toBe(0n);
     const bad = dev.ackFeatures(VERSION_1 | notOffered);
@@ -104,13 +174,13 @@ describe.each(subjects)("VirtioDevice contract: $name", (s) => {
     if (!bad.ok) expect(typeof bad.error._tag).toBe("string");
     expect(dev.ackFeatures(VERSION_1).ok).toBe(true);
     expect(dev.ackedFeatures).toBe(VERSION_1);
-    setUp(dev).activate();
+    setUp(dev, r).activate();
     const locked = dev.ackFeatures(VERSION_1);
     expect(locked).toEqual({ ok: false, error: { _tag: "FeaturesLocked" } });
   });
 
   it("reads config into the caller's buffer; past the end reads 0", () => {
-    const dev = s.make();
+    const dev = s.make(r.ring);
     expect(dev.configSize).toBeGreaterThanOrEqual(s.config.length);
     const into = new Uint8Array(s.config.length);
     dev.readConfig(0, into);
@@ -121,17 +191,17 @@ describe.each(subjects)("VirtioDevice contract: $name", (s) => {
   });
 
   it("activation with an unconfigured queue is a typed error", () => {
-    const dev = s.make();
+    const dev = s.make(r.ring);
     const memory = GuestMemory.of([{ base: 0, bytes: new ArrayBuffer(MEM) }]);
-    const r = dev.activate(memory, () => {});
-    expect(r.ok).toBe(false);
+    const a = dev.activate(memory, () => {});
+    expect(a.ok).toBe(false);
     expect(dev.isActive).toBe(false);
   });
 
   it("a kick of the TX queue completes the chain and raises that queue's interrupt", () => {
-    const dev = s.make();
+    const dev = s.make(r.ring);
     dev.ackFeatures(VERSION_1);
-    const { memory, drivers, notified, activate } = setUp(dev);
+    const { memory, drivers, notified, activate } = setUp(dev, r);
     activate();
     const len = s.txPacket(memory, 0x20000);
     const head = drivers[1]!.addChain([{ addr: 0x20000, len }]);
@@ -142,25 +212,51 @@ describe.each(subjects)("VirtioDevice contract: $name", (s) => {
     expect(dev.processQueue(dev.queues.length + 5)).toBe(0);
   });
 
-  it("a hostile chain does not throw and the next well-formed chain is served", () => {
-    const dev = s.make();
+  it("what the guest sends is answered into its RX buffer (net: the loopback frame, vsock: the reply)", () => {
+    const dev = s.make(r.ring);
     dev.ackFeatures(VERSION_1);
-    const { memory, drivers, activate } = setUp(dev);
+    const { memory, drivers, activate } = setUp(dev, r);
+    activate();
+    const rxId = drivers[0]!.addChain([{ addr: 0x30000, len: 4096, write: true }]);
+    const len = s.txPacket(memory, 0x20000);
+    drivers[1]!.addChain([{ addr: 0x20000, len }]);
+    dev.processQueue(1);
+    dev.processQueue(0);
+    const used = drivers[0]!.reapUsed();
+    expect(used.map((e) => e.id)).toEqual([rxId]);
+    expect(used[0]!.len).toBeGreaterThan(0);
+  });
+
+  it("a hostile chain does not throw and the next well-formed chain is served", () => {
+    const dev = s.make(r.ring);
+    dev.ackFeatures(VERSION_1);
+    const { memory, drivers, activate } = setUp(dev, r);
     activate();
     const d = drivers[1]!;
     // A descriptor pointing past the end of guest memory.
-    d.writeDescriptor(QSIZE - 1, { addr: MEM * 4, len: 64, flags: 0, next: 0 });
-    d.pushAvail(QSIZE - 1);
+    d.addHostile();
     const len = s.txPacket(memory, 0x20000);
     const good = d.addChain([{ addr: 0x20000, len }]);
     expect(() => dev.processQueue(1)).not.toThrow();
     expect(d.reapUsed().map((e) => e.id)).toContain(good);
   });
 
+  it("a packed-ring device refuses a driver that does not acknowledge VIRTIO_F_RING_PACKED; a split one never offers it", () => {
+    const dev = s.make(r.ring);
+    const r1 = dev.ackFeatures(VERSION_1_BIT);
+    if (r.ack === 0n) {
+      expect(r1.ok).toBe(true);
+      expect(dev.ackFeatures(VERSION_1_BIT | PACKED_RING.featureBits).ok).toBe(false);
+    } else {
+      expect(r1).toEqual({ ok: false, error: { _tag: "RingNotAcked", ring: "packed" } });
+      expect(dev.ackFeatures(VERSION_1).ok).toBe(true);
+    }
+  });
+
   it("reset drops activation, features and queue state", () => {
-    const dev = s.make();
+    const dev = s.make(r.ring);
     dev.ackFeatures(VERSION_1);
-    setUp(dev).activate();
+    setUp(dev, r).activate();
     expect(dev.isActive).toBe(true);
     dev.reset();
     expect(dev.isActive).toBe(false);

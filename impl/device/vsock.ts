@@ -11,7 +11,8 @@
 import { Effect, type Scope } from "effect";
 import { err, ok, type Result } from "../../spec/result.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { SplitQueue } from "../queue/split-queue.ts";
+import { SPLIT_RING, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import type { SplitQueue } from "../queue/split-queue.ts";
 import {
   EVENT_QUEUE,
   RX_QUEUE,
@@ -50,16 +51,17 @@ export interface UnixListenFailed {
   readonly message: string;
 }
 
-export class VsockVirtioDevice implements VirtioDevice {
+export class VsockVirtioDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevice<Q> {
   readonly deviceId = VIRTIO_ID_VSOCK;
   readonly name = "vsock";
-  readonly offeredFeatures = VSOCK_DEVICE_FEATURES;
+  readonly offeredFeatures: bigint;
   readonly configSize = 8;
   readonly run: Effect.Effect<never>;
   private acked = 0n;
-  private live: VsockDevice | null = null;
-  private liveQueues: readonly SplitQueue[] = [];
-  private readonly staging: readonly SplitQueue[];
+  private live: VsockDevice<Q> | null = null;
+  private liveQueues: readonly Q[] = [];
+  private readonly staging: readonly Q[];
+  private readonly ring: RingKind<Q>;
   private readonly config: Uint8Array = new Uint8Array(8);
   private notifyFn: (queue: number) => void = () => {};
   private readonly queueCount: 2 | 3;
@@ -67,14 +69,18 @@ export class VsockVirtioDevice implements VirtioDevice {
   private readonly host: VsockHost | null;
 
   private constructor(
-    readonly deviceConfig: VsockDeviceConfig,
+    readonly deviceConfig: VsockDeviceConfig<Q>,
     options: VsockVirtioOptions,
   ) {
+    // Without a ring in the config Q is its default, SplitQueue (the split ring).
+    const ring = deviceConfig.ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);
+    this.ring = ring;
+    this.offeredFeatures = VSOCK_DEVICE_FEATURES | ring.featureBits;
     this.queueCount = options.queueCount ?? 3;
     this.now = options.now ?? Date.now;
     this.host = options.host ?? null;
     const size = deviceConfig.queueMaxSize ?? 256;
-    this.staging = Array.from({ length: this.queueCount }, () => new SplitQueue(size));
+    this.staging = Array.from({ length: this.queueCount }, () => ring.newQueue(size));
     new DataView(this.config.buffer).setBigUint64(0, deviceConfig.guestCid, true);
     const host = this.host;
     const tickMs = options.tickMs ?? 1000;
@@ -89,10 +95,10 @@ export class VsockVirtioDevice implements VirtioDevice {
   }
 
   /** VSOCK-CFG-CID: a reserved guest CID is refused. */
-  static create(
-    config: VsockDeviceConfig,
+  static create<Q extends DeviceQueue = SplitQueue>(
+    config: VsockDeviceConfig<Q>,
     options: VsockVirtioOptions = {},
-  ): Result<VsockVirtioDevice, VsockDeviceError> {
+  ): Result<VsockVirtioDevice<Q>, VsockDeviceError> {
     if (isReservedCid(config.guestCid)) return err({ _tag: "InvalidGuestCid", cid: config.guestCid });
     return ok(new VsockVirtioDevice(config, options));
   }
@@ -123,7 +129,7 @@ export class VsockVirtioDevice implements VirtioDevice {
   }
 
   /** The live VsockDevice while active (stats, muxer), else null. */
-  get device(): VsockDevice | null {
+  get device(): VsockDevice<Q> | null {
     return this.live;
   }
 
@@ -131,7 +137,7 @@ export class VsockVirtioDevice implements VirtioDevice {
     return this.acked;
   }
 
-  get queues(): readonly SplitQueue[] {
+  get queues(): readonly Q[] {
     return this.live === null ? this.staging : this.liveQueues;
   }
 
@@ -143,6 +149,9 @@ export class VsockVirtioDevice implements VirtioDevice {
     if (this.live !== null) return err({ _tag: "FeaturesLocked" });
     const extra = acked & ~this.offeredFeatures;
     if (extra !== 0n) return err({ _tag: "FeatureNotOffered", bits: extra });
+    // A packed-ring device needs VIRTIO_F_RING_PACKED (VIRTIO 1.2 §2.2.1: FEATURES_OK fails otherwise).
+    if ((acked & this.ring.featureBits) !== this.ring.featureBits)
+      return err({ _tag: "RingNotAcked", ring: this.ring.name });
     this.acked = acked;
     return ok(acked);
   }
@@ -158,18 +167,7 @@ export class VsockVirtioDevice implements VirtioDevice {
     const created = VsockDevice.create(memory, this.deviceConfig, this.host);
     if (!created.ok) return created;
     const dev = created.value;
-    for (let i = 0; i < this.queueCount; i++) {
-      const from = this.staging[i]!.state();
-      const to = dev.queues[i]!;
-      to.configure({
-        size: from.size,
-        ready: from.ready,
-        descTable: from.descTable,
-        availRing: from.availRing,
-        usedRing: from.usedRing,
-      });
-      to.setPositions({ nextAvail: from.nextAvail, nextUsed: from.nextUsed, numAdded: from.numAdded });
-    }
+    for (let i = 0; i < this.queueCount; i++) this.ring.carry(this.staging[i]!, dev.queues[i]!);
     dev.ackFeatures(this.acked);
     const r = dev.activate(this.queueCount);
     if (!r.ok) return err({ _tag: "QueueInit", queue: r.error.queue, error: r.error.error });
@@ -191,7 +189,7 @@ export class VsockVirtioDevice implements VirtioDevice {
     this.acked = 0n;
   }
 
-  private flush(dev: VsockDevice): void {
+  private flush(dev: VsockDevice<Q>): void {
     const bits = dev.takeInterrupts();
     for (let q = 0; q < this.queueCount; q++) if ((bits & (1 << q)) !== 0) this.notifyFn(q);
   }

@@ -10,7 +10,7 @@
  * Everything here is synchronous and allocation-free per frame except where a frame
  * must be kept (a pool buffer); waiting is the one Effect (`waitReadable`).
  */
-import { Context, Effect, Layer } from "effect";
+import { Context, type Effect, Latch, Layer } from "effect";
 import { FramePool, type Frame } from "./frame-pool.ts";
 
 /** Guest-memory segments in order, each a live view of guest memory (what impl/iovec buffers give). */
@@ -23,8 +23,8 @@ export interface GuestSegments {
 export interface TxPacket extends GuestSegments {
   readonly headerLength: number;
   readonly frameLength: number;
-  /** Copies frame bytes [at, at + dst.length) into dst; returns the count copied. */
-  copyFrame(dst: Uint8Array, at: number): number;
+  /** Copies frame bytes [at, at + n) into dst[0, n) (n = dst.length by default); returns the count copied. */
+  copyFrame(dst: Uint8Array, at: number, n?: number): number;
 }
 
 /** The writable bytes offered for one RX packet (header at offset 0). */
@@ -72,12 +72,13 @@ export interface NetBackendShape {
 /** The NetBackend service: one per device. */
 export class NetBackend extends Context.Service<NetBackend, NetBackendShape>()("virtio-lab/NetBackend") {}
 
-/** Frames queued in memory, bounded, with waiters woken on arrival. */
+/** Frames queued in memory, bounded; `waitReadable` passes while one is queued. */
 class FrameQueue {
   private readonly ring: (Frame | undefined)[];
   private head = 0;
   private count = 0;
-  private waiters: (() => void)[] = [];
+  /** Open exactly while a frame is queued. */
+  private readonly readable = Latch.makeUnsafe(false);
 
   constructor(
     readonly pool: FramePool,
@@ -94,7 +95,7 @@ class FrameQueue {
   pushPacket(p: TxPacket): boolean {
     if (this.count === this.limit || p.frameLength > this.pool.frameCapacity) return false;
     const f = this.pool.acquire();
-    f.setLength(p.copyFrame(f.data.subarray(0, p.frameLength), 0));
+    f.setLength(p.copyFrame(f.data, 0, p.frameLength)); // a range, not a view per frame
     this.enqueue(f);
     return true;
   }
@@ -110,11 +111,7 @@ class FrameQueue {
   private enqueue(f: Frame): void {
     this.ring[(this.head + this.count) % this.limit] = f;
     this.count++;
-    const w = this.waiters;
-    if (w.length > 0) {
-      this.waiters = [];
-      for (const wake of w) wake();
-    }
+    this.readable.openUnsafe();
   }
 
   /** Writes the oldest frame into dst after its header; -1 when empty. */
@@ -124,22 +121,13 @@ class FrameQueue {
     this.ring[this.head] = undefined;
     this.head = (this.head + 1) % this.limit;
     this.count--;
+    if (this.count === 0) this.readable.closeUnsafe();
     const n = dst.write(f.data, 0, f.length, dst.headerLength);
     this.pool.release(f);
     return n;
   }
 
-  readonly waitReadable: Effect.Effect<void> = Effect.callback<void>((resume) => {
-    if (this.count > 0) {
-      resume(Effect.void);
-      return;
-    }
-    const wake = (): void => resume(Effect.void);
-    this.waiters.push(wake);
-    return Effect.sync(() => {
-      this.waiters = this.waiters.filter((w) => w !== wake);
-    });
-  });
+  readonly waitReadable: Effect.Effect<void> = this.readable.await;
 }
 
 export interface FrameBackendOptions {
@@ -245,9 +233,6 @@ export class CapturingBackend implements NetBackendShape {
     return n;
   }
 }
-
-export const LoopbackLayer = (opts: FrameBackendOptions = {}): Layer.Layer<NetBackend> =>
-  Layer.sync(NetBackend, () => new LoopbackBackend(opts));
 
 export const CapturingLayer = (backend: CapturingBackend): Layer.Layer<NetBackend> =>
   Layer.succeed(NetBackend, backend);

@@ -18,7 +18,7 @@
  * IoVecBufferMut, and fixed scratch arrays. Guest input never throws: every broken chain
  * is completed, counted, and the next one is served (NET-HOSTILE).
  */
-import { Effect, Option, type Scope } from "effect";
+import { Effect, Latch, Option, type Scope } from "effect";
 import {
   maxFrameLength,
   type ConfigError,
@@ -26,13 +26,14 @@ import {
   type NetConfig,
   type TxDrop,
 } from "../../spec/net.ts";
+import type { PackedQueueError } from "../../spec/packed-queue.ts";
 import type { QueueError } from "../../spec/queue.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import { IoVecBuffer, IoVecBufferMut, type ChainCursor } from "../iovec/iovec.ts";
 import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { DescriptorChain } from "../queue/descriptor-chain.ts";
-import { PopStatus, SplitQueue } from "../queue/split-queue.ts";
+import { SPLIT_RING, type DeviceChain, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import { PopStatus, type SplitQueue } from "../queue/split-queue.ts";
 import { NetBackend, type NetBackendShape, type RxBuffer, type TxPacket } from "./backend.ts";
 import { CONFIG_SIZE as NET_CONFIG_SIZE, NetConfigSpace, checkConfig } from "./config.ts";
 import { F, checkAck, hasFeature, netHeaderLength, offeredFeatures } from "./features.ts";
@@ -50,12 +51,17 @@ export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
 export const QUEUE_MAX_SIZE = 256;
 
-export interface NetDeviceOptions extends NetConfig {
+export interface NetDeviceOptions<Q extends DeviceQueue = SplitQueue> extends NetConfig {
   /** Largest queue size the device accepts (a power of two). */
   readonly queueMaxSize?: number;
   /** Segments an RX packet may span (IoVecBufferMut capacity). */
   readonly rxSegments?: number;
+  /** The ring layout of both queues (default split; PACKED_RING offers VIRTIO_F_RING_PACKED and needs it acked). */
+  readonly ring?: RingKind<Q>;
 }
+
+/** A packed-ring device whose driver did not acknowledge VIRTIO_F_RING_PACKED (VIRTIO 1.2 §2.2.1: FEATURES_OK fails). */
+export type RingNotAcked = { readonly _tag: "RingNotAcked"; readonly ring: string };
 
 export interface NetStats {
   txFrames: number;
@@ -86,7 +92,7 @@ export type DeviceConfigError =
   ConfigError | { readonly _tag: "CsumNeedsHeaderBackend"; readonly backend: string };
 
 export type ActivateError =
-  | { readonly _tag: "QueueInit"; readonly queue: number; readonly error: QueueError }
+  | { readonly _tag: "QueueInit"; readonly queue: number; readonly error: QueueError | PackedQueueError }
   | { readonly _tag: "BackendConfigure"; readonly backend: string };
 
 const newStats = (): NetStats => ({
@@ -110,7 +116,7 @@ const newStats = (): NetStats => ({
 /** The readable or writable descriptors of a chain, as the cursor impl/iovec loads from. */
 class ChainPart implements ChainCursor {
   constructor(
-    private readonly chain: DescriptorChain,
+    private readonly chain: DeviceChain,
     private readonly writable: boolean,
   ) {}
   get headIndex(): number {
@@ -147,9 +153,9 @@ class TxView implements TxPacket {
   segment(i: number): Uint8Array | undefined {
     return this.buf.segment(i);
   }
-  copyFrame(dst: Uint8Array, at: number): number {
-    if (!(at >= 0)) return 0;
-    return this.buf.readInto(dst, this.headerLength + at);
+  copyFrame(dst: Uint8Array, at: number, n = dst.length): number {
+    if (!(at >= 0 && n >= 0)) return 0;
+    return this.buf.readInto(dst, this.headerLength + at, 0, n < dst.length ? n : dst.length);
   }
 }
 
@@ -175,11 +181,11 @@ class RxView implements RxBuffer {
 /** The driver acked features after the device was activated (NET-FEAT-LOCKED). */
 export type FeaturesLocked = { readonly _tag: "FeaturesLocked" };
 
-export class NetDevice implements VirtioDevice {
+export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevice<Q> {
   readonly deviceId = VIRTIO_ID_NET;
   readonly name = "net";
   readonly configSize = NET_CONFIG_SIZE;
-  readonly queues: readonly [SplitQueue, SplitQueue];
+  readonly queues: readonly [Q, Q];
   readonly configSpace: NetConfigSpace;
   readonly offeredFeatures: bigint;
   readonly maxFrame: number;
@@ -187,7 +193,7 @@ export class NetDevice implements VirtioDevice {
   /** Why the last dropped TX chain was dropped (typed, NET-TX-*), for reports and tests. */
   lastTxDrop: TxDrop | null = null;
   /** The last queue error a pop reported. */
-  lastQueueError: QueueError | null = null;
+  lastQueueError: QueueError | PackedQueueError | null = null;
 
   private acked = 0n;
   private hdrLen: 10 | 12 = 12;
@@ -196,12 +202,13 @@ export class NetDevice implements VirtioDevice {
   private memory: GuestMemory | null = null;
   private signal: (queue: number) => void = () => {};
 
-  private chainObj: DescriptorChain | null = null;
+  private readonly ring: RingKind<Q>;
+  private chainObj: DeviceChain | null = null;
   /**
    * TX has its own chain: a backend that hands a frame to a waiting RX loop (loopback) may
    * run RX synchronously inside `send`, which would rebind a shared chain under TX.
    */
-  private txChainObj: DescriptorChain | null = null;
+  private txChainObj: DeviceChain | null = null;
   private readonly txBuf = new IoVecBuffer(16);
   private readonly rxBuf: IoVecBufferMut;
   private readonly tx: TxView;
@@ -214,14 +221,16 @@ export class NetDevice implements VirtioDevice {
   private readonly mrgLens: Float64Array;
 
   constructor(
-    readonly config: NetDeviceOptions,
+    readonly config: NetDeviceOptions<Q>,
     readonly backend: NetBackendShape,
     readonly interceptor: FrameInterceptorShape = noInterceptor,
   ) {
     const max = config.queueMaxSize ?? QUEUE_MAX_SIZE;
-    this.queues = [new SplitQueue(max), new SplitQueue(max)];
+    // Without a ring in the options Q is its default, SplitQueue (the split ring).
+    this.ring = config.ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);
+    this.queues = [this.ring.newQueue(max), this.ring.newQueue(max)];
     this.configSpace = new NetConfigSpace(config);
-    this.offeredFeatures = offeredFeatures(config);
+    this.offeredFeatures = offeredFeatures(config) | this.ring.featureBits;
     this.maxFrame = maxFrameLength(config);
     this.rxBuf = new IoVecBufferMut({ capacity: config.rxSegments ?? 256 });
     this.tx = new TxView(this.txBuf);
@@ -235,7 +244,9 @@ export class NetDevice implements VirtioDevice {
    * NET-CFG-MTU, NET-CFG-MAC, NET-CSUM-PASSTHROUGH: a device for a valid configuration, on
    * the NetBackend service (and the FrameInterceptor service when one is provided).
    */
-  static make(config: NetDeviceOptions): Effect.Effect<NetDevice, DeviceConfigError, NetBackend> {
+  static make<Q extends DeviceQueue = SplitQueue>(
+    config: NetDeviceOptions<Q>,
+  ): Effect.Effect<NetDevice<Q>, DeviceConfigError, NetBackend> {
     return Effect.gen(function* () {
       const checked = checkConfig(config);
       if (!checked.ok) return yield* Effect.fail(checked.error);
@@ -256,9 +267,9 @@ export class NetDevice implements VirtioDevice {
    * TAP-SCOPE: the device as a Scope resource: built like `make`, reset when the scope
    * closes (after the run loop forked with `start` in the same scope has stopped).
    */
-  static scoped(
-    config: NetDeviceOptions,
-  ): Effect.Effect<NetDevice, DeviceConfigError, NetBackend | Scope.Scope> {
+  static scoped<Q extends DeviceQueue = SplitQueue>(
+    config: NetDeviceOptions<Q>,
+  ): Effect.Effect<NetDevice<Q>, DeviceConfigError, NetBackend | Scope.Scope> {
     return Effect.acquireRelease(NetDevice.make(config), (dev) => Effect.sync(() => dev.reset()));
   }
 
@@ -273,13 +284,15 @@ export class NetDevice implements VirtioDevice {
   }
 
   /** NET-FEAT-ACK-SUBSET, NET-FEAT-DEPS, NET-FEAT-RECORD. */
-  ackFeatures(acked: bigint): Result<bigint, FeatureError | FeaturesLocked> {
+  ackFeatures(acked: bigint): Result<bigint, FeatureError | FeaturesLocked | RingNotAcked> {
     // NET-FEAT-LOCKED: features are settled before the device goes live (VIRTIO 1.2
     // §3.1.1, FEATURES_OK then DRIVER_OK); a later ack would change the header length under
     // the queues and the backend (e.g. a TAP's vnet header size).
     if (this.memory !== null) return err({ _tag: "FeaturesLocked" });
     const r = checkAck(this.offeredFeatures, acked);
     if (!r.ok) return r;
+    if ((acked & this.ring.featureBits) !== this.ring.featureBits)
+      return err({ _tag: "RingNotAcked", ring: this.ring.name });
     this.acked = acked;
     this.hdrLen = netHeaderLength(acked);
     this.mergeable = hasFeature(acked, F.MRG_RXBUF);
@@ -309,8 +322,8 @@ export class NetDevice implements VirtioDevice {
     }
     this.memory = memory;
     this.signal = signal;
-    this.chainObj = new DescriptorChain(memory);
-    this.txChainObj = new DescriptorChain(memory);
+    this.chainObj = this.ring.newChain(memory);
+    this.txChainObj = this.ring.newChain(memory);
     // The parts read through the chains of this activation (a re-activation makes new ones).
     this.txPart = null;
     this.rxPart = null;
@@ -349,7 +362,7 @@ export class NetDevice implements VirtioDevice {
     }
   }
 
-  private popFailed(queue: SplitQueue): void {
+  private popFailed(queue: DeviceQueue): void {
     if (queue.lastPop === PopStatus.Error || queue.lastPop === PopStatus.InvalidHead) {
       this.stats.queueErrors++;
       this.lastQueueError = queue.lastError;
@@ -377,7 +390,7 @@ export class NetDevice implements VirtioDevice {
   }
   private txPart: ChainPart | null = null;
 
-  private txOne(memory: GuestMemory, chain: DescriptorChain, part: ChainPart): void {
+  private txOne(memory: GuestMemory, chain: DeviceChain, part: ChainPart): void {
     const buf = this.txBuf;
     const loaded = buf.load(memory, part); // NET-TX-GATHER: readable descriptors only
     if (!loaded.ok || chain.end !== null) {
@@ -455,24 +468,17 @@ export class NetDevice implements VirtioDevice {
    */
   private starved = false;
   private rxPart: ChainPart | null = null;
-  private kickWaiters: (() => void)[] = [];
+  /** Kept closed: opening it wakes every fiber waiting for a kick, and it closes again. */
+  private readonly kicked = Latch.makeUnsafe(false);
 
   private wakeKickWaiters(): void {
-    if (this.kickWaiters.length === 0) return;
-    const w = this.kickWaiters;
-    this.kickWaiters = [];
-    for (const f of w) f();
+    this.kicked.openUnsafe();
+    this.kicked.closeUnsafe();
   }
 
-  private readonly waitKick: Effect.Effect<void> = Effect.callback<void>((resume) => {
-    const done = (): void => resume(Effect.void);
-    this.kickWaiters.push(done);
-    return Effect.sync(() => {
-      this.kickWaiters = this.kickWaiters.filter((w) => w !== done);
-    });
-  });
+  private readonly waitKick: Effect.Effect<void> = this.kicked.await;
 
-  private rxSingle(memory: GuestMemory, chain: DescriptorChain): number {
+  private rxSingle(memory: GuestMemory, chain: DeviceChain): number {
     const queue = this.queues[RX_QUEUE]!;
     const part = this.rxPart ?? (this.rxPart = new ChainPart(chain, true));
     const buf = this.rxBuf;
@@ -584,7 +590,7 @@ export class NetDevice implements VirtioDevice {
   }
 
   /** NET-RX-MRG: one packet over as many chains as it needs. */
-  private rxMergeable(memory: GuestMemory, chain: DescriptorChain): number {
+  private rxMergeable(memory: GuestMemory, chain: DeviceChain): number {
     const queue = this.queues[RX_QUEUE]!;
     const part = this.rxPart ?? (this.rxPart = new ChainPart(chain, true));
     const buf = this.rxBuf;

@@ -97,6 +97,8 @@ export class PackedQueue {
   private pendSlot: Uint16Array = new Uint16Array(0);
   private pendFlags: Uint16Array = new Uint16Array(0);
   private pendCount = 0;
+  /** Slots from the first unpublished used descriptor to next_used: the slots added since the last publish. */
+  private pendSlots = 0;
 
   /** PVQ-MAX-SIZE: `maxSize` is the device's, an integer in 1..=32768 (a device bug otherwise: throws). */
   constructor(maxSize = 256) {
@@ -166,6 +168,34 @@ export class PackedQueue {
     if (p.usedWrap !== undefined) this.usedWrap = p.usedWrap ? 1 : 0;
     if (p.numAdded !== undefined) this._numAdded = p.numAdded & 0xffff;
     this.deactivate();
+  }
+
+  /**
+   * Both positions as one u32, as vhost-user's GET_VRING_BASE carries a packed ring's:
+   * next_avail in bits 0-14 and its wrap counter in bit 15, next_used in bits 16-30 and its
+   * wrap counter in bit 31 (QEMU docs/interop/vhost-user.rst, "Vring descriptor indices for
+   * packed virtqueues").
+   */
+  positionsWord(): number {
+    return (
+      ((this._nextAvail & 0x7fff) |
+        (this.availWrap << 15) |
+        ((this._nextUsed & 0x7fff) << 16) |
+        (this.usedWrap << 31)) >>>
+      0
+    );
+  }
+
+  /** `positionsWord`'s inverse (SET_VRING_BASE); like `setPositions`, in effect at the next initialize. */
+  setPositionsWord(word: number): void {
+    const w = word >>> 0;
+    this.setPositions({
+      nextAvail: w & 0x7fff,
+      availWrap: (w & 0x8000) !== 0,
+      nextUsed: (w >>> 16) & 0x7fff,
+      usedWrap: (w & 0x8000_0000) !== 0,
+      numAdded: 0,
+    });
   }
 
   /** The state in the spec's shape, to compare with the reference model. */
@@ -279,6 +309,7 @@ export class PackedQueue {
     this.oldest = NONE;
     this.newest = NONE;
     this.pendCount = 0;
+    this.pendSlots = 0;
   }
 
   private deactivate(): void {
@@ -494,6 +525,24 @@ export class PackedQueue {
    * flags wait for `publishUsed`.
    */
   addUsed(id: number, len: number): Result<void, PackedQueueError> {
+    // The common case in few bytecodes (so V8 inlines it into the device's loop): a buffer in
+    // flight, no IN_ORDER, no recorder, no earlier batch to publish first. Everything else,
+    // every refusal included, takes addUsedSlow, which applies the same rules in general.
+    const mem = this.mem; // null exactly when inactive
+    if (mem === null || mem.recorder !== null || this._inOrder || id >>> 0 !== id || id >= this.size) {
+      return this.addUsedSlow(id, len);
+    }
+    const slots = this.slotsOf[id]!;
+    const size = this.size;
+    // pendSlots >= 2 * size also lands here (slots >= 1).
+    if (slots === 0 || this.pendSlots + slots > size) return this.addUsedSlow(id, len);
+    this.unlink(id);
+    this.putUsed(id, len >>> 0, slots);
+    return OK_VOID;
+  }
+
+  /** addUsed's general path: IN_ORDER, a batch to publish first, a recorder, every refusal. */
+  private addUsedSlow(id: number, len: number): Result<void, PackedQueueError> {
     if (!this.active) return ERR_NOT_READY;
     if (!(id >>> 0 === id && id < this.size && this.slotsOf[id] !== 0)) {
       return err({ _tag: "BufferIdNotInFlight", id });
@@ -512,21 +561,38 @@ export class PackedQueue {
       this.unlink(id);
     }
     const size = this.size;
-    if (this.pendCount > 0 && this.pendingSpan() + slots > size) this.publishPending(); // PVQ-PUBLISH-USED
-    const slot = this._nextUsed;
-    const l = len >>> 0;
-    const o = this.descOff + 16 * slot;
+    // PVQ-PUBLISH-USED: the span from the first unpublished used descriptor to next_used is
+    // pendSlots, as a ring distance (more than a lap only after a hostile driver re-offered
+    // slots still in flight).
+    const p2 = 2 * size;
+    const span = this.pendSlots < p2 ? this.pendSlots : this.pendSlots % p2;
+    if (span + slots > size && this.pendCount > 0) this.publishPending();
     const rec = this.mem!.recorder;
     if (rec !== null) {
+      const slot = this._nextUsed;
       rec(this.descN + 16 * slot + 8, 4, true);
       rec(this.descN + 16 * slot + 12, 2, true);
     }
-    this.descView.setUint32(o + 8, l, true);
+    this.putUsed(id, len >>> 0, slots);
+    return OK_VOID;
+  }
+
+  /**
+   * PVQ-ADD-USED, PVQ-USED-FLAGS: len and id at next_used, its flags pending, next_used
+   * `slots` on (more than one lap only when a hostile driver re-offered slots still in
+   * flight, IN_ORDER).
+   */
+  private putUsed(id: number, len: number, slots: number): void {
+    const size = this.size;
+    const slot = this._nextUsed;
+    const o = this.descOff + 16 * slot;
+    this.descView.setUint32(o + 8, len, true);
     this.descView.setUint16(o + 12, id, true);
     const p = this.pendCount++;
     this.pendSlot[p] = slot;
     this.pendFlags[p] =
-      (this.usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (l > 0 ? VIRTQ_DESC_F_WRITE : 0);
+      (this.usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
+    this.pendSlots += slots;
     let n = slot + slots;
     while (n >= size) {
       n -= size;
@@ -534,7 +600,6 @@ export class PackedQueue {
     }
     this._nextUsed = n;
     this._numAdded = (this._numAdded + slots) & 0xffff;
-    return OK_VOID;
   }
 
   /** PVQ-PUBLISH-USED: the flags of every used descriptor added since the last publish, the first last. */
@@ -544,19 +609,12 @@ export class PackedQueue {
     return OK_VOID;
   }
 
-  /** Slots from the first unpublished used descriptor to next_used. */
-  private pendingSpan(): number {
-    const size = this.size;
-    const first = this.pendSlot[0]! + ((this.pendFlags[0]! & VIRTQ_DESC_F_AVAIL) !== 0 ? 0 : size);
-    const now = this._nextUsed + (this.usedWrap === 1 ? 0 : size);
-    return (now - first + 2 * size) % (2 * size);
-  }
-
   private publishPending(): void {
     const count = this.pendCount;
     for (let i = 1; i < count; i++) this.writeFlags(this.pendSlot[i]!, this.pendFlags[i]!);
     if (count > 0) this.writeFlags(this.pendSlot[0]!, this.pendFlags[0]!);
     this.pendCount = 0;
+    this.pendSlots = 0;
   }
 
   private writeFlags(slot: number, flags: number): void {

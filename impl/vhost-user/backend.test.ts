@@ -8,12 +8,13 @@ import { VsockVirtioDevice } from "../device/vsock.ts";
 import { loadFdio, signalEventFd } from "../native/fdio.ts";
 import { Poller, acquireUnixConnection, fdio } from "../native/scoped.ts";
 import { serveVhostUser, type VhostUserEvent } from "./backend.ts";
-import { FrontEnd } from "./frontend.ts";
+import { Frontend } from "./frontend.ts";
 import { LoopbackBackend } from "../net/backend.ts";
 import { NetDevice } from "../net/device.ts";
 import {
   GUEST_BASE,
   GUEST_SIZE,
+  REPLY_TIMEOUT_MS,
   USER_BASE,
   expectAck,
   harness,
@@ -222,7 +223,7 @@ describe.skipIf(skip !== null)("vhost-user back-end over a Unix socket", () => {
           yield* Effect.scoped(
             Effect.gen(function* () {
               const fd = yield* acquireUnixConnection(io, sock);
-              const fe = new FrontEnd(io, fd, yield* Poller.make(io));
+              const fe = new Frontend(io, fd, yield* Poller.make(io), REPLY_TIMEOUT_MS);
               const f = yield* fe.call(Req.GET_FEATURES);
               expect(f?.body._tag).toBe("U64");
             }),

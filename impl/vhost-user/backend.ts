@@ -13,11 +13,13 @@
  * closed and regions unmapped, then the connection and (at the end) the listener.
  */
 import { Effect, Fiber, type Scope } from "effect";
-import { Req, requestName, type SessionError } from "../../spec/vhost-user.ts";
+import { Req, type SessionError } from "../../spec/vhost-user.ts";
 import type { VirtioDevice } from "../device/virtio-device.ts";
+import type { DeviceQueue } from "../queue/device-queue.ts";
 import { drainEventFd, type Fdio } from "../native/fdio.ts";
 import { Poller, acceptOne, acquireUnixListener, fdio, type NativeError } from "../native/scoped.ts";
 import { Channel } from "./channel.ts";
+import { describeError } from "./describe.ts";
 import { Session, type SessionEvent } from "./session.ts";
 
 export type { SessionEvent } from "./session.ts";
@@ -40,7 +42,7 @@ export type VhostUserEvent =
   | { readonly _tag: "Disconnected"; readonly connection: number; readonly end: ConnectionEnd };
 
 export interface BackendOptions {
-  readonly device: VirtioDevice;
+  readonly device: VirtioDevice<DeviceQueue>;
   /** Everything that happens, for logs and tests (called synchronously; must not throw). */
   readonly onEvent?: (e: VhostUserEvent) => void;
   /** Protocol features to offer (default `protocolFeaturesFor(device)`; a subset of SUPPORTED_PROTOCOL_FEATURES). */
@@ -202,13 +204,5 @@ export const describeEvent = (e: VhostUserEvent): string => {
   }
 };
 
-/** One line for a typed error (any `{ _tag }` value: SessionError, NativeError, TapError). */
-export const describeError = (e: { readonly _tag: string }): string => {
-  const fields = Object.entries(e as Record<string, unknown>)
-    .filter(([k]) => k !== "_tag")
-    .map(([k, v]: [string, unknown]) => {
-      if (k === "request" && typeof v === "number") return `request=${requestName(v)}`;
-      return `${k}=${typeof v === "bigint" ? `0x${v.toString(16)}` : String(v)}`;
-    });
-  return fields.length === 0 ? e._tag : `${e._tag} (${fields.join(", ")})`;
-};
+/** Re-exported for the commands that print a back-end's errors (the one copy is describe.ts). */
+export { describeError };

@@ -28,9 +28,12 @@ import {
   type SessionError,
 } from "../../spec/vhost-user.ts";
 import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
+import { RING_PACKED_BIT, type DeviceQueue } from "../queue/device-queue.ts";
+import { PackedQueue } from "../queue/packed-queue.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { fileSize, mapShared, signalEventFd, unmap, type Fdio, type Mapping } from "../native/fdio.ts";
 import { ack, reply } from "./codec.ts";
+import { describeError } from "./describe.ts";
 
 /** The protocol features this back-end can offer. */
 export const SUPPORTED_PROTOCOL_FEATURES =
@@ -41,7 +44,7 @@ export const SUPPORTED_PROTOCOL_FEATURES =
  * space from the back-end (vsock's CID); QEMU's vhost-user-net keeps the net config itself
  * and warns about a back-end that offers CONFIG.
  */
-export const protocolFeaturesFor = (device: VirtioDevice): bigint =>
+export const protocolFeaturesFor = (device: VirtioDevice<DeviceQueue>): bigint =>
   device.deviceId === VIRTIO_ID_NET
     ? SUPPORTED_PROTOCOL_FEATURES & ~bit(ProtocolFeature.CONFIG)
     : SUPPORTED_PROTOCOL_FEATURES;
@@ -51,7 +54,10 @@ const LIMIT = 2n ** 53n;
 
 export interface RingState {
   num: number;
-  /** Next available index to process when the ring (re)starts. */
+  /**
+   * Next available index to process when the ring (re)starts; on a packed ring both
+   * positions with their wrap counters (PackedQueue.positionsWord).
+   */
   base: number;
   desc: bigint;
   avail: bigint;
@@ -98,7 +104,7 @@ export class Session {
 
   constructor(
     private readonly io: Fdio,
-    readonly device: VirtioDevice,
+    readonly device: VirtioDevice<DeviceQueue>,
     private readonly emit: (e: SessionEvent) => void = () => {},
     /** Protocol features offered (default `protocolFeaturesFor(device)`). */
     readonly offeredProtocolFeatures: bigint = protocolFeaturesFor(device),
@@ -118,6 +124,11 @@ export class Session {
       kicks: 0,
       calls: 0,
     }));
+  }
+
+  /** The front-end negotiated the packed ring (VIRTIO_F_RING_PACKED). */
+  private get packed(): boolean {
+    return (this.acked & RING_PACKED_BIT) !== 0n;
   }
 
   get offeredFeatures(): bigint {
@@ -279,14 +290,15 @@ export class Session {
     switch (request) {
       case Req.SET_VRING_NUM: {
         const max = this.device.queues[index]!.maxSize;
-        if (num === 0 || num > max || (num & (num - 1)) !== 0) {
+        // A packed ring's size need not be a power of two (VIRTIO 1.2 §2.8).
+        if (num === 0 || num > max || (!this.packed && (num & (num - 1)) !== 0)) {
           return err({ _tag: "RingSizeInvalid", index, num, max });
         }
         ring.num = num;
         return ok(null);
       }
       case Req.SET_VRING_BASE:
-        ring.base = num & 0xffff;
+        ring.base = this.packed ? num >>> 0 : num & 0xffff;
         return ok(null);
       case Req.GET_VRING_BASE: {
         // VU-RING-STOP: the device stops as a whole; every ring's position is kept.
@@ -460,14 +472,17 @@ export class Session {
       const r = this.rings[i]!;
       const q = dev.queues[i]!;
       q.configure({ size: r.num, ready: true, descTable: r.desc, availRing: r.avail, usedRing: r.used });
-      // VU-RING-BASE: resume at the base; the used index is where the used ring says.
-      const usedIdx = memory.readU16(Number(r.used) + 2);
-      q.setPositions({ nextAvail: r.base, nextUsed: usedIdx < 0 ? r.base : usedIdx, numAdded: 0 });
+      if (q instanceof PackedQueue) q.setPositionsWord(r.base);
+      else {
+        // VU-RING-BASE: resume at the base; the used index is where the used ring says.
+        const usedIdx = memory.readU16(Number(r.used) + 2);
+        q.setPositions({ nextAvail: r.base, nextUsed: usedIdx < 0 ? r.base : usedIdx, numAdded: 0 });
+      }
     }
     const a = dev.activate(memory, (q) => this.notify(q));
     if (!a.ok) {
       dev.reset();
-      return err({ _tag: "DeviceActivateFailed", reason: describe(a.error) });
+      return err({ _tag: "DeviceActivateFailed", reason: describeError(a.error) });
     }
     this.emit({ _tag: "DeviceActivated", features: dev.ackedFeatures });
     // Kicks that came while the device was not active were consumed: serve what is there.
@@ -480,7 +495,8 @@ export class Session {
     if (!this.device.isActive) return;
     const bases: number[] = [];
     for (let i = 0; i < this.rings.length; i++) {
-      this.rings[i]!.base = this.device.queues[i]!.nextAvail;
+      const q = this.device.queues[i]!;
+      this.rings[i]!.base = q instanceof PackedQueue ? q.positionsWord() : q.nextAvail;
       bases.push(this.rings[i]!.base);
     }
     // Told before the reset, so that a listener can still read the device's state.
@@ -530,12 +546,3 @@ export class Session {
     this.unmapAll();
   }
 }
-
-const describe = (e: { readonly _tag: string }): string => {
-  const fields = Object.entries(e)
-    .filter(([k]) => k !== "_tag")
-    .map(([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v, big) : String(v)}`);
-  return fields.length === 0 ? e._tag : `${e._tag}(${fields.join(", ")})`;
-};
-
-const big = (_k: string, v: unknown): unknown => (typeof v === "bigint" ? v.toString() : v);

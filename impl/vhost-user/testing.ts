@@ -1,6 +1,6 @@
 /**
  * Test support: a guest (memfd RAM mapped here too, queue drivers on it), our back-end
- * serving a device on one end of a Unix socket, and a FrontEnd on the other, all in one
+ * serving a device on one end of a Unix socket, and the front-end (frontend.ts) on the other, all in one
  * process and one Scope. Used by backend.test.ts and properties/vhost-user*.test.ts.
  */
 import { readFileSync, readdirSync } from "node:fs";
@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Effect, type Fiber, type Scope } from "effect";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, Req, bit, type Message } from "../../spec/vhost-user.ts";
 import type { VirtioDevice } from "../device/virtio-device.ts";
+import type { DeviceQueue } from "../queue/device-queue.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { QueueDriver, layoutAt, type QueueLayout } from "../queue/driver.ts";
 import { acceptUnix, connectUnix, type Fdio } from "../native/fdio.ts";
@@ -24,13 +25,15 @@ import {
   type NativeError,
 } from "../native/scoped.ts";
 import { serveConnection, type ConnectionEnd, type VhostUserEvent } from "./backend.ts";
-import { FrontEnd, type FrontEndError } from "./frontend.ts";
+import { Frontend, type FrontendError } from "./frontend.ts";
 
 /** Guest RAM: one region at this guest address, "mapped" in the pretend VMM at USER_BASE. */
 export const GUEST_BASE = 0x10_0000;
 export const GUEST_SIZE = 1 << 20;
 export const USER_BASE = 0x7f00_0000_0000n;
 export const QSIZE = 16;
+/** Bound on each wait for a reply from our back-end (a hang fails the test with the step named). */
+export const REPLY_TIMEOUT_MS = 5000;
 
 export const openFds = (): number => readdirSync("/proc/self/fd").length;
 export const mappingsOf = (name: string): number =>
@@ -42,7 +45,7 @@ let counter = 0;
 
 export interface Harness {
   readonly io: Fdio;
-  readonly fe: FrontEnd;
+  readonly fe: Frontend;
   readonly memfd: number;
   readonly memfdName: string;
   readonly guest: GuestMemory;
@@ -78,7 +81,9 @@ const socketPair = (io: Fdio): Effect.Effect<readonly [number, number], NativeEr
   });
 
 /** Our back-end serving `device` to an in-process front-end over guest RAM in a memfd. */
-export const harness = (device: VirtioDevice): Effect.Effect<Harness, NativeError, Scope.Scope> =>
+export const harness = (
+  device: VirtioDevice<DeviceQueue>,
+): Effect.Effect<Harness, NativeError, Scope.Scope> =>
   Effect.gen(function* () {
     const io = yield* fdio;
     const memfdName = `vlab-vu-guest-${process.pid}-${counter++}`;
@@ -97,7 +102,7 @@ export const harness = (device: VirtioDevice): Effect.Effect<Harness, NativeErro
       clientOpen = false;
     });
     yield* Effect.addFinalizer(() => hangUp);
-    const fe = new FrontEnd(io, client, poller);
+    const fe = new Frontend(io, client, poller, REPLY_TIMEOUT_MS);
     const n = device.queues.length;
     const layouts = Array.from({ length: n }, (_, i) => layoutAt(GUEST_BASE + 0x1000 * (i + 1), QSIZE));
     const drivers = layouts.map((l) => new QueueDriver(guest, QSIZE, l));
@@ -127,7 +132,7 @@ export const harness = (device: VirtioDevice): Effect.Effect<Harness, NativeErro
 export const toUser = (gpa: number): bigint => USER_BASE + BigInt(gpa - GUEST_BASE);
 
 /** What QEMU sends up to a running device (features, table, every ring), REPLY_ACK on. */
-export type HarnessError = FrontEndError | { readonly _tag: "Nack"; readonly value: bigint };
+export type HarnessError = FrontendError | { readonly _tag: "Nack"; readonly value: bigint };
 
 export const startDevice = (h: Harness, features: bigint): Effect.Effect<void, HarnessError> =>
   Effect.gen(function* () {
@@ -186,7 +191,7 @@ export const startDevice = (h: Harness, features: bigint): Effect.Effect<void, H
 
 /** A REPLY_ACK reply that says success. */
 export const expectAck = (
-  e: Effect.Effect<Message | null, FrontEndError>,
+  e: Effect.Effect<Message | null, FrontendError>,
 ): Effect.Effect<void, HarnessError> =>
   Effect.flatMap(e, (m) =>
     m !== null && m.body._tag === "U64" && m.body.value !== 0n

@@ -49,59 +49,133 @@ export const DEFAULT_CONN_OPTIONS: ConnOptions = {
   shutdownTimeoutMs: 2000,
 };
 
-/** A FIFO of byte chunks; chunks are owned (copied in) so guest memory can change under them. */
+/**
+ * Append-only slabs the guest's bytes are copied into (one per muxer, shared by its
+ * connections): a copy per packet but an allocation per `size` bytes, and packets that follow
+ * each other on a connection end up contiguous, so the host gets them in one write. Bytes
+ * once reserved are never written again, so views handed out stay valid.
+ */
+export class Slab {
+  private buf = new Uint8Array(0);
+  private fill = 0;
+  /** Where the last `reserve` starts in the slab it returned. */
+  at = 0;
+
+  constructor(readonly size = 64 * 1024) {}
+
+  /** Room for `n` bytes: the slab they are in, from `this.at` (not zeroed: the caller fills it). */
+  reserve(n: number): Uint8Array {
+    if (this.buf.length - this.fill < n) {
+      // Uninitialised: every byte reserved is written by appendFrom before anyone sees it.
+      this.buf = Buffer.allocUnsafeSlow(Math.max(this.size, n));
+      this.fill = 0;
+    }
+    this.at = this.fill;
+    this.fill += n;
+    return this.buf;
+  }
+}
+
+/** Where `ByteQueue.appendFrom` copies bytes from (a TX packet's data). */
+export interface ByteReader {
+  /** Copies the first `to - from` bytes into `dst[from, to)`; returns the count. */
+  readDataInto(dst: Uint8Array, from: number, to: number): number;
+}
+
+/** Where `ByteQueue.drainTo` copies bytes to (an RX packet's data). */
+export interface ByteWriter {
+  /** Copies `src[from, to)` in at `at`; returns the count. */
+  writeDataFrom(src: Uint8Array, from: number, to: number, at: number): number;
+}
+
+/**
+ * A FIFO of byte ranges [start, end) of owned chunks (pushed, or copied into a `Slab`), so
+ * guest memory can change under them. Nothing is allocated per range until it is taken.
+ */
 export class ByteQueue {
-  private chunks: Uint8Array[] = [];
+  private bufs: Uint8Array[] = [];
+  private starts: number[] = [];
+  private ends: number[] = [];
   private head = 0;
-  private offset = 0;
   length = 0;
 
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
-    this.chunks.push(chunk);
+    this.bufs.push(chunk);
+    this.starts.push(0);
+    this.ends.push(chunk.length);
     this.length += chunk.length;
+  }
+
+  /** Copies `n` bytes from `src` (zeros where it has fewer, or when null) into `slab`, and queues them. */
+  appendFrom(slab: Slab, n: number, src: ByteReader | null): void {
+    if (n <= 0) return;
+    const buf = slab.reserve(n);
+    const at = slab.at;
+    const got = src === null ? 0 : src.readDataInto(buf, at, at + n);
+    if (got < n) buf.fill(0, at + got, at + n);
+    const last = this.bufs.length - 1;
+    if (last >= this.head && this.bufs[last] === buf && this.ends[last] === at) this.ends[last] = at + n;
+    else {
+      this.bufs.push(buf);
+      this.starts.push(at);
+      this.ends.push(at + n);
+    }
+    this.length += n;
   }
 
   /** Removes and returns up to `max` bytes as one chunk (a view when it can), or null when empty. */
   take(max = Infinity): Uint8Array | null {
     if (this.length === 0) return null;
-    const first = this.chunks[this.head]!;
-    const avail = first.length - this.offset;
-    if (avail <= max) {
-      const out = this.offset === 0 ? first : first.subarray(this.offset);
-      this.advanceChunk();
-      this.length -= out.length;
-      return out;
+    const h = this.head;
+    const buf = this.bufs[h]!;
+    const s = this.starts[h]!;
+    const e = this.ends[h]!;
+    if (e - s <= max) {
+      this.advance();
+      this.length -= e - s;
+      return s === 0 && e === buf.length ? buf : buf.subarray(s, e);
     }
-    const out = first.subarray(this.offset, this.offset + max);
-    this.offset += max;
+    this.starts[h] = s + max;
     this.length -= max;
-    return out;
+    return buf.subarray(s, s + max);
   }
 
-  /** Feeds up to `max` bytes, chunk by chunk, to `sink(bytes, at)`; returns the count consumed. */
-  drainInto(max: number, sink: (bytes: Uint8Array, at: number) => void): number {
+  /** Copies up to `max` bytes, range by range, into `dst` from its start; returns the count consumed. */
+  drainTo(max: number, dst: ByteWriter): number {
     let done = 0;
     while (done < max && this.length > 0) {
-      const part = this.take(max - done)!;
-      sink(part, done);
-      done += part.length;
+      const h = this.head;
+      const s = this.starts[h]!;
+      const e = this.ends[h]!;
+      const n = e - s <= max - done ? e - s : max - done;
+      const moved = dst.writeDataFrom(this.bufs[h]!, s, s + n, done);
+      if (moved === e - s) this.advance();
+      else this.starts[h] = s + moved;
+      this.length -= moved;
+      done += moved;
+      if (moved < n) break;
     }
     return done;
   }
 
   clear(): void {
-    this.chunks = [];
+    this.bufs = [];
+    this.starts = [];
+    this.ends = [];
     this.head = 0;
-    this.offset = 0;
     this.length = 0;
   }
 
-  private advanceChunk(): void {
+  private advance(): void {
     this.head++;
-    this.offset = 0;
-    if (this.head > 64 && this.head * 2 > this.chunks.length) {
-      this.chunks = this.chunks.slice(this.head);
+    if (this.head === this.bufs.length) {
+      this.bufs.length = this.starts.length = this.ends.length = 0;
+      this.head = 0;
+    } else if (this.head > 64 && this.head * 2 > this.bufs.length) {
+      this.bufs = this.bufs.slice(this.head);
+      this.starts = this.starts.slice(this.head);
+      this.ends = this.ends.slice(this.head);
       this.head = 0;
     }
   }
@@ -142,6 +216,8 @@ export class VsockConnection {
   /** The host finished writing: after fromHost drains, SHUTDOWN(SEND) goes to the guest. */
   hostEof = false;
   private hostEofSent = false;
+  /** When the host closed after its EOF, in clock ms; -1 when it has not (see hostClose). */
+  private closedAt = -1;
   private pendingRequest = false;
   private pendingResponse = false;
   private pendingRst = false;
@@ -167,6 +243,8 @@ export class VsockConnection {
     private readonly listener: ConnListener,
     now: number,
     trace = false,
+    /** Where guest bytes are copied (the muxer shares one among its connections). */
+    private readonly slab: Slab = new Slab(),
   ) {
     if (trace) this.trace = [];
     if (initiator === "host") {
@@ -257,9 +335,7 @@ export class VsockConnection {
           this.fwdCnt = (this.fwdCnt + len) >>> 0;
           break;
         }
-        const data = new Uint8Array(len);
-        if (pkt !== null) pkt.readData(data);
-        this.toHost.push(data);
+        this.toHost.appendFrom(this.slab, len, pkt);
         this.listener.hostData(this);
         break;
       }
@@ -339,6 +415,13 @@ export class VsockConnection {
   /** The host closed the connection entirely (VSOCK-CONN-SHUTDOWN, state LocalClosed). */
   hostClose(now: number): void {
     if (this.isKilled || this.state === "LocalClosed") return;
+    if (this.hostEof && !this.hostEofSent && this.dataState()) {
+      // An orderly close after the host's last bytes (a socket's 'end', then 'close'): those
+      // bytes and the SHUTDOWN(SEND) still go to the guest first, as credit allows; the close
+      // takes effect once they are out.
+      this.closedAt = now;
+      return;
+    }
     if (this.state !== "Established") {
       // During the handshake a host close is a reset; after a peer shutdown it ends the connection.
       this.kill(this.state === "PeerClosed" ? "LocalShutdown" : "Rst", true);
@@ -429,7 +512,7 @@ export class VsockConnection {
     if (this.canSendData()) {
       const max = Math.min(this.fromHost.length, this.peerFreeCredit(), pkt.bufSize, MAX_PKT_BUF_SIZE);
       if (max > 0) {
-        const n = this.fromHost.drainInto(max, (bytes, at) => pkt.writeDataAt(bytes, at));
+        const n = this.fromHost.drainTo(max, pkt);
         this.txCnt = (this.txCnt + n) >>> 0;
         this.fill(hdr, VSOCK_OP_RW, n, 0);
         return VSOCK_PKT_HDR_SIZE + n;
@@ -438,6 +521,7 @@ export class VsockConnection {
     if (this.hostEof && !this.hostEofSent && this.fromHost.length === 0 && this.dataState()) {
       this.hostEofSent = true;
       this.fill(hdr, VSOCK_OP_SHUTDOWN, 0, VSOCK_FLAGS_SHUTDOWN_SEND);
+      if (this.closedAt >= 0) this.hostClose(this.closedAt);
       return VSOCK_PKT_HDR_SIZE;
     }
     if (this.pendingCreditUpdate) {

@@ -241,6 +241,32 @@ describe("connections through the device", () => {
     expect(c2.trace!.map((x) => x.event)).toEqual(["SendResponse", "LocalShutdown", "Rst"]);
   });
 
+  it("a host that writes, half-closes and closes while the guest is out of credit: every byte still reaches the guest, then SHUTDOWN(SEND) [VSOCK-CONN-SHUTDOWN VSOCK-CREDIT-LIMIT]", () => {
+    // The order a Unix echo peer produces after the guest's SHUTDOWN(SEND): its last bytes,
+    // then 'end', then 'close', all before a slow guest has read what it was sent.
+    const { host, guest, mux } = setup({ sockBufAlloc: 10000 });
+    host.listening.add(80);
+    const s = guest.connect(80);
+    guest.pump();
+    const conn = mux.connection(80, s.port)!;
+    guest.shutdown(s, VSOCK_FLAGS_SHUTDOWN_SEND);
+    guest.pump();
+    expect(conn.state).toBe("PeerClosed");
+    const sent = bytes(50000, 5);
+    conn.hostWrite(sent);
+    conn.hostShutdown();
+    conn.hostClose(0);
+    guest.pump();
+    let rounds = 0;
+    while (s.unreadBytes > 0 && rounds++ < 100) {
+      guest.read(s, 4000);
+      guest.pump();
+    }
+    expect(Buffer.concat(s.received)).toEqual(Buffer.from(sent));
+    expect(s.peerShutdown & VSOCK_FLAGS_SHUTDOWN_SEND).toBe(VSOCK_FLAGS_SHUTDOWN_SEND);
+    expect(conn.state).toBe("Killed");
+  });
+
   it("transport reset drops every connection and writes TRANSPORT_RESET to the event queue [VSOCK-EVENT-RESET]", () => {
     const { host, guest, mux, dev } = setup();
     host.listening.add(80);

@@ -7,9 +7,9 @@
  * See impl/vsock/README.md.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { DescriptorChain } from "../queue/descriptor-chain.ts";
-import { SplitQueue } from "../queue/split-queue.ts";
-import type { QueueError } from "../queue/split-queue.ts";
+import { SPLIT_RING, type DeviceChain, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import type { QueueError, SplitQueue } from "../queue/split-queue.ts";
+import type { PackedQueueError } from "../../spec/packed-queue.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import {
   PROFILES,
@@ -47,7 +47,9 @@ export const VSOCK_DEVICE_FEATURES: bigint =
 
 export type VsockDeviceError = { readonly _tag: "InvalidGuestCid"; readonly cid: bigint };
 
-export interface VsockDeviceConfig {
+export interface VsockDeviceConfig<Q extends DeviceQueue = SplitQueue> {
+  /** The ring layout of the queues (default split; PACKED_RING adds VIRTIO_F_RING_PACKED to the offer). */
+  readonly ring?: RingKind<Q>;
   readonly guestCid: bigint;
   /**
    * Whose packet-layout behaviour to follow (VSOCK-PROFILE). Default "virtio": VIRTIO §2.6.4
@@ -67,11 +69,11 @@ export interface ProcessReport {
   errors: number;
 }
 
-export class VsockDevice {
-  readonly queues: readonly [SplitQueue, SplitQueue, SplitQueue];
+export class VsockDevice<Q extends DeviceQueue = SplitQueue> {
+  readonly queues: readonly [Q, Q, Q];
   readonly muxer: VsockMuxer;
   /** VSOCK-FEATURES: VERSION_1, STREAM and EVENT_IDX. */
-  readonly deviceFeatures: bigint = VSOCK_DEVICE_FEATURES;
+  readonly deviceFeatures: bigint;
   driverFeatures = 0n;
   /** Assembly errors by tag (reports, simulator). */
   readonly assemblyErrors: Record<string, number> = {};
@@ -80,29 +82,32 @@ export class VsockDevice {
   unusableRxBuffers = 0;
   private interrupts = 0;
   private pendingResetEvent = false;
-  private readonly chain: DescriptorChain;
+  private readonly chain: DeviceChain;
   private readonly pkt = new VsockPacket();
   private readonly profileName: VsockProfileName;
 
   private constructor(
     readonly memory: GuestMemory,
     readonly guestCid: bigint,
-    config: VsockDeviceConfig,
+    config: VsockDeviceConfig<Q>,
     host: HostPort | null,
   ) {
     const size = config.queueMaxSize ?? 256;
-    this.queues = [new SplitQueue(size), new SplitQueue(size), new SplitQueue(size)];
+    // Without a ring in the config Q is its default, SplitQueue (the split ring).
+    const ring = config.ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);
+    this.queues = [ring.newQueue(size), ring.newQueue(size), ring.newQueue(size)];
+    this.deviceFeatures = VSOCK_DEVICE_FEATURES | ring.featureBits;
     this.muxer = new VsockMuxer(guestCid, host, config.muxer);
-    this.chain = new DescriptorChain(memory);
+    this.chain = ring.newChain(memory);
     this.profileName = config.profile ?? "virtio";
   }
 
   /** VSOCK-CFG-CID: a reserved guest_cid is refused. */
-  static create(
+  static create<Q extends DeviceQueue = SplitQueue>(
     memory: GuestMemory,
-    config: VsockDeviceConfig,
+    config: VsockDeviceConfig<Q>,
     host: HostPort | null = null,
-  ): Result<VsockDevice, VsockDeviceError> {
+  ): Result<VsockDevice<Q>, VsockDeviceError> {
     if (isReservedCid(config.guestCid)) return err({ _tag: "InvalidGuestCid", cid: config.guestCid });
     return ok(new VsockDevice(memory, config.guestCid, config, host));
   }
@@ -131,7 +136,9 @@ export class VsockDevice {
    * Initializes the queues (after the driver configured them); the first error, if any.
    * `queueCount` 2 leaves the event queue to the transport (vhost-user: the VMM keeps it).
    */
-  activate(queueCount: 2 | 3 = 3): Result<void, { readonly queue: number; readonly error: QueueError }> {
+  activate(
+    queueCount: 2 | 3 = 3,
+  ): Result<void, { readonly queue: number; readonly error: QueueError | PackedQueueError }> {
     const eventIdx = (this.driverFeatures & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n;
     for (let i = 0; i < queueCount; i++) {
       const q = this.queues[i]!;

@@ -15,7 +15,13 @@ import {
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
 } from "../../spec/vsock.ts";
-import { DEFAULT_CONN_OPTIONS, VsockConnection, type ConnListener, type ConnOptions } from "./connection.ts";
+import {
+  DEFAULT_CONN_OPTIONS,
+  Slab,
+  VsockConnection,
+  type ConnListener,
+  type ConnOptions,
+} from "./connection.ts";
 import type { VsockPacket } from "./packet.ts";
 
 /** What the muxer needs from the host side. */
@@ -70,6 +76,8 @@ export class VsockMuxer implements ConnListener {
   private rstHead = 0;
   private rstCount = 0;
   private nextLocalPort = FIRST_LOCAL_PORT;
+  /** Guest bytes of every connection are copied here (see `Slab`). */
+  private readonly slab = new Slab();
   private readonly guestCidLo: number;
   private readonly guestCidHi: number;
   /** Every connection ever made, when tracing (so tests can see final states). */
@@ -201,6 +209,7 @@ export class VsockMuxer implements ConnListener {
           this,
           this.now,
           this.options.trace,
+          this.slab,
         );
         c.peerBufAlloc = hdr.bufAlloc();
         c.peerFwdCnt = hdr.fwdCnt();
@@ -231,6 +240,7 @@ export class VsockMuxer implements ConnListener {
       this,
       this.now,
       this.options.trace,
+      this.slab,
     );
     this.add(c);
     this.pendingRx(c);

@@ -54,7 +54,7 @@ describe("TX packet assembly, the seed's cases [VSOCK-TX-ORDER]", () => {
     descs[1] = { ...descs[1]!, flags: VIRTQ_DESC_F_WRITE }; // never looked at
     const { pkt, error } = tx(memory, descs);
     expect(error).toBeNull();
-    expect(pkt.segCount).toBe(0);
+    expect(pkt.data.segmentCount).toBe(0);
     expect(pkt.bufSize).toBe(0);
   });
   it("len above 64 KiB is InvalidPktLen", () => {
@@ -143,7 +143,11 @@ describe("Linux 6.2+ layouts and the profiles [VSOCK-LAYOUT-SINGLE VSOCK-LAYOUT-
     for (const p of [PROFILES["rust-vmm"], PROFILES.virtio]) {
       const { pkt, error } = tx(memory, one, p);
       expect(error).toBeNull();
-      expect([pkt.segAddr[0], pkt.segLen[0], pkt.segCount]).toEqual([HDR + 44, 100, 1]);
+      expect([pkt.data.segmentAddr(0), pkt.data.segment(0)?.length, pkt.data.segmentCount]).toEqual([
+        HDR + 44,
+        100,
+        1,
+      ]);
     }
   });
   it("header and data in one RX descriptor", () => {

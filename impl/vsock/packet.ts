@@ -1,8 +1,10 @@
 /**
  * virtio-vsock packets over descriptor chains, zero-copy: the header is a view over guest
- * memory and the data is a list of guest segments. Assembly follows spec/vsock.ts rule for
- * rule (VSOCK-TX-ORDER, VSOCK-RX-ORDER) under a profile (VSOCK-PROFILE); a `VsockPacket` is
- * reused across chains, so nothing is allocated per packet on the success path.
+ * memory and the data is an `IoVecBuffer` (TX) or `IoVecBufferMut` (RX) over the guest
+ * segments the layout rules pick. Assembly follows spec/vsock.ts rule for rule
+ * (VSOCK-TX-ORDER, VSOCK-RX-ORDER) under a profile (VSOCK-PROFILE); a `VsockPacket` is
+ * reused across chains, so the success path allocates only the segment views the iovec
+ * load makes.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import {
@@ -12,6 +14,7 @@ import {
   type VsockPacketError,
   type VsockProfile,
 } from "../../spec/vsock.ts";
+import { IoVecBuffer, IoVecBufferMut, type ChainCursor as IoVecChain } from "../iovec/iovec.ts";
 import { VIRTQ_DESC_F_NEXT, type ChainCursor } from "./chain.ts";
 import { VsockHeaderView } from "./header.ts";
 
@@ -25,34 +28,90 @@ const BUF_MISSING: VsockPacketError = { _tag: "BufDescMissing" };
 const BUF_TOO_SMALL: VsockPacketError = { _tag: "BufDescTooSmall" };
 const GUEST_MEMORY: VsockPacketError = { _tag: "GuestMemory" };
 
-const MAX_SEGMENTS_HINT = 8;
+/**
+ * The data segments assembly picked (guest address, length), walked as a chain so that
+ * `IoVecBuffer.load` / `IoVecBufferMut.load` check and map them. `write` is the direction the
+ * packet was assembled for: the descriptor flags were checked where the profile says so.
+ */
+class PickedSegments implements IoVecChain {
+  readonly headIndex = 0;
+  write = false;
+  count = 0;
+  addrs = new Float64Array(8);
+  lens = new Float64Array(8);
+  private at = 0;
+
+  clear(write: boolean): void {
+    this.write = write;
+    this.count = 0;
+  }
+
+  push(addr: number, len: number): void {
+    if (this.count === this.addrs.length) {
+      const addrs = new Float64Array(this.count * 2);
+      const lens = new Float64Array(this.count * 2);
+      addrs.set(this.addrs);
+      lens.set(this.lens);
+      this.addrs = addrs;
+      this.lens = lens;
+    }
+    this.addrs[this.count] = addr;
+    this.lens[this.count] = len;
+    this.count++;
+  }
+
+  get addr(): number {
+    return this.addrs[this.at]!;
+  }
+  get len(): number {
+    return this.lens[this.at]!;
+  }
+  addrBig(): bigint {
+    return BigInt(this.addrs[this.at]!);
+  }
+  isWriteOnly(): boolean {
+    return this.write;
+  }
+  rewind(): boolean {
+    this.at = 0;
+    return this.count > 0;
+  }
+  advance(): boolean {
+    if (this.at < this.count) this.at++;
+    return this.at < this.count;
+  }
+}
 
 export class VsockPacket {
   memory: GuestMemory | null = null;
   /** Guest address of the header. */
   hdrAddr = 0;
   readonly header = new VsockHeaderView();
-  /** Data segments (guest addresses and lengths); only the first `segCount` are valid. */
-  segAddr: number[] = new Array<number>(MAX_SEGMENTS_HINT).fill(0);
-  segLen: number[] = new Array<number>(MAX_SEGMENTS_HINT).fill(0);
-  segCount = 0;
-  /** Sum of the segments' lengths: what TX may read or RX may write. */
+  /** Bytes of data: what TX may read or RX may write (0 until an assembly succeeds). */
   bufSize = 0;
+  private readonly picked = new PickedSegments();
+  private readonly txData = new IoVecBuffer(8);
+  private rxData = new IoVecBufferMut({ capacity: 64 });
+  private loaded: IoVecBuffer | IoVecBufferMut | null = null;
   /** A TX header gathered from several descriptors (VSOCK-TX-SPLIT-HDR) is copied here. */
   private readonly splitHdr = new Uint8Array(VSOCK_PKT_HDR_SIZE);
   private readonly splitHdrView = new DataView(this.splitHdr.buffer);
 
-  private reset(memory: GuestMemory): void {
+  private reset(memory: GuestMemory, write: boolean): void {
     this.memory = memory;
-    this.segCount = 0;
     this.bufSize = 0;
+    this.loaded = null;
+    this.txData.clear();
+    this.picked.clear(write);
   }
 
   private push(addr: number, len: number): void {
-    const i = this.segCount++;
-    this.segAddr[i] = addr;
-    this.segLen[i] = len;
-    this.bufSize += len;
+    this.picked.push(addr, len);
+  }
+
+  /** The data segments of the last assembled packet (empty when it has none). */
+  get data(): IoVecBuffer | IoVecBufferMut {
+    return this.loaded ?? this.txData;
   }
 
   /** Binds the header view to guest memory at addr (44 bytes), false when outside memory. */
@@ -65,34 +124,40 @@ export class VsockPacket {
     return true;
   }
 
-  private segmentsInMemory(write: boolean): boolean {
+  /** Maps the picked segments (each must lie in guest memory: VSOCK-BOUNDS); null when done. */
+  private load(): VsockPacketError | null {
     const memory = this.memory!;
-    for (let i = 0; i < this.segCount; i++) {
-      if (memory.locate(this.segAddr[i]!, this.segLen[i]!, write) < 0) return false;
+    const picked = this.picked;
+    if (!picked.write) {
+      if (!this.txData.load(memory, picked).ok) return GUEST_MEMORY;
+      this.loaded = this.txData;
+    } else {
+      let r = this.rxData.load(memory, picked);
+      if (!r.ok && r.error._tag === "IovDequeOverflow") {
+        // A chain of more pieces than ever seen: room for it (at most one per descriptor).
+        this.rxData = new IoVecBufferMut({ capacity: Math.min(65536, picked.count) });
+        r = this.rxData.load(memory, picked);
+      }
+      if (!r.ok) return GUEST_MEMORY;
+      this.loaded = this.rxData;
     }
-    return true;
+    this.bufSize = this.loaded.len;
+    return null;
   }
 
   /** Copies up to `dst.length` bytes of the data buffer from `offset`; returns the count. */
   readData(dst: Uint8Array, offset = 0): number {
-    const memory = this.memory;
-    if (memory === null) return 0;
-    let done = 0;
-    let skip = offset;
-    for (let i = 0; i < this.segCount && done < dst.length; i++) {
-      const len = this.segLen[i]!;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const n = Math.min(len - skip, dst.length - done);
-      const src = memory.slice(this.segAddr[i]! + skip, n, false);
-      if (src === undefined) break;
-      dst.set(src, done);
-      done += n;
-      skip = 0;
-    }
-    return done;
+    return this.loaded === null ? 0 : this.loaded.readInto(dst, offset);
+  }
+
+  /** Copies the data buffer's first `to - from` bytes into `dst[from, to)`; returns the count. */
+  readDataInto(dst: Uint8Array, from: number, to: number): number {
+    return this.loaded === null ? 0 : this.loaded.readInto(dst, 0, from, to);
+  }
+
+  /** Copies `src[from, to)` into the data buffer at `at`; returns the count written (RX packets only). */
+  writeDataFrom(src: Uint8Array, from: number, to: number, at: number): number {
+    return this.loaded === this.rxData ? this.rxData.writeFrom(src, at, from, to) : 0;
   }
 
   /** Copies `src` into the data buffer from its start; returns the count written. */
@@ -100,26 +165,9 @@ export class VsockPacket {
     return this.writeDataAt(src, 0);
   }
 
-  /** Copies `src` into the data buffer at `offset`; returns the count written. */
+  /** Copies `src` into the data buffer at `offset`; returns the count written (RX packets only). */
   writeDataAt(src: Uint8Array, offset: number): number {
-    const memory = this.memory;
-    if (memory === null) return 0;
-    let done = 0;
-    let skip = offset;
-    for (let i = 0; i < this.segCount && done < src.length; i++) {
-      const len = this.segLen[i]!;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const n = Math.min(len - skip, src.length - done);
-      const dst = memory.slice(this.segAddr[i]! + skip, n, true);
-      if (dst === undefined) break;
-      dst.set(src.subarray(done, done + n));
-      done += n;
-      skip = 0;
-    }
-    return done;
+    return this.loaded === this.rxData ? this.rxData.writeFrom(src, offset) : 0;
   }
 
   /**
@@ -131,7 +179,7 @@ export class VsockPacket {
     profile: VsockProfile = PROFILES["cloud-hypervisor"],
   ): VsockPacketError | null {
     const memory = chain.memory;
-    this.reset(memory);
+    this.reset(memory, false);
     if (!chain.rewind()) return HDR_MISSING;
     if (chain.isWriteOnly()) return UNREADABLE;
     const headLen = chain.len;
@@ -155,13 +203,13 @@ export class VsockPacket {
     if (profile.singleDescriptor && !headHasNext && headLen - VSOCK_PKT_HDR_SIZE >= len) {
       // VSOCK-LAYOUT-SINGLE (rust-vmm issue 204).
       this.push(headAddr + VSOCK_PKT_HDR_SIZE, len);
-      return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
+      return this.load();
     }
     if (!chain.advance()) return BUF_MISSING;
     if (chain.isWriteOnly()) return UNREADABLE;
     if (chain.len < len) return BUF_TOO_SMALL;
     this.push(chain.addr, profile.txMapWholeData ? chain.len : len);
-    return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
+    return this.load();
   }
 
   /**
@@ -210,14 +258,14 @@ export class VsockPacket {
     }
     let first = true;
     while (remaining > 0) {
-      if (!chain.advance()) return first && this.segCount === 0 ? BUF_MISSING : BUF_TOO_SMALL;
+      if (!chain.advance()) return first && this.picked.count === 0 ? BUF_MISSING : BUF_TOO_SMALL;
       first = false;
       if (chain.isWriteOnly()) return UNREADABLE;
       const take = Math.min(chain.len, remaining);
       if (take > 0) this.push(chain.addr, take);
       remaining -= take;
     }
-    return this.segmentsInMemory(false) ? null : GUEST_MEMORY;
+    return this.load();
   }
 
   /** Fills this packet from an RX chain (VSOCK-RX-ORDER); null on success. */
@@ -226,7 +274,7 @@ export class VsockPacket {
     profile: VsockProfile = PROFILES["cloud-hypervisor"],
   ): VsockPacketError | null {
     const memory = chain.memory;
-    this.reset(memory);
+    this.reset(memory, true);
     if (!chain.rewind()) return HDR_MISSING;
     if (!chain.isWriteOnly()) return UNWRITABLE;
     const headLen = chain.len;
@@ -241,7 +289,7 @@ export class VsockPacket {
       // VSOCK-RX-DATA-WRITABLE: this reference does not check the data descriptor's flags.
       if (!this.bindHeader(memory, headAddr, true)) return GUEST_MEMORY;
       this.push(chain.addr, chain.len);
-      return this.segmentsInMemory(true) ? null : GUEST_MEMORY;
+      return this.load();
     }
 
     if (!this.bindHeader(memory, headAddr, true)) return GUEST_MEMORY;
@@ -259,19 +307,19 @@ export class VsockPacket {
         if (take > 0) this.push(chain.addr, take);
         room -= take;
       }
-      if (this.segCount === 0) return BUF_MISSING;
-      return this.segmentsInMemory(true) ? null : GUEST_MEMORY;
+      if (this.picked.count === 0) return BUF_MISSING;
+      return this.load();
     }
 
     if (!headHasNext && rest > 0) {
       this.push(headAddr + VSOCK_PKT_HDR_SIZE, rest);
-      return this.segmentsInMemory(true) ? null : GUEST_MEMORY;
+      return this.load();
     }
     if (!headHasNext) return BUF_MISSING;
     if (!chain.advance()) return BUF_MISSING;
     if (!chain.isWriteOnly()) return UNWRITABLE;
     if (chain.len > MAX_PKT_BUF_SIZE) return { _tag: "DescriptorLengthTooLong", len: chain.len };
     this.push(chain.addr, chain.len);
-    return this.segmentsInMemory(true) ? null : GUEST_MEMORY;
+    return this.load();
   }
 }

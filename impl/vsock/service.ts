@@ -54,7 +54,7 @@ const shape = (device: VsockDevice, backend: UnixSocketBackend | null): Effect.E
       tick: Effect.sync(() => device.tick(clock.currentTimeMillisUnsafe())),
       transportReset: Effect.sync(() => device.transportReset()),
       takeInterrupts: Effect.sync(() => device.takeInterrupts()),
-      awaitHost: backend === null ? Effect.void : Effect.promise(() => backend.activity()),
+      awaitHost: backend === null ? Effect.void : backend.awaitActivity,
     }),
   );
 

@@ -213,3 +213,31 @@ describe("Unix-socket backend: a reset connection", () => {
     }
   });
 });
+
+describe("Unix-socket backend: waiting for socket activity", () => {
+  const NEVER = Symbol("timed out");
+  const within = <A>(p: Promise<A>, ms: number): Promise<A | typeof NEVER> =>
+    Promise.race([p, new Promise<typeof NEVER>((r) => setTimeout(() => r(NEVER), ms))]);
+
+  it("a wait started before a host connects ends when it does; one event is not seen twice; close ends every wait [VSOCK-UNIX-CONNECT]", async () => {
+    const { path, backend, guest } = await setup();
+    try {
+      guest.listening.add(1234);
+      const waiting = backend.activity();
+      const sock = createConnection({ path, allowHalfOpen: true });
+      sock.write("CONNECT 1234\n");
+      expect(await within(waiting, 2000)).not.toBe(NEVER);
+      // Everything that happened so far is consumed by one more wait at most.
+      await within(backend.activity(), 50);
+      expect(await within(backend.activity(), 50)).toBe(NEVER);
+      const pending = Effect.runPromise(backend.awaitActivity);
+      sock.destroy();
+      expect(await within(pending, 2000)).not.toBe(NEVER);
+      const last = backend.activity();
+      await backend.close();
+      expect(await within(last, 2000)).not.toBe(NEVER);
+    } finally {
+      await backend.close();
+    }
+  });
+});

@@ -11,6 +11,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { rmSync } from "node:fs";
+import { Effect, Latch } from "effect";
 import type { VsockConnection } from "./connection.ts";
 import type { HostPort, VsockMuxer } from "./muxer.ts";
 
@@ -31,8 +32,16 @@ export class UnixSocketBackend implements HostPort {
   private muxer: VsockMuxer | null = null;
   private readonly sockets = new Set<Socket>();
   private readonly paused = new Map<Socket, VsockConnection>();
-  private waiters: (() => void)[] = [];
-  private dirty = false;
+  /** Open from a socket event until someone waits for it (`activity`). */
+  private readonly active = Latch.makeUnsafe(false);
+  /** Connections with guest bytes to write, flushed once per synchronous round (see hostData). */
+  private readonly toFlush = new Set<VsockConnection>();
+  private flushScheduled = false;
+  private readonly flushAll = (): void => {
+    this.flushScheduled = false;
+    for (const conn of this.toFlush) this.flush(conn);
+    this.toFlush.clear();
+  };
   private readonly maxBuffered: number;
   private readonly maxLine: number;
   /** Handshake lines refused (bad syntax, too long, port out of range, muxer full). */
@@ -66,23 +75,21 @@ export class UnixSocketBackend implements HostPort {
     muxer.host = this;
   }
 
-  /** Resolves when a socket event happened since the last call (data, connect, close, flush). */
+  /** Completes when a socket event happened since the last wait (data, connect, close, flush). */
+  readonly awaitActivity: Effect.Effect<void> = Effect.andThen(
+    this.active.await,
+    Effect.sync(() => {
+      this.active.closeUnsafe();
+    }),
+  );
+
+  /** `awaitActivity` as a promise. */
   activity(): Promise<void> {
-    if (this.dirty) {
-      this.dirty = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return this.active.closeUnsafe() ? Promise.resolve() : Effect.runPromise(this.awaitActivity);
   }
 
   private signal(): void {
-    const w = this.waiters;
-    if (w.length === 0) {
-      this.dirty = true;
-      return;
-    }
-    this.waiters = [];
-    for (const f of w) f();
+    this.active.openUnsafe();
   }
 
   /** After RX: resume sockets whose buffered bytes went to the guest. */
@@ -164,13 +171,17 @@ export class UnixSocketBackend implements HostPort {
       conn.forwarded(n);
       return;
     }
+    // Packets that followed each other are one range of the muxer's slab: usually one write.
+    let chunks = 0;
     for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) {
+      if (chunks++ === 1) sock.cork();
       const n = c.length;
       sock.write(c, () => {
         conn.forwarded(n);
         this.signal();
       });
     }
+    if (chunks > 1) sock.uncork();
     if (conn.hostReadClosed && !sock.writableEnded) sock.end();
   }
 
@@ -201,11 +212,20 @@ export class UnixSocketBackend implements HostPort {
     this.signal();
   }
 
+  /**
+   * Guest bytes arrived: written once the device's synchronous round (a whole TX queue) is
+   * over, so the packets of the round go out together instead of one write each.
+   */
   hostData(conn: VsockConnection): void {
-    this.flush(conn);
+    this.toFlush.add(conn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(this.flushAll);
+    }
   }
 
   closed(conn: VsockConnection): void {
+    this.toFlush.delete(conn);
     this.flush(conn);
     const sock = conn.hostHandle as Socket | null;
     if (sock !== null && !sock.destroyed) {
@@ -224,8 +244,7 @@ export class UnixSocketBackend implements HostPort {
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
     this.paused.clear();
-    for (const w of this.waiters) w();
-    this.waiters = [];
+    this.active.openUnsafe();
     return new Promise((resolve) => {
       this.server.close(() => {
         rmSync(this.options.path, { force: true });

@@ -9,7 +9,7 @@ import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import { PopStatus, SplitQueue } from "../../impl/queue/split-queue.ts";
 import type { SimContext } from "../engine.ts";
 import type { RingLayout } from "../guest/virtio-ring.ts";
-import { shadowWithSpec } from "./queue-shadow.ts";
+import { shadowWithSpec, type ShadowProbe } from "./queue-shadow.ts";
 
 export type PopOutcome =
   | { readonly kind: "chain" }
@@ -48,6 +48,7 @@ export const makeQueuePort = (
   mem: GuestMemory,
   ring: RingLayout,
   eventIdx: boolean,
+  probe: ShadowProbe = {},
 ): DeviceQueuePort => {
   const q = new SplitQueue(Math.max(256, ring.size));
   q.configure({
@@ -60,7 +61,7 @@ export const makeQueuePort = (
   if (eventIdx) q.enableNotifSuppression();
   const init = q.initialize(mem);
   if (!init.ok) throw new Error(`simulator set-up: queue refused its rings: ${init.error._tag}`);
-  shadowWithSpec(ctx, q, mem, "queue");
+  shadowWithSpec(ctx, q, mem, "queue", probe);
   return {
     size: ring.size,
     eventIdx,

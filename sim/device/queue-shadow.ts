@@ -16,7 +16,19 @@ import { specMemoryOf, walkMismatch } from "../oracle.ts";
 
 const bytesOf = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-export const shadowWithSpec = (ctx: SimContext, q: SplitQueue, mem: GuestMemory, name: string): void => {
+/** What the reference model is about to do, for the rest of the oracle to reuse. */
+export interface ShadowProbe {
+  /** The reference popped this chain (null: nothing available) just before the device pops. */
+  beforePop?(popped: Q.SpecPopped | null): void;
+}
+
+export const shadowWithSpec = (
+  ctx: SimContext,
+  q: SplitQueue,
+  mem: GuestMemory,
+  name: string,
+  probe: ShadowProbe = {},
+): void => {
   if (!ctx.oracle) return;
   const live: SpecMemory = specMemoryOf(mem);
   let spec: Q.SpecQueue = q.state();
@@ -76,6 +88,7 @@ export const shadowWithSpec = (ctx: SimContext, q: SplitQueue, mem: GuestMemory,
   const popInto = q.popInto.bind(q);
   q.popInto = (chain: DescriptorChain): boolean => {
     const ref = Q.pop(spec, live);
+    if (ref.result.ok) probe.beforePop?.(ref.result.value);
     const popped = popInto(chain);
     samePop("pop", popped, chain, ref);
     return popped;
@@ -154,6 +167,7 @@ export const shadowWithSpec = (ctx: SimContext, q: SplitQueue, mem: GuestMemory,
     q.tryEnableNotification = tryEnable;
     try {
       const ref = Q.popOrEnableNotification(spec, live);
+      if (ref.result.ok) probe.beforePop?.(ref.result.value);
       const popped = popOrEnable(chain);
       samePop("popOrEnableNotification", popped, chain, ref);
       return popped;

@@ -51,15 +51,22 @@ export const builtinNetArgs = (ifName: string, mac: string = GUEST_NET.guestMac)
   `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
 ];
 
-/** QEMU arguments for a vhost-user virtio-net whose back-end listens on `socket`. */
-export const vhostUserNetArgs = (socket: string, mac: string = GUEST_NET.guestMac): string[] => [
+/**
+ * QEMU arguments for a vhost-user virtio-net whose back-end listens on `socket`; `packed`
+ * offers the guest VIRTIO_F_RING_PACKED (`packed=on`).
+ */
+export const vhostUserNetArgs = (
+  socket: string,
+  mac: string = GUEST_NET.guestMac,
+  opts: { readonly packed?: boolean } = {},
+): string[] => [
   "-chardev",
   `socket,id=c0,path=${socket}`,
   "-netdev",
   "vhost-user,id=n0,chardev=c0",
   "-device",
   // QEMU 7.2 under TCG crashes in vhost_net_start with MSI-X; vectors=0 avoids it.
-  `virtio-net-pci,netdev=n0,mac=${mac},vectors=0`,
+  `virtio-net-pci,netdev=n0,mac=${mac},vectors=0${opts.packed === true ? ",packed=on" : ""}`,
 ];
 
 /** QEMU arguments for a vhost-user vsock device whose back-end listens on `socket`. */

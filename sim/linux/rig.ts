@@ -13,6 +13,7 @@ import type { VirtioDevice } from "../../impl/device/virtio-device.ts";
 import { VsockVirtioDevice } from "../../impl/device/vsock.ts";
 import { NetBackend } from "../../impl/net/backend.ts";
 import { NetDevice } from "../../impl/net/device.ts";
+import { PACKED_RING, type DeviceQueue } from "../../impl/queue/device-queue.ts";
 import { acquireNetns, acquireTapBackendIn, configureTapIn, inNetns, ip } from "../../impl/native/netns.ts";
 import { describeError, serveVhostUser, type VhostUserEvent } from "../../impl/vhost-user/backend.ts";
 import { GUEST_NET } from "./devices.ts";
@@ -58,7 +59,7 @@ const withLiveClock = <A, E, R>(e: Effect.Effect<A, E, R>): Effect.Effect<A, E, 
  * returns once the socket listens.
  */
 export const serveInBackground = (
-  device: VirtioDevice,
+  device: VirtioDevice<DeviceQueue>,
   socketPath: string,
   onEvent: (e: VhostUserEvent) => void = () => {},
 ): Effect.Effect<void, RigError, Scope.Scope> =>
@@ -89,17 +90,21 @@ export const serveInBackground = (
   });
 
 export interface OurNet {
-  readonly device: NetDevice;
+  readonly device: NetDevice<DeviceQueue>;
   /** The vhost-user socket QEMU connects to. */
   readonly socket: string;
   /** The TAP our device writes to, inside the namespace (host end GUEST_NET.hostIp). */
   readonly ifName: string;
 }
 
-/** Our virtio-net on a TAP in `ns` (host end addressed), served over vhost-user. */
+/**
+ * Our virtio-net on a TAP in `ns` (host end addressed), served over vhost-user; `packed`
+ * builds it on the packed ring (the ring watch covers the split ring only).
+ */
 export const acquireOurNet = (options: {
   readonly ns: string;
   readonly watch?: RingWatch;
+  readonly packed?: boolean;
   readonly onEvent?: (e: VhostUserEvent) => void;
 }): Effect.Effect<OurNet, RigError, Scope.Scope> =>
   Effect.gen(function* () {
@@ -111,12 +116,24 @@ export const acquireOurNet = (options: {
       catch: (e) => rigError(`TAP address: ${String(e)}`),
     });
     const mac = GUEST_NET.guestMac.split(":").map((h) => parseInt(h, 16));
-    const device = yield* NetDevice.scoped({ mac, mrgRxbuf: true, eventIdx: true, csum: true }).pipe(
-      Effect.provide(Layer.succeed(NetBackend, tap)),
-      Effect.mapError((e) => rigError(`net device: ${describeError(e as { readonly _tag: string })}`)),
-    );
+    const config = { mac, mrgRxbuf: true, eventIdx: true, csum: true };
+    const built = <Q extends DeviceQueue>(
+      e: Effect.Effect<NetDevice<Q>, unknown, NetBackend | Scope.Scope>,
+    ) =>
+      e.pipe(
+        Effect.provide(Layer.succeed(NetBackend, tap)),
+        Effect.mapError((e) => rigError(`net device: ${describeError(e as { readonly _tag: string })}`)),
+      );
     const dir = yield* acquireTempDir("vlab-vhu-");
     const socket = join(dir, "net.sock");
+    if (options.packed === true) {
+      if (options.watch !== undefined)
+        return yield* Effect.fail(rigError("the ring watch covers the split ring only"));
+      const device = yield* built(NetDevice.scoped({ ...config, ring: PACKED_RING }));
+      yield* serveInBackground(device, socket, options.onEvent);
+      return { device, socket, ifName: tap.tap.ifName };
+    }
+    const device = yield* built(NetDevice.scoped(config));
     const served = options.watch?.wrap(device, ["net RX queue", "net TX queue"]) ?? device;
     yield* serveInBackground(served, socket, options.onEvent);
     return { device, socket, ifName: tap.tap.ifName };

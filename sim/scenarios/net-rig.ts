@@ -150,12 +150,26 @@ export class NetRig {
       this.irq[q === RX_QUEUE ? 0 : 1] = true;
     });
     if (!act.ok) throw new Error(`simulator set-up: activate failed: ${act.error._tag}`);
-    // The reference model beside the device's own queues (SIM-QUEUE-REFINES).
-    shadowWithSpec(ctx, this.device.queues[RX_QUEUE]!, this.mem, `${opts.label || opts.name} RX queue`);
-    shadowWithSpec(ctx, this.device.queues[TX_QUEUE]!, this.mem, `${opts.label || opts.name} TX queue`);
     this.guard = new BoundsGuard(ctx, this.mem);
     this.guard.addRing(rxRing);
     this.guard.addRing(txRing);
+    // The reference model beside the device's own queues (SIM-QUEUE-REFINES). Its pop, just
+    // before each of the device's, tells the bounds guard what that chain (as it is in memory
+    // then) reaches (SIM-BOUNDS): the model walks each chain once.
+    for (const q of [RX_QUEUE, TX_QUEUE] as const) {
+      const ring = this.rings[q]!;
+      shadowWithSpec(
+        ctx,
+        this.device.queues[q]!,
+        this.mem,
+        `${opts.label || opts.name} ${q === RX_QUEUE ? "RX" : "TX"} queue`,
+        {
+          beforePop: (popped) => {
+            if (popped !== null) this.guard.allowWalked(this.spec, ring, popped.head, popped.walk);
+          },
+        },
+      );
+    }
     const p = `${opts.name}.`;
     const l = opts.label === "" ? "" : `${opts.label}: `;
     const mx = ctx.metrics;
@@ -202,8 +216,6 @@ export class NetRig {
       const head = this.rx.add(segs, false, 0);
       if (head < 0) break;
       this.hooks.corruptRx?.(this, head);
-      // SIM-BOUNDS: the device may touch what this chain (as written) reaches.
-      if (ctx.oracle) this.guard.allowWalk(this.spec, this.rings[RX_QUEUE]!, head);
       added++;
     }
     if (added > 0) this.publishKick(this.rx, "rx");
@@ -265,7 +277,6 @@ export class NetRig {
       }
       const broke = this.hooks.corruptTx?.(this, head, seq) ?? null;
       if (broke?.lost === true) this.lostOnPurpose.add(seq);
-      if (ctx.oracle) this.guard.allowWalk(this.spec, this.rings[TX_QUEUE]!, head);
       if (this.opts.loopback) this.expected.push({ seq, bytes: frame });
       sent++;
       this.sent++;

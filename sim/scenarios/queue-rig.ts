@@ -11,6 +11,7 @@
 import { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
+import type { SpecPopped } from "../../spec/queue.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { GuestRam } from "../guest/ram.ts";
 import {
@@ -100,8 +101,25 @@ export const fnv = (h: number, bytes: Uint8Array): number => {
   return h >>> 0;
 };
 
-/** The byte the device writes at `off` of the writable part of chain `seq`. */
-const patternByte = (seq: number, off: number): number => (seq * 7 + off * 13 + (off >>> 8)) & 0xff;
+/**
+ * The bytes of a run: random (from the seed), drawn once; chain `seq` carries the stretch
+ * of it starting at `outStart(seq)` in its readable part, and the device writes the stretch
+ * at `inStart(seq)` into its writable part. Both sides copy and compare whole stretches
+ * (memcpy, memcmp), so checking every byte costs little.
+ */
+const NOISE_SPAN = 1 << 16;
+const outStart = (seq: number): number => (seq * 4099) % NOISE_SPAN;
+const inStart = (seq: number): number => (seq * 7919 + 12345) % NOISE_SPAN;
+
+const asBuffer = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** The first index where a and b (same length) differ; -1 when they are equal. */
+const firstDifference = (a: Uint8Array, b: Uint8Array): number => {
+  if (asBuffer(a).equals(asBuffer(b))) return -1;
+  let i = 0;
+  while (a[i] === b[i]) i++;
+  return i;
+};
 
 export interface RigOptions {
   readonly size: number;
@@ -139,7 +157,11 @@ export class QueueRig {
   /** The device's current pace (scenarios vary it in phases): steps left, chains per run. */
   readonly pace = { left: 0, max: 8 };
   private readonly chain: DescriptorChain;
-  private readonly sums: Int32Array;
+  /** The reference model's last pop (oracle on), made just before the device's. */
+  private refPop: SpecPopped | null = null;
+  /** NOISE_SPAN random bytes, then as many more as a slab holds (a stretch never wraps). */
+  private readonly noise: Uint8Array;
+  private readonly ev: { add: number; publish: number; usedPublish: number; serve: number; reap: number };
   /** Device state: running (polling, notifications off) or idle; a kick is pending. */
   running = false;
   kicked = false;
@@ -175,12 +197,29 @@ export class QueueRig {
     this.ring = layoutRings(ringBase, size);
     this.driver = new GuestVirtqueue(this.ram, this.ring, dataBase, drvOpts);
     this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
-    this.port = makeQueuePort(ctx, this.mem, this.ring, opts.eventIdx);
-    this.chain = this.port.newChain();
     this.guard = new BoundsGuard(ctx, this.mem);
+    // The reference model's pop (queue-shadow, before each pop of the device) tells the
+    // bounds guard what the device may touch and gives checkChain its walk: one walk of
+    // the chain by the model, not three.
+    this.port = makeQueuePort(ctx, this.mem, this.ring, opts.eventIdx, {
+      beforePop: (popped) => {
+        this.refPop = popped;
+        if (popped !== null) this.guard.allowWalked(this.spec, this.ring, popped.head, popped.walk);
+      },
+    });
+    this.chain = this.port.newChain();
     this.guard.addRing(this.ring);
     this.spec = specMemoryOf(this.mem);
-    this.sums = new Int32Array(size);
+    this.noise = new Uint8Array(NOISE_SPAN + SLAB);
+    ctx.rng.fill(this.noise);
+    const t = ctx.trace;
+    this.ev = {
+      add: t.kind("add", ["q", "head", "seq", "shape", "descs", "indirect", "out", "in"]),
+      publish: t.kind("publish", ["q", "idx", "kick", "event"]),
+      usedPublish: t.kind("used-publish", ["q", "idx", "irq"]),
+      serve: t.kind("serve", ["q", "head", "read", "written", "end"]),
+      reap: t.kind("reap", ["q", "head", "seq", "len"]),
+    };
     const p = opts.name === "" ? "" : `${opts.name}.`;
     const l = opts.name === "" ? "" : `${opts.name}: `;
     const mx = ctx.metrics;
@@ -218,31 +257,30 @@ export class QueueRig {
       if (head < 0) return -1;
     }
     const buf = this.driver.inFlightAt(head)!;
-    let h = 0x811c9dc5;
+    let off = outStart(buf.seq);
     for (const s of buf.segments) {
       const view = this.ram.bytes(s.addr, s.len);
       if (s.write) view.fill(0);
       else {
-        ctx.rng.fill(view);
-        h = fnv(h, view);
+        view.set(this.noise.subarray(off, off + s.len));
+        off += s.len;
       }
     }
-    this.sums[head] = h | 0;
     this.added++;
     this.m.added!.value++;
     this.m.descs!.value += buf.segments.length;
     if (buf.indirect) this.m.indirect!.value++;
-    if (ctx.trace.on)
-      ctx.trace.event("add", {
-        q: this.opts.name,
-        head,
-        seq: buf.seq,
-        shape,
-        descs: buf.segments.length,
-        indirect: buf.indirect,
-        out: buf.outBytes,
-        in: buf.inBytes,
-      });
+    const t = ctx.trace;
+    if (t.begin(this.ev.add, 8)) {
+      t.str(this.opts.name);
+      t.num(head);
+      t.num(buf.seq);
+      t.str(shape);
+      t.num(buf.segments.length);
+      t.bool(buf.indirect);
+      t.num(buf.outBytes);
+      t.num(buf.inBytes);
+    }
     return head;
   }
 
@@ -252,8 +290,13 @@ export class QueueRig {
     if (this.driver.unpublished === 0) return;
     this.driver.publish();
     const k = this.driver.kickPrepare();
-    if (ctx.trace.on)
-      ctx.trace.event("publish", { q: this.opts.name, idx: k.new, kick: k.need, event: k.event });
+    const t = ctx.trace;
+    if (t.begin(this.ev.publish, 4)) {
+      t.str(this.opts.name);
+      t.num(k.new);
+      t.bool(k.need);
+      t.num(k.event);
+    }
     if (k.need) {
       this.m.kicksSent!.value++;
       this.kicked = true;
@@ -283,7 +326,12 @@ export class QueueRig {
         } says ${expected ? "interrupt" : "suppress"}`,
       );
     }
-    if (ctx.trace.on) ctx.trace.event("used-publish", { q: this.opts.name, idx: newIdx, irq: need });
+    const t = ctx.trace;
+    if (t.begin(this.ev.usedPublish, 3)) {
+      t.str(this.opts.name);
+      t.num(newIdx);
+      t.bool(need);
+    }
     if (need) {
       this.m.irqsSent!.value++;
       this.irqPending = true;
@@ -306,11 +354,8 @@ export class QueueRig {
     try {
       while (done < budget) {
         // The oracle lets the device touch the chain it is about to pop (SIM-BOUNDS): the
-        // head is the ring entry at next_avail, as the guest wrote it.
-        if (ctx.oracle) {
-          const next = this.ram.u16(this.ring.avail + 4 + 2 * (port.nextAvail % this.ring.size));
-          if (next < this.ring.size) this.guard.allowWalk(this.spec, this.ring, next);
-        }
+        // reference model pops first (queue-shadow) and the probe above allows its walk.
+        this.refPop = null;
         const out = port.pop(this.chain);
         if (out.kind === "empty") {
           if (unpublished > 0) {
@@ -378,9 +423,23 @@ export class QueueRig {
     if (buf === undefined && !corrupted) {
       ctx.fail("SIM-CHAIN-MATCH", `device popped head ${head}, which the driver has not made available`);
     }
-    if (ctx.oracle && buf !== undefined && !corrupted) checkChain(ctx, this.spec, this.ring, chain, buf);
-    // Read the readable part, write a pattern into a random prefix of the writable part.
-    let h = 0x811c9dc5;
+    if (ctx.oracle && buf !== undefined && !corrupted) {
+      const ref = this.refPop;
+      checkChain(
+        ctx,
+        this.spec,
+        this.ring,
+        chain,
+        buf,
+        ref !== null && ref.head === head ? ref.walk : undefined,
+      );
+    }
+    // Read the readable part (each byte compared with what the driver wrote there), write
+    // the run's bytes into a random prefix of the writable part.
+    const check = !corrupted && buf !== undefined;
+    const seq = buf?.seq ?? 0;
+    const noise = this.noise;
+    const outAt = outStart(seq);
     let read = 0;
     let writable = 0;
     for (let ok = chain.rewind(); ok; ok = chain.advance()) {
@@ -388,26 +447,43 @@ export class QueueRig {
       else {
         const v = this.mem.slice(chain.addr, chain.len);
         if (v !== undefined) {
-          h = fnv(h, v);
+          if (check) {
+            const at = outAt + read;
+            if (read + v.length > buf.outBytes || firstDifference(v, noise.subarray(at, at + v.length)) >= 0)
+              ctx.fail(
+                "SIM-CHAIN-MATCH",
+                `head ${head} seq ${seq}: the device read bytes the driver did not write`,
+              );
+          }
           read += chain.len;
         }
       }
     }
     const end = chain.end;
-    const seq = buf?.seq ?? 0;
+    if (check && read !== buf.outBytes)
+      ctx.fail(
+        "SIM-CHAIN-MATCH",
+        `head ${head} seq ${seq}: the device read ${read} bytes, the driver wrote ${buf.outBytes}`,
+      );
     let written = 0;
     if (end === null) {
       const want = ctx.rng.int(writable + 1);
+      const inAt = inStart(seq);
       for (let ok = chain.rewindWritable(); ok && written < want; ok = chain.advanceWritable()) {
         const n = Math.min(chain.len, want - written);
         const v = this.mem.slice(chain.addr, n, true);
         if (v === undefined) break;
-        for (let i = 0; i < n; i++) v[i] = patternByte(seq, written + i);
+        // A well-formed chain's writable room fits a slab (the stretch never wraps); a
+        // hostile one may name more, written stretch after stretch.
+        for (let done = 0; done < n;) {
+          const k = Math.min(n - done, SLAB);
+          let from = inAt + written + done;
+          if (from + k > noise.length) from %= NOISE_SPAN;
+          v.set(noise.subarray(from, from + k), done);
+          done += k;
+        }
         written += n;
       }
-    }
-    if (!corrupted && buf !== undefined && (h | 0) !== this.sums[head]) {
-      ctx.fail("SIM-CHAIN-MATCH", `head ${head} seq ${seq}: the device read bytes the driver did not write`);
     }
     if (!this.port.addUsed(head, written)) {
       ctx.fail("SIM-USED-ID", `the queue refused add_used for head ${head} it just popped`);
@@ -418,14 +494,14 @@ export class QueueRig {
     this.m.bytesOut!.value += read;
     this.m.bytesIn!.value += written;
     this.m.bytes!.value += read + written;
-    if (ctx.trace.on)
-      ctx.trace.event("serve", {
-        q: this.opts.name,
-        head,
-        read,
-        written,
-        end: end === null ? null : end._tag,
-      });
+    const t = ctx.trace;
+    if (t.begin(this.ev.serve, 5)) {
+      t.str(this.opts.name);
+      t.num(head);
+      t.num(read);
+      t.num(written);
+      t.strOrNull(end === null ? null : end._tag);
+    }
     ctx.clock.advance(0.2 + (read + written) / 10_000);
   }
 
@@ -453,7 +529,13 @@ export class QueueRig {
       n++;
       this.completed++;
       this.m.completed!.value++;
-      if (ctx.trace.on) ctx.trace.event("reap", { q: this.opts.name, head: buf.head, seq: buf.seq, len });
+      const t = ctx.trace;
+      if (t.begin(this.ev.reap, 4)) {
+        t.str(this.opts.name);
+        t.num(buf.head);
+        t.num(buf.seq);
+        t.num(len);
+      }
     }
     return n;
   }
@@ -461,21 +543,18 @@ export class QueueRig {
   /** SIM-DELIVERY: the first `len` writable bytes are what the device wrote. */
   private checkWritten(buf: InFlight, len: number): void {
     let off = 0;
+    const at = inStart(buf.seq);
     for (const s of buf.segments) {
       if (!s.write || off >= len) continue;
       const n = Math.min(s.len, len - off);
       const v = this.ram.bytes(s.addr, n);
-      for (let i = 0; i < n; i++) {
-        if (v[i] !== patternByte(buf.seq, off + i)) {
-          this.ctx.fail(
-            "SIM-DELIVERY",
-            `head ${buf.head} seq ${buf.seq}: writable byte ${off + i} is ${v[i]}, the device wrote ${patternByte(
-              buf.seq,
-              off + i,
-            )}`,
-          );
-        }
-      }
+      const want = this.noise.subarray(at + off, at + off + n);
+      const i = firstDifference(v, want);
+      if (i >= 0)
+        this.ctx.fail(
+          "SIM-DELIVERY",
+          `head ${buf.head} seq ${buf.seq}: writable byte ${off + i} is ${v[i]}, the device wrote ${want[i]}`,
+        );
       off += n;
     }
   }

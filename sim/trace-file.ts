@@ -1,0 +1,100 @@
+/**
+ * The trace on disk: written in the background while a run goes (gzip on libuv's thread
+ * pool; the engine waits only when the writer falls more than WRITE_AHEAD behind), and read
+ * back as JSON lines by `npx tsx sim trace FILE`.
+ */
+import { createReadStream, createWriteStream } from "node:fs";
+import { once } from "node:events";
+import { finished } from "node:stream/promises";
+import { createGunzip, createGzip } from "node:zlib";
+import type { Writable } from "node:stream";
+import { TraceDecoder, type TraceSink } from "./trace.ts";
+
+export type TraceMode = "gz" | "raw" | "jsonl" | "none";
+export const TRACE_MODES: readonly TraceMode[] = ["gz", "raw", "jsonl", "none"];
+export const TRACE_FILES = { gz: "trace.bin.gz", raw: "trace.bin", jsonl: "trace.jsonl" } as const;
+
+/** Bytes the writer may hold before the run waits for it (memory stays flat). */
+const WRITE_AHEAD = 4 << 20;
+
+export interface TraceWriter {
+  readonly sink: TraceSink;
+  /** Ends the file; rejects with the first write error, if any. */
+  close(): Promise<void>;
+  /** Stops writing (the run failed or was interrupted); the file is left as it is. */
+  abort(): void;
+}
+
+export const openTraceWriter = (path: string, mode: Exclude<TraceMode, "none">): TraceWriter => {
+  const file = createWriteStream(path, { highWaterMark: WRITE_AHEAD });
+  let failure: Error | null = null;
+  const fail = (e: Error): void => {
+    failure ??= e;
+  };
+  file.on("error", fail);
+  let head: Writable = file;
+  if (mode === "gz") {
+    // Level 1: the stream is already compact; speed matters more than the last few bytes.
+    // (highWaterMark reaches the stream underneath; ZlibOptions does not list it.)
+    const opts = { level: 1, highWaterMark: WRITE_AHEAD };
+    const gz = createGzip(opts);
+    gz.on("error", fail);
+    gz.pipe(file);
+    head = gz;
+  }
+  const decoder = mode === "jsonl" ? new TraceDecoder() : null;
+  const write = (data: Uint8Array | string): void | Promise<void> => {
+    if (failure !== null) return;
+    if (head.write(data)) return;
+    return once(head, "drain").then(
+      () => undefined,
+      () => undefined,
+    );
+  };
+  return {
+    sink: (chunk) => {
+      if (decoder === null) return write(chunk);
+      const lines = decoder.push(chunk);
+      return lines.length === 0 ? undefined : write(lines.join("\n") + "\n");
+    },
+    close: async () => {
+      head.end();
+      await finished(file).catch(fail);
+      if (failure !== null) throw failure;
+    },
+    abort: () => {
+      head.destroy();
+      file.destroy();
+    },
+  };
+};
+
+/**
+ * Reads a trace file (trace.bin or trace.bin.gz, told apart by the gzip magic) and hands
+ * its JSON lines to `out`, a batch at a time.
+ */
+export const readTraceFile = async (
+  path: string,
+  out: (lines: readonly string[]) => void,
+): Promise<number> => {
+  const first = await new Promise<Buffer>((resolve, reject) => {
+    const s = createReadStream(path, { start: 0, end: 1 });
+    const parts: Buffer[] = [];
+    s.on("data", (c) => parts.push(c as Buffer));
+    s.on("error", reject);
+    s.on("end", () => resolve(Buffer.concat(parts)));
+  });
+  const gz = first.length === 2 && first[0] === 0x1f && first[1] === 0x8b;
+  const raw = createReadStream(path);
+  const stream = gz ? raw.pipe(createGunzip()) : raw;
+  raw.on("error", (e) => stream.destroy(e));
+  const decoder = new TraceDecoder();
+  let n = 0;
+  for await (const chunk of stream) {
+    const lines = decoder.push(chunk as Buffer);
+    n += lines.length;
+    if (lines.length > 0) out(lines);
+  }
+  decoder.end();
+  return n;
+};

@@ -15,7 +15,7 @@ import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import { QueueDriver } from "../impl/queue/driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import * as wire from "../wire/split.ts";
-import { opsPerSecond, type BenchFigure, type BenchSuite } from "./harness.ts";
+import { opsPerSecond, row, type BenchFigure, type BenchSuite } from "./harness.ts";
 
 const SIZE = 256;
 // Module-local copies of the wire layout, as in impl/queue: V8 folds a module's own consts into
@@ -349,24 +349,25 @@ const measureCase = async (perChain: number, log: (line: string) => void): Promi
         f = Math.max(f, opsPerSecond(floor, { minMs: 60, repeats: 3 }));
         u = Math.max(u, opsPerSecond(fused, { minMs: 60, repeats: 3 }));
       }
-      const ratio = v / b;
+      const ratio = v / f;
       const what = `pop+addUsed+publish, ${perChain}-descriptor chains, size ${SIZE}`;
       log(
-        `${what}: ${(v / 1e6).toFixed(2)} M chains/s, baseline ${(b / 1e6).toFixed(2)} M, ratio ${ratio.toFixed(2)}`,
+        `${what}: ${(v / 1e6).toFixed(2)} M chains/s, minimal unchecked class ${(f / 1e6).toFixed(2)} M, ratio ${ratio.toFixed(2)} (bare loop ${(b / 1e6).toFixed(2)} M, ratio ${(v / b).toFixed(2)})`,
       );
-      const within = ratio >= 1 / 1.5;
-      figures.push({
-        case: what,
-        value: v,
-        unit: "chains/s",
-        baseline: { name: "bare DataView loop", value: b },
-        ratio,
-        target:
-          perChain === 1
-            ? { text: ">= 5 M chains/s and within 1.5x of baseline", met: v >= 5e6 && within }
-            : { text: "within 1.5x of baseline", met: within },
-        notes: "used.idx published once per batch (one avail.idx batch = the chains the table holds)",
-      });
+      // Issue 18's targets, against the reference a real implementation can reach (the bare
+      // loop's ratio moves with V8's closure specialisation alone: ../shared/PERF-NOTES.md).
+      const goal = perChain === 1 ? 0.9 : 0.8;
+      figures.push(
+        row({
+          case: what,
+          value: v,
+          unit: "chains/s",
+          reference: { name: "the minimal unchecked class", value: f },
+          target: { atLeast: goal },
+          issue: "18",
+          notes: `used.idx published once per batch; bare DataView loop ${(b / 1e6).toFixed(2)} M chains/s (ratio ${(v / b).toFixed(2)})`,
+        }),
+      );
       log(
         `  reference: minimal unchecked class ${(f / 1e6).toFixed(2)} M chains/s, ratio ${(f / b).toFixed(2)}`,
       );

@@ -21,6 +21,10 @@ export interface Mutant {
   readonly alsoBreaks?: Readonly<Record<string, string>>;
 }
 
+const PACKED_ADD_READ =
+  "with IN_ORDER the one used descriptor addUsed writes carries the id PVQ-IN-ORDER names: its answer and the ring read after it are checked for PVQ-ADD-USED and PVQ-IN-ORDER at once (one memory.read)";
+const PACKED_PUBLISH_READ =
+  "the ring read back after packed.publish is checked for PVQ-PUBLISH-USED, PVQ-USED-FLAGS and PVQ-WRAP at once (one memory.read)";
 const NET_RX_READBACK =
   "net.rx reads each RX buffer back whole (header and frame in one memory.read) and charges a difference there to every rule of the case: no per-step rules for the parts yet";
 const IOV_WRITE_READBACK =
@@ -156,10 +160,8 @@ export const MUTANTS: readonly Mutant[] = [
     bug: "the used wrap counter stays 1 past the ring's end, so an odd lap's used descriptors carry AVAIL = USED = 1",
     breaks: "PVQ-WRAP",
     alsoBreaks: {
-      "PVQ-USED-FLAGS":
-        "a used descriptor's AVAIL/USED bits are the wrap counter of its position, so a counter not flipped writes them wrong: the one flags field answers for both rules",
-      "PVQ-PUBLISH-USED":
-        "publish answers null and its flags writes show only in the ring read after it, one memory.read checking PVQ-PUBLISH-USED, PVQ-USED-FLAGS and PVQ-WRAP together (a missing and a wrong flags write give the same bytes)",
+      "PVQ-PUBLISH-USED": PACKED_PUBLISH_READ,
+      "PVQ-USED-FLAGS": PACKED_PUBLISH_READ,
     },
   },
   {
@@ -169,10 +171,9 @@ export const MUTANTS: readonly Mutant[] = [
     bug: "addUsed writes the ring slot as the used descriptor's id instead of the buffer id",
     breaks: "PVQ-ADD-USED",
     alsoBreaks: {
-      "PVQ-IN-ORDER":
-        "with IN_ORDER the one used descriptor addUsed writes carries the id PVQ-IN-ORDER names, so its answer and the ring read after it check both rules",
+      "PVQ-IN-ORDER": PACKED_ADD_READ,
       "PVQ-GUEST-INPUT":
-        "packed.hostile charges every step but its pops and final read-back to PVQ-GUEST-INPUT, the ring read after its addUsed included: no per-step rules there for the device's own writes",
+        "in packed.hostile every exact step but a pop and the final read-back is charged to PVQ-GUEST-INPUT, the ring read after addUsed included",
     },
   },
   {
@@ -194,19 +195,56 @@ const QUEUE_INIT =
   "no mutant yet; queue.initialize's answer is charged to every rule of queue.initialize (ready, size, align, memory, order, inactive, max size): no per-step rules there";
 const WHOLE_CASE = (c: string): string =>
   `no mutant yet; in ${c} a difference is charged to every rule of the case (no per-step rules there), so a mutant would fail them all`;
-const PACKED_POP_STEP =
-  "no mutant yet; in packed.ops a packed.pop answer (the chain, its id, first slot, wrap and slot count) is checked for PVQ-AVAIL, PVQ-CHAIN-NEXT, PVQ-BUFFER-ID, PVQ-POP-ID, PVQ-POP-ADVANCE, PVQ-WRAP, PVQ-INDIRECT and PVQ-DESC-LAYOUT at once, and packed.state for every rule of packed.ops, so a pop bug fails them all";
-const PACKED_HOSTILE_POP =
-  "no mutant yet; in packed.hostile a packed.pop answer is charged to all its walk rules at once (PVQ-GUEST-INPUT, PVQ-AVAIL, PVQ-POP-ID, PVQ-CHAIN-LIMIT, PVQ-INDIRECT-LEN, PVQ-INDIRECT-IN-CHAIN, PVQ-LEN-U32), so a walk bug fails them all";
-const PACKED_INIT =
-  "no mutant yet; in packed.initialize a difference is charged to every rule of the case (ready, size, align, memory, order, inactive, max size): no per-step rules there";
 
 /**
  * Every MUST/SAFETY rule the suite checks and no mutant `breaks`, with why not. With MUTANTS it
  * covers each such rule exactly once (conformance/mutants.test.ts prints the table and fails
  * on a rule in neither, in both, or no longer checked).
  */
+const PACKED_POP =
+  "no mutant yet; a packed.pop answer (id, head, wrap, slots, walk) is checked for PVQ-AVAIL, PVQ-CHAIN-NEXT, PVQ-BUFFER-ID, PVQ-POP-ID, PVQ-POP-ADVANCE, PVQ-WRAP, PVQ-INDIRECT and PVQ-DESC-LAYOUT at once";
+const PACKED_RING_READ =
+  "no mutant of its own; the ring read back after packed.addUsed / packed.publish checks it with the other rules of that write (packed-used-id-from-slot and packed-wrap-not-flipped fail it beside theirs)";
+const PACKED_HOSTILE =
+  "no mutant yet; in packed.hostile a pop answer is charged to every walk-limit rule at once (PVQ-AVAIL, PVQ-POP-ID, PVQ-CHAIN-LIMIT, PVQ-INDIRECT-LEN, PVQ-INDIRECT-IN-CHAIN, PVQ-LEN-U32, PVQ-GUEST-INPUT)";
+const PACKED_INIT =
+  "no mutant yet; packed.initialize's answer is charged to every rule of packed.initialize (ready, size, align, memory, order, inactive, max size): no per-step rules there";
+const PACKED_RESET =
+  "no mutant yet; packed.reset charges a refusal of the inactive queue to PVQ-INACTIVE, initialize to PVQ-INIT-FRESH and the rest to PVQ-RESET";
+const PACKED_NOTIFY =
+  "no mutant yet; the answer and the Device Area read after it are charged to this rule alone";
+
 export const NO_MUTANT: Readonly<Record<string, string>> = {
+  "PVQ-AVAIL": PACKED_POP,
+  "PVQ-BUFFER-ID": PACKED_POP,
+  "PVQ-CHAIN-NEXT": PACKED_POP,
+  "PVQ-POP-ADVANCE": PACKED_POP,
+  "PVQ-POP-ID": PACKED_POP,
+  "PVQ-INDIRECT": PACKED_POP,
+  "PVQ-DESC-LAYOUT": `${PACKED_POP} (the ring read after addUsed is PVQ-ADD-USED's, which names the offsets it writes)`,
+  "PVQ-IN-ORDER": PACKED_RING_READ,
+  "PVQ-PUBLISH-USED": PACKED_RING_READ,
+  "PVQ-USED-FLAGS": PACKED_RING_READ,
+  "PVQ-CHAIN-LIMIT": PACKED_HOSTILE,
+  "PVQ-INDIRECT-LEN": PACKED_HOSTILE,
+  "PVQ-INDIRECT-IN-CHAIN": PACKED_HOSTILE,
+  "PVQ-LEN-U32": PACKED_HOSTILE,
+  "PVQ-GUEST-INPUT": PACKED_HOSTILE,
+  "PVQ-INIT-READY": PACKED_INIT,
+  "PVQ-INIT-SIZE": PACKED_INIT,
+  "PVQ-INIT-ALIGN": PACKED_INIT,
+  "PVQ-INIT-MEMORY": PACKED_INIT,
+  "PVQ-INIT-ORDER": PACKED_INIT,
+  "PVQ-MAX-SIZE": PACKED_INIT,
+  "PVQ-INACTIVE": PACKED_RESET,
+  "PVQ-INIT-FRESH": PACKED_RESET,
+  "PVQ-RESET": PACKED_RESET,
+  "PVQ-UNDO-POP":
+    "no mutant yet; packed.undoPop answers null: a bug shows only at a later pop or state, charged to that step's rules",
+  "PVQ-NOTIFY-DEVICE": PACKED_NOTIFY,
+  "PVQ-TRY-ENABLE": PACKED_NOTIFY,
+  "PVQ-DEVICE-ACCESS":
+    "no mutant yet; the final read-back of memory outside the ring and the Device Area is charged to it alone",
   "MEM-RANGE-ONE-REGION": WHOLE_CASE("memory.access"),
   "MEM-ADDR-U64": WHOLE_CASE("memory.access"),
   "VQ-LAYOUT": POP_STEP,
@@ -281,43 +319,4 @@ export const NO_MUTANT: Readonly<Record<string, string>> = {
   "NET-RX-WRITABLE-ONLY": WHOLE_CASE("net.rx"),
   "NET-RX-ORDER": WHOLE_CASE("net.rx"),
   "NET-RX-NO-ROOM": WHOLE_CASE("net.rx"),
-  // packed ring (conformance/cases/packed.ts)
-  "PVQ-AVAIL": `${PACKED_POP_STEP}; packed.hostile's pops cite it with the walk rules too`,
-  "PVQ-CHAIN-NEXT": PACKED_POP_STEP,
-  "PVQ-BUFFER-ID": PACKED_POP_STEP,
-  "PVQ-POP-ID": `${PACKED_POP_STEP}; a refused pop cites it alone, but a device that accepts the chain instead diverges in every later step`,
-  "PVQ-POP-ADVANCE": PACKED_POP_STEP,
-  "PVQ-INDIRECT": PACKED_POP_STEP,
-  "PVQ-DESC-LAYOUT": `${PACKED_POP_STEP} (the ring read after addUsed is PVQ-ADD-USED's, which names the offsets it writes)`,
-  "PVQ-UNDO-POP": AFTER_EFFECT,
-  "PVQ-IN-ORDER":
-    "no mutant yet; with IN_ORDER each packed.addUsed answer and the ring read after it cite it with PVQ-ADD-USED (one used descriptor answers for both), so an IN_ORDER bug fails PVQ-ADD-USED too",
-  "PVQ-USED-FLAGS":
-    "packed-wrap-not-flipped breaks it beside PVQ-WRAP (a used descriptor's AVAIL/USED bits are its position's wrap counter); no mutant of its WRITE bit yet: the ring read after packed.publish checks it with PVQ-PUBLISH-USED and PVQ-WRAP",
-  "PVQ-PUBLISH-USED":
-    "no mutant yet; packed.publish answers null and what it writes (the flags) shows only in the ring read after it, which checks PVQ-USED-FLAGS and PVQ-WRAP too (packed-wrap-not-flipped fails it there)",
-  "PVQ-NOTIFY-DEVICE":
-    "no mutant yet; the enable/disable answers cite it alone, but what they write to the Device Area shows only in the final read-back, charged to PVQ-DEVICE-ACCESS",
-  "PVQ-TRY-ENABLE":
-    "no mutant yet; its answer cites it alone, but what it writes to the Device Area shows only in the final read-back, charged to PVQ-DEVICE-ACCESS",
-  "PVQ-DEVICE-ACCESS":
-    "no mutant yet; the final read-back cites it alone, but a stray write into the ring also shows in the ring reads after addUsed and publish, and one into the Driver Area may show in a later prepareKick",
-  "PVQ-GUEST-INPUT":
-    "no mutant yet; in packed.hostile every step but the read-back is charged to it (pops with the walk rules): no per-step rules for what a hostile ring breaks",
-  "PVQ-CHAIN-LIMIT": PACKED_HOSTILE_POP,
-  "PVQ-INDIRECT-LEN": PACKED_HOSTILE_POP,
-  "PVQ-INDIRECT-IN-CHAIN": PACKED_HOSTILE_POP,
-  "PVQ-LEN-U32": PACKED_HOSTILE_POP,
-  "PVQ-RESET":
-    "no mutant yet; in packed.reset every step but NotReady refusals and initialize is charged to it (reset, pops, addUsed, state and reads alike), so a mutant of anything else there fails it too",
-  "PVQ-INIT-FRESH":
-    "packed.initialize answers null (or a typed refusal): whether the queue started fresh shows only in later steps of packed.reset (addUsed, state, reads) charged to PVQ-RESET, so no mutant fails it alone",
-  "PVQ-INACTIVE":
-    "no mutant yet; NotReady refusals in packed.ops and packed.reset cite it alone, but in packed.initialize a difference is charged to every rule of the case, and an op that touches memory shows in reads charged to other rules",
-  "PVQ-INIT-READY": PACKED_INIT,
-  "PVQ-INIT-SIZE": PACKED_INIT,
-  "PVQ-INIT-ALIGN": PACKED_INIT,
-  "PVQ-INIT-MEMORY": PACKED_INIT,
-  "PVQ-INIT-ORDER": PACKED_INIT,
-  "PVQ-MAX-SIZE": PACKED_INIT,
 };

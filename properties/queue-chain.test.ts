@@ -23,7 +23,7 @@ import { property } from "./harness.ts";
 import type { RawDescriptor } from "./arbitraries/queue.ts";
 import { buildMemories, inLayout } from "./arbitraries/memory.ts";
 import { queuePlacementArb, ringAddressArb, rawDescriptorArb } from "./arbitraries/queue.ts";
-import { same, show, specOf, walkImpl } from "./arbitraries/chain.ts";
+import { same, show, walkImpl } from "./arbitraries/chain.ts";
 
 const fail = (what: string): never => {
   throw new Error(what);
@@ -66,7 +66,7 @@ describe("descriptor chain properties", () => {
     fc.property(tableCaseArb, ({ q, table, seed, index, planted }) => {
       const { impl } = buildMemories(q.layout, seed);
       plant(impl, table, planted);
-      const spec = specOf(impl);
+      const spec = impl.toSpecMemory(true);
       const chain = DescriptorChain.checkedNew(impl, Number(table), q.size, index);
       const model = specCheckedNew(spec, table, q.size, index);
       if ((chain === undefined) !== (model === undefined))
@@ -158,7 +158,7 @@ describe("descriptor chain properties", () => {
             }),
           );
         }
-        const spec = specOf(impl);
+        const spec = impl.toSpecMemory(true);
         const chain = DescriptorChain.checkedNew(impl, q.descTable, q.size, head);
         const model = specCheckedNew(spec, BigInt(q.descTable), q.size, head);
         if ((chain === undefined) !== (model === undefined)) fail("checkedNew disagrees");

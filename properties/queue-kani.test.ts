@@ -45,7 +45,6 @@ import {
   recording,
   sameMemory,
   snapshotOf,
-  specMemoryOf,
   type Access,
   type BuiltQueue,
   type QueueState,
@@ -273,7 +272,7 @@ describe("Firecracker queue.rs Kani harnesses", () => {
         const config = { size, ready, ...rings };
         q.configure(config);
         const r = q.initialize(mem);
-        const spec = S.initialize(S.configure(S.newQueue(maxSize)!, config), specMemoryOf(mem));
+        const spec = S.initialize(S.configure(S.newQueue(maxSize)!, config), mem.toSpecMemory(true));
         if (!same(r, spec.result)) fail(`initialize ${show(r)}, spec ${show(spec.result)}`);
         if (!same(q.state(), spec.queue)) fail("state differs from the spec's");
         if (r.ok) {
@@ -603,7 +602,10 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
           const usedEvent = u16(q.nextUsed - 1 + eventDelta);
           driver.setUsedEvent(usedEvent);
           driver.setAvailFlags(0);
-          const spec = S.prepareKick(S.setPositions(specOf(q), { numAdded: q.numAdded }), specMemoryOf(mem));
+          const spec = S.prepareKick(
+            S.setPositions(q.state(), { numAdded: q.numAdded }),
+            mem.toSpecMemory(true),
+          );
           const kick = q.prepareKick();
           if (kick !== spec.result) fail("spec disagrees");
           if (!eventIdx && !kick) fail("without EVENT_IDX the device must always notify");
@@ -654,4 +656,3 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
 });
 
 /** The spec's view of an impl queue's state. */
-const specOf = (q: SplitQueue): S.SpecQueue => q.state();

@@ -191,8 +191,6 @@ export interface ParsedDescriptorChain {
   readonly nrIovecs: number;
 }
 
-export const emptyIoVec: SpecIoVec = { segments: [], len: 0 };
-
 export const emptyIoVecMut = (capacity: number = DEFAULT_DEQUE_CAPACITY): SpecIoVecMut => ({
   capacity,
   start: 0,

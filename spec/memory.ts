@@ -110,9 +110,6 @@ export const locate = (
   return err({ _tag: "InvalidGuestAddress", addr, len });
 };
 
-export const isValidRange = (mem: SpecMemory, addr: bigint, len: bigint): boolean =>
-  locate(mem, addr, len).ok;
-
 /** A copy of the bytes [addr, addr+len). */
 export const readBytes = (mem: SpecMemory, addr: bigint, len: number): Result<Uint8Array, MemoryError> => {
   const at = locate(mem, addr, BigInt(len));

@@ -307,6 +307,14 @@ export const packedSteps = (input: PackedInput): Step[] => {
         step("memory.read", { addr: u64(RING), len: 16 * size }, expectOk({ data: toHex(r.value) }), rules),
       );
   };
+  /** The Device Area after a device write to it. */
+  const deviceAreaRead = (rules: readonly string[]): void => {
+    const r = readBytes(mem, DEVICE_AREA, 4);
+    if (q.active && r.ok)
+      steps.push(
+        step("memory.read", { addr: u64(DEVICE_AREA), len: 4 }, expectOk({ data: toHex(r.value) }), rules),
+      );
+  };
   for (const c of input.cmds) {
     switch (c.k) {
       case "avail": {
@@ -461,6 +469,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
             [c.k === "enable" ? "PVQ-NOTIFY-DEVICE" : "PVQ-TRY-ENABLE"],
           ),
         );
+        deviceAreaRead([c.k === "enable" ? "PVQ-NOTIFY-DEVICE" : "PVQ-TRY-ENABLE"]);
         break;
       }
       case "disable": {
@@ -475,6 +484,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
             ["PVQ-NOTIFY-DEVICE"],
           ),
         );
+        deviceAreaRead(["PVQ-NOTIFY-DEVICE"]);
         break;
       }
       case "state":
@@ -503,8 +513,15 @@ export const packedSteps = (input: PackedInput): Step[] => {
     }
   }
   steps.push(step("packed.state", { queue: 0 }, expectOk(packedStateValue(q))));
-  // Nothing written outside the ring's len/id/flags and the Device Area (PVQ-DEVICE-ACCESS).
-  return [...steps, ...readBackSteps(mem).map((s) => ({ ...s, rules: ["PVQ-DEVICE-ACCESS"] }))];
+  // Nothing written outside the ring and the Device Area (PVQ-DEVICE-ACCESS); those two are
+  // read back after each device write, charged to the rule of that write.
+  return [
+    ...steps,
+    ...readBackSteps(mem, [
+      [RING, 16 * size],
+      [DEVICE_AREA, 4],
+    ]).map((s) => ({ ...s, rules: ["PVQ-DEVICE-ACCESS"] })),
+  ];
 };
 
 // ---- initialize -------------------------------------------------------------------------

@@ -308,3 +308,21 @@ describe("u64 guest addresses give typed errors, never a wrong access [MEM-ADDR-
     expect(u64ToBigInt(1, 0x200000)).toBe(2n ** 53n + 1n);
   });
 });
+
+describe("the model's view of guest memory [MEM-REGION-NONEMPTY]", () => {
+  it("toSpecMemory(true) copies the bytes as they are now; toSpecMemory(false) shares them", () => {
+    const m = GuestMemory.of([
+      { base: 0x1000, bytes: new Uint8Array([1, 2, 3]) },
+      { base: 0x8000, bytes: new Uint8Array([4]) },
+    ]);
+    const copy = m.toSpecMemory(true);
+    const shared = m.toSpecMemory(false);
+    expect(copy.regions.map((r) => [r.base, [...r.bytes]])).toEqual([
+      [0x1000n, [1, 2, 3]],
+      [0x8000n, [4]],
+    ]);
+    m.writeU8(0x1001, 9);
+    expect(copy.regions[0]!.bytes[1]).toBe(2);
+    expect(shared.regions[0]!.bytes[1]).toBe(9);
+  });
+});

@@ -12,7 +12,7 @@
  * A u64 read from guest memory above 2^53 may be rounded, but it stays >= 2^53 and so
  * outside every region; error values carry the exact `bigint` where the caller has it.
  */
-import type { MemoryBuildError, MemoryError } from "../../spec/memory.ts";
+import type { MemoryBuildError, MemoryError, SpecMemory } from "../../spec/memory.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 
 export type { MemoryBuildError, MemoryError } from "../../spec/memory.ts";
@@ -78,6 +78,20 @@ export class GuestMemory {
   }
 
   /** Like `create`, for tests and tools that build memory they know is valid. */
+  /**
+   * The reference model's view of these regions (spec/memory.ts): with `copy`, the bytes as
+   * they are now; without, the same bytes (the model never writes, so each of its reads sees
+   * the current contents).
+   */
+  toSpecMemory(copy: boolean): SpecMemory {
+    return {
+      regions: this.regions.map((r) => ({
+        base: BigInt(r.base),
+        bytes: copy ? Uint8Array.from(r.bytes) : r.bytes,
+      })),
+    };
+  }
+
   static of(
     regions: readonly { readonly base: number | bigint; readonly bytes: RegionSource }[],
   ): GuestMemory {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { createMemory, type SpecMemory } from "../../spec/memory.ts";
 import { checkedNew as specCheckedNew, walkChain, splitChain, type ChainError } from "../../spec/queue.ts";
 import {
   DESC_SIZE,
@@ -15,12 +14,6 @@ import { QueueDriver } from "./driver.ts";
 const NEXT = VIRTQ_DESC_F_NEXT;
 const WRITE = VIRTQ_DESC_F_WRITE;
 const INDIRECT = VIRTQ_DESC_F_INDIRECT;
-
-const toSpec = (m: GuestMemory): SpecMemory => {
-  const r = createMemory(m.regions.map((x) => ({ base: BigInt(x.base), bytes: x.bytes })));
-  if (!r.ok) throw new Error(r.error._tag);
-  return r.value;
-};
 
 interface Walked {
   descriptors: { index: number; addr: bigint; len: number; flags: number; next: number; indirect: boolean }[];
@@ -46,7 +39,7 @@ const walk = (c: DescriptorChain): Walked => {
 /** Walks with impl and spec and checks they agree; returns the impl's walk. */
 const both = (m: GuestMemory, table: number, size: number, head: number): Walked => {
   const c = DescriptorChain.checkedNew(m, table, size, head);
-  const spec = toSpec(m);
+  const spec = m.toSpecMemory(true);
   expect(c === undefined).toBe(specCheckedNew(spec, BigInt(table), size, head) === undefined);
   if (c === undefined) throw new Error("head refused");
   const w = walk(c);
@@ -66,7 +59,7 @@ describe("DescriptorChain", () => {
     const q = QueueDriver.at(m, 16, 0);
     const t = q.layout.descTable;
     const spec = (i: number, table = t): boolean =>
-      specCheckedNew(toSpec(m), BigInt(table), 16, i) !== undefined;
+      specCheckedNew(m.toSpecMemory(true), BigInt(table), 16, i) !== undefined;
     expect(DescriptorChain.checkedNew(m, t, 16, 16)).toBeUndefined();
     expect(spec(16)).toBe(false);
     expect(DescriptorChain.checkedNew(m, 0x00ff_ffff_ffff, 16, 0)).toBeUndefined();
@@ -276,7 +269,7 @@ describe("DescriptorChain", () => {
       [0x1000, 0x2000],
       [0x3000, 0x4000],
     ]);
-    const s = splitChain(walkChain(toSpec(m), BigInt(q.layout.descTable), 16, head));
+    const s = splitChain(walkChain(m.toSpecMemory(true), BigInt(q.layout.descTable), 16, head));
     expect([s.readableBytes, s.writableBytes, s.readable.length, s.writable.length]).toEqual([30, 70, 2, 2]);
   });
 
@@ -300,8 +293,8 @@ describe("DescriptorChain", () => {
     // Indices that are not u16 integers are refused by both, never read.
     for (const bad of [-1, 1.5, Number.NaN]) {
       expect(DescriptorChain.checkedNew(m, q.layout.descTable, 8, bad)).toBeUndefined();
-      expect(specCheckedNew(toSpec(m), BigInt(q.layout.descTable), 8, bad)).toBeUndefined();
-      expect(walkChain(toSpec(m), BigInt(q.layout.descTable), 8, bad).end?._tag).toBe(
+      expect(specCheckedNew(m.toSpecMemory(true), BigInt(q.layout.descTable), 8, bad)).toBeUndefined();
+      expect(walkChain(m.toSpecMemory(true), BigInt(q.layout.descTable), 8, bad).end?._tag).toBe(
         "InvalidDescriptorIndex",
       );
     }

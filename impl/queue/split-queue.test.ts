@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { createMemory, type SpecMemory } from "../../spec/memory.ts";
+import type { SpecMemory } from "../../spec/memory.ts";
 import * as S from "../../spec/queue.ts";
 import type { Result } from "../../spec/result.ts";
 import {
@@ -19,11 +19,6 @@ import { PopStatus, SplitQueue, type QueueError } from "./split-queue.ts";
 const NEXT = VIRTQ_DESC_F_NEXT;
 const WRITE = VIRTQ_DESC_F_WRITE;
 
-const toSpec = (m: GuestMemory): SpecMemory => {
-  const r = createMemory(m.regions.map((x) => ({ base: BigInt(x.base), bytes: x.bytes })));
-  if (!r.ok) throw new Error(r.error._tag);
-  return r.value;
-};
 /** The first byte where two memories differ, as "region:offset", or "same". */
 const diff = (a: SpecMemory | GuestMemory, b: SpecMemory | GuestMemory): string => {
   if (a.regions.length !== b.regions.length) return "region count";
@@ -84,7 +79,7 @@ class Pair {
   }
 
   step<A, B>(impl: () => A, spec: (q: S.SpecQueue, m: SpecMemory) => S.Step<B>, view?: (a: A) => unknown): A {
-    const before = toSpec(this.m);
+    const before = this.m.toSpecMemory(true);
     const a = impl();
     const st = spec(this.s, before);
     this.s = st.queue;
@@ -126,7 +121,7 @@ class Pair {
   }
   len(): number {
     const n = this.q.len();
-    expect(n).toBe(S.len(this.s, toSpec(this.m)));
+    expect(n).toBe(S.len(this.s, this.m.toSpecMemory(true)));
     expect(this.q.isEmpty()).toBe(n === 0);
     return n;
   }
@@ -166,7 +161,7 @@ describe("SplitQueue initialize", () => {
       usedRing: cfg.usedRing === undefined ? undefined : BigInt(cfg.usedRing),
     };
     const clean = Object.fromEntries(Object.entries(specCfg).filter(([, v]) => v !== undefined));
-    const s = S.initialize(S.configure(S.newQueue(16)!, clean), toSpec(m));
+    const s = S.initialize(S.configure(S.newQueue(16)!, clean), m.toSpecMemory(true));
     return [q.initialize(m), s.result];
   };
   const m = GuestMemory.of([
@@ -484,7 +479,7 @@ describe("SplitQueue notifications", () => {
     const p = new Pair(16);
     const get = (): Result<number, QueueError> => {
       const r = p.q.usedEvent();
-      expect(r).toEqual(S.usedEvent(p.s, toSpec(p.m)));
+      expect(r).toEqual(S.usedEvent(p.s, p.m.toSpecMemory(true)));
       return r;
     };
     expect(get()).toEqual({ ok: true, value: 0 });
@@ -500,7 +495,7 @@ describe("SplitQueue notifications", () => {
     for (const slot of [0, 3, 4, -1, 1.5]) {
       const want = slot >>> 0 === slot && slot < 4 ? 7 + slot : -1;
       expect(p.q.readAvailRing(slot)).toBe(want);
-      expect(S.readAvailRing(p.s, toSpec(p.m), slot)).toBe(want);
+      expect(S.readAvailRing(p.s, p.m.toSpecMemory(true), slot)).toBe(want);
     }
     p.q.reset();
     expect(p.q.readAvailRing(0)).toBe(-1);
@@ -516,7 +511,7 @@ describe("SplitQueue notifications", () => {
       );
       expect(p.drv.availEvent()).toBe(v);
       expect(p.q.availEvent()).toEqual({ ok: true, value: v });
-      expect(S.availEvent(p.s, toSpec(p.m))).toEqual({ ok: true, value: v });
+      expect(S.availEvent(p.s, p.m.toSpecMemory(true))).toEqual({ ok: true, value: v });
     }
   });
 

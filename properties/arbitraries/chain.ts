@@ -1,11 +1,8 @@
 /**
  * Helpers shared by properties that walk descriptor chains: the implementation's walk in
- * the reference model's shape (so the two compare with `toEqual` or `sameWalk`), spec
- * memory mirroring impl memory, and the byte ranges a walk may legitimately read.
+ * the reference model's shape (so the two compare with `toEqual` or `sameWalk`) and the byte ranges a walk may legitimately read.
  */
 import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
-import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
-import { createMemory, type SpecMemory } from "../../spec/memory.ts";
 import type { SpecDescriptor, SpecWalk } from "../../spec/queue.ts";
 
 /** Walks `chain` from its first data descriptor to its end, in the spec's `SpecWalk` shape. */
@@ -22,13 +19,6 @@ export const walkImpl = (chain: DescriptorChain): SpecWalk => {
     });
   }
   return { descriptors, end: chain.end };
-};
-
-/** A spec memory with the same regions and (copied) contents as `m`, as it is now. */
-export const specOf = (m: GuestMemory): SpecMemory => {
-  const r = createMemory(m.regions.map((x) => ({ base: BigInt(x.base), bytes: x.bytes })));
-  if (!r.ok) throw new Error(`specOf: ${r.error._tag}`);
-  return r.value;
 };
 
 /** JSON with bigints, for messages and comparisons of plain values. */

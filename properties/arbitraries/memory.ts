@@ -159,9 +159,3 @@ export const lengthArb = (layout: MemoryLayout): fc.Arbitrary<bigint> =>
     { weight: 1, arbitrary: fc.constantFrom(...layout.map((r) => BigInt(r.size))) },
     { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: U64_MAX }) },
   );
-
-/**
- * A u64 read from guest memory as a JS number the way the implementation does: exact below
- * 2^53 and rounded, but never below 2^53, above.
- */
-export const toNumberAddress = (addr: bigint): number => Number(addr);

@@ -151,16 +151,11 @@ export const buildQueueState = (s: QueueState): BuiltQueue => {
   });
   spec = S.setPositions(spec, positions);
   if (s.eventIdx) spec = S.enableNotifSuppression(spec);
-  const specMem = specMemoryOf(mem);
+  const specMem = mem.toSpecMemory(true);
   const sInit = S.initialize(spec, specMem);
   if (!sInit.result.ok) throw new Error(`spec refused a valid queue: ${sInit.result.error._tag}`);
   return { mem, impl, spec: sInit.queue, specMem, placement: p, rings: ringRanges(p) };
 };
-
-/** A spec memory with `mem`'s regions and a copy of its current bytes. */
-export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
-  regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: Uint8Array.from(r.bytes) })),
-});
 
 /** Whether impl memory and spec memory hold the same bytes (native compare: large memories are cheap). */
 export const sameMemory = (mem: GuestMemory, spec: SpecMemory): boolean =>

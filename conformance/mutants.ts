@@ -22,7 +22,7 @@ export interface Mutant {
 }
 
 const PACKED_ADD_READ =
-  "the ring read back after packed.addUsed is checked for PVQ-ADD-USED, PVQ-IN-ORDER and PVQ-DESC-LAYOUT at once (one memory.read)";
+  "with IN_ORDER the one used descriptor addUsed writes carries the id PVQ-IN-ORDER names: its answer and the ring read after it are checked for PVQ-ADD-USED and PVQ-IN-ORDER at once (one memory.read)";
 const PACKED_PUBLISH_READ =
   "the ring read back after packed.publish is checked for PVQ-PUBLISH-USED, PVQ-USED-FLAGS and PVQ-WRAP at once (one memory.read)";
 const NET_RX_READBACK =
@@ -172,7 +172,6 @@ export const MUTANTS: readonly Mutant[] = [
     breaks: "PVQ-ADD-USED",
     alsoBreaks: {
       "PVQ-IN-ORDER": PACKED_ADD_READ,
-      "PVQ-DESC-LAYOUT": PACKED_ADD_READ,
       "PVQ-GUEST-INPUT":
         "in packed.hostile every exact step but a pop and the final read-back is charged to PVQ-GUEST-INPUT, the ring read after addUsed included",
     },
@@ -222,7 +221,7 @@ export const NO_MUTANT: Readonly<Record<string, string>> = {
   "PVQ-POP-ADVANCE": PACKED_POP,
   "PVQ-POP-ID": PACKED_POP,
   "PVQ-INDIRECT": PACKED_POP,
-  "PVQ-DESC-LAYOUT": PACKED_RING_READ,
+  "PVQ-DESC-LAYOUT": `${PACKED_POP} (the ring read after addUsed is PVQ-ADD-USED's, which names the offsets it writes)`,
   "PVQ-IN-ORDER": PACKED_RING_READ,
   "PVQ-PUBLISH-USED": PACKED_RING_READ,
   "PVQ-USED-FLAGS": PACKED_RING_READ,

@@ -297,7 +297,9 @@ export const packedSteps = (input: PackedInput): Step[] => {
   };
   initialize();
   let driver = newDriver();
-  /** The ring as the driver sees it after a device write (PVQ-DESC-LAYOUT and what `rules` say). */
+  /** PVQ-IN-ORDER says what addUsed does only when IN_ORDER is on. */
+  const addUsedRules = input.inOrder ? ["PVQ-ADD-USED", "PVQ-IN-ORDER"] : ["PVQ-ADD-USED"];
+  /** The ring as the driver sees it after a device write, charged to `rules`. */
   const ringRead = (rules: readonly string[]): void => {
     const r = readBytes(mem, RING, 16 * size);
     if (r.ok)
@@ -402,10 +404,11 @@ export const packedSteps = (input: PackedInput): Step[] => {
             "packed.addUsed",
             { queue: 0, id, len: c.len },
             r.result.ok ? expectOk(null) : errExpect(r.result.error),
-            ["PVQ-ADD-USED", "PVQ-IN-ORDER"],
+            addUsedRules,
           ),
         );
-        if (q.active) ringRead(["PVQ-ADD-USED", "PVQ-IN-ORDER", "PVQ-DESC-LAYOUT"]);
+        // What addUsed wrote (len @8, id @12: PVQ-ADD-USED names the offsets itself).
+        if (q.active) ringRead(addUsedRules);
         break;
       }
       case "publish": {

@@ -96,7 +96,7 @@ describe("every command reads its arguments the same way", () => {
     const io = capture();
     expect(await main(["help", "bogus"], io)).toBe(2);
     expect(io.stderr[0]).toBe(
-      'sim help: unknown command "bogus"; valid commands: run, list, smoke, conform, vectors, vhost-user, help',
+      'sim help: unknown command "bogus"; valid commands: run, list, smoke, trace, conform, vectors, vhost-user, help',
     );
     const c = consoleLines();
     expect(await conformanceMain(["help", "bogus"])).toBe(2);

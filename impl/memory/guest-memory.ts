@@ -77,7 +77,6 @@ export class GuestMemory {
     return ok(new GuestMemory(out));
   }
 
-  /** Like `create`, for tests and tools that build memory they know is valid. */
   /**
    * The reference model's view of these regions (spec/memory.ts): with `copy`, the bytes as
    * they are now; without, the same bytes (the model never writes, so each of its reads sees
@@ -92,6 +91,7 @@ export class GuestMemory {
     };
   }
 
+  /** Like `create`, for tests and tools that build memory they know is valid. */
   static of(
     regions: readonly { readonly base: number | bigint; readonly bytes: RegionSource }[],
   ): GuestMemory {

@@ -160,14 +160,9 @@ export class VsockPacket {
     return this.loaded === this.rxData ? this.rxData.writeFrom(src, at, from, to) : 0;
   }
 
-  /** Copies `src` into the data buffer from its start; returns the count written. */
+  /** Copies `src` into the data buffer from its start; returns the count written (RX packets only). */
   writeData(src: Uint8Array): number {
-    return this.writeDataAt(src, 0);
-  }
-
-  /** Copies `src` into the data buffer at `offset`; returns the count written (RX packets only). */
-  writeDataAt(src: Uint8Array, offset: number): number {
-    return this.loaded === this.rxData ? this.rxData.writeFrom(src, offset) : 0;
+    return this.writeDataFrom(src, 0, src.length, 0);
   }
 
   /**

@@ -314,9 +314,3 @@ export const drainEventFd = (io: Fdio, fd: number): number => {
   }
   return Number(new DataView(drainBuf.buffer).getBigUint64(0, true));
 };
-
-/** Open file descriptors of this process (/proc/self/fd), for leak checks. */
-export const openFdCount = async (): Promise<number> => {
-  const { readdir } = await import("node:fs/promises");
-  return (await readdir("/proc/self/fd")).length;
-};

@@ -130,7 +130,9 @@ export const serveConnection = (
         }
         for (let i = 0; i < rings.length; i++) {
           if (poller.revents[i + 1] !== 0) {
-            drainEventFd(io, fds[i + 1]!);
+            // A message of this pass may have closed or replaced the ring's kick fd (and the
+            // number may already name another file): drain only the fd the ring still has.
+            if (session.rings[rings[i]!]!.kick === fds[i + 1]) drainEventFd(io, fds[i + 1]!);
             session.kick(rings[i]!);
           }
         }

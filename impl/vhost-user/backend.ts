@@ -79,15 +79,18 @@ export const serveConnection = (
       let runFiber: Fiber.Fiber<never> | null = null;
       yield* Effect.addFinalizer(() => (runFiber === null ? Effect.void : Fiber.interrupt(runFiber)));
 
+      const stopRun = Effect.suspend(() => {
+        const f = runFiber;
+        runFiber = null;
+        return f === null ? Effect.void : Fiber.interrupt(f);
+      });
       // The device's background loop runs while it is active, and is stopped before reset.
       const syncRun = Effect.gen(function* () {
         const dev = options.device;
         if (dev.isActive && runFiber === null && dev.run !== null) {
           runFiber = yield* Effect.forkChild(dev.run);
-        } else if (!dev.isActive && runFiber !== null) {
-          const f = runFiber;
-          runFiber = null;
-          yield* Fiber.interrupt(f);
+        } else if (!dev.isActive) {
+          yield* stopRun;
         }
       });
 
@@ -112,11 +115,7 @@ export const serveConnection = (
               r.message.request === Req.GET_VRING_BASE ||
               r.message.request === Req.SET_MEM_TABLE ||
               r.message.request === Req.RESET_OWNER;
-            if (stops && runFiber !== null) {
-              const f: Fiber.Fiber<never> = runFiber;
-              runFiber = null;
-              yield* Fiber.interrupt(f);
-            }
+            if (stops) yield* stopRun;
             const h = session.handle(r.message);
             if (h.reply !== null) {
               const s = channel.send(h.reply);
@@ -131,7 +130,9 @@ export const serveConnection = (
         }
         for (let i = 0; i < rings.length; i++) {
           if (poller.revents[i + 1] !== 0) {
-            drainEventFd(io, fds[i + 1]!);
+            // A message of this pass may have closed or replaced the ring's kick fd (and the
+            // number may already name another file): drain only the fd the ring still has.
+            if (session.rings[rings[i]!]!.kick === fds[i + 1]) drainEventFd(io, fds[i + 1]!);
             session.kick(rings[i]!);
           }
         }

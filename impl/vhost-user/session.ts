@@ -92,7 +92,6 @@ type Step = Result<Body | null, SessionError>;
 export class Session {
   readonly rings: RingState[];
   private acked = 0n;
-  private protocolBit = false;
   private protocolFeatures = 0n;
   private owner = false;
   private memory: GuestMemory | null = null;
@@ -276,10 +275,10 @@ export class Session {
       if (!r.ok) return err({ _tag: "FeaturesRejected", acked: value, reason: r.error._tag });
     }
     this.acked = value;
-    this.protocolBit = (value & bit(F_PROTOCOL_FEATURES)) !== 0n;
+    const protocolBit = (value & bit(F_PROTOCOL_FEATURES)) !== 0n;
     // VU-RING-ENABLE: without PROTOCOL_FEATURES rings are enabled from the start.
-    if (!this.protocolBit) for (const r of this.rings) r.enabled = true;
-    this.emit({ _tag: "FeaturesAcked", features: deviceBits, protocolBit: this.protocolBit });
+    if (!protocolBit) for (const r of this.rings) r.enabled = true;
+    this.emit({ _tag: "FeaturesAcked", features: deviceBits, protocolBit });
     return ok(null);
   }
 

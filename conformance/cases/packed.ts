@@ -8,7 +8,7 @@ import fc from "fast-check";
 import type { SpecMemory } from "../../spec/memory.ts";
 import { readBytes } from "../../spec/memory.ts";
 import * as P from "../../spec/packed-queue.ts";
-import type { PackedQueueError, SpecPackedPopped, SpecPackedQueue } from "../../spec/packed-queue.ts";
+import type { SpecPackedPopped, SpecPackedQueue } from "../../spec/packed-queue.ts";
 import type { Json } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import { encodePacked, type RawPackedDescriptor } from "../../properties/arbitraries/packed.ts";
@@ -21,8 +21,8 @@ import {
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
-import type { Expect, Step } from "./types.ts";
-import { defineCase, expectErr, expectOk, step } from "./types.ts";
+import type { Step } from "./types.ts";
+import { defineCase, expectOk, expectResult, step } from "./types.ts";
 
 /** The ring at the table area; the Driver Area and Device Area after it. */
 const RING = TABLE_AREA;
@@ -224,8 +224,6 @@ export const poppedValue = (p: SpecPackedPopped | null): Json => {
   };
 };
 
-const errExpect = (e: PackedQueueError): Expect => expectErr(e._tag);
-
 const configureArgs = (input: PackedInput): Json & Record<string, Json> => ({
   queue: 0,
   maxSize: input.maxSize,
@@ -291,9 +289,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
   const initialize = (): void => {
     const init = P.initialize(q, mem);
     q = init.queue;
-    steps.push(
-      step("packed.initialize", { queue: 0 }, init.result.ok ? expectOk(null) : errExpect(init.result.error)),
-    );
+    steps.push(step("packed.initialize", { queue: 0 }, expectResult(init.result)));
   };
   initialize();
   let driver = newDriver();
@@ -366,7 +362,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
           step(
             "packed.pop",
             { queue: 0 },
-            r.result.ok ? expectOk(poppedValue(r.result.value)) : errExpect(r.result.error),
+            expectResult(r.result, poppedValue),
             r.result.ok
               ? [
                   "PVQ-AVAIL",
@@ -400,12 +396,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
         q = r.queue;
         mem = r.memory;
         steps.push(
-          step(
-            "packed.addUsed",
-            { queue: 0, id, len: c.len },
-            r.result.ok ? expectOk(null) : errExpect(r.result.error),
-            addUsedRules,
-          ),
+          step("packed.addUsed", { queue: 0, id, len: c.len }, expectResult(r.result), addUsedRules),
         );
         // What addUsed wrote (len @8, id @12: PVQ-ADD-USED names the offsets itself).
         if (q.active) ringRead(addUsedRules);
@@ -415,11 +406,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
         const r = P.publishUsed(q, mem);
         q = r.queue;
         mem = r.memory;
-        steps.push(
-          step("packed.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error), [
-            "PVQ-PUBLISH-USED",
-          ]),
-        );
+        steps.push(step("packed.publish", { queue: 0 }, expectResult(r.result), ["PVQ-PUBLISH-USED"]));
         if (q.active) ringRead(["PVQ-PUBLISH-USED", "PVQ-USED-FLAGS", "PVQ-WRAP"]);
         break;
       }
@@ -465,7 +452,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
           step(
             c.k === "enable" ? "packed.enableNotification" : "packed.tryEnableNotification",
             { queue: 0 },
-            r.result.ok ? expectOk(r.result.value) : errExpect(r.result.error),
+            expectResult(r.result, (v) => v),
             [c.k === "enable" ? "PVQ-NOTIFY-DEVICE" : "PVQ-TRY-ENABLE"],
           ),
         );
@@ -477,12 +464,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
         q = r.queue;
         mem = r.memory;
         steps.push(
-          step(
-            "packed.disableNotification",
-            { queue: 0 },
-            r.result.ok ? expectOk(null) : errExpect(r.result.error),
-            ["PVQ-NOTIFY-DEVICE"],
-          ),
+          step("packed.disableNotification", { queue: 0 }, expectResult(r.result), ["PVQ-NOTIFY-DEVICE"]),
         );
         deviceAreaRead(["PVQ-NOTIFY-DEVICE"]);
         break;
@@ -592,38 +574,22 @@ const initSteps = (input: InitInput): Step[] => {
   ];
   const init = P.initialize(q, mem);
   q = init.queue;
-  steps.push(
-    step("packed.initialize", { queue: 0 }, init.result.ok ? expectOk(null) : errExpect(init.result.error)),
-  );
+  steps.push(step("packed.initialize", { queue: 0 }, expectResult(init.result)));
   for (const t of input.then) {
     if (t === "pop") {
       const r = P.pop(q, mem);
       q = r.queue;
-      steps.push(
-        step(
-          "packed.pop",
-          { queue: 0 },
-          r.result.ok ? expectOk(poppedValue(r.result.value)) : errExpect(r.result.error),
-        ),
-      );
+      steps.push(step("packed.pop", { queue: 0 }, expectResult(r.result, poppedValue)));
     } else if (t === "addUsed") {
       const r = P.addUsed(q, mem, 0, 1);
       q = r.queue;
       mem = r.memory;
-      steps.push(
-        step(
-          "packed.addUsed",
-          { queue: 0, id: 0, len: 1 },
-          r.result.ok ? expectOk(null) : errExpect(r.result.error),
-        ),
-      );
+      steps.push(step("packed.addUsed", { queue: 0, id: 0, len: 1 }, expectResult(r.result)));
     } else if (t === "publish") {
       const r = P.publishUsed(q, mem);
       q = r.queue;
       mem = r.memory;
-      steps.push(
-        step("packed.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error)),
-      );
+      steps.push(step("packed.publish", { queue: 0 }, expectResult(r.result)));
     } else if (t === "tryEnable") {
       const r = P.tryEnableNotification(q, mem);
       q = r.queue;
@@ -632,20 +598,14 @@ const initSteps = (input: InitInput): Step[] => {
         step(
           "packed.tryEnableNotification",
           { queue: 0 },
-          r.result.ok ? expectOk(r.result.value) : errExpect(r.result.error),
+          expectResult(r.result, (v) => v),
         ),
       );
     } else if (t === "disable") {
       const r = P.disableNotification(q, mem);
       q = r.queue;
       mem = r.memory;
-      steps.push(
-        step(
-          "packed.disableNotification",
-          { queue: 0 },
-          r.result.ok ? expectOk(null) : errExpect(r.result.error),
-        ),
-      );
+      steps.push(step("packed.disableNotification", { queue: 0 }, expectResult(r.result)));
     } else {
       const r = P.prepareKick(q, mem);
       q = r.queue;

@@ -6,7 +6,7 @@ import fc from "fast-check";
 import type { SpecMemory } from "../../spec/memory.ts";
 import { readBytes, readU16, writeU16 } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
-import type { QueueError, SpecQueue } from "../../spec/queue.ts";
+import type { SpecPopped, SpecQueue } from "../../spec/queue.ts";
 import { VIRTQ_DESC_F_NEXT } from "../../spec/queue.ts";
 import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
@@ -23,7 +23,7 @@ import {
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
 import type { Expect, Step } from "./types.ts";
-import { citing, defineCase, expectErr, expectOk, step } from "./types.ts";
+import { citing, defineCase, expectOk, expectResult, step } from "./types.ts";
 
 const AVAIL = TABLE_AREA + 0x1000n;
 const USED = TABLE_AREA + 0x1800n;
@@ -157,7 +157,9 @@ export const queueArb = (w: Weights, o: { maxLength?: number } = {}): fc.Arbitra
       });
     });
 
-const errExpect = (e: QueueError): Expect => expectErr(e._tag);
+/** queue.pop's answer for what the model popped (null: the ring was empty). */
+const popValue = (p: SpecPopped | null): Json =>
+  p === null ? { popped: false } : { popped: true, head: p.head, chain: walkValue(p.walk) };
 
 export const stateJson = (q: SpecQueue): Json => ({
   maxSize: q.maxSize,
@@ -206,9 +208,7 @@ export const queueSteps = (input: QueueInput): Step[] => {
   steps.push(step("queue.configure", configureArgs(input), expectOk(null)));
   let init = Q.initialize(q, mem);
   q = init.queue;
-  steps.push(
-    step("queue.initialize", { queue: 0 }, init.result.ok ? expectOk(null) : errExpect(init.result.error)),
-  );
+  steps.push(step("queue.initialize", { queue: 0 }, expectResult(init.result)));
   // The driver's own avail.idx (what it last wrote).
   let driverIdx = 0;
   const u16w = (addr: bigint, v: number): void => {
@@ -294,18 +294,12 @@ export const queueSteps = (input: QueueInput): Step[] => {
         q = r.queue;
         if (r.result.ok && r.result.value !== null) lastHead = r.result.value.head;
         steps.push(
-          step(
-            "queue.pop",
-            { queue: 0 },
-            !r.result.ok
-              ? errExpect(r.result.error)
-              : expectOk(
-                  r.result.value === null
-                    ? { popped: false }
-                    : { popped: true, head: r.result.value.head, chain: walkValue(r.result.value.walk) },
-                ),
-            ["VQ-POP-EMPTY", "VQ-POP-ADVANCE", "VQ-LEN", "VQ-LAYOUT"],
-          ),
+          step("queue.pop", { queue: 0 }, expectResult(r.result, popValue), [
+            "VQ-POP-EMPTY",
+            "VQ-POP-ADVANCE",
+            "VQ-LEN",
+            "VQ-LAYOUT",
+          ]),
         );
         break;
       }
@@ -348,11 +342,7 @@ export const queueSteps = (input: QueueInput): Step[] => {
         const r = Q.publishUsed(q, mem);
         q = r.queue;
         mem = r.memory;
-        steps.push(
-          step("queue.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error), [
-            "VQ-PUBLISH-USED",
-          ]),
-        );
+        steps.push(step("queue.publish", { queue: 0 }, expectResult(r.result), ["VQ-PUBLISH-USED"]));
         if (q.active) {
           // After publish used.idx is next_used whatever the VMM (rust-vmm: already so).
           const idx = readBytes(mem, USED + 2n, 2);
@@ -410,7 +400,7 @@ export const queueSteps = (input: QueueInput): Step[] => {
           step(
             "queue.tryEnableNotification",
             { queue: 0 },
-            r.result.ok ? expectOk(r.result.value) : errExpect(r.result.error),
+            expectResult(r.result, (v) => v),
           ),
         );
         break;
@@ -429,13 +419,7 @@ export const queueSteps = (input: QueueInput): Step[] => {
         steps.push(step("queue.configure", configureArgs(input), expectOk(null)));
         init = Q.initialize(q, mem);
         q = init.queue;
-        steps.push(
-          step(
-            "queue.initialize",
-            { queue: 0 },
-            init.result.ok ? expectOk(null) : errExpect(init.result.error),
-          ),
-        );
+        steps.push(step("queue.initialize", { queue: 0 }, expectResult(init.result)));
         driverIdx = Q.availIdx(q, mem);
         break;
     }
@@ -523,43 +507,21 @@ const initSteps = (input: InitInput): Step[] => {
   ];
   const init = Q.initialize(q, mem);
   q = init.queue;
-  steps.push(
-    step("queue.initialize", { queue: 0 }, init.result.ok ? expectOk(null) : errExpect(init.result.error)),
-  );
+  steps.push(step("queue.initialize", { queue: 0 }, expectResult(init.result)));
   let m = mem;
   for (const t of input.then) {
     if (t === "pop") {
       const r = Q.pop(q, m);
-      steps.push(
-        step(
-          "queue.pop",
-          { queue: 0 },
-          r.result.ok
-            ? expectOk(
-                r.result.value === null
-                  ? { popped: false }
-                  : { popped: true, head: r.result.value.head, chain: walkValue(r.result.value.walk) },
-              )
-            : errExpect(r.result.error),
-        ),
-      );
+      steps.push(step("queue.pop", { queue: 0 }, expectResult(r.result, popValue)));
       q = r.queue;
     } else if (t === "addUsed") {
       const r = Q.addUsed(q, m, 0, 1);
-      steps.push(
-        step(
-          "queue.addUsed",
-          { queue: 0, head: 0, len: 1 },
-          r.result.ok ? expectOk(null) : errExpect(r.result.error),
-        ),
-      );
+      steps.push(step("queue.addUsed", { queue: 0, head: 0, len: 1 }, expectResult(r.result)));
       q = r.queue;
       m = r.memory;
     } else if (t === "publish") {
       const r = Q.publishUsed(q, m);
-      steps.push(
-        step("queue.publish", { queue: 0 }, r.result.ok ? expectOk(null) : errExpect(r.result.error)),
-      );
+      steps.push(step("queue.publish", { queue: 0 }, expectResult(r.result)));
       m = r.memory;
     } else if (t === "tryEnable") {
       const r = Q.tryEnableNotification(q, m);
@@ -567,7 +529,7 @@ const initSteps = (input: InitInput): Step[] => {
         step(
           "queue.tryEnableNotification",
           { queue: 0 },
-          r.result.ok ? expectOk(r.result.value) : errExpect(r.result.error),
+          expectResult(r.result, (v) => v),
         ),
       );
       q = r.queue;

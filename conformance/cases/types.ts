@@ -3,6 +3,7 @@
  * the requests to send and, for each, the outcome the spec model (spec/) says is right.
  */
 import type fc from "fast-check";
+import type { Result } from "../../spec/result.ts";
 import type { Json, JsonObject, Outcome } from "../protocol.ts";
 
 /**
@@ -90,6 +91,11 @@ export const expectOk = (value: Json = null): Expect => ({
 });
 export const expectSafe = (): Expect => ({ safe: true });
 export const expectErr = (tag: string): Expect => ({ outcome: { ok: false, error: { _tag: tag } } });
+/** What a spec result expects: ok with `value` (null unless given), or its error's tag. */
+export const expectResult = <T>(
+  r: Result<T, { readonly _tag: string }>,
+  value: (v: T) => Json = () => null,
+): Expect => (r.ok ? expectOk(value(r.value)) : expectErr(r.error._tag));
 export const step = (op: string, args: JsonObject, expect: Expect, rules?: readonly string[]): Step =>
   rules === undefined ? { op, args, expect } : { op, args, expect, rules };
 

@@ -4,7 +4,7 @@
  */
 import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import type { Json, JsonObject, Outcome, WireError } from "../protocol.ts";
-import { parseU64, parseUint } from "../protocol.ts";
+import { fromHex, parseU64, parseUint } from "../protocol.ts";
 
 /** Thrown by argument helpers; the server turns it into a BadRequest response. */
 export class BadRequest extends Error {}
@@ -73,9 +73,9 @@ export const argBool = (args: JsonObject, name: string, dflt?: boolean): boolean
 
 export const argHex = (args: JsonObject, name: string): Uint8Array => {
   const v = args[name];
-  if (typeof v !== "string" || v.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(v))
-    throw new BadRequest(`${name} must be a hex string`);
-  return new Uint8Array(Buffer.from(v, "hex"));
+  const bytes = typeof v === "string" ? fromHex(v) : undefined;
+  if (bytes === undefined) throw new BadRequest(`${name} must be a hex string`);
+  return bytes;
 };
 
 export const argArray = (args: JsonObject, name: string): readonly Json[] => {

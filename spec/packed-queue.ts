@@ -27,23 +27,31 @@ import {
   vringNeedEvent,
   type ChainError,
 } from "./queue.ts";
+import {
+  MAX_PACKED_QUEUE_SIZE,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  RING_EVENT_WRAP,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "../wire/packed.ts";
 import { err, ok, rule, type Result } from "./result.ts";
 
 export type { ChainError } from "./queue.ts";
 
 // The same NEXT, WRITE and INDIRECT bits as the split ring's descriptors (§2.8.13).
 export { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE };
-export const VIRTQ_DESC_F_AVAIL = 1 << 7;
-export const VIRTQ_DESC_F_USED = 1 << 15;
-
-export const RING_EVENT_FLAGS_ENABLE = 0;
-export const RING_EVENT_FLAGS_DISABLE = 1;
-export const RING_EVENT_FLAGS_DESC = 2;
-/** off_wrap bit 15: the wrap counter of the event descriptor. */
-export const RING_EVENT_WRAP = 1 << 15;
-
-/** Packed virtqueues have up to 2^15 entries (VIRTIO 1.2 §2.8). */
-export const MAX_PACKED_QUEUE_SIZE = 32768;
+// The packed ring's flag bits, event suppression values and size bound are wire/packed.ts's.
+export {
+  MAX_PACKED_QUEUE_SIZE,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  RING_EVENT_WRAP,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+};
 
 export const RULES = [
   rule(

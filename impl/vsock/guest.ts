@@ -19,15 +19,9 @@
  * A well-behaved guest; hostile packets go out with `sendRaw`, hostile chains with `addChainAt`.
  */
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { GuestRam } from "../../sim/guest/ram.ts";
-import {
-  GuestVirtqueue,
-  layoutRings,
-  type DriverOptions,
-  type InFlight,
-  type RingLayout,
-  type Segment,
-} from "../../sim/guest/virtio-ring.ts";
+import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "../queue/guest-queue.ts";
+import { GuestRam } from "../queue/guest-ram.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import {
   decodeHeader,
   encodeHeader,
@@ -35,7 +29,7 @@ import {
   type VsockHeader,
   type VsockProfileName,
 } from "../../spec/vsock.ts";
-import { DESC_ADDR, DESC_LEN, DESC_NEXT, descOffset } from "../../wire/split.ts";
+import { splitLayoutAt, splitLayoutEnd, type SplitLayout } from "../../wire/split.ts";
 import { featureBit, VIRTIO_F } from "../../wire/features.ts";
 import * as V from "../../wire/vsock.ts";
 import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
@@ -117,7 +111,7 @@ export interface VsockGuestProbe {
   /** It ended; `raised`: the device interrupted for `q`. */
   deviceEnd(q: number, raised: boolean): void;
   /** The driver took back a used buffer and the len the device wrote. */
-  reclaimed(q: number, buf: InFlight, len: number): void;
+  reclaimed(q: number, buf: GuestBuffer, len: number): void;
   /** A used entry that names no buffer in flight (Linux's BAD_RING); the driver stops reaping `q` this round. */
   badUsed(q: number, id: number, reason: string): void;
   /** A packet the device delivered: its header, and the data bytes the device wrote after it. */
@@ -185,6 +179,9 @@ export class GuestSocket extends StreamCredit implements StreamEnds {
   }
 }
 
+/** A segment's length and direction; the driver places it in the chain's slab. */
+type SegmentShape = { readonly len: number; readonly write: boolean };
+
 /** Where data starts in a buffer's slab when the header has its own descriptor (64-byte aligned, as Linux's skb). */
 const DATA_AT = 64;
 /** Event buffers kept posted (each one `struct virtio_vsock_event`, a u32 id). */
@@ -200,8 +197,11 @@ export class VsockGuest {
   readonly memory: GuestMemory;
   readonly ram: GuestRam;
   readonly device: VsockDevice;
-  readonly queues: readonly [GuestVirtqueue, GuestVirtqueue, GuestVirtqueue];
-  readonly rings: readonly [RingLayout, RingLayout, RingLayout];
+  readonly queues: readonly [GuestQueue, GuestQueue, GuestQueue];
+  /** Where each queue's parts lie (what the device is configured with). */
+  readonly layouts: readonly [SplitLayout, SplitLayout, SplitLayout];
+  /** Each queue's buffer space, a slab per id. */
+  private readonly slabs: readonly [BufferSlabs, BufferSlabs, BufferSlabs];
   /** Where the scratch area (options.scratch bytes) starts. */
   readonly scratchBase: number;
   readonly sockets = new Map<string, GuestSocket>();
@@ -243,36 +243,37 @@ export class VsockGuest {
     this.options = options;
     this.probe = probe;
     const size = options.queueSize;
-    const rings: RingLayout[] = [];
+    const layouts: SplitLayout[] = [];
     let at = RINGS_AT;
     for (let i = 0; i < 3; i++) {
-      const l = layoutRings(at, size);
-      rings.push(l);
-      at = l.end + DATA_AT;
+      const l = splitLayoutAt(at, size);
+      layouts.push(l);
+      at = splitLayoutEnd(l, size) + DATA_AT;
     }
-    this.rings = [rings[0]!, rings[1]!, rings[2]!];
-    const queueOpts = (slabBytes: number): DriverOptions => ({
-      eventIdx: options.eventIdx,
-      indirect: false,
-      slabBytes,
-      maxIndirect: 1,
-    });
-    const rxOpts = queueOpts(DATA_AT + options.rxBufSize);
-    const txOpts = queueOpts(DATA_AT + options.txMaxData);
-    const evOpts = queueOpts(EVENT_SLAB);
-    const rxBytes = GuestVirtqueue.bytesNeeded(size, rxOpts);
-    const txBytes = GuestVirtqueue.bytesNeeded(size, txOpts);
-    const evBytes = GuestVirtqueue.bytesNeeded(size, evOpts);
-    this.scratchBase = BUFFERS_AT + rxBytes + txBytes + evBytes;
+    this.layouts = [layouts[0]!, layouts[1]!, layouts[2]!];
+    const slabBytes = [DATA_AT + options.rxBufSize, DATA_AT + options.txMaxData, EVENT_SLAB];
+    const bases: number[] = [];
+    let buffersEnd = BUFFERS_AT;
+    for (const bytes of slabBytes) {
+      bases.push(buffersEnd);
+      buffersEnd += BufferSlabs.bytesNeeded(size, bytes, 1);
+    }
+    this.slabs = [
+      new BufferSlabs(bases[0]!, size, slabBytes[0]!, 1),
+      new BufferSlabs(bases[1]!, size, slabBytes[1]!, 1),
+      new BufferSlabs(bases[2]!, size, slabBytes[2]!, 1),
+    ];
+    this.scratchBase = buffersEnd;
     this.memory = GuestMemory.of([
       { base: RINGS_AT, bytes: new Uint8Array(at - RINGS_AT) },
-      { base: BUFFERS_AT, bytes: new Uint8Array(this.scratchBase + options.scratch - BUFFERS_AT) },
+      { base: BUFFERS_AT, bytes: new Uint8Array(buffersEnd + options.scratch - BUFFERS_AT) },
     ]);
     this.ram = new GuestRam(this.memory);
+    const queueOpts = { eventIdx: options.eventIdx, indirect: false };
     this.queues = [
-      new GuestVirtqueue(this.ram, rings[0]!, BUFFERS_AT, rxOpts),
-      new GuestVirtqueue(this.ram, rings[1]!, BUFFERS_AT + rxBytes, txOpts),
-      new GuestVirtqueue(this.ram, rings[2]!, BUFFERS_AT + rxBytes + txBytes, evOpts),
+      new SplitDriver(this.memory, size, this.layouts[0], queueOpts),
+      new SplitDriver(this.memory, size, this.layouts[1], queueOpts),
+      new SplitDriver(this.memory, size, this.layouts[2], queueOpts),
     ];
     const made = VsockDevice.create(
       this.memory,
@@ -282,14 +283,7 @@ export class VsockGuest {
     if (!made.ok) throw new Error(`vsock guest set-up: the device refused: ${made.error._tag}`);
     this.device = made.value;
     for (let i = 0; i < 3; i++) {
-      const l = this.rings[i]!;
-      this.device.queues[i]!.configure({
-        size,
-        ready: true,
-        descTable: l.desc,
-        availRing: l.avail,
-        usedRing: l.used,
-      });
+      this.device.queues[i]!.configure({ size, ready: true, ...this.layouts[i]! });
     }
     const evt = featureBit(VIRTIO_F.RING_EVENT_IDX);
     this.device.ackFeatures(
@@ -309,9 +303,7 @@ export class VsockGuest {
     const g = new VsockGuest(config, host, { ...DEFAULT_GUEST_OPTIONS, ...options }, probe);
     probe.attached(g);
     g.refillRx();
-    const ev = g.queues[EVENT_QUEUE];
-    for (let i = 0; i < EVENT_BUFFERS; i++)
-      probe.offered(EVENT_QUEUE, ev.add([{ len: EVENT_BYTES, write: true }], false, 0));
+    for (let i = 0; i < EVENT_BUFFERS; i++) g.postEvent();
     g.publishKick(EVENT_QUEUE);
     return g;
   }
@@ -327,7 +319,7 @@ export class VsockGuest {
   // ---- chains (every queue-level call of the driver is in this section)
 
   /** The segments of one packet's chain: header then data, per layout; gaps put data at DATA_AT. */
-  private chainShape(dataLen: number, write: boolean): { segs: Segment[]; gaps: number[] | undefined } {
+  private chainShape(dataLen: number, write: boolean): { segs: SegmentShape[]; gaps: number[] | undefined } {
     const H = V.VSOCK_PKT_HDR_SIZE;
     if (this.options.layout === "single" || dataLen === 0)
       return { segs: [{ len: H + dataLen, write }], gaps: undefined };
@@ -340,11 +332,21 @@ export class VsockGuest {
         gaps: [0, DATA_AT - H],
       };
     // Scatter: the same contiguous bytes, cut into up to three descriptors.
-    const segs: Segment[] = [{ len: H, write }];
+    const segs: SegmentShape[] = [{ len: H, write }];
     const a = Math.ceil(dataLen / 3);
     const b = Math.ceil((dataLen - a) / 2);
     for (const len of [a, b, dataLen - a - b]) if (len > 0) segs.push({ len, write });
     return { segs, gaps: [0, DATA_AT - H] };
+  }
+
+  /** Adds a chain in the slab of the id it gets (not published); NO_ROOM when the ring is full. */
+  private addChain(qi: number, segs: readonly SegmentShape[], gaps?: readonly number[]): number {
+    return this.slabs[qi]!.add(this.queues[qi]!, segs, false, 0, gaps);
+  }
+
+  private postEvent(): void {
+    const id = this.addChain(EVENT_QUEUE, [{ len: EVENT_BYTES, write: true }]);
+    if (id !== NO_ROOM) this.probe.offered(EVENT_QUEUE, id);
   }
 
   /** Keeps the RX buffers posted (up to `rxBuffers`, as many as the ring takes). */
@@ -353,9 +355,9 @@ export class VsockGuest {
     const { segs, gaps } = this.chainShape(this.options.rxBufSize, true);
     let added = 0;
     while (this.rxPosted < this.options.rxBuffers && q.numFree >= segs.length) {
-      const head = q.add(segs, false, 0, gaps);
-      if (head < 0) break;
-      this.probe.offered(RX_QUEUE, head);
+      const id = this.addChain(RX_QUEUE, segs, gaps);
+      if (id === NO_ROOM) break;
+      this.probe.offered(RX_QUEUE, id);
       this.rxPosted++;
       added++;
     }
@@ -377,26 +379,11 @@ export class VsockGuest {
    * When the device uses it, it lands in `foreignUsed`.
    */
   addChainAt(qi: number, bufs: readonly PlacedBuffer[]): number | undefined {
-    const q = this.queues[qi]!;
-    const head = q.add(
-      bufs.map((b) => ({ len: 0, write: b.write })),
-      false,
-      0,
-    );
-    if (head < 0) return undefined;
-    // The queue placed zero-length segments in the head's slab: point its descriptors at the
-    // caller's buffers instead, following the chain the driver just wrote.
-    const desc = this.rings[qi]!.desc;
-    let i = head;
-    for (const b of bufs) {
-      const at = desc + descOffset(i);
-      this.ram.setU64(at + DESC_ADDR, BigInt(b.addr));
-      this.ram.setU32(at + DESC_LEN, b.len);
-      i = this.ram.u16(at + DESC_NEXT);
-    }
-    this.foreign[qi]!.add(head);
+    const id = this.queues[qi]!.add(bufs, 0);
+    if (id === NO_ROOM) return undefined;
+    this.foreign[qi]!.add(id);
     this.publishKick(qi);
-    return head;
+    return id;
   }
 
   /** Queues one packet on TX (not kicked); false when the ring stays full after reclaiming. */
@@ -405,13 +392,13 @@ export class VsockGuest {
     const n = Math.min(data.length, this.options.txMaxData);
     const { segs, gaps } = this.chainShape(n, false);
     if (q.inFlightCount >= this.options.txSlots) this.reapTx();
-    let head = q.inFlightCount < this.options.txSlots ? q.add(segs, false, 0, gaps) : -1;
-    if (head < 0) {
+    let id = q.inFlightCount < this.options.txSlots ? this.addChain(TX_QUEUE, segs, gaps) : NO_ROOM;
+    if (id === NO_ROOM) {
       this.reapTx();
-      head = q.inFlightCount < this.options.txSlots ? q.add(segs, false, 0, gaps) : -1;
-      if (head < 0) return false;
+      id = q.inFlightCount < this.options.txSlots ? this.addChain(TX_QUEUE, segs, gaps) : NO_ROOM;
+      if (id === NO_ROOM) return false;
     }
-    const buf = q.inFlightAt(head)!;
+    const buf = q.inFlightAt(id)!;
     const first = buf.segments[0]!;
     this.ram.write(first.addr, encodeHeader(h));
     if (n > 0)
@@ -419,7 +406,7 @@ export class VsockGuest {
         segs.length === 1 ? first.addr + V.VSOCK_PKT_HDR_SIZE : buf.segments[1]!.addr,
         data.subarray(0, n),
       );
-    this.probe.offered(TX_QUEUE, head);
+    this.probe.offered(TX_QUEUE, id);
     this.sent++;
     this.probe.sent(h);
     return true;
@@ -459,7 +446,7 @@ export class VsockGuest {
   // ---- the guest's interrupt handlers
 
   /** Reaps used buffers of queue `qi` into `each`; stops at a bad used entry (reported to the probe). */
-  private reap(qi: number, each: (buf: InFlight, len: number) => void): void {
+  private reap(qi: number, each: (buf: GuestBuffer, len: number) => void): void {
     const q = this.queues[qi]!;
     for (;;) {
       const g = q.getBuf();
@@ -469,8 +456,7 @@ export class VsockGuest {
         return;
       }
       this.probe.reclaimed(qi, g.buf, g.len);
-      if (this.foreign[qi]!.delete(g.buf.head))
-        this.foreignUsed.push({ q: qi, head: g.buf.head, len: g.len });
+      if (this.foreign[qi]!.delete(g.buf.id)) this.foreignUsed.push({ q: qi, head: g.buf.id, len: g.len });
       else each(g.buf, g.len);
     }
   }
@@ -498,12 +484,11 @@ export class VsockGuest {
   }
 
   private reapEvents(): void {
-    const q = this.queues[EVENT_QUEUE];
     this.reap(EVENT_QUEUE, (buf) => {
       this.events.push(this.ram.u32(buf.segments[0]!.addr));
       // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: every connection is gone.
       for (const s of this.sockets.values()) s.reset = true;
-      this.probe.offered(EVENT_QUEUE, q.add([{ len: EVENT_BYTES, write: true }], false, 0));
+      this.postEvent();
       this.publishKick(EVENT_QUEUE);
     });
   }

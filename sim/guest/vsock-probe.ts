@@ -16,13 +16,14 @@ import {
 } from "../../impl/vsock/guest.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
 import type { VsockHeader } from "../../spec/vsock.ts";
-import { availEventOffset } from "../../wire/split.ts";
+import { splitLayoutEnd, vringNeedEvent } from "../../wire/split.ts";
 import { VSOCK_OP_RW } from "../../wire/vsock.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { shadowWithSpec } from "../device/queue-shadow.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
-import type { InFlight } from "./virtio-ring.ts";
-import { vringNeedEvent } from "./virtio-ring.ts";
+import type { GuestBuffer } from "../../impl/queue/guest-queue.ts";
+import { SplitDriver } from "../../impl/queue/split-driver.ts";
+import type { RingLayout } from "./virtio-ring.ts";
 
 const QUEUE_NAMES = ["RX", "TX", "event"] as const;
 
@@ -32,7 +33,9 @@ export class SimVsockProbe implements VsockGuestProbe {
   private guard: BoundsGuard | null = null;
   private spec: SpecMemory | null = null;
   private m: Record<string, Metric> = {};
-  private usedBefore = 0;
+  /** The split rings as the bounds guard names them. */
+  private rings: RingLayout[] = [];
+  private pendingBefore = 0;
 
   constructor(ctx: SimContext) {
     this.ctx = ctx;
@@ -50,7 +53,14 @@ export class SimVsockProbe implements VsockGuestProbe {
       shadowWithSpec(ctx, g.device.queues[i]!, g.memory, `vsock ${QUEUE_NAMES[i]} queue`);
     // SIM-BOUNDS: the device may touch the rings and the chains the driver made available.
     const guard = new BoundsGuard(ctx, g.memory);
-    for (const r of g.rings) guard.addRing(r);
+    this.rings = g.layouts.map((l) => ({
+      size: g.options.queueSize,
+      desc: l.descTable,
+      avail: l.availRing,
+      used: l.usedRing,
+      end: splitLayoutEnd(l, g.options.queueSize),
+    }));
+    for (const q of g.queues) for (const a of q.areas()) guard.addRange(a.addr, a.len, a.deviceWrites);
     this.guard = guard;
     this.spec = specMemoryOf(g.memory);
     const mx = ctx.metrics;
@@ -67,7 +77,7 @@ export class SimVsockProbe implements VsockGuestProbe {
   }
 
   offered(q: number, head: number): void {
-    if (this.ctx.oracle && head >= 0) this.guard!.allowWalk(this.spec!, this.guest.rings[q]!, head);
+    if (this.ctx.oracle && head >= 0) this.guard!.allowWalk(this.spec!, this.rings[q]!, head);
   }
 
   published(q: number, kick: boolean, availIdx: number): void {
@@ -78,45 +88,49 @@ export class SimVsockProbe implements VsockGuestProbe {
   }
 
   deviceStart(q: number): void {
-    this.usedBefore = this.guest.queues[q]!.usedIdx;
+    this.pendingBefore = this.guest.queues[q]!.usedPending();
     this.guard!.arm(`vsock ${QUEUE_NAMES[q]} device`);
   }
 
-  /** SIM-KICK-GATE: with EVENT_IDX, vring_need_event(used_event, new, old); without, unless NO_INTERRUPT. */
+  /**
+   * SIM-KICK-GATE: with EVENT_IDX, vring_need_event over the used entries the pass published
+   * (counted from the driver's last reclaimed one, where the driver's event index lies at the
+   * queue's interrupt threshold); without, an interrupt unless callbacks are off.
+   */
   deviceEnd(q: number, raised: boolean): void {
     this.guard!.disarm();
     const ctx = this.ctx;
     const g = this.guest;
     const queue = g.queues[q]!;
-    const before = this.usedBefore;
-    const after = queue.usedIdx;
+    const before = this.pendingBefore;
+    const after = queue.usedPending();
     if (after === before) return;
     if (ctx.oracle && g.options.eventIdx) {
-      const ev = queue.usedEvent;
+      const ev = queue.interruptThreshold();
       const want = vringNeedEvent(ev, after, before);
       if (want !== raised)
         ctx.fail(
           "SIM-KICK-GATE",
-          `vsock ${QUEUE_NAMES[q]}: used ${before}->${after}, used_event ${ev}: device ${raised ? "interrupted" : "did not interrupt"}, vring_need_event says ${want ? "interrupt" : "suppress"}`,
+          `vsock ${QUEUE_NAMES[q]}: used entries unseen ${before}->${after}, the driver's event at ${ev}: device ${raised ? "interrupted" : "did not interrupt"}, vring_need_event says ${want ? "interrupt" : "suppress"}`,
         );
     } else if (ctx.oracle && !raised && queue.callbacksEnabled) {
       ctx.fail(
         "SIM-KICK-GATE",
-        `vsock ${QUEUE_NAMES[q]}: used ${before}->${after} with interrupts on and no interrupt`,
+        `vsock ${QUEUE_NAMES[q]}: used entries unseen ${before}->${after} with interrupts on and no interrupt`,
       );
     }
     if (raised) this.m.irqsSent!.value++;
     else this.m.irqsSuppressed!.value++;
   }
 
-  reclaimed(q: number, buf: InFlight, len: number): void {
-    this.guard!.release(this.guest.rings[q]!, buf.head);
+  reclaimed(q: number, buf: GuestBuffer, len: number): void {
+    this.guard!.release(this.rings[q]!, buf.id);
     if (len <= buf.inBytes) return;
     this.ctx.fail(
       "SIM-USED-LEN",
       q === TX_QUEUE
-        ? `vsock TX head ${buf.head}: used len ${len}, no writable bytes`
-        : `vsock ${QUEUE_NAMES[q]} head ${buf.head}: used len ${len} > writable ${buf.inBytes}`,
+        ? `vsock TX head ${buf.id}: used len ${len}, no writable bytes`
+        : `vsock ${QUEUE_NAMES[q]} head ${buf.id}: used len ${len} > writable ${buf.inBytes}`,
     );
   }
 
@@ -149,23 +163,24 @@ export class SimVsockProbe implements VsockGuestProbe {
     const g = this.guest;
     const txq = g.device.queues[TX_QUEUE];
     if (!g.kicked[TX_QUEUE] && txq.len() !== 0) {
-      const ring = g.rings[TX_QUEUE];
-      const availEvent = g.ram.u16(ring.used + availEventOffset(ring.size));
+      const tx = g.queues[TX_QUEUE];
+      // Split-ring detail for the message: where the device asked to be kicked.
+      const split = tx instanceof SplitDriver ? tx : null;
+      const availEvent = split?.availEvent() ?? -1;
       const hint =
         g.options.eventIdx && availEvent === 0 && txq.nextAvail > 0
           ? "; with EVENT_IDX the driver kicks only when avail.idx passes avail_event, and the device has never written avail_event (VIRTIO 1.2 §2.7.10)"
           : "";
       ctx.fail(
         "SIM-NO-STALL",
-        `vsock TX: ${txq.len()} packets available, the device is idle and no kick is pending (avail_event ${availEvent}, avail.idx ${g.queues[TX_QUEUE].publishedIdx}, device next_avail ${txq.nextAvail})${hint}`,
+        `vsock TX: ${txq.len()} packets available, the device is idle and no kick is pending (avail_event ${availEvent}, avail.idx ${split?.readAvailIdx() ?? "-"}, device next_avail ${txq.nextAvail})${hint}`,
       );
     }
     for (let qi = RX_QUEUE; qi <= EVENT_QUEUE; qi++) {
       const q = g.queues[qi]!;
       if (!q.callbacksEnabled || g.irq[qi]) continue;
-      const pending = (q.usedIdx - q.lastUsed) & 0xffff;
-      const threshold = g.options.eventIdx ? (q.usedEvent - q.lastUsed) & 0xffff : 0;
-      if (pending > threshold)
+      const pending = q.usedPending();
+      if (pending > q.interruptThreshold())
         ctx.fail(
           "SIM-NO-STALL",
           `vsock ${QUEUE_NAMES[qi]}: ${pending} used buffers unseen and no interrupt pending`,

@@ -7,7 +7,7 @@ import { describe, expect } from "vitest";
 import type { VsockConnection } from "../impl/vsock/connection.ts";
 import { VsockGuest, type GuestSocket } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
-import { streamHeader } from "../impl/vsock/stream-credit.ts";
+import { streamHeader } from "../impl/vsock/credit.ts";
 import { nextState, type VsockProfileName } from "../spec/vsock.ts";
 import {
   VSOCK_FLAGS_SHUTDOWN_RCV,

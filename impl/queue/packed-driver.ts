@@ -12,7 +12,8 @@
  * testing for). Hostile guests are modelled with the raw `writeSlot` / `set*` methods.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import type { DriverBuffer, QueueLayout } from "./driver.ts";
+import type { DriverBuffer } from "./split-driver.ts";
+import { vringNeedEvent, type SplitLayout as QueueLayout } from "../../wire/split.ts";
 import {
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
@@ -25,9 +26,8 @@ import {
   VIRTQ_DESC_F_WRITE,
   eventIndex,
 } from "../../spec/packed-queue.ts";
-import { vringNeedEvent } from "./driver.ts";
 
-export type { DriverBuffer, QueueLayout } from "./driver.ts";
+export type { DriverBuffer } from "./split-driver.ts";
 
 /** A completed buffer: its id and the len the device wrote (`skipped`: completed by a later in-order used descriptor). */
 export interface PackedUsedEntry {

@@ -69,7 +69,7 @@ const post = (g: NetGuest, k: number, c: ChainPick, firstDesc: number): { posted
     drv.pushAvail(firstDesc);
     return { posted: { head: firstDesc, broken: true, writable: [], readable: [] }, descs: 1 };
   }
-  if (c.kind === "badNext") {
+  if (c.kind !== "ok") {
     drv.writeDescriptor(firstDesc, { addr: slot, len: 200, flags: WRITE | NEXT, next: firstDesc + 1 });
     drv.writeDescriptor(firstDesc + 1, { addr: slot + 200, len: 10, flags: WRITE | NEXT, next: QSIZE + 5 });
     drv.pushAvail(firstDesc);

@@ -22,6 +22,7 @@ import type { Metric, SimContext } from "../engine.ts";
 import { shadowWithSpec } from "../device/queue-shadow.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
 import type { DeviceQueue } from "../../impl/queue/device-queue.ts";
+import { PackedQueue } from "../../impl/queue/packed-queue.ts";
 import { SplitQueue } from "../../impl/queue/split-queue.ts";
 import type { GuestBuffer } from "../../impl/queue/guest-queue.ts";
 import { SplitDriver } from "../../impl/queue/split-driver.ts";
@@ -168,19 +169,20 @@ export class SimVsockProbe implements VsockGuestProbe {
     if (!ctx.oracle) return;
     const g = this.guest;
     const txq = g.device.queues[TX_QUEUE];
-    if (!(txq instanceof SplitQueue)) return;
-    if (!g.kicked[TX_QUEUE] && txq.len() !== 0) {
+    const split = txq instanceof SplitQueue ? txq : null;
+    const waiting = split !== null ? !split.isEmpty() : txq instanceof PackedQueue && !txq.isEmpty();
+    if (!g.kicked[TX_QUEUE] && waiting) {
       const tx = g.queues[TX_QUEUE];
       // Split-ring detail for the message: where the device asked to be kicked.
-      const split = tx instanceof SplitDriver ? tx : null;
-      const availEvent = split?.availEvent() ?? -1;
+      const driver = tx instanceof SplitDriver ? tx : null;
+      const availEvent = driver?.availEvent() ?? -1;
       const hint =
         g.options.eventIdx && availEvent === 0 && txq.nextAvail > 0
           ? "; with EVENT_IDX the driver kicks only when avail.idx passes avail_event, and the device has never written avail_event (VIRTIO 1.2 §2.7.10)"
           : "";
       ctx.fail(
         "SIM-NO-STALL",
-        `vsock TX: ${txq.len()} packets available, the device is idle and no kick is pending (avail_event ${availEvent}, avail.idx ${split?.readAvailIdx() ?? "-"}, device next_avail ${txq.nextAvail})${hint}`,
+        `vsock TX: ${split?.len() ?? "some"} packets available, the device is idle and no kick is pending (${driver === null ? "" : `avail_event ${availEvent}, avail.idx ${driver.readAvailIdx()}, `}device next_avail ${txq.nextAvail})${hint}`,
       );
     }
     for (let qi = RX_QUEUE; qi <= EVENT_QUEUE; qi++) {

@@ -7,8 +7,9 @@ import { describe, expect } from "vitest";
 import type { VsockConnection } from "../impl/vsock/connection.ts";
 import { VsockGuest, type GuestSocket } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
+import { nextState, type VsockHeader, type VsockProfileName } from "../spec/vsock.ts";
+import { property } from "./harness.ts";
 import {
-  nextState,
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
   VSOCK_HOST_CID,
@@ -16,10 +17,7 @@ import {
   VSOCK_OP_CREDIT_UPDATE,
   VSOCK_OP_SHUTDOWN,
   VSOCK_TYPE_STREAM,
-  type VsockHeader,
-  type VsockProfileName,
-} from "../spec/vsock.ts";
-import { property } from "./harness.ts";
+} from "../wire/vsock.ts";
 
 type Cmd =
   | { readonly k: "gw"; readonly c: number; readonly n: number }

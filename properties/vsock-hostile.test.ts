@@ -6,8 +6,9 @@ import fc from "fast-check";
 import { describe, expect } from "vitest";
 import { VsockGuest } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
-import { VSOCK_HOST_CID, type VsockHeader, type VsockProfileName } from "../spec/vsock.ts";
+import { type VsockHeader, type VsockProfileName } from "../spec/vsock.ts";
 import { property } from "./harness.ts";
+import { VSOCK_HOST_CID } from "../wire/vsock.ts";
 
 const GOOD_PORT = 80;
 const CID = 3n;

@@ -5,12 +5,12 @@
  * device wrote. Tests, properties, the benchmark and the simulator drive a `NetDevice`
  * with it; hostile guests use `txDriver` / `rxDriver` (impl/queue QueueDriver) directly.
  */
-import { F } from "../../spec/net.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { QueueDriver, layoutAt, layoutEnd, type DriverBuffer, type UsedEntry } from "../queue/driver.ts";
 import type { NetDevice } from "./device.ts";
 import { RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { decodeNetHeader, type NetHeader } from "./header.ts";
+import { VIRTIO_NET_F as F } from "../../wire/features.ts";
 
 export interface NetGuestOptions {
   readonly queueSize?: number;

@@ -10,7 +10,7 @@
  * `write*`/`set*` methods.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./descriptor-chain.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 /** One buffer of a chain, as the driver hands it to the device. */
 export interface DriverBuffer {

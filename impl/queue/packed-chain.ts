@@ -13,11 +13,17 @@
  *     if (chain.end !== null) ... // why the walk stopped early
  */
 import { GuestMemory, u64ToBigInt, u64ToNumber } from "../memory/guest-memory.ts";
-import { MAX_CHAIN_BYTES, MAX_INDIRECT_ENTRIES, type ChainError } from "../../spec/queue.ts";
+import { type ChainError } from "../../spec/queue.ts";
 import type { ChainLengths } from "./descriptor-chain.ts";
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../spec/packed-queue.ts";
 
 export type { ChainError } from "../../spec/queue.ts";
+import {
+  MAX_CHAIN_BYTES,
+  MAX_INDIRECT_ENTRIES,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from "../../wire/split.ts";
 
 const MAX_INDIRECT_LEN = MAX_INDIRECT_ENTRIES * 16; // PVQ-INDIRECT-LEN
 

@@ -13,21 +13,19 @@
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import type { DriverBuffer, QueueLayout } from "./driver.ts";
+import { eventIndex } from "../../spec/packed-queue.ts";
+import { vringNeedEvent } from "./driver.ts";
+
+export type { DriverBuffer, QueueLayout } from "./driver.ts";
 import {
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
   RING_EVENT_FLAGS_ENABLE,
   RING_EVENT_WRAP,
   VIRTQ_DESC_F_AVAIL,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_USED,
-  VIRTQ_DESC_F_WRITE,
-  eventIndex,
-} from "../../spec/packed-queue.ts";
-import { vringNeedEvent } from "./driver.ts";
-
-export type { DriverBuffer, QueueLayout } from "./driver.ts";
+} from "../../wire/packed.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 /** A completed buffer: its id and the len the device wrote (`skipped`: completed by a later in-order used descriptor). */
 export interface PackedUsedEntry {

@@ -17,16 +17,6 @@
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import {
-  MAX_PACKED_QUEUE_SIZE,
-  RING_EVENT_FLAGS_DESC,
-  RING_EVENT_FLAGS_DISABLE,
-  RING_EVENT_FLAGS_ENABLE,
-  RING_EVENT_WRAP,
-  VIRTQ_DESC_F_AVAIL,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_USED,
-  VIRTQ_DESC_F_WRITE,
   type EventSuppression,
   type InFlight,
   type PackedQueueError,
@@ -38,6 +28,16 @@ import { PopStatus } from "./split-queue.ts";
 
 export type { EventSuppression, PackedQueueError, SpecPackedQueue } from "../../spec/packed-queue.ts";
 export { PopStatus } from "./split-queue.ts";
+import {
+  MAX_PACKED_QUEUE_SIZE,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  RING_EVENT_WRAP,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "../../wire/packed.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 const NOT_READY: PackedQueueError = Object.freeze({ _tag: "NotReady" });
 const ERR_NOT_READY = Object.freeze(err(NOT_READY));

@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
+import { peerFree, U64_MAX, type VsockHeader } from "../../spec/vsock.ts";
+import { VsockDevice } from "./device.ts";
+import { VsockGuest } from "./guest.ts";
+import { MemoryHost } from "./memory-host.ts";
 import {
-  peerFree,
-  U64_MAX,
   VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
@@ -15,11 +17,7 @@ import {
   VSOCK_OP_RW,
   VSOCK_OP_SHUTDOWN,
   VSOCK_TYPE_STREAM,
-  type VsockHeader,
-} from "../../spec/vsock.ts";
-import { VsockDevice } from "./device.ts";
-import { VsockGuest } from "./guest.ts";
-import { MemoryHost } from "./memory-host.ts";
+} from "../../wire/vsock.ts";
 
 const CID = 3n;
 const setup = (opts: Parameters<typeof VsockGuest.create>[2] = {}, muxer = {}) => {

@@ -8,9 +8,11 @@
  */
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { layoutAt, QueueDriver, type QueueLayout } from "../queue/driver.ts";
+import { inFlight, peerFree, type VsockHeader } from "../../spec/vsock.ts";
+import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice, type VsockDeviceConfig } from "./device.ts";
+import { VsockHeaderView } from "./header.ts";
+import type { HostPort } from "./muxer.ts";
 import {
-  inFlight,
-  peerFree,
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
   VSOCK_HOST_CID,
@@ -23,11 +25,7 @@ import {
   VSOCK_OP_SHUTDOWN,
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
-  type VsockHeader,
-} from "../../spec/vsock.ts";
-import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice, type VsockDeviceConfig } from "./device.ts";
-import { VsockHeaderView } from "./header.ts";
-import type { HostPort } from "./muxer.ts";
+} from "../../wire/vsock.ts";
 
 export interface GuestOptions {
   /** Queue size for all three queues (power of two). */

@@ -19,6 +19,16 @@ import {
   encodeHeader,
   inFlight,
   peerFree,
+  type VsockHeader,
+  type VsockProfileName,
+} from "../../spec/vsock.ts";
+import type { Metric, SimContext } from "../engine.ts";
+import { shadowWithSpec } from "../device/queue-shadow.ts";
+import { BoundsGuard, specMemoryOf } from "../oracle.ts";
+import type { SpecMemory } from "../../spec/memory.ts";
+import { GuestRam } from "./ram.ts";
+import { GuestVirtqueue, layoutRings, vringNeedEvent, type RingLayout, type Segment } from "./virtio-ring.ts";
+import {
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
   VSOCK_HOST_CID,
@@ -31,15 +41,7 @@ import {
   VSOCK_OP_SHUTDOWN,
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
-  type VsockHeader,
-  type VsockProfileName,
-} from "../../spec/vsock.ts";
-import type { Metric, SimContext } from "../engine.ts";
-import { shadowWithSpec } from "../device/queue-shadow.ts";
-import { BoundsGuard, specMemoryOf } from "../oracle.ts";
-import type { SpecMemory } from "../../spec/memory.ts";
-import { GuestRam } from "./ram.ts";
-import { GuestVirtqueue, layoutRings, vringNeedEvent, type RingLayout, type Segment } from "./virtio-ring.ts";
+} from "../../wire/vsock.ts";
 
 export interface VsockDriverOptions {
   readonly guestCid: bigint;

@@ -7,7 +7,8 @@
  * A well-behaved guest; hostile packets are sent with `sendRaw`.
  */
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { layoutAt, QueueDriver, type QueueLayout } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
+import { splitLayoutAt, type SplitLayout } from "../../wire/split.ts";
 import { inFlight, peerFree, type VsockHeader } from "../../spec/vsock.ts";
 import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice, type VsockDeviceConfig } from "./device.ts";
 import { VsockHeaderView } from "./header.ts";
@@ -100,7 +101,7 @@ export class GuestSocket {
 export class VsockGuest {
   readonly memory: GuestMemory;
   readonly device: VsockDevice;
-  readonly drivers: readonly [QueueDriver, QueueDriver, QueueDriver];
+  readonly drivers: readonly [SplitDriver, SplitDriver, SplitDriver];
   readonly options: GuestOptions;
   readonly sockets = new Map<string, GuestSocket>();
   /** Ports the guest listens on (host-initiated connections to them are accepted). */
@@ -129,16 +130,16 @@ export class VsockGuest {
     memory: GuestMemory,
     device: VsockDevice,
     options: GuestOptions,
-    layouts: QueueLayout[],
+    layouts: SplitLayout[],
     bases: number[],
   ) {
     this.memory = memory;
     this.device = device;
     this.options = options;
     this.drivers = [
-      QueueDriver.at(memory, options.queueSize, layouts[0]!.descTable),
-      QueueDriver.at(memory, options.queueSize, layouts[1]!.descTable),
-      QueueDriver.at(memory, options.queueSize, layouts[2]!.descTable),
+      SplitDriver.at(memory, options.queueSize, layouts[0]!.descTable),
+      SplitDriver.at(memory, options.queueSize, layouts[1]!.descTable),
+      SplitDriver.at(memory, options.queueSize, layouts[2]!.descTable),
     ];
     this.rxBase = bases[0]!;
     this.txBase = bases[1]!;
@@ -155,7 +156,7 @@ export class VsockGuest {
   ): VsockGuest {
     const o = { ...DEFAULT_GUEST_OPTIONS, ...options };
     const ringBytes = 16 * o.queueSize + 6 + 2 * o.queueSize + 8 + 6 + 8 * o.queueSize + 64;
-    const layouts = [0, 1, 2].map((i) => layoutAt(0x1000 + i * ringBytes, o.queueSize));
+    const layouts = [0, 1, 2].map((i) => splitLayoutAt(0x1000 + i * ringBytes, o.queueSize));
     let at = Math.ceil((0x1000 + 3 * ringBytes) / 4096) * 4096;
     const rxBase = at;
     at += o.rxBuffers * (64 + o.rxBufSize);

@@ -28,7 +28,7 @@ import {
   VSOCK_OP_SHUTDOWN,
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
-} from "../spec/vsock.ts";
+} from "../wire/vsock.ts";
 
 const writeAll = async (sock: Socket, chunk: Uint8Array, count: number): Promise<void> => {
   for (let i = 0; i < count; i++) {

@@ -685,3 +685,146 @@ describe("counting passes that find too few buffers", () => {
     expect(dev.stats.rxNoBuffers).toBe(1);
   });
 });
+
+/** A MacInterceptor that counts how often the run loop asks it for pending replies. */
+class CountingInterceptor extends MacInterceptor {
+  asked = 0;
+  override get pendingRx(): number {
+    this.asked++;
+    return super.pendingRx;
+  }
+}
+
+describe("what the run loop waits for", () => {
+  it("without an interceptor it waits for the backend only: RX kicks do not wake it [TAP-WAIT]", async () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, b);
+    NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    const passes = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          yield* Effect.sleep("10 millis");
+          for (let i = 0; i < 3; i++) {
+            dev.processRxNow();
+            yield* Effect.sleep("5 millis");
+          }
+          return dev.stats.rxPasses;
+        }),
+      ),
+    );
+    expect(passes).toBe(3);
+  });
+
+  it("with an interceptor and nothing pending it does not spin; replies queued before it starts are delivered without a kick [TAP-WAIT NET-RX-ORDER]", async () => {
+    const interceptor = new CountingInterceptor({ mac: [6, 1, 2, 3, 4, 5] });
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, new CapturingBackend(), interceptor);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    const r = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          yield* Effect.sleep("30 millis");
+          const idle = { passes: dev.stats.rxPasses, asked: interceptor.asked };
+          return idle;
+        }),
+      ),
+    );
+    expect(r.passes).toBeLessThanOrEqual(1);
+    expect(r.asked).toBeLessThanOrEqual(4);
+    // A reply already queued, buffers posted, nobody kicks: the loop delivers it.
+    interceptor.inject(frameOf(40));
+    g.postRx(1);
+    const got = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          for (let i = 0; i < 100 && interceptor.pendingRx > 0; i++) yield* Effect.sleep("5 millis");
+          return g.reapRx();
+        }),
+      ),
+    );
+    expect(got.map((p) => p.frame)).toEqual([frameOf(40)]);
+  });
+
+  it("with replies pending on an inactive device it waits instead of spinning [TAP-WAIT]", async () => {
+    const interceptor = new CountingInterceptor({ mac: [6, 1, 2, 3, 4, 5] });
+    interceptor.inject(frameOf(40));
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, new CapturingBackend(), interceptor);
+    const asked = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          yield* Effect.sleep("30 millis");
+          return interceptor.asked;
+        }),
+      ),
+    );
+    expect(asked).toBeLessThanOrEqual(4);
+  });
+
+  it("with MRG_RXBUF a pass without room starves the loop until the next kick [TAP-WAIT NET-RX-MRG]", async () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, mrgRxbuf: true }, b);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    const r = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          b.inject(frameOf(20)); // readable, but one 100-byte buffer cannot hold a merged packet
+          g.postRx(1, 100);
+          yield* Effect.sleep("30 millis");
+          const starved = dev.stats.rxPasses;
+          g.postRx(4, 500);
+          dev.processRxNow();
+          return { starved, pending: b.pending };
+        }),
+      ),
+    );
+    expect(r.starved).toBeLessThanOrEqual(2);
+    expect(r.pending).toBe(0);
+  });
+});
+
+/** A header backend that fills the RX segments itself, as readv does (TAP-READV). */
+class ReadvBackend extends HeaderBackend {
+  seen: { capacity: number; lens: number[]; beyond: Uint8Array | undefined }[] = [];
+  override receive(dst: RxBuffer): number {
+    const p = this.packets.shift();
+    if (p === undefined) return -1;
+    const lens: number[] = [];
+    let at = 0;
+    for (let i = 0; i < dst.segmentCount; i++) {
+      const s = dst.segment(i)!;
+      lens.push(s.length);
+      const n = Math.min(s.length, p.length - at);
+      s.set(p.subarray(at, at + n));
+      at += n;
+    }
+    this.seen.push({ capacity: dst.capacity, lens, beyond: dst.segment(dst.segmentCount) });
+    return at;
+  }
+}
+
+it("a backend that reads into the RX segments sees the chain's writable descriptors, in order [TAP-READV NET-RX-WRITABLE-ONLY]", () => {
+  const b = new ReadvBackend();
+  const dev = new NetDevice({ mac: MAC, mtu: 1500, csum: true }, b);
+  const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512, features: bit(F.VERSION_1) | bit(F.CSUM) });
+  const p = packet(kernelHeader(12), frameOf(100));
+  b.packets.push(p);
+  const base = g.rxSlotAddr(0);
+  g.memory.slice(base + 30, 10, true)!.fill(0xcc);
+  const head = g.rxDriver.addChain([
+    { addr: base, len: 30, write: true },
+    { addr: base + 30, len: 10 },
+    { addr: base + 40, len: 50, write: true },
+    { addr: base + 90, len: 200, write: true },
+  ])!;
+  expect(dev.processRxNow()).toBe(1);
+  expect(b.seen).toEqual([{ capacity: 280, lens: [30, 50, 200], beyond: undefined }]);
+  expect(g.rxDriver.reapUsed()).toEqual([{ id: head, len: p.length }]);
+  const want = expectedFromHeaderBackend(p, 12, 1, false);
+  expect(g.memory.slice(base, 30)).toEqual(want.subarray(0, 30));
+  expect(g.memory.slice(base + 30, 10)).toEqual(new Uint8Array(10).fill(0xcc));
+  expect(g.memory.slice(base + 40, p.length - 30)).toEqual(want.subarray(30));
+});

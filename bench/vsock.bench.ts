@@ -37,7 +37,7 @@ const writeAll = async (sock: Socket, chunk: Uint8Array, count: number): Promise
 };
 
 /** Raw Unix-socket echo: client writes `count` chunks, an in-process server echoes them. */
-const rawEcho = async (dir: string, size: number, count: number): Promise<number> => {
+export const rawEcho = async (dir: string, size: number, count: number): Promise<number> => {
   const path = join(dir, "raw.sock");
   const server = createServer((c) => c.pipe(c));
   await new Promise<void>((r) => server.listen(path, r));
@@ -279,7 +279,7 @@ const modelGuest = (backend: UnixSocketBackend): Guest => {
   };
 };
 
-const leanGuest = (backend: UnixSocketBackend): Guest => {
+export const leanGuest = (backend: UnixSocketBackend): Guest => {
   const guest = new EchoGuest(backend, 1234);
   backend.attach(guest.device.muxer);
   return { device: guest.device, packets: () => guest.packets, pump: () => guest.pump(performance.now()) };
@@ -316,7 +316,7 @@ const hostClient = async (path: string) => {
 };
 
 /** Echo through the device: returns MB/s and packets/s. */
-const deviceEcho = async (
+export const deviceEcho = async (
   dir: string,
   size: number,
   count: number,

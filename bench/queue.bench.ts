@@ -12,7 +12,7 @@ import { PerformanceObserver } from "node:perf_hooks";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import * as wire from "../wire/split.ts";
 import { opsPerSecond, row, type BenchFigure, type BenchSuite } from "./harness.ts";
@@ -39,7 +39,7 @@ const USED_ELEM_LEN = wire.USED_ELEM_LEN;
 interface Setup {
   readonly memory: GuestMemory;
   readonly view: DataView;
-  readonly driver: QueueDriver;
+  readonly driver: SplitDriver;
   /** Chains made available per batch. */
   readonly batch: number;
 }
@@ -48,7 +48,7 @@ interface Setup {
 const setup = (perChain: number): Setup => {
   const bytes = new Uint8Array(1 << 20);
   const memory = GuestMemory.of([{ base: 0, bytes }]);
-  const driver = QueueDriver.at(memory, SIZE, 0);
+  const driver = SplitDriver.at(memory, SIZE, 0);
   const chains = SIZE / perChain;
   for (let c = 0; c < chains; c++) {
     for (let k = 0; k < perChain; k++) {

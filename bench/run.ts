@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { cpus } from "node:os";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
-import { reportsDir, root } from "../scripts/paths.ts";
+import { reportsDir, root } from "../lib/paths.ts";
 
 const filters = process.argv.slice(2);
 const filter = filters[0];

@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
-import { root } from "../scripts/paths.ts";
+import { root } from "../lib/paths.ts";
 
 interface Measured {
   readonly steps: number;

@@ -20,7 +20,7 @@ import { Effect } from "effect";
 import { row, type BenchFigure, type BenchSuite } from "./harness.ts";
 import { runScenario } from "../sim/engine.ts";
 import { netLoopbackScenario } from "../sim/scenarios/net-loopback.ts";
-import { root } from "../scripts/paths.ts";
+import { root } from "../lib/paths.ts";
 
 const chainsOf = (get: (name: string) => number): number =>
   ["evt", "noevt"].reduce((a, p) => a + get(`${p}.frames.sent`) + get(`${p}.frames.received`), 0);

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
-import { layoutAt } from "../impl/queue/driver.ts";
+import { splitLayoutAt } from "../wire/split.ts";
 import { VsockDevice } from "../impl/vsock/device.ts";
 import { VsockGuest } from "../impl/vsock/guest.ts";
 import { VsockHeaderView } from "../impl/vsock/header.ts";
@@ -37,7 +37,7 @@ const writeAll = async (sock: Socket, chunk: Uint8Array, count: number): Promise
 };
 
 /** Raw Unix-socket echo: client writes `count` chunks, an in-process server echoes them. */
-const rawEcho = async (dir: string, size: number, count: number): Promise<number> => {
+export const rawEcho = async (dir: string, size: number, count: number): Promise<number> => {
   const path = join(dir, "raw.sock");
   const server = createServer((c) => c.pipe(c));
   await new Promise<void>((r) => server.listen(path, r));
@@ -104,7 +104,7 @@ class EchoGuest {
   ) {
     const Q = EchoGuest.QSIZE;
     const ringBytes = 16 * Q + 6 + 2 * Q + 8 + 6 + 8 * Q + 64;
-    this.layouts = [0, 1, 2].map((i) => layoutAt(0x1000 + i * ringBytes, Q));
+    this.layouts = [0, 1, 2].map((i) => splitLayoutAt(0x1000 + i * ringBytes, Q));
     this.rxBase = Math.ceil((0x1000 + 3 * ringBytes) / 4096) * 4096;
     this.txBase = this.rxBase + EchoGuest.RX_BUFS * EchoGuest.SLOT;
     this.bytes = new Uint8Array(this.txBase + EchoGuest.TX_BUFS * EchoGuest.SLOT);
@@ -279,7 +279,7 @@ const modelGuest = (backend: UnixSocketBackend): Guest => {
   };
 };
 
-const leanGuest = (backend: UnixSocketBackend): Guest => {
+export const leanGuest = (backend: UnixSocketBackend): Guest => {
   const guest = new EchoGuest(backend, 1234);
   backend.attach(guest.device.muxer);
   return { device: guest.device, packets: () => guest.packets, pump: () => guest.pump(performance.now()) };
@@ -316,7 +316,7 @@ const hostClient = async (path: string) => {
 };
 
 /** Echo through the device: returns MB/s and packets/s. */
-const deviceEcho = async (
+export const deviceEcho = async (
   dir: string,
   size: number,
   count: number,

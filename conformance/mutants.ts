@@ -1,8 +1,7 @@
 /**
  * The mutant adapters: each reintroduces one known bug around the reference adapter's
  * impl/ calls (selected with `--mutant <id>`), so the suite can show it catches it.
- * `subject` says which impl/ subject the bug lives in: a mutant whose subject has not
- * landed has no effect and is reported as not done.
+ * `subject` says which impl/ subject the bug lives in.
  */
 
 export interface Mutant {

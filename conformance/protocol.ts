@@ -35,13 +35,10 @@ export type Response =
 export type Outcome =
   { readonly ok: true; readonly value: Json } | { readonly ok: false; readonly error: WireError };
 
-/**
- * Errors that belong to the protocol rather than to a subject's spec. An adapter answers
- * `UnsupportedOperation` for an op it does not implement (the case is skipped, not failed),
- * `BadRequest` for a malformed request, `NotConfigured` when an op needs state a previous
- * op should have created (no memory yet, no such queue).
- */
-export const PROTOCOL_ERRORS = ["UnsupportedOperation", "BadRequest", "NotConfigured"] as const;
+// Errors that belong to the protocol rather than to a subject's spec. An adapter answers
+// `UnsupportedOperation` for an op it does not implement (the case is skipped, not failed),
+// `BadRequest` for a malformed request, `NotConfigured` when an op needs state a previous
+// op should have created (no memory yet, no such queue).
 
 // ---- codecs ----------------------------------------------------------------------------
 

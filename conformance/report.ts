@@ -41,7 +41,7 @@ export interface MutantResult {
   readonly source: string;
   readonly bug: string;
   /** "error": the mutant's adapter could not be started, so nothing was tested. */
-  readonly status: "killed" | "survived" | "error" | "not done";
+  readonly status: "killed" | "survived" | "error";
   /** Cases that failed against the mutant. */
   readonly killedBy: readonly string[];
   /** The rule the mutant breaks (conformance/mutants.ts). */
@@ -262,11 +262,9 @@ export const terminalReport = (r: SuiteResult, mutants?: readonly MutantResult[]
 };
 
 export const killCount = (mutants: readonly MutantResult[]): string => {
-  const done = mutants.filter((m) => m.status !== "not done");
-  const killed = done.filter((m) => m.status === "killed").length;
-  const notDone = mutants.length - done.length;
-  const errors = done.filter((m) => m.status === "error").length;
-  return `mutants killed: ${killed}/${done.length}${errors > 0 ? ` (${errors} could not be started: not tested)` : ""}${notDone > 0 ? ` (${notDone} not done: subject not landed)` : ""}`;
+  const killed = mutants.filter((m) => m.status === "killed").length;
+  const errors = mutants.filter((m) => m.status === "error").length;
+  return `mutants killed: ${killed}/${mutants.length}${errors > 0 ? ` (${errors} could not be started: not tested)` : ""}`;
 };
 
 export const mutantLines = (mutants: readonly MutantResult[]): string[] => {

@@ -12,7 +12,7 @@ import fc from "fast-check";
 import { it } from "vitest";
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { resultsDir } from "../scripts/paths.ts";
+import { resultsDir } from "../lib/paths.ts";
 
 const intEnv = (name: string): number | undefined => {
   const raw = process.env[name];

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PropertyRecord } from "../properties/harness.ts";
-import { reportsDir, resultsDir, root } from "./paths.ts";
+import { reportsDir, resultsDir, root } from "../lib/paths.ts";
 
 const scale = process.env["FC_SCALE"] ?? "100";
 rmSync(resultsDir, { recursive: true, force: true });

@@ -7,7 +7,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { root, resultsDir } from "./paths.ts";
+import { root, resultsDir } from "../lib/paths.ts";
 
 interface Step {
   readonly name: string;

@@ -22,7 +22,7 @@ import {
   type MutantName,
 } from "./mutation/equivalents.ts";
 import { MUTATED_FILES, SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
-import { reportsDir, root } from "./paths.ts";
+import { reportsDir, root } from "../lib/paths.ts";
 
 const TARGET = 95;
 const outDir = join(reportsDir, "mutation");

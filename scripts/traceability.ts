@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Rule } from "../spec/result.ts";
-import { reportsDir, resultsDir, root } from "./paths.ts";
+import { reportsDir, resultsDir, root } from "../lib/paths.ts";
 
 interface Assertion {
   readonly fullName: string;

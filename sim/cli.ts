@@ -30,7 +30,7 @@ import {
   type TraceMode,
   type TraceWriter,
 } from "./trace-file.ts";
-import { root } from "../scripts/paths.ts";
+import { root } from "../lib/paths.ts";
 import {
   EXIT_FINDING,
   EXIT_OK,

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { NETNS_PREFIX, tapUnavailableReason } from "../impl/native/netns.ts";
-import { root } from "../scripts/paths.ts";
+import { root } from "../lib/paths.ts";
 
 interface Running {
   readonly child: ChildProcess;

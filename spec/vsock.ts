@@ -593,6 +593,3 @@ export const nextState = (s: ConnState, e: ConnEvent): ConnState | null => {
       return null;
   }
 };
-
-/** Every state can be where a run stops; a connection never leaves Killed. */
-export const TERMINAL_STATES: readonly ConnState[] = ["Killed"];

@@ -8,17 +8,6 @@ import { queueOps } from "./queue.ts";
 import { vsockOps } from "./vsock.ts";
 import type { Handler } from "./world.ts";
 
-/** Subjects (mutants.ts names) whose operations the reference adapter serves. */
-export const LANDED_SUBJECTS: ReadonlySet<string> = new Set<string>([
-  "chain",
-  "iovec",
-  "usb-vsock",
-  "net",
-  "packed",
-  "queue",
-  "vsock",
-]);
-
 export const subjectOps = (): Record<string, Handler> => ({
   ...chainOps,
   ...iovecOps,

@@ -32,7 +32,8 @@ import {
   emptyHeader,
   encodeHeader,
 } from "../../spec/vsock.ts";
-import { QueueDriver, vringNeedEvent, type DriverBuffer } from "../../impl/queue/driver.ts";
+import { SplitDriver, type DriverBuffer } from "../../impl/queue/split-driver.ts";
+import { vringNeedEvent } from "../../wire/split.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
@@ -173,7 +174,7 @@ interface Chain {
 
 interface Ring {
   readonly index: number;
-  readonly driver: QueueDriver;
+  readonly driver: SplitDriver;
   readonly fds: RingFds;
   readonly outstanding: Map<number, Chain>;
   /** Completed this round (payload checks). */
@@ -336,7 +337,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       const rings: Ring[] = [];
       for (let i = 0; i < queueCount; i++) {
         const fds = yield* acquireRingFds(io).pipe(Effect.mapError(setup));
-        const driver = QueueDriver.at(mem, RING_SIZE, 0x1000 + i * RING_AREA);
+        const driver = SplitDriver.at(mem, RING_SIZE, 0x1000 + i * RING_AREA);
         rings.push({
           index: i,
           driver,

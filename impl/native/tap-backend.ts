@@ -12,21 +12,12 @@
  * threadpool thread per wait with no way to cancel it.
  */
 import { Effect, type Scope } from "effect";
-import { F } from "../../spec/net.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
-import {
-  NetBackend,
-  type NetBackendShape,
-  type NetBackendStats,
-  type RxBuffer,
-  type TxPacket,
-} from "../net/backend.ts";
+import { type NetBackendShape, type NetBackendStats, type RxBuffer, type TxPacket } from "../net/backend.ts";
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, POLLIN, TUN_F_CSUM, loadLibc, type Libc } from "./libc.ts";
 import type { Tap } from "./tap.ts";
+import { VIRTIO_NET_F, hasFeatureBit } from "../../wire/features.ts";
 import { NOT_ADDRESSABLE, acquireTap, type TapError } from "./tap.ts";
-import { Layer } from "effect";
-
-const hasBit = (features: bigint, n: number): boolean => (features & (1n << BigInt(n))) !== 0n;
 
 export interface TapBackendStats extends NetBackendStats {
   /** Completed async polls (wake-ups), to show waiting is not a busy loop. */
@@ -74,7 +65,7 @@ export class TapBackend implements NetBackendShape {
     if (!this.tap.setVnetHdrSize(headerLength).ok) return false;
     // GUEST_CSUM: the guest accepts partially checksummed frames, so the kernel may send
     // them (NEEDS_CSUM); without it the kernel completes every checksum first.
-    return this.tap.setOffload(hasBit(acked, F.GUEST_CSUM) ? TUN_F_CSUM : 0).ok;
+    return this.tap.setOffload(hasFeatureBit(acked, VIRTIO_NET_F.GUEST_CSUM) ? TUN_F_CSUM : 0).ok;
   }
 
   send(p: TxPacket): number {
@@ -203,7 +194,3 @@ export const acquireTapBackend = (name: string): Effect.Effect<TapBackend, TapEr
       (b) => b.close,
     );
   });
-
-/** The NetBackend service on a TAP named `name` (see acquireTapBackend). */
-export const TapLayer = (name: string): Layer.Layer<NetBackend, TapError> =>
-  Layer.effect(NetBackend, acquireTapBackend(name));

@@ -34,13 +34,9 @@ export const checkConfig = (c: NetConfig): Result<NetConfig, ConfigError> => {
   return ok(c);
 };
 
-const putU16 = (bytes: Uint8Array, at: number, v: number): void => {
-  bytes[at] = v & 0xff;
-  bytes[at + 1] = (v >>> 8) & 0xff;
-};
-
 export class NetConfigSpace {
   private readonly bytes = new Uint8Array(NET_CONFIG_SIZE);
+  private readonly view = new DataView(this.bytes.buffer);
   private readonly statusOffered: boolean;
 
   constructor(config: NetConfig, linkUp = true) {
@@ -48,14 +44,14 @@ export class NetConfigSpace {
     if (mac !== undefined)
       for (let i = 0; i < NET_MAC_LEN; i++) this.bytes[NET_CONFIG.mac + i] = mac[i]! & 0xff;
     this.statusOffered = config.status === true;
-    putU16(this.bytes, NET_CONFIG.maxVirtqueuePairs, 1); // one queue pair (meaningful only with MQ, never offered)
-    putU16(this.bytes, NET_CONFIG.mtu, config.mtu ?? 0);
+    this.view.setUint16(NET_CONFIG.maxVirtqueuePairs, 1, true); // one queue pair (meaningful only with MQ, never offered)
+    this.view.setUint16(NET_CONFIG.mtu, config.mtu ?? 0, true);
     this.setLinkUp(linkUp);
   }
 
   /** NET-CFG-STATUS: the link state the driver reads (when STATUS is offered). */
   setLinkUp(up: boolean): void {
-    putU16(this.bytes, NET_CONFIG.status, this.statusOffered && up ? VIRTIO_NET_S_LINK_UP : 0);
+    this.view.setUint16(NET_CONFIG.status, this.statusOffered && up ? VIRTIO_NET_S_LINK_UP : 0, true);
   }
 
   /** NET-CFG-LAYOUT, NET-CFG-PAST-END: fills `data` from `offset`; out-of-range reads are zeros. */

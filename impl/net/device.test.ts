@@ -5,7 +5,7 @@
 import { Effect, Layer } from "effect";
 import { describe, expect, it } from "vitest";
 import { F, bit } from "../../spec/net.ts";
-import { QueueDriver } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import { CapturingBackend, CapturingLayer, LoopbackBackend } from "./backend.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { NetGuest } from "./guest.ts";
@@ -411,10 +411,10 @@ describe("Effect edges", () => {
   });
 });
 
-it("QueueDriver layout keeps the queues apart [NET-QUEUES]", () => {
+it("SplitDriver layout keeps the queues apart [NET-QUEUES]", () => {
   const dev = new NetDevice(config, new LoopbackBackend());
   const g = NetGuest.create(dev, { queueSize: 4 });
-  expect(g.rxDriver).toBeInstanceOf(QueueDriver);
+  expect(g.rxDriver).toBeInstanceOf(SplitDriver);
   expect(g.txDriver.layout.descTable).toBeGreaterThan(g.rxDriver.layout.usedRing);
 });
 

@@ -448,11 +448,11 @@ describe("packed queue: event suppression", () => {
     p.disable();
     expect(p.drv.deviceEvent().flags).toBe(P.RING_EVENT_FLAGS_DISABLE);
     p.drv.addChain([buf(0x4000, 4)]);
-    expect(p.drv.kickPrepare()).toBe(false);
+    expect(p.drv.kickPrepare().need).toBe(false);
     expect(p.enable()).toEqual({ ok: true, value: true });
     expect(p.drv.deviceEvent()).toEqual({ offWrap: 0x8000, flags: P.RING_EVENT_FLAGS_DESC });
     p.drv.addChain([buf(0x4000, 4)]); // slot 1: the event names slot 0, already passed
-    expect(p.drv.kickPrepare()).toBe(false);
+    expect(p.drv.kickPrepare().need).toBe(false);
     p.addUsed(p.popOk().id, 0);
     p.addUsed(p.popOk().id, 0);
     p.publish();
@@ -460,7 +460,7 @@ describe("packed queue: event suppression", () => {
     expect(p.enable()).toEqual({ ok: true, value: false });
     expect(p.drv.deviceEvent().offWrap).toBe(0x8002);
     p.drv.addChain([buf(0x4000, 4), buf(0x4000, 4), buf(0x4000, 4)]); // slots 2, 3, 0: passes 2
-    expect(p.drv.kickPrepare()).toBe(true);
+    expect(p.drv.kickPrepare().need).toBe(true);
   });
 
   it("tryEnableNotification and popOrEnableNotification [PVQ-TRY-ENABLE PVQ-POP-OR-ENABLE]", () => {

@@ -11,9 +11,10 @@ import {
   availRingBytes,
   descTableBytes,
   usedRingBytes,
+  splitLayoutAt,
 } from "../../wire/split.ts";
 import { DescriptorChain } from "./descriptor-chain.ts";
-import { QueueDriver, layoutAt } from "./driver.ts";
+import { SplitDriver } from "./split-driver.ts";
 import { PopStatus, SplitQueue, type QueueError } from "./split-queue.ts";
 
 const NEXT = VIRTQ_DESC_F_NEXT;
@@ -59,11 +60,11 @@ class Pair {
   readonly m: GuestMemory;
   readonly q: SplitQueue;
   s: S.SpecQueue;
-  readonly drv: QueueDriver;
+  readonly drv: SplitDriver;
 
   constructor(size = 16, memSize = 0x10000, base = 0, maxSize = 256) {
     this.m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(memSize) }]);
-    this.drv = QueueDriver.at(this.m, size, base);
+    this.drv = SplitDriver.at(this.m, size, base);
     this.q = new SplitQueue(maxSize);
     this.s = S.newQueue(maxSize)!;
     const cfg = {
@@ -747,7 +748,7 @@ describe("SplitQueue reset and inactive queues", () => {
     const size = 8;
     const p = new Pair(size, 0x10000, 0x100);
     p.eventIdx();
-    const { descTable, availRing, usedRing } = layoutAt(0x100, size);
+    const { descTable, availRing, usedRing } = splitLayoutAt(0x100, size);
     const inside = (a: number, l: number, start: number, len: number): boolean =>
       a >= start && a + l <= start + len;
     const bad: [number, number][] = [];

@@ -17,7 +17,7 @@ import {
   VSOCK_TYPE_STREAM,
   type VsockHeader,
 } from "../../spec/vsock.ts";
-import { VsockDevice } from "./device.ts";
+import { RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
 import { VsockGuest } from "./guest.ts";
 import { MemoryHost } from "./memory-host.ts";
 
@@ -136,7 +136,7 @@ describe("connections through the device", () => {
   });
 
   it("unknown op or type gets RST; other CIDs are dropped; bad chains are refused and the device goes on [VSOCK-CONN-UNKNOWN VSOCK-CONN-CID VSOCK-HOSTILE]", () => {
-    const { host, guest, mux, dev } = setup();
+    const { host, guest, mux, dev } = setup({ scratch: 0x100 });
     host.listening.add(80);
     guest.sendRaw(hdr({ op: 99, srcPort: 1 }));
     guest.sendRaw(hdr({ type: 2, srcPort: 2 }));
@@ -150,7 +150,7 @@ describe("connections through the device", () => {
       [VSOCK_OP_RST, 2],
     ]);
     // A TX chain with a 10-byte head: HdrDescTooSmall, then a good connect still works.
-    guest.drivers[1].addChain([{ addr: 0x100, len: 10 }]);
+    guest.addChainAt(TX_QUEUE, [{ addr: guest.scratchBase, len: 10, write: false }]);
     const s = guest.connect(80);
     guest.pump();
     expect(dev.assemblyErrors["HdrDescTooSmall"]).toBe(1);
@@ -293,6 +293,7 @@ describe("connections through the device", () => {
         rxBuffers: 2,
         txSlots: 16,
         txMaxData: 8192,
+        scratch: 0x1000,
       });
       const dev = guest.device;
       const mux = dev.muxer;
@@ -300,10 +301,9 @@ describe("connections through the device", () => {
       const s = guest.connect(80);
       guest.pump();
       const conn = mux.connection(80, s.port)!;
-      // Two chains with no data room go in front of the regular buffers.
-      const rx = guest.drivers[0];
-      for (const at of [0x100, 0x300]) {
-        rx.addChain([
+      // Two chains with no data room go beside the regular buffers.
+      for (const at of [guest.scratchBase, guest.scratchBase + 0x200]) {
+        guest.addChainAt(RX_QUEUE, [
           { addr: at, len: 44, write: true },
           { addr: at + 0x100, len: 0, write: true },
         ]);

@@ -27,7 +27,6 @@ export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
 export const EVENT_QUEUE = 2;
 export const VIRTIO_F_EVENT_IDX = 29;
-export const VIRTIO_ID_VSOCK = 19;
 
 /** VSOCK-CFG-CID: CIDs a guest may not have. */
 export const isReservedCid = (cid: bigint): boolean =>

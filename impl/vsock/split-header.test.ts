@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { VsockVirtioDevice } from "../device/vsock.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { QueueDriver } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import {
   HDROFF,
   PROFILES,
@@ -95,11 +95,11 @@ describe("TX header over several descriptors [VSOCK-TX-SPLIT-HDR]", () => {
     const created = VsockVirtioDevice.create({ guestCid: CID }, { queueCount: 2 });
     if (!created.ok) throw new Error("vsock device");
     const dev = created.value;
-    const drivers = [QueueDriver.at(m, 16, 0x100), QueueDriver.at(m, 16, 0x800)];
+    const drivers = [SplitDriver.at(m, 16, 0x100), SplitDriver.at(m, 16, 0x800)];
     drivers.forEach((d, i) => dev.queues[i]!.configure({ size: 16, ready: true, ...d.layout }));
     const calls: number[] = [];
     expect(dev.activate(m, (q) => calls.push(q)).ok).toBe(true);
-    const [rx, tx] = drivers as [QueueDriver, QueueDriver];
+    const [rx, tx] = drivers as [SplitDriver, SplitDriver];
     for (let i = 0; i < 4; i++)
       rx.addChain([{ addr: 0x4000 + 0x100 * i, len: VSOCK_PKT_HDR_SIZE + 64, write: true }]);
     const ports: [number, number][] = [

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { root } from "../paths.ts";
+import { root } from "../../lib/paths.ts";
 import {
   describeMutants,
   instrumentedMutants,

@@ -4,6 +4,10 @@
  * `impl/<subject>/**\/*.test.ts` and `properties/<subject>*.test.ts`). Subjects are listed
  * smallest first so a full run gives early figures.
  *
+ * The packed ring (impl/queue/packed-queue.ts, packed-chain.ts) is a subject of its own:
+ * spec/packed-queue.ts defines it rule for rule (PVQ-*), and its tests are the packed ones of
+ * impl/queue/ and properties/packed-*.test.ts (the split ring's files keep all of impl/queue/'s).
+ *
  * Left out on purpose: impl/queue/driver.ts (the guest side, a test helper), the Effect
  * devices and backends around the defined behaviour (vsock device/muxer/unix-backend,
  * usb-vsock endpoint/filler, net backend/guest/frame-pool/interceptor/packets) and
@@ -12,12 +16,16 @@
  * than properties/net.test.ts does.
  */
 import { readdirSync } from "node:fs";
-import { join, relative } from "node:path";
+import { basename, join, relative } from "node:path";
 
 export interface Subject {
   readonly name: string;
   /** Files to mutate, relative to the repository root. */
   readonly files: readonly string[];
+  /** The folder of impl/ whose tests cover it (default: the name). */
+  readonly dir?: string;
+  /** Only those tests of `dir` whose file names start with this (default: all of them). */
+  readonly testPrefix?: string;
   /** Test files of the subject not to run (relative to the root), with the reason above. */
   readonly skipTests?: readonly string[];
 }
@@ -45,13 +53,24 @@ export const SUBJECTS: readonly Subject[] = [
     name: "queue",
     files: ["impl/queue/descriptor-chain.ts", "impl/queue/split-queue.ts"],
   },
+  {
+    name: "packed",
+    dir: "queue",
+    testPrefix: "packed",
+    files: ["impl/queue/packed-chain.ts", "impl/queue/packed-queue.ts"],
+  },
 ];
 
-/** The test files that cover a subject: impl/<name>/**\/*.test.ts and properties/<name>*.test.ts. */
+/**
+ * The test files that cover a subject: impl/<dir>/**\/<testPrefix>*.test.ts and
+ * properties/<name>*.test.ts, less `skipTests`.
+ */
 export const testFilesOf = (root: string, subject: Subject): readonly string[] => {
-  const own = readdirSync(join(root, "impl", subject.name), { recursive: true, encoding: "utf8" })
-    .filter((f) => f.endsWith(".test.ts"))
-    .map((f) => relative(root, join(root, "impl", subject.name, f)));
+  const dir = join(root, "impl", subject.dir ?? subject.name);
+  const prefix = subject.testPrefix ?? "";
+  const own = readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".test.ts") && basename(f).startsWith(prefix))
+    .map((f) => relative(root, join(dir, f)));
   const props = readdirSync(join(root, "properties"))
     .filter((f) => f.startsWith(subject.name) && f.endsWith(".test.ts"))
     .map((f) => `properties/${f}`);

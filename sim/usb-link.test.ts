@@ -2,9 +2,9 @@ import { Effect, Fiber } from "effect";
 import type { Scope } from "effect";
 import { TestClock } from "effect/testing";
 import { describe, expect, it } from "vitest";
-import { UsbVsockEndpoint, type EndpointOptions } from "./endpoint.ts";
-import { connectUsbLink, makeUsbVsockRig, type UsbLink } from "../../sim/usb-link.ts";
-import { encodePackets, PacketType, type Version } from "../../spec/usb-vsock.ts";
+import { UsbVsockEndpoint, type EndpointOptions } from "../impl/usb-vsock/endpoint.ts";
+import { connectUsbLink, makeUsbVsockRig, type UsbLink } from "./usb-link.ts";
+import { encodePackets, PacketType, type Version } from "../spec/usb-vsock.ts";
 
 const A = { deviceCid: 3, hostCid: 2, devicePort: 5, hostPort: 7 };
 const B = { deviceCid: 3, hostCid: 2, devicePort: 6, hostPort: 8 };

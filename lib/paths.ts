@@ -1,3 +1,4 @@
+/** Where things are in the repository: its root and the folders runs write reports to. */
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 

@@ -16,7 +16,7 @@
  * every guest address above that is outside memory, which is a typed error, never a wrong
  * access.
  */
-import { err, ok, rule, type Result } from "./result.ts";
+import { err, ok, rule, type Err, type Result } from "./result.ts";
 
 export const U64_MAX = (1n << 64n) - 1n;
 /** The end of addressable memory: regions must lie wholly below this. */
@@ -199,15 +199,23 @@ export const locate = (
   len: bigint,
 ): Result<{ readonly region: number; readonly offset: number }, MemoryError> => {
   const i = find(mem, addr, len);
-  if (i === OVERFLOW) return err({ _tag: "GuestAddressOverflow", addr, len });
-  if (i === OUTSIDE) return err({ _tag: "InvalidGuestAddress", addr, len });
-  return ok({ region: i, offset: Number(addr - mem.regions[i]!.base) });
+  return i < 0 ? missed(i, addr, len) : ok({ region: i, offset: foundOffset });
 };
 
 const OVERFLOW = -2;
 const OUTSIDE = -1;
 
-/** locate's answer as a number: the region's index, OVERFLOW or OUTSIDE. */
+const missed = (i: number, addr: bigint, len: bigint): Err<MemoryError> =>
+  err({ _tag: i === OVERFLOW ? "GuestAddressOverflow" : "InvalidGuestAddress", addr, len });
+
+/** Where in its region the range the last successful `find` found starts. */
+let foundOffset = 0;
+
+/** Lengths as bigints, the small ones made once. */
+const SMALL_LENGTHS = Array.from({ length: 65 }, (_, i) => BigInt(i));
+const bigLength = (n: number): bigint => SMALL_LENGTHS[n] ?? BigInt(n);
+
+/** locate's answer as a number: the region's index (the offset in foundOffset), OVERFLOW or OUTSIDE. */
 const find = (mem: SpecMemory, addr: bigint, len: bigint): number => {
   if (addr < 0n || len < 0n) return OVERFLOW;
   if (addr <= ADDRESS_LIMIT && len <= ADDRESS_LIMIT) {
@@ -221,7 +229,10 @@ const find = (mem: SpecMemory, addr: bigint, len: bigint): number => {
       const base = Number(r.base);
       const end = base + sizeOf(r);
       if (end > 2 ** 53) return findBig(mem, addr, len);
-      if (base <= a && a < end && l <= end - a) return i;
+      if (base <= a && a < end && l <= end - a) {
+        foundOffset = a - base;
+        return i;
+      }
     }
     return OUTSIDE;
   }
@@ -233,17 +244,20 @@ const findBig = (mem: SpecMemory, addr: bigint, len: bigint): number => {
   for (let i = 0; i < mem.regions.length; i++) {
     const r = mem.regions[i]!;
     const end = r.base + BigInt(sizeOf(r));
-    if (r.base <= addr && addr < end && len <= end - addr) return i;
+    if (r.base <= addr && addr < end && len <= end - addr) {
+      foundOffset = Number(addr - r.base);
+      return i;
+    }
   }
   return OUTSIDE;
 };
 
 /** A copy of the bytes [addr, addr+len). */
 export const readBytes = (mem: SpecMemory, addr: bigint, len: number): Result<Uint8Array, MemoryError> => {
-  const at = locate(mem, addr, BigInt(len));
-  if (!at.ok) return at;
+  const i = find(mem, addr, bigLength(len));
+  if (i < 0) return missed(i, addr, bigLength(len));
   const out = new Uint8Array(len);
-  copyOut(mem.regions[at.value.region]!, at.value.offset, out);
+  copyOut(mem.regions[i]!, foundOffset, out);
   return ok(out);
 };
 
@@ -253,9 +267,9 @@ export const writeBytes = (
   addr: bigint,
   data: Uint8Array,
 ): Result<SpecMemory, MemoryError> => {
-  const at = locate(mem, addr, BigInt(data.length));
-  if (!at.ok) return at;
-  return ok(recordWrite(mem, at.value.region, at.value.offset, data.slice()));
+  const i = find(mem, addr, bigLength(data.length));
+  if (i < 0) return missed(i, addr, bigLength(data.length));
+  return ok(recordWrite(mem, i, foundOffset, data.slice()));
 };
 
 /** The memory with `data` (now owned by it) at `offset` of region `index`. */
@@ -271,11 +285,12 @@ const recordWrite = (mem: SpecMemory, index: number, offset: number, data: Uint8
 
 /** The little-endian number of `width` <= 4 bytes at addr. */
 const readLeNumber = (mem: SpecMemory, addr: bigint, width: number): Result<number, MemoryError> => {
-  const at = locate(mem, addr, BigInt(width));
-  if (!at.ok) return at;
-  const r = mem.regions[at.value.region]!;
+  const i = find(mem, addr, bigLength(width));
+  if (i < 0) return missed(i, addr, bigLength(width));
+  const r = mem.regions[i]!;
+  const o = foundOffset;
   let v = 0;
-  for (let i = width - 1; i >= 0; i--) v = v * 256 + byteAt(r, at.value.offset + i);
+  for (let k = width - 1; k >= 0; k--) v = v * 256 + byteAt(r, o + k);
   return ok(v);
 };
 
@@ -301,11 +316,12 @@ const writeLeNumber = (
   width: number,
   value: number,
 ): Result<SpecMemory, MemoryError> => {
-  const at = locate(mem, addr, BigInt(width));
-  if (!at.ok) return at;
+  const i = find(mem, addr, bigLength(width));
+  if (i < 0) return missed(i, addr, bigLength(width));
+  const o = foundOffset;
   const bytes = new Uint8Array(width);
-  for (let i = 0; i < width; i++) bytes[i] = (value >>> (8 * i)) & 0xff;
-  return ok(recordWrite(mem, at.value.region, at.value.offset, bytes));
+  for (let k = 0; k < width; k++) bytes[k] = (value >>> (8 * k)) & 0xff;
+  return ok(recordWrite(mem, i, o, bytes));
 };
 
 export const readU8 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
@@ -316,10 +332,10 @@ export const readU32 = (mem: SpecMemory, addr: bigint): Result<number, MemoryErr
   readLeNumber(mem, addr, 4);
 /** Two u32 halves, low first (a bigint only for the answer). */
 export const readU64 = (mem: SpecMemory, addr: bigint): Result<bigint, MemoryError> => {
-  const at = locate(mem, addr, 8n);
-  if (!at.ok) return at;
-  const r = mem.regions[at.value.region]!;
-  const o = at.value.offset;
+  const i = find(mem, addr, 8n);
+  if (i < 0) return missed(i, addr, 8n);
+  const r = mem.regions[i]!;
+  const o = foundOffset;
   const lo =
     byteAt(r, o) + byteAt(r, o + 1) * 0x100 + byteAt(r, o + 2) * 0x10000 + byteAt(r, o + 3) * 0x1000000;
   const hi =

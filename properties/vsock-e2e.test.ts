@@ -54,6 +54,9 @@ const scenarioArb = fc
     guestBuf: fc.constantFrom(4096, 16384, 65536),
     hostBuf: fc.constantFrom(4096, 16384, 65536),
     rxBufSize: fc.constantFrom(512, 4096),
+    // The same driver and device on either virtqueue layout, with or without EVENT_IDX.
+    ring: fc.constantFrom("split" as const, "packed" as const),
+    eventIdx: fc.boolean(),
   })
   .chain((s) =>
     fc.record({ s: fc.constant(s), cmds: fc.array(cmdArb(s.initiators.length), { maxLength: 50 }) }),
@@ -101,6 +104,8 @@ describe("vsock end to end", () => {
         },
         host,
         {
+          ring: s.ring,
+          eventIdx: s.eventIdx,
           queueSize: 64,
           rxBuffers: 16,
           rxBufSize: s.rxBufSize,

@@ -17,6 +17,8 @@ import {
 import { property } from "./harness.ts";
 
 const GOOD_PORT = 80;
+/** The same guest driver and device on either virtqueue layout. */
+const ringArb = fc.constantFrom("split" as const, "packed" as const);
 const CID = 3n;
 
 type Hostile =
@@ -99,7 +101,8 @@ describe("vsock hostile guest", () => {
     fc.property(
       fc.constantFrom<VsockProfileName>("cloud-hypervisor", "rust-vmm", "virtio"),
       fc.array(hostileArb, { minLength: 10, maxLength: 60 }),
-      (profile, actions) => {
+      ringArb,
+      (profile, actions, ring) => {
         const host = new MemoryHost();
         host.listening.add(GOOD_PORT);
         host.listening.add(81);
@@ -107,6 +110,7 @@ describe("vsock hostile guest", () => {
           { guestCid: CID, profile, muxer: { maxConnections: 64, maxPendingRst: 8 } },
           host,
           {
+            ring,
             queueSize: 64,
             rxBuffers: 16,
             txSlots: 16,
@@ -197,10 +201,12 @@ describe("vsock hostile rx buffers", () => {
         { minLength: 1, maxLength: 12 },
       ),
       fc.integer({ min: 0, max: 40000 }),
-      (profile, chains, hostBytes) => {
+      ringArb,
+      (profile, chains, hostBytes, ring) => {
         const host = new MemoryHost();
         host.listening.add(GOOD_PORT);
         const guest = VsockGuest.create({ guestCid: CID, profile }, host, {
+          ring,
           queueSize: 64,
           rxBuffers: 4,
           txSlots: 16,

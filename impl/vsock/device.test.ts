@@ -3,11 +3,11 @@ import { GuestMemory } from "../memory/guest-memory.ts";
 import { peerFree, U64_MAX, type VsockHeader } from "../../spec/vsock.ts";
 import * as V from "../../wire/vsock.ts";
 import { RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
-import { VsockGuest } from "./guest.ts";
+import { VsockGuest, type VsockGuestOptions } from "./guest.ts";
 import { MemoryHost } from "./memory-host.ts";
 
 const CID = 3n;
-const setup = (opts: Parameters<typeof VsockGuest.create>[2] = {}, muxer = {}) => {
+const setup = (opts: Partial<VsockGuestOptions> & { readonly ring?: "split" } = {}, muxer = {}) => {
   const host = new MemoryHost();
   const guest = VsockGuest.create({ guestCid: CID, muxer: { trace: true, ...muxer } }, host, {
     rxBuffers: 16,

@@ -12,6 +12,7 @@ import { Effect } from "effect";
 import { MemoryHost } from "../../impl/vsock/memory-host.ts";
 import type { VsockConnection } from "../../impl/vsock/connection.ts";
 import { peerFree } from "../../spec/vsock.ts";
+import type { DeviceQueue } from "../../impl/queue/device-queue.ts";
 import type { GuestSocket, VsockGuest } from "../../impl/vsock/guest.ts";
 import { simVsockGuest, type SimVsockProbe } from "../guest/vsock-probe.ts";
 import type { ChartSpec, Metric, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
@@ -105,7 +106,7 @@ export const HOST_PORT = 5000;
 export class VsockCreditRig {
   readonly ctx: SimContext;
   readonly host = new MemoryHost();
-  readonly guest: VsockGuest;
+  readonly guest: VsockGuest<DeviceQueue>;
   readonly probe: SimVsockProbe;
   readonly conns: Conn[] = [];
   readonly bufAlloc: number;

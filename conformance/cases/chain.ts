@@ -13,9 +13,10 @@ import {
   type SpecDescriptor,
   type SpecWalk,
 } from "../../spec/queue.ts";
-import type { Json, Outcome } from "../protocol.ts";
+import type { Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { Step } from "./types.ts";
+import { acceptedWalkJson, descriptorJson } from "../walk-json.ts";
 import { defineCase, expectOk, expectSafe, step } from "./types.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
@@ -171,32 +172,6 @@ export const setupTables = (input: ChainTableInput): { steps: Step[]; mem: SpecM
   return { steps: [memoryCreateStep(), a.step, b.step], mem };
 };
 
-export const descriptorJson = (d: SpecDescriptor): Json => ({
-  index: d.index,
-  addr: u64(d.addr),
-  len: d.len,
-  flags: d.flags,
-  next: d.next,
-  indirect: d.indirect,
-});
-
-export const walkValue = (w: SpecWalk | undefined): Json => {
-  if (w === undefined) return { accepted: false };
-  let readable = 0n;
-  let writable = 0n;
-  for (const d of w.descriptors) {
-    if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) writable += BigInt(d.len);
-    else readable += BigInt(d.len);
-  }
-  return {
-    accepted: true,
-    descriptors: w.descriptors.map(descriptorJson),
-    end: w.end === null ? null : w.end._tag,
-    readableBytes: u64(readable),
-    writableBytes: u64(writable),
-  };
-};
-
 /** What the spec says chain.walk answers: CHAIN-CHECKED-NEW, then the walk. */
 export const specWalk = (mem: SpecMemory, table: bigint, size: number, head: number): SpecWalk | undefined =>
   checkedNew(mem, table, size, head) === undefined ? undefined : walkChain(mem, table, size, head);
@@ -275,7 +250,7 @@ const walkSteps = (input: ChainTableInput, mem: SpecMemory, table: bigint): Step
       step(
         "chain.walk",
         walkArgs(table, input.size, head),
-        expectOk(walkValue(specWalk(mem, table, input.size, head))),
+        expectOk(acceptedWalkJson(specWalk(mem, table, input.size, head))),
       ),
     );
   }
@@ -323,7 +298,7 @@ const goodChainSteps = (mem: SpecMemory): Step[] => {
   );
   return [
     ok.step,
-    step("chain.walk", walkArgs(good, 2, 0), expectOk(walkValue(specWalk(ok.mem, good, 2, 0)))),
+    step("chain.walk", walkArgs(good, 2, 0), expectOk(acceptedWalkJson(specWalk(ok.mem, good, 2, 0)))),
   ];
 };
 
@@ -352,7 +327,7 @@ const hostileSteps = (input: HostileInput): Step[] => {
       step(
         "chain.walk",
         walkArgs(table, input.base.size, head),
-        expectOk(walkValue(specWalk(mem, table, input.base.size, head))),
+        expectOk(acceptedWalkJson(specWalk(mem, table, input.base.size, head))),
       ),
     );
   }
@@ -511,7 +486,7 @@ const unalignedIndirectSteps = (input: ChainTableInput): Step[] => {
     memoryCreateStep(),
     a.step,
     b.step,
-    step("chain.walk", walkArgs(table, 1, 0), expectOk(walkValue(specWalk(mem, table, 1, 0)))),
+    step("chain.walk", walkArgs(table, 1, 0), expectOk(acceptedWalkJson(specWalk(mem, table, 1, 0)))),
   ];
 };
 
@@ -548,7 +523,7 @@ const bigChainSteps = (input: BigChainInput): Step[] => {
       step(
         "chain.walk",
         walkArgs(TABLE_AREA, size, 0),
-        expectOk(walkValue(specWalk(mem, TABLE_AREA, size, 0))),
+        expectOk(acceptedWalkJson(specWalk(mem, TABLE_AREA, size, 0))),
       ),
     ];
   }
@@ -560,7 +535,7 @@ const bigChainSteps = (input: BigChainInput): Step[] => {
     step(
       "chain.walk",
       walkArgs(TABLE_AREA, size, 0),
-      expectOk(walkValue(specWalk(mem, TABLE_AREA, size, 0))),
+      expectOk(acceptedWalkJson(specWalk(mem, TABLE_AREA, size, 0))),
     ),
   ];
 };

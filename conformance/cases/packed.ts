@@ -21,6 +21,7 @@ import {
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
+import { walkJson } from "../walk-json.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, expectResult, step } from "./types.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
@@ -209,25 +210,13 @@ export const packedStateValue = (q: SpecPackedQueue): Json => ({
 /** A popped chain as `packed.pop` answers it. */
 export const poppedValue = (p: SpecPackedPopped | null): Json => {
   if (p === null) return { popped: false };
-  const { readableBytes, writableBytes } = P.splitChain(p.walk);
   return {
     popped: true,
     id: p.id,
     head: p.head,
     wrap: p.wrap,
     slots: p.slots,
-    chain: {
-      descriptors: p.walk.descriptors.map((d) => ({
-        index: d.index,
-        addr: u64(d.addr),
-        len: d.len,
-        flags: d.flags,
-        indirect: d.indirect,
-      })),
-      end: p.walk.end === null ? null : p.walk.end._tag,
-      readableBytes: u64(BigInt(readableBytes)),
-      writableBytes: u64(BigInt(writableBytes)),
-    },
+    chain: walkJson(p.walk),
   };
 };
 

@@ -95,6 +95,8 @@ export const checkChain = (
   }
 };
 
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** A range the device may touch: [lo, hi), and whether it may write there. */
 interface Allowed {
   lo: number;
@@ -143,17 +145,13 @@ export class BoundsGuard {
   allowWalked(spec: SpecMemory, ring: RingLayout, head: number, walk: SpecWalk): void {
     const list: Allowed[] = [];
     for (const d of walk.descriptors) {
-      if (d.addr < BigInt(Number.MAX_SAFE_INTEGER)) {
+      if (d.addr < MAX_SAFE_BIG) {
         const lo = Number(d.addr);
         list.push({ lo, hi: lo + d.len, write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0 });
       }
     }
     const h = readDescriptor(spec, BigInt(ring.desc), head, false);
-    if (
-      h.ok &&
-      (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 &&
-      h.value.addr < BigInt(Number.MAX_SAFE_INTEGER)
-    ) {
+    if (h.ok && (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 && h.value.addr < MAX_SAFE_BIG) {
       const lo = Number(h.value.addr);
       list.push({ lo, hi: lo + h.value.len, write: false });
     }
@@ -205,7 +203,9 @@ export class BoundsGuard {
 
   private see(addr: number, len: number, write: boolean): void {
     // A locate the memory refuses is not an access: the device asked and was told no.
-    if (this.mem.regions.every((r) => !(addr >= r.base && addr + len <= r.end))) return;
+    let inMemory = false;
+    for (const r of this.mem.regions) if (addr >= r.base && addr + len <= r.end) inMemory = true;
+    if (!inMemory) return;
     if (this.inside(this.fixed, addr, len, write)) return;
     for (const list of this.chains.values()) if (this.inside(list, addr, len, write)) return;
     this.disarm();

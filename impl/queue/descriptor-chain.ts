@@ -184,6 +184,15 @@ export class DescriptorChain {
     return this.readHead(index);
   }
 
+  /**
+   * `loadBound` for a queue that has itself checked, for this pop, that the chain is bound to
+   * it, that `index` < its size and that its memory (this chain's) has no recorder.
+   */
+  loadBoundChecked(index: number): boolean {
+    this.head = index;
+    return this.readHead(index);
+  }
+
   private loadBoundSlow(index: number): boolean {
     if (index >= this.queueSize) return this.refuse();
     this.noteEntry(index);

@@ -21,14 +21,18 @@ import {
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
+import { walkJson } from "../walk-json.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, expectResult, step } from "./types.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import {
+  PACKED_DESC_SIZE,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_WRAP,
   VIRTQ_DESC_F_AVAIL,
   VIRTQ_DESC_F_USED,
+  packedDescOffset,
+  packedRingBytes,
 } from "../../wire/packed.ts";
 
 /** The ring at the table area; the Driver Area and Device Area after it. */
@@ -209,25 +213,13 @@ export const packedStateValue = (q: SpecPackedQueue): Json => ({
 /** A popped chain as `packed.pop` answers it. */
 export const poppedValue = (p: SpecPackedPopped | null): Json => {
   if (p === null) return { popped: false };
-  const { readableBytes, writableBytes } = P.splitChain(p.walk);
   return {
     popped: true,
     id: p.id,
     head: p.head,
     wrap: p.wrap,
     slots: p.slots,
-    chain: {
-      descriptors: p.walk.descriptors.map((d) => ({
-        index: d.index,
-        addr: u64(d.addr),
-        len: d.len,
-        flags: d.flags,
-        indirect: d.indirect,
-      })),
-      end: p.walk.end === null ? null : p.walk.end._tag,
-      readableBytes: u64(BigInt(readableBytes)),
-      writableBytes: u64(BigInt(writableBytes)),
-    },
+    chain: walkJson(p.walk),
   };
 };
 
@@ -304,10 +296,15 @@ export const packedSteps = (input: PackedInput): Step[] => {
   const addUsedRules = input.inOrder ? ["PVQ-ADD-USED", "PVQ-IN-ORDER"] : ["PVQ-ADD-USED"];
   /** The ring as the driver sees it after a device write, charged to `rules`. */
   const ringRead = (rules: readonly string[]): void => {
-    const r = readBytes(mem, RING, 16 * size);
+    const r = readBytes(mem, RING, packedRingBytes(size));
     if (r.ok)
       steps.push(
-        step("memory.read", { addr: u64(RING), len: 16 * size }, expectOk({ data: toHex(r.value) }), rules),
+        step(
+          "memory.read",
+          { addr: u64(RING), len: packedRingBytes(size) },
+          expectOk({ data: toHex(r.value) }),
+          rules,
+        ),
       );
   };
   /** The Device Area after a device write to it. */
@@ -334,16 +331,19 @@ export const packedSteps = (input: PackedInput): Step[] => {
         const availBits = (wrap: boolean): number => (wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
         const start = linear(driver.availSlot, driver.availWrap, size);
         if (c.indirect) {
-          const table = new Uint8Array(16 * c.n);
+          const table = new Uint8Array(packedRingBytes(c.n));
           for (let i = 0; i < c.n; i++)
-            table.set(encodePacked({ addr: buffer(i), len: c.len, id: 0, flags: dataFlags(i) }), 16 * i);
+            table.set(
+              encodePacked({ addr: buffer(i), len: c.len, id: 0, flags: dataFlags(i) }),
+              packedDescOffset(i),
+            );
           const at = INDIRECT_AREA + 0x100n * BigInt(id);
           write(at, table);
           write(
             RING + 16n * BigInt(driver.availSlot),
             encodePacked({
               addr: at,
-              len: 16 * c.n,
+              len: packedRingBytes(c.n),
               id,
               flags: VIRTQ_DESC_F_INDIRECT | availBits(driver.availWrap),
             }),
@@ -420,7 +420,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
       case "reap": {
         // Linux virtqueue_get_buf_ctx_packed: used when AVAIL and USED both equal the used wrap counter.
         for (;;) {
-          const b = readBytes(mem, RING + 16n * BigInt(driver.usedSlot), 16);
+          const b = readBytes(mem, RING + BigInt(packedDescOffset(driver.usedSlot)), PACKED_DESC_SIZE);
           if (!b.ok) break;
           const id = b.value[12]! | (b.value[13]! << 8);
           const flags = b.value[14]! | (b.value[15]! << 8);
@@ -486,7 +486,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
         break;
       case "reinit":
         // A driver that sets the queue up again starts from a zeroed ring.
-        write(RING, new Uint8Array(16 * size));
+        write(RING, new Uint8Array(packedRingBytes(size)));
         q = configured(input, q);
         steps.push(step("packed.configure", configureArgs(input), expectOk(null)));
         initialize();
@@ -507,7 +507,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
   return [
     ...steps,
     ...readBackSteps(mem, [
-      [RING, 16 * size],
+      [RING, packedRingBytes(size)],
       [DEVICE_AREA, 4],
     ]).map((s) => ({ ...s, rules: ["PVQ-DEVICE-ACCESS"] })),
   ];

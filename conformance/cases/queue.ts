@@ -16,12 +16,12 @@ import {
   emptyChainMemory,
   encodeDescriptors,
   memoryCreateStep,
-  walkValue,
   writableLast,
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
 import type { Expect, Step } from "./types.ts";
+import { acceptedWalkJson } from "../walk-json.ts";
 import { citing, defineCase, expectOk, expectResult, step } from "./types.ts";
 import { VIRTQ_DESC_F_NEXT } from "../../wire/split.ts";
 
@@ -159,7 +159,7 @@ export const queueArb = (w: Weights, o: { maxLength?: number } = {}): fc.Arbitra
 
 /** queue.pop's answer for what the model popped (null: the ring was empty). */
 const popValue = (p: SpecPopped | null): Json =>
-  p === null ? { popped: false } : { popped: true, head: p.head, chain: walkValue(p.walk) };
+  p === null ? { popped: false } : { popped: true, head: p.head, chain: acceptedWalkJson(p.walk) };
 
 export const stateJson = (q: SpecQueue): Json => ({
   maxSize: q.maxSize,

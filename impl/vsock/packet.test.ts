@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { MAX_PKT_BUF_SIZE, PROFILES } from "../../spec/vsock.ts";
-import { ListChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, type ListDesc } from "./chain.ts";
+import { ListChain, type ListDesc } from "./chain.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import { VsockPacket } from "./packet.ts";
 import { HDROFF, VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 

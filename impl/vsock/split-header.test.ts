@@ -9,7 +9,8 @@ import { VsockVirtioDevice } from "../device/vsock.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { SplitDriver } from "../queue/split-driver.ts";
 import { PROFILES, decodeHeader, encodeHeader, emptyHeader } from "../../spec/vsock.ts";
-import { ListChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./chain.ts";
+import { ListChain } from "./chain.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import { RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { VsockPacket } from "./packet.ts";
 import {

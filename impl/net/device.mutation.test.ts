@@ -199,6 +199,7 @@ class ProbeBackend extends CapturingBackend {
       [-12, undefined, L],
       [0, -1, L],
       [2, 0, L],
+      [0, NaN, L],
     ] as const) {
       const dst = new Uint8Array(size).fill(0xee);
       const got = n === undefined ? p.copyFrame(dst, at) : p.copyFrame(dst, at, n);
@@ -827,4 +828,28 @@ it("a backend that reads into the RX segments sees the chain's writable descript
   expect(g.memory.slice(base, 30)).toEqual(want.subarray(0, 30));
   expect(g.memory.slice(base + 30, 10)).toEqual(new Uint8Array(10).fill(0xcc));
   expect(g.memory.slice(base + 40, p.length - 30)).toEqual(want.subarray(30));
+});
+
+it("with MRG_RXBUF chains whose room is exactly header + largest frame take a packet; a broken chain after them does not undo it [NET-RX-MRG NET-HOSTILE]", () => {
+  const b = new CapturingBackend();
+  const dev = new NetDevice({ mac: MAC, mtu: 68, mrgRxbuf: true }, b); // need 12 + 86 = 98
+  const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+  const frame = frameOf(60);
+  b.inject(frame);
+  const h0 = g.rxDriver.addChain([{ addr: g.rxSlotAddr(0), len: 50, write: true }])!;
+  const h1 = g.rxDriver.addChain([{ addr: g.rxSlotAddr(1), len: 48, write: true }])!;
+  const h2 = g.rxDriver.addChain([{ addr: g.rxSlotAddr(2), len: 48 }])!; // no writable byte
+  expect(dev.processRxNow()).toBe(3);
+  expect(g.rxDriver.reapUsed()).toEqual([
+    { id: h0, len: 50 },
+    { id: h1, len: 22 },
+    { id: h2, len: 0 },
+  ]);
+  expect(dev.stats.rxChainErrors).toBe(1);
+  expect(b.pending).toBe(0);
+  const wire = new Uint8Array(72);
+  wire.set(spec.rxHeader(12, 2), 0);
+  wire.set(frame, 12);
+  expect(g.memory.slice(g.rxSlotAddr(0), 50)).toEqual(wire.subarray(0, 50));
+  expect(g.memory.slice(g.rxSlotAddr(1), 22)).toEqual(wire.subarray(50));
 });

@@ -10,7 +10,7 @@ import { property } from "./harness.ts";
 import { buildMemories, type MemoryLayout } from "./arbitraries/memory.ts";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import { VIRTQ_DESC_F_NEXT } from "../wire/split.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { walkChain } from "../spec/queue.ts";
 import * as spec from "../spec/iovec.ts";
 import { IoVecBuffer, IoVecBufferMut } from "../impl/iovec/iovec.ts";
@@ -76,7 +76,7 @@ describe("iovec: loading real descriptor chains", () => {
       fc.constantFrom("one-way", "one-way", "mixed", "hostile"),
       (layout, seed, bufs, writable, indirect, breakAt, size, mode) => {
         const { impl } = buildMemories(layout, seed);
-        const drv = QueueDriver.at(impl, size, QUEUE_BASE);
+        const drv = SplitDriver.at(impl, size, QUEUE_BASE);
         // Mostly one direction, as devices expect; sometimes mixed or partly outside memory.
         const mixed = mode === "mixed";
         const hostile = mode === "hostile";

@@ -11,7 +11,7 @@
 import fc from "fast-check";
 import { describe } from "vitest";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import * as M from "../spec/memory.ts";
 import * as S from "../spec/queue.ts";
@@ -571,7 +571,7 @@ describe("rust-vmm virtio-queue Kani harnesses", () => {
       ),
       ({ p, seed, eventIdx, start, batches, eventDelta }) => {
         const mem = memoryOf(p, seed);
-        const driver = new QueueDriver(mem, p.size, p);
+        const driver = new SplitDriver(mem, p.size, p);
         const q = new SplitQueue(MAX_QUEUE_SIZE);
         q.configure({
           size: p.size,

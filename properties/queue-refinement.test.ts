@@ -15,7 +15,7 @@ import fc from "fast-check";
 import { describe } from "vitest";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { PopStatus, SplitQueue } from "../impl/queue/split-queue.ts";
 import * as M from "../spec/memory.ts";
 import type { SpecMemory } from "../spec/memory.ts";
@@ -224,7 +224,7 @@ class World {
     readonly impl: SplitQueue,
     public spec: S.SpecQueue,
     /** The well-behaved driver, or null while the rings hold whatever a hostile guest left. */
-    public driver: QueueDriver | null,
+    public driver: SplitDriver | null,
   ) {
     this.chain = new DescriptorChain(this.mem);
   }
@@ -243,9 +243,9 @@ class World {
   }
 
   /** Configure and initialize both sides with the placement; a new driver lays out the rings. */
-  initialize(eventIdx: boolean, start: number): QueueDriver {
+  initialize(eventIdx: boolean, start: number): SplitDriver {
     const p = this.p;
-    const driver = this.driverWrites(() => new QueueDriver(this.mem, p.size, p));
+    const driver = this.driverWrites(() => new SplitDriver(this.mem, p.size, p));
     const config = {
       size: p.size,
       ready: true,

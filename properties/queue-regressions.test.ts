@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import { describe } from "vitest";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import * as S from "../spec/queue.ts";
@@ -141,7 +141,7 @@ describe("rust-vmm regressions", () => {
         const bytes = DESC_SIZE * buffers.length;
         fc.pre(r.size >= bytes + DESC_SIZE);
         const at = r.base + DESC_SIZE * (slot % Math.floor((r.size - bytes) / DESC_SIZE)) + misalign;
-        const driver = new QueueDriver(impl, q.size, q);
+        const driver = new SplitDriver(impl, q.size, q);
         const head = driver.addChain(
           buffers.map((b) => ({ addr: b.addr, len: b.len, write: b.write })),
           { indirectTable: at },
@@ -272,7 +272,7 @@ describe("rust-vmm regressions through the queue", () => {
       ),
       ({ p, seed, start, buffer }) => {
         const { impl: mem } = buildMemories(p.layout, seed);
-        const driver = new QueueDriver(mem, p.size, p);
+        const driver = new SplitDriver(mem, p.size, p);
         const q = activeQueue(mem, p);
         q.setPositions({ nextAvail: start });
         driver.setAvailIdx(start);
@@ -363,7 +363,7 @@ describe("rust-vmm regressions through the queue", () => {
       ),
       ({ p, seed, old, popped, fresh, moved, eventIdx, start }) => {
         const { impl: mem } = buildMemories(p.layout, seed);
-        const driver = new QueueDriver(mem, p.size, p);
+        const driver = new SplitDriver(mem, p.size, p);
         const q = activeQueue(mem, p);
         if (eventIdx) q.enableNotifSuppression();
         q.setPositions({ nextAvail: start, nextUsed: start, numAdded: 3 });
@@ -389,7 +389,7 @@ describe("rust-vmm regressions through the queue", () => {
           probe.configure({ size: p.size, ready: true, ...moved });
           if (probe.initialize(mem).ok && !overlapping(candidate)) place = candidate;
         }
-        const driver2 = new QueueDriver(mem, place.size, place);
+        const driver2 = new SplitDriver(mem, place.size, place);
         const q2 = q;
         q2.configure({
           size: place.size,

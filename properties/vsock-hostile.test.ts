@@ -4,9 +4,16 @@
  */
 import fc from "fast-check";
 import { describe, expect } from "vitest";
+import { RX_QUEUE, TX_QUEUE } from "../impl/vsock/device.ts";
 import { VsockGuest } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
-import { VSOCK_HOST_CID, type VsockHeader, type VsockProfileName } from "../spec/vsock.ts";
+import type { VsockHeader, VsockProfileName } from "../spec/vsock.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_PKT_HDR_SIZE as H,
+  VSOCK_TYPE_STREAM,
+} from "../wire/vsock.ts";
 import { property } from "./harness.ts";
 
 const GOOD_PORT = 80;
@@ -44,9 +51,9 @@ const hostileArb: fc.Arbitrary<Hostile> = fc.oneof(
           .filter((p) => p < 50000 || p > 50010),
         dstPort: fc.oneof({ weight: 8, arbitrary: fc.constant(GOOD_PORT) }, fc.constant(81), u32),
         len: fc.oneof({ weight: 8, arbitrary: fc.constant(-1) }, fc.integer({ min: 0, max: 5000 }), u32),
-        type: fc.oneof({ weight: 8, arbitrary: fc.constant(1) }, fc.nat({ max: 0xffff })),
+        type: fc.oneof({ weight: 8, arbitrary: fc.constant(VSOCK_TYPE_STREAM) }, fc.nat({ max: 0xffff })),
         op: fc.oneof(
-          { weight: 3, arbitrary: fc.constant(1) },
+          { weight: 3, arbitrary: fc.constant(VSOCK_OP_REQUEST) },
           { weight: 8, arbitrary: fc.integer({ min: 0, max: 8 }) },
           fc.nat({ max: 0xffff }),
         ),
@@ -121,7 +128,7 @@ describe("vsock hostile guest", () => {
               guest.sendRaw({ ...a.h, len: a.h.len < 0 ? a.data : a.h.len }, new Uint8Array(a.data));
               break;
             case "chain":
-              guest.drivers[1].addChain(a.bufs);
+              guest.addChainAt(TX_QUEUE, a.bufs);
               break;
             case "host":
               conn.hostWrite(new Uint8Array(a.n).fill(down & 0xff));
@@ -175,11 +182,11 @@ describe("vsock hostile rx buffers", () => {
         fc.array(
           fc.record({
             // Each chain has its own 2 KiB window of scratch memory; lengths may run past it.
-            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - 44)),
+            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - H)),
             len: fc.oneof(
               { weight: 4, arbitrary: fc.integer({ min: 0, max: 0x400 }) },
-              { weight: 2, arbitrary: fc.constantFrom(0, 44) },
-              fc.constantFrom(1, 43, 45, 100),
+              { weight: 2, arbitrary: fc.constantFrom(0, H) },
+              fc.constantFrom(1, H - 1, H + 1, 100),
               fc.nat({ max: 0x9000 }),
               u32,
             ),
@@ -211,15 +218,19 @@ describe("vsock hostile rx buffers", () => {
         const posted = new Map<number, { addr: number; len: number }[]>();
         chains.forEach((c, k) => {
           const bufs = c.map((b) => ({ addr: base + k * 0x800 + b.off, len: b.len, write: b.write }));
-          const head = guest.drivers[0].addChain(bufs);
+          const head = guest.addChainAt(RX_QUEUE, bufs);
           if (head !== undefined) posted.set(head, bufs);
         });
         for (let round = 0; round < 12; round++) {
           const before = scratch.slice();
-          guest.device.processRx(round);
-          const used = guest.drivers[0].reapUsed();
+          const from = guest.foreignUsed.length;
+          guest.now = round;
+          guest.pollRx();
+          guest.pump(1);
+          guest.read(sock);
+          const used = guest.foreignUsed.slice(from);
           // Every scratch byte that changed lies in a buffer of a chain used in this round.
-          const mine = used.flatMap((u) => posted.get(u.id) ?? []);
+          const mine = used.flatMap((u) => posted.get(u.head) ?? []);
           for (let i = 0; i < scratch.length; i++) {
             if (scratch[i] === before[i]) continue;
             const addr = base + i;
@@ -229,13 +240,11 @@ describe("vsock hostile rx buffers", () => {
             ).toBe(true);
           }
           for (const u of used) {
-            const bufs = posted.get(u.id);
+            const bufs = posted.get(u.head);
             if (bufs === undefined) continue;
             expect(u.len).toBeLessThanOrEqual(bufs.reduce((a, b) => a + b.len, 0));
-            posted.delete(u.id);
+            posted.delete(u.head);
           }
-          guest.pump(1);
-          guest.read(sock);
         }
       },
     ),

@@ -14,7 +14,6 @@ import {
   assembleTx,
   decodeHeader,
   encodeHeader,
-  HDROFF,
   MAX_PKT_BUF_SIZE,
   PROFILES,
   setFlag,
@@ -25,9 +24,10 @@ import {
 import type { Result } from "../spec/result.ts";
 import { property } from "./harness.ts";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import { walkChain } from "../spec/queue.ts";
+import { HDROFF } from "../wire/vsock.ts";
 
 const headerArb: fc.Arbitrary<VsockHeader> = fc.record({
   srcCid: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
@@ -251,7 +251,7 @@ describe("vsock packet assembly over a split queue", () => {
       const bytes = new Uint8Array(MEM);
       fill(bytes, c.seed);
       const mem = GuestMemory.of([{ base: 0, bytes }]);
-      const drv = QueueDriver.at(mem, QSIZE, RING);
+      const drv = SplitDriver.at(mem, QSIZE, RING);
       const descTable = drv.layout.descTable;
       c.table.forEach((d, i) => drv.writeDescriptor(i, d));
       c.indirect.forEach((d, i) => drv.writeDescriptor(i, d, TABLE));

@@ -30,14 +30,14 @@
  * order. At most `maxInFlight` transfers are in flight per direction (default 4); the pump
  * waits for a slot, which is how a slow link pushes back on writers.
  */
-import { Clock, Deferred, Effect } from "effect";
+import { Clock, Deferred, Effect, Latch } from "effect";
 import type { Scope } from "effect";
 import type { UsbPacketFiller } from "../impl/usb-vsock/filler.ts";
 import { UsbPacketBuilder } from "../impl/usb-vsock/packet.ts";
 import { UsbVsockEndpoint, type VsockStream } from "../impl/usb-vsock/endpoint.ts";
 import type { Address, ParseError } from "../impl/usb-vsock/packet.ts";
 import type { ProtocolError, Version } from "../spec/usb-vsock.ts";
-import { park, wakeAll, type Waker } from "../impl/usb-vsock/wakers.ts";
+import { waitOn, wake } from "../impl/usb-vsock/wakers.ts";
 
 export interface LinkEnd {
   readonly filler: UsbPacketFiller;
@@ -91,14 +91,14 @@ const direction = (
   Effect.gen(function* () {
     const maxInFlight = Math.max(1, o.maxInFlight ?? 4);
     const flight: { readonly dueNanos: bigint; readonly bytes: Uint8Array }[] = [];
-    const arrived = new Set<Waker>();
-    const freed = new Set<Waker>();
+    const arrived = Latch.makeUnsafe(false);
+    const freed = Latch.makeUnsafe(false);
     const latencyNanos = BigInt(Math.max(0, Math.round(o.latencyUs * 1000)));
 
     const pump = Effect.gen(function* () {
       let builder = new UsbPacketBuilder(new Uint8Array(o.maxTransferSize));
       for (;;) {
-        while (flight.length >= maxInFlight) yield* park(freed);
+        while (flight.length >= maxInFlight) yield* waitOn(freed);
         // This pump is the filler's only reader, so AlreadyFilling cannot happen.
         builder = yield* Effect.orDie(from.filler.fill(builder));
         const taken = builder.take();
@@ -111,7 +111,7 @@ const direction = (
         const now = yield* Clock.currentTimeNanos;
         flight.push({ dueNanos: now + latencyNanos, bytes });
         stats.inFlight = flight.length;
-        wakeAll(arrived);
+        wake(arrived);
       }
     });
 
@@ -119,7 +119,7 @@ const direction = (
       for (;;) {
         const head = flight[0];
         if (head === undefined) {
-          yield* park(arrived);
+          yield* waitOn(arrived);
           continue;
         }
         const now = yield* Clock.currentTimeNanos;
@@ -129,7 +129,7 @@ const direction = (
         }
         flight.shift();
         stats.inFlight = flight.length;
-        wakeAll(freed);
+        wake(freed);
         const e = yield* to.handleTransfer(head.bytes);
         if (e !== undefined) stats.parseErrors++;
       }
@@ -239,7 +239,7 @@ export const makeUsbVsockRig = (
     const sent: Uint8Array[][] = Array.from({ length: o.connections }, () => []);
     const recvBytes = new Array<number>(o.connections).fill(0);
     let orderViolations = 0;
-    const progress = new Set<Waker>();
+    const progress = Latch.makeUnsafe(false);
 
     // Device: accept every incoming connection and check each byte against what was sent.
     const check = (i: number, chunk: Uint8Array): void => {
@@ -263,7 +263,7 @@ export const makeUsbVsockRig = (
         receivedTotal += msgs[0]!.length;
         msgs.shift();
       }
-      wakeAll(progress);
+      wake(progress);
     };
     let receivedTotal = 0;
     let sentTotal = 0;
@@ -334,7 +334,7 @@ export const makeUsbVsockRig = (
             const r = yield* Effect.result(send(i, bytes));
             if (r._tag === "Failure") failedWrites++;
             pendingOffers--;
-            wakeAll(progress);
+            wake(progress);
             yield* Deferred.succeed(gate, undefined);
           }),
           scope,
@@ -344,7 +344,7 @@ export const makeUsbVsockRig = (
     const drain: Effect.Effect<void> = Effect.suspend(() =>
       pendingOffers === 0 && receivedTotal >= sentTotal
         ? Effect.void
-        : Effect.flatMap(park(progress), () => drain),
+        : Effect.flatMap(waitOn(progress), () => drain),
     );
 
     return {

@@ -2,14 +2,14 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
-import { QueueDriver } from "../impl/queue/driver.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import { walkChain } from "../spec/queue.ts";
 import { specMemoryOf, walkMismatch } from "./oracle.ts";
 
 const popped = (): { chain: DescriptorChain; head: number; m: GuestMemory; table: bigint } => {
   const m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(0x10000) }]);
-  const drv = QueueDriver.at(m, 16, 0);
+  const drv = SplitDriver.at(m, 16, 0);
   const q = new SplitQueue(16);
   q.configure({
     size: 16,

@@ -20,24 +20,15 @@
 import { Effect } from "effect";
 import { LEVEL, type FrontendLevel, type FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, bit } from "../../spec/vhost-user.ts";
-import { VRING_AVAIL_F_NO_INTERRUPT } from "../../spec/queue.ts";
-import {
-  VIRTIO_F_VERSION_1,
-  VSOCK_HOST_CID,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RST,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_STREAM,
-  decodeHeader,
-  emptyHeader,
-  encodeHeader,
-} from "../../spec/vsock.ts";
-import { QueueDriver, vringNeedEvent, type DriverBuffer } from "../../impl/queue/driver.ts";
+import { VIRTIO_F_VERSION_1, decodeHeader, emptyHeader, encodeHeader } from "../../spec/vsock.ts";
+import { SplitDriver, type DriverBuffer } from "../../impl/queue/split-driver.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
-} from "../../impl/queue/descriptor-chain.ts";
+  VRING_AVAIL_F_NO_INTERRUPT,
+  vringNeedEvent,
+} from "../../wire/split.ts";
 import {
   acquireGuestRam,
   acquireRingFds,
@@ -51,6 +42,13 @@ import {
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
 import { VsockStreams, listenHostPort } from "./vsock-stream.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RST,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_STREAM,
+} from "../../wire/vsock.ts";
 
 export type DeviceKind = "net" | "vsock" | "generic";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["net", "vsock", "generic"];
@@ -173,7 +171,7 @@ interface Chain {
 
 interface Ring {
   readonly index: number;
-  readonly driver: QueueDriver;
+  readonly driver: SplitDriver;
   readonly fds: RingFds;
   readonly outstanding: Map<number, Chain>;
   /** Completed this round (payload checks). */
@@ -336,7 +334,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       const rings: Ring[] = [];
       for (let i = 0; i < queueCount; i++) {
         const fds = yield* acquireRingFds(io).pipe(Effect.mapError(setup));
-        const driver = QueueDriver.at(mem, RING_SIZE, 0x1000 + i * RING_AREA);
+        const driver = SplitDriver.at(mem, RING_SIZE, 0x1000 + i * RING_AREA);
         rings.push({
           index: i,
           driver,

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { QueueDriver, layoutAt, type DriverBuffer } from "../queue/driver.ts";
+import { SplitDriver, type DriverBuffer } from "../queue/split-driver.ts";
+import { splitLayoutAt } from "../../wire/split.ts";
 import { PACKED_RING, SPLIT_RING, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
 import { PackedDriver, packedLayoutAt } from "../queue/packed-driver.ts";
 import { LoopbackBackend } from "../net/backend.ts";
@@ -82,7 +83,7 @@ interface Ring {
   readonly driver: (
     memory: GuestMemory,
     base: number,
-  ) => { driver: TestDriver; layout: ReturnType<typeof layoutAt> };
+  ) => { driver: TestDriver; layout: ReturnType<typeof splitLayoutAt> };
 }
 
 const rings: Ring[] = [
@@ -90,8 +91,8 @@ const rings: Ring[] = [
     ring: SPLIT_RING,
     ack: 0n,
     driver: (memory, base) => {
-      const layout = layoutAt(base, QSIZE);
-      const d = new QueueDriver(memory, QSIZE, layout);
+      const layout = splitLayoutAt(base, QSIZE);
+      const d = new SplitDriver(memory, QSIZE, layout);
       return {
         layout,
         driver: {

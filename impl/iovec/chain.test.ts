@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { DescriptorChain } from "../queue/descriptor-chain.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
-import { QueueDriver } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import { SplitQueue } from "../queue/split-queue.ts";
 import { walkChain } from "../../spec/queue.ts";
 import { createMemory } from "../../spec/memory.ts";
@@ -18,13 +18,13 @@ import { SliceSink } from "./sinks.ts";
 const QUEUE_SIZE = 16;
 
 /** default_mem plus a queue at 0 of size 16, as Firecracker's VirtQueue::new(GuestAddress(0), m, 16). */
-const setup = (): { mem: GuestMemory; drv: QueueDriver; q: SplitQueue } => {
+const setup = (): { mem: GuestMemory; drv: SplitDriver; q: SplitQueue } => {
   const mem = GuestMemory.of([
     { base: 0, bytes: new Uint8Array(0x10000) },
     { base: 0x20000, bytes: new Uint8Array(0x10000) },
     { base: 0x40000, bytes: new Uint8Array(0x10000) },
   ]);
-  const drv = QueueDriver.at(mem, QUEUE_SIZE, 0);
+  const drv = SplitDriver.at(mem, QUEUE_SIZE, 0);
   const q = new SplitQueue(QUEUE_SIZE);
   q.configure({
     size: QUEUE_SIZE,
@@ -45,7 +45,7 @@ const pop = (q: SplitQueue): DescriptorChain => {
 };
 
 /** The seed's chain: four 64-byte descriptors at 0x20000 + 64 j; read-only ones hold 0..255. */
-const addSeedChain = (mem: GuestMemory, drv: QueueDriver, write: boolean): void => {
+const addSeedChain = (mem: GuestMemory, drv: SplitDriver, write: boolean): void => {
   mem.writeFrom(0x20000, write ? new Uint8Array(256) : Uint8Array.from({ length: 256 }, (_, i) => i));
   drv.addChain([0, 1, 2, 3].map((j) => ({ addr: 0x20000 + 64 * j, len: 64, write })));
 };

@@ -8,11 +8,12 @@
  *   Firecracker's IovDeque maps one page twice) so the live segments are always one
  *   contiguous run [start, start + count) and every loop below is a plain index loop.
  *
- * Allocation: loading a segment creates its view (one `subarray`), which is also what
- * readv/writev need. Copies then allocate nothing when a piece is a whole segment; a piece
- * that starts or ends inside a segment (or a source window for a write) gets a view that is
- * cached per slot, so repeating the same access allocates nothing either. Pieces of at most
- * SMALL_COPY bytes are copied byte by byte and never need a view.
+ * Allocation: loading a chain allocates nothing (a slot keeps the region's bytes, an offset
+ * and a length). A segment's view is made when first needed (`segment`, `iovecs` for
+ * readv/writev, sinks and sources, copies of more than SMALL_COPY bytes) and cached per slot
+ * until the slot changes, as are a partial view of it and a source window for a write, so
+ * repeating the same access allocates nothing. Pieces of at most SMALL_COPY bytes are copied
+ * byte by byte straight from or into the region's bytes and never need a view.
  */
 import { GuestMemory } from "../memory/guest-memory.ts";
 import {
@@ -73,9 +74,28 @@ const OVERFLOWED: Result<never, IoVecError> = Object.freeze(
 const DEQUE_FULL: Result<never, IoVecError> = Object.freeze(err<IoVecError>({ _tag: "IovDequeOverflow" }));
 const LOADED: Result<void, IoVecError> = Object.freeze(ok(undefined));
 
+/** IOV-LEN-U32, as a module-local const (an imported binding is loaded on every use). */
+const MAX_LEN = U32_MAX;
 /** Pieces up to this many bytes are copied by a loop, which beats creating a view. */
 const SMALL_COPY = 64;
+/** From this many bytes, a small copy moves 4-byte words when both ends are equally aligned. */
+const WORD_COPY = 16;
 const EMPTY = new Uint8Array(0);
+const NO_WORDS = new Int32Array(0);
+
+/**
+ * An Int32Array over the whole of each buffer a small copy has used: word copies need no
+ * view of the piece (ArrayBuffer and SharedArrayBuffer keys; the cache does not keep them alive).
+ */
+const wordViews = new WeakMap<ArrayBufferLike, Int32Array>();
+const wordsOf = (buffer: ArrayBufferLike): Int32Array => {
+  let w = wordViews.get(buffer);
+  if (w === undefined) {
+    w = new Int32Array(buffer, 0, buffer.byteLength >>> 2);
+    wordViews.set(buffer, w);
+  }
+  return w;
+};
 
 const memoryError = (chain: ChainCursor, len: number): Result<never, IoVecError> =>
   err({ _tag: "GuestMemory", error: GuestMemory.rangeError(chain.addrBig(), BigInt(len)) });
@@ -96,10 +116,18 @@ const clampMoved = (n: number, offered: number): number =>
 
 /**
  * The segment store and the transfer loops both buffers share. Slots [first, first + count)
- * hold the live segments in chain order.
+ * hold the live segments in chain order. A slot holds where its segment lies (the region's
+ * bytes, the offset in them, the length), not a view: loading a chain allocates nothing,
+ * and copies index the region's bytes directly. A segment's view is made when someone asks
+ * for it (`segment`, `iovecs`, a sink or source, a copy of more than SMALL_COPY bytes) and
+ * kept until the slot changes.
  */
 abstract class Segments {
-  protected views: Uint8Array[] = [];
+  /** The bytes of the region each slot's segment lies in. */
+  protected srcs: Uint8Array[] = [];
+  /** Where each slot's segment starts in `srcs[slot]`. */
+  protected offs: Float64Array = new Float64Array(0);
+  protected lens: Float64Array = new Float64Array(0);
   protected addrs: Float64Array = new Float64Array(0);
   protected first = 0;
   protected count = 0;
@@ -107,8 +135,9 @@ abstract class Segments {
   /** Bumped on every change, so the `iovecs()` list is rebuilt only when needed. */
   protected version = 0;
 
-  // Per-slot caches of the last partial view of the segment (skip, length) and of the last
-  // source window used to write it (source, position, length).
+  // Per-slot caches: the segment's whole view, the last partial view of it (skip, length)
+  // and the last source window used to write it (source, position, length).
+  private views: (Uint8Array | null)[] = [];
   private pieceViews: (Uint8Array | null)[] = [];
   private pieceSkips: Float64Array = new Float64Array(0);
   private windowViews: (Uint8Array | null)[] = [];
@@ -118,15 +147,28 @@ abstract class Segments {
   private listed: Uint8Array[] = [];
   private listedVersion = -1;
 
+  // The word views of the two buffers small copies used last (the guest's and the host's).
+  private wordBuf0: ArrayBufferLike | null = null;
+  private words0: Int32Array = NO_WORDS;
+  private wordBuf1: ArrayBufferLike | null = null;
+  private words1: Int32Array = NO_WORDS;
+
   protected allocate(slots: number): void {
-    const views: Uint8Array[] = new Array<Uint8Array>(slots).fill(EMPTY);
+    const srcs: Uint8Array[] = new Array<Uint8Array>(slots).fill(EMPTY);
+    const offs = new Float64Array(slots);
+    const lens = new Float64Array(slots);
     const addrs = new Float64Array(slots);
-    for (let i = 0; i < this.views.length && i < slots; i++) {
-      views[i] = this.views[i]!;
+    for (let i = 0; i < this.srcs.length && i < slots; i++) {
+      srcs[i] = this.srcs[i]!;
+      offs[i] = this.offs[i]!;
+      lens[i] = this.lens[i]!;
       addrs[i] = this.addrs[i]!;
     }
-    this.views = views;
+    this.srcs = srcs;
+    this.offs = offs;
+    this.lens = lens;
     this.addrs = addrs;
+    this.views = new Array<Uint8Array | null>(slots).fill(null);
     this.pieceViews = new Array<Uint8Array | null>(slots).fill(null);
     this.pieceSkips = new Float64Array(slots);
     this.windowViews = new Array<Uint8Array | null>(slots).fill(null);
@@ -134,9 +176,13 @@ abstract class Segments {
     this.windowPositions = new Float64Array(slots);
   }
 
-  protected setSlot(slot: number, view: Uint8Array, addr: number): void {
-    this.views[slot] = view;
+  /** Slot `slot` holds `src[off, off + len)`, the bytes of guest address `addr`. */
+  protected setSlot(slot: number, src: Uint8Array, off: number, len: number, addr: number): void {
+    this.srcs[slot] = src;
+    this.offs[slot] = off;
+    this.lens[slot] = len;
     this.addrs[slot] = addr;
+    this.views[slot] = null;
     this.pieceViews[slot] = null;
     this.windowViews[slot] = null;
     this.windowSources[slot] = null;
@@ -158,7 +204,7 @@ abstract class Segments {
 
   /** The i-th segment in chain order: a live view of guest memory (IOV-ZERO-COPY). */
   segment(i: number): Uint8Array | undefined {
-    return i >= 0 && i < this.count ? this.views[this.first + i] : undefined;
+    return i >= 0 && i < this.count ? this.view(this.first + i) : undefined;
   }
 
   /** The guest address of the i-th segment, or -1. */
@@ -175,10 +221,20 @@ abstract class Segments {
     if (this.listedVersion !== this.version) {
       const list = this.listed;
       list.length = this.count;
-      for (let i = 0; i < this.count; i++) list[i] = this.views[this.first + i]!;
+      for (let i = 0; i < this.count; i++) list[i] = this.view(this.first + i);
       this.listedVersion = this.version;
     }
     return this.listed;
+  }
+
+  /** Slot `slot`'s whole segment as a view, made once per slot change. */
+  private view(slot: number): Uint8Array {
+    const cached = this.views[slot];
+    if (cached !== null && cached !== undefined) return cached;
+    const off = this.offs[slot]!;
+    const view = this.srcs[slot]!.subarray(off, off + this.lens[slot]!);
+    this.views[slot] = view;
+    return view;
   }
 
   /** Slot `slot`'s bytes [skip, skip + n), a view cached per slot. */
@@ -187,7 +243,8 @@ abstract class Segments {
     if (cached !== null && cached !== undefined && this.pieceSkips[slot] === skip && cached.length === n) {
       return cached;
     }
-    const view = this.views[slot]!.subarray(skip, skip + n);
+    const at = this.offs[slot]! + skip;
+    const view = this.srcs[slot]!.subarray(at, at + n);
     this.pieceViews[slot] = view;
     this.pieceSkips[slot] = skip;
     return view;
@@ -212,6 +269,47 @@ abstract class Segments {
     return view;
   }
 
+  /** The word view of `buffer`, through the two most recent and then the shared cache. */
+  private words(buffer: ArrayBufferLike): Int32Array {
+    if (buffer === this.wordBuf0) return this.words0;
+    if (buffer === this.wordBuf1) return this.words1;
+    const w = wordsOf(buffer);
+    this.wordBuf1 = this.wordBuf0;
+    this.words1 = this.words0;
+    this.wordBuf0 = buffer;
+    this.words0 = w;
+    return w;
+  }
+
+  /**
+   * Copies src[s, s + n) to dst[d, d + n), forwards, for n <= SMALL_COPY with both ranges
+   * inside their arrays (the callers' loops guarantee it). Equally aligned ends move by 4-byte
+   * words between a byte head and tail (the same bytes in the same order as the byte loop,
+   * also where the ranges overlap: their distance is then a multiple of 4); anything else, and
+   * a word view that does not cover the range (a resized buffer), goes byte by byte.
+   */
+  private copySmall(dst: Uint8Array, d: number, src: Uint8Array, s: number, n: number): void {
+    let k = 0;
+    if (n >= WORD_COPY) {
+      const da = dst.byteOffset + d;
+      const sa = src.byteOffset + s;
+      if (((da ^ sa) & 3) === 0) {
+        const head = (4 - (da & 3)) & 3;
+        const count = (n - head) >>> 2;
+        const dw = this.words(dst.buffer);
+        const sw = this.words(src.buffer);
+        const di = (da + head) >>> 2;
+        const si = (sa + head) >>> 2;
+        if (di + count <= dw.length && si + count <= sw.length) {
+          for (; k < head; k++) dst[d + k] = src[s + k]!;
+          for (let j = 0; j < count; j++) dw[di + j] = sw[si + j]!;
+          k += count << 2;
+        }
+      }
+    }
+    for (; k < n; k++) dst[d + k] = src[s + k]!;
+  }
+
   /**
    * Reads up to `len` bytes at `offset` into `sink` (IOV-READ-LEN, IOV-OVERLAP-ORDER,
    * IOV-SHORT-TRANSFER, IOV-IO-ERROR). Returns the bytes moved, or the sink's error when it
@@ -222,17 +320,16 @@ abstract class Segments {
     let left = clampLen(len);
     let skip = offset;
     let total = 0;
-    const views = this.views;
+    const lens = this.lens;
     const end = this.first + this.count;
     for (let i = this.first; i < end && left > 0; i++) {
-      const v = views[i]!;
-      const size = v.length;
+      const size = lens[i]!;
       if (skip >= size) {
         skip -= size;
         continue;
       }
       const n = size - skip < left ? size - skip : left;
-      const chunk = n === size ? v : this.piece(i, skip, n);
+      const chunk = n === size ? this.view(i) : this.piece(i, skip, n);
       skip = 0;
       let r = sink.write(chunk);
       while (typeof r !== "number" && r._tag === "Interrupted") r = sink.write(chunk);
@@ -251,26 +348,26 @@ abstract class Segments {
   /**
    * Copies bytes at `offset` into `dst[from, to)` (all of `dst` by default) until that range
    * is full or the buffer ends; returns the count, min(to - from, max(0, len - offset))
-   * (IOV-READ-LEN). No allocation when the views cached per segment fit the range (whole segments, or the last partial range per segment); another partial range over 64 bytes makes one view. A range outside `dst` copies nothing.
+   * (IOV-READ-LEN). Pieces of at most SMALL_COPY bytes are copied from the region's bytes
+   * with no view; a larger one uses the view cached per segment (the whole segment, or the
+   * last partial range of it), made once per segment load.
    */
   readInto(dst: Uint8Array, offset: number, from = 0, to = dst.length): number {
     if (!validOffset(offset) || !validRange(from, to, dst.length)) return 0;
     let left = to - from;
     let skip = offset;
     let pos = from;
-    const views = this.views;
+    const lens = this.lens;
     const end = this.first + this.count;
     for (let i = this.first; i < end && left > 0; i++) {
-      const v = views[i]!;
-      const size = v.length;
+      const size = lens[i]!;
       if (skip >= size) {
         skip -= size;
         continue;
       }
       const n = size - skip < left ? size - skip : left;
-      if (n === size) dst.set(v, pos);
-      else if (n <= SMALL_COPY) for (let k = 0; k < n; k++) dst[pos + k] = v[skip + k]!;
-      else dst.set(this.piece(i, skip, n), pos);
+      if (n <= SMALL_COPY) this.copySmall(dst, pos, this.srcs[i]!, this.offs[i]! + skip, n);
+      else dst.set(n === size ? this.view(i) : this.piece(i, skip, n), pos);
       pos += n;
       left -= n;
       skip = 0;
@@ -294,17 +391,16 @@ abstract class Segments {
     let left = clampLen(len);
     let skip = offset;
     let total = 0;
-    const views = this.views;
+    const lens = this.lens;
     const end = this.first + this.count;
     for (let i = this.first; i < end && left > 0; i++) {
-      const v = views[i]!;
-      const size = v.length;
+      const size = lens[i]!;
       if (skip >= size) {
         skip -= size;
         continue;
       }
       const n = size - skip < left ? size - skip : left;
-      const into = n === size ? v : this.piece(i, skip, n);
+      const into = n === size ? this.view(i) : this.piece(i, skip, n);
       skip = 0;
       let r = source.read(into);
       while (typeof r !== "number" && r._tag === "Interrupted") r = source.read(into);
@@ -326,19 +422,19 @@ abstract class Segments {
     let left = to - from;
     let skip = offset;
     let pos = from;
-    const views = this.views;
+    const lens = this.lens;
     const end = this.first + this.count;
     for (let i = this.first; i < end && left > 0; i++) {
-      const v = views[i]!;
-      const size = v.length;
+      const size = lens[i]!;
       if (skip >= size) {
         skip -= size;
         continue;
       }
       const n = size - skip < left ? size - skip : left;
-      if (n <= SMALL_COPY) for (let k = 0; k < n; k++) v[skip + k] = src[pos + k]!;
-      else if (n === src.length) v.set(src, skip);
-      else v.set(this.window(i, src, pos, n), skip);
+      const d = this.srcs[i]!;
+      const at = this.offs[i]! + skip;
+      if (n <= SMALL_COPY) this.copySmall(d, at, src, pos, n);
+      else d.set(n === src.length ? src : this.window(i, src, pos, n), at);
       pos += n;
       left -= n;
       skip = 0;
@@ -378,12 +474,11 @@ export class IoVecBuffer extends Segments {
       const r = memory.locate(addr, len, false);
       if (r < 0) return this.fail(memoryError(chain, len));
       const region = memory.regions[r]!;
-      const off = addr - region.base;
-      if (n === this.views.length) this.allocate(n * 2);
-      this.setSlot(n, region.bytes.subarray(off, off + len), addr);
+      if (n === this.srcs.length) this.allocate(n * 2);
+      this.setSlot(n, region.bytes, addr - region.base, len, addr);
       n++;
       total += len;
-      if (total > U32_MAX) return this.fail(OVERFLOWED);
+      if (total > MAX_LEN) return this.fail(OVERFLOWED);
     }
     this.count = n;
     this.total = total;
@@ -452,41 +547,59 @@ export class IoVecBufferMut extends Segments {
    */
   appendChain(memory: GuestMemory, chain: ChainCursor): Result<ParsedDescriptorChain, IoVecError> {
     const headIndex = chain.headIndex;
+    const before = this.total;
+    const n = this.append(memory, chain);
+    if (n < 0) return this.failure;
+    return ok({ headIndex, length: this.total - before, nrIovecs: n });
+  }
+
+  /**
+   * appendChain without the result object (the hot path): the number of segments
+   * appended, or -1 with the error in `failure`.
+   */
+  private append(memory: GuestMemory, chain: ChainCursor): number {
     const cap = this.capacity;
     const held = this.count;
     let n = 0;
     let length = 0;
     for (let more = chain.rewind(); more; more = chain.advance()) {
-      if (!chain.isWriteOnly()) return READ_ONLY;
+      if (!chain.isWriteOnly()) return this.refuse(READ_ONLY);
       const addr = chain.addr;
       const len = chain.len;
       const r = memory.locate(addr, len, true);
-      if (r < 0) return memoryError(chain, len);
-      if (held + n >= cap) return DEQUE_FULL;
+      if (r < 0) return this.refuse(memoryError(chain, len));
+      if (held + n >= cap) return this.refuse(DEQUE_FULL);
       const region = memory.regions[r]!;
+      const src = region.bytes;
       const off = addr - region.base;
-      const view = region.bytes.subarray(off, off + len);
       // Slots past the live run are free, so filling them before the append succeeds
       // changes nothing visible; `count` moves only on success.
       const slot = this.first + held + n;
-      this.setSlot(slot, view, addr);
-      this.setSlot(slot >= cap ? slot - cap : slot + cap, view, addr);
+      this.setSlot(slot, src, off, len, addr);
+      this.setSlot(slot >= cap ? slot - cap : slot + cap, src, off, len, addr);
       n++;
       length += len;
-      if (length > U32_MAX) return OVERFLOWED;
+      if (length > MAX_LEN) return this.refuse(OVERFLOWED);
     }
-    if (this.total + length > U32_MAX) return OVERFLOWED;
+    if (this.total + length > MAX_LEN) return this.refuse(OVERFLOWED);
     this.count = held + n;
     this.total += length;
     this.version++;
-    return ok({ headIndex, length, nrIovecs: n });
+    return n;
+  }
+
+  /** Why the last `append` failed. */
+  private failure: Result<never, IoVecError> = OVERFLOWED;
+
+  private refuse(e: Result<never, IoVecError>): -1 {
+    this.failure = e;
+    return -1;
   }
 
   /** Clears, then appends `chain` (IOV-LOAD-CLEAR). */
   load(memory: GuestMemory, chain: ChainCursor): Result<void, IoVecError> {
     this.clear();
-    const r = this.appendChain(memory, chain);
-    return r.ok ? LOADED : r;
+    return this.append(memory, chain) < 0 ? this.failure : LOADED;
   }
 
   /**

@@ -4,13 +4,13 @@
  */
 import { Effect, Layer } from "effect";
 import { describe, expect, it } from "vitest";
-import { F, bit } from "../../spec/net.ts";
-import { QueueDriver } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import { CapturingBackend, CapturingLayer, LoopbackBackend } from "./backend.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { NetGuest } from "./guest.ts";
 import { FrameInterceptor, MacInterceptor } from "./interceptor.ts";
 import { ARP_REPLY, arpRequest, parseArp } from "./packets.ts";
+import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
 
 const MAC = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
 const MMDS_MAC = [0x06, 0x01, 0x23, 0x45, 0x67, 0x01];
@@ -411,10 +411,10 @@ describe("Effect edges", () => {
   });
 });
 
-it("QueueDriver layout keeps the queues apart [NET-QUEUES]", () => {
+it("SplitDriver layout keeps the queues apart [NET-QUEUES]", () => {
   const dev = new NetDevice(config, new LoopbackBackend());
   const g = NetGuest.create(dev, { queueSize: 4 });
-  expect(g.rxDriver).toBeInstanceOf(QueueDriver);
+  expect(g.rxDriver).toBeInstanceOf(SplitDriver);
   expect(g.txDriver.layout.descTable).toBeGreaterThan(g.rxDriver.layout.usedRing);
 });
 

@@ -471,7 +471,15 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
   /** Kept closed: opening it wakes every fiber waiting for a kick, and it closes again. */
   private readonly kicked = Latch.makeUnsafe(false);
 
+  /**
+   * Set when the run loop starts a wait that includes a kick (`waitForRx`), cleared by the
+   * wake-up: a kick with nobody waiting then costs nothing (opening the latch allocates).
+   */
+  private kickAwaited = false;
+
   private wakeKickWaiters(): void {
+    if (!this.kickAwaited) return;
+    this.kickAwaited = false;
     this.kicked.openUnsafe();
     this.kicked.closeUnsafe();
   }
@@ -540,11 +548,7 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
         // The kernel fills the 10-byte part; num_buffers is the device's (NET-RX-HDR).
         if (hdrLen === 12) this.writeNumBuffers(numBuffers);
         // NET-RX-FLAGS: a TAP may mark DATA_VALID; without GUEST_CSUM flags must be 0.
-        if (!this.guestCsum && cap > 0) {
-          const s0 = this.rxBuf.segment(0);
-          if (s0 !== undefined && s0.length > 0) s0[0] = 0;
-          else this.rx.write(ZERO_BYTE, 0, 1, 0);
-        }
+        if (!this.guestCsum && cap > 0) this.rx.write(ZERO_BYTE, 0, 1, 0);
       } else {
         used = (cap < hdrLen ? cap : hdrLen) + n;
         this.writeHeader(numBuffers);
@@ -555,34 +559,18 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
     return used;
   }
 
-  /** NET-RX-HDR: flags 0, gso NONE, num_buffers; clipped to the room. */
+  /**
+   * NET-RX-HDR: flags 0, gso NONE, num_buffers; clipped to the room. Written from the
+   * scratch header through the buffer (a small copy, no view of the segment).
+   */
   private writeHeader(numBuffers: number): void {
-    // Fast path: the header fits the first writable segment (the usual case).
-    const s0 = this.rxBuf.segment(0);
-    if (s0 !== undefined && s0.length >= this.hdrLen) {
-      s0.fill(0, 0, this.hdrLen);
-      if (this.hdrLen === 12) {
-        s0[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
-        s0[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
-      }
-      return;
-    }
-    const h = this.hdr;
-    h.fill(0);
-    if (this.hdrLen === 12) {
-      h[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
-      h[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
-    }
+    const h = this.hdr; // bytes 0..9 stay 0; only num_buffers changes
+    h[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
+    h[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
     this.rx.write(h, 0, this.hdrLen, 0);
   }
 
   private writeNumBuffers(numBuffers: number): void {
-    const s0 = this.rxBuf.segment(0);
-    if (s0 !== undefined && s0.length >= 12) {
-      s0[NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
-      s0[NUM_BUFFERS_OFFSET + 1] = numBuffers >>> 8;
-      return;
-    }
     const b = this.numBuffers;
     b[0] = numBuffers & 0xff;
     b[1] = numBuffers >>> 8;
@@ -601,11 +589,9 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
     for (;;) {
       buf.clear();
       let taken = 0;
-      let failed = false;
       while (buf.len < need) {
         if (!queue.popOrEnableNotificationInto(chain)) {
           this.popFailed(queue);
-          failed = true;
           break;
         }
         const before = buf.len;
@@ -628,10 +614,11 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
         if (taken === heads.length) break;
       }
       if (buf.len < need) {
-        // Too little room for a whole frame: give the chains back, the frame waits.
+        // Too little room for a whole frame (the ring ran out, or every slot of it was
+        // taken): give the chains back, the frame waits.
         for (let k = 0; k < taken; k++) queue.undoPop();
         this.starved = true;
-        if (failed && this.hasFrames()) this.stats.rxNoBuffers++;
+        if (this.hasFrames()) this.stats.rxNoBuffers++;
         break;
       }
       const used = this.receiveOne(0);
@@ -687,9 +674,13 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
    * guest out of buffers (starved), so this cannot spin.
    */
   private waitForRx(): Effect.Effect<void> {
-    if (this.starved) return this.waitKick;
+    if (this.starved) {
+      this.kickAwaited = true;
+      return this.waitKick;
+    }
     if (this.interceptor === noInterceptor) return this.backend.waitReadable;
     if (this.memory !== null && (this.interceptor.pendingRx ?? 0) > 0) return Effect.void;
+    this.kickAwaited = true;
     return Effect.race(this.backend.waitReadable, this.waitKick);
   }
 

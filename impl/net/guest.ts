@@ -3,14 +3,15 @@
  * calls. It negotiates features, lays out both queues in guest memory, sends frames
  * through the TX queue (virtio_net_hdr + frame), posts RX buffers and reads back what the
  * device wrote. Tests, properties, the benchmark and the simulator drive a `NetDevice`
- * with it; hostile guests use `txDriver` / `rxDriver` (impl/queue QueueDriver) directly.
+ * with it; hostile guests use `txDriver` / `rxDriver` (impl/queue SplitDriver) directly.
  */
-import { F } from "../../spec/net.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { QueueDriver, layoutAt, layoutEnd, type DriverBuffer, type UsedEntry } from "../queue/driver.ts";
+import { SplitDriver, type DriverBuffer, type UsedEntry } from "../queue/split-driver.ts";
+import { splitLayoutAt, splitLayoutEnd } from "../../wire/split.ts";
 import type { NetDevice } from "./device.ts";
 import { RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { decodeNetHeader, type NetHeader } from "./header.ts";
+import { VIRTIO_NET_F as F } from "../../wire/features.ts";
 
 export interface NetGuestOptions {
   readonly queueSize?: number;
@@ -31,8 +32,8 @@ export interface ReceivedPacket {
 
 export class NetGuest {
   readonly memory: GuestMemory;
-  readonly txDriver: QueueDriver;
-  readonly rxDriver: QueueDriver;
+  readonly txDriver: SplitDriver;
+  readonly rxDriver: SplitDriver;
   readonly queueSize: number;
   readonly bufferSize: number;
   readonly headerLength: 10 | 12;
@@ -59,16 +60,18 @@ export class NetGuest {
     this.bufferSize = bufferSize;
     this.txBase = txBase;
     this.rxBase = rxBase;
-    this.rxDriver = QueueDriver.at(memory, queueSize, 0x1000);
-    const rxEnd = layoutEnd(this.rxDriver.layout, queueSize);
-    this.txDriver = QueueDriver.at(memory, queueSize, Math.ceil(rxEnd / 0x1000) * 0x1000);
-    this.headerLength = device.headerLength;
     this.eventIdx = (device.ackedFeatures & (1n << BigInt(F.RING_EVENT_IDX))) !== 0n;
+    const eventIdx = this.eventIdx;
+    this.rxDriver = SplitDriver.at(memory, queueSize, 0x1000, { eventIdx });
+    const rxEnd = splitLayoutEnd(this.rxDriver.layout, queueSize);
+    this.txDriver = SplitDriver.at(memory, queueSize, Math.ceil(rxEnd / 0x1000) * 0x1000, { eventIdx });
+    this.headerLength = device.headerLength;
   }
 
   /** Bytes of guest memory `create` needs for these options. */
   static memoryBytes(queueSize: number, bufferSize: number): number {
-    const rings = 2 * (Math.ceil(layoutEnd(layoutAt(0x1000, queueSize), queueSize) / 0x1000) * 0x1000);
+    const rings =
+      2 * (Math.ceil(splitLayoutEnd(splitLayoutAt(0x1000, queueSize), queueSize) / 0x1000) * 0x1000);
     return 0x1000 + rings + 2 * queueSize * bufferSize + 0x1000;
   }
 
@@ -80,10 +83,10 @@ export class NetGuest {
     const memory = opts.memory ?? GuestMemory.of([{ base: 0, bytes: new ArrayBuffer(bytes) }]);
     const acked = device.ackFeatures(opts.features ?? device.offeredFeatures);
     if (!acked.ok) throw new Error(`feature negotiation failed: ${acked.error._tag}`);
-    const rxLayout = layoutAt(0x1000, queueSize);
-    const txBaseQ = Math.ceil(layoutEnd(rxLayout, queueSize) / 0x1000) * 0x1000;
-    const txLayout = layoutAt(txBaseQ, queueSize);
-    const buffers = Math.ceil(layoutEnd(txLayout, queueSize) / 0x1000) * 0x1000;
+    const rxLayout = splitLayoutAt(0x1000, queueSize);
+    const txBaseQ = Math.ceil(splitLayoutEnd(rxLayout, queueSize) / 0x1000) * 0x1000;
+    const txLayout = splitLayoutAt(txBaseQ, queueSize);
+    const buffers = Math.ceil(splitLayoutEnd(txLayout, queueSize) / 0x1000) * 0x1000;
     const g = new NetGuest(device, memory, queueSize, bufferSize, buffers, buffers + queueSize * bufferSize);
     for (const [q, d] of [
       [RX_QUEUE, g.rxDriver],
@@ -247,9 +250,9 @@ export class NetGuest {
 
   /** Linux's kick decision for the TX / RX queue (EVENT_IDX or NO_NOTIFY). */
   kickTx(): boolean {
-    return this.txDriver.kickPrepare(this.eventIdx);
+    return this.txDriver.kickPrepare().need;
   }
   kickRx(): boolean {
-    return this.rxDriver.kickPrepare(this.eventIdx);
+    return this.rxDriver.kickPrepare().need;
   }
 }

@@ -10,16 +10,16 @@ import { GuestMemory } from "../memory/guest-memory.ts";
 import { walkChain, type SpecWalk } from "../../spec/queue.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import { DescriptorChain, newChainLengths } from "./descriptor-chain.ts";
-import { QueueDriver } from "./driver.ts";
+import { SplitDriver } from "./split-driver.ts";
 import { PopStatus, SplitQueue } from "./split-queue.ts";
 
 const SIZE = 16;
 const NEXT = VIRTQ_DESC_F_NEXT;
 
 /** An active queue of SIZE at 0x1000 in 64 KiB, every descriptor entry filled with distinct bytes. */
-const rig = (): { m: GuestMemory; d: QueueDriver; q: SplitQueue; table: number } => {
+const rig = (): { m: GuestMemory; d: SplitDriver; q: SplitQueue; table: number } => {
   const m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(0x10000) }]);
-  const d = QueueDriver.at(m, SIZE, 0x1000);
+  const d = SplitDriver.at(m, SIZE, 0x1000);
   for (let i = 0; i < SIZE; i++)
     d.writeDescriptor(i, { addr: 0x1234_5678 + i * 0x1_0001, len: 0x11 + i, flags: 0, next: 0 });
   const q = new SplitQueue(SIZE);
@@ -28,12 +28,12 @@ const rig = (): { m: GuestMemory; d: QueueDriver; q: SplitQueue; table: number }
   return { m, d, q, table: d.layout.descTable };
 };
 /** Puts `head` in the next avail slot and publishes it. */
-const offer = (d: QueueDriver, head: number): void => {
+const offer = (d: SplitDriver, head: number): void => {
   d.pushAvail(head);
   d.publish();
 };
 /** Writes a chain through the given entries (each with NEXT to the one after). */
-const link = (d: QueueDriver, entries: readonly number[], lastFlags = 0, lastNext = 0): void => {
+const link = (d: SplitDriver, entries: readonly number[], lastFlags = 0, lastNext = 0): void => {
   entries.forEach((e, i) => {
     const last = i === entries.length - 1;
     d.writeDescriptor(e, {

@@ -9,7 +9,7 @@ import {
   VIRTQ_DESC_F_WRITE,
 } from "../../wire/split.ts";
 import { DescriptorChain, newChainLengths } from "./descriptor-chain.ts";
-import { QueueDriver } from "./driver.ts";
+import { SplitDriver } from "./split-driver.ts";
 
 const NEXT = VIRTQ_DESC_F_NEXT;
 const WRITE = VIRTQ_DESC_F_WRITE;
@@ -56,7 +56,7 @@ describe("DescriptorChain", () => {
       { base: 0, bytes: new Uint8Array(0x10000) },
       { base: 0x20000, bytes: new Uint8Array(0x2000) },
     ]);
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     const t = q.layout.descTable;
     const spec = (i: number, table = t): boolean =>
       specCheckedNew(m.toSpecMemory(true), BigInt(table), 16, i) !== undefined;
@@ -81,7 +81,7 @@ describe("DescriptorChain", () => {
 
   it("NEXT beside INDIRECT at the head is not a refusal [CHAIN-CHECKED-NEW CHAIN-INDIRECT]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     q.writeDescriptor(0, { addr: 0x7000, len: 16, flags: INDIRECT | NEXT, next: 999 });
     q.writeDescriptor(0, { addr: 0x1000, len: 8, flags: 0, next: 0 }, 0x7000);
     const w = both(m, q.layout.descTable, 16, 0);
@@ -92,7 +92,7 @@ describe("DescriptorChain", () => {
   it("a chain using every table entry ends after size descriptors [CHAIN-TTL]", () => {
     // rust-vmm test_ttl_wrap_around.
     const m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(0x100000) }]);
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     for (let i = 0; i < 15; i++)
       q.writeDescriptor(i, { addr: 0x1000 * (i + 1), len: 0x1000, flags: NEXT, next: i + 1 });
     q.writeDescriptor(15, { addr: 0x10000, len: 0x1000, flags: 0, next: 0 });
@@ -103,7 +103,7 @@ describe("DescriptorChain", () => {
 
   it("a loop ends after size descriptors with ChainTtlExpired [CHAIN-TTL]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 8, 0);
+    const q = SplitDriver.at(m, 8, 0);
     q.writeDescriptor(0, { addr: 0x1000, len: 1, flags: NEXT, next: 1 });
     q.writeDescriptor(1, { addr: 0x2000, len: 1, flags: NEXT, next: 0 });
     const w = both(m, q.layout.descTable, 8, 0);
@@ -113,7 +113,7 @@ describe("DescriptorChain", () => {
 
   it("a size-1 queue whose head has NEXT to itself yields it once [CHAIN-TTL CHAIN-CHECKED-NEW]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 1, 0);
+    const q = SplitDriver.at(m, 1, 0);
     q.writeDescriptor(0, { addr: 0x1000, len: 4, flags: NEXT, next: 0 });
     const w = both(m, q.layout.descTable, 1, 0);
     expect(w.descriptors).toHaveLength(1);
@@ -123,7 +123,7 @@ describe("DescriptorChain", () => {
   it("a later descriptor with next out of range is yielded, then the walk ends [CHAIN-NEXT-RANGE]", () => {
     // rust-vmm test_checked_new_descriptor_chain: the out-of-range next is seen only when followed.
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     q.writeDescriptor(0, { addr: 0x1000, len: 1, flags: NEXT, next: 1 });
     q.writeDescriptor(1, { addr: 0x2000, len: 1, flags: NEXT, next: 16 });
     const w = both(m, q.layout.descTable, 16, 0);
@@ -134,7 +134,7 @@ describe("DescriptorChain", () => {
   it("an indirect table after a normal descriptor: NEXT beside INDIRECT is ignored [CHAIN-INDIRECT]", () => {
     // rust-vmm test_new_from_indirect_descriptor.
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     q.writeDescriptor(0, { addr: 0x6000, len: 0x1000, flags: NEXT, next: 1 });
     q.writeDescriptor(1, { addr: 0x7000, len: 0x40, flags: INDIRECT | NEXT | WRITE, next: 2 });
     q.writeDescriptor(2, { addr: 0x8000, len: 0x1000, flags: 0, next: 0 });
@@ -159,7 +159,7 @@ describe("DescriptorChain", () => {
   it("an indirect table at an unaligned address is walked [CHAIN-INDIRECT-UNALIGNED]", () => {
     // rust-vmm test_indirect_descriptor_address_noaligned (PR 220).
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     const head = q.addChain(
       [
         { addr: 0x1000, len: 0x1000 },
@@ -173,7 +173,7 @@ describe("DescriptorChain", () => {
 
   it("indirect table lengths: not a multiple of 16, zero, or more than 65535 entries [CHAIN-INDIRECT-LEN]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     for (const len of [0, 1, 17, (MAX_INDIRECT_ENTRIES + 1) * DESC_SIZE, 0xffff_fff0]) {
       q.writeDescriptor(0, { addr: 0x7000, len, flags: INDIRECT, next: 0 });
       const w = both(m, q.layout.descTable, 16, 0);
@@ -188,7 +188,7 @@ describe("DescriptorChain", () => {
 
   it("an INDIRECT descriptor inside an indirect table ends the walk [CHAIN-INDIRECT-NESTED]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     q.writeDescriptor(0, { addr: 0x7000, len: 32, flags: INDIRECT, next: 0 });
     q.writeDescriptor(0, { addr: 0x1000, len: 8, flags: NEXT, next: 1 }, 0x7000);
     q.writeDescriptor(1, { addr: 0x7000, len: 32, flags: INDIRECT, next: 0 }, 0x7000);
@@ -200,7 +200,7 @@ describe("DescriptorChain", () => {
   it("a self-referencing chain stops before its lengths pass 2^32 - 1 [CHAIN-LEN-U32 CHAIN-TTL]", () => {
     // rust-vmm PR 236: 0x8000_0000 * 2 would overflow a u32.
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     q.writeDescriptor(0, { addr: 0x1000, len: 0x8000_0000, flags: NEXT, next: 0 });
     const w = both(m, q.layout.descTable, 16, 0);
     expect(w.descriptors).toHaveLength(1);
@@ -216,7 +216,7 @@ describe("DescriptorChain", () => {
 
   it("an indirect table outside memory, or past 2^64, ends the walk with a memory error [CHAIN-MEMORY CHAIN-ADDR-U64]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     q.writeDescriptor(0, { addr: 0xffff_ffff_ffff_fff0n, len: 32, flags: INDIRECT, next: 0 });
     q.writeDescriptor(1, { addr: 0xfff0, len: 32, flags: INDIRECT, next: 0 }); // second entry past the end
     q.writeDescriptor(0, { addr: 0x1000, len: 8, flags: NEXT, next: 1 }, 0xfff0);
@@ -236,7 +236,7 @@ describe("DescriptorChain", () => {
 
   it("buffer addresses above 2^53 are exact through addrBig [CHAIN-ADDR-U64 CHAIN-DESC-LAYOUT]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 4, 0);
+    const q = SplitDriver.at(m, 4, 0);
     q.writeDescriptor(0, { addr: 0xffff_ffff_ffff_ffffn, len: 7, flags: WRITE, next: 3 });
     const c = DescriptorChain.checkedNew(m, q.layout.descTable, 4, 0)!;
     expect(c.addrBig()).toBe(0xffff_ffff_ffff_ffffn);
@@ -247,7 +247,7 @@ describe("DescriptorChain", () => {
 
   it("readable and writable descriptors are split and summed [CHAIN-RW-SPLIT]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 16, 0);
+    const q = SplitDriver.at(m, 16, 0);
     const head = q.addChain([
       { addr: 0x1000, len: 10 },
       { addr: 0x2000, len: 20 },
@@ -275,7 +275,7 @@ describe("DescriptorChain", () => {
 
   it("a reused chain object walks the chain it was last given; size 0 refuses every head [CHAIN-CHECKED-NEW]", () => {
     const m = mem64k();
-    const q = QueueDriver.at(m, 8, 0);
+    const q = SplitDriver.at(m, 8, 0);
     const a = q.addChain([{ addr: 0x1000, len: 1 }])!;
     const b = q.addChain([
       { addr: 0x2000, len: 2 },

@@ -1,9 +1,10 @@
 /**
- * The guest's own view of its RAM. The guest drivers (guest-queue.ts) write rings and
- * buffers through this, not through GuestMemory.locate, so that a memory recorder or the
- * simulator's bounds guard sees only what the device touches (SIM-BOUNDS). An out-of-range
- * access here is a bug in the caller's set-up (a well-behaved driver's own rings and
- * buffers), so it throws.
+ * The guest's own view of its RAM, for the guest drivers (guest-queue.ts) and what they put
+ * in their buffers. Accesses go through `GuestMemory.locate`, so a test's recorder sees
+ * the driver's writes too (properties/queue-refinement.test.ts copies them into the
+ * reference model's memory); the simulator's bounds guard watches only while the device
+ * runs. An out-of-range access here is a bug in the caller's set-up (a well-behaved
+ * driver's own rings and buffers), so it throws.
  */
 import type { GuestMemory, GuestRegion } from "../memory/guest-memory.ts";
 
@@ -16,9 +17,10 @@ export class GuestRam {
     this.regions = memory.regions;
   }
 
-  private at(addr: number, len: number): GuestRegion {
-    for (const r of this.regions) if (addr >= r.base && addr + len <= r.end) return r;
-    throw new RangeError(`guest driver: [${addr}, +${len}) is outside guest RAM`);
+  private at(addr: number, len: number, write = false): GuestRegion {
+    const i = this.memory.locate(addr, len, write);
+    if (i < 0) throw new RangeError(`guest driver: [${addr}, +${len}) is outside guest RAM`);
+    return this.regions[i]!;
   }
 
   u16(addr: number): number {
@@ -34,33 +36,33 @@ export class GuestRam {
     return r.view.getBigUint64(addr - r.base, true);
   }
   setU8(addr: number, v: number): void {
-    const r = this.at(addr, 1);
+    const r = this.at(addr, 1, true);
     r.view.setUint8(addr - r.base, v);
   }
   setU16(addr: number, v: number): void {
-    const r = this.at(addr, 2);
+    const r = this.at(addr, 2, true);
     r.view.setUint16(addr - r.base, v & 0xffff, true);
   }
   setU32(addr: number, v: number): void {
-    const r = this.at(addr, 4);
+    const r = this.at(addr, 4, true);
     r.view.setUint32(addr - r.base, v >>> 0, true);
   }
   setU64(addr: number, v: bigint): void {
-    const r = this.at(addr, 8);
+    const r = this.at(addr, 8, true);
     r.view.setBigUint64(addr - r.base, BigInt.asUintN(64, v), true);
   }
   /** A DataView over the region holding [addr, addr+len) and addr's offset in it. */
-  viewAt(addr: number, len: number): { readonly view: DataView; readonly off: number } {
-    const r = this.at(addr, len);
+  viewAt(addr: number, len: number, write = false): { readonly view: DataView; readonly off: number } {
+    const r = this.at(addr, len, write);
     return { view: r.view, off: addr - r.base };
   }
   /** A view (not a copy) of [addr, addr+len). */
-  bytes(addr: number, len: number): Uint8Array {
-    const r = this.at(addr, len);
+  bytes(addr: number, len: number, write = false): Uint8Array {
+    const r = this.at(addr, len, write);
     const off = addr - r.base;
     return r.bytes.subarray(off, off + len);
   }
   write(addr: number, src: Uint8Array): void {
-    this.bytes(addr, src.length).set(src);
+    this.bytes(addr, src.length, true).set(src);
   }
 }

@@ -1,19 +1,34 @@
 /**
- * The driver side of a packed virtqueue (VIRTIO 1.2 §2.8), doing what Linux's virtio_ring.c
- * packed path does: a free buffer-id list, a count of free ring slots, the driver's ring
- * wrap counter; each chain's descriptors written with the id in every one and the first
- * descriptor's flags last [PVQ-DRIVER-AVAIL]; used descriptors found by their AVAIL/USED bits
- * and skipped by the slot count remembered for their id [PVQ-DRIVER-USED]; the kick decision
- * of virtqueue_kick_prepare_packed and the used-notification controls of
- * virtqueue_enable_cb_prepare_packed / virtqueue_disable_cb_packed [PVQ-DRIVER-KICK].
+ * The guest driver of a packed virtqueue (VIRTIO 1.2 §2.8): what Linux's
+ * drivers/virtio/virtio_ring.c packed path does, behind the ring-neutral `GuestQueue`
+ * (guest-queue.ts), plus the raw writes tests and hostile guests use.
  *
- * It plays a well-behaved guest: a write outside guest memory is a set-up bug and throws,
- * and so does a used descriptor that names no buffer in flight (a device bug the caller is
- * testing for). Hostile guests are modelled with the raw `writeSlot` / `set*` methods.
+ * - Buffer ids come from a free list in driver-private memory (Linux desc_extra / free_head);
+ *   ring slots are counted apart (num_free). A chain takes one slot per descriptor (one when
+ *   it goes through an indirect table) and every descriptor carries its id.
+ * - Each chain's descriptors are written with the AVAIL/USED bits of the driver's wrap
+ *   counter, the first descriptor's flags last [PVQ-DRIVER-AVAIL]; `add` holds those first
+ *   flags back until `publish` writes them (the earliest chain's last), so the device sees
+ *   nothing of a chain before the whole of it.
+ * - Used descriptors are found at the driver's used position by their AVAIL/USED bits equal
+ *   to its used wrap counter, and skipped by the slots remembered for their id
+ *   [PVQ-DRIVER-USED]. An id out of range or not in flight is Linux's BAD_RING: `getBuf`
+ *   says "bad" and never throws. With VIRTIO_F_IN_ORDER a used descriptor also completes
+ *   every older buffer.
+ * - Kicks: virtqueue_kick_prepare_packed over the Device Area (DISABLE / ENABLE / DESC with
+ *   off_wrap, moved back a lap when its wrap bit is not the driver's) [PVQ-DRIVER-KICK].
+ * - Interrupts: virtqueue_disable_cb_packed / enable_cb_prepare_packed / poll_packed /
+ *   enable_cb_delayed_packed over the Driver Area (DESC with off_wrap under EVENT_IDX).
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import type { DriverBuffer, QueueLayout } from "./driver.ts";
 import {
+  EVENT_AREA_SIZE,
+  EVENT_FLAGS,
+  EVENT_OFF_WRAP,
+  PACKED_DESC_FLAGS,
+  PACKED_DESC_ID,
+  PACKED_DESC_LEN,
+  PACKED_DESC_SIZE,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
   RING_EVENT_FLAGS_ENABLE,
@@ -23,11 +38,34 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
-  eventIndex,
-} from "../../spec/packed-queue.ts";
-import { vringNeedEvent } from "./driver.ts";
+  EVENT_AREA_ALIGN,
+  PACKED_RING_ALIGN,
+  packedDescOffset,
+  packedRingBytes,
+  readPackedDescriptor,
+  writePackedDescriptor,
+} from "../../wire/packed.ts";
+import { vringNeedEvent, type SplitLayout } from "../../wire/split.ts";
+import {
+  NO_ROOM,
+  type AddOptions,
+  type GetBuf,
+  type GuestBuffer,
+  type GuestQueue,
+  type GuestQueueOptions,
+  type GuestQueueProbe,
+  type GuestSegment,
+  type KickDecision,
+  type RingArea,
+  type SegmentInput,
+} from "./guest-queue.ts";
+import { GuestRam } from "./guest-ram.ts";
+import type { DriverBuffer } from "./split-driver.ts";
 
-export type { DriverBuffer, QueueLayout } from "./driver.ts";
+export type { DriverBuffer } from "./split-driver.ts";
+
+/** Where a packed queue lies: the descriptor ring, the Driver Area, the Device Area (split field names). */
+export type PackedLayout = SplitLayout;
 
 /** A completed buffer: its id and the len the device wrote (`skipped`: completed by a later in-order used descriptor). */
 export interface PackedUsedEntry {
@@ -43,7 +81,7 @@ export interface PackedAddOptions {
   readonly publish?: boolean;
 }
 
-/** A raw packed descriptor (PVQ-DESC-LAYOUT). */
+/** A raw packed descriptor to write (PVQ-DESC-LAYOUT). */
 export interface PackedDescriptor {
   readonly addr: number | bigint;
   readonly len: number;
@@ -51,27 +89,49 @@ export interface PackedDescriptor {
   readonly flags: number;
 }
 
+export interface PackedDriverOptions extends GuestQueueOptions {
+  /** VIRTIO_F_IN_ORDER: a used descriptor also completes every older buffer. */
+  readonly inOrder?: boolean;
+}
+
+const alignUp = (x: number, a: number): number => Math.ceil(x / a) * a;
+
 /** The ring, then the Driver Area, then the Device Area, each aligned as §2.8.10.1 asks. */
-export const packedLayoutAt = (base: number, size: number): QueueLayout => {
-  const descTable = Math.ceil(base / 16) * 16;
-  const availRing = descTable + 16 * size;
-  return { descTable, availRing, usedRing: availRing + 4 };
+export const packedLayoutAt = (base: number, size: number): PackedLayout => {
+  const descTable = alignUp(base, PACKED_RING_ALIGN);
+  const availRing = alignUp(descTable + packedRingBytes(size), EVENT_AREA_ALIGN);
+  return { descTable, availRing, usedRing: availRing + EVENT_AREA_SIZE };
 };
+
+/** The first byte after a queue laid out by `packedLayoutAt`. */
+export const packedLayoutEnd = (layout: PackedLayout): number => layout.usedRing + EVENT_AREA_SIZE;
 
 /** The AVAIL/USED bits a driver gives an available descriptor with wrap counter `wrap` (§2.8.1). */
 export const availFlags = (wrap: boolean): number => (wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
 
-interface Outstanding {
-  readonly slots: number;
-  readonly writable: number;
-}
+/** Whether descriptor flags mark a used descriptor for a side with used wrap counter `wrap` (Linux is_used_desc_packed). */
+export const isUsedFlags = (flags: number, wrap: boolean): boolean =>
+  ((flags & VIRTQ_DESC_F_AVAIL) !== 0) === wrap && ((flags & VIRTQ_DESC_F_USED) !== 0) === wrap;
 
-export class PackedDriver {
+/** off_wrap's event offset as seen from a side with wrap counter `wrap`: a lap back when the bits differ. */
+const eventOffset = (offWrap: number, wrap: boolean, size: number): number => {
+  const off = offWrap & ~RING_EVENT_WRAP;
+  return ((offWrap & RING_EVENT_WRAP) !== 0) === wrap ? off : (off - size) & 0xffff;
+};
+
+const NO_PROBE: GuestQueueProbe = {};
+const NONE: GetBuf = { kind: "none" };
+
+export class PackedDriver implements GuestQueue {
+  readonly ring = "packed" as const;
   readonly memory: GuestMemory;
+  readonly ram: GuestRam;
   readonly size: number;
-  readonly layout: QueueLayout;
-  /** VIRTIO_F_IN_ORDER: a used descriptor also completes every older buffer. */
+  readonly layout: PackedLayout;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
   readonly inOrder: boolean;
+  private readonly probe: GuestQueueProbe;
   /** Where the next chain goes, and the Driver Ring Wrap Counter. */
   nextAvail = 0;
   availWrap = true;
@@ -82,134 +142,124 @@ export class PackedDriver {
   numFree: number;
   /** Slots made available since the last kick decision. */
   private numAdded = 0;
-  private readonly freeIds: number[] = [];
-  private readonly outstanding = new Map<number, Outstanding>();
+  /** Free ids: a stack in driver-private memory (Linux: free_head and desc_extra[].next). */
+  private readonly freeIds: Uint16Array;
+  private freeCount: number;
+  private readonly inFlight: (GuestBuffer | undefined)[];
+  inFlightCount = 0;
   /** Ids in the order their chains were made available (for IN_ORDER). */
   private readonly order: number[] = [];
-  /** First-descriptor flags not yet written (`publish: false`): [slot, flags]. */
-  private readonly unpublished: [number, number][] = [];
+  /** First-descriptor flags not yet written: slot, flags, slot, flags... */
+  private readonly held: number[] = [];
+  /** Completed older buffers an in-order used descriptor stood for, not yet handed out. */
+  private readonly doneInOrder: { buf: GuestBuffer; len: number; skipped: boolean }[] = [];
+  private lastSkipped = false;
+  /** Linux event_flags_shadow: what the driver last wrote to the Driver Area flags. */
+  private eventFlagsShadow: number = RING_EVENT_FLAGS_ENABLE;
+  private seq = 0;
 
-  constructor(
-    memory: GuestMemory,
-    size: number,
-    layout: QueueLayout,
-    opts: { readonly inOrder?: boolean } = {},
-  ) {
+  constructor(memory: GuestMemory, size: number, layout: PackedLayout, opts: PackedDriverOptions = {}) {
     this.memory = memory;
+    this.ram = new GuestRam(memory);
     this.size = size;
     this.layout = layout;
+    this.eventIdx = opts.eventIdx === true;
+    this.indirect = opts.indirect !== false;
     this.inOrder = opts.inOrder === true;
+    this.probe = opts.probe ?? NO_PROBE;
     this.numFree = size;
-    for (let i = size - 1; i >= 0; i--) this.freeIds.push(i);
+    this.freeIds = new Uint16Array(size);
+    for (let i = 0; i < size; i++) this.freeIds[i] = size - 1 - i;
+    this.freeCount = size;
+    this.inFlight = new Array<GuestBuffer | undefined>(size).fill(undefined);
     // The descriptor ring is zero-initialized (§2.8.13); so are both event structures.
-    const s = memory.slice(layout.descTable, 16 * size, true);
-    if (s === undefined)
-      throw new Error(`packed driver: ring [${layout.descTable}, +${16 * size}) is outside guest memory`);
-    s.fill(0);
+    this.ram.bytes(layout.descTable, packedRingBytes(size), true).fill(0);
     this.setDriverEvent(0, RING_EVENT_FLAGS_ENABLE);
-    this.must(memory.writeU32(layout.usedRing, 0), layout.usedRing);
+    this.ram.setU32(layout.usedRing, 0);
   }
 
   /** A queue laid out by `packedLayoutAt(base, size)`. */
-  static at(
-    memory: GuestMemory,
-    size: number,
-    base: number,
-    opts: { readonly inOrder?: boolean } = {},
-  ): PackedDriver {
+  static at(memory: GuestMemory, size: number, base: number, opts: PackedDriverOptions = {}): PackedDriver {
     return new PackedDriver(memory, size, packedLayoutAt(base, size), opts);
   }
 
-  /** Buffer ids in flight (made available, not yet seen used). */
-  get inFlight(): number {
-    return this.outstanding.size;
+  get occupancy(): number {
+    return this.size - this.numFree;
   }
 
-  // ---- raw access (also how a hostile guest is modelled)
-
-  writeSlot(slot: number, d: PackedDescriptor, table: number | bigint = this.layout.descTable): void {
-    const at = Number(BigInt(table) + BigInt(slot) * 16n);
-    this.must(this.memory.writeU64(at, BigInt(d.addr)), at);
-    this.must(this.memory.writeU32(at + 8, d.len >>> 0), at + 8);
-    this.must(this.memory.writeU16(at + 12, d.id & 0xffff), at + 12);
-    this.must(this.memory.writeU16(at + 14, d.flags & 0xffff), at + 14);
+  get unpublished(): number {
+    return this.held.length >> 1;
   }
 
-  /** addr, len and id of a slot, leaving its flags. */
-  private writeBody(slot: number, addr: number | bigint, len: number, id: number): void {
-    const at = this.layout.descTable + 16 * slot;
-    this.must(this.memory.writeU64(at, BigInt(addr)), at);
-    this.must(this.memory.writeU32(at + 8, len >>> 0), at + 8);
-    this.must(this.memory.writeU16(at + 12, id & 0xffff), at + 12);
+  get callbacksEnabled(): boolean {
+    return this.eventFlagsShadow !== RING_EVENT_FLAGS_DISABLE;
   }
 
-  readSlot(slot: number): { addr: bigint; len: number; id: number; flags: number } {
-    const at = this.layout.descTable + 16 * slot;
-    const addr = this.memory.readU64(at);
-    if (addr === undefined) throw new Error(`packed driver: slot ${slot} is outside guest memory`);
-    return {
-      addr,
-      len: this.memory.readU32(at + 8),
-      id: this.memory.readU16(at + 12),
-      flags: this.memory.readU16(at + 14),
-    };
+  areas(): readonly RingArea[] {
+    const l = this.layout;
+    return [
+      // The device writes used descriptors into the ring itself.
+      { addr: l.descTable, len: packedRingBytes(this.size), deviceWrites: true },
+      { addr: l.availRing, len: EVENT_AREA_SIZE, deviceWrites: false },
+      { addr: l.usedRing, len: EVENT_AREA_SIZE, deviceWrites: true },
+    ];
   }
 
-  /** Writes the Driver Area (what the device reads before a used notification). */
-  setDriverEvent(offWrap: number, flags: number): void {
-    const at = this.layout.availRing;
-    this.must(this.memory.writeU16(at, offWrap & 0xffff), at);
-    this.must(this.memory.writeU16(at + 2, flags & 0xffff), at + 2);
-  }
-  driverEvent(): { offWrap: number; flags: number } {
-    return {
-      offWrap: this.memory.readU16(this.layout.availRing),
-      flags: this.memory.readU16(this.layout.availRing + 2),
-    };
-  }
-  /** The Device Area as the device last wrote it. */
-  deviceEvent(): { offWrap: number; flags: number } {
-    return {
-      offWrap: this.memory.readU16(this.layout.usedRing),
-      flags: this.memory.readU16(this.layout.usedRing + 2),
-    };
+  nextId(): number {
+    return this.freeCount > 0 ? this.freeIds[this.freeCount - 1]! : NO_ROOM;
   }
 
-  // ---- a well-behaved driver
+  descsFor(n: number, indirect: boolean): number {
+    return indirect && this.indirect ? 1 : n;
+  }
 
-  /**
-   * Makes a chain of `buffers` available (readable ones first, §2.8.17): takes a free id and
-   * as many ring slots as descriptors (one with `indirectTable`), writes every descriptor
-   * with the id, the flags of all but the first, then the first's flags (PVQ-DRIVER-AVAIL).
-   * Returns the buffer id, or undefined when no id or too few slots are free.
-   */
-  addChain(buffers: readonly DriverBuffer[], opts: PackedAddOptions = {}): number | undefined {
-    const indirect = opts.indirectTable !== undefined;
-    const slots = indirect ? 1 : buffers.length;
-    if (buffers.length === 0 || (indirect && buffers.length > 0xffff) || slots > this.numFree)
-      return undefined;
-    const id = this.freeIds.pop();
-    if (id === undefined) return undefined;
+  inFlightAt(id: number): GuestBuffer | undefined {
+    return this.inFlight[id];
+  }
+
+  // ---- a well-behaved driver (GuestQueue)
+
+  add(segments: readonly SegmentInput[], token: number, opts: AddOptions = {}): number {
+    return this.place(segments, token, opts.indirectTable);
+  }
+
+  private place(buffers: readonly DriverBuffer[], token: number, table: number | bigint | undefined): number {
+    const n = buffers.length;
+    const indirect = table !== undefined && this.indirect;
+    const slots = indirect ? 1 : n;
+    if (n === 0 || (indirect && n > 0xffff) || slots > this.numFree || this.freeCount === 0) return NO_ROOM;
+    const id = this.freeIds[--this.freeCount]!;
     const head = this.nextAvail;
-    let headFlags = 0;
-    const writable = buffers.reduce((a, b) => a + (b.write === true ? b.len : 0), 0);
-    if (opts.indirectTable !== undefined) {
-      const table = opts.indirectTable;
-      buffers.forEach((b, i) =>
+    const avail = availFlags(this.availWrap);
+    const segments: GuestSegment[] = [];
+    let outBytes = 0;
+    let inBytes = 0;
+    for (const b of buffers) {
+      const write = b.write === true;
+      segments.push({ addr: Number(b.addr), len: b.len, write });
+      if (write) inBytes += b.len;
+      else outBytes += b.len;
+    }
+    let headFlags: number;
+    if (indirect) {
+      for (let i = 0; i < n; i++) {
+        const b = buffers[i]!;
         this.writeSlot(
           i,
           { addr: b.addr, len: b.len, id: 0, flags: b.write === true ? VIRTQ_DESC_F_WRITE : 0 },
           table,
-        ),
-      );
-      headFlags = VIRTQ_DESC_F_INDIRECT | availFlags(this.availWrap);
-      this.writeBody(head, table, 16 * buffers.length, id);
+        );
+      }
+      headFlags = VIRTQ_DESC_F_INDIRECT | avail;
+      this.writeBody(head, table, PACKED_DESC_SIZE * n, id);
       this.step();
     } else {
-      buffers.forEach((b, i) => {
+      headFlags = 0;
+      for (let i = 0; i < n; i++) {
+        const b = buffers[i]!;
         const flags =
           (b.write === true ? VIRTQ_DESC_F_WRITE : 0) |
-          (i + 1 < buffers.length ? VIRTQ_DESC_F_NEXT : 0) |
+          (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0) |
           availFlags(this.availWrap);
         // The first descriptor's flags come last: until then it keeps what it had (zero, or a
         // used descriptor of the previous lap), which is not available.
@@ -218,24 +268,35 @@ export class PackedDriver {
           headFlags = flags;
         } else this.writeSlot(this.nextAvail, { addr: b.addr, len: b.len, id, flags });
         this.step();
-      });
+      }
     }
     this.numFree -= slots;
     this.numAdded += slots;
-    this.outstanding.set(id, { slots, writable });
-    this.order.push(id);
-    if (opts.publish === false) this.unpublished.push([head, headFlags]);
-    else this.writeFlags(head, headFlags);
+    const buf: GuestBuffer = {
+      seq: this.seq++,
+      id,
+      segments,
+      indirect,
+      table: indirect ? Number(table) : 0,
+      ringDescs: slots,
+      outBytes,
+      inBytes,
+      token,
+    };
+    this.inFlight[id] = buf;
+    this.inFlightCount++;
+    if (this.inOrder) this.order.push(id);
+    this.held.push(head, headFlags);
+    this.probe.added?.(buf);
     return id;
   }
 
-  /** Writes the first-descriptor flags held back by `publish: false`, the earliest chain last. */
+  /** Writes the first-descriptor flags `add` held back, the earliest chain's last. */
   publish(): void {
-    for (let i = this.unpublished.length - 1; i >= 0; i--) {
-      const [slot, flags] = this.unpublished[i]!;
-      this.writeFlags(slot, flags);
-    }
-    this.unpublished.length = 0;
+    const held = this.held;
+    for (let i = held.length - 2; i >= 0; i -= 2) this.writeFlags(held[i]!, held[i + 1]!);
+    held.length = 0;
+    this.probe.published?.();
   }
 
   private step(): void {
@@ -245,86 +306,248 @@ export class PackedDriver {
     }
   }
 
-  private writeFlags(slot: number, flags: number): void {
-    const at = this.layout.descTable + 16 * slot + 14;
-    this.must(this.memory.writeU16(at, flags), at);
+  kickPrepare(): KickDecision {
+    const now = this.nextAvail;
+    const old = (now - this.numAdded) & 0xffff;
+    this.numAdded = 0;
+    const flags = this.ram.u16(this.layout.usedRing + EVENT_FLAGS);
+    let k: KickDecision;
+    if (flags !== RING_EVENT_FLAGS_DESC)
+      k = { need: flags !== RING_EVENT_FLAGS_DISABLE, old, new: now, event: -1 };
+    else {
+      const event = eventOffset(
+        this.ram.u16(this.layout.usedRing + EVENT_OFF_WRAP),
+        this.availWrap,
+        this.size,
+      );
+      k = { need: vringNeedEvent(event, now, old), old, new: now, event };
+    }
+    this.probe.kicked?.(k);
+    return k;
   }
 
   /** Whether the descriptor at the driver's used position is used (PVQ-DRIVER-USED). */
   hasUsed(): boolean {
-    const flags = this.memory.readU16(this.layout.descTable + 16 * this.usedIdx + 14);
-    const w = this.usedWrap;
-    return ((flags & VIRTQ_DESC_F_AVAIL) !== 0) === w && ((flags & VIRTQ_DESC_F_USED) !== 0) === w;
+    return this.isUsedAt(this.usedIdx, this.usedWrap);
   }
 
-  /** Every used buffer the device has published since the last reap; frees their ids and slots. */
-  reapUsed(): PackedUsedEntry[] {
-    const out: PackedUsedEntry[] = [];
-    while (this.hasUsed()) {
-      const d = this.readSlot(this.usedIdx);
-      if (!this.outstanding.has(d.id)) {
-        throw new Error(
-          `packed driver: used descriptor at slot ${this.usedIdx} names buffer ${d.id}, not in flight`,
-        );
-      }
-      if (this.inOrder) {
-        for (const older of this.order.slice(0, this.order.indexOf(d.id))) {
-          out.push({ id: older, len: this.outstanding.get(older)!.writable, skipped: true });
-          this.complete(older);
-        }
-      }
-      out.push({ id: d.id, len: d.len, skipped: false });
-      this.complete(d.id);
+  private isUsedAt(slot: number, wrap: boolean): boolean {
+    return isUsedFlags(
+      this.ram.u16(this.layout.descTable + packedDescOffset(slot) + PACKED_DESC_FLAGS),
+      wrap,
+    );
+  }
+
+  getBuf(): GetBuf {
+    if (this.doneInOrder.length === 0) {
+      const g = this.takeUsed();
+      if (g !== undefined) return g;
     }
-    return out;
+    const d = this.doneInOrder.shift();
+    if (d === undefined) return NONE;
+    this.lastSkipped = d.skipped;
+    this.probe.reaped?.(d.buf, d.len);
+    return { kind: "buf", buf: d.buf, len: d.len };
   }
 
-  private complete(id: number): void {
-    const o = this.outstanding.get(id)!;
-    this.outstanding.delete(id);
-    this.order.splice(this.order.indexOf(id), 1);
-    this.freeIds.push(id);
-    this.numFree += o.slots;
-    this.usedIdx += o.slots;
+  /** Takes the used descriptor at the used position into `doneInOrder`; a result when there is none or it is bad. */
+  private takeUsed(): GetBuf | undefined {
+    if (!this.hasUsed()) return NONE;
+    // virtio_rmb: id and len are read only after the flags.
+    const at = this.layout.descTable + packedDescOffset(this.usedIdx);
+    const id = this.ram.u16(at + PACKED_DESC_ID);
+    const len = this.ram.u32(at + PACKED_DESC_LEN);
+    const buf = id < this.size ? this.inFlight[id] : undefined;
+    if (buf === undefined) {
+      const reason = id >= this.size ? `id ${id} >= size ${this.size}` : `id ${id} is not a buffer in flight`;
+      this.probe.badUsed?.(id, len, reason);
+      return { kind: "bad", id, len, reason };
+    }
+    if (this.inOrder) {
+      // Every older buffer is complete too: handed out first, with the room it offered.
+      const k = this.order.indexOf(id);
+      for (let i = 0; i < k; i++) {
+        const older = this.inFlight[this.order[i]!]!;
+        this.detach(older);
+        this.doneInOrder.push({ buf: older, len: older.inBytes, skipped: true });
+      }
+      this.order.splice(0, k + 1);
+    }
+    this.detach(buf);
+    this.doneInOrder.push({ buf, len, skipped: false });
+    if (this.eventFlagsShadow === RING_EVENT_FLAGS_DESC) {
+      // virtio_store_mb: the next used descriptor is the one the driver wants to hear of.
+      this.ram.setU16(this.layout.availRing + EVENT_OFF_WRAP, this.usedPosition());
+    }
+    return undefined;
+  }
+
+  private detach(buf: GuestBuffer): void {
+    this.inFlight[buf.id] = undefined;
+    this.inFlightCount--;
+    this.freeIds[this.freeCount++] = buf.id;
+    this.numFree += buf.ringDescs;
+    this.usedIdx += buf.ringDescs;
     while (this.usedIdx >= this.size) {
       this.usedIdx -= this.size;
       this.usedWrap = !this.usedWrap;
     }
   }
 
+  /** The driver's used position with its wrap counter in bit 15 (Linux last_used_idx). */
+  private usedPosition(): number {
+    return this.usedIdx | (this.usedWrap ? RING_EVENT_WRAP : 0);
+  }
+
   /**
-   * Linux virtqueue_kick_prepare_packed: must the driver notify the device of the slots made
-   * available since the last call? Device Area flags other than DESC: unless DISABLE; DESC:
-   * vring_need_event over the event offset, moved back a lap when its wrap bit is not the
-   * driver's (PVQ-DRIVER-KICK).
+   * Ring slots the device has marked used past the driver's used position (the slots of the
+   * used chains, in ring order), stopping at a descriptor naming no buffer in flight.
    */
-  kickPrepare(): boolean {
-    const newIdx = this.nextAvail;
-    const old = (newIdx - this.numAdded) & 0xffff;
-    this.numAdded = 0;
-    const { offWrap, flags } = this.deviceEvent();
-    if (flags !== RING_EVENT_FLAGS_DESC) return flags !== RING_EVENT_FLAGS_DISABLE;
-    return vringNeedEvent(eventIndex(offWrap, this.availWrap, this.size), newIdx, old);
+  usedPending(): number {
+    let slot = this.usedIdx;
+    let wrap = this.usedWrap;
+    let n = 0;
+    for (let seen = 0; seen < this.inFlightCount && this.isUsedAt(slot, wrap); seen++) {
+      const id = this.ram.u16(this.layout.descTable + packedDescOffset(slot) + PACKED_DESC_ID);
+      const buf = id < this.size ? this.inFlight[id] : undefined;
+      if (buf === undefined) break;
+      n += buf.ringDescs;
+      slot += buf.ringDescs;
+      while (slot >= this.size) {
+        slot -= this.size;
+        wrap = !wrap;
+      }
+    }
+    return n;
   }
 
-  /** virtqueue_disable_cb_packed: no used notifications. */
+  /** Slots from the used position to the event offset the driver wrote (EVENT_IDX), else 0. */
+  interruptThreshold(): number {
+    if (this.eventFlagsShadow !== RING_EVENT_FLAGS_DESC) return 0;
+    const offWrap = this.ram.u16(this.layout.availRing + EVENT_OFF_WRAP);
+    const off = offWrap & ~RING_EVENT_WRAP;
+    const lap = ((offWrap & RING_EVENT_WRAP) !== 0) === this.usedWrap ? 0 : this.size;
+    return off + lap - this.usedIdx;
+  }
+
+  disableCb(): void {
+    if (this.eventFlagsShadow === RING_EVENT_FLAGS_DISABLE) return;
+    this.eventFlagsShadow = RING_EVENT_FLAGS_DISABLE;
+    this.ram.setU16(this.layout.availRing + EVENT_FLAGS, RING_EVENT_FLAGS_DISABLE);
+  }
+
+  private enableFlags(): void {
+    if (this.eventFlagsShadow !== RING_EVENT_FLAGS_DISABLE) return;
+    this.eventFlagsShadow = this.eventIdx ? RING_EVENT_FLAGS_DESC : RING_EVENT_FLAGS_ENABLE;
+    this.ram.setU16(this.layout.availRing + EVENT_FLAGS, this.eventFlagsShadow);
+  }
+
+  /** virtqueue_enable_cb_prepare_packed: off_wrap first (EVENT_IDX), then the flags. */
+  enableCbPrepare(): number {
+    if (this.eventIdx) this.ram.setU16(this.layout.availRing + EVENT_OFF_WRAP, this.usedPosition());
+    this.enableFlags();
+    return this.usedPosition();
+  }
+
+  /** virtqueue_poll_packed. */
+  poll(last: number): boolean {
+    return this.isUsedAt(last & ~RING_EVENT_WRAP, (last & RING_EVENT_WRAP) !== 0);
+  }
+
+  /** virtqueue_enable_cb_delayed_packed: the event ~3/4 of the outstanding slots ahead. */
+  enableCbDelayed(): boolean {
+    if (this.eventIdx) {
+      const bufs = ((this.size - this.numFree) * 3) >> 2;
+      let at = this.usedIdx + bufs;
+      let wrap = this.usedWrap;
+      if (at >= this.size) {
+        at -= this.size;
+        wrap = !wrap;
+      }
+      this.ram.setU16(this.layout.availRing + EVENT_OFF_WRAP, at | (wrap ? RING_EVENT_WRAP : 0));
+    }
+    this.enableFlags();
+    return !this.hasUsed();
+  }
+
+  // ---- test helpers
+
+  /**
+   * Makes a chain of `buffers` available (readable ones first, §2.8.17) and by default
+   * publishes it. Returns the buffer id, or undefined when no id or too few slots are free.
+   */
+  addChain(buffers: readonly DriverBuffer[], opts: PackedAddOptions = {}): number | undefined {
+    const id = this.place(buffers, 0, opts.indirectTable);
+    if (id === NO_ROOM) return undefined;
+    if (opts.publish !== false) this.publish();
+    return id;
+  }
+
+  /** Every used buffer the device has published since the last reap, until a bad one. */
+  reapUsed(): PackedUsedEntry[] {
+    const out: PackedUsedEntry[] = [];
+    for (let g = this.getBuf(); g.kind === "buf"; g = this.getBuf()) {
+      out.push({ id: g.buf.id, len: g.len, skipped: this.lastSkipped });
+    }
+    return out;
+  }
+
+  /** virtqueue_disable_cb_packed (test name). */
   disableInterrupts(): void {
-    this.setDriverEvent(this.driverEvent().offWrap, RING_EVENT_FLAGS_DISABLE);
+    this.disableCb();
   }
 
   /**
-   * virtqueue_enable_cb_prepare_packed: used notifications again; with EVENT_IDX for the next
-   * used descriptor (off_wrap = the driver's used position, then flags = DESC). True when a
-   * used descriptor is already waiting.
+   * virtqueue_enable_cb_prepare_packed with `eventIdx` chosen by the caller: notifications
+   * again, for the next used descriptor under EVENT_IDX. True when one is already waiting.
    */
   enableInterrupts(eventIdx: boolean): boolean {
-    if (eventIdx)
-      this.setDriverEvent(this.usedIdx | (this.usedWrap ? RING_EVENT_WRAP : 0), RING_EVENT_FLAGS_DESC);
-    else this.setDriverEvent(this.driverEvent().offWrap, RING_EVENT_FLAGS_ENABLE);
+    if (eventIdx) this.ram.setU16(this.layout.availRing + EVENT_OFF_WRAP, this.usedPosition());
+    this.eventFlagsShadow = eventIdx ? RING_EVENT_FLAGS_DESC : RING_EVENT_FLAGS_ENABLE;
+    this.ram.setU16(this.layout.availRing + EVENT_FLAGS, this.eventFlagsShadow);
     return this.hasUsed();
   }
 
-  private must(ok: boolean, at: number): void {
-    if (!ok) throw new Error(`packed driver: write at ${at} is outside guest memory`);
+  // ---- raw access (also how a hostile guest is modelled)
+
+  writeSlot(slot: number, d: PackedDescriptor, table: number | bigint = this.layout.descTable): void {
+    const at = Number(BigInt(table) + BigInt(packedDescOffset(slot)));
+    const { view, off } = this.ram.viewAt(at, PACKED_DESC_SIZE, true);
+    writePackedDescriptor(view, off, d);
+  }
+
+  /** addr, len and id of a slot, leaving its flags. */
+  private writeBody(slot: number, addr: number | bigint, len: number, id: number): void {
+    const at = this.layout.descTable + packedDescOffset(slot);
+    const flags = this.ram.u16(at + PACKED_DESC_FLAGS);
+    this.writeSlot(slot, { addr, len, id, flags });
+  }
+
+  readSlot(slot: number): { addr: bigint; len: number; id: number; flags: number } {
+    const { view, off } = this.ram.viewAt(this.layout.descTable + packedDescOffset(slot), PACKED_DESC_SIZE);
+    return readPackedDescriptor(view, off);
+  }
+
+  writeFlags(slot: number, flags: number): void {
+    this.ram.setU16(this.layout.descTable + packedDescOffset(slot) + PACKED_DESC_FLAGS, flags);
+  }
+
+  /** Writes the Driver Area (what the device reads before a used notification). */
+  setDriverEvent(offWrap: number, flags: number): void {
+    this.ram.setU16(this.layout.availRing + EVENT_OFF_WRAP, offWrap);
+    this.ram.setU16(this.layout.availRing + EVENT_FLAGS, flags);
+  }
+  driverEvent(): { offWrap: number; flags: number } {
+    return {
+      offWrap: this.ram.u16(this.layout.availRing + EVENT_OFF_WRAP),
+      flags: this.ram.u16(this.layout.availRing + EVENT_FLAGS),
+    };
+  }
+  /** The Device Area as the device last wrote it. */
+  deviceEvent(): { offWrap: number; flags: number } {
+    return {
+      offWrap: this.ram.u16(this.layout.usedRing + EVENT_OFF_WRAP),
+      flags: this.ram.u16(this.layout.usedRing + EVENT_FLAGS),
+    };
   }
 }

@@ -129,9 +129,9 @@ export class SplitDriver implements GuestQueue {
     this.numFree = size;
     this.inFlight = new Array<GuestBuffer | undefined>(size).fill(undefined);
     // A fresh ring: everything zero (the device reads zeros until the driver publishes).
-    this.ram.bytes(layout.descTable, descTableBytes(size)).fill(0);
-    this.ram.bytes(layout.availRing, availRingBytes(size)).fill(0);
-    this.ram.bytes(layout.usedRing, usedRingBytes(size)).fill(0);
+    this.ram.bytes(layout.descTable, descTableBytes(size), true).fill(0);
+    this.ram.bytes(layout.availRing, availRingBytes(size), true).fill(0);
+    this.ram.bytes(layout.usedRing, usedRingBytes(size), true).fill(0);
   }
 
   /** A queue laid out by `splitLayoutAt(base, size)`. */
@@ -390,7 +390,7 @@ export class SplitDriver implements GuestQueue {
   /** Writes descriptor `index` of the table at `table` (default: this queue's table). */
   writeDescriptor(index: number, d: DescriptorInput, table: number | bigint = this.layout.descTable): void {
     const at = Number(BigInt(table) + BigInt(descOffset(index)));
-    const { view, off } = this.ram.viewAt(at, DESC_SIZE);
+    const { view, off } = this.ram.viewAt(at, DESC_SIZE, true);
     encodeAt(view, off, d);
   }
 

@@ -11,9 +11,10 @@ import {
   availRingBytes,
   descTableBytes,
   usedRingBytes,
+  splitLayoutAt,
 } from "../../wire/split.ts";
 import { DescriptorChain } from "./descriptor-chain.ts";
-import { QueueDriver, layoutAt } from "./driver.ts";
+import { SplitDriver } from "./split-driver.ts";
 import { PopStatus, SplitQueue, type QueueError } from "./split-queue.ts";
 
 const NEXT = VIRTQ_DESC_F_NEXT;
@@ -59,11 +60,11 @@ class Pair {
   readonly m: GuestMemory;
   readonly q: SplitQueue;
   s: S.SpecQueue;
-  readonly drv: QueueDriver;
+  readonly drv: SplitDriver;
 
   constructor(size = 16, memSize = 0x10000, base = 0, maxSize = 256) {
     this.m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(memSize) }]);
-    this.drv = QueueDriver.at(this.m, size, base);
+    this.drv = SplitDriver.at(this.m, size, base);
     this.q = new SplitQueue(maxSize);
     this.s = S.newQueue(maxSize)!;
     const cfg = {
@@ -335,6 +336,31 @@ describe("SplitQueue pop", () => {
     p.drv.writeAvailRing(0, 1);
     const r = p.pop();
     expect(r.ok && r.value?.head).toBe(1);
+  });
+
+  it("popInto into a bound chain with no recorder (the short path) refuses a head of exactly size, and the chain then holds the refused head [VQ-POP-HEAD CHAIN-CHECKED-NEW]", () => {
+    const p = new Pair(8);
+    const chain = new DescriptorChain(p.m);
+    p.drv.writeDescriptor(7, { addr: 0x1000, len: 3, flags: 0, next: 0 });
+    p.drv.writeDescriptor(8 % 8, { addr: 0x2000, len: 5, flags: 0, next: 0 });
+    p.drv.pushAvail(7);
+    p.drv.publish();
+    expect(p.q.popInto(chain)).toBe(true); // binds the chain: later pops take the short path
+    expect(chain.headIndex).toBe(7);
+    // Entry 8 of a size-8 table lies past its end (in memory here): the head must be refused.
+    p.drv.pushAvail(8);
+    p.drv.publish();
+    expect(p.m.recorder).toBeNull();
+    expect(p.q.popInto(chain)).toBe(false);
+    expect(p.q.lastPop).toBe(PopStatus.InvalidHead);
+    expect(p.q.nextAvail).toBe(1);
+    // As loadBound leaves it: the refused head, and a walk that yields nothing.
+    expect(chain.headIndex).toBe(8);
+    expect(chain.rewind()).toBe(false);
+    // Size - 1 is still served on the short path.
+    p.drv.writeAvailRing(1, 7);
+    expect(p.q.popInto(chain)).toBe(true);
+    expect(chain.rewind() && chain.len).toBe(3);
   });
 
   it("popped chains that loop, overflow or use indirect tables walk as the spec's walkChain [CHAIN-TTL CHAIN-LEN-U32 CHAIN-INDIRECT VQ-POP-ADVANCE]", () => {
@@ -747,7 +773,7 @@ describe("SplitQueue reset and inactive queues", () => {
     const size = 8;
     const p = new Pair(size, 0x10000, 0x100);
     p.eventIdx();
-    const { descTable, availRing, usedRing } = layoutAt(0x100, size);
+    const { descTable, availRing, usedRing } = splitLayoutAt(0x100, size);
     const inside = (a: number, l: number, start: number, len: number): boolean =>
       a >= start && a + l <= start + len;
     const bad: [number, number][] = [];

@@ -11,7 +11,7 @@
  * fiber, so the wire order is the order of state changes (a Reset is never overtaken by a
  * later Connect on the same address).
  */
-import { Effect } from "effect";
+import { Effect, Latch } from "effect";
 import type { Scope } from "effect";
 import { UsbPacketFiller } from "./filler.ts";
 import { PacketType, type ParseError } from "./packet.ts";
@@ -26,7 +26,7 @@ import {
   type Version,
   type PacketType as PacketTypeT,
 } from "../../spec/usb-vsock.ts";
-import { park, wakeAll, type Waker } from "./wakers.ts";
+import { waitOn, wake } from "./wakers.ts";
 
 export interface Refused {
   readonly _tag: "ConnectionRefused";
@@ -68,7 +68,7 @@ interface StreamState {
   readonly chunks: Uint8Array[];
   connected: boolean;
   ended: StreamClosed | Refused | undefined;
-  readonly waiters: Set<Waker>;
+  readonly waiters: Latch.Latch;
 }
 
 interface OutPacket {
@@ -82,18 +82,18 @@ export class UsbVsockEndpoint {
   readonly core: ProtocolEndpoint;
   private readonly outbox: OutPacket[] = [];
   private outboxBytes = 0;
-  private readonly outboxWaiters = new Set<Waker>();
-  private readonly roomWaiters = new Set<Waker>();
+  private readonly outboxWaiters = Latch.makeUnsafe(false);
+  private readonly roomWaiters = Latch.makeUnsafe(false);
   private readonly streams = new Map<string, StreamState>();
   private readonly incomingQueue: Address[] = [];
-  private readonly incomingWaiters = new Set<Waker>();
+  private readonly incomingWaiters = Latch.makeUnsafe(false);
   private readonly controlChunks: Uint8Array[] = [];
-  private readonly controlWaiters = new Set<Waker>();
+  private readonly controlWaiters = Latch.makeUnsafe(false);
   private readonly echoReplies: Uint8Array[] = [];
   /** echo() calls waiting for a reply (USB-ECHO): how many EchoReplies to keep. */
   private echoAwaited = 0;
-  private readonly echoWaiters = new Set<Waker>();
-  private readonly syncWaiters = new Set<Waker>();
+  private readonly echoWaiters = Latch.makeUnsafe(false);
+  private readonly syncWaiters = Latch.makeUnsafe(false);
   private nonce = 0;
   private readonly maxOutbox: number;
   /** Parse errors seen on received transfers (each drops the rest of its transfer). */
@@ -114,7 +114,7 @@ export class UsbVsockEndpoint {
           if (type === PacketType.Pause && payload?.[0] === 1) this.pausesSent++;
           this.outbox.push({ type, address, payload });
           this.outboxBytes += payload === undefined ? 0 : payload.length;
-          wakeAll(this.outboxWaiters);
+          wake(this.outboxWaiters);
         },
         notice: (n) => this.onNotice(n),
       },
@@ -133,10 +133,10 @@ export class UsbVsockEndpoint {
   private drainOutbox(): Effect.Effect<never> {
     const one: Effect.Effect<void> = Effect.suspend(() => {
       const p = this.outbox.shift();
-      if (p === undefined) return park(this.outboxWaiters);
+      if (p === undefined) return waitOn(this.outboxWaiters);
       const done = Effect.sync(() => {
         this.outboxBytes -= p.payload === undefined ? 0 : p.payload.length;
-        wakeAll(this.roomWaiters);
+        wake(this.roomWaiters);
       });
       if (p.type === PacketType.Data)
         return Effect.andThen(this.filler.writeDataAll(p.address, p.payload!), done);
@@ -157,12 +157,12 @@ export class UsbVsockEndpoint {
     switch (n._tag) {
       case "Incoming":
         this.incomingQueue.push(n.address);
-        wakeAll(this.incomingWaiters);
+        wake(this.incomingWaiters);
         return;
       case "Connected": {
         const s = this.streamFor(n.address);
         s.connected = true;
-        wakeAll(s.waiters);
+        wake(s.waiters);
         return;
       }
       case "Refused":
@@ -175,35 +175,35 @@ export class UsbVsockEndpoint {
           n._tag === "Refused" && !s.connected
             ? { _tag: "ConnectionRefused", address: n.address }
             : { _tag: "StreamClosed", address: n.address, reset: n._tag === "Closed" ? n.reset : true };
-        wakeAll(s.waiters);
+        wake(s.waiters);
         return;
       }
       case "Data": {
         const s = this.streams.get(addressKey(n.address));
         if (s === undefined) return;
         s.chunks.push(n.payload.slice());
-        wakeAll(s.waiters);
+        wake(s.waiters);
         return;
       }
       case "Control":
         this.controlChunks.push(n.payload.slice());
-        wakeAll(this.controlWaiters);
+        wake(this.controlWaiters);
         return;
       case "EchoReply":
         // Only replies an echo() waits for are kept: a hostile peer's unrequested ones would
         // pile up without bound and answer the next echo() with a stale payload.
         if (this.echoReplies.length < this.echoAwaited) {
           this.echoReplies.push(n.payload.slice());
-          wakeAll(this.echoWaiters);
+          wake(this.echoWaiters);
         }
         return;
       case "Paused": {
         const s = this.streams.get(addressKey(n.address));
-        if (s !== undefined) wakeAll(s.waiters);
+        if (s !== undefined) wake(s.waiters);
         return;
       }
       case "ResetAll":
-        wakeAll(this.syncWaiters);
+        wake(this.syncWaiters);
         return;
     }
   }
@@ -212,7 +212,7 @@ export class UsbVsockEndpoint {
     const key = addressKey(a);
     let s = this.streams.get(key);
     if (s === undefined) {
-      s = { address: a, chunks: [], connected: false, ended: undefined, waiters: new Set() };
+      s = { address: a, chunks: [], connected: false, ended: undefined, waiters: Latch.makeUnsafe(false) };
       this.streams.set(key, s);
     }
     return s;
@@ -223,7 +223,7 @@ export class UsbVsockEndpoint {
     return Effect.sync(() => {
       const e = this.core.receiveTransfer(bytes);
       if (e !== undefined) this.parseErrors++;
-      wakeAll(this.syncWaiters);
+      wake(this.syncWaiters);
       return e;
     });
   }
@@ -233,7 +233,7 @@ export class UsbVsockEndpoint {
     const s = this.core.sync;
     if (s.tag === "Synced") return Effect.succeed(s.version);
     if (s.tag === "Failed") return Effect.fail<ProtocolError>({ _tag: "InvalidSyncMagic" });
-    return Effect.flatMap(park(this.syncWaiters), () => this.awaitSynced);
+    return Effect.flatMap(waitOn(this.syncWaiters), () => this.awaitSynced);
   });
 
   /** Host: sends Sync (USB-SYNC-VERSION) and waits for the negotiated version. */
@@ -257,14 +257,14 @@ export class UsbVsockEndpoint {
         return Effect.fail<StreamClosed>(
           s.ended._tag === "StreamClosed" ? s.ended : { _tag: "StreamClosed", address: a, reset: true },
         );
-      return Effect.flatMap(park(s.waiters), () => read);
+      return Effect.flatMap(waitOn(s.waiters), () => read);
     });
     const closed: Effect.Effect<StreamClosed> = Effect.suspend(() =>
       s.ended !== undefined
         ? Effect.succeed<StreamClosed>(
             s.ended._tag === "StreamClosed" ? s.ended : { _tag: "StreamClosed", address: a, reset: true },
           )
-        : Effect.flatMap(park(s.waiters), () => closed),
+        : Effect.flatMap(waitOn(s.waiters), () => closed),
     );
     const lift = (f: () => ProtocolError | undefined): Effect.Effect<void, ProtocolError> =>
       Effect.suspend(() => {
@@ -281,14 +281,14 @@ export class UsbVsockEndpoint {
     };
   }
 
-  private write(a: Address, waiters: Set<Waker>, bytes: Uint8Array): Effect.Effect<void, ProtocolError> {
+  private write(a: Address, waiters: Latch.Latch, bytes: Uint8Array): Effect.Effect<void, ProtocolError> {
     const copy = bytes.slice();
     const attempt: Effect.Effect<void, ProtocolError> = Effect.suspend(() => {
-      if (this.outboxBytes > this.maxOutbox) return Effect.flatMap(park(this.roomWaiters), () => attempt);
+      if (this.outboxBytes > this.maxOutbox) return Effect.flatMap(waitOn(this.roomWaiters), () => attempt);
       const e = this.core.send(a, copy);
       if (e === undefined) return Effect.void;
       // USB-PAUSE: hold the data until the peer resumes (or the connection goes away).
-      if (e._tag === "Paused") return Effect.flatMap(park(waiters), () => attempt);
+      if (e._tag === "Paused") return Effect.flatMap(waitOn(waiters), () => attempt);
       return Effect.fail(e);
     });
     return attempt;
@@ -304,13 +304,13 @@ export class UsbVsockEndpoint {
         chunks: [],
         connected: false,
         ended: undefined,
-        waiters: new Set(),
+        waiters: Latch.makeUnsafe(false),
       };
       this.streams.set(addressKey(a), s);
       const wait: Effect.Effect<VsockStream, Refused> = Effect.suspend(() => {
         if (s.connected) return Effect.succeed(this.stream(s));
         if (s.ended !== undefined) return Effect.fail<Refused>({ _tag: "ConnectionRefused", address: a });
-        return Effect.flatMap(park(s.waiters), () => wait);
+        return Effect.flatMap(waitOn(s.waiters), () => wait);
       });
       return wait;
     });
@@ -322,7 +322,7 @@ export class UsbVsockEndpoint {
     for (let a = this.incomingQueue.shift(); a !== undefined; a = this.incomingQueue.shift()) {
       if (this.core.connection(a)?.state === "ConnectingIncoming") return Effect.succeed(a);
     }
-    return Effect.flatMap(park(this.incomingWaiters), () => this.incoming);
+    return Effect.flatMap(waitOn(this.incomingWaiters), () => this.incoming);
   });
 
   accept(a: Address): Effect.Effect<VsockStream, ProtocolError> {
@@ -351,7 +351,7 @@ export class UsbVsockEndpoint {
     read: Effect.suspend((): Effect.Effect<Uint8Array> => {
       const c = this.controlChunks.shift();
       if (c !== undefined) return Effect.succeed(c);
-      return Effect.flatMap(park(this.controlWaiters), () => this.control.read);
+      return Effect.flatMap(waitOn(this.controlWaiters), () => this.control.read);
     }),
   };
 
@@ -373,7 +373,7 @@ export class UsbVsockEndpoint {
           settle();
           return Effect.succeed(r);
         }
-        return Effect.flatMap(park(this.echoWaiters), () => wait);
+        return Effect.flatMap(waitOn(this.echoWaiters), () => wait);
       });
       return Effect.onInterrupt(wait, () => Effect.sync(settle));
     });

@@ -7,15 +7,15 @@
  * one packet (USB-FILL-WAIT-DATA); data larger than the room is split across packets and
  * transfers (USB-FILL-SPLIT); a second concurrent `fill` is AlreadyFilling (USB-FILL-ONE).
  *
- * Waiting is a parked callback (Effect.callback) woken when the state it waits on changes;
- * a woken fiber re-checks, so spurious wake-ups are harmless. Interrupted waiters remove
- * themselves, and an interrupted `fill` withdraws its transfer.
+ * Waiting is on a Latch woken when the state it waits on changes (wakers.ts); a woken fiber
+ * re-checks, so spurious wake-ups are harmless. Interrupted waiters remove themselves, and
+ * an interrupted `fill` withdraws its transfer.
  */
-import { Effect } from "effect";
+import { Effect, Latch } from "effect";
 import { HEADER_SIZE, PacketType } from "./packet.ts";
 import type { Address, PacketTooBig, UsbPacketBuilder } from "./packet.ts";
 import type { PacketType as PacketTypeT } from "../../spec/usb-vsock.ts";
-import { park, wakeAll, type Waker } from "./wakers.ts";
+import { waitOn, wake } from "./wakers.ts";
 
 export interface AlreadyFilling {
   readonly _tag: "AlreadyFilling";
@@ -25,8 +25,8 @@ export class UsbPacketFiller {
   private current: UsbPacketBuilder | undefined = undefined;
   /** The transfer on offer takes no more packets (it ends with a Sync, USB-SYNC-LAST). */
   private sealed = false;
-  private readonly roomWaiters = new Set<Waker>();
-  private readonly dataWaiters = new Set<Waker>();
+  private readonly roomWaiters = Latch.makeUnsafe(false);
+  private readonly dataWaiters = Latch.makeUnsafe(false);
 
   /** True while a transfer is on offer (a `fill` is pending). */
   get filling(): boolean {
@@ -50,7 +50,7 @@ export class UsbPacketFiller {
         if (b.capacity < min)
           return Effect.fail<PacketTooBig>({ _tag: "PacketTooBig", size: min, available: b.capacity });
       }
-      return Effect.flatMap(park(this.roomWaiters), () => loop);
+      return Effect.flatMap(waitOn(this.roomWaiters), () => loop);
     });
     return loop;
   }
@@ -70,7 +70,7 @@ export class UsbPacketFiller {
       const e = b.write(type, address, payload);
       if (e !== undefined) return Effect.fail(e);
       if (last) this.sealed = true;
-      wakeAll(this.dataWaiters);
+      wake(this.dataWaiters);
       return Effect.void;
     };
     return Effect.suspend(() => {
@@ -92,7 +92,7 @@ export class UsbPacketFiller {
     // next one rather than fail, as the reference's writers do.
     const waitRoom: Effect.Effect<UsbPacketBuilder> = Effect.catch(
       this.waitForFillable(HEADER_SIZE + 1),
-      () => Effect.flatMap(park(this.roomWaiters), () => waitRoom),
+      () => Effect.flatMap(waitOn(this.roomWaiters), () => waitRoom),
     );
     return Effect.map(waitRoom, (b) => {
       const n = Math.min(left, b.available() - HEADER_SIZE);
@@ -106,7 +106,7 @@ export class UsbPacketFiller {
         start,
         n,
       );
-      wakeAll(this.dataWaiters);
+      wake(this.dataWaiters);
       return n;
     });
   }
@@ -131,15 +131,15 @@ export class UsbPacketFiller {
       if (this.current !== undefined) return Effect.fail<AlreadyFilling>({ _tag: "AlreadyFilling" });
       this.current = builder;
       this.sealed = false;
-      wakeAll(this.roomWaiters);
+      wake(this.roomWaiters);
       const wait: Effect.Effect<UsbPacketBuilder> = Effect.suspend(() => {
         if (builder.hasData()) {
           this.current = undefined;
           return Effect.succeed(builder);
         }
-        // Once woken, yield once so writers that are ready can add their packets too:
-        // without it a busy writer sends one packet per transfer.
-        return Effect.flatMap(park(this.dataWaiters), () => Effect.andThen(Effect.yieldNow, wait));
+        // waitOn yields once after the wake-up, so writers that are ready add their packets
+        // too: without it a busy writer would send one packet per transfer.
+        return Effect.flatMap(waitOn(this.dataWaiters), () => wait);
       });
       return Effect.onInterrupt(wait, () =>
         Effect.sync(() => {

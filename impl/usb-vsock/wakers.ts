@@ -1,28 +1,22 @@
 /**
- * Parking fibers on a set of wakers: the one waiting primitive the filler, the endpoint and
- * the simulated link share. A fiber parks until some state it waits on changes; whoever
- * changes that state wakes the whole set, and each woken fiber re-checks its condition.
+ * Waiting in the filler, the endpoint and the simulated link: one closed Effect `Latch` per
+ * condition. A fiber waits with `waitOn(latch)` and re-checks its condition when woken (so a
+ * spurious wake-up is harmless; an interrupted wait unregisters itself); whoever changes the
+ * state calls `wake(latch)`.
  */
-import { Effect } from "effect";
+import { Effect, type Latch } from "effect";
 
-export type Waker = () => void;
-
-/** Parks the calling fiber on `list` until woken (or interrupted, which unregisters it). */
-export const park = (list: Set<Waker>): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const w: Waker = () => {
-      list.delete(w);
-      resume(Effect.void);
-    };
-    list.add(w);
-    return Effect.sync(() => {
-      list.delete(w);
-    });
-  });
-
-/** Wakes every fiber parked on `list`. */
-export const wakeAll = (list: Set<Waker>): void => {
-  if (list.size === 0) return;
-  // Copy first: a woken waker removes itself from the set.
-  for (const w of [...list]) w();
+/** Resumes every fiber waiting on `latch` now, from synchronous code; the latch stays closed. */
+export const wake = (latch: Latch.Latch): void => {
+  latch.openUnsafe();
+  latch.closeUnsafe();
 };
+
+/**
+ * Waits for the next `wake`. The latch resumes a waiter synchronously while it is open, so
+ * the waiter yields before re-checking: re-checking at once would find the latch still open
+ * and spin. (`Latch.release` leaves the latch closed but needs a fiber: from synchronous code
+ * through `Effect.runSync` it halves the filler's packet rate.)
+ */
+export const waitOn = (latch: Latch.Latch): Effect.Effect<void> =>
+  Effect.andThen(latch.await, Effect.yieldNow);

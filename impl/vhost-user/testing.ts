@@ -11,7 +11,8 @@ import { F_PROTOCOL_FEATURES, ProtocolFeature, Req, bit, type Message } from "..
 import type { VirtioDevice } from "../device/virtio-device.ts";
 import type { DeviceQueue } from "../queue/device-queue.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { QueueDriver, layoutAt, type QueueLayout } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
+import { splitLayoutAt, type SplitLayout } from "../../wire/split.ts";
 import { acceptUnix, connectUnix, type Fdio } from "../native/fdio.ts";
 import {
   Poller,
@@ -49,8 +50,8 @@ export interface Harness {
   readonly memfd: number;
   readonly memfdName: string;
   readonly guest: GuestMemory;
-  readonly layouts: readonly QueueLayout[];
-  readonly drivers: readonly QueueDriver[];
+  readonly layouts: readonly SplitLayout[];
+  readonly drivers: readonly SplitDriver[];
   readonly kicks: readonly number[];
   readonly calls: readonly number[];
   readonly poller: Poller;
@@ -104,8 +105,8 @@ export const harness = (
     yield* Effect.addFinalizer(() => hangUp);
     const fe = new Frontend(io, client, poller, REPLY_TIMEOUT_MS);
     const n = device.queues.length;
-    const layouts = Array.from({ length: n }, (_, i) => layoutAt(GUEST_BASE + 0x1000 * (i + 1), QSIZE));
-    const drivers = layouts.map((l) => new QueueDriver(guest, QSIZE, l));
+    const layouts = Array.from({ length: n }, (_, i) => splitLayoutAt(GUEST_BASE + 0x1000 * (i + 1), QSIZE));
+    const drivers = layouts.map((l) => new SplitDriver(guest, QSIZE, l));
     const kicks: number[] = [];
     const calls: number[] = [];
     for (let i = 0; i < n; i++) {

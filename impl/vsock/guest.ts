@@ -1,66 +1,138 @@
 /**
- * A guest driver model for the vsock device (what Linux's virtio_transport does, reduced):
- * lays out the three queues in guest memory, keeps RX buffers posted, sends packets through
- * TX chains, reaps what the device wrote, and runs guest-side stream sockets with credit flow
- * control. Tests, properties, the benchmark and the simulator drive the device with it.
+ * The virtio-vsock guest driver model: what Linux's net/vmw_vsock/virtio_transport.c and
+ * virtio_transport_common.c do over virtio_ring, reduced. The one vsock guest driver: unit
+ * tests, properties, benches and the simulator all drive the device with it.
  *
- * A well-behaved guest; hostile packets are sent with `sendRaw`.
+ * - RX buffers kept posted (header and data in one descriptor as Linux 6.2+ does, in two, or
+ *   data scattered over several), reposted as they are reaped;
+ * - TX packets as chains; a full ring is reclaimed and retried, as Linux's tx worker does;
+ * - kicks gated by the queue's kick decision (avail_event / NO_NOTIFY), and NAPI-style
+ *   interrupt handling (disable callbacks, reap, re-enable and poll again);
+ * - stream sockets with the credit counters of virtio_transport_common.c (`StreamCredit`),
+ *   sending CREDIT_UPDATE when the peer's view of our free space runs low.
+ *
+ * The device runs only when kicked, or on RX when its host side has something for the guest
+ * (as its event loop would). Observers plug in through `VsockGuestProbe`: the simulator's
+ * oracle, checks and metrics (sim/guest/vsock-probe.ts) see every buffer offered, kick,
+ * device pass, used buffer and packet, and the driver imports nothing of theirs.
+ *
+ * A well-behaved guest; hostile packets go out with `sendRaw`, hostile chains with `addChainAt`.
  */
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { layoutAt, QueueDriver, type QueueLayout } from "../queue/driver.ts";
+import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "../queue/guest-queue.ts";
+import { GuestRam } from "../queue/guest-ram.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import {
-  inFlight,
-  peerFree,
-  VSOCK_FLAGS_SHUTDOWN_RCV,
-  VSOCK_FLAGS_SHUTDOWN_SEND,
-  VSOCK_HOST_CID,
-  VSOCK_OP_CREDIT_REQUEST,
-  VSOCK_OP_CREDIT_UPDATE,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RESPONSE,
-  VSOCK_OP_RST,
-  VSOCK_OP_RW,
-  VSOCK_OP_SHUTDOWN,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_STREAM,
+  decodeHeader,
+  encodeHeader,
+  MAX_PKT_BUF_SIZE,
   type VsockHeader,
+  type VsockProfileName,
 } from "../../spec/vsock.ts";
-import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice, type VsockDeviceConfig } from "./device.ts";
-import { VsockHeaderView } from "./header.ts";
-import type { HostPort } from "./muxer.ts";
+import { splitLayoutAt, splitLayoutEnd, type SplitLayout } from "../../wire/split.ts";
+import { featureBit, VIRTIO_F } from "../../wire/features.ts";
+import * as V from "../../wire/vsock.ts";
+import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
+import type { HostPort, MuxerOptions } from "./muxer.ts";
+import { StreamCredit, streamHeader, type StreamEnds } from "./credit.ts";
 
-export interface GuestOptions {
-  /** Queue size for all three queues (power of two). */
+export interface VsockGuestOptions {
+  /** Queue size of all three queues (power of two). */
   readonly queueSize: number;
-  /** RX buffers kept posted, and the data bytes of each. */
-  readonly rxBuffers: number;
-  readonly rxBufSize: number;
-  /** TX slots (packets in flight per kick) and the largest data per packet. */
-  readonly txSlots: number;
-  readonly txMaxData: number;
+  /** Negotiate VIRTIO_F_EVENT_IDX. */
+  readonly eventIdx: boolean;
   /**
-   * Layout of chains: header and data in two descriptors (Linux < 6.2), in one (6.2+), or
-   * data spread over several descriptors (only the virtio profile gathers it).
+   * Chains: header and data in two descriptors (Linux < 6.2), in one (6.2+), or data spread
+   * over several descriptors (only the virtio profile gathers it).
    */
   readonly layout: "split" | "single" | "scatter";
-  /** The guest's receive buffer per socket, advertised as buf_alloc. */
+  /** Data bytes of each RX buffer, and how many RX buffers are kept posted (at most the ring). */
+  readonly rxBufSize: number;
+  readonly rxBuffers: number;
+  /** Largest data per TX packet, and how many TX packets may be in flight (at most the ring). */
+  readonly txMaxData: number;
+  readonly txSlots: number;
+  /** Our receive buffer per socket, advertised as buf_alloc. */
   readonly sockBufAlloc: number;
-  /** Answer packets for unknown sockets with RST, as Linux does (off: hostile runs keep them open). */
+  /**
+   * A CREDIT_UPDATE goes out when the peer's view of our free space falls below this
+   * (Linux: VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
+   */
+  readonly creditUpdateBelow: number;
+  /** Answer packets for unknown sockets with RST, as Linux does (off: hostile runs keep them). */
   readonly rstStrays: boolean;
-  /** Bytes of guest memory left for tests to put hostile buffers in (`scratchBase`). */
+  /** Bytes of guest memory for tests to put hostile or foreign buffers in (`scratchBase`). */
   readonly scratch: number;
+  /** The time in ms the device is told; default the `now` field. */
+  readonly clock?: () => number;
 }
 
-export const DEFAULT_GUEST_OPTIONS: GuestOptions = {
+export const DEFAULT_GUEST_OPTIONS: VsockGuestOptions = {
   queueSize: 256,
-  rxBuffers: 64,
-  rxBufSize: 4096,
-  txSlots: 64,
-  txMaxData: 64 * 1024,
+  eventIdx: false,
   layout: "split",
+  rxBufSize: 4096,
+  rxBuffers: Infinity,
+  txMaxData: MAX_PKT_BUF_SIZE,
+  txSlots: Infinity,
   sockBufAlloc: 256 * 1024,
+  creditUpdateBelow: MAX_PKT_BUF_SIZE,
   rstStrays: true,
   scratch: 0,
+};
+
+/** The device the guest runs against: its CID, whose layout rules it follows, its muxer's settings. */
+export interface VsockGuestDeviceConfig {
+  readonly guestCid: bigint;
+  readonly profile?: VsockProfileName;
+  readonly muxer?: Partial<MuxerOptions>;
+}
+
+/** A buffer the guest places where it wants (hostile or foreign chains). */
+export interface PlacedBuffer {
+  readonly addr: number;
+  readonly len: number;
+  readonly write: boolean;
+}
+
+/**
+ * What an observer sees of the driver (the simulator's oracle, checks and metrics). Queue
+ * numbers are RX_QUEUE, TX_QUEUE, EVENT_QUEUE; every method may throw to stop a run.
+ */
+export interface VsockGuestProbe {
+  /** The driver is set up and the device activated; no buffer is posted yet. */
+  attached(guest: VsockGuest): void;
+  /** Buffer `head` of queue `q` is the device's now (it may touch what the chain describes). */
+  offered(q: number, head: number): void;
+  /** The driver published queue `q`'s new buffers up to `availIdx`; `kick`: it notified the device. */
+  published(q: number, kick: boolean, availIdx: number): void;
+  /** A device pass over queue `q` starts. */
+  deviceStart(q: number): void;
+  /** It ended; `raised`: the device interrupted for `q`. */
+  deviceEnd(q: number, raised: boolean): void;
+  /** The driver took back a used buffer and the len the device wrote. */
+  reclaimed(q: number, buf: GuestBuffer, len: number): void;
+  /** A used entry that names no buffer in flight (Linux's BAD_RING); the driver stops reaping `q` this round. */
+  badUsed(q: number, id: number, reason: string): void;
+  /** A packet the device delivered: its header, and the data bytes the device wrote after it. */
+  delivered(h: VsockHeader, written: number): void;
+  /** The driver queued a packet on TX. */
+  sent(h: VsockHeader): void;
+  /** A pump ended (nothing moves any more, or its round limit). */
+  settled(): void;
+}
+
+const NO_PROBE: VsockGuestProbe = {
+  attached: () => {},
+  offered: () => {},
+  published: () => {},
+  deviceStart: () => {},
+  deviceEnd: () => {},
+  reclaimed: () => {},
+  badUsed: () => {},
+  delivered: () => {},
+  sent: () => {},
+  settled: () => {},
 };
 
 export interface ReceivedPacket {
@@ -69,251 +141,394 @@ export interface ReceivedPacket {
 }
 
 /** A guest-side stream socket (guest port `port`, host port `peerPort`). */
-export class GuestSocket {
-  state: "connecting" | "listening-accepted" | "established" | "closed" = "connecting";
+export class GuestSocket extends StreamCredit implements StreamEnds {
+  state: "connecting" | "established" | "closed" = "connecting";
   /** Bytes received and not yet read by the guest program. */
   readonly unread: Uint8Array[] = [];
   unreadBytes = 0;
-  /** Everything the guest program read, in order. */
+  /** Everything the guest program read, in order (callers may empty it). */
   readonly received: Uint8Array[] = [];
   receivedBytes = 0;
   /** Bytes the guest program wrote and the driver has not sent yet. */
   readonly pending: Uint8Array[] = [];
   pendingBytes = 0;
-  txCnt = 0;
-  fwdCnt = 0;
-  lastFwdCntSent = 0;
-  rxCnt = 0;
-  peerBufAlloc = 0;
-  peerFwdCnt = 0;
+  /** SHUTDOWN flags the peer sent, we sent, and the program asked for. */
   peerShutdown = 0;
   sentShutdown = 0;
   wantShutdown = 0;
+  /** RST received, or the transport was reset. */
   reset = false;
-  /** Largest host-to-guest in-flight count seen (VSOCK-CREDIT-LIMIT check). */
+  /** Largest host-to-guest in-flight count seen: the device must stay within our buf_alloc (VSOCK-CREDIT-LIMIT). */
   maxInFlight = 0;
+  readonly dstCid = V.VSOCK_HOST_CID;
+
   constructor(
+    readonly srcCid: bigint,
     readonly port: number,
     readonly peerPort: number,
-    readonly bufAlloc: number,
-  ) {}
+    bufAlloc: number,
+  ) {
+    super(bufAlloc);
+  }
+
+  get srcPort(): number {
+    return this.port;
+  }
+  get dstPort(): number {
+    return this.peerPort;
+  }
 }
 
+/** A segment's length and direction; the driver places it in the chain's slab. */
+type SegmentShape = { readonly len: number; readonly write: boolean };
+
+/** Where data starts in a buffer's slab when the header has its own descriptor (64-byte aligned, as Linux's skb). */
+const DATA_AT = 64;
+/** Event buffers kept posted (each one `struct virtio_vsock_event`, a u32 id). */
+const EVENT_BUFFERS = 4;
+const EVENT_BYTES = 4;
+const EVENT_SLAB = 8;
+/** Where the rings start, and the buffers (a second region, as a VM's RAM above a hole). */
+const RINGS_AT = 0x1000;
+const BUFFERS_AT = 0x400000;
+
 export class VsockGuest {
+  readonly options: VsockGuestOptions;
   readonly memory: GuestMemory;
+  readonly ram: GuestRam;
   readonly device: VsockDevice;
-  readonly drivers: readonly [QueueDriver, QueueDriver, QueueDriver];
-  readonly options: GuestOptions;
+  readonly queues: readonly [GuestQueue, GuestQueue, GuestQueue];
+  /** Where each queue's parts lie (what the device is configured with). */
+  readonly layouts: readonly [SplitLayout, SplitLayout, SplitLayout];
+  /** Each queue's buffer space, a slab per id. */
+  private readonly slabs: readonly [BufferSlabs, BufferSlabs, BufferSlabs];
+  /** Where the scratch area (options.scratch bytes) starts. */
+  readonly scratchBase: number;
   readonly sockets = new Map<string, GuestSocket>();
   /** Ports the guest listens on (host-initiated connections to them are accepted). */
   readonly listening = new Set<number>();
-  /** Packets the guest could not match to a socket, and events. */
-  readonly stray: ReceivedPacket[] = [];
+  /** Transport events the device sent (VIRTIO_VSOCK_EVENT_*). */
   readonly events: number[] = [];
-  /** Interrupts the device raised, per queue. */
+  /** Interrupts the device raised, per queue (counts), and those not yet handled. */
   readonly interrupts = [0, 0, 0];
-  private readonly rxSlots = new Map<number, number>();
-  private readonly txFree: number[] = [];
-  private readonly txOfHead = new Map<number, number>();
-  private readonly rxBase: number;
-  private readonly txBase: number;
-  private readonly evBase: number;
-  /** Where the scratch area (options.scratch bytes) starts. */
-  readonly scratchBase: number;
-  private nextPort = 50000;
-  private readonly hdrView = new VsockHeaderView();
-  /** Packets sent, received (device to guest). */
+  readonly irq = [false, false, false];
+  /** Kicks sent and not yet served by a device pass, per queue. */
+  readonly kicked = [false, false, false];
+  /** Packets the device delivered, by op. */
+  readonly opsReceived = new Map<number, number>();
+  /** Chains posted with `addChainAt` that the device used: queue, head, len. */
+  readonly foreignUsed: { readonly q: number; readonly head: number; readonly len: number }[] = [];
+  /** Packets queued on TX, and delivered by the device (len >= a header). */
   sent = 0;
   receivedPackets = 0;
+  /** The device's clock in ms when no `clock` option is given. */
   now = 0;
+  private readonly probe: VsockGuestProbe;
+  private readonly foreign: readonly [Set<number>, Set<number>, Set<number>] = [
+    new Set(),
+    new Set(),
+    new Set(),
+  ];
+  private rxPosted = 0;
+  private nextPort = 50000;
+  /** Packets `pollRx` collects (null outside it). */
+  private inbox: ReceivedPacket[] | null = null;
 
   private constructor(
-    memory: GuestMemory,
-    device: VsockDevice,
-    options: GuestOptions,
-    layouts: QueueLayout[],
-    bases: number[],
+    config: VsockGuestDeviceConfig,
+    host: HostPort | null,
+    options: VsockGuestOptions,
+    probe: VsockGuestProbe,
   ) {
-    this.memory = memory;
-    this.device = device;
     this.options = options;
-    this.drivers = [
-      QueueDriver.at(memory, options.queueSize, layouts[0]!.descTable),
-      QueueDriver.at(memory, options.queueSize, layouts[1]!.descTable),
-      QueueDriver.at(memory, options.queueSize, layouts[2]!.descTable),
+    this.probe = probe;
+    const size = options.queueSize;
+    const layouts: SplitLayout[] = [];
+    let at = RINGS_AT;
+    for (let i = 0; i < 3; i++) {
+      const l = splitLayoutAt(at, size);
+      layouts.push(l);
+      at = splitLayoutEnd(l, size) + DATA_AT;
+    }
+    this.layouts = [layouts[0]!, layouts[1]!, layouts[2]!];
+    const slabBytes = [DATA_AT + options.rxBufSize, DATA_AT + options.txMaxData, EVENT_SLAB];
+    const bases: number[] = [];
+    let buffersEnd = BUFFERS_AT;
+    for (const bytes of slabBytes) {
+      bases.push(buffersEnd);
+      buffersEnd += BufferSlabs.bytesNeeded(size, bytes, 1);
+    }
+    this.slabs = [
+      new BufferSlabs(bases[0]!, size, slabBytes[0]!, 1),
+      new BufferSlabs(bases[1]!, size, slabBytes[1]!, 1),
+      new BufferSlabs(bases[2]!, size, slabBytes[2]!, 1),
     ];
-    this.rxBase = bases[0]!;
-    this.txBase = bases[1]!;
-    this.evBase = bases[2]!;
-    this.scratchBase = bases[3]!;
-    for (let i = 0; i < options.txSlots; i++) this.txFree.push(i);
+    this.scratchBase = buffersEnd;
+    this.memory = GuestMemory.of([
+      { base: RINGS_AT, bytes: new Uint8Array(at - RINGS_AT) },
+      { base: BUFFERS_AT, bytes: new Uint8Array(buffersEnd + options.scratch - BUFFERS_AT) },
+    ]);
+    this.ram = new GuestRam(this.memory);
+    const queueOpts = { eventIdx: options.eventIdx, indirect: false };
+    this.queues = [
+      new SplitDriver(this.memory, size, this.layouts[0], queueOpts),
+      new SplitDriver(this.memory, size, this.layouts[1], queueOpts),
+      new SplitDriver(this.memory, size, this.layouts[2], queueOpts),
+    ];
+    const made = VsockDevice.create(
+      this.memory,
+      { guestCid: config.guestCid, profile: config.profile, muxer: config.muxer },
+      host,
+    );
+    if (!made.ok) throw new Error(`vsock guest set-up: the device refused: ${made.error._tag}`);
+    this.device = made.value;
+    for (let i = 0; i < 3; i++) {
+      this.device.queues[i]!.configure({ size, ready: true, ...this.layouts[i]! });
+    }
+    const evt = featureBit(VIRTIO_F.RING_EVENT_IDX);
+    this.device.ackFeatures(
+      options.eventIdx ? this.device.deviceFeatures : this.device.deviceFeatures & ~evt,
+    );
+    const act = this.device.activate();
+    if (!act.ok) throw new Error(`vsock guest set-up: queue ${act.error.queue}: ${act.error.error._tag}`);
   }
 
-  /** Guest memory, the device (with `host` behind it) and a driver with queues configured and buffers posted. */
+  /** Guest memory, the device (with `host` behind it), and the driver with its queues set up and buffers posted. */
   static create(
-    config: VsockDeviceConfig,
+    config: VsockGuestDeviceConfig,
     host: HostPort | null,
-    options: Partial<GuestOptions> = {},
+    options: Partial<VsockGuestOptions> = {},
+    probe: VsockGuestProbe = NO_PROBE,
   ): VsockGuest {
-    const o = { ...DEFAULT_GUEST_OPTIONS, ...options };
-    const ringBytes = 16 * o.queueSize + 6 + 2 * o.queueSize + 8 + 6 + 8 * o.queueSize + 64;
-    const layouts = [0, 1, 2].map((i) => layoutAt(0x1000 + i * ringBytes, o.queueSize));
-    let at = Math.ceil((0x1000 + 3 * ringBytes) / 4096) * 4096;
-    const rxBase = at;
-    at += o.rxBuffers * (64 + o.rxBufSize);
-    const txBase = at;
-    at += o.txSlots * (64 + o.txMaxData);
-    const evBase = at;
-    at += 8 * 64;
-    const scratchBase = at;
-    at += o.scratch;
-    const memory = GuestMemory.of([{ base: 0, bytes: new Uint8Array(at) }]);
-    const created = VsockDevice.create(memory, config, host);
-    if (!created.ok) throw new Error(`vsock guest: ${created.error._tag}`);
-    const guest = new VsockGuest(memory, created.value, o, layouts, [rxBase, txBase, evBase, scratchBase]);
-    const dev = created.value;
-    for (let i = 0; i < 3; i++) {
-      const l = layouts[i]!;
-      dev.queues[i]!.configure({
-        size: o.queueSize,
-        ready: true,
-        descTable: l.descTable,
-        availRing: l.availRing,
-        usedRing: l.usedRing,
-      });
-    }
-    dev.ackFeatures(dev.deviceFeatures & ~(1n << 29n));
-    const r = dev.activate();
-    if (!r.ok) throw new Error(`vsock guest: queue ${r.error.queue}: ${r.error.error._tag}`);
-    for (let i = 0; i < o.rxBuffers; i++) guest.postRx(i);
-    for (let i = 0; i < 8; i++) guest.postEvent(i);
-    return guest;
+    const g = new VsockGuest(config, host, { ...DEFAULT_GUEST_OPTIONS, ...options }, probe);
+    probe.attached(g);
+    g.refillRx();
+    for (let i = 0; i < EVENT_BUFFERS; i++) g.postEvent();
+    g.publishKick(EVENT_QUEUE);
+    return g;
   }
 
   get cid(): bigint {
     return this.device.guestCid;
   }
 
-  /** Whether [addr, addr+len) lies in the queues' tables and rings (below every buffer). */
-  isRingArea(addr: number, len: number): boolean {
-    return addr >= 0 && addr + len <= this.rxBase;
+  private time(): number {
+    return this.options.clock?.() ?? this.now;
   }
 
-  /** Whether [addr, addr+len) lies in the guest's own rx buffers. */
-  isRxBuffer(addr: number, len: number): boolean {
-    return addr >= this.rxBase && addr + len <= this.txBase;
+  // ---- chains (every queue-level call of the driver is in this section)
+
+  /** The segments of one packet's chain: header then data, per layout; gaps put data at DATA_AT. */
+  private chainShape(dataLen: number, write: boolean): { segs: SegmentShape[]; gaps: number[] | undefined } {
+    const H = V.VSOCK_PKT_HDR_SIZE;
+    if (this.options.layout === "single" || dataLen === 0)
+      return { segs: [{ len: H + dataLen, write }], gaps: undefined };
+    if (this.options.layout === "split")
+      return {
+        segs: [
+          { len: H, write },
+          { len: dataLen, write },
+        ],
+        gaps: [0, DATA_AT - H],
+      };
+    // Scatter: the same contiguous bytes, cut into up to three descriptors.
+    const segs: SegmentShape[] = [{ len: H, write }];
+    const a = Math.ceil(dataLen / 3);
+    const b = Math.ceil((dataLen - a) / 2);
+    for (const len of [a, b, dataLen - a - b]) if (len > 0) segs.push({ len, write });
+    return { segs, gaps: [0, DATA_AT - H] };
   }
 
-  /** The header view over guest memory at addr (the driver's own buffers, always inside memory). */
-  private headerAt(addr: number): VsockHeaderView {
-    const region = this.memory.regions[0]!;
-    return this.hdrView.bind(region.view, addr - region.base);
+  /** Adds a chain in the slab of the id it gets (not published); NO_ROOM when the ring is full. */
+  private addChain(qi: number, segs: readonly SegmentShape[], gaps?: readonly number[]): number {
+    return this.slabs[qi]!.add(this.queues[qi]!, segs, false, 0, gaps);
   }
 
-  private postRx(slot: number): void {
-    const base = this.rxBase + slot * (64 + this.options.rxBufSize);
-    const size = this.options.rxBufSize;
-    const half = size >>> 1;
-    const bufs =
-      this.options.layout === "single"
-        ? [{ addr: base, len: VSOCK_PKT_HDR_SIZE + size, write: true }]
-        : this.options.layout === "scatter"
-          ? [
-              { addr: base, len: VSOCK_PKT_HDR_SIZE, write: true },
-              { addr: base + 64, len: half, write: true },
-              { addr: base + 64 + half, len: size - half, write: true },
-            ]
-          : [
-              { addr: base, len: VSOCK_PKT_HDR_SIZE, write: true },
-              { addr: base + 64, len: size, write: true },
-            ];
-    const head = this.drivers[RX_QUEUE].addChain(bufs);
-    if (head !== undefined) this.rxSlots.set(head, slot);
+  private postEvent(): void {
+    const id = this.addChain(EVENT_QUEUE, [{ len: EVENT_BYTES, write: true }]);
+    if (id !== NO_ROOM) this.probe.offered(EVENT_QUEUE, id);
   }
 
-  private postEvent(slot: number): void {
-    this.drivers[EVENT_QUEUE].addChain([{ addr: this.evBase + slot * 8, len: 4, write: true }]);
-  }
-
-  /** Sends one packet through a TX chain (not kicked). False when no slot is free. */
-  sendRaw(h: VsockHeader, data: Uint8Array = new Uint8Array(0)): boolean {
-    const slot = this.txFree.pop();
-    if (slot === undefined) return false;
-    const base = this.txBase + slot * (64 + this.options.txMaxData);
-    this.headerAt(base)
-      .setSrcCid(h.srcCid)
-      .setDstCid(h.dstCid)
-      .setSrcPort(h.srcPort)
-      .setDstPort(h.dstPort)
-      .setLen(h.len)
-      .setType(h.type)
-      .setOp(h.op)
-      .setFlags(h.flags)
-      .setBufAlloc(h.bufAlloc)
-      .setFwdCnt(h.fwdCnt);
-    const n = Math.min(data.length, this.options.txMaxData);
-    const bufs: { addr: number; len: number }[] =
-      this.options.layout === "single" || n === 0
-        ? [{ addr: base, len: VSOCK_PKT_HDR_SIZE + n }]
-        : [{ addr: base, len: VSOCK_PKT_HDR_SIZE }];
-    if (n > 0 && this.options.layout === "split") bufs.push({ addr: base + 64, len: n });
-    if (n > 0 && this.options.layout === "scatter") {
-      // The same contiguous bytes, cut into up to three descriptors.
-      const a = Math.ceil(n / 3);
-      const b = Math.ceil((n - a) / 2);
-      for (const [off, len] of [
-        [0, a],
-        [a, b],
-        [a + b, n - a - b],
-      ] as const) {
-        if (len > 0) bufs.push({ addr: base + 64 + off, len });
-      }
+  /** Keeps the RX buffers posted (up to `rxBuffers`, as many as the ring takes). */
+  refillRx(): void {
+    const q = this.queues[RX_QUEUE];
+    const { segs, gaps } = this.chainShape(this.options.rxBufSize, true);
+    let added = 0;
+    while (this.rxPosted < this.options.rxBuffers && q.numFree >= segs.length) {
+      const id = this.addChain(RX_QUEUE, segs, gaps);
+      if (id === NO_ROOM) break;
+      this.probe.offered(RX_QUEUE, id);
+      this.rxPosted++;
+      added++;
     }
+    if (added > 0) this.publishKick(RX_QUEUE);
+  }
+
+  /** Publishes queue `qi` and kicks when the device asked for it. */
+  private publishKick(qi: number): void {
+    const q = this.queues[qi]!;
+    q.publish();
+    const k = q.kickPrepare();
+    if (k.need) this.kicked[qi] = true;
+    this.probe.published(qi, k.need, k.new);
+  }
+
+  /**
+   * Posts a chain of buffers at addresses the caller chose (hostile or foreign ones: anywhere,
+   * any length), published and kicked. Returns the head, or undefined when the ring is full.
+   * When the device uses it, it lands in `foreignUsed`.
+   */
+  addChainAt(qi: number, bufs: readonly PlacedBuffer[]): number | undefined {
+    const id = this.queues[qi]!.add(bufs, 0);
+    if (id === NO_ROOM) return undefined;
+    this.foreign[qi]!.add(id);
+    this.publishKick(qi);
+    return id;
+  }
+
+  /** Queues one packet on TX (not kicked); false when the ring stays full after reclaiming. */
+  sendRaw(h: VsockHeader, data: Uint8Array = new Uint8Array(0)): boolean {
+    const q = this.queues[TX_QUEUE];
+    const n = Math.min(data.length, this.options.txMaxData);
+    const { segs, gaps } = this.chainShape(n, false);
+    if (q.inFlightCount >= this.options.txSlots) this.reapTx();
+    let id = q.inFlightCount < this.options.txSlots ? this.addChain(TX_QUEUE, segs, gaps) : NO_ROOM;
+    if (id === NO_ROOM) {
+      this.reapTx();
+      id = q.inFlightCount < this.options.txSlots ? this.addChain(TX_QUEUE, segs, gaps) : NO_ROOM;
+      if (id === NO_ROOM) return false;
+    }
+    const buf = q.inFlightAt(id)!;
+    const first = buf.segments[0]!;
+    this.ram.write(first.addr, encodeHeader(h));
     if (n > 0)
-      this.memory.writeFrom(
-        this.options.layout === "single" ? base + VSOCK_PKT_HDR_SIZE : base + 64,
+      this.ram.write(
+        segs.length === 1 ? first.addr + V.VSOCK_PKT_HDR_SIZE : buf.segments[1]!.addr,
         data.subarray(0, n),
       );
-    const head = this.drivers[TX_QUEUE].addChain(bufs);
-    if (head === undefined) {
-      this.txFree.push(slot);
-      return false;
-    }
-    this.txOfHead.set(head, slot);
+    this.probe.offered(TX_QUEUE, id);
     this.sent++;
+    this.probe.sent(h);
     return true;
   }
 
-  private header(s: GuestSocket, op: number, len: number, flags = 0): VsockHeader {
-    s.lastFwdCntSent = s.fwdCnt;
-    return {
-      srcCid: this.cid,
-      dstCid: VSOCK_HOST_CID,
-      srcPort: s.port,
-      dstPort: s.peerPort,
-      len,
-      type: VSOCK_TYPE_STREAM,
-      op,
-      flags,
-      bufAlloc: s.bufAlloc,
-      fwdCnt: s.fwdCnt,
-    };
+  // ---- the device's side, as its event loop would run it
+
+  /** One device pass: TX when kicked, RX when kicked or the host has data, events when kicked. */
+  deviceRun(): void {
+    const dev = this.device;
+    if (this.kicked[TX_QUEUE]) {
+      this.kicked[TX_QUEUE] = false;
+      this.pass(TX_QUEUE, () => dev.processTx(this.time()));
+    }
+    if (this.kicked[RX_QUEUE] || dev.hasPendingRx()) {
+      this.kicked[RX_QUEUE] = false;
+      this.pass(RX_QUEUE, () => dev.processRx(this.time()));
+    }
+    if (this.kicked[EVENT_QUEUE]) {
+      this.kicked[EVENT_QUEUE] = false;
+      this.pass(EVENT_QUEUE, () => dev.processEvent());
+    }
   }
 
-  private key(port: number, peerPort: number): string {
-    return `${port}:${peerPort}`;
+  private pass(qi: number, run: () => unknown): void {
+    this.probe.deviceStart(qi);
+    run();
+    const bits = this.device.takeInterrupts();
+    for (let i = 0; i < 3; i++) {
+      if ((bits & (1 << i)) === 0) continue;
+      this.irq[i] = true;
+      this.interrupts[i]!++;
+    }
+    this.probe.deviceEnd(qi, (bits & (1 << qi)) !== 0);
+  }
+
+  // ---- the guest's interrupt handlers
+
+  /** Reaps used buffers of queue `qi` into `each`; stops at a bad used entry (reported to the probe). */
+  private reap(qi: number, each: (buf: GuestBuffer, len: number) => void): void {
+    const q = this.queues[qi]!;
+    for (;;) {
+      const g = q.getBuf();
+      if (g.kind === "none") return;
+      if (g.kind === "bad") {
+        this.probe.badUsed(qi, g.id, g.reason);
+        return;
+      }
+      this.probe.reclaimed(qi, g.buf, g.len);
+      if (this.foreign[qi]!.delete(g.buf.id)) this.foreignUsed.push({ q: qi, head: g.buf.id, len: g.len });
+      else each(g.buf, g.len);
+    }
+  }
+
+  private reapTx(): void {
+    this.reap(TX_QUEUE, () => {});
+  }
+
+  private reapRx(): void {
+    this.reap(RX_QUEUE, (buf, len) => {
+      this.rxPosted--;
+      if (len < V.VSOCK_PKT_HDR_SIZE) return;
+      const segs = buf.segments;
+      const h = decodeHeader(this.ram.bytes(segs[0]!.addr, V.VSOCK_PKT_HDR_SIZE));
+      const dataAt = segs.length === 1 ? segs[0]!.addr + V.VSOCK_PKT_HDR_SIZE : segs[1]!.addr;
+      const written = len - V.VSOCK_PKT_HDR_SIZE;
+      this.probe.delivered(h, written);
+      const data = this.ram.bytes(dataAt, Math.min(written, h.len, this.options.rxBufSize)).slice();
+      this.receivedPackets++;
+      this.opsReceived.set(h.op, (this.opsReceived.get(h.op) ?? 0) + 1);
+      this.inbox?.push({ header: h, data });
+      this.handle(h, data);
+    });
+    this.refillRx();
+  }
+
+  private reapEvents(): void {
+    this.reap(EVENT_QUEUE, (buf) => {
+      this.events.push(this.ram.u32(buf.segments[0]!.addr));
+      // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: every connection is gone.
+      for (const s of this.sockets.values()) s.reset = true;
+      this.postEvent();
+      this.publishKick(EVENT_QUEUE);
+    });
+  }
+
+  /** The interrupt handlers (NAPI-style): reclaim TX, deliver RX and repost, take events. */
+  guestInterrupts(): void {
+    for (const qi of [TX_QUEUE, RX_QUEUE, EVENT_QUEUE]) {
+      if (!this.irq[qi]) continue;
+      this.irq[qi] = false;
+      const q = this.queues[qi]!;
+      for (let round = 0; round < 1000; round++) {
+        q.disableCb();
+        if (qi === TX_QUEUE) this.reapTx();
+        else if (qi === RX_QUEUE) this.reapRx();
+        else this.reapEvents();
+        if (!q.poll(q.enableCbPrepare())) break;
+      }
+    }
+  }
+
+  // ---- sockets (virtio_transport_common.c)
+
+  private key(port: number, peer: number): string {
+    return `${port}:${peer}`;
+  }
+
+  socket(port: number, peer: number): GuestSocket | undefined {
+    return this.sockets.get(this.key(port, peer));
+  }
+
+  private send(s: GuestSocket, op: number, len = 0, flags = 0, data?: Uint8Array): boolean {
+    return this.sendRaw(streamHeader(s, s, op, len, flags), data);
   }
 
   /** The guest program connects to host port `peerPort`. */
   connect(peerPort: number): GuestSocket {
-    const s = new GuestSocket(this.nextPort++, peerPort, this.options.sockBufAlloc);
+    const s = new GuestSocket(this.cid, this.nextPort++, peerPort, this.options.sockBufAlloc);
     this.sockets.set(this.key(s.port, peerPort), s);
-    this.sendRaw(this.header(s, VSOCK_OP_REQUEST, 0));
+    this.send(s, V.VSOCK_OP_REQUEST);
     return s;
-  }
-
-  socket(port: number, peerPort: number): GuestSocket | undefined {
-    return this.sockets.get(this.key(port, peerPort));
   }
 
   write(s: GuestSocket, bytes: Uint8Array): void {
@@ -322,7 +537,7 @@ export class VsockGuest {
     s.pendingBytes += bytes.length;
   }
 
-  /** The guest program reads up to `max` bytes (credit returns to the host as it reads). */
+  /** The guest program reads up to `max` bytes into `s.received`; credit returns to the host as it reads. */
   read(s: GuestSocket, max = Infinity): number {
     return this.consume(s, max, s.received);
   }
@@ -346,154 +561,78 @@ export class VsockGuest {
     }
     s.unreadBytes -= n;
     s.receivedBytes += n;
-    s.fwdCnt = (s.fwdCnt + n) >>> 0;
-    // Linux sends a credit update when the host's view of our free space gets low.
-    if (n > 0 && s.state === "established" && s.bufAlloc - inFlight(s.rxCnt, s.lastFwdCntSent) < 64 * 1024) {
-      this.sendRaw(this.header(s, VSOCK_OP_CREDIT_UPDATE, 0));
-    }
+    s.countConsumed(n);
+    // virtio_transport_stream_do_dequeue: tell the peer when its view of our room is low.
+    if (n > 0 && s.state === "established" && s.freeAsPeerKnows() < this.options.creditUpdateBelow)
+      this.send(s, V.VSOCK_OP_CREDIT_UPDATE);
     return n;
   }
 
-  /** SHUTDOWN with flags once pending data has gone. */
+  /** SHUTDOWN with `flags` once the pending data has gone. */
   shutdown(s: GuestSocket, flags: number): void {
     s.wantShutdown |= flags;
   }
 
-  /** Sends RW packets for pending data within the host's credit, and due shutdowns. */
+  /** RW packets for pending data within the peer's credit, then due shutdowns. */
   flush(): void {
     for (const s of this.sockets.values()) {
       if (s.state !== "established" || s.reset) continue;
-      while (s.pendingBytes > 0 && (s.sentShutdown & VSOCK_FLAGS_SHUTDOWN_SEND) === 0) {
-        const credit = peerFree(s.peerBufAlloc, s.txCnt, s.peerFwdCnt);
-        const n = Math.min(credit, s.pendingBytes, this.options.txMaxData, s.pending[0]!.length);
-        if (n <= 0) break;
+      while (s.pendingBytes > 0 && (s.sentShutdown & V.VSOCK_FLAGS_SHUTDOWN_SEND) === 0) {
         const c = s.pending[0]!;
-        if (!this.sendRaw(this.header(s, VSOCK_OP_RW, n), c.subarray(0, n))) break;
+        const n = Math.min(s.peerCredit(), this.options.txMaxData, c.length);
+        if (n <= 0) break;
+        if (!this.send(s, V.VSOCK_OP_RW, n, 0, c.subarray(0, n))) break;
         if (n === c.length) s.pending.shift();
         else s.pending[0] = c.subarray(n);
         s.pendingBytes -= n;
-        s.txCnt = (s.txCnt + n) >>> 0;
+        s.countSent(n);
       }
       const due = s.wantShutdown & ~s.sentShutdown;
-      if (due !== 0 && s.pendingBytes === 0) {
-        if (this.sendRaw(this.header(s, VSOCK_OP_SHUTDOWN, 0, s.wantShutdown))) s.sentShutdown |= due;
-      }
+      if (due !== 0 && s.pendingBytes === 0 && this.send(s, V.VSOCK_OP_SHUTDOWN, 0, s.wantShutdown))
+        s.sentShutdown |= due;
     }
   }
 
-  /** Kick tx: the device processes it; used TX slots are freed. */
-  kickTx(): void {
-    this.device.processTx(this.now);
-    for (const u of this.drivers[TX_QUEUE].reapUsed()) {
-      const slot = this.txOfHead.get(u.id);
-      if (slot !== undefined) {
-        this.txOfHead.delete(u.id);
-        this.txFree.push(slot);
-      }
-    }
-    this.noteInterrupts();
-  }
-
-  private noteInterrupts(): void {
-    const irq = this.device.takeInterrupts();
-    for (let q = 0; q < 3; q++) if ((irq & (1 << q)) !== 0) this.interrupts[q]!++;
-  }
-
-  /** The device fills RX buffers; the guest reaps them, handles each packet and reposts. */
-  pollRx(): ReceivedPacket[] {
-    this.device.processRx(this.now);
-    this.noteInterrupts();
-    const out: ReceivedPacket[] = [];
-    // Map every used entry to its slot before reposting: reposting reuses the freed heads.
-    const used = this.drivers[RX_QUEUE].reapUsed().map((u) => {
-      const slot = this.rxSlots.get(u.id);
-      this.rxSlots.delete(u.id);
-      return { len: u.len, slot };
-    });
-    for (const { len, slot } of used) {
-      if (slot === undefined) continue;
-      if (len >= VSOCK_PKT_HDR_SIZE) {
-        const base = this.rxBase + slot * (64 + this.options.rxBufSize);
-        const v = this.headerAt(base);
-        const hdr: VsockHeader = {
-          srcCid: v.srcCid(),
-          dstCid: v.dstCid(),
-          srcPort: v.srcPort(),
-          dstPort: v.dstPort(),
-          len: v.len(),
-          type: v.type(),
-          op: v.op(),
-          flags: v.flags(),
-          bufAlloc: v.bufAlloc(),
-          fwdCnt: v.fwdCnt(),
-        };
-        const dataAt = this.options.layout === "single" ? base + VSOCK_PKT_HDR_SIZE : base + 64;
-        const dlen = Math.min(len - VSOCK_PKT_HDR_SIZE, hdr.len, this.options.rxBufSize);
-        const data = this.memory.slice(dataAt, dlen)!.slice();
-        const p = { header: hdr, data };
-        out.push(p);
-        this.receivedPackets++;
-        this.handle(p);
-      }
-    }
-    for (const { slot } of used) if (slot !== undefined) this.postRx(slot);
-    for (const _ of this.drivers[EVENT_QUEUE].reapUsed()) {
-      this.events.push(this.memory.readU32(this.evBase) >>> 0);
-      for (const s of this.sockets.values()) s.reset = true;
-      this.postEvent(0);
-    }
-    return out;
-  }
-
-  private handle(p: ReceivedPacket): void {
-    const h = p.header;
-    if (h.dstCid !== this.cid || h.srcCid !== VSOCK_HOST_CID) {
-      this.stray.push(p);
-      return;
-    }
+  private handle(h: VsockHeader, data: Uint8Array): void {
+    if (h.dstCid !== this.cid || h.srcCid !== V.VSOCK_HOST_CID) return;
     let s = this.socket(h.dstPort, h.srcPort);
     if (s === undefined) {
-      if (h.op === VSOCK_OP_REQUEST && this.listening.has(h.dstPort)) {
-        s = new GuestSocket(h.dstPort, h.srcPort, this.options.sockBufAlloc);
+      if (h.op === V.VSOCK_OP_REQUEST && this.listening.has(h.dstPort)) {
+        s = new GuestSocket(this.cid, h.dstPort, h.srcPort, this.options.sockBufAlloc);
         s.state = "established";
-        s.peerBufAlloc = h.bufAlloc;
-        s.peerFwdCnt = h.fwdCnt;
+        s.fromPeer(h.bufAlloc, h.fwdCnt);
         this.sockets.set(this.key(s.port, s.peerPort), s);
-        this.sendRaw(this.header(s, VSOCK_OP_RESPONSE, 0));
-        return;
-      }
-      if (h.op !== VSOCK_OP_RST) {
-        this.stray.push(p);
-        if (!this.options.rstStrays) return;
-        const ghost = new GuestSocket(h.dstPort, h.srcPort, 0);
-        this.sendRaw(this.header(ghost, VSOCK_OP_RST, 0));
+        this.send(s, V.VSOCK_OP_RESPONSE);
+      } else if (h.op !== V.VSOCK_OP_RST && this.options.rstStrays) {
+        this.send(new GuestSocket(this.cid, h.dstPort, h.srcPort, 0), V.VSOCK_OP_RST);
       }
       return;
     }
-    s.peerBufAlloc = h.bufAlloc;
-    s.peerFwdCnt = h.fwdCnt;
+    s.fromPeer(h.bufAlloc, h.fwdCnt);
     switch (h.op) {
-      case VSOCK_OP_RESPONSE:
+      case V.VSOCK_OP_RESPONSE:
         if (s.state === "connecting") s.state = "established";
         break;
-      case VSOCK_OP_RW:
-        s.unread.push(p.data);
-        s.unreadBytes += p.data.length;
-        s.rxCnt = (s.rxCnt + p.data.length) >>> 0;
-        s.maxInFlight = Math.max(s.maxInFlight, inFlight(s.rxCnt, s.fwdCnt));
+      case V.VSOCK_OP_RW:
+        s.unread.push(data);
+        s.unreadBytes += data.length;
+        s.countReceived(data.length);
+        s.maxInFlight = Math.max(s.maxInFlight, s.unconsumed());
         break;
-      case VSOCK_OP_CREDIT_REQUEST:
-        this.sendRaw(this.header(s, VSOCK_OP_CREDIT_UPDATE, 0));
+      case V.VSOCK_OP_CREDIT_REQUEST:
+        this.send(s, V.VSOCK_OP_CREDIT_UPDATE);
         break;
-      case VSOCK_OP_SHUTDOWN:
-        s.peerShutdown |= h.flags & (VSOCK_FLAGS_SHUTDOWN_RCV | VSOCK_FLAGS_SHUTDOWN_SEND);
-        if (s.peerShutdown === (VSOCK_FLAGS_SHUTDOWN_RCV | VSOCK_FLAGS_SHUTDOWN_SEND)) {
+      case V.VSOCK_OP_SHUTDOWN: {
+        const both = V.VSOCK_FLAGS_SHUTDOWN_RCV | V.VSOCK_FLAGS_SHUTDOWN_SEND;
+        s.peerShutdown |= h.flags & both;
+        if (s.peerShutdown === both) {
           // Linux answers a full shutdown with RST.
-          this.sendRaw(this.header(s, VSOCK_OP_RST, 0));
+          this.send(s, V.VSOCK_OP_RST);
           s.state = "closed";
         }
         break;
-      case VSOCK_OP_RST:
+      }
+      case V.VSOCK_OP_RST:
         s.state = "closed";
         s.reset = true;
         break;
@@ -502,16 +641,45 @@ export class VsockGuest {
     }
   }
 
-  /** One round: flush writes, kick tx, poll rx, until nothing moves (or `limit` rounds). */
-  pump(limit = 64): number {
-    let rounds = 0;
-    for (; rounds < limit; rounds++) {
+  // ---- driving it
+
+  /** Rounds of flush, kick, device pass, interrupt handlers until nothing moves (or `limit`); the rounds run. */
+  pump(limit = 16): number {
+    let round = 0;
+    while (round < limit) {
+      round++;
       const before = this.sent + this.receivedPackets;
       this.flush();
-      this.kickTx();
-      this.pollRx();
-      if (this.sent + this.receivedPackets === before) break;
+      if (this.queues[TX_QUEUE].unpublished > 0) this.publishKick(TX_QUEUE);
+      this.deviceRun();
+      this.guestInterrupts();
+      if (this.sent + this.receivedPackets === before && !this.device.hasPendingRx()) break;
     }
-    return rounds;
+    this.probe.settled();
+    return round;
+  }
+
+  /** Publishes and kicks TX, lets the device take it, and reclaims. */
+  kickTx(): void {
+    if (this.queues[TX_QUEUE].unpublished > 0) this.publishKick(TX_QUEUE);
+    if (this.kicked[TX_QUEUE]) {
+      this.kicked[TX_QUEUE] = false;
+      this.pass(TX_QUEUE, () => this.device.processTx(this.time()));
+    }
+    this.guestInterrupts();
+  }
+
+  /** Lets the device fill RX buffers and handles what it delivered; returns those packets. */
+  pollRx(): ReceivedPacket[] {
+    const got: ReceivedPacket[] = [];
+    this.inbox = got;
+    try {
+      this.kicked[RX_QUEUE] = false;
+      this.pass(RX_QUEUE, () => this.device.processRx(this.time()));
+      this.guestInterrupts();
+    } finally {
+      this.inbox = null;
+    }
+    return got;
   }
 }

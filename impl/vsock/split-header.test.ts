@@ -7,22 +7,19 @@
 import { describe, expect, it } from "vitest";
 import { VsockVirtioDevice } from "../device/vsock.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { QueueDriver } from "../queue/driver.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
+import { PROFILES, decodeHeader, encodeHeader, emptyHeader } from "../../spec/vsock.ts";
+import { ListChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./chain.ts";
+import { RX_QUEUE, TX_QUEUE } from "./device.ts";
+import { VsockPacket } from "./packet.ts";
 import {
   HDROFF,
-  PROFILES,
   VSOCK_HOST_CID,
   VSOCK_OP_REQUEST,
   VSOCK_OP_RST,
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
-  decodeHeader,
-  encodeHeader,
-  emptyHeader,
-} from "../../spec/vsock.ts";
-import { ListChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./chain.ts";
-import { RX_QUEUE, TX_QUEUE } from "./device.ts";
-import { VsockPacket } from "./packet.ts";
+} from "../../wire/vsock.ts";
 
 const CID = 5n;
 const request = (srcPort: number, dstPort: number, len = 0): Uint8Array =>
@@ -95,11 +92,11 @@ describe("TX header over several descriptors [VSOCK-TX-SPLIT-HDR]", () => {
     const created = VsockVirtioDevice.create({ guestCid: CID }, { queueCount: 2 });
     if (!created.ok) throw new Error("vsock device");
     const dev = created.value;
-    const drivers = [QueueDriver.at(m, 16, 0x100), QueueDriver.at(m, 16, 0x800)];
+    const drivers = [SplitDriver.at(m, 16, 0x100), SplitDriver.at(m, 16, 0x800)];
     drivers.forEach((d, i) => dev.queues[i]!.configure({ size: 16, ready: true, ...d.layout }));
     const calls: number[] = [];
     expect(dev.activate(m, (q) => calls.push(q)).ok).toBe(true);
-    const [rx, tx] = drivers as [QueueDriver, QueueDriver];
+    const [rx, tx] = drivers as [SplitDriver, SplitDriver];
     for (let i = 0; i < 4; i++)
       rx.addChain([{ addr: 0x4000 + 0x100 * i, len: VSOCK_PKT_HDR_SIZE + 64, write: true }]);
     const ports: [number, number][] = [

@@ -4,16 +4,19 @@
  * stalls, and a CREDIT_UPDATE resumes it. Nothing may be lost or reordered, and no side may
  * ever have more bytes in flight than the receiver advertised (SIM-CREDIT).
  *
- * The device is impl/vsock's VsockDevice with its in-memory host; the guest is the
- * simulator's Linux-like vsock driver (sim/guest/vsock-driver.ts) on its virtio_ring model.
+ * The device is impl/vsock's VsockDevice with its in-memory host; the guest is the one
+ * Linux-like vsock driver (impl/vsock/guest.ts) with the simulator's probe
+ * (sim/guest/vsock-probe.ts) checking every device pass.
  */
 import { Effect } from "effect";
 import { MemoryHost } from "../../impl/vsock/memory-host.ts";
 import type { VsockConnection } from "../../impl/vsock/connection.ts";
-import { peerFree, VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../spec/vsock.ts";
-import { VsockDriver, type VsockSock } from "../guest/vsock-driver.ts";
+import { peerFree } from "../../spec/vsock.ts";
+import type { GuestSocket, VsockGuest } from "../../impl/vsock/guest.ts";
+import { simVsockGuest, type SimVsockProbe } from "../guest/vsock-probe.ts";
 import type { ChartSpec, Metric, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
 import { settlePendingFaults, vsockFault } from "./guest-faults.ts";
+import { VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../wire/vsock.ts";
 
 /** Byte `i` of stream `id`: position-based, so writer and checker need not share chunking. */
 export const streamByte = (id: number, i: number): number => {
@@ -33,7 +36,7 @@ export const streamChunk = (id: number, from: number, len: number): Uint8Array =
 /** One connection, both directions, with what each side sent and checked so far. */
 interface Conn {
   readonly index: number;
-  readonly sock: VsockSock;
+  readonly sock: GuestSocket;
   host: VsockConnection | null;
   /** Guest → host. */
   g2hSent: number;
@@ -102,7 +105,8 @@ export const HOST_PORT = 5000;
 export class VsockCreditRig {
   readonly ctx: SimContext;
   readonly host = new MemoryHost();
-  readonly guest: VsockDriver;
+  readonly guest: VsockGuest;
+  readonly probe: SimVsockProbe;
   readonly conns: Conn[] = [];
   readonly bufAlloc: number;
   private readonly m: Record<string, Metric>;
@@ -119,17 +123,27 @@ export class VsockCreditRig {
     const profile = layout === "single" ? "rust-vmm" : r.pick(["cloud-hypervisor", "virtio"] as const);
     const coin = r.chance(0.5);
     const eventIdx = eventIdxOption ?? coin;
-    this.guest = new VsockDriver(ctx, this.host, {
-      guestCid: 3n,
-      profile,
-      muxer: { bufAlloc: this.bufAlloc, creditUpdateThreshold: this.bufAlloc / 4, trace: false },
-      queueSize: r.pick([64, 128]),
-      eventIdx,
-      layout,
-      rxBufSize: 4096,
-      txMaxData: r.pick([1024, 4096]),
-      sockBufAlloc: this.bufAlloc,
-    });
+    const made = simVsockGuest(
+      ctx,
+      this.host,
+      {
+        guestCid: 3n,
+        profile,
+        muxer: { bufAlloc: this.bufAlloc, creditUpdateThreshold: this.bufAlloc / 4, trace: false },
+      },
+      {
+        queueSize: r.pick([64, 128]),
+        eventIdx,
+        layout,
+        rxBufSize: 4096,
+        txMaxData: r.pick([1024, 4096]),
+        sockBufAlloc: this.bufAlloc,
+        // Half the window: with 16-64 KiB windows Linux's 64 KiB mark would answer every read.
+        creditUpdateBelow: this.bufAlloc / 2,
+      },
+    );
+    this.guest = made.guest;
+    this.probe = made.probe;
     ctx.facts["vsock EVENT_IDX"] = eventIdx;
     ctx.facts["buf_alloc (both sides)"] = this.bufAlloc;
     ctx.facts["packet layout"] = layout === "single" ? "header and data in one descriptor" : "header, data";
@@ -235,7 +249,7 @@ export class VsockCreditRig {
         ctx.trace.event("read", { conn: c.index, host: hostRead, guest: guestRead });
     }
     this.pump();
-    g.checkStall();
+    this.probe.checkStall();
     this.checkCredit();
     this.sample();
   }

@@ -19,7 +19,8 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UnixSocketBackend } from "../../impl/vsock/unix-backend.ts";
-import { VsockDriver, type VsockSock } from "../guest/vsock-driver.ts";
+import type { GuestSocket } from "../../impl/vsock/guest.ts";
+import { simVsockGuest } from "../guest/vsock-probe.ts";
 import type { ChartSpec, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
 import { streamByte, streamChunk } from "./vsock-credit.ts";
 
@@ -83,18 +84,20 @@ export const vsockEchoScenario: Scenario = {
       );
       // EVENT_IDX stays off here: this scenario is about the Unix-socket backend; vsock-credit
       // varies it.
-      const guest = new VsockDriver(ctx, backend, {
-        guestCid: 3n,
-        profile: "virtio",
-        muxer: {},
-        queueSize: 128,
-        eventIdx: false,
-        layout: r.chance(0.5) ? "single" : "split",
-        rxBufSize: 4096,
-        txMaxData: 4096,
-        sockBufAlloc: 256 * 1024,
-        traceKicks: false,
-      });
+      const { guest, probe } = simVsockGuest(
+        ctx,
+        backend,
+        { guestCid: 3n, profile: "virtio", muxer: {} },
+        {
+          queueSize: 128,
+          eventIdx: false,
+          layout: r.chance(0.5) ? "single" : "split",
+          rxBufSize: 4096,
+          txMaxData: 4096,
+          sockBufAlloc: 256 * 1024,
+          creditUpdateBelow: 128 * 1024,
+        },
+      );
       backend.attach(guest.device.muxer);
       guest.listening.add(GUEST_PORT);
       ctx.facts["socket"] = "<tmp>/v.sock";
@@ -180,7 +183,7 @@ export const vsockEchoScenario: Scenario = {
       }
 
       // Guest-initiated connections: the guest program writes, the host server echoes.
-      const guestSockets: { t: Talker; s: VsockSock }[] = [];
+      const guestSockets: { t: Talker; s: GuestSocket }[] = [];
       const nGuest = r.range(1, 3);
       for (let i = 0; i < nGuest; i++) {
         const id = talkers.length;
@@ -233,7 +236,7 @@ export const vsockEchoScenario: Scenario = {
           s.received.length = 0;
         }
         guest.pump(8);
-        guest.checkStall();
+        probe.checkStall();
         backend.resumeDrained();
       };
 

@@ -18,15 +18,15 @@ import {
   usedRingBytes,
 } from "../../wire/split.ts";
 import { DescriptorChain } from "./descriptor-chain.ts";
-import { QueueDriver } from "./driver.ts";
+import { SplitDriver } from "./split-driver.ts";
 import { PopStatus, SplitQueue } from "./split-queue.ts";
 
 const SIZE = 8;
 type Access = readonly [addr: number, len: number, write: boolean];
 
-const rig = (): { m: GuestMemory; d: QueueDriver; q: SplitQueue } => {
+const rig = (): { m: GuestMemory; d: SplitDriver; q: SplitQueue } => {
   const m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(0x10000) }]);
-  const d = QueueDriver.at(m, SIZE, 0x1000);
+  const d = SplitDriver.at(m, SIZE, 0x1000);
   const q = new SplitQueue(SIZE);
   q.configure({ size: SIZE, ready: true, ...d.layout });
   if (!q.initialize(m).ok) throw new Error("queue refused");

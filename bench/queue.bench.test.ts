@@ -11,7 +11,9 @@ describe("queue benchmark loops", () => {
     it(`impl, baseline, minimal, checked and fused loops walk the same descriptors (${perChain}-descriptor chains)`, () => {
       // 1000 batches: every avail.idx and used.idx wraps past 2^16 at least once.
       const n = 256 * 1000;
-      const sums = [implLoop, baselineLoop, minimalLoop, checkedLoop, fusedLoop].map((make) => make(perChain)(n));
+      const sums = [implLoop, baselineLoop, minimalLoop, checkedLoop, fusedLoop].map((make) =>
+        make(perChain)(n),
+      );
       expect(sums[0]).toBeGreaterThan(0);
       expect(new Set(sums).size).toBe(1);
     });

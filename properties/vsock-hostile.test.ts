@@ -7,7 +7,13 @@ import { describe, expect } from "vitest";
 import { RX_QUEUE, TX_QUEUE } from "../impl/vsock/device.ts";
 import { VsockGuest } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
-import { VSOCK_HOST_CID, type VsockHeader, type VsockProfileName } from "../spec/vsock.ts";
+import type { VsockHeader, VsockProfileName } from "../spec/vsock.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_PKT_HDR_SIZE as H,
+  VSOCK_TYPE_STREAM,
+} from "../wire/vsock.ts";
 import { property } from "./harness.ts";
 
 const GOOD_PORT = 80;
@@ -45,9 +51,9 @@ const hostileArb: fc.Arbitrary<Hostile> = fc.oneof(
           .filter((p) => p < 50000 || p > 50010),
         dstPort: fc.oneof({ weight: 8, arbitrary: fc.constant(GOOD_PORT) }, fc.constant(81), u32),
         len: fc.oneof({ weight: 8, arbitrary: fc.constant(-1) }, fc.integer({ min: 0, max: 5000 }), u32),
-        type: fc.oneof({ weight: 8, arbitrary: fc.constant(1) }, fc.nat({ max: 0xffff })),
+        type: fc.oneof({ weight: 8, arbitrary: fc.constant(VSOCK_TYPE_STREAM) }, fc.nat({ max: 0xffff })),
         op: fc.oneof(
-          { weight: 3, arbitrary: fc.constant(1) },
+          { weight: 3, arbitrary: fc.constant(VSOCK_OP_REQUEST) },
           { weight: 8, arbitrary: fc.integer({ min: 0, max: 8 }) },
           fc.nat({ max: 0xffff }),
         ),
@@ -176,11 +182,11 @@ describe("vsock hostile rx buffers", () => {
         fc.array(
           fc.record({
             // Each chain has its own 2 KiB window of scratch memory; lengths may run past it.
-            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - 44)),
+            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - H)),
             len: fc.oneof(
               { weight: 4, arbitrary: fc.integer({ min: 0, max: 0x400 }) },
-              { weight: 2, arbitrary: fc.constantFrom(0, 44) },
-              fc.constantFrom(1, 43, 45, 100),
+              { weight: 2, arbitrary: fc.constantFrom(0, H) },
+              fc.constantFrom(1, H - 1, H + 1, 100),
               fc.nat({ max: 0x9000 }),
               u32,
             ),

@@ -5,15 +5,10 @@
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import type { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import type { SpecMemory } from "../spec/memory.ts";
-import {
-  readDescriptor,
-  walkChain,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_WRITE,
-  type SpecWalk,
-} from "../spec/queue.ts";
+import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
 import type { SimContext } from "./engine.ts";
 import type { InFlight, RingLayout } from "./guest/virtio-ring.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 
 /**
  * The reference model's view of guest memory: the same bytes, not a copy (the spec's

@@ -33,18 +33,7 @@ import {
 
 // The model reads descriptors and ring fields byte by byte itself (CHAIN-DESC-LAYOUT,
 // VQ-LAYOUT: `readDescriptor` and the *Addr helpers below); the names and limits come from
-// the wire vocabulary. Re-exported for files that still import them from here.
-export {
-  MAX_CHAIN_BYTES,
-  MAX_INDIRECT_ENTRIES,
-  MAX_QUEUE_SIZE,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
-  VRING_AVAIL_F_NO_INTERRUPT,
-  VRING_USED_F_NO_NOTIFY,
-  vringNeedEvent,
-};
+// the wire vocabulary.
 
 const CHAIN_RULES = [
   // Descriptors and chains.

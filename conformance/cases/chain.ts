@@ -7,9 +7,6 @@ import fc from "fast-check";
 import type { SpecMemory } from "../../spec/memory.ts";
 import { createMemory, writeBytes } from "../../spec/memory.ts";
 import {
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
   checkedNew,
   readDescriptor,
   walkChain,
@@ -20,6 +17,7 @@ import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, expectSafe, step } from "./types.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 export interface RawDescriptor {
   readonly addr: bigint;

@@ -23,6 +23,13 @@ import {
 import { readBackSteps } from "./memory.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, expectResult, step } from "./types.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
+import {
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_WRAP,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "../../wire/packed.ts";
 
 /** The ring at the table area; the Driver Area and Device Area after it. */
 const RING = TABLE_AREA;
@@ -82,7 +89,7 @@ const rawArb = (size: number): fc.Arbitrary<RawPackedDescriptor> =>
     id: fc.oneof({ weight: 4, arbitrary: fc.nat(size) }, { weight: 1, arbitrary: fc.nat(0xffff) }),
     flags: fc
       .tuple(fc.nat(7), fc.boolean(), fc.boolean())
-      .map(([low, a, u]) => low | (a ? P.VIRTQ_DESC_F_AVAIL : 0) | (u ? P.VIRTQ_DESC_F_USED : 0)),
+      .map(([low, a, u]) => low | (a ? VIRTQ_DESC_F_AVAIL : 0) | (u ? VIRTQ_DESC_F_USED : 0)),
   });
 
 const cmdArb = (size: number, w: PackedWeights): fc.Arbitrary<Cmd> => {
@@ -125,7 +132,7 @@ const cmdArb = (size: number, w: PackedWeights): fc.Arbitrary<Cmd> => {
       arbitrary: fc.record({
         k: fc.constant("driverEvent" as const),
         mode: fc.oneof(
-          { weight: 3, arbitrary: fc.constant(P.RING_EVENT_FLAGS_DESC) },
+          { weight: 3, arbitrary: fc.constant(RING_EVENT_FLAGS_DESC) },
           { weight: 2, arbitrary: fc.nat(3) },
         ),
         delta: fc.integer({ min: -3, max: 2 }),
@@ -322,9 +329,9 @@ export const packedSteps = (input: PackedInput): Step[] => {
         if (size - used < slots || free.length === 0) break;
         const id = free[c.idPick % free.length]!;
         const writable = Math.min(c.write, c.n);
-        const dataFlags = (i: number): number => (i >= c.n - writable ? P.VIRTQ_DESC_F_WRITE : 0);
+        const dataFlags = (i: number): number => (i >= c.n - writable ? VIRTQ_DESC_F_WRITE : 0);
         const buffer = (i: number): bigint => BUFFER_AREA + 0x200n * BigInt(id) + 0x40n * BigInt(i);
-        const availBits = (wrap: boolean): number => (wrap ? P.VIRTQ_DESC_F_AVAIL : P.VIRTQ_DESC_F_USED);
+        const availBits = (wrap: boolean): number => (wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
         const start = linear(driver.availSlot, driver.availWrap, size);
         if (c.indirect) {
           const table = new Uint8Array(16 * c.n);
@@ -338,14 +345,14 @@ export const packedSteps = (input: PackedInput): Step[] => {
               addr: at,
               len: 16 * c.n,
               id,
-              flags: P.VIRTQ_DESC_F_INDIRECT | availBits(driver.availWrap),
+              flags: VIRTQ_DESC_F_INDIRECT | availBits(driver.availWrap),
             }),
           );
         } else {
           // The head's flags last: the other descriptors first, then the head.
           for (const i of [...Array.from({ length: c.n - 1 }, (_, k) => k + 1), 0]) {
             const p = fromLinear(start + i, size);
-            const flags = (i < c.n - 1 ? P.VIRTQ_DESC_F_NEXT : 0) | dataFlags(i) | availBits(p.wrap);
+            const flags = (i < c.n - 1 ? VIRTQ_DESC_F_NEXT : 0) | dataFlags(i) | availBits(p.wrap);
             write(RING + 16n * BigInt(p.slot), encodePacked({ addr: buffer(i), len: c.len, id, flags }));
           }
         }
@@ -439,7 +446,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
       case "driverEvent": {
         const at = fromLinear(linear(q.nextUsed, q.usedWrap, size) + c.delta, size);
         const wrap = at.wrap !== c.flip;
-        const offWrap = at.slot | (wrap ? P.RING_EVENT_WRAP : 0);
+        const offWrap = at.slot | (wrap ? RING_EVENT_WRAP : 0);
         write(DRIVER_AREA, new Uint8Array([offWrap & 0xff, offWrap >> 8, c.mode & 0xff, 0]));
         break;
       }
@@ -755,7 +762,7 @@ export const packedCases = [
           used(),
           { k: "kick" },
           used(),
-          { k: "driverEvent", mode: P.RING_EVENT_FLAGS_DESC, delta: -1, flip: false },
+          { k: "driverEvent", mode: RING_EVENT_FLAGS_DESC, delta: -1, flip: false },
           { k: "kick" },
         ],
       },
@@ -811,18 +818,18 @@ export const packedCases = [
         eventIdx: false,
         inOrder: false,
         cmds: [
-          { k: "scribble", slot: 0, desc: { addr: BUFFER_AREA, len: 8, id: 7, flags: P.VIRTQ_DESC_F_AVAIL } },
+          { k: "scribble", slot: 0, desc: { addr: BUFFER_AREA, len: 8, id: 7, flags: VIRTQ_DESC_F_AVAIL } },
           { k: "pop" },
           {
             k: "scribble",
             slot: 0,
-            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: P.VIRTQ_DESC_F_AVAIL | P.VIRTQ_DESC_F_NEXT },
+            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_NEXT },
           },
-          { k: "scribble", slot: 1, desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: P.VIRTQ_DESC_F_NEXT } },
+          { k: "scribble", slot: 1, desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: VIRTQ_DESC_F_NEXT } },
           {
             k: "scribble",
             slot: 2,
-            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: P.VIRTQ_DESC_F_NEXT | P.VIRTQ_DESC_F_INDIRECT },
+            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT },
           },
           { k: "pop" },
           used(),
@@ -830,7 +837,7 @@ export const packedCases = [
           {
             k: "scribble",
             slot: 0,
-            desc: { addr: INDIRECT_AREA, len: 24, id: 2, flags: P.VIRTQ_DESC_F_INDIRECT },
+            desc: { addr: INDIRECT_AREA, len: 24, id: 2, flags: VIRTQ_DESC_F_INDIRECT },
           },
           { k: "pop" },
           { k: "state" },

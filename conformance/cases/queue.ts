@@ -7,7 +7,6 @@ import type { SpecMemory } from "../../spec/memory.ts";
 import { readBytes, readU16, writeU16 } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
 import type { SpecPopped, SpecQueue } from "../../spec/queue.ts";
-import { VIRTQ_DESC_F_NEXT } from "../../spec/queue.ts";
 import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { RawDescriptor } from "./chain.ts";
@@ -24,6 +23,7 @@ import {
 import { readBackSteps } from "./memory.ts";
 import type { Expect, Step } from "./types.ts";
 import { citing, defineCase, expectOk, expectResult, step } from "./types.ts";
+import { VIRTQ_DESC_F_NEXT } from "../../wire/split.ts";
 
 const AVAIL = TABLE_AREA + 0x1000n;
 const USED = TABLE_AREA + 0x1800n;

@@ -4,7 +4,7 @@
  * impl/ code (conformance/mutants.ts says which bug and where it was found). The real
  * handlers know nothing of mutants: nothing in ops/ outside this file names one.
  */
-import { DescriptorChain, VIRTQ_DESC_F_INDIRECT } from "../../impl/queue/descriptor-chain.ts";
+import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { ChainCursor } from "../../impl/iovec/iovec.ts";
 import { HEADER_SIZE, VsockPacketIterator } from "../../impl/usb-vsock/packet.ts";
 import { NUM_BUFFERS_OFFSET } from "../../impl/net/header.ts";
@@ -19,6 +19,7 @@ import { rawDescriptor, walk, walkJson } from "./chain.ts";
 import { chainArg, iovecWrite } from "./iovec.ts";
 import { netSlot } from "./net.ts";
 import { PACKED_MUTANT_WRAPPERS } from "./packed-mutants.ts";
+import { VIRTQ_DESC_F_INDIRECT } from "../../wire/split.ts";
 
 export type HandlerTable = Readonly<Record<string, Handler>>;
 export type MutantWrapper = (base: HandlerTable) => HandlerTable;

@@ -1,12 +1,13 @@
 /** Packed-queue operations of the reference adapter (PVQ-*), over impl/queue/packed-queue.ts. */
 import { PackedDescriptorChain } from "../../impl/queue/packed-chain.ts";
 import { PackedQueue } from "../../impl/queue/packed-queue.ts";
-import { MAX_PACKED_QUEUE_SIZE, VIRTQ_DESC_F_WRITE } from "../../spec/packed-queue.ts";
 import type { SpecPackedQueue } from "../../spec/packed-queue.ts";
 import type { Json, JsonObject, Outcome } from "../protocol.ts";
 import { u64 } from "../protocol.ts";
 import type { Handler, World } from "./world.ts";
 import { NotConfigured, argBool, argU64, argUint, errv, okv } from "./world.ts";
+import { MAX_PACKED_QUEUE_SIZE } from "../../wire/packed.ts";
+import { VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 interface PackedSlot {
   readonly q: PackedQueue;

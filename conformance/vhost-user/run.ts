@@ -20,25 +20,15 @@
 import { Effect } from "effect";
 import { LEVEL, type FrontendLevel, type FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, bit } from "../../spec/vhost-user.ts";
-import { VRING_AVAIL_F_NO_INTERRUPT } from "../../spec/queue.ts";
-import {
-  VIRTIO_F_VERSION_1,
-  VSOCK_HOST_CID,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RST,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_STREAM,
-  decodeHeader,
-  emptyHeader,
-  encodeHeader,
-} from "../../spec/vsock.ts";
+import { VIRTIO_F_VERSION_1, decodeHeader, emptyHeader, encodeHeader } from "../../spec/vsock.ts";
 import { SplitDriver, type DriverBuffer } from "../../impl/queue/split-driver.ts";
-import { vringNeedEvent } from "../../wire/split.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
-} from "../../impl/queue/descriptor-chain.ts";
+  VRING_AVAIL_F_NO_INTERRUPT,
+  vringNeedEvent,
+} from "../../wire/split.ts";
 import {
   acquireGuestRam,
   acquireRingFds,
@@ -52,6 +42,13 @@ import {
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
 import { VsockStreams, listenHostPort } from "./vsock-stream.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RST,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_STREAM,
+} from "../../wire/vsock.ts";
 
 export type DeviceKind = "net" | "vsock" | "generic";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["net", "vsock", "generic"];

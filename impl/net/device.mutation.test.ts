@@ -8,13 +8,14 @@
 import { Effect } from "effect";
 import { describe, expect, it } from "vitest";
 import * as spec from "../../spec/net.ts";
-import { F, bit } from "../../spec/net.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import type { NetBackendShape, NetBackendStats, RxBuffer, TxPacket } from "./backend.ts";
 import { CapturingBackend, CapturingLayer } from "./backend.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { NetGuest } from "./guest.ts";
-import { CLAIM_HEAD_BYTES } from "./interceptor.ts";
+import { PACKED_RING } from "../queue/device-queue.ts";
+import { CLAIM_HEAD_BYTES, MacInterceptor, noInterceptor } from "./interceptor.ts";
+import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
 
 const MAC = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
 const frameOf = (n: number, seed = 1): Uint8Array =>
@@ -454,4 +455,376 @@ describe("the interceptor on TX", () => {
     expect(dev.stats.txFrames).toBe(3);
     expect(dev.stats.txBytes).toBe(frames.filter((_, k) => k % 2 === 1).reduce((a, f) => a + f.length, 0));
   });
+});
+
+/** Configures both queues like NetGuest.create but activates without any feature ack. */
+const activateUnacked = (dev: NetDevice): NetGuest => {
+  const probe = new NetDevice({ mac: MAC, mtu: 1500 }, new CapturingBackend());
+  const g = NetGuest.create(probe, { queueSize: 8, bufferSize: 512, features: 0n });
+  for (const [q, d] of [
+    [RX_QUEUE, g.rxDriver],
+    [TX_QUEUE, g.txDriver],
+  ] as const) {
+    probe.queues[q].reset();
+    dev.queues[q].configure({
+      size: 8,
+      descTable: d.layout.descTable,
+      availRing: d.layout.availRing,
+      usedRing: d.layout.usedRing,
+      ready: true,
+    });
+  }
+  probe.reset();
+  const r = dev.activate(g.memory, (q) => {
+    g.interrupts[q]!++;
+  });
+  expect(r.ok).toBe(true);
+  return g;
+};
+
+describe("before negotiation and outside activation", () => {
+  it("a device activated without an ack has no merged buffers and no GUEST_CSUM [NET-FEAT-RECORD NET-RX-FLAGS NET-RX-USED-LEN]", () => {
+    const b = new HeaderBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, mrgRxbuf: true, csum: true }, b);
+    const g = activateUnacked(dev);
+    expect(dev.ackedFeatures).toBe(0n);
+    expect(dev.headerLength).toBe(12);
+    const p = packet(kernelHeader(12), frameOf(30));
+    b.packets.push(p);
+    g.postRx(1, 100); // far less than a merged packet needs: only the one-chain path fills it
+    expect(dev.processRxNow()).toBe(1);
+    expect(g.rxDriver.reapUsed()[0]!.len).toBe(p.length);
+    expect(g.memory.slice(g.rxSlotAddr(0), p.length)).toEqual(expectedFromHeaderBackend(p, 12, 1, false));
+  });
+
+  it("TX and RX before activation and after reset complete nothing and report no queue error [NET-HOSTILE]", () => {
+    const b = new CapturingBackend();
+    b.inject(frameOf(20));
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, b);
+    expect(dev.name).toBe("net");
+    expect(dev.isActive).toBe(false);
+    expect(dev.processTxNow()).toBe(0);
+    expect(dev.processRxNow()).toBe(0);
+    NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    dev.reset();
+    expect(dev.processTxNow()).toBe(0);
+    expect(dev.processRxNow()).toBe(0);
+    expect(dev.stats.queueErrors).toBe(0);
+    expect(dev.stats.rxPasses).toBe(0);
+    expect(dev.lastQueueError).toBeNull();
+  });
+
+  it("a packed-ring device refuses an ack without VIRTIO_F_RING_PACKED and takes one with it [NET-FEAT-ACK-SUBSET]", () => {
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, ring: PACKED_RING }, new CapturingBackend());
+    const r = dev.ackFeatures(bit(F.VERSION_1));
+    expect(r.ok ? "ok" : r.error).toEqual({ _tag: "RingNotAcked", ring: "packed" });
+    expect(dev.ackedFeatures).toBe(0n);
+    const all = bit(F.VERSION_1) | PACKED_RING.featureBits;
+    expect(dev.ackFeatures(all).ok).toBe(true);
+    expect(dev.ackedFeatures).toBe(all);
+  });
+
+  it("make without a FrameInterceptor in the context uses none [NET-TX-INTERCEPT]", async () => {
+    const b = new CapturingBackend();
+    const dev = await Effect.runPromise(
+      NetDevice.make({ mac: MAC, mtu: 1500 }).pipe(Effect.provide(CapturingLayer(b))),
+    );
+    expect(dev.interceptor).toBe(noInterceptor);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    g.send(frameOf(30));
+    expect(dev.processTxNow()).toBe(1);
+    expect(b.sent).toEqual([frameOf(30)]);
+  });
+
+  it("without EVENT_IDX acked, used_event is not read: every batch interrupts [NET-NOTIFY]", () => {
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, eventIdx: true }, new CapturingBackend());
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512, features: bit(F.VERSION_1) });
+    g.txDriver.setUsedEvent(5);
+    g.rxDriver.setUsedEvent(5);
+    g.send(frameOf(30));
+    expect(dev.processTxNow()).toBe(1);
+    expect(g.interrupts).toEqual([0, 1]);
+  });
+});
+
+describe("drops are typed", () => {
+  it("lastTxDrop names the rule a dropped TX chain broke, with its figures [NET-TX-CHAIN-ERROR NET-TX-MAX NET-TX-SHORT]", () => {
+    const dev = new NetDevice({ mac: MAC, mtu: 100 }, new CapturingBackend());
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    g.send(frameOf(200));
+    dev.processTxNow();
+    expect(dev.lastTxDrop).toEqual({ _tag: "TxFrameTooLong", length: 200, max: 118 });
+    g.txDriver.addChain([{ addr: g.memory.regions[0]!.end + 16, len: 40 }]);
+    dev.processTxNow();
+    expect(dev.lastTxDrop).toEqual({ _tag: "TxChainError", reason: "GuestMemory" });
+    // A bad next after a good head: the walk ends with an error.
+    g.txDriver.writeDescriptor(6, { addr: g.txSlotAddr(6), len: 30, flags: 1, next: 7 });
+    g.txDriver.writeDescriptor(7, { addr: g.txSlotAddr(7), len: 30, flags: 1, next: 40 });
+    g.txDriver.pushAvail(6);
+    g.txDriver.publish();
+    dev.processTxNow();
+    expect(dev.lastTxDrop?._tag).toBe("TxChainError");
+    expect(dev.lastTxDrop).not.toEqual({ _tag: "TxChainError", reason: "GuestMemory" });
+    g.send(new Uint8Array(0));
+    dev.processTxNow();
+    expect(dev.lastTxDrop).toEqual({ _tag: "TxFrameTooShort", readable: 12, headerLength: 12 });
+    expect(dev.stats.txChainErrors).toBe(2);
+  });
+});
+
+describe("one-chain RX edges", () => {
+  it("a chain whose walk breaks after a writable descriptor is used empty and counted; the frame goes to the next chain [NET-HOSTILE NET-RX-NO-ROOM]", () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, b);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    b.inject(frameOf(20));
+    g.rxDriver.writeDescriptor(0, { addr: g.rxSlotAddr(0), len: 100, flags: 3, next: 1 });
+    g.rxDriver.writeDescriptor(1, { addr: g.rxSlotAddr(0) + 100, len: 100, flags: 3, next: 50 });
+    g.rxDriver.pushAvail(0);
+    g.rxDriver.writeDescriptor(2, { addr: g.rxSlotAddr(2), len: 100, flags: 2, next: 0 });
+    g.rxDriver.pushAvail(2);
+    g.rxDriver.publish();
+    expect(dev.processRxNow()).toBe(2);
+    expect(g.rxDriver.reapUsed()).toEqual([
+      { id: 0, len: 0 },
+      { id: 2, len: 32 },
+    ]);
+    expect(dev.stats.rxChainErrors).toBe(1);
+    expect(dev.stats.rxFrames).toBe(1);
+  });
+
+  it("a chain with more writable segments than rxSegments is used empty and counted [NET-HOSTILE]", () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, rxSegments: 3 }, b);
+    const g = NetGuest.create(dev, { queueSize: 16, bufferSize: 512 });
+    b.inject(frameOf(20));
+    g.postRx(1, 400, [100, 200, 300]); // 4 segments
+    g.postRx(1, 400, [100, 200]); // 3 segments: fits (one slot is kept free)
+    expect(dev.processRxNow()).toBe(2);
+    const used = g.rxDriver.reapUsed();
+    expect(used.map((u) => u.len)).toEqual([0, 32]);
+    expect(dev.stats.rxChainErrors).toBe(1);
+  });
+
+  it("an injected frame in a chain smaller than the header: the used length is the chain's capacity [NET-RX-USED-LEN NET-RX-HDR]", () => {
+    const interceptor = new MacInterceptor({ mac: [6, 1, 2, 3, 4, 5] });
+    interceptor.inject(frameOf(30));
+    interceptor.inject(frameOf(31));
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, new CapturingBackend(), interceptor);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    g.postRx(1, 5);
+    g.postRx(1, 12);
+    g.postRx(1, 50);
+    expect(dev.processRxNow()).toBe(2);
+    expect(g.rxDriver.reapUsed().map((u) => u.len)).toEqual([5, 12]);
+    expect(dev.stats.rxInjected).toBe(2);
+    expect(dev.stats.rxFrames).toBe(2);
+    expect(dev.stats.rxBytes).toBe(17);
+  });
+
+  it("a packet the backend reports as 0 bytes uses its chain with 0 and the pass goes on [NET-RX-USED-LEN NET-RX-MRG]", () => {
+    for (const mrgRxbuf of [false, true]) {
+      const b = new HeaderBackend();
+      const dev = new NetDevice({ mac: MAC, mtu: 68, mrgRxbuf, csum: true }, b);
+      const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+      const p = packet(kernelHeader(12), frameOf(20));
+      b.packets.push(new Uint8Array(0), p);
+      g.postRx(3, 100);
+      expect(dev.processRxNow()).toBe(2);
+      expect(g.rxDriver.reapUsed().map((u) => u.len)).toEqual([0, p.length]);
+      expect(dev.stats.rxFrames).toBe(2);
+    }
+  });
+});
+
+describe("counting passes that find too few buffers", () => {
+  it("rxNoBuffers counts a pass that stops for want of buffers while frames wait, the interceptor's included; not an empty pass, not a queue error [NET-RX-PENDING-BOUND]", () => {
+    for (const mrgRxbuf of [false, true]) {
+      const interceptor = new MacInterceptor({ mac: [6, 1, 2, 3, 4, 5] });
+      const b = new CapturingBackend();
+      const dev = new NetDevice({ mac: MAC, mtu: 1500, mrgRxbuf }, b, interceptor);
+      const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+      dev.processRxNow(); // nothing waits
+      expect(dev.stats.rxNoBuffers).toBe(0);
+      interceptor.inject(frameOf(20));
+      dev.processRxNow();
+      expect(dev.stats.rxNoBuffers).toBe(1);
+      interceptor.nextRx();
+      b.inject(frameOf(20));
+      dev.processRxNow();
+      expect(dev.stats.rxNoBuffers).toBe(2);
+      expect(dev.stats.rxPasses).toBe(3);
+      if (!mrgRxbuf) {
+        g.rxDriver.pushAvail(99);
+        g.rxDriver.publish();
+        dev.processRxNow();
+        expect(dev.stats.queueErrors).toBe(1);
+        expect(dev.stats.rxNoBuffers).toBe(2);
+      }
+    }
+  });
+
+  it("a backend that cannot tell what waits (a TAP) is not counted [NET-RX-PENDING-BOUND]", () => {
+    const b = new HeaderBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, b);
+    NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    b.packets.push(packet(kernelHeader(12), frameOf(20)));
+    dev.processRxNow();
+    expect(dev.stats.rxNoBuffers).toBe(0);
+  });
+
+  it("with MRG_RXBUF, a ring full of chains too small for a packet is a pass without buffers [NET-RX-MRG NET-RX-PENDING-BOUND]", () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, mrgRxbuf: true, queueMaxSize: 8 }, b);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    b.inject(frameOf(20));
+    expect(g.postRx(8, 100)).toBe(8); // 800 bytes < 12 + 1518
+    expect(dev.processRxNow()).toBe(0);
+    expect(dev.queues[RX_QUEUE].nextAvail).toBe(0);
+    expect(b.pending).toBe(1);
+    expect(dev.stats.rxNoBuffers).toBe(1);
+  });
+});
+
+/** A MacInterceptor that counts how often the run loop asks it for pending replies. */
+class CountingInterceptor extends MacInterceptor {
+  asked = 0;
+  override get pendingRx(): number {
+    this.asked++;
+    return super.pendingRx;
+  }
+}
+
+describe("what the run loop waits for", () => {
+  it("without an interceptor it waits for the backend only: RX kicks do not wake it [TAP-WAIT]", async () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, b);
+    NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    const passes = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          yield* Effect.sleep("10 millis");
+          for (let i = 0; i < 3; i++) {
+            dev.processRxNow();
+            yield* Effect.sleep("5 millis");
+          }
+          return dev.stats.rxPasses;
+        }),
+      ),
+    );
+    expect(passes).toBe(3);
+  });
+
+  it("with an interceptor and nothing pending it does not spin; replies queued before it starts are delivered without a kick [TAP-WAIT NET-RX-ORDER]", async () => {
+    const interceptor = new CountingInterceptor({ mac: [6, 1, 2, 3, 4, 5] });
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, new CapturingBackend(), interceptor);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    const r = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          yield* Effect.sleep("30 millis");
+          const idle = { passes: dev.stats.rxPasses, asked: interceptor.asked };
+          return idle;
+        }),
+      ),
+    );
+    expect(r.passes).toBeLessThanOrEqual(1);
+    expect(r.asked).toBeLessThanOrEqual(4);
+    // A reply already queued, buffers posted, nobody kicks: the loop delivers it.
+    interceptor.inject(frameOf(40));
+    g.postRx(1);
+    const got = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          for (let i = 0; i < 100 && interceptor.pendingRx > 0; i++) yield* Effect.sleep("5 millis");
+          return g.reapRx();
+        }),
+      ),
+    );
+    expect(got.map((p) => p.frame)).toEqual([frameOf(40)]);
+  });
+
+  it("with replies pending on an inactive device it waits instead of spinning [TAP-WAIT]", async () => {
+    const interceptor = new CountingInterceptor({ mac: [6, 1, 2, 3, 4, 5] });
+    interceptor.inject(frameOf(40));
+    const dev = new NetDevice({ mac: MAC, mtu: 1500 }, new CapturingBackend(), interceptor);
+    const asked = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          yield* Effect.sleep("30 millis");
+          return interceptor.asked;
+        }),
+      ),
+    );
+    expect(asked).toBeLessThanOrEqual(4);
+  });
+
+  it("with MRG_RXBUF a pass without room starves the loop until the next kick [TAP-WAIT NET-RX-MRG]", async () => {
+    const b = new CapturingBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, mrgRxbuf: true }, b);
+    const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512 });
+    const r = await Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* dev.start;
+          b.inject(frameOf(20)); // readable, but one 100-byte buffer cannot hold a merged packet
+          g.postRx(1, 100);
+          yield* Effect.sleep("30 millis");
+          const starved = dev.stats.rxPasses;
+          g.postRx(4, 500);
+          dev.processRxNow();
+          return { starved, pending: b.pending };
+        }),
+      ),
+    );
+    expect(r.starved).toBeLessThanOrEqual(2);
+    expect(r.pending).toBe(0);
+  });
+});
+
+/** A header backend that fills the RX segments itself, as readv does (TAP-READV). */
+class ReadvBackend extends HeaderBackend {
+  seen: { capacity: number; lens: number[]; beyond: Uint8Array | undefined }[] = [];
+  override receive(dst: RxBuffer): number {
+    const p = this.packets.shift();
+    if (p === undefined) return -1;
+    const lens: number[] = [];
+    let at = 0;
+    for (let i = 0; i < dst.segmentCount; i++) {
+      const s = dst.segment(i)!;
+      lens.push(s.length);
+      const n = Math.min(s.length, p.length - at);
+      s.set(p.subarray(at, at + n));
+      at += n;
+    }
+    this.seen.push({ capacity: dst.capacity, lens, beyond: dst.segment(dst.segmentCount) });
+    return at;
+  }
+}
+
+it("a backend that reads into the RX segments sees the chain's writable descriptors, in order [TAP-READV NET-RX-WRITABLE-ONLY]", () => {
+  const b = new ReadvBackend();
+  const dev = new NetDevice({ mac: MAC, mtu: 1500, csum: true }, b);
+  const g = NetGuest.create(dev, { queueSize: 8, bufferSize: 512, features: bit(F.VERSION_1) | bit(F.CSUM) });
+  const p = packet(kernelHeader(12), frameOf(100));
+  b.packets.push(p);
+  const base = g.rxSlotAddr(0);
+  g.memory.slice(base + 30, 10, true)!.fill(0xcc);
+  const head = g.rxDriver.addChain([
+    { addr: base, len: 30, write: true },
+    { addr: base + 30, len: 10 },
+    { addr: base + 40, len: 50, write: true },
+    { addr: base + 90, len: 200, write: true },
+  ])!;
+  expect(dev.processRxNow()).toBe(1);
+  expect(b.seen).toEqual([{ capacity: 280, lens: [30, 50, 200], beyond: undefined }]);
+  expect(g.rxDriver.reapUsed()).toEqual([{ id: head, len: p.length }]);
+  const want = expectedFromHeaderBackend(p, 12, 1, false);
+  expect(g.memory.slice(base, 30)).toEqual(want.subarray(0, 30));
+  expect(g.memory.slice(base + 30, 10)).toEqual(new Uint8Array(10).fill(0xcc));
+  expect(g.memory.slice(base + 40, p.length - 30)).toEqual(want.subarray(30));
 });

@@ -589,11 +589,9 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
     for (;;) {
       buf.clear();
       let taken = 0;
-      let failed = false;
       while (buf.len < need) {
         if (!queue.popOrEnableNotificationInto(chain)) {
           this.popFailed(queue);
-          failed = true;
           break;
         }
         const before = buf.len;
@@ -616,10 +614,11 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
         if (taken === heads.length) break;
       }
       if (buf.len < need) {
-        // Too little room for a whole frame: give the chains back, the frame waits.
+        // Too little room for a whole frame (the ring ran out, or every slot of it was
+        // taken): give the chains back, the frame waits.
         for (let k = 0; k < taken; k++) queue.undoPop();
         this.starved = true;
-        if (failed && this.hasFrames()) this.stats.rxNoBuffers++;
+        if (this.hasFrames()) this.stats.rxNoBuffers++;
         break;
       }
       const used = this.receiveOne(0);

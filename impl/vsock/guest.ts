@@ -34,7 +34,7 @@ import { featureBit, VIRTIO_F } from "../../wire/features.ts";
 import * as V from "../../wire/vsock.ts";
 import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
 import type { HostPort, MuxerOptions } from "./muxer.ts";
-import { StreamCredit, streamHeader, type StreamEnds } from "./stream-credit.ts";
+import { StreamCredit, streamHeader, type StreamEnds } from "./credit.ts";
 
 export interface VsockGuestOptions {
   /** Queue size of all three queues (power of two). */

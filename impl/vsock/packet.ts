@@ -7,19 +7,14 @@
  * load makes.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import {
-  MAX_PKT_BUF_SIZE,
-  PROFILES,
-  VSOCK_PKT_HDR_SIZE,
-  type VsockPacketError,
-  type VsockProfile,
-} from "../../spec/vsock.ts";
+import { MAX_PKT_BUF_SIZE, PROFILES, type VsockPacketError, type VsockProfile } from "../../spec/vsock.ts";
 import { IoVecBuffer, IoVecBufferMut, type ChainCursor as IoVecChain } from "../iovec/iovec.ts";
 import { VIRTQ_DESC_F_NEXT, type ChainCursor } from "./chain.ts";
 import { VsockHeaderView } from "./header.ts";
 
 export type { VsockPacketError, VsockProfile } from "../../spec/vsock.ts";
 export { PROFILES } from "../../spec/vsock.ts";
+import { VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 const HDR_MISSING: VsockPacketError = { _tag: "HdrDescMissing" };
 const UNREADABLE: VsockPacketError = { _tag: "UnreadableDescriptor" };

@@ -16,6 +16,22 @@ import { specMemoryOf, walkMismatch } from "../oracle.ts";
 
 const bytesOf = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
+/**
+ * Where the device's memory (`live`) and the reference model's after the same step differ:
+ * one line naming the first differing byte, or undefined when they agree.
+ */
+export const memoryMismatch = (live: SpecMemory, after: SpecMemory): string | undefined => {
+  for (let i = 0; i < live.regions.length; i++) {
+    const want = after.regions[i]!.bytes;
+    const got = live.regions[i]!.bytes;
+    if (want === got || bytesOf(want).equals(bytesOf(got))) continue;
+    let k = 0;
+    while (want[k] === got[k]) k++;
+    return `byte at ${live.regions[i]!.base + BigInt(k)} is ${got[k]} after the device, ${want[k]} after the reference`;
+  }
+  return undefined;
+};
+
 /** What the reference model is about to do, for the rest of the oracle to reuse. */
 export interface ShadowProbe {
   /** The reference popped this chain (null: nothing available) just before the device pops. */
@@ -44,17 +60,8 @@ export const shadowWithSpec = (
         what,
         `device positions avail ${s.nextAvail} used ${s.nextUsed} added ${s.numAdded}, reference ${spec.nextAvail} ${spec.nextUsed} ${spec.numAdded}`,
       );
-    for (let i = 0; i < live.regions.length; i++) {
-      const want = after.memory.regions[i]!.bytes;
-      const got = live.regions[i]!.bytes;
-      if (want === got || bytesOf(want).equals(bytesOf(got))) continue;
-      let k = 0;
-      while (want[k] === got[k]) k++;
-      fail(
-        what,
-        `byte at ${live.regions[i]!.base + BigInt(k)} is ${got[k]} after the device, ${want[k]} after the reference`,
-      );
-    }
+    const bytes = memoryMismatch(live, after.memory);
+    if (bytes !== undefined) fail(what, bytes);
   };
 
   /** The chain in the cursor equals the reference's walk (the cursor is left rewound). */

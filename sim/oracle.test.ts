@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { LoopbackBackend } from "../impl/net/backend.ts";
 import { RX_QUEUE, TX_QUEUE } from "../impl/net/device.ts";
+import { PackedQueue as PackedQueueClass, type PackedQueue } from "../impl/queue/packed-queue.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import { SimContext, SimViolation, type RunOptions } from "./engine.ts";
 import { NetRig } from "./scenarios/net-rig.ts";
@@ -63,6 +64,35 @@ const runNet = (seed: number, eventIdx: boolean, plant: (rig: NetRig) => void, s
     throw e;
   }
 };
+
+describe("the oracle beside a packed queue", () => {
+  const packed = (seed: number, eventIdx: boolean, plant: (q: PackedQueue) => void): string =>
+    runQueue(seed, eventIdx, (rig) => plant(rig.port.queue as PackedQueue), 400, "packed");
+
+  it("passes a correct device, with and without EVENT_IDX [SIM-CHAIN-MATCH SIM-USED-ID SIM-NO-LOSS SIM-QUEUE-REFINES]", () => {
+    for (const seed of [1, 2]) {
+      expect(packed(seed, true, () => {})).toBe("passed");
+      expect(packed(seed, false, () => {})).toBe("passed");
+    }
+  });
+
+  it("catches a used descriptor whose id is the slot, not the buffer id [SIM-QUEUE-REFINES PVQ-BUFFER-ID]", () => {
+    // The bug class of conformance's packed mutant, planted on the device's real path.
+    type Put = (this: PackedQueue, id: number, len: number, slots: number) => void;
+    const proto = PackedQueueClass.prototype as unknown as { putUsed: Put };
+    const put = proto.putUsed;
+    proto.putUsed = function (this: PackedQueue, _id: number, len: number, slots: number): void {
+      put.call(this, this.nextUsed, len, slots);
+    };
+    try {
+      const rules = [1, 2, 3].map((seed) => packed(seed, true, () => {}));
+      expect(rules.every((r) => r === "SIM-QUEUE-REFINES" || r === "SIM-USED-ID")).toBe(true);
+    } finally {
+      proto.putUsed = put;
+    }
+    expect(packed(1, true, () => {})).toBe("passed");
+  });
+});
 
 describe("the oracle beside a split queue", () => {
   it("passes a correct device, with and without EVENT_IDX [SIM-CHAIN-MATCH SIM-USED-ID SIM-NO-LOSS SIM-QUEUE-REFINES]", () => {

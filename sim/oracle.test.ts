@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { LoopbackBackend } from "../impl/net/backend.ts";
 import { RX_QUEUE, TX_QUEUE } from "../impl/net/device.ts";
+import { PackedQueue as PackedQueueClass, type PackedQueue } from "../impl/queue/packed-queue.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import { SimContext, SimViolation, type RunOptions } from "./engine.ts";
 import { NetRig } from "./scenarios/net-rig.ts";
@@ -15,9 +16,15 @@ import { drainRig, queueStep } from "./scenarios/queue.ts";
 const options = (seed: number): RunOptions => ({ seed, steps: 0, faults: 0, oracle: true, trace: false });
 
 /** Runs `steps` steps (then drains); the violation's rule, or "passed". */
-const runQueue = (seed: number, eventIdx: boolean, plant: (rig: QueueRig) => void, steps = 400): string => {
-  const ctx = new SimContext(options(seed));
-  const rig = new QueueRig(ctx, { name: "", size: 32, eventIdx, indirect: true });
+const runQueue = (
+  seed: number,
+  eventIdx: boolean,
+  plant: (rig: QueueRig) => void,
+  steps = 400,
+  ring: "split" | "packed" = "split",
+): string => {
+  const ctx = new SimContext({ ...options(seed), ring });
+  const rig = new QueueRig(ctx, { ring, name: "", size: 32, eventIdx, indirect: true });
   plant(rig);
   try {
     for (let i = 0; i < steps; i++) {
@@ -58,6 +65,35 @@ const runNet = (seed: number, eventIdx: boolean, plant: (rig: NetRig) => void, s
   }
 };
 
+describe("the oracle beside a packed queue", () => {
+  const packed = (seed: number, eventIdx: boolean, plant: (q: PackedQueue) => void): string =>
+    runQueue(seed, eventIdx, (rig) => plant(rig.port.queue as PackedQueue), 400, "packed");
+
+  it("passes a correct device, with and without EVENT_IDX [SIM-CHAIN-MATCH SIM-USED-ID SIM-NO-LOSS SIM-QUEUE-REFINES]", () => {
+    for (const seed of [1, 2]) {
+      expect(packed(seed, true, () => {})).toBe("passed");
+      expect(packed(seed, false, () => {})).toBe("passed");
+    }
+  });
+
+  it("catches a used descriptor whose id is the slot, not the buffer id [SIM-QUEUE-REFINES PVQ-BUFFER-ID]", () => {
+    // The bug class of conformance's packed mutant, planted on the device's real path.
+    type Put = (this: PackedQueue, id: number, len: number, slots: number) => void;
+    const proto = PackedQueueClass.prototype as unknown as { putUsed: Put };
+    const put = proto.putUsed;
+    proto.putUsed = function (this: PackedQueue, _id: number, len: number, slots: number): void {
+      put.call(this, this.nextUsed, len, slots);
+    };
+    try {
+      const rules = [1, 2, 3].map((seed) => packed(seed, true, () => {}));
+      expect(rules.every((r) => r === "SIM-QUEUE-REFINES" || r === "SIM-USED-ID")).toBe(true);
+    } finally {
+      proto.putUsed = put;
+    }
+    expect(packed(1, true, () => {})).toBe("passed");
+  });
+});
+
 describe("the oracle beside a split queue", () => {
   it("passes a correct device, with and without EVENT_IDX [SIM-CHAIN-MATCH SIM-USED-ID SIM-NO-LOSS SIM-QUEUE-REFINES]", () => {
     for (const seed of [1, 2, 3]) {
@@ -68,7 +104,7 @@ describe("the oracle beside a split queue", () => {
 
   it("catches prepareKick off by one (used_event compared with <=) [SIM-KICK-GATE SIM-QUEUE-REFINES]", () => {
     const rule = runQueue(4, true, (rig) => {
-      const q = rig.port.queue;
+      const q = rig.port.queue as SplitQueue;
       q.prepareKick = function (): boolean {
         const used = this.nextUsed;
         const added = this.numAdded;
@@ -82,7 +118,7 @@ describe("the oracle beside a split queue", () => {
 
   it("catches used.idx published before the element is written [SIM-QUEUE-REFINES SIM-USED-ID]", () => {
     const rule = runQueue(5, false, (rig) => {
-      const q = rig.port.queue;
+      const q = rig.port.queue as SplitQueue;
       const addUsed = q.addUsed.bind(q);
       q.addUsed = (index, len) => {
         // Publishes first, then writes the element: the driver may read a stale entry.
@@ -97,7 +133,7 @@ describe("the oracle beside a split queue", () => {
 
   it("catches a device that forgets to re-enable notifications (lost wake-up) [SIM-NO-STALL SIM-QUEUE-REFINES]", () => {
     const rule = runQueue(6, true, (rig) => {
-      const q = rig.port.queue;
+      const q = rig.port.queue as SplitQueue;
       q.tryEnableNotification = () => ({ ok: true, value: true });
     });
     expect(["SIM-NO-STALL", "SIM-QUEUE-REFINES"]).toContain(rule);
@@ -105,7 +141,7 @@ describe("the oracle beside a split queue", () => {
 
   it("catches a device write outside the buffers it was given [SIM-BOUNDS]", () => {
     const rule = runQueue(7, false, (rig) => {
-      const q = rig.port.queue;
+      const q = rig.port.queue as SplitQueue;
       const publish = q.publishUsed.bind(q);
       q.publishUsed = () => {
         // A stray write into the scratch area, which no chain names.
@@ -127,7 +163,7 @@ describe("the oracle beside virtio-net", () => {
 
   it("catches a device that suppresses an interrupt vring_need_event asks for [SIM-KICK-GATE]", () => {
     const rule = runNet(3, true, (rig) => {
-      const q = rig.device.queues[RX_QUEUE];
+      const q = rig.device.queues[RX_QUEUE] as SplitQueue;
       let n = 0;
       const prepare = q.prepareKick.bind(q);
       q.prepareKick = (h?: boolean) => {
@@ -167,7 +203,7 @@ describe("the oracle beside virtio-net", () => {
 
   it("catches a TX used length that is not zero where the chain has no writable bytes [SIM-USED-LEN]", () => {
     const rule = runNet(5, false, (rig) => {
-      const q = rig.device.queues[TX_QUEUE];
+      const q = rig.device.queues[TX_QUEUE] as SplitQueue;
       const addUsed = q.addUsed.bind(q);
       q.addUsed = (index, len) => addUsed(index, len + 1);
     });

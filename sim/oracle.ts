@@ -3,12 +3,45 @@
  * same guest memory, and a bounds guard over every access the device makes.
  */
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
-import type { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
+import type { DeviceChain } from "../impl/queue/device-queue.ts";
+import type { GuestBuffer, RingArea } from "../impl/queue/guest-queue.ts";
 import type { SpecMemory } from "../spec/memory.ts";
+import * as PQ from "../spec/packed-queue.ts";
 import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
+import {
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_WRITE,
+  availRingBytes,
+  descTableBytes,
+  usedRingBytes,
+} from "../wire/split.ts";
 import type { SimContext } from "./engine.ts";
-import type { InFlight, RingLayout } from "./guest/virtio-ring.ts";
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
+import type { RingLayout } from "./guest/virtio-ring.ts";
+
+/** The split reference pop of `head` as a RefPop: the walk, and the table an INDIRECT head names. */
+export const splitRefPop = (
+  spec: SpecMemory,
+  desc: number,
+  size: number,
+  head: number,
+  walk: SpecWalk,
+): RefPop => {
+  const h = readDescriptor(spec, BigInt(desc), head, false);
+  const table =
+    h.ok && (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 ? { addr: h.value.addr, len: h.value.len } : null;
+  return { id: head, walk, table };
+};
+
+/** The packed reference pop as a RefPop: the table is the one the head slot names when INDIRECT. */
+export const packedRefPop = (
+  spec: SpecMemory,
+  q: PQ.SpecPackedQueue,
+  popped: PQ.SpecPackedPopped,
+): RefPop => {
+  const h = PQ.readSlot(q, spec, popped.head);
+  const table = (h.flags & VIRTQ_DESC_F_INDIRECT) !== 0 ? { addr: h.addr, len: h.len } : null;
+  return { id: popped.id, walk: popped.walk, table };
+};
 
 /**
  * The reference model's view of guest memory: the same bytes, not a copy (the spec's
@@ -18,6 +51,26 @@ export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
   regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: r.bytes })),
 });
 
+/** A descriptor of a reference walk, on either ring (spec/queue.ts, spec/packed-queue.ts). */
+export interface RefDescriptor {
+  readonly addr: bigint;
+  readonly len: number;
+  readonly flags: number;
+}
+
+/** The reference model's walk of one chain, on either ring. */
+export interface RefWalk {
+  readonly descriptors: readonly RefDescriptor[];
+  readonly end: { readonly _tag: string } | null;
+}
+
+/** The reference model's pop: the id the device must hand back, the walk, and the indirect table it names. */
+export interface RefPop {
+  readonly id: number;
+  readonly walk: RefWalk;
+  readonly table: { readonly addr: bigint; readonly len: number } | null;
+}
+
 const showSegs = (segs: readonly { addr: number | bigint; len: number; write: boolean }[]): string =>
   segs.map((s) => `${s.write ? "w" : "r"}:${s.addr}+${s.len}`).join(",");
 
@@ -25,7 +78,7 @@ const showSegs = (segs: readonly { addr: number | bigint; len: number; write: bo
  * How the chain in the cursor departs from the reference's walk of the same head (descriptors
  * and how the walk ended), as one line; undefined when they agree. The cursor is left rewound.
  */
-export const walkMismatch = (chain: DescriptorChain, head: number, walk: SpecWalk): string | undefined => {
+export const walkMismatch = (chain: DeviceChain, head: number, walk: RefWalk): string | undefined => {
   const want = walk.descriptors;
   let i = 0;
   let same = true;
@@ -44,17 +97,14 @@ export const walkMismatch = (chain: DescriptorChain, head: number, walk: SpecWal
 
 /**
  * SIM-CHAIN-MATCH: the chain the device popped (impl cursor), the reference model's walk of
- * the same head, and the buffer the driver made available must agree descriptor for
- * descriptor. Walks the cursor (leaves it rewound to the first descriptor).
+ * it (when the oracle has one) and the buffer the driver made available must agree
+ * descriptor for descriptor. Walks the cursor (leaves it rewound to the first descriptor).
  */
 export const checkChain = (
   ctx: SimContext,
-  spec: SpecMemory,
-  ring: RingLayout,
-  chain: DescriptorChain,
-  expected: InFlight,
-  /** The reference's walk of this head, when the oracle already has it (queue-shadow's pop). */
-  known?: SpecWalk,
+  chain: DeviceChain,
+  expected: GuestBuffer,
+  walk: RefWalk | undefined,
 ): void => {
   const got: { addr: number; len: number; write: boolean }[] = [];
   for (let ok = chain.rewind(); ok; ok = chain.advance()) {
@@ -62,35 +112,34 @@ export const checkChain = (
   }
   const implEnd = chain.end;
   chain.rewind();
-  const walk = known ?? walkChain(spec, BigInt(ring.desc), ring.size, expected.head);
-  const specSegs = walk.descriptors.map((d) => ({
+  const specSegs = (walk?.descriptors ?? []).map((d) => ({
     addr: d.addr,
     len: d.len,
     write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0,
   }));
   const exp = expected.segments;
   let same =
-    got.length === exp.length && specSegs.length === exp.length && implEnd === null && walk.end === null;
+    got.length === exp.length &&
+    implEnd === null &&
+    (walk === undefined || (specSegs.length === exp.length && walk.end === null));
   for (let i = 0; same && i < exp.length; i++) {
     const e = exp[i]!;
     const g = got[i]!;
-    const s = specSegs[i]!;
+    const s = specSegs[i];
     same =
       g.addr === e.addr &&
       g.len === e.len &&
       g.write === e.write &&
-      s.addr === BigInt(e.addr) &&
-      s.len === e.len &&
-      s.write === e.write;
+      (s === undefined || (s.addr === BigInt(e.addr) && s.len === e.len && s.write === e.write));
   }
   if (!same) {
     ctx.fail(
       "SIM-CHAIN-MATCH",
-      `head ${expected.head} (seq ${expected.seq}${expected.indirect ? ", indirect" : ""}): driver made [${showSegs(
+      `id ${expected.id} (seq ${expected.seq}${expected.indirect ? ", indirect" : ""}): driver made [${showSegs(
         exp,
       )}], device walked [${showSegs(got)}]${implEnd === null ? "" : ` end ${implEnd._tag}`}, reference walked [${showSegs(
         specSegs,
-      )}]${walk.end === null ? "" : ` end ${walk.end._tag}`}`,
+      )}]${walk?.end == null ? "" : ` end ${walk.end._tag}`}`,
     );
   }
 };
@@ -122,10 +171,18 @@ export class BoundsGuard {
     this.mem = mem;
   }
 
+  /** A queue's ring parts (GuestQueue.areas): readable, and writable where the device writes. */
+  addAreas(areas: readonly RingArea[]): void {
+    for (const a of areas) this.fixed.push({ lo: a.addr, hi: a.addr + a.len, write: a.deviceWrites });
+  }
+
+  /** addAreas for a split ring given as a RingLayout (sim/guest/virtio-ring.ts callers). */
   addRing(ring: RingLayout): void {
-    this.fixed.push({ lo: ring.desc, hi: ring.desc + 16 * ring.size, write: false });
-    this.fixed.push({ lo: ring.avail, hi: ring.avail + 6 + 2 * ring.size, write: false });
-    this.fixed.push({ lo: ring.used, hi: ring.used + 6 + 8 * ring.size, write: true });
+    this.addAreas([
+      { addr: ring.desc, len: descTableBytes(ring.size), deviceWrites: false },
+      { addr: ring.avail, len: availRingBytes(ring.size), deviceWrites: false },
+      { addr: ring.used, len: usedRingBytes(ring.size), deviceWrites: true },
+    ]);
   }
 
   addRange(lo: number, len: number, write: boolean): void {
@@ -133,29 +190,35 @@ export class BoundsGuard {
   }
 
   /**
-   * The device holds the chain with this head now: it may touch what the reference
-   * model's walk of it (as it is in memory now) reaches: the indirect table the head
-   * names, and each descriptor's buffer, writable only when the descriptor is.
+   * The device holds the chain with this head of the split ring `ring` now: it may touch
+   * what the reference model's walk of it (as it is in memory now) reaches.
    */
   allowWalk(spec: SpecMemory, ring: RingLayout, head: number): void {
-    this.allowWalked(spec, ring, head, walkChain(spec, BigInt(ring.desc), ring.size, head));
+    this.allowPop(
+      ring.desc,
+      splitRefPop(spec, ring.desc, ring.size, head, walkChain(spec, BigInt(ring.desc), ring.size, head)),
+    );
   }
 
-  /** allowWalk with the reference's walk of the head already made (by queue-shadow's pop). */
-  allowWalked(spec: SpecMemory, ring: RingLayout, head: number, walk: SpecWalk): void {
+  /**
+   * The device holds the chain the reference model popped, on the queue whose ring starts at
+   * `queue`: it may touch the indirect table the chain names and each descriptor's buffer,
+   * writable only when the descriptor is.
+   */
+  allowPop(queue: number, pop: RefPop): void {
     const list: Allowed[] = [];
-    for (const d of walk.descriptors) {
+    for (const d of pop.walk.descriptors) {
       if (d.addr < MAX_SAFE_BIG) {
         const lo = Number(d.addr);
         list.push({ lo, hi: lo + d.len, write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0 });
       }
     }
-    const h = readDescriptor(spec, BigInt(ring.desc), head, false);
-    if (h.ok && (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 && h.value.addr < MAX_SAFE_BIG) {
-      const lo = Number(h.value.addr);
-      list.push({ lo, hi: lo + h.value.len, write: false });
+    const t = pop.table;
+    if (t !== null && t.addr < MAX_SAFE_BIG) {
+      const lo = Number(t.addr);
+      list.push({ lo, hi: lo + t.len, write: false });
     }
-    this.chains.set(ring.desc * 65536 + head, list);
+    this.chains.set(queue * 65536 + pop.id, list);
   }
 
   /** Forgets every chain (before allowing the set the device holds now). */
@@ -164,8 +227,13 @@ export class BoundsGuard {
   }
 
   /** The device gave this chain back (used): its buffers are the driver's again. */
+  releaseId(queue: number, id: number): void {
+    this.chains.delete(queue * 65536 + id);
+  }
+
+  /** releaseId for a split ring given as a RingLayout. */
   release(ring: RingLayout, head: number): void {
-    this.chains.delete(ring.desc * 65536 + head);
+    this.releaseId(ring.desc, head);
   }
 
   /**

@@ -15,8 +15,9 @@
  *   barrier; packed: the first descriptors' flags).
  * - `getBuf` validates the device's used entry as Linux does (BAD_RING): a bad id, one not in
  *   flight, comes back as `{ kind: "bad" }`. It never throws on what the device wrote.
- * - Raw hostile writes (descriptor, ring, index and event fields) are methods of the
- *   concrete drivers, named after what they write; a well-behaved driver never calls them.
+ * - Raw hostile writes: `descAddr` / `firstFlags` / `setFirstFlags` on either ring; the
+ *   ring-specific ones (descriptor, ring, index and event fields) are methods of the concrete
+ *   drivers, named after what they write. A well-behaved driver never calls them.
  * - The simulator's oracle and metrics watch the driver through a `GuestQueueProbe`: the
  *   driver calls it and imports nothing from the simulator.
  *
@@ -151,6 +152,18 @@ export interface GuestQueue {
   poll(last: number): boolean;
   /** Interrupt only after ~3/4 of the outstanding buffers; false when that many are used already. */
   enableCbDelayed(): boolean;
+
+  // ---- raw hooks a hostile guest corrupts its own chains with (a well-behaved driver never calls them)
+
+  /**
+   * The guest address of the first ring descriptor of the chain `id` in flight: its addr is
+   * the u64 at +0 and its len the u32 at +8 on both rings (wire DESC_ADDR/DESC_LEN).
+   */
+  descAddr(id: number): number;
+  /** That descriptor's flags, as the device will see them once published. */
+  firstFlags(id: number): number;
+  /** Rewrites them (on the packed ring before publication too: the held value). */
+  setFirstFlags(id: number, flags: number): void;
 }
 
 /**

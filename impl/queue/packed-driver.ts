@@ -149,6 +149,8 @@ export class PackedDriver implements GuestQueue {
   inFlightCount = 0;
   /** Ids in the order their chains were made available (for IN_ORDER). */
   private readonly order: number[] = [];
+  /** The first ring slot of each id's chain. */
+  private readonly headSlot: Uint16Array;
   /** First-descriptor flags not yet written: slot, flags, slot, flags... */
   private readonly held: number[] = [];
   /** Completed older buffers an in-order used descriptor stood for, not yet handed out. */
@@ -171,6 +173,7 @@ export class PackedDriver implements GuestQueue {
     this.freeIds = new Uint16Array(size);
     for (let i = 0; i < size; i++) this.freeIds[i] = size - 1 - i;
     this.freeCount = size;
+    this.headSlot = new Uint16Array(size);
     this.inFlight = new Array<GuestBuffer | undefined>(size).fill(undefined);
     // The descriptor ring is zero-initialized (§2.8.13); so are both event structures.
     this.ram.bytes(layout.descTable, packedRingBytes(size), true).fill(0);
@@ -284,6 +287,7 @@ export class PackedDriver implements GuestQueue {
       token,
     };
     this.inFlight[id] = buf;
+    this.headSlot[id] = head;
     this.inFlightCount++;
     if (this.inOrder) this.order.push(id);
     this.held.push(head, headFlags);
@@ -468,6 +472,32 @@ export class PackedDriver implements GuestQueue {
     }
     this.enableFlags();
     return !this.hasUsed();
+  }
+
+  // ---- raw hooks (GuestQueue)
+
+  descAddr(id: number): number {
+    return this.layout.descTable + packedDescOffset(this.headSlot[id]!);
+  }
+  firstFlags(id: number): number {
+    const slot = this.headSlot[id]!;
+    const held = this.held;
+    for (let i = 0; i < held.length; i += 2) if (held[i] === slot) return held[i + 1]!;
+    return this.ram.u16(this.descAddr(id) + PACKED_DESC_FLAGS);
+  }
+  setFirstFlags(id: number, flags: number): void {
+    const slot = this.headSlot[id]!;
+    const held = this.held;
+    for (let i = 0; i < held.length; i += 2)
+      if (held[i] === slot) {
+        held[i + 1] = flags & 0xffff;
+        return;
+      }
+    this.writeFlags(slot, flags);
+  }
+  /** The ring slot the chain `id` starts at. */
+  headSlotOf(id: number): number {
+    return this.headSlot[id]!;
   }
 
   // ---- test helpers

@@ -349,6 +349,18 @@ export class SplitDriver implements GuestQueue {
     return ((this.usedIdx() - this.lastUsedIdx) & 0xffff) <= bufs;
   }
 
+  // ---- raw hooks (GuestQueue)
+
+  descAddr(id: number): number {
+    return this.layout.descTable + descOffset(id);
+  }
+  firstFlags(id: number): number {
+    return this.ram.u16(this.descAddr(id) + DESC_FLAGS);
+  }
+  setFirstFlags(id: number, flags: number): void {
+    this.ram.setU16(this.descAddr(id) + DESC_FLAGS, flags);
+  }
+
   // ---- test helpers
 
   /**

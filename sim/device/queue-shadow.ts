@@ -14,6 +14,22 @@ import type { Result } from "../../spec/result.ts";
 import type { SimContext } from "../engine.ts";
 import { specMemoryOf, walkMismatch } from "../oracle.ts";
 
+/**
+ * Where the device's memory (`live`) and the reference model's after the same step differ:
+ * one line naming the first differing byte, or undefined when they agree. Only the bytes the
+ * reference wrote are compared (the rest it shares with the live memory).
+ */
+export const memoryMismatch = (live: SpecMemory, after: SpecMemory): string | undefined => {
+  for (let i = 0; i < live.regions.length; i++) {
+    const want = after.regions[i]!;
+    const got = live.regions[i]!.bytes;
+    const k = want === live.regions[i] ? -1 : firstDifference(want, got);
+    if (k < 0) continue;
+    return `byte at ${live.regions[i]!.base + BigInt(k)} is ${got[k]} after the device, ${want.bytes[k]} after the reference`;
+  }
+  return undefined;
+};
+
 /** What the reference model is about to do, for the rest of the oracle to reuse. */
 export interface ShadowProbe {
   /** The reference popped this chain (null: nothing available) just before the device pops. */
@@ -42,17 +58,8 @@ export const shadowWithSpec = (
         what,
         `device positions avail ${s.nextAvail} used ${s.nextUsed} added ${s.numAdded}, reference ${spec.nextAvail} ${spec.nextUsed} ${spec.numAdded}`,
       );
-    for (let i = 0; i < live.regions.length; i++) {
-      const want = after.memory.regions[i]!;
-      const got = live.regions[i]!.bytes;
-      // Only the pages the reference wrote (the rest it shares with the live memory).
-      const k = want === live.regions[i] ? -1 : firstDifference(want, got);
-      if (k < 0) continue;
-      fail(
-        what,
-        `byte at ${live.regions[i]!.base + BigInt(k)} is ${got[k]} after the device, ${want.bytes[k]} after the reference`,
-      );
-    }
+    const bytes = memoryMismatch(live, after.memory);
+    if (bytes !== undefined) fail(what, bytes);
   };
 
   /** The chain in the cursor equals the reference's walk (the cursor is left rewound). */

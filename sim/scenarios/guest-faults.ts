@@ -8,9 +8,24 @@
  * a scratch area no buffer uses, so that a device following them faithfully cannot damage
  * the well-formed traffic the run checks.
  */
-import { RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
 import type { FaultRecord, SimContext } from "../engine.ts";
-import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, type InFlight } from "../guest/virtio-ring.ts";
+import type { GuestBuffer } from "../../impl/queue/guest-queue.ts";
+import { availFlags, type PackedDriver } from "../../impl/queue/packed-driver.ts";
+import type { SplitDriver } from "../../impl/queue/split-driver.ts";
+import {
+  DESC_ADDR,
+  DESC_FLAGS,
+  DESC_LEN,
+  DESC_NEXT,
+  DESC_SIZE,
+  PACKED_DESC_FLAGS,
+  PACKED_DESC_ID,
+  PACKED_DESC_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  packedDescOffset,
+} from "../../wire/index.ts";
 import type { NetRig } from "./net-rig.ts";
 import type { QueueRig } from "./queue-rig.ts";
 import { HOST_PORT, type VsockCreditRig } from "./vsock-credit.ts";
@@ -45,7 +60,13 @@ export class QueueFaults {
   /** Head → the fault that broke its chain. */
   private readonly broken = new Map<number, FaultRecord>();
   /** Faults that make the queue refuse pops, with how to repair them. */
-  private readonly blocking: { fault: FaultRecord; repair: () => void; seen: string | null }[] = [];
+  private readonly blocking: {
+    fault: FaultRecord;
+    repair: () => void;
+    seen: string | null;
+    /** Repaired after the next device run even when the device did not reach it. */
+    now?: boolean;
+  }[] = [];
 
   constructor(ctx: SimContext, rig: QueueRig) {
     this.ctx = ctx;
@@ -57,7 +78,7 @@ export class QueueFaults {
         b.seen ??= tag;
         return true;
       },
-      isCorrupted: (_buf: InFlight | undefined, head: number) => this.broken.has(head),
+      isCorrupted: (_buf: GuestBuffer | undefined, head: number) => this.broken.has(head),
       onReaped: (head) => {
         this.broken.delete(head);
       },
@@ -70,68 +91,77 @@ export class QueueFaults {
 
   /** Corrupts one descriptor of the chain just added (before it is published). */
   corruptChain(head: number): void {
+    if (this.rig.split !== null) this.corruptSplitChain(this.rig.split, head);
+    else this.corruptPackedChain(this.rig.packed!, head);
+  }
+
+  /**
+   * The descriptor a fault hits: the head, or one further down the chain (its indirect table
+   * entry, or on the split ring by the chain's next fields, on the packed ring the next slots).
+   */
+  private pickDescriptor(buf: GuestBuffer, step: (index: number) => number, first: number): number {
+    if (buf.indirect) return buf.table + DESC_SIZE * this.ctx.rng.int(buf.segments.length);
+    let at = first;
+    for (let k = this.ctx.rng.int(buf.ringDescs); k > 0; k--) at = step(at);
+    return at;
+  }
+
+  /** addr / len lies, the same on both rings (the u64 at +0, the u32 at +8). */
+  private corruptAddrLen(kind: "desc-addr" | "desc-len", d: number): string {
+    const ram = this.rig.ram;
+    if (kind === "desc-addr") {
+      const a = badAddr(this.ctx, this.rig.scratch, ram.u32(d + DESC_LEN));
+      ram.setU64(d + DESC_ADDR, a);
+      return `addr = 0x${a.toString(16)}`;
+    }
+    const len = this.ctx.rng.pick([0, 0xffff_ffff, 0x8000_0000 + this.ctx.rng.int(1000), this.ctx.rng.u32()]);
+    // A huge len on a harmless address would still reach other buffers; move it too.
+    ram.setU32(d + DESC_LEN, len);
+    if (len > 64) ram.setU64(d + DESC_ADDR, badAddr(this.ctx, this.rig.scratch, len));
+    return `len = ${len}`;
+  }
+
+  private corruptSplitChain(drv: SplitDriver, head: number): void {
     const ctx = this.ctx;
     const rig = this.rig;
-    const buf = rig.driver.inFlightAt(head)!;
-    const table = buf.indirect ? rig.driver.indirectTableAddr(head) : rig.ring.desc;
-    // Which descriptor: the head, or one further down the chain (ring index or table slot).
-    let index = buf.indirect ? ctx.rng.int(buf.segments.length) : head;
-    if (!buf.indirect) {
-      for (let k = ctx.rng.int(buf.ringDescs); k > 0; k--)
-        index = rig.ram.u16(rig.ring.desc + 16 * index + 14);
-    }
-    const d = table + 16 * index;
     const ram = rig.ram;
-    const saved = ram.bytes(d, 16).slice();
+    const buf = drv.inFlightAt(head)!;
+    const d = this.pickDescriptor(buf, (at) => drv.descAddr(ram.u16(at + DESC_NEXT)), drv.descAddr(head));
+    const index = buf.indirect ? (d - buf.table) / DESC_SIZE : (d - rig.layout.descTable) / DESC_SIZE;
+    const saved = ram.bytes(d, DESC_SIZE).slice();
     const kind = ctx.rng.pick(["desc-addr", "desc-len", "desc-flags", "desc-next", "desc-indirect"] as const);
     let detail = "";
     switch (kind) {
-      case "desc-addr": {
-        const a = badAddr(ctx, rig.scratch, ram.u32(d + 8));
-        ram.setU64(d, a);
-        detail = `addr = 0x${a.toString(16)}`;
+      case "desc-addr":
+      case "desc-len":
+        detail = this.corruptAddrLen(kind, d);
         break;
-      }
-      case "desc-len": {
-        const len = ctx.rng.pick([0, 0xffff_ffff, 0x8000_0000 + ctx.rng.int(1000), ctx.rng.u32()]);
-        // A huge len on a harmless address would still reach other buffers; move it too.
-        ram.setU32(d + 8, len);
-        if (len > 64) ram.setU64(d, badAddr(ctx, rig.scratch, len));
-        detail = `len = ${len}`;
-        break;
-      }
       case "desc-flags": {
         // Toggle WRITE (the device then writes into or reads from the chain's own buffer).
-        const f = ram.u16(d + 12) ^ DESC_F_WRITE;
-        ram.setU16(d + 12, f);
+        const f = ram.u16(d + DESC_FLAGS) ^ VIRTQ_DESC_F_WRITE;
+        ram.setU16(d + DESC_FLAGS, f);
         detail = `flags = ${f}`;
         break;
       }
       case "desc-next": {
         // NEXT to an index out of the table, or to itself (a loop the ttl must end).
-        const size = buf.indirect ? buf.segments.length : rig.ring.size;
+        const size = buf.indirect ? buf.segments.length : rig.size;
         const next = ctx.rng.chance(0.5) ? size + ctx.rng.int(0x10000 - size) : index;
-        ram.setU16(d + 12, ram.u16(d + 12) | DESC_F_NEXT);
-        ram.setU16(d + 14, next);
+        ram.setU16(d + DESC_FLAGS, ram.u16(d + DESC_FLAGS) | VIRTQ_DESC_F_NEXT);
+        ram.setU16(d + DESC_NEXT, next);
         detail = `next = ${next}${next === index ? " (itself)" : ""}`;
         break;
       }
-      case "desc-indirect": {
-        // INDIRECT with a table length that is not a multiple of 16, or nested.
-        ram.setU16(d + 12, ram.u16(d + 12) | DESC_F_INDIRECT);
-        const len = ctx.rng.pick([0, 7, 17, 16 * 0x10000]);
-        ram.setU32(d + 8, len);
-        ram.setU64(d, BigInt(rig.scratch.addr));
-        detail = `INDIRECT, len ${len}${buf.indirect ? " (nested)" : ""}`;
+      case "desc-indirect":
+        detail = this.corruptIndirect(d, DESC_FLAGS, buf.indirect);
         break;
-      }
     }
     const f = ctx.faults.inject(
       kind,
       `queue head ${head}, descriptor ${index}${buf.indirect ? " of its indirect table" : ""}: ${detail}`,
     );
     this.broken.set(head, f);
-    if (kind === "desc-next" && index === head && !buf.indirect && ram.u16(d + 14) >= rig.ring.size) {
+    if (kind === "desc-next" && index === head && !buf.indirect && ram.u16(d + DESC_NEXT) >= rig.size) {
       // A refused head (CHAIN-CHECKED-NEW: NEXT out of the table) blocks the queue until the
       // guest repairs it; nothing else touches this descriptor before the device pops it.
       this.blocking.push({
@@ -145,39 +175,151 @@ export class QueueFaults {
     }
   }
 
+  /** INDIRECT with a table length that is not a multiple of 16, or nested. */
+  private corruptIndirect(d: number, flagsAt: number, nested: boolean): string {
+    const ram = this.rig.ram;
+    ram.setU16(d + flagsAt, ram.u16(d + flagsAt) | VIRTQ_DESC_F_INDIRECT);
+    const len = this.ctx.rng.pick([0, 7, 17, 16 * 0x10000]);
+    ram.setU32(d + DESC_LEN, len);
+    ram.setU64(d + DESC_ADDR, BigInt(this.rig.scratch.addr));
+    return `INDIRECT, len ${len}${nested ? " (nested)" : ""}`;
+  }
+
+  /**
+   * The packed ring's chain faults: addr/len lies, WRITE toggled, INDIRECT misuse (bad table
+   * length, nested), and a buffer id out of range (the device must refuse the chain,
+   * PVQ-BUFFER-ID, until the guest repairs it). The first descriptor's flags are still held
+   * by the driver (it publishes them last), so they are changed through setFirstFlags.
+   */
+  private corruptPackedChain(drv: PackedDriver, id: number): void {
+    const ctx = this.ctx;
+    const rig = this.rig;
+    const ram = rig.ram;
+    const size = rig.size;
+    const buf = drv.inFlightAt(id)!;
+    const first = drv.descAddr(id);
+    const ringEnd = rig.layout.descTable + PACKED_DESC_SIZE * size;
+    const d = this.pickDescriptor(
+      buf,
+      (at) => (at + PACKED_DESC_SIZE === ringEnd ? rig.layout.descTable : at + PACKED_DESC_SIZE),
+      first,
+    );
+    const isHead = d === first;
+    const where =
+      buf.indirect && !isHead
+        ? `entry ${(d - buf.table) / DESC_SIZE} of its indirect table`
+        : `slot ${(d - rig.layout.descTable) / PACKED_DESC_SIZE}`;
+    const flagsOf = (): number => (isHead ? drv.firstFlags(id) : ram.u16(d + PACKED_DESC_FLAGS));
+    const setFlags = (f: number): void =>
+      isHead ? drv.setFirstFlags(id, f) : ram.setU16(d + PACKED_DESC_FLAGS, f);
+    let kind = ctx.rng.pick(["desc-addr", "desc-len", "desc-flags", "desc-indirect", "desc-id"] as const);
+    // INDIRECT on the head of a chain of several slots would leave the others available as
+    // chains of their own (the guest lying to itself, not to the device).
+    if (kind === "desc-indirect" && !buf.indirect && buf.ringDescs > 1) kind = "desc-flags";
+    const savedRing: Uint8Array[] = [];
+    let detail = "";
+    switch (kind) {
+      case "desc-addr":
+      case "desc-len":
+        detail = this.corruptAddrLen(kind, d);
+        break;
+      case "desc-flags": {
+        const f = flagsOf() ^ VIRTQ_DESC_F_WRITE;
+        setFlags(f);
+        detail = `flags = ${f}`;
+        break;
+      }
+      case "desc-indirect": {
+        // On the head: a table of a bad length; inside a table: a nested INDIRECT.
+        const target = buf.indirect && !isHead ? d : first;
+        const flags = target === first ? drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT : 0;
+        if (target === first) drv.setFirstFlags(id, flags);
+        detail = this.corruptIndirect(target, PACKED_DESC_FLAGS, buf.indirect && !isHead);
+        if (target === first) drv.setFirstFlags(id, drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT);
+        break;
+      }
+      case "desc-id": {
+        // Every ring descriptor of the chain names an id out of range (PVQ-BUFFER-ID).
+        const bad = size + ctx.rng.int(0x10000 - size);
+        let at = first;
+        for (let k = 0; k < buf.ringDescs; k++) {
+          savedRing.push(ram.bytes(at, PACKED_DESC_SIZE).slice());
+          ram.setU16(at + PACKED_DESC_ID, bad);
+          at = at + PACKED_DESC_SIZE === ringEnd ? rig.layout.descTable : at + PACKED_DESC_SIZE;
+        }
+        detail = `id = ${bad} (size ${size})`;
+        break;
+      }
+    }
+    const f = ctx.faults.inject(kind, `packed queue buffer ${id}, ${where}: ${detail}`);
+    this.broken.set(id, f);
+    if (kind === "desc-id") {
+      this.blocking.push({
+        fault: f,
+        seen: null,
+        repair: () => {
+          let at = first;
+          for (const b of savedRing) {
+            ram.setU16(at + PACKED_DESC_ID, new DataView(b.buffer).getUint16(PACKED_DESC_ID, true));
+            at = at + PACKED_DESC_SIZE === ringEnd ? rig.layout.descTable : at + PACKED_DESC_SIZE;
+          }
+          this.broken.delete(id);
+        },
+      });
+    }
+  }
+
   /** Writes avail.idx far ahead (more than size past next_avail); repaired next step. */
   corruptAvailIdx(): void {
     const rig = this.rig;
-    const ram = rig.ram;
-    const at = rig.ring.avail + 2;
-    const good = ram.u16(at);
-    const bad = (good + rig.ring.size + 1 + this.ctx.rng.int(0x8000)) & 0xffff;
-    ram.setU16(at, bad);
+    const drv = rig.split!;
+    const good = drv.readAvailIdx();
+    const bad = (good + rig.size + 1 + this.ctx.rng.int(0x8000)) & 0xffff;
+    drv.writeAvailIdx(bad);
     const f = this.ctx.faults.inject("avail-idx", `queue avail.idx ${good} -> ${bad}`);
-    this.blocking.push({ fault: f, seen: null, repair: () => ram.setU16(at, good) });
+    this.blocking.push({ fault: f, seen: null, repair: () => drv.writeAvailIdx(good) });
     rig.kicked = true; // the guest kicks after its bogus publication
   }
 
   /**
-   * Scribbles on the driver's notification fields: used_event (EVENT_IDX) or the avail
-   * flags (VRING_AVAIL_F_NO_INTERRUPT and unknown bits). The device must read them without
-   * harm; interrupts may be lost meanwhile, so the guest repairs the field next step and
-   * polls the used ring (its own fault, not the device's).
+   * Scribbles on the driver's notification fields: split, used_event (EVENT_IDX) or the avail
+   * flags (VRING_AVAIL_F_NO_INTERRUPT and unknown bits); packed, the Driver Area's off_wrap
+   * and flags. The device must read them without harm; interrupts may be lost meanwhile, so
+   * the guest repairs the field next step and polls the used ring (its own fault, not the
+   * device's).
    */
   corruptNotifyFields(): void {
     const rig = this.rig;
-    const ram = rig.ram;
-    const ev = rig.opts.eventIdx;
-    const at = ev ? rig.ring.avail + 4 + 2 * rig.ring.size : rig.ring.avail;
-    const good = ram.u16(at);
     const bad = this.ctx.rng.int(0x10000);
-    ram.setU16(at, bad);
+    const packed = rig.packed;
+    if (packed !== null) {
+      const good = packed.driverEvent();
+      const badFlags = this.ctx.rng.int(0x10000);
+      packed.setDriverEvent(bad, badFlags);
+      const f = this.ctx.faults.inject(
+        "driver-event",
+        `packed Driver Area off_wrap ${good.offWrap} -> ${bad}, flags ${good.flags} -> ${badFlags}`,
+      );
+      this.notifyRepair = () => {
+        packed.setDriverEvent(good.offWrap, good.flags);
+        packed.enableCbPrepare();
+        rig.reapAll();
+        this.ctx.faults.handled(f, "read by the device without harm; repaired by the guest, which polled");
+      };
+      return;
+    }
+    const drv = rig.split!;
+    const ev = rig.opts.eventIdx;
+    const good = ev ? drv.usedEvent() : drv.availFlags();
+    if (ev) drv.setUsedEvent(bad);
+    else drv.setAvailFlags(bad);
     const f = this.ctx.faults.inject(
       ev ? "used-event" : "avail-flags",
       `queue ${ev ? "used_event" : "avail.flags"} ${good} -> ${bad}`,
     );
     this.notifyRepair = () => {
-      ram.setU16(at, ev ? rig.driver.lastUsed : good);
+      if (ev) drv.setUsedEvent(drv.lastUsedIdx);
+      else drv.setAvailFlags(good);
       rig.reapAll();
       this.ctx.faults.handled(f, "read by the device without harm; repaired by the guest, which polled");
     };
@@ -195,20 +337,54 @@ export class QueueFaults {
   /** Writes an out-of-range head into the next avail slot the device will read, published. */
   corruptAvailRing(): void {
     const rig = this.rig;
-    const ram = rig.ram;
+    const drv = rig.split!;
     const port = rig.port;
     if (port.len() === 0) return;
-    const at = rig.ring.avail + 4 + 2 * (port.nextAvail % rig.ring.size);
-    const good = ram.u16(at);
-    const bad = rig.ring.size + this.ctx.rng.int(0x10000 - rig.ring.size);
-    ram.setU16(at, bad);
-    const f = this.ctx.faults.inject(
-      "avail-ring",
-      `queue avail.ring[${port.nextAvail % rig.ring.size}] = ${bad} (size ${rig.ring.size})`,
-    );
-    this.blocking.push({ fault: f, seen: null, repair: () => ram.setU16(at, good) });
+    const slot = port.nextAvail % rig.size;
+    const good = drv.readAvailRing(slot);
+    const bad = rig.size + this.ctx.rng.int(0x10000 - rig.size);
+    drv.writeAvailRing(slot, bad);
+    const f = this.ctx.faults.inject("avail-ring", `queue avail.ring[${slot}] = ${bad} (size ${rig.size})`);
+    this.blocking.push({ fault: f, seen: null, repair: () => drv.writeAvailRing(slot, good) });
     rig.kicked = true;
   }
+
+  /**
+   * Packed: flags that lie about availability at the slot the driver fills next (nothing
+   * made available there). With the driver's wrap counter and an id out of range, the device
+   * takes it for a chain and must refuse it (blocking, repaired); with the other lap's bits
+   * (a wrap-counter game) or AVAIL and USED both set it must not take it at all.
+   */
+  corruptAvailability(): void {
+    const rig = this.rig;
+    const drv = rig.packed!;
+    if (drv.numFree === 0) return;
+    const slot = drv.nextAvail;
+    const d = rig.layout.descTable + packedDescOffset(slot);
+    const saved = rig.ram.bytes(d, PACKED_DESC_SIZE).slice();
+    const lie = this.ctx.rng.pick(["avail-lie", "wrap-lie", "used-lie"] as const);
+    const bad = rig.size + this.ctx.rng.int(0x10000 - rig.size);
+    const flags =
+      lie === "avail-lie"
+        ? availFlags(drv.availWrap)
+        : lie === "wrap-lie"
+          ? availFlags(!drv.availWrap)
+          : availFlags(true) | availFlags(false);
+    drv.writeSlot(slot, { addr: rig.scratch.addr, len: 64, id: bad, flags });
+    const f = this.ctx.faults.inject(
+      lie,
+      `packed slot ${slot} (not made available): flags ${flags}, id ${bad}`,
+    );
+    const repair = (): void => rig.ram.write(d, saved);
+    // The slot is the driver's next: repaired after this device run whatever happened,
+    // before the driver fills it.
+    if (lie === "avail-lie") this.blocking.push({ fault: f, seen: null, repair, now: true });
+    else this.notAvailable.push({ fault: f, repair });
+    rig.kicked = true;
+  }
+
+  /** Packed lies the device must not act on: repaired after the device ran. */
+  private readonly notAvailable: { fault: FaultRecord; repair: () => void }[] = [];
 
   /**
    * After the device ran: a blocking fault it ran into is recorded with the error the queue
@@ -218,7 +394,7 @@ export class QueueFaults {
   repair(): void {
     const b = this.blocking[0];
     if (b === undefined) return;
-    if (b.seen !== null || this.ctx.rng.chance(0.2)) {
+    if (b.seen !== null || b.now === true || this.ctx.rng.chance(0.2)) {
       this.blocking.shift();
       b.repair();
       this.ctx.faults.handled(
@@ -244,12 +420,13 @@ export class QueueFaults {
     else if (r.chance(rate)) this.corruptChain(head);
   }
 
-  /** After the guest published and kicked: maybe corrupt avail.idx/ring or a notify field. */
+  /** After the guest published and kicked: maybe corrupt avail.idx/ring (split), availability (packed) or a notify field. */
   afterPublish(): void {
     const r = this.ctx.rng;
     const rate = this.ctx.faultRate;
     if (this.pendingRepairs === 0 && r.chance(rate)) {
-      if (r.chance(0.5)) this.corruptAvailIdx();
+      if (this.rig.packed !== null) this.corruptAvailability();
+      else if (r.chance(0.5)) this.corruptAvailIdx();
       else this.corruptAvailRing();
     }
     if (r.chance(rate)) this.corruptNotifyFields();
@@ -257,6 +434,11 @@ export class QueueFaults {
 
   /** After the device ran: the guest repairs what it broke. */
   afterDevice(): void {
+    // The availability lies first: the guest's own reclaim (below) must not read them.
+    for (const n of this.notAvailable.splice(0)) {
+      n.repair();
+      this.ctx.faults.handled(n.fault, "not taken for a chain (not available for the device's wrap counter)");
+    }
     this.repairNotify();
     this.repair();
   }
@@ -285,9 +467,11 @@ export const netFaults = (ctx: SimContext, rig: NetRig): NetFaultCounts => {
     corruptTx: (r, head, seq) => {
       if (!ctx.rng.chance(ctx.faultRate)) return null;
       const buf = r.tx.inFlightAt(head)!;
-      const ring = r.rings[TX_QUEUE]!;
-      const kind = ctx.rng.pick(["net-hdr", "tx-desc-len", "tx-desc-addr", "tx-short"] as const);
-      const d = ring.desc + 16 * head; // the head descriptor holds the header
+      let kind = ctx.rng.pick(["net-hdr", "tx-desc-len", "tx-desc-addr", "tx-short"] as const);
+      // Cutting a packed chain short would leave its other slots available as chains of
+      // their own (the guest lying to itself): only single-descriptor packed chains.
+      if (kind === "tx-short" && r.ring === "packed" && buf.ringDescs > 1) kind = "tx-desc-len";
+      const d = r.tx.descAddr(head); // the head descriptor holds the header
       const first = buf.segments[0]!;
       let lost = true;
       let detail = "";
@@ -301,22 +485,22 @@ export const netFaults = (ctx: SimContext, rig: NetRig): NetFaultCounts => {
           break;
         }
         case "tx-desc-len":
-          r.ram.setU32(d + 8, 0xffff_ff00 + ctx.rng.int(0x100));
-          detail = `head len = ${r.ram.u32(d + 8)}`;
+          r.ram.setU32(d + DESC_LEN, 0xffff_ff00 + ctx.rng.int(0x100));
+          detail = `head len = ${r.ram.u32(d + DESC_LEN)}`;
           break;
         case "tx-desc-addr": {
           // Only addresses the device must refuse: a garbage frame from scratch memory
           // would be indistinguishable from a corrupted one.
           const a = badAddr(ctx, r.scratch, first.len, true);
-          r.ram.setU64(d, a);
+          r.ram.setU64(d + DESC_ADDR, a);
           detail = `head addr = 0x${a.toString(16)}`;
           break;
         }
         case "tx-short":
           // Only the chain head, shorter than the header: a frame of nothing.
-          r.ram.setU32(d + 8, ctx.rng.int(r.hdrLen + 1));
-          r.ram.setU16(d + 12, r.ram.u16(d + 12) & ~DESC_F_NEXT);
-          detail = `head len = ${r.ram.u32(d + 8)}, chain cut`;
+          r.ram.setU32(d + DESC_LEN, ctx.rng.int(r.hdrLen + 1));
+          r.tx.setFirstFlags(head, r.tx.firstFlags(head) & ~VIRTQ_DESC_F_NEXT);
+          detail = `head len = ${r.ram.u32(d + DESC_LEN)}, chain cut`;
           break;
       }
       txFaults.set(seq, ctx.faults.inject(kind, `net TX frame ${seq} (head ${head}): ${detail}`));
@@ -326,18 +510,17 @@ export const netFaults = (ctx: SimContext, rig: NetRig): NetFaultCounts => {
       // Single-descriptor buffers only: then either corruption leaves the device no
       // writable room, so it must give the buffer back empty and keep the frame.
       if (r.rx.inFlightAt(head)!.segments.length !== 1 || !ctx.rng.chance(ctx.faultRate)) return;
-      const ring = r.rings[RX_QUEUE]!;
-      const d = ring.desc + 16 * head;
+      const d = r.rx.descAddr(head);
       // With MRG_RXBUF a read-only buffer has zero writable room but is not an error, so
       // only the address is corrupted there.
       const kind = r.opts.mrg ? "rx-desc-addr" : ctx.rng.pick(["rx-readonly", "rx-desc-addr"] as const);
-      if (kind === "rx-readonly") r.ram.setU16(d + 12, r.ram.u16(d + 12) & ~DESC_F_WRITE);
-      else r.ram.setU64(d, badAddr(ctx, r.scratch, r.ram.u32(d + 8), true));
+      if (kind === "rx-readonly") r.rx.setFirstFlags(head, r.rx.firstFlags(head) & ~VIRTQ_DESC_F_WRITE);
+      else r.ram.setU64(d + DESC_ADDR, badAddr(ctx, r.scratch, r.ram.u32(d + DESC_LEN), true));
       rxFaults.set(
         head,
         ctx.faults.inject(
           kind,
-          `net RX buffer head ${head}: ${kind === "rx-readonly" ? "WRITE cleared" : `addr 0x${r.ram.u64(d).toString(16)}`}`,
+          `net RX buffer ${head}: ${kind === "rx-readonly" ? "WRITE cleared" : `addr 0x${r.ram.u64(d + DESC_ADDR).toString(16)}`}`,
         ),
       );
     },

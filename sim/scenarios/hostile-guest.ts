@@ -30,6 +30,7 @@ export const hostileGuestScenario: Scenario = {
   summary:
     "corrupts descriptors, rings, indices, virtio-net headers and vsock packets at --faults rate beside well-formed traffic; devices stay in bounds, never throw, keep serving; each fault and its handling logged",
   defaultSteps: 4000,
+  rings: ["split", "packed"],
   smoke: { steps: 800, seeds: [1, 2], faults: 0.05 },
   defaultFaults: 0.02,
   charts: [
@@ -54,6 +55,7 @@ export const hostileGuestScenario: Scenario = {
       const r = ctx.rng;
       const rate = ctx.faultRate;
       const rig = new QueueRig(ctx, {
+        ring: ctx.ring,
         name: "",
         size: r.pick([16, 32, 64, 128]),
         eventIdx: r.chance(0.5),
@@ -61,6 +63,7 @@ export const hostileGuestScenario: Scenario = {
       });
       const qf = new QueueFaults(ctx, rig);
       const net = new NetRig(ctx, {
+        ring: ctx.ring,
         name: "net",
         label: "net",
         size: r.pick([32, 64, 128]),

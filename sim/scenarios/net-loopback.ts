@@ -50,6 +50,7 @@ export const netLoopbackScenario: Scenario = {
   summary:
     "virtio-net frames TX -> loopback -> RX on two devices, with and without EVENT_IDX; every frame back intact and in order; kicks and interrupts sent/suppressed",
   defaultSteps: 5000,
+  rings: ["split", "packed"],
   smoke: { steps: 600, seeds: [1, 2] },
   defaultFaults: 0,
   charts: NET_CHARTS,
@@ -60,6 +61,7 @@ export const netLoopbackScenario: Scenario = {
       const mrg = r.chance(0.5);
       const rigs = [
         new NetRig(ctx, {
+          ring: ctx.ring,
           name: "evt",
           label: "EVENT_IDX",
           size,
@@ -69,6 +71,7 @@ export const netLoopbackScenario: Scenario = {
           loopback: true,
         }),
         new NetRig(ctx, {
+          ring: ctx.ring,
           name: "noevt",
           label: "no EVENT_IDX",
           size,

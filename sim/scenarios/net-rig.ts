@@ -1,5 +1,6 @@
 /**
- * virtio-net end to end: the guest driver model (two Linux-like virtqueues, receive 0 and
+ * virtio-net end to end, on the ring `--ring` chose: the guest driver (two Linux-like
+ * virtqueues over impl/queue's GuestQueue, receive 0 and
  * transmit 1, doing what virtio_net does: post RX buffers, send frames as header + data in
  * one or several descriptors, NAPI-style interrupt handling, TX reclaim) against the
  * impl/net NetDevice and a backend. The oracle checks every frame that comes back (in
@@ -10,19 +11,18 @@ import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import { GuestMemory as Memory } from "../../impl/memory/guest-memory.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
 import type { NetBackendShape } from "../../impl/net/backend.ts";
+import { ringNamed, type DeviceQueue } from "../../impl/queue/device-queue.ts";
+import { BufferSlabs, NO_ROOM, type GuestQueue } from "../../impl/queue/guest-queue.ts";
+import type { GuestRam } from "../../impl/queue/guest-ram.ts";
+import { PackedDriver } from "../../impl/queue/packed-driver.ts";
+import type { SplitDriver } from "../../impl/queue/split-driver.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
+import { RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE } from "../../wire/packed.ts";
+import { VRING_AVAIL_F_NO_INTERRUPT, vringNeedEvent, type SplitLayout } from "../../wire/split.ts";
 import type { Metric, SimContext } from "../engine.ts";
-import { GuestRam } from "../guest/ram.ts";
-import {
-  GuestVirtqueue,
-  layoutRings,
-  vringNeedEvent,
-  type RingLayout,
-  type Segment,
-} from "../guest/virtio-ring.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
-import { shadowWithSpec } from "../device/queue-shadow.ts";
-import { fnv } from "./queue-rig.ts";
+import { shadowDeviceQueue, type RingName } from "../device/queue-port.ts";
+import { fnv, makeGuestQueue, ringEnd, type Segment } from "./queue-rig.ts";
 
 export const GUEST_MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56] as const;
 const ETHERTYPE = 0x88b5; // IEEE local experimental: never a real protocol
@@ -35,6 +35,8 @@ interface Expected {
 }
 
 export interface NetRigOptions {
+  /** The ring layout of both queues (default split). */
+  readonly ring?: RingName;
   /** Metric prefix and label ("evt", "noevt"...). */
   readonly name: string;
   readonly label: string;
@@ -66,10 +68,13 @@ export class NetRig {
   readonly mem: GuestMemory;
   readonly ram: GuestRam;
   readonly spec: SpecMemory;
-  readonly device: NetDevice;
-  readonly rx: GuestVirtqueue;
-  readonly tx: GuestVirtqueue;
-  readonly rings: readonly [RingLayout, RingLayout];
+  readonly device: NetDevice<DeviceQueue>;
+  readonly ring: RingName;
+  readonly rx: SplitDriver | PackedDriver;
+  readonly tx: SplitDriver | PackedDriver;
+  readonly layouts: readonly [SplitLayout, SplitLayout];
+  private readonly rxSlabs: BufferSlabs;
+  private readonly txSlabs: BufferSlabs;
   readonly guard: BoundsGuard;
   readonly scratch: { readonly addr: number; readonly len: number };
   hooks: NetHooks = {};
@@ -80,6 +85,8 @@ export class NetRig {
   /** An RX buffer came back with this used length. */
   onRxReaped: (head: number, len: number) => void = () => {};
   private readonly rule: string;
+  /** Per queue: chains available and not popped (the device queue's own count). */
+  private readonly available: readonly (() => number)[];
   /** Frames the guest broke on purpose that never arrived. */
   purposeLost = 0;
   readonly irq: [boolean, boolean] = [false, false];
@@ -102,24 +109,26 @@ export class NetRig {
     this.opts = opts;
     this.rule = opts.deliveryRule ?? "SIM-DELIVERY";
     const size = opts.size;
-    const rxOpts = { eventIdx: opts.eventIdx, indirect: false, slabBytes: 16 * 1024, maxIndirect: 1 };
-    const txOpts = { eventIdx: opts.eventIdx, indirect: false, slabBytes: 2048, maxIndirect: 1 };
+    const ring = opts.ring ?? "split";
+    this.ring = ring;
     const ringBase = 0x1000 + 16 * ctx.rng.int(32);
-    const rxRing = layoutRings(ringBase, size);
-    const txRing = layoutRings(rxRing.end + 64, size);
+    const txBase = ringEnd(ring, ringBase, size) + 64;
+    const ringsEnd = ringEnd(ring, txBase, size);
     const dataBase = 0x200000;
-    const rxBytes = GuestVirtqueue.bytesNeeded(size, rxOpts);
-    const txBytes = GuestVirtqueue.bytesNeeded(size, txOpts);
+    const rxBytes = BufferSlabs.bytesNeeded(size, 16 * 1024, 1);
+    const txBytes = BufferSlabs.bytesNeeded(size, 2048, 1);
     const scratchLen = 64 * 1024;
     this.mem = Memory.of([
-      { base: 0x1000, bytes: new Uint8Array(txRing.end - 0x1000 + 64) },
+      { base: 0x1000, bytes: new Uint8Array(ringsEnd - 0x1000 + 64) },
       { base: dataBase, bytes: new Uint8Array(rxBytes + txBytes + scratchLen) },
     ]);
-    this.ram = new GuestRam(this.mem);
     this.spec = specMemoryOf(this.mem);
-    this.rings = [rxRing, txRing];
-    this.rx = new GuestVirtqueue(this.ram, rxRing, dataBase, rxOpts);
-    this.tx = new GuestVirtqueue(this.ram, txRing, dataBase + rxBytes, txOpts);
+    this.rx = makeGuestQueue(ring, this.mem, ringBase, size, opts.eventIdx, false);
+    this.tx = makeGuestQueue(ring, this.mem, txBase, size, opts.eventIdx, false);
+    this.ram = this.rx.ram;
+    this.layouts = [this.rx.layout, this.tx.layout];
+    this.rxSlabs = new BufferSlabs(dataBase, size, 16 * 1024, 1);
+    this.txSlabs = new BufferSlabs(dataBase + rxBytes, size, 2048, 1);
     this.scratch = { addr: dataBase + rxBytes + txBytes, len: scratchLen };
     this.device = new NetDevice(
       {
@@ -129,6 +138,7 @@ export class NetRig {
         eventIdx: opts.eventIdx,
         mrgRxbuf: opts.mrg,
         queueMaxSize: 256,
+        ring: ringNamed(ring),
       },
       opts.backend,
     );
@@ -136,40 +146,33 @@ export class NetRig {
     const acked = this.device.ackFeatures(this.device.offeredFeatures);
     if (!acked.ok) throw new Error(`simulator set-up: features refused: ${acked.error._tag}`);
     this.hdrLen = this.device.headerLength;
-    for (const q of [RX_QUEUE, TX_QUEUE]) {
-      const r = this.rings[q]!;
-      this.device.queues[q]!.configure({
-        size,
-        ready: true,
-        descTable: r.desc,
-        availRing: r.avail,
-        usedRing: r.used,
-      });
-    }
+    for (const q of [RX_QUEUE, TX_QUEUE])
+      this.device.queues[q]!.configure({ size, ready: true, ...this.layouts[q]! });
     const act = this.device.activate(this.mem, (q) => {
       this.irq[q === RX_QUEUE ? 0 : 1] = true;
     });
     if (!act.ok) throw new Error(`simulator set-up: activate failed: ${act.error._tag}`);
     this.guard = new BoundsGuard(ctx, this.mem);
-    this.guard.addRing(rxRing);
-    this.guard.addRing(txRing);
+    this.guard.addAreas(this.rx.areas());
+    this.guard.addAreas(this.tx.areas());
     // The reference model beside the device's own queues (SIM-QUEUE-REFINES). Its pop, just
     // before each of the device's, tells the bounds guard what that chain (as it is in memory
     // then) reaches (SIM-BOUNDS): the model walks each chain once.
-    for (const q of [RX_QUEUE, TX_QUEUE] as const) {
-      const ring = this.rings[q]!;
-      shadowWithSpec(
+    this.available = [RX_QUEUE, TX_QUEUE].map((q) => {
+      const layout = this.layouts[q]!;
+      return shadowDeviceQueue(
         ctx,
         this.device.queues[q]!,
+        ring,
         this.mem,
+        layout,
+        size,
         `${opts.label || opts.name} ${q === RX_QUEUE ? "RX" : "TX"} queue`,
-        {
-          beforePop: (popped) => {
-            if (popped !== null) this.guard.allowWalked(this.spec, ring, popped.head, popped.walk);
-          },
+        (popped) => {
+          if (popped !== null) this.guard.allowPop(layout.descTable, popped);
         },
-      );
-    }
+      ).len;
+    });
     const p = `${opts.name}.`;
     const l = opts.label === "" ? "" : `${opts.label}: `;
     const mx = ctx.metrics;
@@ -186,6 +189,7 @@ export class NetRig {
       rxOcc: mx.gauge(`${p}rx.occupancy`, `${l}RX descriptors in use`),
       txOcc: mx.gauge(`${p}tx.occupancy`, `${l}TX descriptors in use`),
     };
+    ctx.facts[`${opts.label || opts.name}: ring`] = ring;
     ctx.facts[`${opts.label || opts.name}: queue size`] = size;
     ctx.facts[`${opts.label || opts.name}: EVENT_IDX`] = opts.eventIdx;
     ctx.facts[`${opts.label || opts.name}: MRG_RXBUF`] = opts.mrg;
@@ -213,15 +217,15 @@ export class NetRig {
           { len: MAX_FRAME, write: true },
         ];
       } else break;
-      const head = this.rx.add(segs, false, 0);
-      if (head < 0) break;
+      const head = this.rxSlabs.add(this.rx, segs, false, 0);
+      if (head === NO_ROOM) break;
       this.hooks.corruptRx?.(this, head);
       added++;
     }
     if (added > 0) this.publishKick(this.rx, "rx");
   }
 
-  private publishKick(q: GuestVirtqueue, which: "rx" | "tx"): void {
+  private publishKick(q: GuestQueue, which: "rx" | "tx"): void {
     q.publish();
     const k = q.kickPrepare();
     if (k.need) {
@@ -252,8 +256,8 @@ export class NetRig {
         : [{ len: this.hdrLen + len, write: false }];
       if (split && segs[1]!.len < len) segs.push({ len: len - segs[1]!.len, write: false });
       const seq = this.seq;
-      const head = this.tx.add(segs, false, seq);
-      if (head < 0) break;
+      const head = this.txSlabs.add(this.tx, segs, false, seq);
+      if (head === NO_ROOM) break;
       this.seq++;
       const buf = this.tx.inFlightAt(head)!;
       // The frame: dst, src, ethertype, seq, random payload.
@@ -309,19 +313,32 @@ export class NetRig {
   /** SIM-KICK-GATE around one device call: the interrupt it raised (or not) against vring_need_event. */
   private checked(q: number, run: () => number): void {
     const ctx = this.ctx;
-    const ring = this.rings[q]!;
+    const dq = this.device.queues[q]!;
+    const drv = q === RX_QUEUE ? this.rx : this.tx;
     const i = q === RX_QUEUE ? 0 : 1;
-    const before = this.ram.u16(ring.used + 2);
+    const before = dq.nextUsed;
     const had = this.irq[i];
     this.irq[i] = false;
     run();
-    const after = this.ram.u16(ring.used + 2);
+    const after = dq.nextUsed;
     const raised = this.irq[i];
     this.irq[i] = had || raised;
     if (after === before) return;
-    const usedEvent = this.ram.u16(ring.avail + 4 + 2 * ring.size);
-    const noInterrupt = (this.ram.u16(ring.avail) & 1) !== 0;
-    if (ctx.oracle) {
+    if (drv instanceof PackedDriver) {
+      // The Driver Area's DISABLE and ENABLE judged here; DESC (its event offset) and reserved values by the
+      // packed reference model beside the queue (SIM-QUEUE-REFINES).
+      const flags = drv.driverEvent().flags;
+      const judged = flags === RING_EVENT_FLAGS_ENABLE || flags === RING_EVENT_FLAGS_DISABLE;
+      if (ctx.oracle && judged && raised !== (flags === RING_EVENT_FLAGS_ENABLE))
+        ctx.fail(
+          "SIM-KICK-GATE",
+          `${this.opts.label} ${q === RX_QUEUE ? "RX" : "TX"}: used slot ${before}->${after}, driver event flags ${flags}: device ${
+            raised ? "interrupted" : "did not interrupt"
+          }`,
+        );
+    } else if (ctx.oracle) {
+      const usedEvent = drv.usedEvent();
+      const noInterrupt = (drv.availFlags() & VRING_AVAIL_F_NO_INTERRUPT) !== 0;
       if (this.opts.eventIdx) {
         const want = vringNeedEvent(usedEvent, after, before);
         if (want !== raised)
@@ -349,11 +366,11 @@ export class NetRig {
       const g = this.tx.getBuf();
       if (g.kind === "none") return;
       if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} TX used {id ${g.id}}: ${g.reason}`);
-      this.guard.release(this.rings[TX_QUEUE]!, g.buf.head);
+      this.guard.releaseId(this.layouts[TX_QUEUE].descTable, g.buf.id);
       if (g.len > g.buf.inBytes)
         ctx.fail(
           "SIM-USED-LEN",
-          `${this.opts.label} TX head ${g.buf.head}: used len ${g.len} > writable ${g.buf.inBytes}`,
+          `${this.opts.label} TX id ${g.buf.id}: used len ${g.len} > writable ${g.buf.inBytes}`,
         );
     }
   }
@@ -366,12 +383,12 @@ export class NetRig {
       if (g.kind === "none") break;
       if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} RX used {id ${g.id}}: ${g.reason}`);
       const first = g;
-      this.guard.release(this.rings[RX_QUEUE]!, g.buf.head);
-      this.onRxReaped(g.buf.head, g.len);
+      this.guard.releaseId(this.layouts[RX_QUEUE].descTable, g.buf.id);
+      this.onRxReaped(g.buf.id, g.len);
       if (first.len > first.buf.inBytes)
         ctx.fail(
           "SIM-USED-LEN",
-          `${this.opts.label} RX head ${first.buf.head}: used len ${first.len} > writable ${first.buf.inBytes}`,
+          `${this.opts.label} RX id ${first.buf.id}: used len ${first.len} > writable ${first.buf.inBytes}`,
         );
       if (first.len === 0) continue; // a broken chain given back empty (hostile guests only)
       const packet = this.gather(first.buf.segments, first.len);
@@ -395,8 +412,8 @@ export class NetRig {
               this.rule,
               `${this.opts.label} RX: header says ${numBuffers} buffers, only ${b} were used`,
             );
-          this.guard.release(this.rings[RX_QUEUE]!, more.buf.head);
-          this.onRxReaped(more.buf.head, more.len);
+          this.guard.releaseId(this.layouts[RX_QUEUE].descTable, more.buf.id);
+          this.onRxReaped(more.buf.id, more.len);
           parts.push(this.gather(more.buf.segments, more.len));
         }
       } else if (numBuffers !== 1) {
@@ -503,23 +520,23 @@ export class NetRig {
   checkStall(): void {
     const ctx = this.ctx;
     if (!ctx.oracle) return;
-    const txq = this.device.queues[TX_QUEUE];
-    if (!this.txKicked && txq.len() !== 0)
+    const txAvail = this.available[TX_QUEUE]!();
+    if (!this.txKicked && txAvail !== 0)
       ctx.fail(
         "SIM-NO-STALL",
-        `${this.opts.label}: ${txq.len()} TX buffers available, device idle, no kick pending`,
+        `${this.opts.label}: ${txAvail} TX buffers available, device idle, no kick pending`,
       );
     for (const [i, q] of [
       [0, this.rx],
       [1, this.tx],
     ] as const) {
       if (!q.callbacksEnabled || this.irq[i]) continue;
-      const pending = (q.usedIdx - q.lastUsed) & 0xffff;
-      const threshold = this.opts.eventIdx ? (q.usedEvent - q.lastUsed) & 0xffff : 0;
+      const pending = q.usedPending();
+      const threshold = q.interruptThreshold();
       if (pending > threshold)
         ctx.fail(
           "SIM-NO-STALL",
-          `${this.opts.label} ${i === 0 ? "RX" : "TX"}: ${pending} used buffers unseen (used_event ${q.usedEvent}) and no interrupt pending`,
+          `${this.opts.label} ${i === 0 ? "RX" : "TX"}: ${pending} used entries unseen (${threshold} allowed before the driver's event) and no interrupt pending`,
         );
     }
   }
@@ -554,10 +571,10 @@ export class NetRig {
     const ctx: SimContext = this.ctx;
     for (let i = 0; i < 10_000; i++) {
       const pending = (this.opts.backend as { pending?: number }).pending ?? 0;
-      const rxUnseen = (this.rx.usedIdx - this.rx.lastUsed) & 0xffff;
+      const rxUnseen = this.rx.usedPending();
       if (this.tx.inFlightCount === 0 && pending === 0 && rxUnseen === 0 && !this.irq[0] && !this.irq[1])
         break;
-      this.txKicked ||= this.tx.publishedIdx !== this.device.queues[TX_QUEUE].nextAvail;
+      this.txKicked ||= this.available[TX_QUEUE]!() !== 0;
       this.deviceRun();
       this.guestInterrupts();
       this.reapTx();

@@ -74,6 +74,7 @@ export const netTapScenario: Scenario = {
   summary:
     "virtio-net against a real TAP in a namespace it creates: ARP and ICMP echo through TX, the kernel's replies checked on RX (skips without root or /dev/net/tun)",
   defaultSteps: 200,
+  rings: ["split", "packed"],
   smoke: { steps: 10, seeds: [1] },
   defaultFaults: 0,
   noFaults:
@@ -139,6 +140,7 @@ export const netTapScenario: Scenario = {
         if (ctx.trace.on) ctx.trace.event("echo-reply", { seq: p.seq });
       };
       const rig = new NetRig(ctx, {
+        ring: ctx.ring,
         name: "tap",
         label: "",
         size: 64,

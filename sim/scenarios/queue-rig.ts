@@ -1,7 +1,7 @@
 /**
- * One split queue end to end: the guest driver model (sim/guest/virtio-ring.ts) on one
- * side, a device on impl/queue (sim/device/queue-port.ts) on the other, and the oracle
- * between them. The device of this rig is a plain data mover: it reads every readable
+ * One queue end to end, on the ring `--ring` chose: the guest driver (impl/queue
+ * SplitDriver or PackedDriver, through the ring-neutral GuestQueue) on one side, a device
+ * on impl/queue (sim/device/queue-port.ts) on the other, and the oracle between them. The device of this rig is a plain data mover: it reads every readable
  * byte, writes a pattern into part of the writable ones and completes the chain with the
  * count, so what arrives on either side can be checked byte for byte.
  *
@@ -9,22 +9,48 @@
  * corruption through the `faults` hooks.
  */
 import { GuestMemory } from "../../impl/memory/guest-memory.ts";
-import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
+import type { DeviceChain } from "../../impl/queue/device-queue.ts";
+import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "../../impl/queue/guest-queue.ts";
+import type { GuestRam } from "../../impl/queue/guest-ram.ts";
+import { PackedDriver, packedLayoutAt, packedLayoutEnd } from "../../impl/queue/packed-driver.ts";
+import { SplitDriver } from "../../impl/queue/split-driver.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
-import type { SpecPopped } from "../../spec/queue.ts";
-import type { Metric, SimContext } from "../engine.ts";
-import { GuestRam } from "../guest/ram.ts";
+import { RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE } from "../../wire/packed.ts";
 import {
-  AVAIL_F_NO_INTERRUPT,
-  GuestVirtqueue,
-  layoutRings,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  splitLayoutAt,
+  splitLayoutEnd,
   vringNeedEvent,
-  type InFlight,
-  type RingLayout,
-  type Segment,
-} from "../guest/virtio-ring.ts";
-import { makeQueuePort, type DeviceQueuePort } from "../device/queue-port.ts";
-import { BoundsGuard, checkChain, specMemoryOf } from "../oracle.ts";
+  type SplitLayout,
+} from "../../wire/split.ts";
+import type { Metric, SimContext } from "../engine.ts";
+import { makeQueuePort, type DeviceQueuePort, type RingName } from "../device/queue-port.ts";
+import { BoundsGuard, checkChain, specMemoryOf, type RefPop } from "../oracle.ts";
+
+/** A segment of a chain shape: its length and direction (placed in a slab by BufferSlabs). */
+export interface Segment {
+  readonly len: number;
+  readonly write: boolean;
+}
+
+/** Where a ring of `size` laid out at `base` ends. */
+export const ringEnd = (ring: RingName, base: number, size: number): number =>
+  ring === "packed"
+    ? packedLayoutEnd(packedLayoutAt(base, size))
+    : splitLayoutEnd(splitLayoutAt(base, size), size);
+
+/** A guest driver of `ring` over `mem`, laid out at `base`. */
+export const makeGuestQueue = (
+  ring: RingName,
+  mem: GuestMemory,
+  base: number,
+  size: number,
+  eventIdx: boolean,
+  indirect: boolean,
+): SplitDriver | PackedDriver =>
+  ring === "packed"
+    ? PackedDriver.at(mem, size, base, { eventIdx, indirect })
+    : SplitDriver.at(mem, size, base, { eventIdx, indirect });
 
 export const SLAB = 16 * 1024;
 export const MAX_INDIRECT = 16;
@@ -122,6 +148,7 @@ const firstDifference = (a: Uint8Array, b: Uint8Array): number => {
 };
 
 export interface RigOptions {
+  readonly ring: RingName;
   readonly size: number;
   readonly eventIdx: boolean;
   readonly indirect: boolean;
@@ -134,7 +161,7 @@ export interface RigHooks {
   /** A pop the queue refused (an error or a refused head). Return true if it was expected. */
   onPopError?(tag: string): boolean;
   /** A chain whose walk ended early or disagreed with the driver's record. */
-  isCorrupted?(buf: InFlight | undefined, head: number): boolean;
+  isCorrupted?(buf: GuestBuffer | undefined, head: number): boolean;
   /** The device completed a corrupted chain (how it handled it). */
   onCorruptedServed?(head: number, outcome: string): void;
   /** The driver reclaimed the chain with this head. */
@@ -145,8 +172,14 @@ export class QueueRig {
   readonly ctx: SimContext;
   readonly mem: GuestMemory;
   readonly ram: GuestRam;
-  readonly ring: RingLayout;
-  readonly driver: GuestVirtqueue;
+  readonly ring: RingName;
+  readonly layout: SplitLayout;
+  readonly size: number;
+  readonly driver: GuestQueue;
+  /** The driver as its own ring's class, for the raw writes of a hostile guest. */
+  readonly split: SplitDriver | null;
+  readonly packed: PackedDriver | null;
+  readonly slabs: BufferSlabs;
   readonly port: DeviceQueuePort;
   readonly guard: BoundsGuard;
   readonly spec: SpecMemory;
@@ -156,9 +189,9 @@ export class QueueRig {
   hooks: RigHooks = {};
   /** The device's current pace (scenarios vary it in phases): steps left, chains per run. */
   readonly pace = { left: 0, max: 8 };
-  private readonly chain: DescriptorChain;
+  private readonly chain: DeviceChain;
   /** The reference model's last pop (oracle on), made just before the device's. */
-  private refPop: SpecPopped | null = null;
+  private refPop: RefPop | null = null;
   /** NOISE_SPAN random bytes, then as many more as a slab holds (a stretch never wraps). */
   private readonly noise: Uint8Array;
   private readonly ev: { add: number; publish: number; usedPublish: number; serve: number; reap: number };
@@ -176,39 +209,47 @@ export class QueueRig {
     this.ctx = ctx;
     this.opts = opts;
     const size = opts.size;
-    const drvOpts = {
-      eventIdx: opts.eventIdx,
-      indirect: opts.indirect,
-      slabBytes: SLAB,
-      maxIndirect: MAX_INDIRECT,
-    };
+    this.size = size;
+    this.ring = opts.ring;
     // Two regions, as a VM with a hole below 4 GiB would have: rings in the first (at a
     // random aligned offset), buffers and indirect tables in the second.
     const ringBase = 0x1000 + 16 * ctx.rng.int(64);
-    const ringBytes = layoutRings(ringBase, size).end - 0x1000 + 64;
+    const ringBytes = ringEnd(opts.ring, ringBase, size) - 0x1000 + 64;
     const dataBase = 0x100000;
     const scratchLen = 64 * 1024;
-    const dataBytes = GuestVirtqueue.bytesNeeded(size, drvOpts) + scratchLen;
+    const dataBytes = BufferSlabs.bytesNeeded(size, SLAB, MAX_INDIRECT) + scratchLen;
     this.mem = GuestMemory.of([
       { base: 0x1000, bytes: new Uint8Array(ringBytes) },
       { base: dataBase, bytes: new Uint8Array(dataBytes) },
     ]);
-    this.ram = new GuestRam(this.mem);
-    this.ring = layoutRings(ringBase, size);
-    this.driver = new GuestVirtqueue(this.ram, this.ring, dataBase, drvOpts);
+    const driver = makeGuestQueue(opts.ring, this.mem, ringBase, size, opts.eventIdx, opts.indirect);
+    this.driver = driver;
+    this.split = driver instanceof SplitDriver ? driver : null;
+    this.packed = driver instanceof PackedDriver ? driver : null;
+    this.ram = driver.ram;
+    this.layout = driver.layout;
+    this.slabs = new BufferSlabs(dataBase, size, SLAB, MAX_INDIRECT);
     this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
     this.guard = new BoundsGuard(ctx, this.mem);
-    // The reference model's pop (queue-shadow, before each pop of the device) tells the
+    // The reference model's pop (the shadow, before each pop of the device) tells the
     // bounds guard what the device may touch and gives checkChain its walk: one walk of
     // the chain by the model, not three.
-    this.port = makeQueuePort(ctx, this.mem, this.ring, opts.eventIdx, {
-      beforePop: (popped) => {
+    const key = this.layout.descTable;
+    this.port = makeQueuePort(
+      ctx,
+      this.mem,
+      opts.ring,
+      this.layout,
+      size,
+      opts.eventIdx,
+      opts.name === "" ? "queue" : opts.name,
+      (popped) => {
         this.refPop = popped;
-        if (popped !== null) this.guard.allowWalked(this.spec, this.ring, popped.head, popped.walk);
+        if (popped !== null) this.guard.allowPop(key, popped);
       },
-    });
+    );
     this.chain = this.port.newChain();
-    this.guard.addRing(this.ring);
+    this.guard.addAreas(driver.areas());
     this.spec = specMemoryOf(this.mem);
     this.noise = new Uint8Array(NOISE_SPAN + SLAB);
     ctx.rng.fill(this.noise);
@@ -239,6 +280,7 @@ export class QueueRig {
       availPending: mx.gauge(`${p}ring.avail`, `${l}available, not yet popped`),
       usedPending: mx.gauge(`${p}ring.used`, `${l}used, not yet reclaimed`),
     };
+    ctx.facts[`${p}ring`] = opts.ring;
     ctx.facts[`${p}queue size`] = size;
     ctx.facts[`${p}EVENT_IDX`] = opts.eventIdx;
     ctx.facts[`${p}INDIRECT_DESC`] = opts.indirect;
@@ -250,11 +292,11 @@ export class QueueRig {
     const segs = makeShape(ctx, shape, this.opts.size);
     const indirect = ctx.rng.chance(0.35);
     const gaps = segs.map(() => (ctx.rng.chance(0.3) ? ctx.rng.range(1, 64) : 0));
-    let head = this.driver.add(segs, indirect, this.added, gaps);
-    if (head < 0) {
+    let head = this.slabs.add(this.driver, segs, indirect, this.added, gaps);
+    if (head === NO_ROOM) {
       this.reapAll();
-      head = this.driver.add(segs, indirect, this.added, gaps);
-      if (head < 0) return -1;
+      head = this.slabs.add(this.driver, segs, indirect, this.added, gaps);
+      if (head === NO_ROOM) return -1;
     }
     const buf = this.driver.inFlightAt(head)!;
     let off = outStart(buf.seq);
@@ -311,19 +353,15 @@ export class QueueRig {
     const newIdx = port.nextUsed;
     const oldIdx = this.publishedOld;
     this.publishedOld = newIdx;
-    // What the reference model says, from the driver's fields as they are in memory now.
-    const expected = this.opts.eventIdx
-      ? vringNeedEvent(this.ram.u16(this.ring.avail + 4 + 2 * this.ring.size), newIdx, oldIdx)
-      : (this.ram.u16(this.ring.avail) & AVAIL_F_NO_INTERRUPT) === 0;
+    // What the driver's fields, as they are in memory now, ask for.
+    const expected = this.interruptWanted(oldIdx, newIdx);
     const need = port.prepareKick();
-    if (ctx.oracle && need !== expected) {
+    if (ctx.oracle && expected !== null && need !== expected.want) {
       ctx.fail(
         "SIM-KICK-GATE",
-        `device ${need ? "interrupts" : "suppresses"} after used ${oldIdx}->${newIdx} but ${
-          this.opts.eventIdx
-            ? `used_event ${this.ram.u16(this.ring.avail + 4 + 2 * this.ring.size)}`
-            : "avail.flags"
-        } says ${expected ? "interrupt" : "suppress"}`,
+        `device ${need ? "interrupts" : "suppresses"} after used ${oldIdx}->${newIdx} but ${expected.field} says ${
+          expected.want ? "interrupt" : "suppress"
+        }`,
       );
     }
     const t = ctx.trace;
@@ -336,6 +374,25 @@ export class QueueRig {
       this.m.irqsSent!.value++;
       this.irqPending = true;
     } else this.m.irqsSuppressed!.value++;
+  }
+
+  /**
+   * Whether the driver asks for an interrupt for used entries old..new: split, used_event
+   * (EVENT_IDX) or VRING_AVAIL_F_NO_INTERRUPT; packed, the Driver Area's DISABLE or ENABLE
+   * (DESC and reserved values are judged by the packed reference model, SIM-QUEUE-REFINES).
+   */
+  private interruptWanted(oldIdx: number, newIdx: number): { want: boolean; field: string } | null {
+    const s = this.split;
+    if (s !== null) {
+      if (this.opts.eventIdx) {
+        const ev = s.usedEvent();
+        return { want: vringNeedEvent(ev, newIdx, oldIdx), field: `used_event ${ev}` };
+      }
+      return { want: (s.availFlags() & VRING_AVAIL_F_NO_INTERRUPT) === 0, field: "avail.flags" };
+    }
+    const flags = this.packed!.driverEvent().flags;
+    if (flags !== RING_EVENT_FLAGS_ENABLE && flags !== RING_EVENT_FLAGS_DISABLE) return null;
+    return { want: flags === RING_EVENT_FLAGS_ENABLE, field: `driver event flags ${flags}` };
   }
 
   /** The device: up to `budget` chains, then notifications re-enabled when it runs dry. */
@@ -421,18 +478,11 @@ export class QueueRig {
     const buf = this.driver.inFlightAt(head);
     const corrupted = this.hooks.isCorrupted?.(buf, head) === true;
     if (buf === undefined && !corrupted) {
-      ctx.fail("SIM-CHAIN-MATCH", `device popped head ${head}, which the driver has not made available`);
+      ctx.fail("SIM-CHAIN-MATCH", `device popped id ${head}, which the driver has not made available`);
     }
     if (ctx.oracle && buf !== undefined && !corrupted) {
       const ref = this.refPop;
-      checkChain(
-        ctx,
-        this.spec,
-        this.ring,
-        chain,
-        buf,
-        ref !== null && ref.head === head ? ref.walk : undefined,
-      );
+      checkChain(ctx, chain, buf, ref !== null && ref.id === head ? ref.walk : undefined);
     }
     // Read the readable part (each byte compared with what the driver wrote there), write
     // the run's bytes into a random prefix of the writable part.
@@ -490,7 +540,7 @@ export class QueueRig {
     }
     if (corrupted)
       this.hooks.onCorruptedServed?.(head, end === null ? "served as written" : `walk ended: ${end._tag}`);
-    this.guard.release(this.ring, head);
+    this.guard.releaseId(this.layout.descTable, head);
     this.m.bytesOut!.value += read;
     this.m.bytesIn!.value += written;
     this.m.bytes!.value += read + written;
@@ -517,22 +567,22 @@ export class QueueRig {
       }
       const { buf, len } = g;
       // A chain the guest corrupted may have other writable room than it was made with.
-      const corrupted = this.hooks.isCorrupted?.(buf, buf.head) === true;
+      const corrupted = this.hooks.isCorrupted?.(buf, buf.id) === true;
       if (len > buf.inBytes && !corrupted) {
         ctx.fail(
           "SIM-USED-LEN",
-          `head ${buf.head} seq ${buf.seq}: used len ${len} > writable ${buf.inBytes} bytes`,
+          `id ${buf.id} seq ${buf.seq}: used len ${len} > writable ${buf.inBytes} bytes`,
         );
       }
       if (ctx.oracle && !corrupted) this.checkWritten(buf, len);
-      this.hooks.onReaped?.(buf.head);
+      this.hooks.onReaped?.(buf.id);
       n++;
       this.completed++;
       this.m.completed!.value++;
       const t = ctx.trace;
       if (t.begin(this.ev.reap, 4)) {
         t.str(this.opts.name);
-        t.num(buf.head);
+        t.num(buf.id);
         t.num(buf.seq);
         t.num(len);
       }
@@ -541,7 +591,7 @@ export class QueueRig {
   }
 
   /** SIM-DELIVERY: the first `len` writable bytes are what the device wrote. */
-  private checkWritten(buf: InFlight, len: number): void {
+  private checkWritten(buf: GuestBuffer, len: number): void {
     let off = 0;
     const at = inStart(buf.seq);
     for (const s of buf.segments) {
@@ -553,7 +603,7 @@ export class QueueRig {
       if (i >= 0)
         this.ctx.fail(
           "SIM-DELIVERY",
-          `head ${buf.head} seq ${buf.seq}: writable byte ${off + i} is ${v[i]}, the device wrote ${want[i]}`,
+          `id ${buf.id} seq ${buf.seq}: writable byte ${off + i} is ${v[i]}, the device wrote ${want[i]}`,
         );
       off += n;
     }
@@ -578,8 +628,9 @@ export class QueueRig {
   sampleGauges(): void {
     const d = this.driver;
     this.m.occupancy!.value = d.occupancy;
-    this.m.availPending!.value = (d.publishedIdx - this.port.nextAvail) & 0xffff;
-    this.m.usedPending!.value = (d.usedIdx - d.lastUsed) & 0xffff;
+    this.m.availPending!.value =
+      this.split !== null ? (this.split.readAvailIdx() - this.port.nextAvail) & 0xffff : this.port.len();
+    this.m.usedPending!.value = d.usedPending();
   }
 
   /** SIM-NO-STALL, checked between steps. */
@@ -597,12 +648,12 @@ export class QueueRig {
     }
     const d = this.driver;
     if (d.callbacksEnabled && !this.irqPending) {
-      const pending = (d.usedIdx - d.lastUsed) & 0xffff;
-      const threshold = this.opts.eventIdx ? (d.usedEvent - d.lastUsed) & 0xffff : 0;
+      const pending = d.usedPending();
+      const threshold = d.interruptThreshold();
       if (pending > threshold)
         ctx.fail(
           "SIM-NO-STALL",
-          `driver waits for an interrupt with ${pending} used buffers unseen (used_event ${d.usedEvent}, last_used ${d.lastUsed}) and none is pending`,
+          `driver waits for an interrupt with ${pending} used entries unseen (${threshold} allowed before its event) and none is pending`,
         );
     }
   }

@@ -1,5 +1,5 @@
 /**
- * `queue`: one split queue, a Linux-like driver filling it with chains of the shapes real
+ * `queue`: one queue on the ring --ring chose, a Linux-like driver filling it with chains of the shapes real
  * drivers make (header and data in one or several descriptors, indirect tables), a device
  * popping and completing them, and the oracle checking every chain, used element,
  * notification decision and byte.
@@ -92,8 +92,9 @@ export const drainRig = (ctx: SimContext, rig: QueueRig, faults: QueueFaults | n
 export const queueScenario: Scenario = {
   name: "queue",
   summary:
-    "a Linux-like driver fills one split queue with chains of random shapes (direct and indirect); the device pops and completes them; chains, bytes and notifications sent/suppressed",
+    "a Linux-like driver fills one queue (split or packed, --ring) with chains of random shapes (direct and indirect); the device pops and completes them; chains, bytes and notifications sent/suppressed",
   defaultSteps: 20_000,
+  rings: ["split", "packed"],
   smoke: { steps: 800, seeds: [1, 2, 3] },
   defaultFaults: 0,
   charts: QUEUE_CHARTS,
@@ -101,6 +102,7 @@ export const queueScenario: Scenario = {
     Effect.sync(() => {
       const r = ctx.rng;
       const rig = new QueueRig(ctx, {
+        ring: ctx.ring,
         name: "",
         size: r.pick([8, 16, 32, 64, 128, 256]),
         eventIdx: r.chance(0.5),

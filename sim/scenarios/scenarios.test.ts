@@ -11,8 +11,14 @@ import { hostileGuestScenario } from "./hostile-guest.ts";
 import { scenarios } from "./index.ts";
 import { VsockCreditRig } from "./vsock-credit.ts";
 
-const run = (s: Scenario, seed: number, steps: number, faults = 0): Promise<RunResult> =>
-  Effect.runPromise(runScenario(s, { seed, steps, faults, oracle: true, trace: true }));
+const run = (
+  s: Scenario,
+  seed: number,
+  steps: number,
+  faults = 0,
+  ring: "split" | "packed" = "split",
+): Promise<RunResult> =>
+  Effect.runPromise(runScenario(s, { seed, steps, faults, oracle: true, trace: true, ring }));
 
 const byName = (n: string): Scenario => scenarios.find((s) => s.name === n)!;
 
@@ -70,6 +76,24 @@ describe("scenarios end to end", () => {
     expect(r.ctx.faults.count).toBeGreaterThan(20);
     expect(r.ctx.faults.stillPending()).toEqual([]);
     expect(Object.keys(r.ctx.faults.table()).length).toBeGreaterThan(6);
+  });
+
+  it("on the packed ring, queue, net-loopback and hostile-guest pass with the oracle on [SIM-QUEUE-REFINES SIM-NO-LOSS SIM-DELIVERY SIM-HOSTILE-SERVE PVQ-BUFFER-ID]", async () => {
+    const q = await run(byName("queue"), 11, 600, 0, "packed");
+    expect(q.status).toBe("passed");
+    expect(q.ctx.facts["ring"]).toBe("packed");
+    expect(q.ctx.metrics.get("chains.completed")).toBe(q.ctx.metrics.get("chains.added"));
+    const n = await run(byName("net-loopback"), 12, 300, 0, "packed");
+    expect(n.status).toBe("passed");
+    for (const p of ["evt", "noevt"])
+      expect(n.ctx.metrics.get(`${p}.frames.received`)).toBe(n.ctx.metrics.get(`${p}.frames.sent`));
+    const h = await run(hostileGuestScenario, 7, 600, 0.05, "packed");
+    expect(h.status).toBe("passed");
+    const table = h.ctx.faults.table();
+    // The packed faults were injected and the device refused the out-of-range ids.
+    expect(Object.keys(table)).toEqual(expect.arrayContaining(["desc-id", "wrap-lie"]));
+    expect(Object.keys(table["desc-id"]!).some((o) => o.includes("InvalidBufferId"))).toBe(true);
+    expect(h.ctx.faults.stillPending()).toEqual([]);
   });
 
   it("an exception escaping device code stops the run as SIM-NO-THROW, with where it came from [SIM-NO-THROW]", async () => {

@@ -223,7 +223,17 @@ const loopbackFigures = (size: number): BenchFigure[] => {
       unit: "frames/s",
       baseline: { name: "TX path alone (null backend), same run", value: txAlone },
       ratio: loop / txAlone,
-      ...(size === 64 ? { target: { text: ">= 0.5 of the TX path alone", met: loop / txAlone >= 0.5 } } : {}),
+      ...(size === 64
+        ? {
+            target: { text: ">= 0.5 of the TX path alone", met: loop / txAlone >= 0.5 },
+            issue: "18",
+            notes:
+              `ceiling in this run: ${(noCopy / txAlone2).toFixed(2)} (the floor row: the same TX and RX paths with no frame copied). ` +
+              "A loopback frame takes the TX path (pop, gather, hand over, used entry) and then the RX path, which does the same " +
+              "queue work plus the header write, and the two copies come on top: the ratio cannot pass 0.5 unless the RX path and " +
+              "both copies together cost less than the TX path alone, and the floor row shows they do not on this V8.",
+          }
+        : {}),
     },
     {
       case: `floor: TX → RX with a backend that copies no byte, ${size} B frames`,

@@ -2,7 +2,7 @@
  * Simulator throughput (issue 18):
  * - what the oracle costs: virtio-net chains (TX and RX) simulated per CPU second in the
  *   net-loopback scenario with the oracle (reference model, bounds guard, notification and
- *   delivery checks) on and off, the two measured in turn, best of three each;
+ *   delivery checks) on and off, the two measured in turn, best of five each;
  * - 10^6 `queue` steps as a user runs them (`sim run`, oracle on, the trace written to the
  *   report, gz) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
  *   the figures of the version before (recorded once, command below: that version is not in
@@ -20,6 +20,8 @@ import { Effect } from "effect";
 import { row, type BenchFigure, type BenchSuite } from "./harness.ts";
 import { runScenario } from "../sim/engine.ts";
 import { netLoopbackScenario } from "../sim/scenarios/net-loopback.ts";
+import { queueScenario } from "../sim/scenarios/queue.ts";
+import { openTraceWriter } from "../sim/trace-file.ts";
 import { root } from "../lib/paths.ts";
 
 const chainsOf = (get: (name: string) => number): number =>
@@ -103,6 +105,37 @@ const queueRun = (steps: number): QueueRun => {
   }
 };
 
+/**
+ * CPU µs per `queue` step in this process (warm), with the oracle and the gz trace each on
+ * or off: where the long run's time goes, part by part (the best of `reps` runs).
+ */
+const queuePerStep = async (
+  oracle: boolean,
+  trace: boolean,
+  steps: number,
+  reps: number,
+): Promise<number> => {
+  let best = Infinity;
+  for (let rep = 0; rep < reps; rep++) {
+    const dir = mkdtempSync(join(tmpdir(), "sim-bench-step-"));
+    try {
+      const w = trace ? openTraceWriter(join(dir, "trace.bin.gz"), "gz") : null;
+      const c0 = process.cpuUsage();
+      const r = await Effect.runPromise(
+        runScenario(queueScenario, { seed: 1, steps, faults: 0, oracle, trace, traceSink: w?.sink ?? null }),
+      );
+      await w?.close();
+      const dt = cpuSeconds(c0);
+      if (r.status !== "passed")
+        throw new Error(`queue ${r.status}: ${r.violation?.message ?? r.skipReason}`);
+      best = Math.min(best, (dt / steps) * 1e6);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return best;
+};
+
 const suite: BenchSuite = {
   name: "simulator",
   async run(log) {
@@ -110,7 +143,8 @@ const suite: BenchSuite = {
     await netLoopback(false, 300, 6); // warm-up: JIT the device and the driver model
     let off = 0;
     let on = 0;
-    for (let rep = 0; rep < 3; rep++) {
+    // Five pairs, best of each side: one run is a few hundred ms of CPU on shared cores.
+    for (let rep = 0; rep < 5; rep++) {
       off = Math.max(off, await netLoopback(false, steps, 7 + rep));
       on = Math.max(on, await netLoopback(true, steps, 7 + rep));
     }
@@ -129,10 +163,27 @@ const suite: BenchSuite = {
         reference: { name: "oracle off, same run", value: off },
         target: { atLeast: 0.7 },
         issue: "18",
+        notes:
+          "the oracle's cost is the reference model (spec/queue.ts over spec/memory.ts: immutable state, bigint addresses, a result object per access) run beside every queue operation, plus the bounds guard; spec/memory writes are persistent (no region copy) and its reads allocate no bigint per byte; the rest is the model's own allocation, kept on purpose (an obviously-right reference, not a second implementation)",
       }),
     ];
 
     const long = Number(process.env["SIM_BENCH_STEPS"] ?? 1e6);
+    // Where a step's time goes (warm, in this process), and what a fresh process costs
+    // before and after its steps: the floor under the long run.
+    const partSteps = Math.max(2000, Math.round(long / 20));
+    await queuePerStep(true, true, 2000, 1); // warm-up
+    const parts = {
+      bare: await queuePerStep(false, false, partSteps, 3),
+      trace: await queuePerStep(false, true, partSteps, 3),
+      oracle: await queuePerStep(true, false, partSteps, 3),
+      both: await queuePerStep(true, true, partSteps, 3),
+    };
+    log(
+      `queue per step (CPU µs, warm): bare ${parts.bare.toFixed(1)}, +trace ${parts.trace.toFixed(1)}, +oracle ${parts.oracle.toFixed(1)}, both ${parts.both.toFixed(1)}`,
+    );
+    const fixed = queueRun(1000);
+    log(`queue 1000 steps in a fresh process: ${fixed.cpuS.toFixed(1)} s CPU (start-up and report)`);
     const tenth = queueRun(Math.max(1000, Math.round(long / 10)));
     log(`queue ${tenth.steps} steps: ${tenth.cpuS.toFixed(1)} s CPU, peak ${tenth.peakMB.toFixed(0)} MB`);
     const m = queueRun(long);
@@ -183,6 +234,39 @@ const suite: BenchSuite = {
         target: { atMost: 1.5, text: "flat: <= 1.5 x a tenth of the steps" },
         issue: "18",
         notes: `max RSS of a fresh process; the version before peaked at ${BEFORE.peakMB} MB for 10^6 steps`,
+      }),
+    );
+    // The parts of the CPU-time row, per step, against the version before per step.
+    const beforeUs = (BEFORE.cpuS / BEFORE.steps) * 1e6;
+    const part = (name: string, us: number, notes: string): BenchFigure =>
+      row({
+        case: `queue, ${partSteps.toLocaleString("en-US")} steps in the bench's process (warm): ${name}`,
+        value: us,
+        unit: "CPU µs/step",
+        reference: { name: "the version before, per step", value: beforeUs, recorded: BEFORE.how },
+        issue: "18",
+        notes,
+      });
+    figures.push(
+      part(
+        "oracle off, trace off",
+        parts.bare,
+        "the driver model, the device and the rig's byte checks alone",
+      ),
+      part("oracle off, trace gz", parts.trace, "the trace's cost is the difference from the row above"),
+      part(
+        "oracle on, trace off",
+        parts.oracle,
+        "the reference model, bounds guard and chain checks: the difference from oracle off",
+      ),
+      part("oracle on, trace gz", parts.both, "what the long run does per step, without start-up"),
+      row({
+        case: "queue, 1,000 steps in a fresh process: CPU time",
+        value: fixed.cpuS,
+        unit: "s",
+        reference: { name: `the long run (${m.steps.toLocaleString("en-US")} steps)`, value: m.cpuS },
+        issue: "18",
+        notes: "start-up (loading and compiling the TypeScript), set-up and the report: paid once per run",
       }),
     );
     return figures;

@@ -19,6 +19,8 @@ import { NetGuest } from "../impl/net/guest.ts";
 import { decodeNetHeader, encodeNetHeader } from "../impl/net/header.ts";
 import { MacInterceptor } from "../impl/net/interceptor.ts";
 import { property } from "./harness.ts";
+import { VIRTIO_NET_F } from "../wire/features.ts";
+import { NET_MTU_MAX, NET_MTU_MIN } from "../wire/net.ts";
 
 const QSIZE = 16;
 const SLOT = 512;
@@ -41,7 +43,7 @@ const headerArb = fc.record({
 const configArb: fc.Arbitrary<spec.NetConfig> = fc.record(
   {
     mac: fc.array(u8, { minLength: 6, maxLength: 6 }),
-    mtu: fc.integer({ min: spec.MTU_MIN, max: spec.MTU_MAX }),
+    mtu: fc.integer({ min: NET_MTU_MIN, max: NET_MTU_MAX }),
     status: fc.boolean(),
     csum: fc.boolean(),
     mrgRxbuf: fc.boolean(),
@@ -53,7 +55,7 @@ const configArb: fc.Arbitrary<spec.NetConfig> = fc.record(
 /** Feature sets: any subset of virtio-net's own bits (so dependencies are hit), or arbitrary bits. */
 const featureBitsArb = fc
   .oneof(
-    fc.subarray(Object.values(spec.F) as number[]),
+    fc.subarray(Object.values(VIRTIO_NET_F) as number[]),
     fc.array(fc.integer({ min: 0, max: 63 }), { maxLength: 12 }),
   )
   .map((bits) => bits.reduce((acc, b) => acc | (1n << BigInt(b)), 0n));

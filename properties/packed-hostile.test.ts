@@ -36,6 +36,8 @@ import {
   type PackedPlacement,
   type RawPackedDescriptor,
 } from "./arbitraries/packed.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
+import { VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED } from "../wire/packed.ts";
 
 const QUEUE_ERRORS: ReadonlySet<string> = new Set<P.PackedQueueError["_tag"]>([
   "NotReady",
@@ -284,7 +286,7 @@ const scribble = (mem: GuestMemory, q: PackedQueue, r: Rings, op: GuestOp): void
       const flags =
         op.lap === "raw"
           ? op.raw.flags
-          : (op.raw.flags & ~(P.VIRTQ_DESC_F_AVAIL | P.VIRTQ_DESC_F_USED)) |
+          : (op.raw.flags & ~(VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) |
             availFlags(op.lap === "this" ? wrap : !wrap);
       mem.tryWrite(BigInt(r.desc + 16 * slot), encodePacked({ ...op.raw, flags }));
       return;
@@ -312,7 +314,7 @@ const scribble = (mem: GuestMemory, q: PackedQueue, r: Rings, op: GuestOp): void
               addr: BigInt(b.addr),
               len: b.len,
               id: 0,
-              flags: b.write ? P.VIRTQ_DESC_F_WRITE : 0,
+              flags: b.write ? VIRTQ_DESC_F_WRITE : 0,
             }),
           ),
         );
@@ -320,19 +322,19 @@ const scribble = (mem: GuestMemory, q: PackedQueue, r: Rings, op: GuestOp): void
           addr: BigInt(table),
           len: op.indirect.len ?? 16 * n,
           id: op.id,
-          flags: P.VIRTQ_DESC_F_INDIRECT | availFlags(wrapAt(0)),
+          flags: VIRTQ_DESC_F_INDIRECT | availFlags(wrapAt(0)),
         });
         return;
       }
       const n = op.buffers.length;
       for (let k = n - 1; k >= 0; k--) {
         const b = op.buffers[k]!;
-        const next = k + 1 < n || op.nextOnLast ? P.VIRTQ_DESC_F_NEXT : 0;
+        const next = k + 1 < n || op.nextOnLast ? VIRTQ_DESC_F_NEXT : 0;
         write(k, {
           addr: BigInt(b.addr),
           len: b.len,
           id: op.id,
-          flags: (b.write ? P.VIRTQ_DESC_F_WRITE : 0) | next | availFlags(wrapAt(k)),
+          flags: (b.write ? VIRTQ_DESC_F_WRITE : 0) | next | availFlags(wrapAt(k)),
         });
       }
       return;
@@ -439,7 +441,7 @@ const allowed = (
   for (let k = 0; k < r.size; k++) {
     reads.push(slotAt(slot));
     const flags = mem.readU16(r.desc + 16 * slot + 14);
-    if (k === 0 && (flags & P.VIRTQ_DESC_F_INDIRECT) !== 0) {
+    if (k === 0 && (flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       const addr = mem.readU64(r.desc + 16 * slot)!;
       const len = mem.readU32(r.desc + 16 * slot + 8);
       // Entries of a table partly or wholly outside memory are attempts `locate` refuses.
@@ -447,7 +449,7 @@ const allowed = (
       if (addr < 2n ** 53n) reads.push([Number(addr), Number(addr) + len]);
       break;
     }
-    if ((flags & P.VIRTQ_DESC_F_NEXT) === 0) break;
+    if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
     slot = slot + 1 === r.size ? 0 : slot + 1;
   }
   const used = r.desc + 16 * st.nextUsed;
@@ -502,9 +504,7 @@ const serveWellFormed = (
         len: b.len,
         id,
         flags:
-          (b.write ? P.VIRTQ_DESC_F_WRITE : 0) |
-          (k + 1 < n ? P.VIRTQ_DESC_F_NEXT : 0) |
-          availFlags(wrapAt(k)),
+          (b.write ? VIRTQ_DESC_F_WRITE : 0) | (k + 1 < n ? VIRTQ_DESC_F_NEXT : 0) | availFlags(wrapAt(k)),
       }),
     );
   }
@@ -515,7 +515,7 @@ const serveWellFormed = (
   const got = w.descriptors.map((d) => ({
     addr: Number(d.addr),
     len: d.len,
-    write: (d.flags & P.VIRTQ_DESC_F_WRITE) !== 0,
+    write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0,
   }));
   if (w.end !== null || show(got) !== show(buffers.slice(0, n)) || popped.value.bufferId !== id)
     fail(`served ${show(w)} (id ${popped.value.bufferId}) for ${show(buffers)} (id ${id})`);

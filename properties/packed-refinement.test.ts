@@ -35,6 +35,7 @@ import {
   type PackedPlacement,
   type RawPackedDescriptor,
 } from "./arbitraries/packed.ts";
+import { RING_EVENT_FLAGS_DESC, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED } from "../wire/packed.ts";
 
 type DriverAction =
   | {
@@ -123,7 +124,7 @@ const driverActionArb = (p: PackedPlacement): fc.Arbitrary<DriverAction> =>
           { weight: 1, arbitrary: u16Arb },
         ),
         flags: fc.oneof(
-          { weight: 3, arbitrary: fc.constant(P.RING_EVENT_FLAGS_DESC) },
+          { weight: 3, arbitrary: fc.constant(RING_EVENT_FLAGS_DESC) },
           { weight: 1, arbitrary: fc.nat(3) },
           { weight: 1, arbitrary: u16Arb },
         ),
@@ -284,7 +285,7 @@ class World {
         const slot = (st.nextAvail + a.k) % p.size;
         const wrap = st.nextAvail + a.k >= p.size ? !st.availWrap : st.availWrap;
         const flags = a.availNow
-          ? (a.raw.flags & ~(P.VIRTQ_DESC_F_AVAIL | P.VIRTQ_DESC_F_USED)) | availFlags(wrap)
+          ? (a.raw.flags & ~(VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) | availFlags(wrap)
           : a.raw.flags;
         this.mem.writeFrom(p.descTable + 16 * slot, encodePacked({ ...a.raw, flags }));
         return;

@@ -7,18 +7,15 @@ import { describe, expect } from "vitest";
 import type { VsockConnection } from "../impl/vsock/connection.ts";
 import { VsockGuest, type GuestSocket } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
+import { streamHeader } from "../impl/vsock/credit.ts";
+import { nextState, type VsockProfileName } from "../spec/vsock.ts";
 import {
-  nextState,
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
-  VSOCK_HOST_CID,
   VSOCK_OP_CREDIT_REQUEST,
   VSOCK_OP_CREDIT_UPDATE,
   VSOCK_OP_SHUTDOWN,
-  VSOCK_TYPE_STREAM,
-  type VsockHeader,
-  type VsockProfileName,
-} from "../spec/vsock.ts";
+} from "../wire/vsock.ts";
 import { property } from "./harness.ts";
 
 type Cmd =
@@ -57,6 +54,9 @@ const scenarioArb = fc
     guestBuf: fc.constantFrom(4096, 16384, 65536),
     hostBuf: fc.constantFrom(4096, 16384, 65536),
     rxBufSize: fc.constantFrom(512, 4096),
+    // The same driver and device on either virtqueue layout, with or without EVENT_IDX.
+    ring: fc.constantFrom("split" as const, "packed" as const),
+    eventIdx: fc.boolean(),
   })
   .chain((s) =>
     fc.record({ s: fc.constant(s), cmds: fc.array(cmdArb(s.initiators.length), { maxLength: 50 }) }),
@@ -81,19 +81,6 @@ interface Pair {
   hostDone: boolean;
 }
 
-const hdr = (p: Pair): VsockHeader => ({
-  srcCid: 3n,
-  dstCid: VSOCK_HOST_CID,
-  srcPort: p.sock.port,
-  dstPort: p.sock.peerPort,
-  len: 0,
-  type: VSOCK_TYPE_STREAM,
-  op: 0,
-  flags: 0,
-  bufAlloc: p.sock.bufAlloc,
-  fwdCnt: p.sock.fwdCnt,
-});
-
 describe("vsock end to end", () => {
   property(
     "every byte arrives once, in order, on its connection; in-flight bytes never exceed buf_alloc; final states are the spec's",
@@ -117,6 +104,8 @@ describe("vsock end to end", () => {
         },
         host,
         {
+          ring: s.ring,
+          eventIdx: s.eventIdx,
           queueSize: 64,
           rxBuffers: 16,
           rxBufSize: s.rxBufSize,
@@ -189,12 +178,14 @@ describe("vsock end to end", () => {
             host.read(p.conn, cmd.n);
             break;
           case "credit":
-            guest.sendRaw({ ...hdr(p), op: cmd.request ? VSOCK_OP_CREDIT_REQUEST : VSOCK_OP_CREDIT_UPDATE });
+            guest.sendRaw(
+              streamHeader(p.sock, p.sock, cmd.request ? VSOCK_OP_CREDIT_REQUEST : VSOCK_OP_CREDIT_UPDATE),
+            );
             break;
           case "gshut":
             if (p.guestDone && p.sock.sentShutdown !== 0) {
               // SHUTDOWN flags are sticky hints: sending SEND again changes nothing.
-              guest.sendRaw({ ...hdr(p), op: VSOCK_OP_SHUTDOWN, flags: VSOCK_FLAGS_SHUTDOWN_SEND });
+              guest.sendRaw(streamHeader(p.sock, p.sock, VSOCK_OP_SHUTDOWN, 0, VSOCK_FLAGS_SHUTDOWN_SEND));
               break;
             }
             p.guestDone = true;

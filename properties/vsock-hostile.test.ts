@@ -7,10 +7,18 @@ import { describe, expect } from "vitest";
 import { RX_QUEUE, TX_QUEUE } from "../impl/vsock/device.ts";
 import { VsockGuest } from "../impl/vsock/guest.ts";
 import { MemoryHost } from "../impl/vsock/memory-host.ts";
-import { VSOCK_HOST_CID, type VsockHeader, type VsockProfileName } from "../spec/vsock.ts";
+import type { VsockHeader, VsockProfileName } from "../spec/vsock.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_PKT_HDR_SIZE as H,
+  VSOCK_TYPE_STREAM,
+} from "../wire/vsock.ts";
 import { property } from "./harness.ts";
 
 const GOOD_PORT = 80;
+/** The same guest driver and device on either virtqueue layout. */
+const ringArb = fc.constantFrom("split" as const, "packed" as const);
 const CID = 3n;
 
 type Hostile =
@@ -45,9 +53,9 @@ const hostileArb: fc.Arbitrary<Hostile> = fc.oneof(
           .filter((p) => p < 50000 || p > 50010),
         dstPort: fc.oneof({ weight: 8, arbitrary: fc.constant(GOOD_PORT) }, fc.constant(81), u32),
         len: fc.oneof({ weight: 8, arbitrary: fc.constant(-1) }, fc.integer({ min: 0, max: 5000 }), u32),
-        type: fc.oneof({ weight: 8, arbitrary: fc.constant(1) }, fc.nat({ max: 0xffff })),
+        type: fc.oneof({ weight: 8, arbitrary: fc.constant(VSOCK_TYPE_STREAM) }, fc.nat({ max: 0xffff })),
         op: fc.oneof(
-          { weight: 3, arbitrary: fc.constant(1) },
+          { weight: 3, arbitrary: fc.constant(VSOCK_OP_REQUEST) },
           { weight: 8, arbitrary: fc.integer({ min: 0, max: 8 }) },
           fc.nat({ max: 0xffff }),
         ),
@@ -93,7 +101,8 @@ describe("vsock hostile guest", () => {
     fc.property(
       fc.constantFrom<VsockProfileName>("cloud-hypervisor", "rust-vmm", "virtio"),
       fc.array(hostileArb, { minLength: 10, maxLength: 60 }),
-      (profile, actions) => {
+      ringArb,
+      (profile, actions, ring) => {
         const host = new MemoryHost();
         host.listening.add(GOOD_PORT);
         host.listening.add(81);
@@ -101,6 +110,7 @@ describe("vsock hostile guest", () => {
           { guestCid: CID, profile, muxer: { maxConnections: 64, maxPendingRst: 8 } },
           host,
           {
+            ring,
             queueSize: 64,
             rxBuffers: 16,
             txSlots: 16,
@@ -176,11 +186,11 @@ describe("vsock hostile rx buffers", () => {
         fc.array(
           fc.record({
             // Each chain has its own 2 KiB window of scratch memory; lengths may run past it.
-            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - 44)),
+            off: fc.oneof(fc.nat({ max: 0x7ff }), fc.constantFrom(0, 0x800 - H)),
             len: fc.oneof(
               { weight: 4, arbitrary: fc.integer({ min: 0, max: 0x400 }) },
-              { weight: 2, arbitrary: fc.constantFrom(0, 44) },
-              fc.constantFrom(1, 43, 45, 100),
+              { weight: 2, arbitrary: fc.constantFrom(0, H) },
+              fc.constantFrom(1, H - 1, H + 1, 100),
               fc.nat({ max: 0x9000 }),
               u32,
             ),
@@ -191,10 +201,12 @@ describe("vsock hostile rx buffers", () => {
         { minLength: 1, maxLength: 12 },
       ),
       fc.integer({ min: 0, max: 40000 }),
-      (profile, chains, hostBytes) => {
+      ringArb,
+      (profile, chains, hostBytes, ring) => {
         const host = new MemoryHost();
         host.listening.add(GOOD_PORT);
         const guest = VsockGuest.create({ guestCid: CID, profile }, host, {
+          ring,
           queueSize: 64,
           rxBuffers: 4,
           txSlots: 16,

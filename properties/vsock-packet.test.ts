@@ -14,7 +14,6 @@ import {
   assembleTx,
   decodeHeader,
   encodeHeader,
-  HDROFF,
   MAX_PKT_BUF_SIZE,
   PROFILES,
   setFlag,
@@ -28,6 +27,7 @@ import { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import { SplitDriver } from "../impl/queue/split-driver.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
 import { walkChain } from "../spec/queue.ts";
+import { HDROFF } from "../wire/vsock.ts";
 
 const headerArb: fc.Arbitrary<VsockHeader> = fc.record({
   srcCid: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),

@@ -18,6 +18,7 @@ import {
   NET_HDR_LEGACY_SIZE,
   NET_HDR_SIZE,
   NET_MAC_LEN,
+  VIRTIO_NET_S_LINK_UP,
 } from "../wire/net.ts";
 import {
   AVAIL_FLAGS,
@@ -178,7 +179,7 @@ describe("wire vocabulary [CHAIN-DESC-LAYOUT VQ-LAYOUT VSOCK-HDR-LAYOUT NET-HDR-
         for (let i = 0; i < NET_MAC_LEN; i++) if (b[NET_CONFIG.mac + i] !== mac[i]) fail("mac");
         const u16 = (o: number): number => b[o]! | (b[o + 1]! << 8);
         if (u16(NET_CONFIG.mtu) !== mtu) fail("mtu");
-        if (u16(NET_CONFIG.status) !== N.VIRTIO_NET_S_LINK_UP) fail("status");
+        if (u16(NET_CONFIG.status) !== VIRTIO_NET_S_LINK_UP) fail("status");
         if (u16(NET_CONFIG.maxVirtqueuePairs) !== 1) fail("max_virtqueue_pairs");
       },
     ),

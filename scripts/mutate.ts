@@ -290,6 +290,8 @@ const summarise = (
   missing: string[];
   /** Ready names (no reason yet) of the survivors, for the list. */
   unlisted: EquivalentGroup[];
+  /** Ready names of the unlisted timeouts: one that does not really hang goes to the list too. */
+  timedOut: EquivalentGroup[];
   /** Entries of the list that fit no survivor of the report, or several mutants. */
   stale: string[];
 } => {
@@ -298,6 +300,7 @@ const summarise = (
   const timeouts: Survivor[] = [];
   const missing: string[] = [];
   const unlisted: EquivalentGroup[] = [];
+  const timedOut: EquivalentGroup[] = [];
   const stale: string[] = [];
   for (const subject of subjects) {
     const path = join(outDir, subject.name, "mutation.json");
@@ -348,6 +351,7 @@ const summarise = (
           else listed.add(fits[0]?.id ?? "");
         }
       const names: MutantName[] = [];
+      const slowNames: MutantName[] = [];
       for (const [i, m] of mutants.entries()) {
         const d = described[i];
         if (d === undefined) continue;
@@ -364,6 +368,7 @@ const summarise = (
         else if (m.status === "Timeout") {
           row.timeout++;
           timeouts.push(detail());
+          slowNames.push(nameMutant(d, source, described));
         } else if (m.status === "Survived" || m.status === "NoCoverage") {
           if (listed.has(m.id)) row.equivalent++;
           else {
@@ -375,13 +380,14 @@ const summarise = (
         } else row.errors++;
       }
       if (names.length > 0) unlisted.push({ file, reason: "", mutants: names });
+      if (slowNames.length > 0) timedOut.push({ file, reason: "", mutants: slowNames });
       const detected = row.killed + row.timeout;
       row.score = pct(detected, detected + row.survived + row.noCoverage + row.equivalent);
       row.adjusted = pct(detected, detected + row.survived + row.noCoverage);
       rows.push(row);
     }
   }
-  return { rows, survivors, timeouts, missing, unlisted, stale };
+  return { rows, survivors, timeouts, missing, unlisted, timedOut, stale };
 };
 
 const table = (rows: readonly FileRow[]): string => {
@@ -494,6 +500,7 @@ writeFileSync(
 // Every survivor not in the list, named as the list names mutants: kill it, or add a reason
 // and move it to the list.
 writeFileSync(join(outDir, "unlisted.json"), JSON.stringify(all.unlisted, null, 2) + "\n");
+writeFileSync(join(outDir, "timeouts.json"), JSON.stringify(all.timedOut, null, 2) + "\n");
 writeFileSync(
   join(outDir, "index.html"),
   `<!doctype html><meta charset="utf-8"><title>Mutation reports</title><h1>Mutation reports</h1><ul>` +
@@ -511,7 +518,9 @@ if (survivors.length > 0) {
     console.log(`  ${s.where} ${s.status} ${s.mutator}: ${short(s.original)} -> ${short(s.replacement)}`);
 }
 if (timeouts.length > 0) {
-  console.log(`\nTimeouts (counted as killed; each should really hang the code):`);
+  console.log(
+    `\nTimeouts (counted as killed; each should really hang the code; named in ${relOut}/timeouts.json, list one that does not):`,
+  );
   for (const s of timeouts)
     console.log(`  ${s.where} ${s.mutator}: ${short(s.original)} -> ${short(s.replacement)}`);
 }

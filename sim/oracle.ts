@@ -5,15 +5,10 @@
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import type { DescriptorChain } from "../impl/queue/descriptor-chain.ts";
 import type { SpecMemory } from "../spec/memory.ts";
-import {
-  readDescriptor,
-  walkChain,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_WRITE,
-  type SpecWalk,
-} from "../spec/queue.ts";
+import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
 import type { SimContext } from "./engine.ts";
 import type { InFlight, RingLayout } from "./guest/virtio-ring.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 
 /**
  * The reference model's view of guest memory: the same bytes, not a copy (the spec's
@@ -100,6 +95,8 @@ export const checkChain = (
   }
 };
 
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** A range the device may touch: [lo, hi), and whether it may write there. */
 interface Allowed {
   lo: number;
@@ -148,17 +145,13 @@ export class BoundsGuard {
   allowWalked(spec: SpecMemory, ring: RingLayout, head: number, walk: SpecWalk): void {
     const list: Allowed[] = [];
     for (const d of walk.descriptors) {
-      if (d.addr < BigInt(Number.MAX_SAFE_INTEGER)) {
+      if (d.addr < MAX_SAFE_BIG) {
         const lo = Number(d.addr);
         list.push({ lo, hi: lo + d.len, write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0 });
       }
     }
     const h = readDescriptor(spec, BigInt(ring.desc), head, false);
-    if (
-      h.ok &&
-      (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 &&
-      h.value.addr < BigInt(Number.MAX_SAFE_INTEGER)
-    ) {
+    if (h.ok && (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 && h.value.addr < MAX_SAFE_BIG) {
       const lo = Number(h.value.addr);
       list.push({ lo, hi: lo + h.value.len, write: false });
     }
@@ -210,7 +203,9 @@ export class BoundsGuard {
 
   private see(addr: number, len: number, write: boolean): void {
     // A locate the memory refuses is not an access: the device asked and was told no.
-    if (this.mem.regions.every((r) => !(addr >= r.base && addr + len <= r.end))) return;
+    let inMemory = false;
+    for (const r of this.mem.regions) if (addr >= r.base && addr + len <= r.end) inMemory = true;
+    if (!inMemory) return;
     if (this.inside(this.fixed, addr, len, write)) return;
     for (const list of this.chains.values()) if (this.inside(list, addr, len, write)) return;
     this.disarm();

@@ -5,13 +5,18 @@
  * u64 `bigint`s. A range [addr, addr + len) is valid when one region holds all of it:
  * base <= addr < base + size and len <= base + size - addr (so a zero-length range must
  * still start inside a region, as vm-memory's `get_slice` demands). The state is
- * immutable: a write returns new memory whose touched region is a copy.
+ * immutable: a write returns new memory whose touched region is new. That region is
+ * persistent (it shares bytes with the one before it): it records the write (where, and
+ * the bytes) over the region it came from, so a write costs the bytes it writes, not the
+ * region's size. Byte k of such a region is the newest recorded write's byte at k, else
+ * the byte of the region below. Every MAX_DEPTH writes the record is folded into one
+ * fresh copy, so reads stay short.
  *
  * Region ends are capped at 2^53 so the implementation can use exact `number` addresses;
  * every guest address above that is outside memory, which is a typed error, never a wrong
  * access.
  */
-import { err, ok, rule, type Result } from "./result.ts";
+import { err, ok, rule, type Err, type Result } from "./result.ts";
 
 export const U64_MAX = (1n << 64n) - 1n;
 /** The end of addressable memory: regions must lie wholly below this. */
@@ -45,6 +50,11 @@ export const RULES = [
   ),
   rule("MEM-LE", "VIRTIO 1.2 §1.4", "Multi-byte fields in guest memory are little-endian."),
   rule(
+    "MEM-IMMUTABLE",
+    "virtio-lab's reference model (pure functions over immutable state), not a rule for others",
+    "A write returns new memory; the memory it was given, and every memory before it, read the same after the write as before.",
+  ),
+  rule(
     "MEM-ZERO-COPY",
     "vm-memory VolatileSlice",
     "Regions may be external memory; slices are views over it, never copies.",
@@ -53,8 +63,99 @@ export const RULES = [
 
 export interface SpecRegion {
   readonly base: bigint;
+  /** The region's contents (of a region a write made: assembled on first use, then kept). */
   readonly bytes: Uint8Array;
 }
+
+/** Writes recorded over a region before they are folded into one copy. */
+const MAX_DEPTH = 32;
+
+/**
+ * A region a write made: `data` at `offset` over the region `below` (never changed here).
+ * Once its bytes are asked for, they are assembled into `flat`, which then answers alone.
+ */
+class WrittenRegion implements SpecRegion {
+  readonly base: bigint;
+  readonly size: number;
+  readonly below: SpecRegion;
+  readonly offset: number;
+  readonly data: Uint8Array;
+  /** Writes between this one and the plain region at the bottom (1 for the first). */
+  readonly depth: number;
+  flat: Uint8Array | null = null;
+
+  constructor(below: SpecRegion, offset: number, data: Uint8Array) {
+    this.base = below.base;
+    this.size = sizeOf(below);
+    this.below = below;
+    this.offset = offset;
+    this.data = data;
+    this.depth = below instanceof WrittenRegion && below.flat === null ? below.depth + 1 : 1;
+  }
+
+  get bytes(): Uint8Array {
+    if (this.flat === null) {
+      const flat = new Uint8Array(this.size);
+      copyOut(this.below, 0, flat);
+      flat.set(this.data, this.offset);
+      this.flat = flat;
+    }
+    return this.flat;
+  }
+}
+
+/** Bytes in region r, without assembling a written region. */
+const sizeOf = (r: SpecRegion): number => (r instanceof WrittenRegion ? r.size : r.bytes.length);
+
+/** Byte k of region r (k inside it). */
+const byteAt = (r: SpecRegion, k: number): number => {
+  for (;;) {
+    if (!(r instanceof WrittenRegion)) return r.bytes[k]!;
+    if (r.flat !== null) return r.flat[k]!;
+    if (k >= r.offset && k < r.offset + r.data.length) return r.data[k - r.offset]!;
+    r = r.below;
+  }
+};
+
+/** Copies region bytes [offset, offset + out.length) into out. */
+const copyOut = (r: SpecRegion, offset: number, out: Uint8Array): void => {
+  // A few bytes one by one (a view to copy from costs more).
+  if (out.length <= 32) for (let i = 0; i < out.length; i++) out[i] = byteAt(r, offset + i);
+  else if (!(r instanceof WrittenRegion)) out.set(r.bytes.subarray(offset, offset + out.length));
+  else if (r.flat !== null) out.set(r.flat.subarray(offset, offset + out.length));
+  else {
+    // The bytes below, then this write's part of the range over them.
+    copyOut(r.below, offset, out);
+    const lo = Math.max(offset, r.offset);
+    const hi = Math.min(offset + out.length, r.offset + r.data.length);
+    if (lo < hi) out.set(r.data.subarray(lo - r.offset, hi - r.offset), lo - offset);
+  }
+};
+
+/**
+ * The first offset where region r's contents differ from `bytes` (as long as r), or -1
+ * when they are equal. When r is writes recorded over `bytes` itself (the oracle's model
+ * over the live guest memory), only the bytes those writes cover are compared: the rest
+ * is `bytes`.
+ */
+export const firstDifference = (r: SpecRegion, bytes: Uint8Array): number => {
+  if (sizeOf(r) !== bytes.length) return Math.min(sizeOf(r), bytes.length);
+  let bottom = r;
+  while (bottom instanceof WrittenRegion && bottom.flat === null) bottom = bottom.below;
+  if (bottom.bytes === bytes) {
+    let diff = -1;
+    for (let w = r; w instanceof WrittenRegion && w.flat === null; w = w.below)
+      for (let k = w.offset; k < w.offset + w.data.length; k++)
+        if (byteAt(r, k) !== bytes[k] && (diff < 0 || k < diff)) diff = k;
+    return diff;
+  }
+  const flat = r.bytes;
+  const view = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  if (view(flat).equals(view(bytes))) return -1;
+  let k = 0;
+  while (flat[k] === bytes[k]) k++;
+  return k;
+};
 
 export interface SpecMemory {
   /** Sorted by base, disjoint, non-empty. */
@@ -97,24 +198,67 @@ export const locate = (
   addr: bigint,
   len: bigint,
 ): Result<{ readonly region: number; readonly offset: number }, MemoryError> => {
-  if (addr < 0n || len < 0n || addr > U64_MAX || addr + len > U64_MAX + 1n) {
-    return err({ _tag: "GuestAddressOverflow", addr, len });
+  const i = find(mem, addr, len);
+  return i < 0 ? missed(i, addr, len) : ok({ region: i, offset: foundOffset });
+};
+
+const OVERFLOW = -2;
+const OUTSIDE = -1;
+
+const missed = (i: number, addr: bigint, len: bigint): Err<MemoryError> =>
+  err({ _tag: i === OVERFLOW ? "GuestAddressOverflow" : "InvalidGuestAddress", addr, len });
+
+/** Where in its region the range the last successful `find` found starts. */
+let foundOffset = 0;
+
+/** Lengths as bigints, the small ones made once. */
+const SMALL_LENGTHS = Array.from({ length: 65 }, (_, i) => BigInt(i));
+const bigLength = (n: number): bigint => SMALL_LENGTHS[n] ?? BigInt(n);
+
+/** locate's answer as a number: the region's index (the offset in foundOffset), OVERFLOW or OUTSIDE. */
+const find = (mem: SpecMemory, addr: bigint, len: bigint): number => {
+  if (addr < 0n || len < 0n) return OVERFLOW;
+  if (addr <= ADDRESS_LIMIT && len <= ADDRESS_LIMIT) {
+    // The same test in exact numbers (no bigint arithmetic): a, l and every region's
+    // base and end are integers <= 2^53, so a < end and l <= end - a are exact.
+    const a = Number(addr);
+    const l = Number(len);
+    for (let i = 0; i < mem.regions.length; i++) {
+      const r = mem.regions[i]!;
+      if (r.base > ADDRESS_LIMIT) continue;
+      const base = Number(r.base);
+      const end = base + sizeOf(r);
+      if (end > 2 ** 53) return findBig(mem, addr, len);
+      if (base <= a && a < end && l <= end - a) {
+        foundOffset = a - base;
+        return i;
+      }
+    }
+    return OUTSIDE;
   }
+  return findBig(mem, addr, len);
+};
+
+const findBig = (mem: SpecMemory, addr: bigint, len: bigint): number => {
+  if (addr > U64_MAX || addr + len > U64_MAX + 1n) return OVERFLOW;
   for (let i = 0; i < mem.regions.length; i++) {
     const r = mem.regions[i]!;
-    const end = r.base + BigInt(r.bytes.length);
+    const end = r.base + BigInt(sizeOf(r));
     if (r.base <= addr && addr < end && len <= end - addr) {
-      return ok({ region: i, offset: Number(addr - r.base) });
+      foundOffset = Number(addr - r.base);
+      return i;
     }
   }
-  return err({ _tag: "InvalidGuestAddress", addr, len });
+  return OUTSIDE;
 };
 
 /** A copy of the bytes [addr, addr+len). */
 export const readBytes = (mem: SpecMemory, addr: bigint, len: number): Result<Uint8Array, MemoryError> => {
-  const at = locate(mem, addr, BigInt(len));
-  if (!at.ok) return at;
-  return ok(mem.regions[at.value.region]!.bytes.slice(at.value.offset, at.value.offset + len));
+  const i = find(mem, addr, bigLength(len));
+  if (i < 0) return missed(i, addr, bigLength(len));
+  const out = new Uint8Array(len);
+  copyOut(mem.regions[i]!, foundOffset, out);
+  return ok(out);
 };
 
 /** New memory with `data` at addr; the original is unchanged. */
@@ -123,23 +267,30 @@ export const writeBytes = (
   addr: bigint,
   data: Uint8Array,
 ): Result<SpecMemory, MemoryError> => {
-  const at = locate(mem, addr, BigInt(data.length));
-  if (!at.ok) return at;
-  const regions = mem.regions.map((r, i) => {
-    if (i !== at.value.region) return r;
-    // A copy (slice is one memcpy; Uint8Array.from walks the bytes one by one).
-    const bytes = r.bytes.slice();
-    bytes.set(data, at.value.offset);
-    return { base: r.base, bytes };
-  });
-  return ok({ regions });
+  const i = find(mem, addr, bigLength(data.length));
+  if (i < 0) return missed(i, addr, bigLength(data.length));
+  return ok(recordWrite(mem, i, foundOffset, data.slice()));
 };
 
-const readLe = (mem: SpecMemory, addr: bigint, width: number): Result<bigint, MemoryError> => {
-  const bytes = readBytes(mem, addr, width);
-  if (!bytes.ok) return bytes;
-  let v = 0n;
-  for (let i = width - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes.value[i]!);
+/** The memory with `data` (now owned by it) at `offset` of region `index`. */
+const recordWrite = (mem: SpecMemory, index: number, offset: number, data: Uint8Array): SpecMemory => {
+  const regions = mem.regions.slice();
+  const r = regions[index]!;
+  const w = new WrittenRegion(r, offset, data);
+  // Fold a long record into one copy (reads walk the record).
+  if (w.depth >= MAX_DEPTH) regions[index] = { base: r.base, bytes: w.bytes };
+  else regions[index] = w;
+  return { regions };
+};
+
+/** The little-endian number of `width` <= 4 bytes at addr. */
+const readLeNumber = (mem: SpecMemory, addr: bigint, width: number): Result<number, MemoryError> => {
+  const i = find(mem, addr, bigLength(width));
+  if (i < 0) return missed(i, addr, bigLength(width));
+  const r = mem.regions[i]!;
+  const o = foundOffset;
+  let v = 0;
+  for (let k = width - 1; k >= 0; k--) v = v * 256 + byteAt(r, o + k);
   return ok(v);
 };
 
@@ -158,22 +309,50 @@ const writeLe = (
   return writeBytes(mem, addr, bytes);
 };
 
-const asNumber = (r: Result<bigint, MemoryError>): Result<number, MemoryError> =>
-  r.ok ? ok(Number(r.value)) : r;
+/** writeLe for a number of `width` <= 4 bytes (taken mod 2^(8 width), as writeLe does). */
+const writeLeNumber = (
+  mem: SpecMemory,
+  addr: bigint,
+  width: number,
+  value: number,
+): Result<SpecMemory, MemoryError> => {
+  const i = find(mem, addr, bigLength(width));
+  if (i < 0) return missed(i, addr, bigLength(width));
+  const o = foundOffset;
+  const bytes = new Uint8Array(width);
+  for (let k = 0; k < width; k++) bytes[k] = (value >>> (8 * k)) & 0xff;
+  return ok(recordWrite(mem, i, o, bytes));
+};
 
 export const readU8 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
-  asNumber(readLe(mem, addr, 1));
+  readLeNumber(mem, addr, 1);
 export const readU16 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
-  asNumber(readLe(mem, addr, 2));
+  readLeNumber(mem, addr, 2);
 export const readU32 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
-  asNumber(readLe(mem, addr, 4));
-export const readU64 = (mem: SpecMemory, addr: bigint): Result<bigint, MemoryError> => readLe(mem, addr, 8);
+  readLeNumber(mem, addr, 4);
+/** Two u32 halves, low first (a bigint only for the answer). */
+export const readU64 = (mem: SpecMemory, addr: bigint): Result<bigint, MemoryError> => {
+  const i = find(mem, addr, 8n);
+  if (i < 0) return missed(i, addr, 8n);
+  const r = mem.regions[i]!;
+  const o = foundOffset;
+  const lo =
+    byteAt(r, o) + byteAt(r, o + 1) * 0x100 + byteAt(r, o + 2) * 0x10000 + byteAt(r, o + 3) * 0x1000000;
+  const hi =
+    byteAt(r, o + 4) + byteAt(r, o + 5) * 0x100 + byteAt(r, o + 6) * 0x10000 + byteAt(r, o + 7) * 0x1000000;
+  return ok(u64Of(lo, hi));
+};
+
+/** The u64 hi * 2^32 + lo of two u32s, exactly (one number while it stays below 2^53). */
+export const u64Of = (lo: number, hi: number): bigint =>
+  hi < 0x200000 ? BigInt(hi * 0x100000000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+
 export const writeU8 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecMemory, MemoryError> =>
   writeLe(mem, addr, 1, BigInt(v));
 export const writeU16 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecMemory, MemoryError> =>
-  writeLe(mem, addr, 2, BigInt(v));
+  Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 2, v) : writeLe(mem, addr, 2, BigInt(v));
 export const writeU32 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecMemory, MemoryError> =>
-  writeLe(mem, addr, 4, BigInt(v));
+  Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 4, v) : writeLe(mem, addr, 4, BigInt(v));
 export const writeU64 = (mem: SpecMemory, addr: bigint, v: bigint): Result<SpecMemory, MemoryError> =>
   writeLe(mem, addr, 8, v);
 

@@ -240,8 +240,6 @@ export type NetRuleId = (typeof RULES)[number]["id"];
 
 // --- feature bits (VIRTIO 1.2 §5.1.3) ---------------------------------------------------
 
-export { VIRTIO_NET_F as F, featureBit as bit } from "../wire/features.ts";
-
 /** §5.1.3.1, from the wire vocabulary (wire/features.ts). */
 export const FEATURE_DEPENDENCIES = NET_FEATURE_DEPENDENCIES;
 
@@ -287,8 +285,6 @@ export type ConfigError =
   | { readonly _tag: "InvalidMtu"; readonly mtu: number }
   | { readonly _tag: "InvalidMac"; readonly length: number };
 
-export { NET_MTU_MAX as MTU_MAX, NET_MTU_MIN as MTU_MIN } from "../wire/net.ts";
-
 export const validateConfig = (c: NetConfig): Result<NetConfig, ConfigError> => {
   if (
     c.mac !== undefined &&
@@ -313,9 +309,6 @@ export const offeredFeatures = (c: NetConfig): bigint => {
   if (c.eventIdx === true) f |= bit(F.RING_EVENT_IDX);
   return f;
 };
-
-/** Bytes of config space the device has (through mtu). */
-export { NET_CONFIG_SIZE as CONFIG_SIZE, VIRTIO_NET_S_LINK_UP } from "../wire/net.ts";
 
 /** NET-CFG-LAYOUT: the whole config space, byte by byte. */
 export const configSpace = (c: NetConfig, linkUp: boolean): Uint8Array => {
@@ -342,12 +335,6 @@ export const readConfig = (c: NetConfig, linkUp: boolean, offset: number, len: n
 };
 
 // --- virtio_net_hdr (NET-HDR-LAYOUT) -------------------------------------------------------
-
-export {
-  VIRTIO_NET_HDR_F_DATA_VALID,
-  VIRTIO_NET_HDR_F_NEEDS_CSUM,
-  VIRTIO_NET_HDR_GSO_NONE,
-} from "../wire/net.ts";
 
 export interface NetHeader {
   readonly flags: number;

@@ -18,15 +18,7 @@
  * `usedRing` the Device Area (device event suppression, written by the device).
  */
 import { locate, readBytes, writeBytes, type SpecMemory } from "./memory.ts";
-import {
-  MAX_CHAIN_BYTES,
-  MAX_INDIRECT_ENTRIES,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
-  vringNeedEvent,
-  type ChainError,
-} from "./queue.ts";
+import { type ChainError } from "./queue.ts";
 import {
   MAX_PACKED_QUEUE_SIZE,
   RING_EVENT_FLAGS_DESC,
@@ -38,20 +30,18 @@ import {
 } from "../wire/packed.ts";
 import { err, ok, rule, type Result } from "./result.ts";
 
-export type { ChainError } from "./queue.ts";
+import {
+  MAX_CHAIN_BYTES,
+  MAX_INDIRECT_ENTRIES,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  vringNeedEvent,
+} from "../wire/split.ts";
 
-// The same NEXT, WRITE and INDIRECT bits as the split ring's descriptors (§2.8.13).
-export { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE };
-// The packed ring's flag bits, event suppression values and size bound are wire/packed.ts's.
-export {
-  MAX_PACKED_QUEUE_SIZE,
-  RING_EVENT_FLAGS_DESC,
-  RING_EVENT_FLAGS_DISABLE,
-  RING_EVENT_FLAGS_ENABLE,
-  RING_EVENT_WRAP,
-  VIRTQ_DESC_F_AVAIL,
-  VIRTQ_DESC_F_USED,
-};
+export type { ChainError } from "./queue.ts";
+// The descriptor uses the split ring's NEXT, WRITE and INDIRECT bits (§2.8.13); the packed
+// ring's flag bits, event suppression values and size bound are wire/packed.ts's.
 
 export const RULES = [
   rule(

@@ -11,6 +11,7 @@ import {
   locate,
   readBytes,
   readU16,
+  u64Of,
   writeU16,
   writeU32,
   type MemoryError,
@@ -32,18 +33,7 @@ import {
 
 // The model reads descriptors and ring fields byte by byte itself (CHAIN-DESC-LAYOUT,
 // VQ-LAYOUT: `readDescriptor` and the *Addr helpers below); the names and limits come from
-// the wire vocabulary. Re-exported for files that still import them from here.
-export {
-  MAX_CHAIN_BYTES,
-  MAX_INDIRECT_ENTRIES,
-  MAX_QUEUE_SIZE,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
-  VRING_AVAIL_F_NO_INTERRUPT,
-  VRING_USED_F_NO_NOTIFY,
-  vringNeedEvent,
-};
+// the wire vocabulary.
 
 const CHAIN_RULES = [
   // Descriptors and chains.
@@ -143,11 +133,15 @@ export const readDescriptor = (
 ):
   | { readonly ok: true; readonly value: SpecDescriptor }
   | { readonly ok: false; readonly error: MemoryError } => {
-  const bytes = readBytes(mem, table + 16n * BigInt(index), 16);
+  // 16 * index is exact for an integer index (a power of two times it), one bigint fewer.
+  const at = table + (Number.isInteger(index) ? BigInt(16 * index) : 16n * BigInt(index));
+  const bytes = readBytes(mem, at, 16);
   if (!bytes.ok) return bytes;
   const b = bytes.value;
-  let addr = 0n;
-  for (let i = 7; i >= 0; i--) addr = (addr << 8n) | BigInt(b[i]!);
+  const addr = u64Of(
+    (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0,
+    (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)) >>> 0,
+  );
   const len = (b[8]! | (b[9]! << 8) | (b[10]! << 16) | (b[11]! << 24)) >>> 0;
   const flags = b[12]! | (b[13]! << 8);
   const next = b[14]! | (b[15]! << 8);
@@ -184,18 +178,17 @@ export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number,
   let ttl = queueSize;
   let indirect = false;
   let total = 0;
-  const stop = (end: ChainError | null): SpecWalk => ({ descriptors, end });
   for (;;) {
     if (!Number.isInteger(next) || next < 0 || next >= size) {
-      return stop({ _tag: "InvalidDescriptorIndex", index: next, size });
+      return { descriptors, end: { _tag: "InvalidDescriptorIndex", index: next, size } };
     }
     const read = readDescriptor(mem, table, next, indirect);
-    if (!read.ok) return stop(read.error);
+    if (!read.ok) return { descriptors, end: read.error };
     const d = read.value;
     if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-      if (indirect) return stop({ _tag: "InvalidIndirectDescriptor", index: d.index });
+      if (indirect) return { descriptors, end: { _tag: "InvalidIndirectDescriptor", index: d.index } };
       if (d.len === 0 || d.len % 16 !== 0 || d.len / 16 > MAX_INDIRECT_ENTRIES) {
-        return stop({ _tag: "InvalidIndirectDescriptorTable", len: d.len });
+        return { descriptors, end: { _tag: "InvalidIndirectDescriptorTable", len: d.len } };
       }
       table = d.addr;
       size = d.len / 16;
@@ -205,13 +198,13 @@ export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number,
       continue;
     }
     if (total + d.len > MAX_CHAIN_BYTES) {
-      return stop({ _tag: "DescriptorChainOverflow", index: d.index, len: d.len });
+      return { descriptors, end: { _tag: "DescriptorChainOverflow", index: d.index, len: d.len } };
     }
     total += d.len;
     descriptors.push(d);
-    if ((d.flags & VIRTQ_DESC_F_NEXT) === 0) return stop(null);
+    if ((d.flags & VIRTQ_DESC_F_NEXT) === 0) return { descriptors, end: null };
     ttl -= 1;
-    if (ttl === 0) return stop({ _tag: "ChainTtlExpired", limit: size });
+    if (ttl === 0) return { descriptors, end: { _tag: "ChainTtlExpired", limit: size } };
     next = d.next;
   }
 };
@@ -547,19 +540,14 @@ export const isEmpty = (q: SpecQueue, mem: SpecMemory): boolean => len(q, mem) =
 
 /** VQ-POP-AVAIL-IDX, VQ-POP-EMPTY, VQ-POP-HEAD, VQ-POP-ADVANCE. */
 export const pop = (q: SpecQueue, mem: SpecMemory): Step<Result<SpecPopped | null, QueueError>> => {
-  const same = (
-    result: Result<SpecPopped | null, QueueError>,
-  ): Step<Result<SpecPopped | null, QueueError>> => ({
-    queue: q,
-    memory: mem,
-    result,
-  });
-  if (!q.active) return same(err(NOT_READY));
+  if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
   const n = len(q, mem);
-  if (n > q.size) return same(err({ _tag: "InvalidAvailIdx", len: n, size: q.size }));
-  if (n === 0) return same(ok(null));
+  if (n > q.size)
+    return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
+  if (n === 0) return { queue: q, memory: mem, result: ok(null) };
   const head = mustRead16(mem, availSlotAddr(q, q.nextAvail));
-  if (checkedNew(mem, q.descTable, q.size, head) === undefined) return same(ok(null));
+  if (checkedNew(mem, q.descTable, q.size, head) === undefined)
+    return { queue: q, memory: mem, result: ok(null) };
   return {
     queue: { ...q, nextAvail: u16(q.nextAvail + 1) },
     memory: mem,

@@ -19,26 +19,8 @@ import { VIRTIO_F, VIRTIO_VSOCK_F } from "../wire/features.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 import { VSOCK_PKT_HDR_SIZE } from "../wire/vsock.ts";
 
-// The names of the wire vocabulary (wire/vsock.ts), re-exported for the files that import
-// them from here. The model reads and writes the header itself (VSOCK-HDR-LAYOUT, below).
-export {
-  HDROFF,
-  VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
-  VSOCK_FLAGS_SHUTDOWN_RCV,
-  VSOCK_FLAGS_SHUTDOWN_SEND,
-  VSOCK_HOST_CID,
-  VSOCK_OP_CREDIT_REQUEST,
-  VSOCK_OP_CREDIT_UPDATE,
-  VSOCK_OP_INVALID,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RESPONSE,
-  VSOCK_OP_RST,
-  VSOCK_OP_RW,
-  VSOCK_OP_SHUTDOWN,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_SEQPACKET,
-  VSOCK_TYPE_STREAM,
-} from "../wire/vsock.ts";
+// The names are the wire vocabulary's (wire/vsock.ts); the model reads and writes the header
+// itself (VSOCK-HDR-LAYOUT, below).
 
 /** Linux VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, which both references reject above. */
 export const MAX_PKT_BUF_SIZE = 64 * 1024;

@@ -12,6 +12,8 @@ export { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./
 export const PACKED_DESC_SIZE = 16;
 /** addr: u64. */
 export const PACKED_DESC_ADDR = 0;
+/** The high u32 of addr, for readers that take the u64 as two u32s. */
+export const PACKED_DESC_ADDR_HI = 4;
 /** len: u32. */
 export const PACKED_DESC_LEN = 8;
 /** id: u16, the buffer id (set by the driver on the last descriptor of a chain). */
@@ -53,7 +55,7 @@ export const writePackedDescriptor = (
   if (typeof a === "bigint") view.setBigUint64(off + PACKED_DESC_ADDR, BigInt.asUintN(64, a), true);
   else {
     view.setUint32(off + PACKED_DESC_ADDR, a >>> 0, true);
-    view.setUint32(off + PACKED_DESC_ADDR + 4, Math.floor(a / 0x1_0000_0000) >>> 0, true);
+    view.setUint32(off + PACKED_DESC_ADDR_HI, Math.floor(a / 0x1_0000_0000) >>> 0, true);
   }
   view.setUint32(off + PACKED_DESC_LEN, d.len >>> 0, true);
   view.setUint16(off + PACKED_DESC_ID, d.id & 0xffff, true);
@@ -73,8 +75,9 @@ export const EVENT_OFF_WRAP = 0;
 export const EVENT_FLAGS = 2;
 /** Bytes of the event suppression structure. */
 export const EVENT_AREA_SIZE = 4;
-/** The wrap bit in desc_event_off_wrap. */
+/** The wrap bit in desc_event_off_wrap, and the offset below it. */
 export const RING_EVENT_WRAP = 1 << 15;
+export const RING_EVENT_OFF_MASK = RING_EVENT_WRAP - 1;
 
 export const RING_EVENT_FLAGS_ENABLE = 0;
 export const RING_EVENT_FLAGS_DISABLE = 1;

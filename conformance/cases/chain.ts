@@ -7,19 +7,26 @@ import fc from "fast-check";
 import type { SpecMemory } from "../../spec/memory.ts";
 import { createMemory, writeBytes } from "../../spec/memory.ts";
 import {
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
   checkedNew,
   readDescriptor,
   walkChain,
   type SpecDescriptor,
   type SpecWalk,
 } from "../../spec/queue.ts";
-import type { Json, Outcome } from "../protocol.ts";
+import type { Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { Step } from "./types.ts";
+import { acceptedWalkJson, descriptorJson } from "../walk-json.ts";
 import { defineCase, expectOk, expectSafe, step } from "./types.ts";
+import {
+  DESC_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  descOffset,
+  descTableBytes,
+  writeDescriptor,
+} from "../../wire/split.ts";
 
 export interface RawDescriptor {
   readonly addr: bigint;
@@ -29,14 +36,9 @@ export interface RawDescriptor {
 }
 
 export const encodeDescriptors = (ds: readonly RawDescriptor[]): Uint8Array => {
-  const out = new Uint8Array(16 * ds.length);
+  const out = new Uint8Array(descTableBytes(ds.length));
   const v = new DataView(out.buffer);
-  ds.forEach((d, i) => {
-    v.setBigUint64(16 * i, d.addr, true);
-    v.setUint32(16 * i + 8, d.len >>> 0, true);
-    v.setUint16(16 * i + 12, d.flags, true);
-    v.setUint16(16 * i + 14, d.next, true);
-  });
+  ds.forEach((d, i) => writeDescriptor(v, descOffset(i), d));
   return out;
 };
 
@@ -154,7 +156,7 @@ export const tableDescriptors = (
   input: ChainTableInput,
 ): { main: RawDescriptor[]; indirect: RawDescriptor[]; indirectAddr: bigint } => {
   const indirectAddr = INDIRECT_AREA + BigInt(input.indirect.offset);
-  const len = input.indirect.badLen ?? 16 * input.indirect.entries.length;
+  const len = input.indirect.badLen ?? descTableBytes(input.indirect.entries.length);
   const fix = (d: RawDescriptor): RawDescriptor =>
     (d.flags & VIRTQ_DESC_F_INDIRECT) !== 0 ? { ...d, addr: indirectAddr, len } : d;
   return { main: input.table.map(fix), indirect: input.indirect.entries.map(fix), indirectAddr };
@@ -171,32 +173,6 @@ export const setupTables = (input: ChainTableInput): { steps: Step[]; mem: SpecM
   const b = writeStep(mem, t.indirectAddr, encodeDescriptors(t.indirect));
   mem = b.mem;
   return { steps: [memoryCreateStep(), a.step, b.step], mem };
-};
-
-export const descriptorJson = (d: SpecDescriptor): Json => ({
-  index: d.index,
-  addr: u64(d.addr),
-  len: d.len,
-  flags: d.flags,
-  next: d.next,
-  indirect: d.indirect,
-});
-
-export const walkValue = (w: SpecWalk | undefined): Json => {
-  if (w === undefined) return { accepted: false };
-  let readable = 0n;
-  let writable = 0n;
-  for (const d of w.descriptors) {
-    if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) writable += BigInt(d.len);
-    else readable += BigInt(d.len);
-  }
-  return {
-    accepted: true,
-    descriptors: w.descriptors.map(descriptorJson),
-    end: w.end === null ? null : w.end._tag,
-    readableBytes: u64(readable),
-    writableBytes: u64(writable),
-  };
 };
 
 /** What the spec says chain.walk answers: CHAIN-CHECKED-NEW, then the walk. */
@@ -277,7 +253,7 @@ const walkSteps = (input: ChainTableInput, mem: SpecMemory, table: bigint): Step
       step(
         "chain.walk",
         walkArgs(table, input.size, head),
-        expectOk(walkValue(specWalk(mem, table, input.size, head))),
+        expectOk(acceptedWalkJson(specWalk(mem, table, input.size, head))),
       ),
     );
   }
@@ -325,7 +301,7 @@ const goodChainSteps = (mem: SpecMemory): Step[] => {
   );
   return [
     ok.step,
-    step("chain.walk", walkArgs(good, 2, 0), expectOk(walkValue(specWalk(ok.mem, good, 2, 0)))),
+    step("chain.walk", walkArgs(good, 2, 0), expectOk(acceptedWalkJson(specWalk(ok.mem, good, 2, 0)))),
   ];
 };
 
@@ -340,7 +316,7 @@ const hostileSteps = (input: HostileInput): Step[] => {
   const t = tableDescriptors(input.base);
   // Loops: every NEXT points back at entry 0 (or itself), so only the ttl ends the walk.
   const main = t.main.map((d, i) => ({ ...d, next: i === 0 ? 0 : d.next % (i + 1) }));
-  const table = REGION_END - BigInt(16 * (main.length - input.outside));
+  const table = REGION_END - BigInt(descTableBytes(main.length - input.outside));
   let mem = emptyChainMemory();
   const inside = main.slice(0, main.length - input.outside);
   const steps: Step[] = [memoryCreateStep()];
@@ -354,7 +330,7 @@ const hostileSteps = (input: HostileInput): Step[] => {
       step(
         "chain.walk",
         walkArgs(table, input.base.size, head),
-        expectOk(walkValue(specWalk(mem, table, input.base.size, head))),
+        expectOk(acceptedWalkJson(specWalk(mem, table, input.base.size, head))),
       ),
     );
   }
@@ -480,7 +456,7 @@ const indirectProfileSteps = (input: ChainTableInput): Step[] => {
   const a = writeStep(
     mem,
     TABLE_AREA,
-    encodeDescriptors([{ addr, len: 16 * entries.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }]),
+    encodeDescriptors([{ addr, len: descTableBytes(entries.length), flags: VIRTQ_DESC_F_INDIRECT, next: 0 }]),
   );
   mem = a.mem;
   const b = writeStep(mem, addr, encodeDescriptors(entries));
@@ -503,7 +479,7 @@ const unalignedIndirectSteps = (input: ChainTableInput): Step[] => {
   const a = writeStep(
     mem,
     TABLE_AREA + BigInt(input.tableOffset),
-    encodeDescriptors([{ addr, len: 16 * entries.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }]),
+    encodeDescriptors([{ addr, len: descTableBytes(entries.length), flags: VIRTQ_DESC_F_INDIRECT, next: 0 }]),
   );
   mem = a.mem;
   const b = writeStep(mem, addr, encodeDescriptors(entries));
@@ -513,7 +489,7 @@ const unalignedIndirectSteps = (input: ChainTableInput): Step[] => {
     memoryCreateStep(),
     a.step,
     b.step,
-    step("chain.walk", walkArgs(table, 1, 0), expectOk(walkValue(specWalk(mem, table, 1, 0)))),
+    step("chain.walk", walkArgs(table, 1, 0), expectOk(acceptedWalkJson(specWalk(mem, table, 1, 0)))),
   ];
 };
 
@@ -537,7 +513,7 @@ const bigChainSteps = (input: BigChainInput): Step[] => {
       mem,
       TABLE_AREA,
       encodeDescriptors([
-        { addr: INDIRECT_AREA, len: 16 * ds.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 },
+        { addr: INDIRECT_AREA, len: descTableBytes(ds.length), flags: VIRTQ_DESC_F_INDIRECT, next: 0 },
       ]),
     );
     const b = writeStep(a.mem, INDIRECT_AREA, encodeDescriptors(ds));
@@ -550,7 +526,7 @@ const bigChainSteps = (input: BigChainInput): Step[] => {
       step(
         "chain.walk",
         walkArgs(TABLE_AREA, size, 0),
-        expectOk(walkValue(specWalk(mem, TABLE_AREA, size, 0))),
+        expectOk(acceptedWalkJson(specWalk(mem, TABLE_AREA, size, 0))),
       ),
     ];
   }
@@ -562,7 +538,7 @@ const bigChainSteps = (input: BigChainInput): Step[] => {
     step(
       "chain.walk",
       walkArgs(TABLE_AREA, size, 0),
-      expectOk(walkValue(specWalk(mem, TABLE_AREA, size, 0))),
+      expectOk(acceptedWalkJson(specWalk(mem, TABLE_AREA, size, 0))),
     ),
   ];
 };
@@ -615,7 +591,7 @@ export const chainCases = [
         // A nested indirect descriptor pointing at its own table (a hang found in the wild).
         indirect: {
           offset: 0,
-          entries: [{ addr: 0n, len: 16, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }],
+          entries: [{ addr: 0n, len: DESC_SIZE, flags: VIRTQ_DESC_F_INDIRECT, next: 0 }],
           badLen: null,
         },
       },

@@ -4,7 +4,6 @@ import type { SpecMemory } from "../../spec/memory.ts";
 import { createMemory } from "../../spec/memory.ts";
 import { appendChain, emptyIoVecMut, loadReadable, readAt, writeAt } from "../../spec/iovec.ts";
 import type { SpecIoVecMut } from "../../spec/iovec.ts";
-import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../spec/queue.ts";
 import type { Json, Outcome } from "../protocol.ts";
 import { canonical, toHex, u64 } from "../protocol.ts";
 import type { ChainTableInput, RawDescriptor } from "./chain.ts";
@@ -24,6 +23,7 @@ import {
 import { readBackSteps } from "./memory.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectErr, expectOk, expectSafe, step } from "./types.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 /** Fills the buffer area with a pattern so reads have something to return. */
 const fillBuffers = (mem: SpecMemory, seed: number): { step: Step; mem: SpecMemory } => {

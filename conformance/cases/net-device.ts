@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import type { SpecMemory } from "../../spec/memory.ts";
 import { readBytes, writeBytes } from "../../spec/memory.ts";
-import { F, bit, headerLength, maxFrameLength, offeredFeatures, rxPlace, txFrame } from "../../spec/net.ts";
+import { headerLength, maxFrameLength, offeredFeatures, rxPlace, txFrame } from "../../spec/net.ts";
 import type { NetConfig, SpecTxDescriptor } from "../../spec/net.ts";
 import * as Q from "../../spec/queue.ts";
 import type { SpecQueue } from "../../spec/queue.ts";
@@ -16,6 +16,7 @@ import type { RawDescriptor } from "./chain.ts";
 import { CHAIN_REGION, emptyChainMemory, encodeDescriptors, memoryCreateStep } from "./chain.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, step } from "./types.ts";
+import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
 
 const B = CHAIN_REGION.base;
 const RINGS = {

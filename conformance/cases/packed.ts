@@ -21,8 +21,19 @@ import {
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
+import { walkJson } from "../walk-json.ts";
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, expectResult, step } from "./types.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
+import {
+  PACKED_DESC_SIZE,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_WRAP,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+  packedDescOffset,
+  packedRingBytes,
+} from "../../wire/packed.ts";
 
 /** The ring at the table area; the Driver Area and Device Area after it. */
 const RING = TABLE_AREA;
@@ -82,7 +93,7 @@ const rawArb = (size: number): fc.Arbitrary<RawPackedDescriptor> =>
     id: fc.oneof({ weight: 4, arbitrary: fc.nat(size) }, { weight: 1, arbitrary: fc.nat(0xffff) }),
     flags: fc
       .tuple(fc.nat(7), fc.boolean(), fc.boolean())
-      .map(([low, a, u]) => low | (a ? P.VIRTQ_DESC_F_AVAIL : 0) | (u ? P.VIRTQ_DESC_F_USED : 0)),
+      .map(([low, a, u]) => low | (a ? VIRTQ_DESC_F_AVAIL : 0) | (u ? VIRTQ_DESC_F_USED : 0)),
   });
 
 const cmdArb = (size: number, w: PackedWeights): fc.Arbitrary<Cmd> => {
@@ -125,7 +136,7 @@ const cmdArb = (size: number, w: PackedWeights): fc.Arbitrary<Cmd> => {
       arbitrary: fc.record({
         k: fc.constant("driverEvent" as const),
         mode: fc.oneof(
-          { weight: 3, arbitrary: fc.constant(P.RING_EVENT_FLAGS_DESC) },
+          { weight: 3, arbitrary: fc.constant(RING_EVENT_FLAGS_DESC) },
           { weight: 2, arbitrary: fc.nat(3) },
         ),
         delta: fc.integer({ min: -3, max: 2 }),
@@ -202,25 +213,13 @@ export const packedStateValue = (q: SpecPackedQueue): Json => ({
 /** A popped chain as `packed.pop` answers it. */
 export const poppedValue = (p: SpecPackedPopped | null): Json => {
   if (p === null) return { popped: false };
-  const { readableBytes, writableBytes } = P.splitChain(p.walk);
   return {
     popped: true,
     id: p.id,
     head: p.head,
     wrap: p.wrap,
     slots: p.slots,
-    chain: {
-      descriptors: p.walk.descriptors.map((d) => ({
-        index: d.index,
-        addr: u64(d.addr),
-        len: d.len,
-        flags: d.flags,
-        indirect: d.indirect,
-      })),
-      end: p.walk.end === null ? null : p.walk.end._tag,
-      readableBytes: u64(BigInt(readableBytes)),
-      writableBytes: u64(BigInt(writableBytes)),
-    },
+    chain: walkJson(p.walk),
   };
 };
 
@@ -297,10 +296,15 @@ export const packedSteps = (input: PackedInput): Step[] => {
   const addUsedRules = input.inOrder ? ["PVQ-ADD-USED", "PVQ-IN-ORDER"] : ["PVQ-ADD-USED"];
   /** The ring as the driver sees it after a device write, charged to `rules`. */
   const ringRead = (rules: readonly string[]): void => {
-    const r = readBytes(mem, RING, 16 * size);
+    const r = readBytes(mem, RING, packedRingBytes(size));
     if (r.ok)
       steps.push(
-        step("memory.read", { addr: u64(RING), len: 16 * size }, expectOk({ data: toHex(r.value) }), rules),
+        step(
+          "memory.read",
+          { addr: u64(RING), len: packedRingBytes(size) },
+          expectOk({ data: toHex(r.value) }),
+          rules,
+        ),
       );
   };
   /** The Device Area after a device write to it. */
@@ -322,30 +326,33 @@ export const packedSteps = (input: PackedInput): Step[] => {
         if (size - used < slots || free.length === 0) break;
         const id = free[c.idPick % free.length]!;
         const writable = Math.min(c.write, c.n);
-        const dataFlags = (i: number): number => (i >= c.n - writable ? P.VIRTQ_DESC_F_WRITE : 0);
+        const dataFlags = (i: number): number => (i >= c.n - writable ? VIRTQ_DESC_F_WRITE : 0);
         const buffer = (i: number): bigint => BUFFER_AREA + 0x200n * BigInt(id) + 0x40n * BigInt(i);
-        const availBits = (wrap: boolean): number => (wrap ? P.VIRTQ_DESC_F_AVAIL : P.VIRTQ_DESC_F_USED);
+        const availBits = (wrap: boolean): number => (wrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED);
         const start = linear(driver.availSlot, driver.availWrap, size);
         if (c.indirect) {
-          const table = new Uint8Array(16 * c.n);
+          const table = new Uint8Array(packedRingBytes(c.n));
           for (let i = 0; i < c.n; i++)
-            table.set(encodePacked({ addr: buffer(i), len: c.len, id: 0, flags: dataFlags(i) }), 16 * i);
+            table.set(
+              encodePacked({ addr: buffer(i), len: c.len, id: 0, flags: dataFlags(i) }),
+              packedDescOffset(i),
+            );
           const at = INDIRECT_AREA + 0x100n * BigInt(id);
           write(at, table);
           write(
             RING + 16n * BigInt(driver.availSlot),
             encodePacked({
               addr: at,
-              len: 16 * c.n,
+              len: packedRingBytes(c.n),
               id,
-              flags: P.VIRTQ_DESC_F_INDIRECT | availBits(driver.availWrap),
+              flags: VIRTQ_DESC_F_INDIRECT | availBits(driver.availWrap),
             }),
           );
         } else {
           // The head's flags last: the other descriptors first, then the head.
           for (const i of [...Array.from({ length: c.n - 1 }, (_, k) => k + 1), 0]) {
             const p = fromLinear(start + i, size);
-            const flags = (i < c.n - 1 ? P.VIRTQ_DESC_F_NEXT : 0) | dataFlags(i) | availBits(p.wrap);
+            const flags = (i < c.n - 1 ? VIRTQ_DESC_F_NEXT : 0) | dataFlags(i) | availBits(p.wrap);
             write(RING + 16n * BigInt(p.slot), encodePacked({ addr: buffer(i), len: c.len, id, flags }));
           }
         }
@@ -413,7 +420,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
       case "reap": {
         // Linux virtqueue_get_buf_ctx_packed: used when AVAIL and USED both equal the used wrap counter.
         for (;;) {
-          const b = readBytes(mem, RING + 16n * BigInt(driver.usedSlot), 16);
+          const b = readBytes(mem, RING + BigInt(packedDescOffset(driver.usedSlot)), PACKED_DESC_SIZE);
           if (!b.ok) break;
           const id = b.value[12]! | (b.value[13]! << 8);
           const flags = b.value[14]! | (b.value[15]! << 8);
@@ -439,7 +446,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
       case "driverEvent": {
         const at = fromLinear(linear(q.nextUsed, q.usedWrap, size) + c.delta, size);
         const wrap = at.wrap !== c.flip;
-        const offWrap = at.slot | (wrap ? P.RING_EVENT_WRAP : 0);
+        const offWrap = at.slot | (wrap ? RING_EVENT_WRAP : 0);
         write(DRIVER_AREA, new Uint8Array([offWrap & 0xff, offWrap >> 8, c.mode & 0xff, 0]));
         break;
       }
@@ -479,7 +486,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
         break;
       case "reinit":
         // A driver that sets the queue up again starts from a zeroed ring.
-        write(RING, new Uint8Array(16 * size));
+        write(RING, new Uint8Array(packedRingBytes(size)));
         q = configured(input, q);
         steps.push(step("packed.configure", configureArgs(input), expectOk(null)));
         initialize();
@@ -500,7 +507,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
   return [
     ...steps,
     ...readBackSteps(mem, [
-      [RING, 16 * size],
+      [RING, packedRingBytes(size)],
       [DEVICE_AREA, 4],
     ]).map((s) => ({ ...s, rules: ["PVQ-DEVICE-ACCESS"] })),
   ];
@@ -755,7 +762,7 @@ export const packedCases = [
           used(),
           { k: "kick" },
           used(),
-          { k: "driverEvent", mode: P.RING_EVENT_FLAGS_DESC, delta: -1, flip: false },
+          { k: "driverEvent", mode: RING_EVENT_FLAGS_DESC, delta: -1, flip: false },
           { k: "kick" },
         ],
       },
@@ -811,18 +818,18 @@ export const packedCases = [
         eventIdx: false,
         inOrder: false,
         cmds: [
-          { k: "scribble", slot: 0, desc: { addr: BUFFER_AREA, len: 8, id: 7, flags: P.VIRTQ_DESC_F_AVAIL } },
+          { k: "scribble", slot: 0, desc: { addr: BUFFER_AREA, len: 8, id: 7, flags: VIRTQ_DESC_F_AVAIL } },
           { k: "pop" },
           {
             k: "scribble",
             slot: 0,
-            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: P.VIRTQ_DESC_F_AVAIL | P.VIRTQ_DESC_F_NEXT },
+            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_NEXT },
           },
-          { k: "scribble", slot: 1, desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: P.VIRTQ_DESC_F_NEXT } },
+          { k: "scribble", slot: 1, desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: VIRTQ_DESC_F_NEXT } },
           {
             k: "scribble",
             slot: 2,
-            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: P.VIRTQ_DESC_F_NEXT | P.VIRTQ_DESC_F_INDIRECT },
+            desc: { addr: BUFFER_AREA, len: 8, id: 1, flags: VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT },
           },
           { k: "pop" },
           used(),
@@ -830,7 +837,7 @@ export const packedCases = [
           {
             k: "scribble",
             slot: 0,
-            desc: { addr: INDIRECT_AREA, len: 24, id: 2, flags: P.VIRTQ_DESC_F_INDIRECT },
+            desc: { addr: INDIRECT_AREA, len: 24, id: 2, flags: VIRTQ_DESC_F_INDIRECT },
           },
           { k: "pop" },
           { k: "state" },

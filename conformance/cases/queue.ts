@@ -7,7 +7,6 @@ import type { SpecMemory } from "../../spec/memory.ts";
 import { readBytes, readU16, writeU16 } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
 import type { SpecPopped, SpecQueue } from "../../spec/queue.ts";
-import { VIRTQ_DESC_F_NEXT } from "../../spec/queue.ts";
 import type { Json, Outcome } from "../protocol.ts";
 import { toHex, u64 } from "../protocol.ts";
 import type { RawDescriptor } from "./chain.ts";
@@ -17,13 +16,14 @@ import {
   emptyChainMemory,
   encodeDescriptors,
   memoryCreateStep,
-  walkValue,
   writableLast,
   writeStep,
 } from "./chain.ts";
 import { readBackSteps } from "./memory.ts";
 import type { Expect, Step } from "./types.ts";
+import { acceptedWalkJson } from "../walk-json.ts";
 import { citing, defineCase, expectOk, expectResult, step } from "./types.ts";
+import { VIRTQ_DESC_F_NEXT } from "../../wire/split.ts";
 
 const AVAIL = TABLE_AREA + 0x1000n;
 const USED = TABLE_AREA + 0x1800n;
@@ -159,7 +159,7 @@ export const queueArb = (w: Weights, o: { maxLength?: number } = {}): fc.Arbitra
 
 /** queue.pop's answer for what the model popped (null: the ring was empty). */
 const popValue = (p: SpecPopped | null): Json =>
-  p === null ? { popped: false } : { popped: true, head: p.head, chain: walkValue(p.walk) };
+  p === null ? { popped: false } : { popped: true, head: p.head, chain: acceptedWalkJson(p.walk) };
 
 export const stateJson = (q: SpecQueue): Json => ({
   maxSize: q.maxSize,

@@ -12,7 +12,6 @@ import { walkChain } from "../../spec/queue.ts";
 import {
   MAX_PKT_BUF_SIZE,
   PROFILES,
-  VSOCK_PKT_HDR_SIZE,
   assembleRx,
   assembleTx,
   encodeHeader,
@@ -25,6 +24,7 @@ import type { RawDescriptor } from "./chain.ts";
 import { CHAIN_REGION, TABLE_AREA, encodeDescriptors } from "./chain.ts";
 import type { Expect, Step } from "./types.ts";
 import { defineCase, expectOk, step } from "./types.ts";
+import { VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 const DATA = { base: 0x10_0000n, size: 0x2_0000 };
 const DATA_END = DATA.base + BigInt(DATA.size);

@@ -4,7 +4,7 @@
  * impl/ code (conformance/mutants.ts says which bug and where it was found). The real
  * handlers know nothing of mutants: nothing in ops/ outside this file names one.
  */
-import { DescriptorChain, VIRTQ_DESC_F_INDIRECT } from "../../impl/queue/descriptor-chain.ts";
+import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { ChainCursor } from "../../impl/iovec/iovec.ts";
 import { HEADER_SIZE, VsockPacketIterator } from "../../impl/usb-vsock/packet.ts";
 import { NUM_BUFFERS_OFFSET } from "../../impl/net/header.ts";
@@ -15,10 +15,12 @@ import type { Json, JsonObject, Outcome } from "../protocol.ts";
 import type { Handler, World } from "./world.ts";
 import { argArray, argHex, argU64, argUint, errv, okv } from "./world.ts";
 import { popped, queueId, queueSlot } from "./queue.ts";
-import { rawDescriptor, walk, walkJson } from "./chain.ts";
+import { rawDescriptor, walk } from "./chain.ts";
+import { acceptedWalkJson } from "../walk-json.ts";
 import { chainArg, iovecWrite } from "./iovec.ts";
 import { netSlot } from "./net.ts";
 import { PACKED_MUTANT_WRAPPERS } from "./packed-mutants.ts";
+import { VIRTQ_DESC_F_INDIRECT } from "../../wire/split.ts";
 
 export type HandlerTable = Readonly<Record<string, Handler>>;
 export type MutantWrapper = (base: HandlerTable) => HandlerTable;
@@ -167,7 +169,7 @@ const indirectAligned: MutantWrapper = (base) => ({
     const w = walk(world, a.descTable, a.queueSize, a.head);
     const h = w === undefined ? undefined : rawDescriptor(world.mem(), a.descTable, a.head);
     if (h !== undefined && (h.flags & VIRTQ_DESC_F_INDIRECT) !== 0 && h.addr % 16n !== 0n)
-      return okv(walkJson({ descriptors: [], end: "InvalidIndirectDescriptorTable" }));
+      return okv(acceptedWalkJson({ descriptors: [], end: { _tag: "InvalidIndirectDescriptorTable" } }));
     return op(base, "chain.walk")(args, world);
   },
 });
@@ -182,7 +184,7 @@ const chainOver4g: MutantWrapper = (base) => ({
     const a = walkArgs(args);
     const w = walk(world, a.descTable, a.queueSize, a.head);
     const last = w?.descriptors[w.descriptors.length - 1];
-    if (w === undefined || w.end !== "DescriptorChainOverflow" || last === undefined)
+    if (w === undefined || w.end?._tag !== "DescriptorChainOverflow" || last === undefined)
       return op(base, "chain.walk")(args, world);
     // The walk stopped at the descriptor `last` points to, in the head's indirect table if it had one.
     const mem = world.mem();
@@ -190,7 +192,7 @@ const chainOver4g: MutantWrapper = (base) => ({
     const inIndirect = h !== undefined && (h.flags & VIRTQ_DESC_F_INDIRECT) !== 0;
     const d = rawDescriptor(mem, inIndirect ? h.addr : a.descTable, last.next);
     const descriptors = d === undefined ? w.descriptors : [...w.descriptors, { ...d, indirect: inIndirect }];
-    return okv(walkJson({ descriptors, end: null }));
+    return okv(acceptedWalkJson({ descriptors, end: null }));
   },
 });
 

@@ -2,19 +2,19 @@
  * Packed-ring mutants as wrappers (conformance/ops/mutant-wrappers.ts): each calls the real
  * packed handler and puts back one bug class seen in packed-ring devices.
  */
-import {
-  RING_EVENT_FLAGS_DESC,
-  RING_EVENT_WRAP,
-  VIRTQ_DESC_F_AVAIL,
-  VIRTQ_DESC_F_USED,
-} from "../../spec/packed-queue.ts";
 import type { PendingUsed } from "../../spec/packed-queue.ts";
-import { vringNeedEvent } from "../../spec/queue.ts";
 import type { JsonObject } from "../protocol.ts";
 import type { HandlerTable, MutantWrapper } from "./mutant-wrappers.ts";
 import { packedSlot } from "./packed.ts";
 import type { Handler, World } from "./world.ts";
 import { okv } from "./world.ts";
+import {
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_WRAP,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "../../wire/packed.ts";
+import { vringNeedEvent } from "../../wire/split.ts";
 
 const real = (base: HandlerTable, op: string): Handler => {
   const h = base[op];

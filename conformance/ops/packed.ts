@@ -1,12 +1,14 @@
 /** Packed-queue operations of the reference adapter (PVQ-*), over impl/queue/packed-queue.ts. */
 import { PackedDescriptorChain } from "../../impl/queue/packed-chain.ts";
 import { PackedQueue } from "../../impl/queue/packed-queue.ts";
-import { MAX_PACKED_QUEUE_SIZE, VIRTQ_DESC_F_WRITE } from "../../spec/packed-queue.ts";
 import type { SpecPackedQueue } from "../../spec/packed-queue.ts";
 import type { Json, JsonObject, Outcome } from "../protocol.ts";
 import { u64 } from "../protocol.ts";
 import type { Handler, World } from "./world.ts";
+import { walkImpl } from "../../properties/arbitraries/chain.ts";
+import { walkJson } from "../walk-json.ts";
 import { NotConfigured, argBool, argU64, argUint, errv, okv } from "./world.ts";
+import { MAX_PACKED_QUEUE_SIZE } from "../../wire/packed.ts";
 
 interface PackedSlot {
   readonly q: PackedQueue;
@@ -37,30 +39,6 @@ const slot = (world: World, args: JsonObject): PackedSlot => {
 };
 
 const perr = (e: { readonly _tag: string }): Outcome => errv({ _tag: e._tag });
-
-/** One walked descriptor as `packed.pop` reports it (docs/conformance-protocol.md §5.8). */
-const walkOf = (chain: PackedDescriptorChain): Json => {
-  const descriptors: Json[] = [];
-  let readable = 0n;
-  let writable = 0n;
-  for (let ok = chain.rewind(); ok; ok = chain.advance()) {
-    descriptors.push({
-      index: chain.index,
-      addr: u64(chain.addrBig()),
-      len: chain.len,
-      flags: chain.flags,
-      indirect: chain.indirect,
-    });
-    if ((chain.flags & VIRTQ_DESC_F_WRITE) !== 0) writable += BigInt(chain.len);
-    else readable += BigInt(chain.len);
-  }
-  return {
-    descriptors,
-    end: chain.end === null ? null : chain.end._tag,
-    readableBytes: u64(readable),
-    writableBytes: u64(writable),
-  };
-};
 
 /** The state fields a peer can be asked about (spec/packed-queue.ts SpecPackedQueue, without the in-flight lists). */
 export const packedStateJson = (st: SpecPackedQueue): Json => ({
@@ -123,7 +101,7 @@ export const packedOps: Record<string, Handler> = {
         head: c.headSlot,
         wrap: c.headWrap,
         slots: c.slots,
-        chain: walkOf(c),
+        chain: walkJson(walkImpl(c)),
       });
     }
     return s.q.lastError === null ? okv({ popped: false }) : perr(s.q.lastError);

@@ -2,7 +2,8 @@
 import type { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import { SplitQueue } from "../../impl/queue/split-queue.ts";
 import type { Json, JsonObject, Outcome } from "../protocol.ts";
-import { walkJson, walkOf } from "./chain.ts";
+import { walkImpl } from "../../properties/arbitraries/chain.ts";
+import { acceptedWalkJson } from "../walk-json.ts";
 import type { Handler, World } from "./world.ts";
 import { NotConfigured, argBool, argU64, argUint, errv, okv } from "./world.ts";
 
@@ -39,7 +40,7 @@ const qerr = (e: { readonly _tag: string }): Outcome => errv({ _tag: e._tag });
 export const popped = (chain: DescriptorChain | null): Json =>
   chain === null
     ? { popped: false }
-    : { popped: true, head: chain.headIndex, chain: walkJson(walkOf(chain)) };
+    : { popped: true, head: chain.headIndex, chain: acceptedWalkJson(walkImpl(chain)) };
 
 export const queueOps: Record<string, Handler> = {
   "queue.configure": (args, world) => {

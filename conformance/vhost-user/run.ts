@@ -20,25 +20,25 @@
 import { Effect } from "effect";
 import { LEVEL, type FrontendLevel, type FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, bit } from "../../spec/vhost-user.ts";
-import { VRING_AVAIL_F_NO_INTERRUPT } from "../../spec/queue.ts";
-import {
-  VIRTIO_F_VERSION_1,
-  VSOCK_HOST_CID,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RST,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_STREAM,
-  decodeHeader,
-  emptyHeader,
-  encodeHeader,
-} from "../../spec/vsock.ts";
+import { VIRTIO_F_VERSION_1, decodeHeader, emptyHeader, encodeHeader } from "../../spec/vsock.ts";
 import { SplitDriver, type DriverBuffer } from "../../impl/queue/split-driver.ts";
-import { vringNeedEvent } from "../../wire/split.ts";
 import {
+  availEventOffset,
+  DESC_FLAGS,
+  DESC_LEN,
+  DESC_NEXT,
+  DESC_SIZE,
+  descOffset,
+  USED_FLAGS,
+  USED_IDX,
+  usedRingBytes,
+  usedSlotOffset,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
-} from "../../impl/queue/descriptor-chain.ts";
+  VRING_AVAIL_F_NO_INTERRUPT,
+  vringNeedEvent,
+} from "../../wire/split.ts";
 import {
   acquireGuestRam,
   acquireRingFds,
@@ -52,6 +52,13 @@ import {
 import { Rng } from "../../sim/rng.ts";
 import { spawnBackend, type Spawned } from "./spawn.ts";
 import { VsockStreams, listenHostPort } from "./vsock-stream.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RST,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_STREAM,
+} from "../../wire/vsock.ts";
 
 export type DeviceKind = "net" | "vsock" | "generic";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["net", "vsock", "generic"];
@@ -642,11 +649,13 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           }
           case "used-idx-write": {
             const v = rng.int(0x10000);
-            mem.writeU16(d.layout.usedRing + 2, v);
+            mem.writeU16(d.layout.usedRing + USED_IDX, v);
             return `${where} used-idx-write: driver wrote used.idx = ${v}`;
           }
           case "used-ring-write": {
-            const at = d.layout.usedRing + rng.pick([0, 4, 8, 4 + 8 * RING_SIZE]);
+            const at =
+              d.layout.usedRing +
+              rng.pick([USED_FLAGS, usedSlotOffset(0), usedSlotOffset(1), availEventOffset(RING_SIZE)]);
             const v = rng.u32();
             mem.writeU32(at, v);
             return `${where} used-ring-write: driver wrote ${hex(v)} at used ring +${at - d.layout.usedRing}`;
@@ -679,14 +688,14 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
             return `${where} desc-next-range: head ${target!.head} desc ${desc} next ${next}`;
           }
           case "indirect-nested": {
-            const at = target!.table! + 16 * rng.int(target!.tableEntries);
-            mem.writeU16(at + 12, mem.readU16(at + 12) | VIRTQ_DESC_F_INDIRECT);
-            return `${where} indirect-nested: head ${target!.head} table ${hex(target!.table!)} entry ${(at - target!.table!) / 16} INDIRECT`;
+            const at = target!.table! + descOffset(rng.int(target!.tableEntries));
+            mem.writeU16(at + DESC_FLAGS, mem.readU16(at + DESC_FLAGS) | VIRTQ_DESC_F_INDIRECT);
+            return `${where} indirect-nested: head ${target!.head} table ${hex(target!.table!)} entry ${(at - target!.table!) / DESC_SIZE} INDIRECT`;
           }
           case "indirect-loop": {
-            const at = target!.table! + 16 * (target!.tableEntries - 1);
-            mem.writeU16(at + 12, mem.readU16(at + 12) | VIRTQ_DESC_F_NEXT);
-            mem.writeU16(at + 14, 0);
+            const at = target!.table! + descOffset(target!.tableEntries - 1);
+            mem.writeU16(at + DESC_FLAGS, mem.readU16(at + DESC_FLAGS) | VIRTQ_DESC_F_NEXT);
+            mem.writeU16(at + DESC_NEXT, 0);
             return `${where} indirect-loop: head ${target!.head} table ${hex(target!.table!)} last entry -> entry 0`;
           }
           case "desc-indirect-bad": {
@@ -724,18 +733,18 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         mask.fill(0);
         for (const r of rings) {
           const l = r.driver.layout;
-          allow(BigInt(l.usedRing), 6 + 8 * RING_SIZE);
+          allow(BigInt(l.usedRing), usedRingBytes(RING_SIZE));
           for (let i = 0; i < RING_SIZE; i++) {
             const x = r.driver.readDescriptor(i);
             if ((x.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-              const n = Math.min(Math.floor(x.len / 16), 4096);
+              const n = Math.min(Math.floor(x.len / DESC_SIZE), 4096);
               for (let j = 0; j < n; j++) {
-                const at = x.addr + BigInt(16 * j);
+                const at = x.addr + BigInt(descOffset(j));
                 if (at > BigInt(Number.MAX_SAFE_INTEGER)) break;
                 const a = mem.readU64(Number(at));
                 if (a === undefined) break;
-                const fl = mem.readU16(Number(at) + 12);
-                if ((fl & VIRTQ_DESC_F_WRITE) !== 0) allow(a, mem.readU32(Number(at) + 8));
+                const fl = mem.readU16(Number(at) + DESC_FLAGS);
+                if ((fl & VIRTQ_DESC_F_WRITE) !== 0) allow(a, mem.readU32(Number(at) + DESC_LEN));
               }
             } else if ((x.flags & VIRTQ_DESC_F_WRITE) !== 0) allow(x.addr, x.len);
           }

@@ -20,6 +20,17 @@ import { rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { Effect, type Scope } from "effect";
 import {
+  emptyHeader,
+  encodeHeader,
+  inFlight,
+  nextState,
+  peerFree,
+  type ConnState,
+  type VsockHeader,
+} from "../../spec/vsock.ts";
+import type { FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
+import type { Rng } from "../../sim/rng.ts";
+import {
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
   VSOCK_HOST_CID,
@@ -31,16 +42,7 @@ import {
   VSOCK_OP_RW,
   VSOCK_OP_SHUTDOWN,
   VSOCK_TYPE_STREAM,
-  emptyHeader,
-  encodeHeader,
-  inFlight,
-  nextState,
-  peerFree,
-  type ConnState,
-  type VsockHeader,
-} from "../../spec/vsock.ts";
-import type { FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
-import type { Rng } from "../../sim/rng.ts";
+} from "../../wire/vsock.ts";
 
 /** The host end's listener on `<uds>_<port>`: connections the device made, in order. */
 export interface HostListener {

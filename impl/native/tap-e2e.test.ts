@@ -6,7 +6,6 @@
  */
 import { Duration, Effect } from "effect";
 import { describe, expect, it } from "vitest";
-import { F, bit } from "../../spec/net.ts";
 import { existsSync, readlinkSync } from "node:fs";
 import { NetBackend } from "../net/backend.ts";
 import { NetDevice, RX_QUEUE } from "../net/device.ts";
@@ -24,8 +23,10 @@ import {
   parseIpv4,
   udpPartialChecksum,
 } from "../net/packets.ts";
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, encodeNetHeader } from "../net/header.ts";
+import { encodeNetHeader } from "../net/header.ts";
 import { acquireNetns, acquireTapBackendIn, configureTapIn, ip, tapUnavailableReason } from "./netns.ts";
+import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM } from "../../wire/net.ts";
 
 const reason = tapUnavailableReason();
 if (reason !== undefined) console.log(`TAP end-to-end test skipped: ${reason}`);

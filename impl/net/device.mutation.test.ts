@@ -8,7 +8,6 @@
 import { Effect } from "effect";
 import { describe, expect, it } from "vitest";
 import * as spec from "../../spec/net.ts";
-import { F, bit } from "../../spec/net.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import type { NetBackendShape, NetBackendStats, RxBuffer, TxPacket } from "./backend.ts";
 import { CapturingBackend, CapturingLayer } from "./backend.ts";
@@ -16,6 +15,7 @@ import { NetDevice, RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { NetGuest } from "./guest.ts";
 import { PACKED_RING } from "../queue/device-queue.ts";
 import { CLAIM_HEAD_BYTES, MacInterceptor, noInterceptor } from "./interceptor.ts";
+import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
 
 const MAC = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
 const frameOf = (n: number, seed = 1): Uint8Array =>

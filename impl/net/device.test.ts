@@ -4,13 +4,13 @@
  */
 import { Effect, Layer } from "effect";
 import { describe, expect, it } from "vitest";
-import { F, bit } from "../../spec/net.ts";
 import { SplitDriver } from "../queue/split-driver.ts";
 import { CapturingBackend, CapturingLayer, LoopbackBackend } from "./backend.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { NetGuest } from "./guest.ts";
 import { FrameInterceptor, MacInterceptor } from "./interceptor.ts";
 import { ARP_REPLY, arpRequest, parseArp } from "./packets.ts";
+import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
 
 const MAC = [0x06, 0x00, 0xac, 0x10, 0x00, 0x02];
 const MMDS_MAC = [0x06, 0x01, 0x23, 0x45, 0x67, 0x01];

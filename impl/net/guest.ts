@@ -5,13 +5,13 @@
  * device wrote. Tests, properties, the benchmark and the simulator drive a `NetDevice`
  * with it; hostile guests use `txDriver` / `rxDriver` (impl/queue SplitDriver) directly.
  */
-import { F } from "../../spec/net.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { SplitDriver, type DriverBuffer, type UsedEntry } from "../queue/split-driver.ts";
 import { splitLayoutAt, splitLayoutEnd } from "../../wire/split.ts";
 import type { NetDevice } from "./device.ts";
 import { RX_QUEUE, TX_QUEUE } from "./device.ts";
 import { decodeNetHeader, type NetHeader } from "./header.ts";
+import { VIRTIO_NET_F as F } from "../../wire/features.ts";
 
 export interface NetGuestOptions {
   readonly queueSize?: number;

@@ -7,11 +7,6 @@ import type { NetHeader } from "../../spec/net.ts";
 import { NET_HDR, NET_HDR_SIZE } from "../../wire/net.ts";
 
 export type { NetHeader } from "../../spec/net.ts";
-export {
-  VIRTIO_NET_HDR_F_DATA_VALID,
-  VIRTIO_NET_HDR_F_NEEDS_CSUM,
-  VIRTIO_NET_HDR_GSO_NONE,
-} from "../../wire/net.ts";
 /** Offset of num_buffers in the 12-byte header. */
 export const NUM_BUFFERS_OFFSET = NET_HDR.numBuffers;
 

@@ -9,6 +9,8 @@ import * as spec from "../../spec/net.ts";
 import { NetConfigSpace } from "./config.ts";
 import { checkAck, hasFeature, netHeaderLength, offeredFeatures } from "./features.ts";
 import { decodeNetHeader, encodeNetHeader, writeRxHeader, type NetHeader } from "./header.ts";
+import { VIRTIO_NET_F, featureBit } from "../../wire/features.ts";
+import { NET_CONFIG_SIZE } from "../../wire/net.ts";
 
 const header: NetHeader = {
   flags: 0x01,
@@ -57,22 +59,22 @@ describe("feature negotiation, bit by bit [NET-FEAT-ACK-SUBSET NET-FEAT-DEPS NET
   const closure = (n: number): bigint =>
     spec.FEATURE_DEPENDENCIES.filter((d) => d.feature === n).reduce(
       (m, d) => d.requires.reduce((acc, r) => acc | closure(r), m),
-      spec.bit(n),
+      featureBit(n),
     );
 
   it("each feature acked alone, and with each one feature it may need, agrees with the spec", () => {
     for (let n = 0; n < 64; n++) {
-      const alone = spec.bit(n);
+      const alone = featureBit(n);
       expect(checkAck(all, alone)).toEqual(spec.validateAck(all, alone));
       expect(checkAck(0n, alone)).toEqual(spec.validateAck(0n, alone));
       expect(checkAck(all & ~alone, alone)).toEqual(spec.validateAck(all & ~alone, alone));
       for (const dep of spec.FEATURE_DEPENDENCIES) {
         for (const r of dep.requires) {
           // r, with and without what r itself needs (GUEST_ECN + GUEST_TSO4 needs GUEST_CSUM too).
-          for (const ack of [alone | spec.bit(r), alone | closure(r)])
+          for (const ack of [alone | featureBit(r), alone | closure(r)])
             expect(checkAck(all, ack)).toEqual(spec.validateAck(all, ack));
         }
-        const both = alone | dep.requires.reduce((m, r) => m | spec.bit(r), 0n);
+        const both = alone | dep.requires.reduce((m, r) => m | featureBit(r), 0n);
         expect(checkAck(all, both)).toEqual(spec.validateAck(all, both));
       }
     }
@@ -80,15 +82,15 @@ describe("feature negotiation, bit by bit [NET-FEAT-ACK-SUBSET NET-FEAT-DEPS NET
 
   it("hasFeature and the header length follow the acked bits", () => {
     for (let n = 0; n < 64; n++) {
-      expect(hasFeature(spec.bit(n), n)).toBe(true);
-      expect(hasFeature(~spec.bit(n) & all, n)).toBe(false);
+      expect(hasFeature(featureBit(n), n)).toBe(true);
+      expect(hasFeature(~featureBit(n) & all, n)).toBe(false);
     }
     for (const acked of [
       0n,
-      spec.bit(spec.F.VERSION_1),
-      spec.bit(spec.F.MRG_RXBUF),
+      featureBit(VIRTIO_NET_F.VERSION_1),
+      featureBit(VIRTIO_NET_F.MRG_RXBUF),
       all,
-      spec.bit(spec.F.MTU),
+      featureBit(VIRTIO_NET_F.MTU),
     ])
       expect(netHeaderLength(acked)).toBe(spec.headerLength(acked));
   });
@@ -121,14 +123,14 @@ describe("config space windows [NET-CFG-LAYOUT NET-CFG-PAST-END NET-CFG-STATUS N
     for (const c of configs) {
       for (const linkUp of [true, false]) {
         const space = new NetConfigSpace(c, linkUp);
-        for (let offset = -3; offset <= spec.CONFIG_SIZE + 2; offset++) {
-          for (let len = 0; len <= spec.CONFIG_SIZE + 3; len++) {
+        for (let offset = -3; offset <= NET_CONFIG_SIZE + 2; offset++) {
+          for (let len = 0; len <= NET_CONFIG_SIZE + 3; len++) {
             const got = new Uint8Array(len).fill(0xee);
             space.read(offset, got);
             const want = new Uint8Array(len);
             for (let i = 0; i < len; i++) {
               const at = offset + i;
-              want[i] = at >= 0 && at < spec.CONFIG_SIZE ? spec.configSpace(c, linkUp)[at]! : 0;
+              want[i] = at >= 0 && at < NET_CONFIG_SIZE ? spec.configSpace(c, linkUp)[at]! : 0;
             }
             expect([...got]).toEqual([...want]);
           }

@@ -28,8 +28,6 @@ const MAX_CHAIN_BYTES = wire.MAX_CHAIN_BYTES; // CHAIN-LEN-U32
 const MAX_INDIRECT_LEN = wire.MAX_INDIRECT_ENTRIES * DESC_SIZE; // CHAIN-INDIRECT-LEN
 
 export type { ChainError } from "../../spec/queue.ts";
-// Re-exported for files that still import the flags from here (wire/split.ts defines them).
-export { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 // Walk states.
 const MORE = 0; // the next step reads entry `nextIndex` of the current table
@@ -183,6 +181,15 @@ export class DescriptorChain {
     // loop calls), so the hot path is kept small and everything rare is out of line.
     this.head = index;
     if (index >= this.queueSize || this.mem.recorder !== null) return this.loadBoundSlow(index);
+    return this.readHead(index);
+  }
+
+  /**
+   * `loadBound` for a queue that has itself checked, for this pop, that the chain is bound to
+   * it, that `index` < its size and that its memory (this chain's) has no recorder.
+   */
+  loadBoundChecked(index: number): boolean {
+    this.head = index;
     return this.readHead(index);
   }
 

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { Rng } from "../../sim/rng.ts";
-import { vringNeedEvent as specNeedEvent } from "../../spec/queue.ts";
 import {
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
@@ -23,7 +22,7 @@ import { PACKED_RING, SPLIT_RING, type DeviceQueue, type RingKind } from "./devi
 import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "./guest-queue.ts";
 import { PackedDriver, packedLayoutAt, packedLayoutEnd } from "./packed-driver.ts";
 import { SplitDriver } from "./split-driver.ts";
-import { splitLayoutAt, splitLayoutEnd } from "../../wire/split.ts";
+import { splitLayoutAt, splitLayoutEnd, vringNeedEvent as specNeedEvent } from "../../wire/split.ts";
 
 const DATA = 0x100000;
 const SLAB = 4096;

@@ -13,13 +13,26 @@
  *     if (chain.end !== null) ... // why the walk stopped early
  */
 import { GuestMemory, u64ToBigInt, u64ToNumber } from "../memory/guest-memory.ts";
-import { MAX_CHAIN_BYTES, MAX_INDIRECT_ENTRIES, type ChainError } from "../../spec/queue.ts";
+import { type ChainError } from "../../spec/queue.ts";
 import type { ChainLengths } from "./descriptor-chain.ts";
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../spec/packed-queue.ts";
 
 export type { ChainError } from "../../spec/queue.ts";
+import * as wire from "../../wire/packed.ts";
+import * as split from "../../wire/split.ts";
 
-const MAX_INDIRECT_LEN = MAX_INDIRECT_ENTRIES * 16; // PVQ-INDIRECT-LEN
+// Module-local copies of the wire layout (wire/README.md: V8 folds a module's own consts into
+// the code it inlines into a caller's loop; an imported binding is loaded on every use).
+const DESC_SIZE = wire.PACKED_DESC_SIZE;
+const DESC_ADDR = wire.PACKED_DESC_ADDR;
+const DESC_ADDR_HI = wire.PACKED_DESC_ADDR_HI;
+const DESC_LEN = wire.PACKED_DESC_LEN;
+const DESC_ID = wire.PACKED_DESC_ID;
+const DESC_FLAGS = wire.PACKED_DESC_FLAGS;
+const VIRTQ_DESC_F_NEXT = split.VIRTQ_DESC_F_NEXT;
+const VIRTQ_DESC_F_WRITE = split.VIRTQ_DESC_F_WRITE;
+const VIRTQ_DESC_F_INDIRECT = split.VIRTQ_DESC_F_INDIRECT;
+const MAX_CHAIN_BYTES = split.MAX_CHAIN_BYTES;
+const MAX_INDIRECT_LEN = split.MAX_INDIRECT_ENTRIES * DESC_SIZE; // PVQ-INDIRECT-LEN
 
 const MORE = 0;
 const DONE = 1;
@@ -229,13 +242,13 @@ export class PackedDescriptorChain {
     if (((r[3]! >>> 16) & VIRTQ_DESC_F_INDIRECT) !== 0) {
       // PVQ-INDIRECT, PVQ-INDIRECT-LEN: the walk is the table's entries.
       const len = r[2]!;
-      if (len === 0 || (len & 15) !== 0 || len > MAX_INDIRECT_LEN) {
+      if (len === 0 || len % DESC_SIZE !== 0 || len > MAX_INDIRECT_LEN) {
         return this.stop({ _tag: "InvalidIndirectDescriptorTable", len });
       }
       this.inIndirect = true;
       this.tableLo = r[0]!;
       this.tableHi = r[1]!;
-      this.tableSize = len >>> 4;
+      this.tableSize = len / DESC_SIZE;
     }
     return this.step();
   }
@@ -336,25 +349,25 @@ export class PackedDescriptorChain {
       this.state = DONE;
       return false;
     }
-    const addr = u64ToNumber(this.tableLo, this.tableHi) + 16 * k;
+    const addr = u64ToNumber(this.tableLo, this.tableHi) + DESC_SIZE * k;
     const mem = this.mem;
-    const i = mem.locate(addr, 16, false);
+    const i = mem.locate(addr, DESC_SIZE, false);
     if (i < 0) {
-      const exact = u64ToBigInt(this.tableLo, this.tableHi) + 16n * BigInt(k);
-      return this.stop(GuestMemory.rangeError(exact, 16n));
+      const exact = u64ToBigInt(this.tableLo, this.tableHi) + BigInt(DESC_SIZE * k);
+      return this.stop(GuestMemory.rangeError(exact, BigInt(DESC_SIZE)));
     }
     const region = mem.regions[i]!;
     const v = region.view;
     const off = addr - region.base;
-    const len = v.getUint32(off + 8, true);
+    const len = v.getUint32(off + DESC_LEN, true);
     const total = this.total + len;
     if (total > MAX_CHAIN_BYTES) return this.stop({ _tag: "DescriptorChainOverflow", index: k, len });
     this.total = total;
-    this.addrLo = v.getUint32(off, true);
-    this.addrHi = v.getUint32(off + 4, true);
+    this.addrLo = v.getUint32(off + DESC_ADDR, true);
+    this.addrHi = v.getUint32(off + DESC_ADDR_HI, true);
     this._len = len;
-    this._id = v.getUint16(off + 12, true);
-    this._flags = v.getUint16(off + 14, true);
+    this._id = v.getUint16(off + DESC_ID, true);
+    this._flags = v.getUint16(off + DESC_FLAGS, true);
     this._index = k;
     this.k = k + 1;
     return true;

@@ -7,10 +7,20 @@ import { PackedDescriptorChain } from "./packed-chain.ts";
 import { PackedDriver, availFlags } from "./packed-driver.ts";
 import { PackedQueue, PopStatus, type PackedQueueError } from "./packed-queue.ts";
 import { packedPopView, packedPopped, packedWalk } from "../../properties/arbitraries/packed.ts";
+import {
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "../../wire/packed.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
-const { VIRTQ_DESC_F_NEXT: NEXT, VIRTQ_DESC_F_WRITE: WRITE, VIRTQ_DESC_F_INDIRECT: INDIRECT } = P;
-const AVAIL = P.VIRTQ_DESC_F_AVAIL;
-const USED = P.VIRTQ_DESC_F_USED;
+const NEXT = VIRTQ_DESC_F_NEXT;
+const WRITE = VIRTQ_DESC_F_WRITE;
+const INDIRECT = VIRTQ_DESC_F_INDIRECT;
+const AVAIL = VIRTQ_DESC_F_AVAIL;
+const USED = VIRTQ_DESC_F_USED;
 
 const toSpec = (m: GuestMemory): SpecMemory => {
   const r = createMemory(m.regions.map((x) => ({ base: BigInt(x.base), bytes: x.bytes })));
@@ -404,9 +414,9 @@ describe("packed queue: event suppression", () => {
     const p = new Pair(4);
     p.drv.addChain([buf(0x4000, 4)]);
     p.addUsed(p.popOk().id, 0);
-    p.drv.setDriverEvent(0, P.RING_EVENT_FLAGS_DISABLE);
+    p.drv.setDriverEvent(0, RING_EVENT_FLAGS_DISABLE);
     expect(p.prepareKick()).toBe(false);
-    for (const flags of [P.RING_EVENT_FLAGS_ENABLE, 3, P.RING_EVENT_FLAGS_DESC, 0xfffc]) {
+    for (const flags of [RING_EVENT_FLAGS_ENABLE, 3, RING_EVENT_FLAGS_DESC, 0xfffc]) {
       p.drv.setDriverEvent(0x8003, flags);
       expect(p.prepareKick()).toBe(true);
     }
@@ -421,7 +431,7 @@ describe("packed queue: event suppression", () => {
       p.drv.reapUsed();
     };
     round(3); // used slots 0..2; next_used (3, wrap 1)
-    p.drv.setDriverEvent(0x8000 | 2, P.RING_EVENT_FLAGS_DESC);
+    p.drv.setDriverEvent(0x8000 | 2, RING_EVENT_FLAGS_DESC);
     expect(
       p.step(
         () => p.q.driverEvent(),
@@ -433,12 +443,12 @@ describe("packed queue: event suppression", () => {
     });
     expect(p.prepareKick()).toBe(true);
     round(2); // slots 3, 0 (wrap 0): next_used (1, wrap 0)
-    p.drv.setDriverEvent(0x8000 | 2, P.RING_EVENT_FLAGS_DESC); // slot 2 of the old lap: already notified
+    p.drv.setDriverEvent(0x8000 | 2, RING_EVENT_FLAGS_DESC); // slot 2 of the old lap: already notified
     expect(p.prepareKick()).toBe(false);
     round(2); // slots 1, 2 (wrap 0)
-    p.drv.setDriverEvent(0 | 2, P.RING_EVENT_FLAGS_DESC);
+    p.drv.setDriverEvent(0 | 2, RING_EVENT_FLAGS_DESC);
     expect(p.prepareKick()).toBe(true);
-    p.drv.setDriverEvent(0x8000 | 3, P.RING_EVENT_FLAGS_DESC);
+    p.drv.setDriverEvent(0x8000 | 3, RING_EVENT_FLAGS_DESC);
     round(1); // slot 3, wrap 0; the event names slot 3 of the wrap-1 lap
     expect(p.prepareKick()).toBe(false);
   });
@@ -446,11 +456,11 @@ describe("packed queue: event suppression", () => {
   it("enable / disable write the Device Area; the driver's kick decision reads it [PVQ-NOTIFY-DEVICE PVQ-DRIVER-KICK]", () => {
     const p = new Pair(4, { eventIdx: true });
     p.disable();
-    expect(p.drv.deviceEvent().flags).toBe(P.RING_EVENT_FLAGS_DISABLE);
+    expect(p.drv.deviceEvent().flags).toBe(RING_EVENT_FLAGS_DISABLE);
     p.drv.addChain([buf(0x4000, 4)]);
     expect(p.drv.kickPrepare().need).toBe(false);
     expect(p.enable()).toEqual({ ok: true, value: true });
-    expect(p.drv.deviceEvent()).toEqual({ offWrap: 0x8000, flags: P.RING_EVENT_FLAGS_DESC });
+    expect(p.drv.deviceEvent()).toEqual({ offWrap: 0x8000, flags: RING_EVENT_FLAGS_DESC });
     p.drv.addChain([buf(0x4000, 4)]); // slot 1: the event names slot 0, already passed
     expect(p.drv.kickPrepare().need).toBe(false);
     p.addUsed(p.popOk().id, 0);
@@ -468,11 +478,11 @@ describe("packed queue: event suppression", () => {
       const p = new Pair(4, { eventIdx });
       p.disable();
       expect(p.tryEnable()).toEqual({ ok: true, value: true });
-      expect(p.drv.deviceEvent().flags).toBe(eventIdx ? P.RING_EVENT_FLAGS_DESC : P.RING_EVENT_FLAGS_ENABLE);
+      expect(p.drv.deviceEvent().flags).toBe(eventIdx ? RING_EVENT_FLAGS_DESC : RING_EVENT_FLAGS_ENABLE);
       p.disable();
       p.drv.addChain([buf(0x4000, 4)]);
       expect(p.tryEnable()).toEqual({ ok: true, value: false });
-      expect(p.drv.deviceEvent().flags).toBe(P.RING_EVENT_FLAGS_DISABLE); // nothing written
+      expect(p.drv.deviceEvent().flags).toBe(RING_EVENT_FLAGS_DISABLE); // nothing written
       expect(p.popOrEnable()).toMatchObject({ ok: true, value: { slots: 1 } });
       expect(p.popOrEnable()).toEqual({ ok: true, value: null });
     }

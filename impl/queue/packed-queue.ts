@@ -17,16 +17,6 @@
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
 import {
-  MAX_PACKED_QUEUE_SIZE,
-  RING_EVENT_FLAGS_DESC,
-  RING_EVENT_FLAGS_DISABLE,
-  RING_EVENT_FLAGS_ENABLE,
-  RING_EVENT_WRAP,
-  VIRTQ_DESC_F_AVAIL,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_USED,
-  VIRTQ_DESC_F_WRITE,
   type EventSuppression,
   type InFlight,
   type PackedQueueError,
@@ -38,6 +28,8 @@ import { PopStatus } from "./split-queue.ts";
 
 export type { EventSuppression, PackedQueueError, SpecPackedQueue } from "../../spec/packed-queue.ts";
 export { PopStatus } from "./split-queue.ts";
+import * as wire from "../../wire/packed.ts";
+import * as split from "../../wire/split.ts";
 
 const NOT_READY: PackedQueueError = Object.freeze({ _tag: "NotReady" });
 const ERR_NOT_READY = Object.freeze(err(NOT_READY));
@@ -46,8 +38,32 @@ const OK_TRUE = Object.freeze(ok(true));
 const OK_FALSE = Object.freeze(ok(false));
 const OK_NONE = Object.freeze(ok(null));
 
-const AVAIL_BIT = 7;
-const USED_BIT = 15;
+// Module-local copies of the wire layout (wire/README.md: V8 folds a module's own consts into
+// the code it inlines into a caller's loop; an imported binding is loaded on every use).
+const DESC_SIZE = wire.PACKED_DESC_SIZE;
+const DESC_ADDR = wire.PACKED_DESC_ADDR;
+const DESC_ADDR_HI = wire.PACKED_DESC_ADDR_HI;
+const DESC_LEN = wire.PACKED_DESC_LEN;
+const DESC_ID = wire.PACKED_DESC_ID;
+const DESC_FLAGS = wire.PACKED_DESC_FLAGS;
+// id and flags are adjacent u16s: read as one u32 at DESC_ID, id | flags << 16.
+const DESC_ID_FLAGS = wire.PACKED_DESC_ID;
+const AVAIL_BIT = wire.VIRTQ_PACKED_DESC_F_AVAIL;
+const USED_BIT = wire.VIRTQ_PACKED_DESC_F_USED;
+const VIRTQ_DESC_F_AVAIL = wire.VIRTQ_DESC_F_AVAIL;
+const VIRTQ_DESC_F_USED = wire.VIRTQ_DESC_F_USED;
+const VIRTQ_DESC_F_NEXT = split.VIRTQ_DESC_F_NEXT;
+const VIRTQ_DESC_F_WRITE = split.VIRTQ_DESC_F_WRITE;
+const VIRTQ_DESC_F_INDIRECT = split.VIRTQ_DESC_F_INDIRECT;
+const EVENT_OFF_WRAP = wire.EVENT_OFF_WRAP;
+const EVENT_FLAGS = wire.EVENT_FLAGS;
+const RING_EVENT_WRAP = wire.RING_EVENT_WRAP;
+const RING_EVENT_OFF_MASK = wire.RING_EVENT_OFF_MASK;
+const RING_EVENT_FLAGS_ENABLE = wire.RING_EVENT_FLAGS_ENABLE;
+const RING_EVENT_FLAGS_DISABLE = wire.RING_EVENT_FLAGS_DISABLE;
+const RING_EVENT_FLAGS_DESC = wire.RING_EVENT_FLAGS_DESC;
+const MAX_PACKED_QUEUE_SIZE = wire.MAX_PACKED_QUEUE_SIZE;
+const EVENT_AREA_SIZE = BigInt(wire.EVENT_AREA_SIZE);
 const NONE = -1;
 
 export class PackedQueue {
@@ -235,20 +251,28 @@ export class PackedQueue {
     if (!(Number.isInteger(size) && size >= 1 && size <= this.maxSize && size <= MAX_PACKED_QUEUE_SIZE)) {
       return err({ _tag: "InvalidSize", size, maxSize: this.maxSize });
     }
-    if ((this._descTable & 15n) !== 0n) return err({ _tag: "InvalidDescRingAlign", addr: this._descTable });
-    if ((this._availRing & 3n) !== 0n) return err({ _tag: "InvalidDriverAreaAlign", addr: this._availRing });
-    if ((this._usedRing & 3n) !== 0n) return err({ _tag: "InvalidDeviceAreaAlign", addr: this._usedRing });
-    const ringLen = 16n * BigInt(size);
+    if (this._descTable % BigInt(wire.PACKED_RING_ALIGN) !== 0n)
+      return err({ _tag: "InvalidDescRingAlign", addr: this._descTable });
+    if (this._availRing % BigInt(wire.EVENT_AREA_ALIGN) !== 0n)
+      return err({ _tag: "InvalidDriverAreaAlign", addr: this._availRing });
+    if (this._usedRing % BigInt(wire.EVENT_AREA_ALIGN) !== 0n)
+      return err({ _tag: "InvalidDeviceAreaAlign", addr: this._usedRing });
+    const ringLen = BigInt(wire.packedRingBytes(size));
     // The device reads and writes the ring, reads the Driver Area, writes the Device Area.
     const desc = memory.tryLocate(this._descTable, ringLen, true);
     if (!desc.ok)
       return err({ _tag: "RingOutOfMemory", ring: "descRing", addr: this._descTable, len: ringLen });
-    const driver = memory.tryLocate(this._availRing, 4n, false);
+    const driver = memory.tryLocate(this._availRing, EVENT_AREA_SIZE, false);
     if (!driver.ok)
-      return err({ _tag: "RingOutOfMemory", ring: "driverArea", addr: this._availRing, len: 4n });
-    const device = memory.tryLocate(this._usedRing, 4n, true);
+      return err({
+        _tag: "RingOutOfMemory",
+        ring: "driverArea",
+        addr: this._availRing,
+        len: EVENT_AREA_SIZE,
+      });
+    const device = memory.tryLocate(this._usedRing, EVENT_AREA_SIZE, true);
     if (!device.ok)
-      return err({ _tag: "RingOutOfMemory", ring: "deviceArea", addr: this._usedRing, len: 4n });
+      return err({ _tag: "RingOutOfMemory", ring: "deviceArea", addr: this._usedRing, len: EVENT_AREA_SIZE });
     this.mem = memory;
     this.size = size;
     this.descN = Number(this._descTable);
@@ -328,8 +352,8 @@ export class PackedQueue {
   /** PVQ-AVAIL: the flags at next_avail say a chain is available. */
   private availableAt(): boolean {
     const slot = this._nextAvail;
-    this.note(this.descN + 16 * slot + 14, 2, false);
-    const flags = this.descView.getUint16(this.descOff + 16 * slot + 14, true);
+    this.note(this.descN + DESC_SIZE * slot + DESC_FLAGS, 2, false);
+    const flags = this.descView.getUint16(this.descOff + DESC_SIZE * slot + DESC_FLAGS, true);
     const w = this.availWrap;
     return ((flags >>> AVAIL_BIT) & 1) === w && ((flags >>> USED_BIT) & 1) !== w;
   }
@@ -353,8 +377,8 @@ export class PackedQueue {
     if (mem === null || mem.recorder !== null) return this.popSlow(chain);
     const head = this._nextAvail;
     const view = this.descView;
-    const o = this.descOff + 16 * head;
-    const idFlags = view.getUint32(o + 12, true);
+    const o = this.descOff + DESC_SIZE * head;
+    const idFlags = view.getUint32(o + DESC_ID_FLAGS, true);
     const w = this.availWrap;
     // PVQ-AVAIL, and no NEXT or INDIRECT.
     if (
@@ -371,9 +395,9 @@ export class PackedQueue {
       size,
       head,
       w === 1,
-      view.getUint32(o, true),
-      view.getUint32(o + 4, true),
-      view.getUint32(o + 8, true),
+      view.getUint32(o + DESC_ADDR, true),
+      view.getUint32(o + DESC_ADDR_HI, true),
+      view.getUint32(o + DESC_LEN, true),
       idFlags,
     );
     this.track(id, head, 1);
@@ -399,14 +423,14 @@ export class PackedQueue {
     let count = 0;
     let idFlags: number;
     for (;;) {
-      const o = base + 16 * slot;
-      if (rec !== null) rec(this.descN + 16 * slot, 16, false);
-      idFlags = view.getUint32(o + 12, true);
+      const o = base + DESC_SIZE * slot;
+      if (rec !== null) rec(this.descN + DESC_SIZE * slot, DESC_SIZE, false);
+      idFlags = view.getUint32(o + DESC_ID_FLAGS, true);
       chain.store(
         count,
-        view.getUint32(o, true),
-        view.getUint32(o + 4, true),
-        view.getUint32(o + 8, true),
+        view.getUint32(o + DESC_ADDR, true),
+        view.getUint32(o + DESC_ADDR_HI, true),
+        view.getUint32(o + DESC_LEN, true),
         idFlags,
       );
       count++;
@@ -570,8 +594,8 @@ export class PackedQueue {
     const rec = this.mem!.recorder;
     if (rec !== null) {
       const slot = this._nextUsed;
-      rec(this.descN + 16 * slot + 8, 4, true);
-      rec(this.descN + 16 * slot + 12, 2, true);
+      rec(this.descN + DESC_SIZE * slot + DESC_LEN, 4, true);
+      rec(this.descN + DESC_SIZE * slot + DESC_ID, 2, true);
     }
     this.putUsed(id, len >>> 0, slots);
     return OK_VOID;
@@ -585,9 +609,9 @@ export class PackedQueue {
   private putUsed(id: number, len: number, slots: number): void {
     const size = this.size;
     const slot = this._nextUsed;
-    const o = this.descOff + 16 * slot;
-    this.descView.setUint32(o + 8, len, true);
-    this.descView.setUint16(o + 12, id, true);
+    const o = this.descOff + DESC_SIZE * slot;
+    this.descView.setUint32(o + DESC_LEN, len, true);
+    this.descView.setUint16(o + DESC_ID, id, true);
     const p = this.pendCount++;
     this.pendSlot[p] = slot;
     this.pendFlags[p] =
@@ -619,8 +643,8 @@ export class PackedQueue {
 
   private writeFlags(slot: number, flags: number): void {
     const rec = this.mem!.recorder;
-    if (rec !== null) rec(this.descN + 16 * slot + 14, 2, true);
-    this.descView.setUint16(this.descOff + 16 * slot + 14, flags, true);
+    if (rec !== null) rec(this.descN + DESC_SIZE * slot + DESC_FLAGS, 2, true);
+    this.descView.setUint16(this.descOff + DESC_SIZE * slot + DESC_FLAGS, flags, true);
   }
 
   // ---- notifications
@@ -628,16 +652,16 @@ export class PackedQueue {
   /** PVQ-NOTIFY-DRIVER: must the device notify the driver of the used descriptors added since the last call? */
   prepareKick(): boolean {
     if (!this.active) return false;
-    this.note(this.driverN + 2, 2, false);
-    const mode = this.driverView.getUint16(this.driverOff + 2, true) & 3;
+    this.note(this.driverN + EVENT_FLAGS, 2, false);
+    const mode = this.driverView.getUint16(this.driverOff + EVENT_FLAGS, true) & 3;
     const added = this._numAdded;
     this._numAdded = 0;
     if (mode === RING_EVENT_FLAGS_DISABLE) return false;
     if (mode !== RING_EVENT_FLAGS_DESC || !this._eventIdx) return true;
-    this.note(this.driverN, 2, false);
-    const offWrap = this.driverView.getUint16(this.driverOff, true);
-    let event = offWrap & 0x7fff;
-    if (offWrap >>> 15 !== this.usedWrap) event = (event - this.size) & 0xffff;
+    this.note(this.driverN + EVENT_OFF_WRAP, 2, false);
+    const offWrap = this.driverView.getUint16(this.driverOff + EVENT_OFF_WRAP, true);
+    let event = offWrap & RING_EVENT_OFF_MASK;
+    if (((offWrap & RING_EVENT_WRAP) === 0 ? 0 : 1) !== this.usedWrap) event = (event - this.size) & 0xffff;
     const used = this._nextUsed;
     // Linux vring_need_event(event, new = next_used, old = next_used - num_added).
     // new - old is num_added itself (kept below 2^16).
@@ -645,16 +669,16 @@ export class PackedQueue {
   }
 
   private writeDeviceFlags(flags: number): void {
-    this.note(this.deviceN + 2, 2, true);
-    this.deviceView.setUint16(this.deviceOff + 2, flags, true);
+    this.note(this.deviceN + EVENT_FLAGS, 2, true);
+    this.deviceView.setUint16(this.deviceOff + EVENT_FLAGS, flags, true);
   }
 
   /** What enableNotification writes (PVQ-NOTIFY-DEVICE). */
   private writeEnable(): void {
     if (this._eventIdx) {
-      this.note(this.deviceN, 2, true);
+      this.note(this.deviceN + EVENT_OFF_WRAP, 2, true);
       this.deviceView.setUint16(
-        this.deviceOff,
+        this.deviceOff + EVENT_OFF_WRAP,
         this._nextAvail | (this.availWrap === 1 ? RING_EVENT_WRAP : 0),
         true,
       );
@@ -687,20 +711,20 @@ export class PackedQueue {
   /** PVQ-EVENT-FIELDS: the Driver Area. */
   driverEvent(): Result<EventSuppression, PackedQueueError> {
     if (!this.active) return ERR_NOT_READY;
-    this.note(this.driverN, 4, false);
+    this.note(this.driverN, wire.EVENT_AREA_SIZE, false);
     return ok({
-      offWrap: this.driverView.getUint16(this.driverOff, true),
-      flags: this.driverView.getUint16(this.driverOff + 2, true),
+      offWrap: this.driverView.getUint16(this.driverOff + EVENT_OFF_WRAP, true),
+      flags: this.driverView.getUint16(this.driverOff + EVENT_FLAGS, true),
     });
   }
 
   /** PVQ-EVENT-FIELDS: the Device Area as last written. */
   deviceEvent(): Result<EventSuppression, PackedQueueError> {
     if (!this.active) return ERR_NOT_READY;
-    this.note(this.deviceN, 4, false);
+    this.note(this.deviceN, wire.EVENT_AREA_SIZE, false);
     return ok({
-      offWrap: this.deviceView.getUint16(this.deviceOff, true),
-      flags: this.deviceView.getUint16(this.deviceOff + 2, true),
+      offWrap: this.deviceView.getUint16(this.deviceOff + EVENT_OFF_WRAP, true),
+      flags: this.deviceView.getUint16(this.deviceOff + EVENT_FLAGS, true),
     });
   }
 }

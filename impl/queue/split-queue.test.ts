@@ -338,6 +338,31 @@ describe("SplitQueue pop", () => {
     expect(r.ok && r.value?.head).toBe(1);
   });
 
+  it("popInto into a bound chain with no recorder (the short path) refuses a head of exactly size, and the chain then holds the refused head [VQ-POP-HEAD CHAIN-CHECKED-NEW]", () => {
+    const p = new Pair(8);
+    const chain = new DescriptorChain(p.m);
+    p.drv.writeDescriptor(7, { addr: 0x1000, len: 3, flags: 0, next: 0 });
+    p.drv.writeDescriptor(8 % 8, { addr: 0x2000, len: 5, flags: 0, next: 0 });
+    p.drv.pushAvail(7);
+    p.drv.publish();
+    expect(p.q.popInto(chain)).toBe(true); // binds the chain: later pops take the short path
+    expect(chain.headIndex).toBe(7);
+    // Entry 8 of a size-8 table lies past its end (in memory here): the head must be refused.
+    p.drv.pushAvail(8);
+    p.drv.publish();
+    expect(p.m.recorder).toBeNull();
+    expect(p.q.popInto(chain)).toBe(false);
+    expect(p.q.lastPop).toBe(PopStatus.InvalidHead);
+    expect(p.q.nextAvail).toBe(1);
+    // As loadBound leaves it: the refused head, and a walk that yields nothing.
+    expect(chain.headIndex).toBe(8);
+    expect(chain.rewind()).toBe(false);
+    // Size - 1 is still served on the short path.
+    p.drv.writeAvailRing(1, 7);
+    expect(p.q.popInto(chain)).toBe(true);
+    expect(chain.rewind() && chain.len).toBe(3);
+  });
+
   it("popped chains that loop, overflow or use indirect tables walk as the spec's walkChain [CHAIN-TTL CHAIN-LEN-U32 CHAIN-INDIRECT VQ-POP-ADVANCE]", () => {
     for (const size of [1, 2, 8]) {
       const p = new Pair(size);

@@ -319,9 +319,18 @@ export class SplitQueue {
       this.availOff + AVAIL_RING + AVAIL_ELEM_SIZE * (next & this.mask),
       true,
     );
-    if (!chain.loadBound(head)) return this.popNone(-1);
+    // The chain is bound here and the memory has no recorder (checked above): only the head's
+    // range is left to check before the chain reads it (CHAIN-CHECKED-NEW).
+    if (head >= this.size) return this.refuseHead(chain, head);
+    if (!chain.loadBoundChecked(head)) return this.popNone(-1);
     this._nextAvail = (next + 1) & 0xffff;
     return true;
+  }
+
+  /** An out-of-range head: the chain refuses it as loadBound does (VQ-POP-HEAD). */
+  private refuseHead(chain: DescriptorChain, head: number): false {
+    chain.loadBound(head);
+    return this.popNone(-1);
   }
 
   /** popInto's general path: the same steps, each ring access told to a recorder. */

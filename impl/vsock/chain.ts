@@ -1,25 +1,18 @@
 /**
- * What packet assembly needs from a descriptor chain: the cursor of impl/queue's
- * `DescriptorChain` (rewind / advance over the data descriptors, current addr/len/flags).
- * `DescriptorChain` satisfies it structurally; `ListChain` is a cursor over a plain list of
- * descriptors, for tools and tests that have a chain without a ring.
+ * What packet assembly needs from a descriptor chain: impl/iovec's `ChainCursor` (rewind /
+ * advance over the data descriptors, current addr/len) plus the chain's memory and the
+ * current descriptor's flags. impl/queue's `DescriptorChain` satisfies it structurally;
+ * `ListChain` is a cursor over a plain list of descriptors, for tools and tests that have a
+ * chain without a ring.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
+import type { ChainCursor } from "../iovec/iovec.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
-export const VIRTQ_DESC_F_NEXT = 1;
-export const VIRTQ_DESC_F_WRITE = 2;
-
-export interface ChainCursor {
+export interface PacketChain extends ChainCursor {
   readonly memory: GuestMemory;
-  readonly addr: number;
-  readonly len: number;
+  /** The current descriptor's flags (VIRTQ_DESC_F_*). */
   readonly flags: number;
-  isWriteOnly(): boolean;
-  hasNext(): boolean;
-  /** To the first data descriptor; false if there is none. */
-  rewind(): boolean;
-  /** To the next data descriptor; false when the chain has ended. */
-  advance(): boolean;
 }
 
 export interface ListDesc {
@@ -29,7 +22,9 @@ export interface ListDesc {
 }
 
 /** A cursor over a list of descriptors (the list is what a walk of the chain produced). */
-export class ListChain implements ChainCursor {
+export class ListChain implements PacketChain {
+  /** A list has no ring: its head is entry 0. */
+  readonly headIndex = 0;
   addr = 0;
   len = 0;
   flags = 0;
@@ -50,6 +45,9 @@ export class ListChain implements ChainCursor {
     return true;
   }
 
+  addrBig(): bigint {
+    return BigInt(this.addr);
+  }
   isWriteOnly(): boolean {
     return (this.flags & VIRTQ_DESC_F_WRITE) !== 0;
   }

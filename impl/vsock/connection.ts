@@ -7,10 +7,12 @@
  * guest; a backend feeds it host bytes and drains the bytes meant for the host. Time comes in
  * as milliseconds read from the Effect clock by the caller (VSOCK-CONN-TIMEOUT).
  */
+import { inFlight, MAX_PKT_BUF_SIZE, peerFree, type ConnEvent, type ConnState } from "../../spec/vsock.ts";
+import type { VsockHeaderView } from "./header.ts";
+import type { VsockPacket } from "./packet.ts";
+
+export type { ConnEvent, ConnState } from "../../spec/vsock.ts";
 import {
-  inFlight,
-  MAX_PKT_BUF_SIZE,
-  peerFree,
   VSOCK_FLAGS_SHUTDOWN_RCV,
   VSOCK_FLAGS_SHUTDOWN_SEND,
   VSOCK_HOST_CID,
@@ -23,13 +25,7 @@ import {
   VSOCK_OP_SHUTDOWN,
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
-  type ConnEvent,
-  type ConnState,
-} from "../../spec/vsock.ts";
-import type { VsockHeaderView } from "./header.ts";
-import type { VsockPacket } from "./packet.ts";
-
-export type { ConnEvent, ConnState } from "../../spec/vsock.ts";
+} from "../../wire/vsock.ts";
 
 export interface ConnOptions {
   /** Our receive buffer, advertised as buf_alloc (bytes from the guest not yet consumed by the host). */

@@ -1,28 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import {
-  peerFree,
-  U64_MAX,
-  VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
-  VSOCK_FLAGS_SHUTDOWN_RCV,
-  VSOCK_FLAGS_SHUTDOWN_SEND,
-  VSOCK_HOST_CID,
-  VSOCK_OP_CREDIT_REQUEST,
-  VSOCK_OP_CREDIT_UPDATE,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RESPONSE,
-  VSOCK_OP_RST,
-  VSOCK_OP_RW,
-  VSOCK_OP_SHUTDOWN,
-  VSOCK_TYPE_STREAM,
-  type VsockHeader,
-} from "../../spec/vsock.ts";
+import { peerFree, U64_MAX, type VsockHeader } from "../../spec/vsock.ts";
+import * as V from "../../wire/vsock.ts";
 import { RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
-import { VsockGuest } from "./guest.ts";
+import { VsockGuest, type VsockGuestOptions } from "./guest.ts";
 import { MemoryHost } from "./memory-host.ts";
 
 const CID = 3n;
-const setup = (opts: Parameters<typeof VsockGuest.create>[2] = {}, muxer = {}) => {
+const setup = (opts: Partial<VsockGuestOptions> & { readonly ring?: "split" } = {}, muxer = {}) => {
   const host = new MemoryHost();
   const guest = VsockGuest.create({ guestCid: CID, muxer: { trace: true, ...muxer } }, host, {
     rxBuffers: 16,
@@ -34,12 +19,12 @@ const setup = (opts: Parameters<typeof VsockGuest.create>[2] = {}, muxer = {}) =
 };
 const hdr = (over: Partial<VsockHeader>): VsockHeader => ({
   srcCid: CID,
-  dstCid: VSOCK_HOST_CID,
+  dstCid: V.VSOCK_HOST_CID,
   srcPort: 1000,
   dstPort: 80,
   len: 0,
-  type: VSOCK_TYPE_STREAM,
-  op: VSOCK_OP_REQUEST,
+  type: V.VSOCK_TYPE_STREAM,
+  op: V.VSOCK_OP_REQUEST,
   flags: 0,
   bufAlloc: 65536,
   fwdCnt: 0,
@@ -139,15 +124,15 @@ describe("connections through the device", () => {
     const { host, guest, mux, dev } = setup({ scratch: 0x100 });
     host.listening.add(80);
     guest.sendRaw(hdr({ op: 99, srcPort: 1 }));
-    guest.sendRaw(hdr({ type: 2, srcPort: 2 }));
+    guest.sendRaw(hdr({ type: V.VSOCK_TYPE_SEQPACKET, srcPort: 2 }));
     guest.sendRaw(hdr({ srcCid: 4n, srcPort: 3 }));
     guest.sendRaw(hdr({ dstCid: 7n, srcPort: 4 }));
     guest.kickTx();
     expect(mux.stats.droppedCid).toBe(2);
     const got = guest.pollRx();
     expect(got.map((p) => [p.header.op, p.header.dstPort])).toEqual([
-      [VSOCK_OP_RST, 1],
-      [VSOCK_OP_RST, 2],
+      [V.VSOCK_OP_RST, 1],
+      [V.VSOCK_OP_RST, 2],
     ]);
     // A TX chain with a 10-byte head: HdrDescTooSmall, then a good connect still works.
     guest.addChainAt(TX_QUEUE, [{ addr: guest.scratchBase, len: 10, write: false }]);
@@ -158,7 +143,7 @@ describe("connections through the device", () => {
     // An op the state does not allow (REQUEST again) resets that connection only.
     const t = guest.connect(80);
     guest.pump();
-    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_REQUEST }));
+    guest.sendRaw(hdr({ srcPort: s.port, op: V.VSOCK_OP_REQUEST }));
     guest.pump();
     expect(s.state).toBe("closed");
     expect(t.state).toBe("established");
@@ -170,8 +155,8 @@ describe("connections through the device", () => {
     const s = guest.connect(80);
     guest.pump();
     const conn = mux.connection(80, s.port)!;
-    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_RW, len: 3000 }), bytes(3000));
-    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_RW, len: 3000 }), bytes(3000));
+    guest.sendRaw(hdr({ srcPort: s.port, op: V.VSOCK_OP_RW, len: 3000 }), bytes(3000));
+    guest.sendRaw(hdr({ srcPort: s.port, op: V.VSOCK_OP_RW, len: 3000 }), bytes(3000));
     guest.pump();
     expect(conn.state).toBe("Killed");
     expect(conn.resetReason).toBe("Overrun");
@@ -185,16 +170,16 @@ describe("connections through the device", () => {
     const s = guest.connect(80);
     guest.pump();
     const conn = mux.connection(80, s.port)!;
-    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_CREDIT_REQUEST }));
+    guest.sendRaw(hdr({ srcPort: s.port, op: V.VSOCK_OP_CREDIT_REQUEST }));
     guest.kickTx();
     let got = guest.pollRx();
-    expect(got.map((p) => p.header.op)).toEqual([VSOCK_OP_CREDIT_UPDATE]);
+    expect(got.map((p) => p.header.op)).toEqual([V.VSOCK_OP_CREDIT_UPDATE]);
     expect(got[0]!.header.bufAlloc).toBe(100000);
     guest.write(s, bytes(8000 * 6));
     guest.pump();
     expect(host.read(conn)).toBe(48000);
     got = guest.pollRx();
-    expect(got.map((p) => [p.header.op, p.header.fwdCnt])).toEqual([[VSOCK_OP_CREDIT_UPDATE, 48000]]);
+    expect(got.map((p) => [p.header.op, p.header.fwdCnt])).toEqual([[V.VSOCK_OP_CREDIT_UPDATE, 48000]]);
   });
 
   it("the host never sends more than the guest's free credit [VSOCK-CREDIT-LIMIT VSOCK-CREDIT-FREE]", () => {
@@ -220,12 +205,12 @@ describe("connections through the device", () => {
     guest.pump();
     const conn = mux.connection(80, s.port)!;
     guest.write(s, bytes(100));
-    guest.shutdown(s, VSOCK_FLAGS_SHUTDOWN_SEND);
+    guest.shutdown(s, V.VSOCK_FLAGS_SHUTDOWN_SEND);
     guest.pump();
     expect(conn.state).toBe("PeerClosed");
     host.read(conn);
     expect(conn.hostReadClosed).toBe(true);
-    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_SHUTDOWN, flags: VSOCK_FLAGS_SHUTDOWN_RCV }));
+    guest.sendRaw(hdr({ srcPort: s.port, op: V.VSOCK_OP_SHUTDOWN, flags: V.VSOCK_FLAGS_SHUTDOWN_RCV }));
     guest.pump();
     expect(conn.state).toBe("Killed");
     expect(s.state).toBe("closed");
@@ -249,7 +234,7 @@ describe("connections through the device", () => {
     const s = guest.connect(80);
     guest.pump();
     const conn = mux.connection(80, s.port)!;
-    guest.shutdown(s, VSOCK_FLAGS_SHUTDOWN_SEND);
+    guest.shutdown(s, V.VSOCK_FLAGS_SHUTDOWN_SEND);
     guest.pump();
     expect(conn.state).toBe("PeerClosed");
     const sent = bytes(50000, 5);
@@ -263,7 +248,7 @@ describe("connections through the device", () => {
       guest.pump();
     }
     expect(Buffer.concat(s.received)).toEqual(Buffer.from(sent));
-    expect(s.peerShutdown & VSOCK_FLAGS_SHUTDOWN_SEND).toBe(VSOCK_FLAGS_SHUTDOWN_SEND);
+    expect(s.peerShutdown & V.VSOCK_FLAGS_SHUTDOWN_SEND).toBe(V.VSOCK_FLAGS_SHUTDOWN_SEND);
     expect(conn.state).toBe("Killed");
   });
 
@@ -277,7 +262,7 @@ describe("connections through the device", () => {
     expect(dev.transportReset()).toBe(true);
     expect(mux.connectionCount).toBe(0);
     guest.pollRx();
-    expect(guest.events).toEqual([VIRTIO_VSOCK_EVENT_TRANSPORT_RESET]);
+    expect(guest.events).toEqual([V.VIRTIO_VSOCK_EVENT_TRANSPORT_RESET]);
     expect(guest.interrupts[2]).toBe(1);
   });
 
@@ -304,7 +289,7 @@ describe("connections through the device", () => {
       // Two chains with no data room go beside the regular buffers.
       for (const at of [guest.scratchBase, guest.scratchBase + 0x200]) {
         guest.addChainAt(RX_QUEUE, [
-          { addr: at, len: 44, write: true },
+          { addr: at, len: V.VSOCK_PKT_HDR_SIZE, write: true },
           { addr: at + 0x100, len: 0, write: true },
         ]);
       }
@@ -323,7 +308,7 @@ describe("connections through the device", () => {
     host.listening.add(80);
     const s = guest.connect(80);
     guest.pump();
-    guest.sendRaw(hdr({ srcPort: s.port, op: VSOCK_OP_RESPONSE }));
+    guest.sendRaw(hdr({ srcPort: s.port, op: V.VSOCK_OP_RESPONSE }));
     guest.pump();
     expect(mux.connectionCount).toBe(0);
     expect(s.reset).toBe(true);
@@ -361,7 +346,7 @@ describe("credit requests", () => {
     for (let round = 0; round < 50; round++) {
       guest.flush();
       guest.kickTx();
-      for (const p of guest.pollRx()) if (p.header.op === VSOCK_OP_CREDIT_REQUEST) requests++;
+      for (const p of guest.pollRx()) if (p.header.op === V.VSOCK_OP_CREDIT_REQUEST) requests++;
       // The guest program never reads, so every CREDIT_UPDATE it sends grants nothing.
     }
     expect(s.unreadBytes).toBe(s.bufAlloc);

@@ -15,13 +15,13 @@ import {
   PROFILES,
   U64_MAX,
   VIRTIO_F_VERSION_1,
-  VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
   VIRTIO_VSOCK_F_STREAM,
   type VsockPacketError,
   type VsockProfileName,
 } from "../../spec/vsock.ts";
 import { VsockMuxer, type HostPort, type MuxerOptions } from "./muxer.ts";
 import { VsockPacket } from "./packet.ts";
+import { VIRTIO_VSOCK_EVENT_TRANSPORT_RESET } from "../../wire/vsock.ts";
 
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;

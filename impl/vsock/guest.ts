@@ -19,8 +19,18 @@
  * A well-behaved guest; hostile packets go out with `sendRaw`, hostile chains with `addChainAt`.
  */
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "../queue/guest-queue.ts";
+import {
+  BufferSlabs,
+  NO_ROOM,
+  type GuestBuffer,
+  type GuestQueue,
+  type GuestQueueOptions,
+} from "../queue/guest-queue.ts";
 import { GuestRam } from "../queue/guest-ram.ts";
+import { PACKED_RING, SPLIT_RING, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import type { PackedQueue } from "../queue/packed-queue.ts";
+import type { SplitQueue } from "../queue/split-queue.ts";
+import { PackedDriver, packedLayoutAt, packedLayoutEnd } from "../queue/packed-driver.ts";
 import { SplitDriver } from "../queue/split-driver.ts";
 import {
   decodeHeader,
@@ -34,9 +44,11 @@ import { featureBit, VIRTIO_F } from "../../wire/features.ts";
 import * as V from "../../wire/vsock.ts";
 import { EVENT_QUEUE, RX_QUEUE, TX_QUEUE, VsockDevice } from "./device.ts";
 import type { HostPort, MuxerOptions } from "./muxer.ts";
-import { StreamCredit, streamHeader, type StreamEnds } from "./stream-credit.ts";
+import { StreamCredit, streamHeader, type StreamEnds } from "./credit.ts";
 
 export interface VsockGuestOptions {
+  /** The virtqueue layout of all three queues (VIRTIO 1.2 §2.7 split, §2.8 packed: VIRTIO_F_RING_PACKED). */
+  readonly ring: "split" | "packed";
   /** Queue size of all three queues (power of two). */
   readonly queueSize: number;
   /** Negotiate VIRTIO_F_EVENT_IDX. */
@@ -68,6 +80,7 @@ export interface VsockGuestOptions {
 }
 
 export const DEFAULT_GUEST_OPTIONS: VsockGuestOptions = {
+  ring: "split",
   queueSize: 256,
   eventIdx: false,
   layout: "split",
@@ -101,7 +114,7 @@ export interface PlacedBuffer {
  */
 export interface VsockGuestProbe {
   /** The driver is set up and the device activated; no buffer is posted yet. */
-  attached(guest: VsockGuest): void;
+  attached(guest: VsockGuest<DeviceQueue>): void;
   /** Buffer `head` of queue `q` is the device's now (it may touch what the chain describes). */
   offered(q: number, head: number): void;
   /** The driver published queue `q`'s new buffers up to `availIdx`; `kick`: it notified the device. */
@@ -182,6 +195,32 @@ export class GuestSocket extends StreamCredit implements StreamEnds {
 /** A segment's length and direction; the driver places it in the chain's slab. */
 type SegmentShape = { readonly len: number; readonly write: boolean };
 
+/** What each ring needs: its layout in guest memory, its guest driver, the device's queues. */
+const RINGS: Readonly<
+  Record<
+    VsockGuestOptions["ring"],
+    {
+      readonly layoutAt: (base: number, size: number) => SplitLayout;
+      readonly layoutEnd: (l: SplitLayout, size: number) => number;
+      readonly driver: (m: GuestMemory, size: number, l: SplitLayout, o: GuestQueueOptions) => GuestQueue;
+      readonly device: RingKind<DeviceQueue>;
+    }
+  >
+> = {
+  split: {
+    layoutAt: splitLayoutAt,
+    layoutEnd: splitLayoutEnd,
+    driver: (m, size, l, o) => new SplitDriver(m, size, l, o),
+    device: SPLIT_RING,
+  },
+  packed: {
+    layoutAt: packedLayoutAt,
+    layoutEnd: packedLayoutEnd,
+    driver: (m, size, l, o) => new PackedDriver(m, size, l, o),
+    device: PACKED_RING,
+  },
+};
+
 /** Where data starts in a buffer's slab when the header has its own descriptor (64-byte aligned, as Linux's skb). */
 const DATA_AT = 64;
 /** Event buffers kept posted (each one `struct virtio_vsock_event`, a u32 id). */
@@ -192,11 +231,11 @@ const EVENT_SLAB = 8;
 const RINGS_AT = 0x1000;
 const BUFFERS_AT = 0x400000;
 
-export class VsockGuest {
+export class VsockGuest<Q extends DeviceQueue = SplitQueue> {
   readonly options: VsockGuestOptions;
   readonly memory: GuestMemory;
   readonly ram: GuestRam;
-  readonly device: VsockDevice;
+  readonly device: VsockDevice<Q>;
   readonly queues: readonly [GuestQueue, GuestQueue, GuestQueue];
   /** Where each queue's parts lie (what the device is configured with). */
   readonly layouts: readonly [SplitLayout, SplitLayout, SplitLayout];
@@ -239,16 +278,18 @@ export class VsockGuest {
     host: HostPort | null,
     options: VsockGuestOptions,
     probe: VsockGuestProbe,
+    kind: RingKind<Q>,
   ) {
     this.options = options;
     this.probe = probe;
     const size = options.queueSize;
+    const ring = RINGS[options.ring];
     const layouts: SplitLayout[] = [];
     let at = RINGS_AT;
     for (let i = 0; i < 3; i++) {
-      const l = splitLayoutAt(at, size);
+      const l = ring.layoutAt(at, size);
       layouts.push(l);
-      at = splitLayoutEnd(l, size) + DATA_AT;
+      at = ring.layoutEnd(l, size) + DATA_AT;
     }
     this.layouts = [layouts[0]!, layouts[1]!, layouts[2]!];
     const slabBytes = [DATA_AT + options.rxBufSize, DATA_AT + options.txMaxData, EVENT_SLAB];
@@ -271,13 +312,13 @@ export class VsockGuest {
     this.ram = new GuestRam(this.memory);
     const queueOpts = { eventIdx: options.eventIdx, indirect: false };
     this.queues = [
-      new SplitDriver(this.memory, size, this.layouts[0], queueOpts),
-      new SplitDriver(this.memory, size, this.layouts[1], queueOpts),
-      new SplitDriver(this.memory, size, this.layouts[2], queueOpts),
+      ring.driver(this.memory, size, this.layouts[0], queueOpts),
+      ring.driver(this.memory, size, this.layouts[1], queueOpts),
+      ring.driver(this.memory, size, this.layouts[2], queueOpts),
     ];
     const made = VsockDevice.create(
       this.memory,
-      { guestCid: config.guestCid, profile: config.profile, muxer: config.muxer },
+      { guestCid: config.guestCid, profile: config.profile, muxer: config.muxer, ring: kind },
       host,
     );
     if (!made.ok) throw new Error(`vsock guest set-up: the device refused: ${made.error._tag}`);
@@ -293,14 +334,36 @@ export class VsockGuest {
     if (!act.ok) throw new Error(`vsock guest set-up: queue ${act.error.queue}: ${act.error.error._tag}`);
   }
 
-  /** Guest memory, the device (with `host` behind it), and the driver with its queues set up and buffers posted. */
+  /**
+   * Guest memory, the device (with `host` behind it, on the ring `options.ring` names), and
+   * the driver with its queues set up and buffers posted.
+   */
+  static create(
+    config: VsockGuestDeviceConfig,
+    host: HostPort | null,
+    options?: Partial<VsockGuestOptions> & { readonly ring?: "split" },
+    probe?: VsockGuestProbe,
+  ): VsockGuest<SplitQueue>;
+  static create(
+    config: VsockGuestDeviceConfig,
+    host: HostPort | null,
+    options: Partial<VsockGuestOptions> & { readonly ring: "packed" },
+    probe?: VsockGuestProbe,
+  ): VsockGuest<PackedQueue>;
+  static create(
+    config: VsockGuestDeviceConfig,
+    host: HostPort | null,
+    options?: Partial<VsockGuestOptions>,
+    probe?: VsockGuestProbe,
+  ): VsockGuest<DeviceQueue>;
   static create(
     config: VsockGuestDeviceConfig,
     host: HostPort | null,
     options: Partial<VsockGuestOptions> = {},
     probe: VsockGuestProbe = NO_PROBE,
-  ): VsockGuest {
-    const g = new VsockGuest(config, host, { ...DEFAULT_GUEST_OPTIONS, ...options }, probe);
+  ): VsockGuest<DeviceQueue> {
+    const o = { ...DEFAULT_GUEST_OPTIONS, ...options };
+    const g = new VsockGuest<DeviceQueue>(config, host, o, probe, RINGS[o.ring].device);
     probe.attached(g);
     g.refillRx();
     for (let i = 0; i < EVENT_BUFFERS; i++) g.postEvent();

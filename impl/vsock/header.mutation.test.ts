@@ -5,8 +5,9 @@
  * those 44 bytes), the 32-bit halves of both CIDs, isEmpty, and the header a view allocates.
  */
 import { describe, expect, it } from "vitest";
-import { decodeHeader, encodeHeader, VSOCK_PKT_HDR_SIZE, type VsockHeader } from "../../spec/vsock.ts";
+import { decodeHeader, encodeHeader, type VsockHeader } from "../../spec/vsock.ts";
 import { VsockHeaderView } from "./header.ts";
+import { VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 const AT = 5;
 const fields: VsockHeader = {

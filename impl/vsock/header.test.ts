@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { decodeHeader, encodeHeader, HDROFF, VSOCK_PKT_HDR_SIZE } from "../../spec/vsock.ts";
+import { decodeHeader, encodeHeader } from "../../spec/vsock.ts";
 import { VsockHeaderView } from "./header.ts";
+import { HDROFF, VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 describe("header accessors, the seed's case [VSOCK-HDR-LAYOUT VSOCK-HDR-ACCESSORS]", () => {
   it("chainable setters, getters, set_flag, raw offsets and clearing", () => {

@@ -1,10 +1,10 @@
+import { HDROFF, VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 /**
  * The 44-byte virtio-vsock header as a zero-copy view over bytes (guest memory or a host
  * buffer), little-endian (VSOCK-HDR-LAYOUT). Getters read the bytes each time; setters write
  * them and return `this` so calls chain (VSOCK-HDR-ACCESSORS). `bind` re-targets the view, so
  * one object serves every packet on a hot path.
  */
-import { HDROFF, VSOCK_PKT_HDR_SIZE } from "../../spec/vsock.ts";
 
 export class VsockHeaderView {
   private view: DataView;

@@ -9,13 +9,6 @@
  * per RX buffer; backends call the connection's host-side methods and `hostConnect`.
  */
 import {
-  VSOCK_HOST_CID,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RST,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_STREAM,
-} from "../../spec/vsock.ts";
-import {
   DEFAULT_CONN_OPTIONS,
   Slab,
   VsockConnection,
@@ -23,6 +16,13 @@ import {
   type ConnOptions,
 } from "./connection.ts";
 import type { VsockPacket } from "./packet.ts";
+import {
+  VSOCK_HOST_CID,
+  VSOCK_OP_REQUEST,
+  VSOCK_OP_RST,
+  VSOCK_PKT_HDR_SIZE,
+  VSOCK_TYPE_STREAM,
+} from "../../wire/vsock.ts";
 
 /** What the muxer needs from the host side. */
 export interface HostPort {

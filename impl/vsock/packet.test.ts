@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { HDROFF, MAX_PKT_BUF_SIZE, PROFILES, VSOCK_PKT_HDR_SIZE } from "../../spec/vsock.ts";
-import { ListChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, type ListDesc } from "./chain.ts";
+import { MAX_PKT_BUF_SIZE, PROFILES } from "../../spec/vsock.ts";
+import { ListChain, type ListDesc } from "./chain.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import { VsockPacket } from "./packet.ts";
+import { HDROFF, VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 // The seed's test context: a header descriptor and a data descriptor, header len 1024.
 const HDR = 0x1000;

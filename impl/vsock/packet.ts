@@ -7,19 +7,15 @@
  * load makes.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import {
-  MAX_PKT_BUF_SIZE,
-  PROFILES,
-  VSOCK_PKT_HDR_SIZE,
-  type VsockPacketError,
-  type VsockProfile,
-} from "../../spec/vsock.ts";
+import { MAX_PKT_BUF_SIZE, PROFILES, type VsockPacketError, type VsockProfile } from "../../spec/vsock.ts";
 import { IoVecBuffer, IoVecBufferMut, type ChainCursor as IoVecChain } from "../iovec/iovec.ts";
-import { VIRTQ_DESC_F_NEXT, type ChainCursor } from "./chain.ts";
+import type { PacketChain } from "./chain.ts";
+import { VIRTQ_DESC_F_NEXT } from "../../wire/split.ts";
 import { VsockHeaderView } from "./header.ts";
 
 export type { VsockPacketError, VsockProfile } from "../../spec/vsock.ts";
 export { PROFILES } from "../../spec/vsock.ts";
+import { VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 const HDR_MISSING: VsockPacketError = { _tag: "HdrDescMissing" };
 const UNREADABLE: VsockPacketError = { _tag: "UnreadableDescriptor" };
@@ -170,7 +166,7 @@ export class VsockPacket {
    * On error the packet's contents are unspecified.
    */
   assembleTx(
-    chain: ChainCursor,
+    chain: PacketChain,
     profile: VsockProfile = PROFILES["cloud-hypervisor"],
   ): VsockPacketError | null {
     const memory = chain.memory;
@@ -211,7 +207,7 @@ export class VsockPacket {
    * VSOCK-TX-SPLIT-HDR: the head (on the cursor) is shorter than the header: the header is
    * copied from as many readable descriptors as it takes, and the data starts right after it.
    */
-  private assembleTxSplit(chain: ChainCursor): VsockPacketError | null {
+  private assembleTxSplit(chain: PacketChain): VsockPacketError | null {
     const memory = chain.memory;
     const scratch = this.splitHdr;
     this.hdrAddr = chain.addr;
@@ -240,7 +236,7 @@ export class VsockPacket {
    * the descriptor on the cursor, then the following descriptors, until `len` bytes.
    */
   private pushScatter(
-    chain: ChainCursor,
+    chain: PacketChain,
     restAddr: number,
     rest: number,
     len: number,
@@ -265,7 +261,7 @@ export class VsockPacket {
 
   /** Fills this packet from an RX chain (VSOCK-RX-ORDER); null on success. */
   assembleRx(
-    chain: ChainCursor,
+    chain: PacketChain,
     profile: VsockProfile = PROFILES["cloud-hypervisor"],
   ): VsockPacketError | null {
     const memory = chain.memory;

@@ -8,21 +8,19 @@ import { describe, expect, it } from "vitest";
 import { VsockVirtioDevice } from "../device/vsock.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { SplitDriver } from "../queue/split-driver.ts";
+import { PROFILES, decodeHeader, encodeHeader, emptyHeader } from "../../spec/vsock.ts";
+import { ListChain } from "./chain.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
+import { RX_QUEUE, TX_QUEUE } from "./device.ts";
+import { VsockPacket } from "./packet.ts";
 import {
   HDROFF,
-  PROFILES,
   VSOCK_HOST_CID,
   VSOCK_OP_REQUEST,
   VSOCK_OP_RST,
   VSOCK_PKT_HDR_SIZE,
   VSOCK_TYPE_STREAM,
-  decodeHeader,
-  encodeHeader,
-  emptyHeader,
-} from "../../spec/vsock.ts";
-import { ListChain, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./chain.ts";
-import { RX_QUEUE, TX_QUEUE } from "./device.ts";
-import { VsockPacket } from "./packet.ts";
+} from "../../wire/vsock.ts";
 
 const CID = 5n;
 const request = (srcPort: number, dstPort: number, len = 0): Uint8Array =>

@@ -5,10 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { emptyHeader, VSOCK_OP_RST, VSOCK_TYPE_STREAM } from "../../spec/vsock.ts";
+import { emptyHeader } from "../../spec/vsock.ts";
 import { VsockGuest } from "./guest.ts";
 import { makeUnixVsockDevice } from "./service.ts";
 import { UnixSocketBackend } from "./unix-backend.ts";
+import { VSOCK_OP_RST, VSOCK_TYPE_STREAM } from "../../wire/vsock.ts";
 
 let dir = "";
 beforeEach(() => {

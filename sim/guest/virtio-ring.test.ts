@@ -1,11 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
-import { vringNeedEvent as specNeedEvent, walkChain } from "../../spec/queue.ts";
+import { walkChain } from "../../spec/queue.ts";
 import { specMemoryOf } from "../oracle.ts";
 import { Rng } from "../rng.ts";
 import { GuestRam } from "./ram.ts";
 import { GuestVirtqueue, layoutRings, vringNeedEvent, type Segment } from "./virtio-ring.ts";
+import { vringNeedEvent as specNeedEvent } from "../../wire/split.ts";
 
 const make = (size: number, eventIdx: boolean): { q: GuestVirtqueue; mem: GuestMemory; ram: GuestRam } => {
   const opts = { eventIdx, indirect: true, slabBytes: 4096, maxIndirect: 8 };

@@ -21,6 +21,9 @@ import { VSOCK_OP_RW } from "../../wire/vsock.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { shadowWithSpec } from "../device/queue-shadow.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
+import type { DeviceQueue } from "../../impl/queue/device-queue.ts";
+import { PackedQueue } from "../../impl/queue/packed-queue.ts";
+import { SplitQueue } from "../../impl/queue/split-queue.ts";
 import type { GuestBuffer } from "../../impl/queue/guest-queue.ts";
 import { SplitDriver } from "../../impl/queue/split-driver.ts";
 import type { RingLayout } from "./virtio-ring.ts";
@@ -29,7 +32,7 @@ const QUEUE_NAMES = ["RX", "TX", "event"] as const;
 
 export class SimVsockProbe implements VsockGuestProbe {
   readonly ctx: SimContext;
-  private g: VsockGuest | null = null;
+  private g: VsockGuest<DeviceQueue> | null = null;
   private guard: BoundsGuard | null = null;
   private spec: SpecMemory | null = null;
   private m: Record<string, Metric> = {};
@@ -41,16 +44,20 @@ export class SimVsockProbe implements VsockGuestProbe {
     this.ctx = ctx;
   }
 
-  private get guest(): VsockGuest {
+  private get guest(): VsockGuest<DeviceQueue> {
     if (this.g === null) throw new Error("vsock probe used before the driver attached it");
     return this.g;
   }
 
-  attached(g: VsockGuest): void {
+  attached(g: VsockGuest<DeviceQueue>): void {
     const ctx = this.ctx;
     this.g = g;
-    for (let i = 0; i < 3; i++)
-      shadowWithSpec(ctx, g.device.queues[i]!, g.memory, `vsock ${QUEUE_NAMES[i]} queue`);
+    for (let i = 0; i < 3; i++) {
+      const q = g.device.queues[i]!;
+      if (!(q instanceof SplitQueue))
+        throw new Error("simulator set-up: the vsock probe has the split ring's reference model only");
+      shadowWithSpec(ctx, q, g.memory, `vsock ${QUEUE_NAMES[i]} queue`);
+    }
     // SIM-BOUNDS: the device may touch the rings and the chains the driver made available.
     const guard = new BoundsGuard(ctx, g.memory);
     this.rings = g.layouts.map((l) => ({
@@ -162,18 +169,20 @@ export class SimVsockProbe implements VsockGuestProbe {
     if (!ctx.oracle) return;
     const g = this.guest;
     const txq = g.device.queues[TX_QUEUE];
-    if (!g.kicked[TX_QUEUE] && txq.len() !== 0) {
+    const split = txq instanceof SplitQueue ? txq : null;
+    const waiting = split !== null ? !split.isEmpty() : txq instanceof PackedQueue && !txq.isEmpty();
+    if (!g.kicked[TX_QUEUE] && waiting) {
       const tx = g.queues[TX_QUEUE];
       // Split-ring detail for the message: where the device asked to be kicked.
-      const split = tx instanceof SplitDriver ? tx : null;
-      const availEvent = split?.availEvent() ?? -1;
+      const driver = tx instanceof SplitDriver ? tx : null;
+      const availEvent = driver?.availEvent() ?? -1;
       const hint =
         g.options.eventIdx && availEvent === 0 && txq.nextAvail > 0
           ? "; with EVENT_IDX the driver kicks only when avail.idx passes avail_event, and the device has never written avail_event (VIRTIO 1.2 §2.7.10)"
           : "";
       ctx.fail(
         "SIM-NO-STALL",
-        `vsock TX: ${txq.len()} packets available, the device is idle and no kick is pending (avail_event ${availEvent}, avail.idx ${split?.readAvailIdx() ?? "-"}, device next_avail ${txq.nextAvail})${hint}`,
+        `vsock TX: ${split?.len() ?? "some"} packets available, the device is idle and no kick is pending (${driver === null ? "" : `avail_event ${availEvent}, avail.idx ${driver.readAvailIdx()}, `}device next_avail ${txq.nextAvail})${hint}`,
       );
     }
     for (let qi = RX_QUEUE; qi <= EVENT_QUEUE; qi++) {
@@ -195,7 +204,7 @@ export const simVsockGuest = (
   host: HostPort | null,
   config: VsockGuestDeviceConfig,
   options: Partial<VsockGuestOptions>,
-): { readonly guest: VsockGuest; readonly probe: SimVsockProbe } => {
+): { readonly guest: VsockGuest<DeviceQueue>; readonly probe: SimVsockProbe } => {
   const probe = new SimVsockProbe(ctx);
   const guest = VsockGuest.create(config, host, { ...options, clock: () => ctx.clock.nowUs / 1000 }, probe);
   return { guest, probe };

@@ -26,6 +26,7 @@ import { PopStatus, type SplitQueue } from "../../impl/queue/split-queue.ts";
 import { readU16, type SpecMemory, type SpecRegion } from "../../spec/memory.ts";
 import * as Q from "../../spec/queue.ts";
 import { walkMismatch } from "../oracle.ts";
+import { VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 
 export interface Finding {
   /** Who departed from the model: our device, or the guest's (Linux) driver. */
@@ -286,7 +287,7 @@ export class RingWatch {
 
     const writableOf = (descs: readonly Q.SpecDescriptor[]): number => {
       let n = 0;
-      for (const d of descs) if ((d.flags & Q.VIRTQ_DESC_F_WRITE) !== 0) n += d.len;
+      for (const d of descs) if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) n += d.len;
       return n;
     };
 

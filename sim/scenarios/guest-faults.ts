@@ -14,13 +14,8 @@ import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, type InFlight } from "../gu
 import type { NetRig } from "./net-rig.ts";
 import type { QueueRig } from "./queue-rig.ts";
 import { HOST_PORT, type VsockCreditRig } from "./vsock-credit.ts";
-import {
-  VSOCK_HOST_CID,
-  VSOCK_OP_CREDIT_UPDATE,
-  VSOCK_OP_RW,
-  VSOCK_TYPE_STREAM,
-  type VsockHeader,
-} from "../../spec/vsock.ts";
+import { type VsockHeader } from "../../spec/vsock.ts";
+import { VSOCK_HOST_CID, VSOCK_OP_CREDIT_UPDATE, VSOCK_OP_RW, VSOCK_TYPE_STREAM } from "../../wire/vsock.ts";
 
 /** A bad guest address: one of the shapes that must be refused, or the scratch area. */
 const badAddr = (

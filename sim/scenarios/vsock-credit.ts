@@ -11,11 +11,13 @@
 import { Effect } from "effect";
 import { MemoryHost } from "../../impl/vsock/memory-host.ts";
 import type { VsockConnection } from "../../impl/vsock/connection.ts";
-import { peerFree, VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../spec/vsock.ts";
+import { peerFree } from "../../spec/vsock.ts";
+import type { DeviceQueue } from "../../impl/queue/device-queue.ts";
 import type { GuestSocket, VsockGuest } from "../../impl/vsock/guest.ts";
 import { simVsockGuest, type SimVsockProbe } from "../guest/vsock-probe.ts";
 import type { ChartSpec, Metric, Scenario, ScenarioInstance, SimContext } from "../engine.ts";
 import { settlePendingFaults, vsockFault } from "./guest-faults.ts";
+import { VSOCK_OP_CREDIT_REQUEST, VSOCK_OP_CREDIT_UPDATE } from "../../wire/vsock.ts";
 
 /** Byte `i` of stream `id`: position-based, so writer and checker need not share chunking. */
 export const streamByte = (id: number, i: number): number => {
@@ -104,7 +106,7 @@ export const HOST_PORT = 5000;
 export class VsockCreditRig {
   readonly ctx: SimContext;
   readonly host = new MemoryHost();
-  readonly guest: VsockGuest;
+  readonly guest: VsockGuest<DeviceQueue>;
   readonly probe: SimVsockProbe;
   readonly conns: Conn[] = [];
   readonly bufAlloc: number;

@@ -11,7 +11,7 @@
 import { Effect, type Scope } from "effect";
 import { err, ok, type Result } from "../../spec/result.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { SPLIT_RING, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import { ringOrSplit, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
 import type { SplitQueue } from "../queue/split-queue.ts";
 import {
   EVENT_QUEUE,
@@ -73,7 +73,7 @@ export class VsockVirtioDevice<Q extends DeviceQueue = SplitQueue> implements Vi
     options: VsockVirtioOptions,
   ) {
     // Without a ring in the config Q is its default, SplitQueue (the split ring).
-    const ring = deviceConfig.ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);
+    const ring = ringOrSplit(deviceConfig.ring);
     this.ring = ring;
     this.offeredFeatures = VSOCK_DEVICE_FEATURES | ring.featureBits;
     this.queueCount = options.queueCount ?? 3;

@@ -32,7 +32,7 @@ import { err, ok, type Result } from "../../spec/result.ts";
 import { IoVecBuffer, IoVecBufferMut, type ChainCursor } from "../iovec/iovec.ts";
 import { VIRTIO_ID_NET, type VirtioDevice } from "../device/virtio-device.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { SPLIT_RING, type DeviceChain, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import { ringOrSplit, type DeviceChain, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
 import { PopStatus, type SplitQueue } from "../queue/split-queue.ts";
 import { NetBackend, type NetBackendShape, type RxBuffer, type TxPacket } from "./backend.ts";
 import { CONFIG_SIZE as NET_CONFIG_SIZE, NetConfigSpace, checkConfig } from "./config.ts";
@@ -227,7 +227,7 @@ export class NetDevice<Q extends DeviceQueue = SplitQueue> implements VirtioDevi
   ) {
     const max = config.queueMaxSize ?? QUEUE_MAX_SIZE;
     // Without a ring in the options Q is its default, SplitQueue (the split ring).
-    this.ring = config.ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);
+    this.ring = ringOrSplit(config.ring);
     this.queues = [this.ring.newQueue(max), this.ring.newQueue(max)];
     this.configSpace = new NetConfigSpace(config);
     this.offeredFeatures = offeredFeatures(config) | this.ring.featureBits;

@@ -156,3 +156,10 @@ export const PACKED_RING: RingKind<PackedQueue> = Object.freeze({
 /** The ring a name on a command line or in options stands for. */
 export const ringNamed = (name: "split" | "packed"): RingKind =>
   name === "packed" ? PACKED_RING : SPLIT_RING;
+
+/**
+ * The ring a device was configured with, or the split ring when none was given. The one cast
+ * lives here: a device generic in its queue type `Q` defaults `Q` to the split queue.
+ */
+export const ringOrSplit = <Q extends DeviceQueue>(ring: RingKind<Q> | undefined): RingKind<Q> =>
+  ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);

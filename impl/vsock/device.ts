@@ -7,7 +7,7 @@
  * See impl/vsock/README.md.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
-import { SPLIT_RING, type DeviceChain, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
+import { ringOrSplit, type DeviceChain, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
 import type { QueueError, SplitQueue } from "../queue/split-queue.ts";
 import type { PackedQueueError } from "../../spec/packed-queue.ts";
 import { err, ok, type Result } from "../../spec/result.ts";
@@ -93,7 +93,7 @@ export class VsockDevice<Q extends DeviceQueue = SplitQueue> {
   ) {
     const size = config.queueMaxSize ?? 256;
     // Without a ring in the config Q is its default, SplitQueue (the split ring).
-    const ring = config.ring ?? (SPLIT_RING as RingKind<DeviceQueue> as RingKind<Q>);
+    const ring = ringOrSplit(config.ring);
     this.queues = [ring.newQueue(size), ring.newQueue(size), ring.newQueue(size)];
     this.deviceFeatures = VSOCK_DEVICE_FEATURES | ring.featureBits;
     this.muxer = new VsockMuxer(guestCid, host, config.muxer);

@@ -8,7 +8,7 @@
  * spec/packed-queue.ts defines it rule for rule (PVQ-*), and its tests are the packed ones of
  * impl/queue/ and properties/packed-*.test.ts (the split ring's files keep all of impl/queue/'s).
  *
- * Left out on purpose: impl/queue/driver.ts (the guest side, a test helper), the Effect
+ * Left out on purpose: impl/queue/split-driver.ts and packed-driver.ts (the guest side, test and simulator drivers), the Effect
  * devices and backends around the defined behaviour (vsock device/muxer/unix-backend,
  * usb-vsock endpoint/filler, net backend/guest/frame-pool/interceptor/packets) and
  * impl/native (real syscalls). properties/net-tap.test.ts is not run for net: it needs root

@@ -19,8 +19,9 @@ import type { VsockHeader } from "../../spec/vsock.ts";
 import { splitLayoutEnd, vringNeedEvent } from "../../wire/split.ts";
 import { VSOCK_OP_RW } from "../../wire/vsock.ts";
 import type { Metric, SimContext } from "../engine.ts";
+import { shadowPackedWithSpec } from "../device/packed-shadow.ts";
 import { shadowWithSpec } from "../device/queue-shadow.ts";
-import { BoundsGuard, specMemoryOf } from "../oracle.ts";
+import { BoundsGuard, packedRefPop, specMemoryOf } from "../oracle.ts";
 import type { DeviceQueue } from "../../impl/queue/device-queue.ts";
 import { PackedQueue } from "../../impl/queue/packed-queue.ts";
 import { SplitQueue } from "../../impl/queue/split-queue.ts";
@@ -52,14 +53,24 @@ export class SimVsockProbe implements VsockGuestProbe {
   attached(g: VsockGuest<DeviceQueue>): void {
     const ctx = this.ctx;
     this.g = g;
+    // SIM-BOUNDS: the device may touch the rings and the chains the driver made available
+    // (split: walked when offered; packed: the reference's pop, just before the device's).
+    const guard = new BoundsGuard(ctx, g.memory);
+    this.guard = guard;
+    this.spec = specMemoryOf(g.memory);
     for (let i = 0; i < 3; i++) {
       const q = g.device.queues[i]!;
-      if (!(q instanceof SplitQueue))
-        throw new Error("simulator set-up: the vsock probe has the split ring's reference model only");
-      shadowWithSpec(ctx, q, g.memory, `vsock ${QUEUE_NAMES[i]} queue`);
+      const name = `vsock ${QUEUE_NAMES[i]} queue`;
+      const key = g.layouts[i]!.descTable;
+      if (q instanceof SplitQueue) shadowWithSpec(ctx, q, g.memory, name);
+      else if (q instanceof PackedQueue)
+        shadowPackedWithSpec(ctx, q, g.memory, name, {
+          beforePop: (popped, spec) => {
+            if (popped !== null) guard.allowPop(key, packedRefPop(this.spec!, spec, popped));
+          },
+        });
+      guard.addAreas(g.queues[i]!.areas());
     }
-    // SIM-BOUNDS: the device may touch the rings and the chains the driver made available.
-    const guard = new BoundsGuard(ctx, g.memory);
     this.rings = g.layouts.map((l) => ({
       size: g.options.queueSize,
       desc: l.descTable,
@@ -67,9 +78,6 @@ export class SimVsockProbe implements VsockGuestProbe {
       used: l.usedRing,
       end: splitLayoutEnd(l, g.options.queueSize),
     }));
-    for (const q of g.queues) for (const a of q.areas()) guard.addRange(a.addr, a.len, a.deviceWrites);
-    this.guard = guard;
-    this.spec = specMemoryOf(g.memory);
     const mx = ctx.metrics;
     this.m = {
       kicksSent: mx.counter("vsock.kicks.sent", "vsock: kicks sent"),
@@ -84,7 +92,8 @@ export class SimVsockProbe implements VsockGuestProbe {
   }
 
   offered(q: number, head: number): void {
-    if (this.ctx.oracle && head >= 0) this.guard!.allowWalk(this.spec!, this.rings[q]!, head);
+    if (this.ctx.oracle && head >= 0 && this.guest.options.ring === "split")
+      this.guard!.allowWalk(this.spec!, this.rings[q]!, head);
   }
 
   published(q: number, kick: boolean, availIdx: number): void {
@@ -131,7 +140,7 @@ export class SimVsockProbe implements VsockGuestProbe {
   }
 
   reclaimed(q: number, buf: GuestBuffer, len: number): void {
-    this.guard!.release(this.rings[q]!, buf.id);
+    this.guard!.releaseId(this.guest.layouts[q]!.descTable, buf.id);
     if (len <= buf.inBytes) return;
     this.ctx.fail(
       "SIM-USED-LEN",
@@ -206,6 +215,11 @@ export const simVsockGuest = (
   options: Partial<VsockGuestOptions>,
 ): { readonly guest: VsockGuest<DeviceQueue>; readonly probe: SimVsockProbe } => {
   const probe = new SimVsockProbe(ctx);
-  const guest = VsockGuest.create(config, host, { ...options, clock: () => ctx.clock.nowUs / 1000 }, probe);
+  const guest = VsockGuest.create(
+    config,
+    host,
+    { ring: ctx.ring, ...options, clock: () => ctx.clock.nowUs / 1000 },
+    probe,
+  );
   return { guest, probe };
 };

@@ -361,6 +361,7 @@ export class VsockCreditRig {
 
 export const vsockCreditScenario: Scenario = {
   name: "vsock-credit",
+  rings: ["split", "packed"],
   summary:
     "slow and stopping readers on several vsock connections: credit runs out, senders stall, CREDIT_UPDATE resumes them; nothing lost, never more in flight than buf_alloc",
   defaultSteps: 4000,

@@ -61,6 +61,7 @@ interface Talker {
 
 export const vsockEchoScenario: Scenario = {
   name: "vsock-echo",
+  rings: ["split", "packed"],
   realIo: "how real Unix sockets split the bytes",
   summary:
     "host and guest programs echo through the vsock device and its Unix-socket backend (CONNECT/OK handshake and <path>_<port>), real sockets; every byte back in order",

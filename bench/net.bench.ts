@@ -95,7 +95,7 @@ class LeanGuest {
  * After a 300 ms warm-up, runs `a(batch)` and `b(batch)` alternately for ~1.5 s and returns each one's rate at the
  * 25th percentile of its batch times (ops/s).
  */
-export const alternating = (
+const alternating = (
   a: (n: number) => number,
   b: (n: number) => number,
   batch: number,
@@ -134,7 +134,7 @@ const nullBackend = (): NetBackendShape => ({
  * The loopback's floor: a backend that hands every sent frame back to RX without copying a
  * byte (the header is still written), so what is left is the device's TX and RX paths.
  */
-export const noCopyLoopback = (): NetBackendShape => {
+const noCopyLoopback = (): NetBackendShape => {
   let waiting = 0;
   return {
     name: "no-copy loopback",
@@ -155,7 +155,7 @@ export const noCopyLoopback = (): NetBackendShape => {
 };
 
 /** TX then RX through `backend`, batches of BATCH. */
-export const loopRunner = (backend: NetBackendShape, size: number) => {
+const loopRunner = (backend: NetBackendShape, size: number) => {
   const dev = new NetDevice({ mtu: 1500 }, backend);
   const g = new LeanGuest(dev, size);
   const run = (n: number): number => {
@@ -172,7 +172,7 @@ export const loopRunner = (backend: NetBackendShape, size: number) => {
 };
 
 /** TX alone through the null backend, batches of BATCH. */
-export const txRunner = (size: number) => {
+const txRunner = (size: number) => {
   const dev = new NetDevice({ mtu: 1500 }, nullBackend());
   const g = new LeanGuest(dev, size);
   return (n: number): number => {

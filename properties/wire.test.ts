@@ -79,6 +79,27 @@ describe("wire vocabulary [CHAIN-DESC-LAYOUT VQ-LAYOUT VSOCK-HDR-LAYOUT NET-HDR-
   );
 
   property(
+    "descriptorBeyondMemoryIsAnError",
+    ["CHAIN-DESC-LAYOUT", "MEM-ADDR-U64"],
+    fc.property(
+      fc.oneof(
+        fc.integer({ min: 4, max: 0x7fffffff }),
+        fc.integer({ min: 53, max: 1023 }).map((k) => 2 ** k),
+        fc.integer({ min: -0x7fffffff, max: -1 }),
+      ),
+      (index) => {
+        // Any integer index past a 4-entry table, huge ones included (16 * 2^1023 is no
+        // number): a memory error (InvalidGuestAddress or GuestAddressOverflow), never a throw.
+        const mem = createMemory([{ base: 0n, bytes: new Uint8Array(descOffset(4)) }]);
+        if (!mem.ok) return fail("memory");
+        const r = S.readDescriptor(mem.value, 0n, index, false);
+        if (r.ok) fail(`entry ${index} read from a 4-entry table`);
+      },
+    ),
+    { numRuns: 200 },
+  );
+
+  property(
     "ringOffsetsEqualSpecReading",
     ["VQ-LAYOUT"],
     fc.property(queueArb, ({ size, availRing, usedRing, slot }) => {

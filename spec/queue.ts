@@ -133,8 +133,9 @@ export const readDescriptor = (
 ):
   | { readonly ok: true; readonly value: SpecDescriptor }
   | { readonly ok: false; readonly error: MemoryError } => {
-  // 16 * index is exact for an integer index (a power of two times it), one bigint fewer.
-  const at = table + (Number.isInteger(index) ? BigInt(16 * index) : 16n * BigInt(index));
+  // 16 * index is exact for a safe integer index (a power of two times it), one bigint
+  // fewer; a larger one (16 * 2^1020 is Infinity) takes the bigint product.
+  const at = table + (Number.isSafeInteger(index) ? BigInt(16 * index) : 16n * BigInt(index));
   const bytes = readBytes(mem, at, 16);
   if (!bytes.ok) return bytes;
   const b = bytes.value;

@@ -85,7 +85,8 @@ const NO_WORDS = new Int32Array(0);
 
 /**
  * An Int32Array over the whole of each buffer a small copy has used: word copies need no
- * view of the piece (ArrayBuffer and SharedArrayBuffer keys; the cache does not keep them alive).
+ * view of the piece (ArrayBuffer and SharedArrayBuffer keys; this map does not keep them alive,
+ * but each IoVec buffer's two most recent ones, `wordBuf0`/`wordBuf1`, do until replaced).
  */
 const wordViews = new WeakMap<ArrayBufferLike, Int32Array>();
 const wordsOf = (buffer: ArrayBufferLike): Int32Array => {
@@ -147,7 +148,8 @@ abstract class Segments {
   private listed: Uint8Array[] = [];
   private listedVersion = -1;
 
-  // The word views of the two buffers small copies used last (the guest's and the host's).
+  // The word views of the two buffers small copies used last (the guest's and the host's);
+  // strong references: they keep those two buffers alive as long as this object.
   private wordBuf0: ArrayBufferLike | null = null;
   private words0: Int32Array = NO_WORDS;
   private wordBuf1: ArrayBufferLike | null = null;

@@ -1,18 +1,18 @@
 /**
- * virtio-net end to end, on the ring `--ring` chose: the guest driver (two Linux-like
- * virtqueues over impl/queue's GuestQueue, receive 0 and
- * transmit 1, doing what virtio_net does: post RX buffers, send frames as header + data in
- * one or several descriptors, NAPI-style interrupt handling, TX reclaim) against the
- * impl/net NetDevice and a backend. The oracle checks every frame that comes back (in
- * order, intact, header as the device must write it), every used element, each interrupt
- * decision, and what the device touches.
+ * virtio-net end to end, on the ring `--ring` chose: impl/net's guest driver (NetGuest over
+ * two GuestQueues, receive 0 and transmit 1, doing what virtio_net does) against the
+ * impl/net NetDevice and a backend. This rig lays out guest memory, runs the device side
+ * and is the driver's probe: the oracle checks every frame that comes back (in order,
+ * intact, header as the device must write it), every used element, each interrupt
+ * decision, and what the device touches; it counts the net metrics.
  */
 import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import { GuestMemory as Memory } from "../../impl/memory/guest-memory.ts";
 import { NetDevice, RX_QUEUE, TX_QUEUE } from "../../impl/net/device.ts";
+import { MAX_FRAME, NetGuest, type NetGuestProbe, type NetTxSource } from "../../impl/net/guest.ts";
 import type { NetBackendShape } from "../../impl/net/backend.ts";
 import { ringNamed, type DeviceQueue } from "../../impl/queue/device-queue.ts";
-import { BufferSlabs, NO_ROOM, type GuestQueue } from "../../impl/queue/guest-queue.ts";
+import { BufferSlabs, type GuestBuffer, type KickDecision } from "../../impl/queue/guest-queue.ts";
 import type { GuestRam } from "../../impl/queue/guest-ram.ts";
 import { PackedDriver } from "../../impl/queue/packed-driver.ts";
 import type { SplitDriver } from "../../impl/queue/split-driver.ts";
@@ -22,12 +22,10 @@ import { VRING_AVAIL_F_NO_INTERRUPT, vringNeedEvent, type SplitLayout } from "..
 import type { Metric, SimContext } from "../engine.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
 import { shadowDeviceQueue, type RingName } from "../device/queue-port.ts";
-import { fnv, makeGuestQueue, ringEnd, type Segment } from "./queue-rig.ts";
+import { fnv, makeGuestQueue, ringEnd } from "./queue-rig.ts";
 
 export const GUEST_MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56] as const;
 const ETHERTYPE = 0x88b5; // IEEE local experimental: never a real protocol
-const HDR = 12;
-const MAX_FRAME = 1514;
 
 interface Expected {
   readonly seq: number;
@@ -62,7 +60,7 @@ export interface NetHooks {
   corruptRx?(rig: NetRig, head: number): void;
 }
 
-export class NetRig {
+export class NetRig implements NetGuestProbe {
   readonly ctx: SimContext;
   readonly opts: NetRigOptions;
   readonly mem: GuestMemory;
@@ -72,9 +70,9 @@ export class NetRig {
   readonly ring: RingName;
   readonly rx: SplitDriver | PackedDriver;
   readonly tx: SplitDriver | PackedDriver;
+  /** The guest driver; this rig is its probe. */
+  readonly guest: NetGuest<SplitDriver | PackedDriver>;
   readonly layouts: readonly [SplitLayout, SplitLayout];
-  private readonly rxSlabs: BufferSlabs;
-  private readonly txSlabs: BufferSlabs;
   readonly guard: BoundsGuard;
   readonly scratch: { readonly addr: number; readonly len: number };
   hooks: NetHooks = {};
@@ -89,7 +87,6 @@ export class NetRig {
   private readonly available: readonly (() => number)[];
   /** Frames the guest broke on purpose that never arrived. */
   purposeLost = 0;
-  readonly irq: [boolean, boolean] = [false, false];
   private txKicked = false;
   private rxKicked = false;
   private seq = 0;
@@ -127,8 +124,6 @@ export class NetRig {
     this.tx = makeGuestQueue(ring, this.mem, txBase, size, opts.eventIdx, false);
     this.ram = this.rx.ram;
     this.layouts = [this.rx.layout, this.tx.layout];
-    this.rxSlabs = new BufferSlabs(dataBase, size, 16 * 1024, 1);
-    this.txSlabs = new BufferSlabs(dataBase + rxBytes, size, 2048, 1);
     this.scratch = { addr: dataBase + rxBytes + txBytes, len: scratchLen };
     this.device = new NetDevice(
       {
@@ -142,16 +137,17 @@ export class NetRig {
       },
       opts.backend,
     );
-    // The driver acknowledges what it understands of what is offered.
-    const acked = this.device.ackFeatures(this.device.offeredFeatures);
-    if (!acked.ok) throw new Error(`simulator set-up: features refused: ${acked.error._tag}`);
-    this.hdrLen = this.device.headerLength;
-    for (const q of [RX_QUEUE, TX_QUEUE])
-      this.device.queues[q]!.configure({ size, ready: true, ...this.layouts[q]! });
-    const act = this.device.activate(this.mem, (q) => {
-      this.irq[q === RX_QUEUE ? 0 : 1] = true;
+    // The driver acknowledges what it understands of what is offered, and activates.
+    this.guest = NetGuest.attach(this.device, {
+      memory: this.mem,
+      rx: this.rx,
+      tx: this.tx,
+      rxSlabs: new BufferSlabs(dataBase, size, 16 * 1024, 1),
+      txSlabs: new BufferSlabs(dataBase + rxBytes, size, 2048, 1),
+      random: ctx.rng,
+      probe: this,
     });
-    if (!act.ok) throw new Error(`simulator set-up: activate failed: ${act.error._tag}`);
+    this.hdrLen = this.guest.headerLength;
     this.guard = new BoundsGuard(ctx, this.mem);
     this.guard.addAreas(this.rx.areas());
     this.guard.addAreas(this.tx.areas());
@@ -199,96 +195,108 @@ export class NetRig {
       ctx.notes.push("virtio-net does not offer INDIRECT_DESC, so its guest uses direct chains only");
   }
 
-  /** Keeps the RX ring full of buffers of the shapes virtio_net posts. */
-  refillRx(): void {
-    const ctx = this.ctx;
-    const r = ctx.rng;
-    let added = 0;
-    while (this.rx.numFree > 0) {
-      let segs: Segment[];
-      if (this.opts.mrg) {
-        // Mergeable buffers: one descriptor each, sized by the driver's EWMA (here random).
-        segs = [{ len: r.range(128, 1536), write: true }];
-      } else if (r.chance(0.5)) {
-        segs = [{ len: HDR + MAX_FRAME, write: true }]; // small buffers: header and data together
-      } else if (this.rx.numFree >= 2) {
-        segs = [
-          { len: this.hdrLen, write: true },
-          { len: MAX_FRAME, write: true },
-        ];
-      } else break;
-      const head = this.rxSlabs.add(this.rx, segs, false, 0);
-      if (head === NO_ROOM) break;
-      this.hooks.corruptRx?.(this, head);
-      added++;
-    }
-    if (added > 0) this.publishKick(this.rx, "rx");
+  /** The guest's pending interrupts, per queue (RX, TX). */
+  get irq(): [boolean, boolean] {
+    return this.guest.irq;
   }
 
-  private publishKick(q: GuestQueue, which: "rx" | "tx"): void {
-    q.publish();
-    const k = q.kickPrepare();
-    if (k.need) {
-      this.m.kicksSent!.value++;
-      if (which === "rx") this.rxKicked = true;
-      else this.txKicked = true;
-    } else this.m.kicksSuppressed!.value++;
-    if (this.ctx.trace.on)
-      this.ctx.trace.event("kick", { dev: this.opts.name, q: which, need: k.need, idx: k.new });
+  /** Keeps the RX ring full of buffers of the shapes virtio_net posts. */
+  refillRx(): void {
+    this.guest.refillRx();
   }
 
   /** start_xmit for up to `n` frames (after reclaiming finished ones, as virtio_net does). */
   sendFrames(n: number): void {
-    const ctx = this.ctx;
-    const r = ctx.rng;
-    this.reapTx();
-    let sent = 0;
-    for (let i = 0; i < n; i++) {
-      const given = this.opts.frameSource?.(this.seq) ?? null;
-      if (this.opts.frameSource !== undefined && given === null) break;
-      const len = given !== null ? given.length : r.range(60, MAX_FRAME);
-      const split = this.tx.numFree >= 3 && r.chance(0.5);
-      const segs: Segment[] = split
-        ? [
-            { len: this.hdrLen, write: false },
-            { len: Math.min(len, 14 + r.range(0, 200)), write: false },
-          ]
-        : [{ len: this.hdrLen + len, write: false }];
-      if (split && segs[1]!.len < len) segs.push({ len: len - segs[1]!.len, write: false });
-      const seq = this.seq;
-      const head = this.txSlabs.add(this.tx, segs, false, seq);
-      if (head === NO_ROOM) break;
-      this.seq++;
-      const buf = this.tx.inFlightAt(head)!;
-      // The frame: dst, src, ethertype, seq, random payload.
-      let frame: Uint8Array;
-      if (given !== null) frame = given;
-      else {
-        frame = new Uint8Array(len);
-        frame.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0);
-        frame.set(GUEST_MAC, 6);
-        frame[12] = ETHERTYPE >>> 8;
-        frame[13] = ETHERTYPE & 0xff;
-        new DataView(frame.buffer).setUint32(14, seq, true);
-        r.fill(frame.subarray(18));
-      }
-      const packet = new Uint8Array(this.hdrLen + len); // header all zero: no offloads
-      packet.set(frame, this.hdrLen);
-      let off = 0;
-      for (const s of buf.segments) {
-        this.ram.write(s.addr, packet.subarray(off, off + s.len));
-        off += s.len;
-      }
-      const broke = this.hooks.corruptTx?.(this, head, seq) ?? null;
-      if (broke?.lost === true) this.lostOnPurpose.add(seq);
-      if (this.opts.loopback) this.expected.push({ seq, bytes: frame });
-      sent++;
-      this.sent++;
-      this.m.framesSent!.value++;
-      this.m.bytesSent!.value += len;
-      if (ctx.trace.on) ctx.trace.event("tx", { dev: this.opts.name, head, seq, len, descs: segs.length });
+    this.guest.xmit(n, this.txSource);
+  }
+
+  /** The frames to send: the scenario's, or numbered test frames (dst, src, ethertype, seq, random payload). */
+  private given: Uint8Array | null = null;
+  private readonly txSource: NetTxSource = {
+    length: (seq) => {
+      const given = this.opts.frameSource?.(seq) ?? null;
+      if (this.opts.frameSource !== undefined && given === null) return null;
+      this.given = given;
+      return given !== null ? given.length : this.ctx.rng.range(60, MAX_FRAME);
+    },
+    frame: (seq, len) => {
+      if (this.given !== null) return this.given;
+      const frame = new Uint8Array(len);
+      frame.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0);
+      frame.set(GUEST_MAC, 6);
+      frame[12] = ETHERTYPE >>> 8;
+      frame[13] = ETHERTYPE & 0xff;
+      new DataView(frame.buffer).setUint32(14, seq, true);
+      this.ctx.rng.fill(frame.subarray(18));
+      return frame;
+    },
+  };
+
+  // NetGuestProbe: what the driver saw, checked and counted.
+
+  published(q: number, k: KickDecision): void {
+    if (k.need) {
+      this.m.kicksSent!.value++;
+      if (q === RX_QUEUE) this.rxKicked = true;
+      else this.txKicked = true;
+    } else this.m.kicksSuppressed!.value++;
+    if (this.ctx.trace.on)
+      this.ctx.trace.event("kick", {
+        dev: this.opts.name,
+        q: q === RX_QUEUE ? "rx" : "tx",
+        need: k.need,
+        idx: k.new,
+      });
+  }
+
+  rxPosted(head: number): void {
+    this.hooks.corruptRx?.(this, head);
+  }
+
+  txQueued(head: number, seq: number, frame: Uint8Array, descs: number): void {
+    const broke = this.hooks.corruptTx?.(this, head, seq) ?? null;
+    if (broke?.lost === true) this.lostOnPurpose.add(seq);
+    if (this.opts.loopback) this.expected.push({ seq, bytes: frame });
+    this.sent++;
+    this.m.framesSent!.value++;
+    this.m.bytesSent!.value += frame.length;
+    if (this.ctx.trace.on)
+      this.ctx.trace.event("tx", { dev: this.opts.name, head, seq, len: frame.length, descs });
+  }
+
+  /** SIM-USED-LEN: a used length within what the chain lets the device write. */
+  reclaimed(q: number, buf: GuestBuffer, len: number): void {
+    this.guard.releaseId(this.layouts[q]!.descTable, buf.id);
+    if (q === RX_QUEUE) this.onRxReaped(buf.id, len);
+    if (len > buf.inBytes)
+      this.ctx.fail(
+        "SIM-USED-LEN",
+        `${this.opts.label} ${q === RX_QUEUE ? "RX" : "TX"} id ${buf.id}: used len ${len} > writable ${buf.inBytes}`,
+      );
+  }
+
+  /** SIM-USED-ID: a used entry that names no buffer in flight. */
+  badUsed(q: number, id: number, reason: string): void {
+    this.ctx.fail(
+      "SIM-USED-ID",
+      `${this.opts.label} ${q === RX_QUEUE ? "RX" : "TX"} used {id ${id}}: ${reason}`,
+    );
+  }
+
+  /** A backend that carries the header (TAP) has the kernel fill it; otherwise the device writes flags 0 and gso NONE (NET-RX-HDR). */
+  rxHeader(packet: Uint8Array): void {
+    if (this.opts.backend.carriesHeader) return;
+    for (let k = 0; k < this.hdrLen - 2 && k < packet.length; k++) {
+      if (packet[k] !== 0)
+        this.ctx.fail(
+          this.rule,
+          `${this.opts.label} RX header byte ${k} is ${packet[k]}: the device must write flags 0, gso NONE`,
+        );
     }
-    if (sent > 0) this.publishKick(this.tx, "tx");
+  }
+
+  rxBroken(why: string): void {
+    this.ctx.fail(this.rule, `${this.opts.label} RX: ${why}`);
   }
 
   /** One device pass: TX when kicked, RX when kicked or frames wait; interrupts checked. */
@@ -359,92 +367,18 @@ export class NetRig {
     else this.m.irqsSuppressed!.value++;
   }
 
-  /** free_old_xmit: reclaim finished TX buffers (used length 0). */
+  /** free_old_xmit: reclaim finished TX buffers. */
   reapTx(): void {
-    const ctx: SimContext = this.ctx;
-    for (;;) {
-      const g = this.tx.getBuf();
-      if (g.kind === "none") return;
-      if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} TX used {id ${g.id}}: ${g.reason}`);
-      this.guard.releaseId(this.layouts[TX_QUEUE].descTable, g.buf.id);
-      if (g.len > g.buf.inBytes)
-        ctx.fail(
-          "SIM-USED-LEN",
-          `${this.opts.label} TX id ${g.buf.id}: used len ${g.len} > writable ${g.buf.inBytes}`,
-        );
-    }
+    this.guest.reclaimTx();
   }
 
-  /** Reads what RX delivered: header checks, frame reassembly (MRG), order and contents. */
+  /** Reads what RX delivered (checked by the probe calls), then refills. */
   reapRx(): void {
-    const ctx: SimContext = this.ctx;
-    for (;;) {
-      const g = this.rx.getBuf();
-      if (g.kind === "none") break;
-      if (g.kind === "bad") ctx.fail("SIM-USED-ID", `${this.opts.label} RX used {id ${g.id}}: ${g.reason}`);
-      const first = g;
-      this.guard.releaseId(this.layouts[RX_QUEUE].descTable, g.buf.id);
-      this.onRxReaped(g.buf.id, g.len);
-      if (first.len > first.buf.inBytes)
-        ctx.fail(
-          "SIM-USED-LEN",
-          `${this.opts.label} RX id ${first.buf.id}: used len ${first.len} > writable ${first.buf.inBytes}`,
-        );
-      if (first.len === 0) continue; // a broken chain given back empty (hostile guests only)
-      const packet = this.gather(first.buf.segments, first.len);
-      const parts: Uint8Array[] = [packet];
-      const numBuffers = this.hdrLen === 12 ? packet[10]! | (packet[11]! << 8) : 1;
-      // A backend that carries the header (TAP) has the kernel fill it; otherwise the
-      // device writes flags 0 and gso NONE (NET-RX-HDR).
-      const devHeader = !this.opts.backend.carriesHeader;
-      for (let k = 0; devHeader && k < this.hdrLen - 2 && k < packet.length; k++) {
-        if (packet[k] !== 0)
-          ctx.fail(
-            this.rule,
-            `${this.opts.label} RX header byte ${k} is ${packet[k]}: the device must write flags 0, gso NONE`,
-          );
-      }
-      if (this.opts.mrg) {
-        for (let b = 1; b < numBuffers; b++) {
-          const more = this.rx.getBuf();
-          if (more.kind !== "buf")
-            ctx.fail(
-              this.rule,
-              `${this.opts.label} RX: header says ${numBuffers} buffers, only ${b} were used`,
-            );
-          this.guard.releaseId(this.layouts[RX_QUEUE].descTable, more.buf.id);
-          this.onRxReaped(more.buf.id, more.len);
-          parts.push(this.gather(more.buf.segments, more.len));
-        }
-      } else if (numBuffers !== 1) {
-        ctx.fail(this.rule, `${this.opts.label} RX: num_buffers ${numBuffers} without MRG_RXBUF`);
-      }
-      const total = parts.reduce((a, p) => a + p.length, 0);
-      const whole = new Uint8Array(total);
-      let off = 0;
-      for (const p of parts) {
-        whole.set(p, off);
-        off += p.length;
-      }
-      this.deliver(whole.subarray(this.hdrLen));
-    }
-    this.refillRx();
-  }
-
-  private gather(segs: readonly { addr: number; len: number }[], len: number): Uint8Array {
-    const out = new Uint8Array(len);
-    let off = 0;
-    for (const s of segs) {
-      if (off >= len) break;
-      const n = Math.min(s.len, len - off);
-      out.set(this.ram.bytes(s.addr, n), off);
-      off += n;
-    }
-    return out;
+    this.guest.receive();
   }
 
   /** SIM-DELIVERY: the frame must be the next expected one (drops are counted, never silent). */
-  private deliver(frame: Uint8Array): void {
+  delivered(frame: Uint8Array): void {
     const ctx: SimContext = this.ctx;
     if (!this.opts.loopback) {
       this.received++;
@@ -498,22 +432,7 @@ export class NetRig {
 
   /** The guest's interrupt handlers (NAPI: disable, reap, re-enable, poll). */
   guestInterrupts(): void {
-    if (this.irq[0]) {
-      this.irq[0] = false;
-      for (let round = 0; round < 1000; round++) {
-        this.rx.disableCb();
-        this.reapRx();
-        if (!this.rx.poll(this.rx.enableCbPrepare())) break;
-      }
-    }
-    if (this.irq[1]) {
-      this.irq[1] = false;
-      for (let round = 0; round < 1000; round++) {
-        this.tx.disableCb();
-        this.reapTx();
-        if (!this.tx.poll(this.tx.enableCbPrepare())) break;
-      }
-    }
+    this.guest.handleInterrupts();
   }
 
   /** SIM-NO-STALL: TX work left with no kick; a driver waiting for an interrupt that will not come. */

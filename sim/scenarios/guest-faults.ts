@@ -234,11 +234,10 @@ export class QueueFaults {
       }
       case "desc-indirect": {
         // On the head: a table of a bad length; inside a table: a nested INDIRECT.
-        const target = buf.indirect && !isHead ? d : first;
-        const flags = target === first ? drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT : 0;
-        if (target === first) drv.setFirstFlags(id, flags);
-        detail = this.corruptIndirect(target, PACKED_DESC_FLAGS, buf.indirect && !isHead);
-        if (target === first) drv.setFirstFlags(id, drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT);
+        // The head's flags are held by the driver until publish: INDIRECT goes there.
+        const nested = buf.indirect && !isHead;
+        if (!nested) drv.setFirstFlags(id, drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT);
+        detail = this.corruptIndirect(nested ? d : first, PACKED_DESC_FLAGS, nested);
         break;
       }
       case "desc-id": {

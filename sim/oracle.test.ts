@@ -8,6 +8,13 @@ import { LoopbackBackend } from "../impl/net/backend.ts";
 import { RX_QUEUE, TX_QUEUE } from "../impl/net/device.ts";
 import { PackedQueue as PackedQueueClass, type PackedQueue } from "../impl/queue/packed-queue.ts";
 import { SplitQueue } from "../impl/queue/split-queue.ts";
+import {
+  EVENT_FLAGS,
+  EVENT_OFF_WRAP,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_WRAP,
+} from "../wire/packed.ts";
 import { SimContext, SimViolation, type RunOptions } from "./engine.ts";
 import { NetRig } from "./scenarios/net-rig.ts";
 import { QueueRig } from "./scenarios/queue-rig.ts";
@@ -91,6 +98,42 @@ describe("the oracle beside a packed queue", () => {
       proto.putUsed = put;
     }
     expect(packed(1, true, () => {})).toBe("passed");
+  });
+
+  it("catches an off-by-one interrupt decision under DESC off_wrap, which only the reference judges [SIM-QUEUE-REFINES]", () => {
+    // The rig's own SIM-KICK-GATE check reads only ENABLE / DISABLE on the packed ring, and a
+    // spurious interrupt costs the driver nothing: only the packed shadow sees this bug.
+    interface Internals {
+      active: boolean;
+      driverView: DataView;
+      driverOff: number;
+      _numAdded: number;
+      _nextUsed: number;
+      _eventIdx: boolean;
+      usedWrap: number;
+      size: number;
+    }
+    const proto = PackedQueueClass.prototype as unknown as { prepareKick: (this: Internals) => boolean };
+    const prepareKick = proto.prepareKick;
+    proto.prepareKick = function (this: Internals): boolean {
+      if (!this.active) return false;
+      const mode = this.driverView.getUint16(this.driverOff + EVENT_FLAGS, true) & 3;
+      const added = this._numAdded;
+      this._numAdded = 0;
+      if (mode === RING_EVENT_FLAGS_DISABLE) return false;
+      if (mode !== RING_EVENT_FLAGS_DESC || !this._eventIdx) return true;
+      const offWrap = this.driverView.getUint16(this.driverOff + EVENT_OFF_WRAP, true);
+      let event = offWrap & ~RING_EVENT_WRAP;
+      if (((offWrap & RING_EVENT_WRAP) === 0 ? 0 : 1) !== this.usedWrap) event = (event - this.size) & 0xffff;
+      return ((this._nextUsed - event - 1) & 0xffff) <= added; // the bug: <= for <
+    };
+    try {
+      expect([1, 2, 3].map((seed) => packed(seed, true, () => {}))).toEqual(
+        Array(3).fill("SIM-QUEUE-REFINES"),
+      );
+    } finally {
+      proto.prepareKick = prepareKick;
+    }
   });
 });
 

@@ -8,13 +8,7 @@ import type { GuestBuffer, RingArea } from "../impl/queue/guest-queue.ts";
 import type { SpecMemory } from "../spec/memory.ts";
 import * as PQ from "../spec/packed-queue.ts";
 import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
-import {
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_WRITE,
-  availRingBytes,
-  descTableBytes,
-  usedRingBytes,
-} from "../wire/split.ts";
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 import type { SimContext } from "./engine.ts";
 import type { RingLayout } from "./guest/virtio-ring.ts";
 
@@ -176,15 +170,6 @@ export class BoundsGuard {
     for (const a of areas) this.fixed.push({ lo: a.addr, hi: a.addr + a.len, write: a.deviceWrites });
   }
 
-  /** addAreas for a split ring given as a RingLayout (sim/guest/virtio-ring.ts callers). */
-  addRing(ring: RingLayout): void {
-    this.addAreas([
-      { addr: ring.desc, len: descTableBytes(ring.size), deviceWrites: false },
-      { addr: ring.avail, len: availRingBytes(ring.size), deviceWrites: false },
-      { addr: ring.used, len: usedRingBytes(ring.size), deviceWrites: true },
-    ]);
-  }
-
   addRange(lo: number, len: number, write: boolean): void {
     this.fixed.push({ lo, hi: lo + len, write });
   }
@@ -229,11 +214,6 @@ export class BoundsGuard {
   /** The device gave this chain back (used): its buffers are the driver's again. */
   releaseId(queue: number, id: number): void {
     this.chains.delete(queue * 65536 + id);
-  }
-
-  /** releaseId for a split ring given as a RingLayout. */
-  release(ring: RingLayout, head: number): void {
-    this.releaseId(ring.desc, head);
   }
 
   /**

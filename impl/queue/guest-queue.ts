@@ -21,8 +21,9 @@
  * - The simulator's oracle and metrics watch the driver through a `GuestQueueProbe`: the
  *   driver calls it and imports nothing from the simulator.
  *
- * The driver reads and writes guest memory through `GuestRam` (guest-ram.ts), not through
- * `GuestMemory.locate`, so a memory recorder or bounds guard sees only the device's accesses.
+ * The driver reads and writes guest memory through `GuestRam` (guest-ram.ts), which goes
+ * through `GuestMemory.locate`: a memory recorder sees the driver's accesses too, and the
+ * simulator's bounds guard, armed only while the device runs, sees only the device's.
  */
 
 /** `add` found too few free descriptors (split) or ring slots / buffer ids (packed). */

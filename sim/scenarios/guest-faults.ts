@@ -82,6 +82,9 @@ export class QueueFaults {
       onReaped: (head) => {
         this.broken.delete(head);
       },
+      onEmpty: (nextAvail) => {
+        for (const n of this.notAvailable) if (n.slot === nextAvail) n.read = true;
+      },
       onCorruptedServed: (head, outcome) => {
         const f = this.broken.get(head);
         if (f !== undefined) ctx.faults.handled(f, outcome);
@@ -231,11 +234,10 @@ export class QueueFaults {
       }
       case "desc-indirect": {
         // On the head: a table of a bad length; inside a table: a nested INDIRECT.
-        const target = buf.indirect && !isHead ? d : first;
-        const flags = target === first ? drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT : 0;
-        if (target === first) drv.setFirstFlags(id, flags);
-        detail = this.corruptIndirect(target, PACKED_DESC_FLAGS, buf.indirect && !isHead);
-        if (target === first) drv.setFirstFlags(id, drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT);
+        // The head's flags are held by the driver until publish: INDIRECT goes there.
+        const nested = buf.indirect && !isHead;
+        if (!nested) drv.setFirstFlags(id, drv.firstFlags(id) | VIRTQ_DESC_F_INDIRECT);
+        detail = this.corruptIndirect(nested ? d : first, PACKED_DESC_FLAGS, nested);
         break;
       }
       case "desc-id": {
@@ -379,12 +381,16 @@ export class QueueFaults {
     // The slot is the driver's next: repaired after this device run whatever happened,
     // before the driver fills it.
     if (lie === "avail-lie") this.blocking.push({ fault: f, seen: null, repair, now: true });
-    else this.notAvailable.push({ fault: f, repair });
+    else this.notAvailable.push({ fault: f, repair, slot, read: false });
     rig.kicked = true;
   }
 
-  /** Packed lies the device must not act on: repaired after the device ran. */
-  private readonly notAvailable: { fault: FaultRecord; repair: () => void }[] = [];
+  /**
+   * Packed lies the device must not act on: repaired after the device ran; `read` once a pop
+   * at their slot came back empty (the device looked and did not take them).
+   */
+  private readonly notAvailable: { fault: FaultRecord; repair: () => void; slot: number; read: boolean }[] =
+    [];
 
   /**
    * After the device ran: a blocking fault it ran into is recorded with the error the queue
@@ -437,7 +443,12 @@ export class QueueFaults {
     // The availability lies first: the guest's own reclaim (below) must not read them.
     for (const n of this.notAvailable.splice(0)) {
       n.repair();
-      this.ctx.faults.handled(n.fault, "not taken for a chain (not available for the device's wrap counter)");
+      this.ctx.faults.handled(
+        n.fault,
+        n.read
+          ? "not taken for a chain (not available for the device's wrap counter)"
+          : "repaired before the device reached it",
+      );
     }
     this.repairNotify();
     this.repair();

@@ -166,6 +166,8 @@ export interface RigHooks {
   onCorruptedServed?(head: number, outcome: string): void;
   /** The driver reclaimed the chain with this head. */
   onReaped?(head: number): void;
+  /** The device found nothing available at its next avail position (a pop came back empty). */
+  onEmpty?(nextAvail: number): void;
 }
 
 export class QueueRig {
@@ -415,6 +417,7 @@ export class QueueRig {
         this.refPop = null;
         const out = port.pop(this.chain);
         if (out.kind === "empty") {
+          this.hooks.onEmpty?.(port.nextAvail);
           if (unpublished > 0) {
             this.publishUsed();
             unpublished = 0;

@@ -29,6 +29,8 @@ import {
   DESC_NEXT,
   DESC_SIZE,
   descOffset,
+  USED_ELEM_ID,
+  USED_ELEM_LEN,
   USED_FLAGS,
   USED_IDX,
   usedRingBytes,
@@ -655,7 +657,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           case "used-ring-write": {
             const at =
               d.layout.usedRing +
-              rng.pick([USED_FLAGS, usedSlotOffset(0), usedSlotOffset(1), availEventOffset(RING_SIZE)]);
+              rng.pick([
+                USED_FLAGS,
+                usedSlotOffset(0) + USED_ELEM_ID,
+                usedSlotOffset(0) + USED_ELEM_LEN,
+                availEventOffset(RING_SIZE),
+              ]);
             const v = rng.u32();
             mem.writeU32(at, v);
             return `${where} used-ring-write: driver wrote ${hex(v)} at used ring +${at - d.layout.usedRing}`;

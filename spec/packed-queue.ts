@@ -769,16 +769,3 @@ export const popOrEnableNotification = (
   if (t.result.value) return { queue: t.queue, memory: t.memory, result: ok(null) };
   return pop(t.queue, t.memory);
 };
-
-/** The yielded descriptors' readable and writable byte totals (as CHAIN-RW-SPLIT). */
-export const splitChain = (
-  walk: SpecPackedWalk,
-): { readonly readableBytes: number; readonly writableBytes: number } => {
-  let readableBytes = 0;
-  let writableBytes = 0;
-  for (const d of walk.descriptors) {
-    if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) writableBytes += d.len;
-    else readableBytes += d.len;
-  }
-  return { readableBytes, writableBytes };
-};

@@ -17,6 +17,13 @@ import { CHAIN_REGION, emptyChainMemory, encodeDescriptors, memoryCreateStep } f
 import type { Step } from "./types.ts";
 import { defineCase, expectOk, step } from "./types.ts";
 import { VIRTIO_NET_F as F, featureBit as bit } from "../../wire/features.ts";
+import {
+  AVAIL_IDX,
+  VIRTQ_DESC_F_WRITE,
+  availRingBytes,
+  availSlotOffset,
+  usedEventOffset,
+} from "../../wire/split.ts";
 
 const B = CHAIN_REGION.base;
 const RINGS = {
@@ -122,11 +129,11 @@ const layChains = (
   for (let i = 0; i < fill.length; i++) fill[i] = (Math.imul(i + 7, seed | 1) >>> 9) & 0xff;
   if (fill.length > 0) put(bufBase, fill);
   // avail: flags 0, idx = chains, ring = heads, used_event.
-  const avail = new Uint8Array(6 + 2 * ring.size);
+  const avail = new Uint8Array(availRingBytes(ring.size));
   const v = new DataView(avail.buffer);
-  v.setUint16(2, chains.length, true);
-  heads.forEach((h, i) => v.setUint16(4 + 2 * i, h, true));
-  v.setUint16(4 + 2 * ring.size, usedEvent ?? 0, true);
+  v.setUint16(AVAIL_IDX, chains.length, true);
+  heads.forEach((h, i) => v.setUint16(availSlotOffset(i), h, true));
+  v.setUint16(usedEventOffset(ring.size), usedEvent ?? 0, true);
   put(ring.availRing, avail);
   return { mem, steps };
 };
@@ -205,7 +212,7 @@ const txSteps = (i: DeviceInput): Step[] => {
     const { head, walk } = p.result.value;
     const descs: SpecTxDescriptor[] = walk.descriptors.map((d) => {
       const b = readBytes(mem, d.addr, d.len);
-      return { write: (d.flags & 2) !== 0, bytes: b.ok ? b.value : undefined };
+      return { write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0, bytes: b.ok ? b.value : undefined };
     });
     const f = txFrame(descs, walk.end === null ? null : walk.end._tag, hdr, max);
     if (f.ok) frames.push(toHex(f.value));
@@ -244,7 +251,7 @@ const rxSteps = (i: DeviceInput): Step[] => {
     if (!p.result.ok || p.result.value === null) break;
     const { head, walk } = p.result.value;
     // NET-RX-WRITABLE-ONLY: only the chain's writable descriptors take the packet.
-    const writable = walk.descriptors.filter((d) => (d.flags & 2) !== 0);
+    const writable = walk.descriptors.filter((d) => (d.flags & VIRTQ_DESC_F_WRITE) !== 0);
     const loaded = appendChain(emptyIoVecMut(256), mem, head, writable);
     // NET-RX-NO-ROOM: a chain with no writable byte is given back empty, like a broken one.
     const room = writable.reduce((a, d) => a + d.len, 0);

@@ -33,6 +33,7 @@ import {
   VIRTQ_DESC_F_USED,
   packedDescOffset,
   packedRingBytes,
+  readPackedDescriptor,
 } from "../../wire/packed.ts";
 
 /** The ring at the table area; the Driver Area and Device Area after it. */
@@ -85,11 +86,7 @@ const rawArb = (size: number): fc.Arbitrary<RawPackedDescriptor> =>
       { weight: 4, arbitrary: fc.bigInt({ min: BUFFER_AREA, max: BUFFER_AREA + 0x3000n }) },
       { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }) },
     ),
-    len: fc.oneof(
-      fc.nat(64),
-      fc.integer({ min: 1, max: 8 }).map((n) => 16 * n),
-      fc.nat(0xffff_ffff),
-    ),
+    len: fc.oneof(fc.nat(64), fc.integer({ min: 1, max: 8 }).map(packedRingBytes), fc.nat(0xffff_ffff)),
     id: fc.oneof({ weight: 4, arbitrary: fc.nat(size) }, { weight: 1, arbitrary: fc.nat(0xffff) }),
     flags: fc
       .tuple(fc.nat(7), fc.boolean(), fc.boolean())
@@ -340,7 +337,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
           const at = INDIRECT_AREA + 0x100n * BigInt(id);
           write(at, table);
           write(
-            RING + 16n * BigInt(driver.availSlot),
+            RING + BigInt(packedDescOffset(driver.availSlot)),
             encodePacked({
               addr: at,
               len: packedRingBytes(c.n),
@@ -353,7 +350,10 @@ export const packedSteps = (input: PackedInput): Step[] => {
           for (const i of [...Array.from({ length: c.n - 1 }, (_, k) => k + 1), 0]) {
             const p = fromLinear(start + i, size);
             const flags = (i < c.n - 1 ? VIRTQ_DESC_F_NEXT : 0) | dataFlags(i) | availBits(p.wrap);
-            write(RING + 16n * BigInt(p.slot), encodePacked({ addr: buffer(i), len: c.len, id, flags }));
+            write(
+              RING + BigInt(packedDescOffset(p.slot)),
+              encodePacked({ addr: buffer(i), len: c.len, id, flags }),
+            );
           }
         }
         const next = fromLinear(start + slots, size);
@@ -422,8 +422,10 @@ export const packedSteps = (input: PackedInput): Step[] => {
         for (;;) {
           const b = readBytes(mem, RING + BigInt(packedDescOffset(driver.usedSlot)), PACKED_DESC_SIZE);
           if (!b.ok) break;
-          const id = b.value[12]! | (b.value[13]! << 8);
-          const flags = b.value[14]! | (b.value[15]! << 8);
+          const { id, flags } = readPackedDescriptor(
+            new DataView(b.value.buffer, b.value.byteOffset, PACKED_DESC_SIZE),
+            0,
+          );
           if (!P.isUsed(flags, driver.usedWrap)) break;
           const k = driver.outstanding.findIndex((x) => x.id === id);
           if (k < 0) break;
@@ -497,7 +499,7 @@ export const packedSteps = (input: PackedInput): Step[] => {
         driver.usedWrap = q.usedWrap;
         break;
       case "scribble":
-        write(RING + 16n * BigInt(c.slot % size), encodePacked(c.desc));
+        write(RING + BigInt(packedDescOffset(c.slot % size)), encodePacked(c.desc));
         break;
     }
   }

@@ -23,7 +23,7 @@ import { readBackSteps } from "./memory.ts";
 import type { Expect, Step } from "./types.ts";
 import { acceptedWalkJson } from "../walk-json.ts";
 import { citing, defineCase, expectOk, expectResult, step } from "./types.ts";
-import { VIRTQ_DESC_F_NEXT } from "../../wire/split.ts";
+import { VIRTQ_DESC_F_NEXT, VRING_AVAIL_F_NO_INTERRUPT } from "../../wire/split.ts";
 
 const AVAIL = TABLE_AREA + 0x1000n;
 const USED = TABLE_AREA + 0x1800n;
@@ -365,7 +365,7 @@ export const queueSteps = (input: QueueInput): Step[] => {
         // The model does not honour it; honouring it changes only the answer (the profile step).
         const r = Q.prepareKick(q, mem, false);
         const args = { queue: 0 };
-        if (q.active && !q.eventIdx && (flags & 1) !== 0) {
+        if (q.active && !q.eventIdx && (flags & VRING_AVAIL_F_NO_INTERRUPT) !== 0) {
           // VIRTIO 1.2 §2.7.7.2: with NO_INTERRUPT set the device SHOULD NOT notify.
           // Firecracker's prepare_kick and rust-vmm's needs_notification notify anyway;
           // QEMU's virtio_should_notify does not.

@@ -20,7 +20,14 @@ import { acceptedWalkJson } from "../walk-json.ts";
 import { chainArg, iovecWrite } from "./iovec.ts";
 import { netSlot } from "./net.ts";
 import { PACKED_MUTANT_WRAPPERS } from "./packed-mutants.ts";
-import { VIRTQ_DESC_F_INDIRECT } from "../../wire/split.ts";
+import {
+  USED_ELEM_ID,
+  USED_ELEM_LEN,
+  USED_ELEM_SIZE,
+  USED_IDX,
+  VIRTQ_DESC_F_INDIRECT,
+  usedSlotOffset,
+} from "../../wire/split.ts";
 
 export type HandlerTable = Readonly<Record<string, Handler>>;
 export type MutantWrapper = (base: HandlerTable) => HandlerTable;
@@ -133,17 +140,17 @@ const usedSlotFromGuest: MutantWrapper = (base) => ({
     if (!st.active || st.size === 0) return op(base, "queue.addUsed")(args, world);
     const mem = world.mem();
     const used = Number(st.usedRing);
-    const guestIdx = mem.readU16(used + 2);
-    const own = used + 4 + 8 * (st.nextUsed % st.size);
-    const saved = mem.slice(own, 8)?.slice();
+    const guestIdx = mem.readU16(used + USED_IDX);
+    const own = used + usedSlotOffset(st.nextUsed % st.size);
+    const saved = mem.slice(own, USED_ELEM_SIZE)?.slice();
     const out = op(base, "queue.addUsed")(args, world);
     if (!out.ok || guestIdx < 0 || saved === undefined) return out;
-    const at = used + 4 + 8 * (guestIdx % st.size);
+    const at = used + usedSlotOffset(guestIdx % st.size);
     if (at === own) return out;
     // Move the element the real code wrote to the slot the guest chose.
-    mem.writeU32(at, argUint(args, "head"));
-    mem.writeU32(at + 4, argUint(args, "len"));
-    mem.slice(own, 8)?.set(saved);
+    mem.writeU32(at + USED_ELEM_ID, argUint(args, "head"));
+    mem.writeU32(at + USED_ELEM_LEN, argUint(args, "len"));
+    mem.slice(own, USED_ELEM_SIZE)?.set(saved);
     return okv(null);
   },
 });
@@ -382,7 +389,7 @@ const netNumBuffersBe: MutantWrapper = (base) => ({
     const q = device.queues[RX_QUEUE]!.state();
     const mem = world.mem();
     for (let i = fromUsed; i !== q.nextUsed; i = (i + 1) & 0xffff) {
-      const head = mem.readU32(Number(q.usedRing) + 4 + 8 * (i % q.size));
+      const head = mem.readU32(Number(q.usedRing) + usedSlotOffset(i % q.size) + USED_ELEM_ID);
       const chain = head < 0 ? undefined : DescriptorChain.checkedNew(mem, Number(q.descTable), q.size, head);
       if (chain === undefined || !chain.rewindWritable() || chain.len < 12) continue;
       const v = mem.readU16(chain.addr + NUM_BUFFERS_OFFSET);

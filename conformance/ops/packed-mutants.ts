@@ -9,10 +9,13 @@ import { packedSlot } from "./packed.ts";
 import type { Handler, World } from "./world.ts";
 import { okv } from "./world.ts";
 import {
+  PACKED_DESC_FLAGS,
+  PACKED_DESC_ID,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_WRAP,
   VIRTQ_DESC_F_AVAIL,
   VIRTQ_DESC_F_USED,
+  packedDescOffset,
 } from "../../wire/packed.ts";
 import { vringNeedEvent } from "../../wire/split.ts";
 
@@ -51,7 +54,12 @@ const wrapNotFlipped: MutantWrapper = (base) => {
 
 const unflip = (world: World, ring: bigint, p: PendingUsed): void => {
   if ((p.flags & VIRTQ_DESC_F_AVAIL) !== 0) return;
-  world.mem().writeU16(Number(ring) + 16 * p.slot + 14, p.flags | VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED);
+  world
+    .mem()
+    .writeU16(
+      Number(ring) + packedDescOffset(p.slot) + PACKED_DESC_FLAGS,
+      p.flags | VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED,
+    );
 };
 
 /**
@@ -66,7 +74,12 @@ const usedIdFromSlot: MutantWrapper = (base) => ({
     const before = s.q.state();
     const out = real(base, "packed.addUsed")(args, world);
     if (!out.ok || !before.active) return out;
-    world.mem().writeU16(Number(before.descTable) + 16 * before.nextUsed + 12, before.nextUsed);
+    world
+      .mem()
+      .writeU16(
+        Number(before.descTable) + packedDescOffset(before.nextUsed) + PACKED_DESC_ID,
+        before.nextUsed,
+      );
     return out;
   },
 });

@@ -10,6 +10,7 @@ import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import { LoopbackBackend } from "../../impl/net/backend.ts";
 import { NetDevice } from "../../impl/net/device.ts";
 import { serveVhostUser } from "../../impl/vhost-user/backend.ts";
+import { DESC_LEN, descOffset } from "../../wire/split.ts";
 
 const socketPath = process.argv[2];
 if (socketPath === undefined) {
@@ -47,7 +48,7 @@ const device: VirtioDevice = {
     const st = inner.queues[q]!.state();
     const table = Number(st.descTable);
     for (let i = 0; mem !== null && i < st.size; i++) {
-      if (mem.readU32(table + 16 * i + 8) >= 0x8000_0000) process.kill(process.pid, "SIGSEGV");
+      if (mem.readU32(table + descOffset(i) + DESC_LEN) >= 0x8000_0000) process.kill(process.pid, "SIGSEGV");
     }
     return inner.processQueue(q);
   },

@@ -20,7 +20,14 @@
 import { Effect } from "effect";
 import { LEVEL, type FrontendLevel, type FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import { F_PROTOCOL_FEATURES, ProtocolFeature, bit } from "../../spec/vhost-user.ts";
-import { VIRTIO_F_VERSION_1, decodeHeader, emptyHeader, encodeHeader } from "../../spec/vsock.ts";
+import { decodeHeader, emptyHeader, encodeHeader } from "../../spec/vsock.ts";
+import { VIRTIO_F } from "../../wire/features.ts";
+import {
+  NET_HDR,
+  NET_HDR_SIZE,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_NONE,
+} from "../../wire/net.ts";
 import { SplitDriver, type DriverBuffer } from "../../impl/queue/split-driver.ts";
 import {
   availEventOffset,
@@ -29,6 +36,8 @@ import {
   DESC_NEXT,
   DESC_SIZE,
   descOffset,
+  USED_ELEM_ID,
+  USED_ELEM_LEN,
   USED_FLAGS,
   USED_IDX,
   usedRingBytes,
@@ -142,10 +151,6 @@ const SLOT = 4096;
 /** Buffers never fill a slot (largest: 4032 bytes), so one byte past a buffer is never another's. */
 /** Outside every region: between them, and past the end of the second. */
 const OUTSIDE = [0x8000_0000, BASES[1]! + REGION + 0x1000, 0xffff_ffff_f000];
-
-const VIRTIO_F_EVENT_IDX = 29;
-const VIRTIO_F_INDIRECT_DESC = 28;
-const NET_HDR = 12;
 
 class Slots {
   private readonly free: number[] = [];
@@ -300,11 +305,11 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
       const handshake = Effect.gen(function* () {
         const offered = yield* fe.getFeatures();
         const eventIdx = opts.eventIdx ?? (opts.seed & 1) === 0;
-        let want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(F_PROTOCOL_FEATURES);
-        if (eventIdx) want |= bit(VIRTIO_F_EVENT_IDX);
+        let want = bit(VIRTIO_F.VERSION_1) | bit(VIRTIO_F.RING_INDIRECT_DESC) | bit(F_PROTOCOL_FEATURES);
+        if (eventIdx) want |= bit(VIRTIO_F.RING_EVENT_IDX);
         const features = offered & want;
         result.features = features;
-        result.eventIdx = (features & bit(VIRTIO_F_EVENT_IDX)) !== 0n;
+        result.eventIdx = (features & bit(VIRTIO_F.RING_EVENT_IDX)) !== 0n;
         let protocol = 0n;
         if ((offered & bit(F_PROTOCOL_FEATURES)) !== 0n) {
           const p = yield* fe.getProtocolFeatures();
@@ -330,7 +335,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
         });
       result.rings = queueCount;
       const enable = (result.features & bit(F_PROTOCOL_FEATURES)) !== 0n;
-      const indirect = (result.features & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n;
+      const indirect = (result.features & bit(VIRTIO_F.RING_INDIRECT_DESC)) !== 0n;
 
       // ---- memory and rings
       const io = fe.io;
@@ -552,15 +557,15 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           const rx = rings[0]!;
           const txr = rings[1];
           while (rx.outstanding.size < 8) {
-            const lens = rng.chance(0.5) ? [NET_HDR + 1514] : [NET_HDR + rng.range(0, 200), 1514];
+            const lens = rng.chance(0.5) ? [NET_HDR_SIZE + 1514] : [NET_HDR_SIZE + rng.range(0, 200), 1514];
             if (addChain(rx, "rx", null, lens, null) === null) break;
           }
           if (txr === undefined) return;
           const n = rng.range(1, 3);
           for (let i = 0; i < n; i++) {
             const frame = netFrame();
-            const bytes = new Uint8Array(NET_HDR + frame.length);
-            bytes.set(frame, NET_HDR);
+            const bytes = new Uint8Array(NET_HDR_SIZE + frame.length);
+            bytes.set(frame, NET_HDR_SIZE);
             if (addChain(txr, "tx", bytes, [], frame) === null) break;
             txr.mustComplete++;
             tx.push(frame);
@@ -655,7 +660,12 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
           case "used-ring-write": {
             const at =
               d.layout.usedRing +
-              rng.pick([USED_FLAGS, usedSlotOffset(0), usedSlotOffset(1), availEventOffset(RING_SIZE)]);
+              rng.pick([
+                USED_FLAGS,
+                usedSlotOffset(0) + USED_ELEM_ID,
+                usedSlotOffset(0) + USED_ELEM_LEN,
+                availEventOffset(RING_SIZE),
+              ]);
             const v = rng.u32();
             mem.writeU32(at, v);
             return `${where} used-ring-write: driver wrote ${hex(v)} at used ring +${at - d.layout.usedRing}`;
@@ -873,14 +883,17 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               rxObserved = true;
               const bytes = readWritable(c, len);
               const v = new DataView(bytes.buffer);
-              const hdrOk = bytes.length >= NET_HDR && (v.getUint8(0) & 1) === 0 && v.getUint8(1) === 0;
+              const hdrOk =
+                bytes.length >= NET_HDR_SIZE &&
+                (v.getUint8(NET_HDR.flags) & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0 &&
+                v.getUint8(NET_HDR.gsoType) === VIRTIO_NET_HDR_GSO_NONE;
               check(
                 "VUF-NET-RX-HDR",
                 hdrOk,
                 () =>
-                  `rx head ${c.head}: header ${bytes.length >= NET_HDR ? `flags ${v.getUint8(0)} gso_type ${v.getUint8(1)}` : `only ${bytes.length} bytes`}`,
+                  `rx head ${c.head}: header ${bytes.length >= NET_HDR_SIZE ? `flags ${v.getUint8(NET_HDR.flags)} gso_type ${v.getUint8(NET_HDR.gsoType)}` : `only ${bytes.length} bytes`}`,
               );
-              const frame = bytes.subarray(NET_HDR);
+              const frame = bytes.subarray(NET_HDR_SIZE);
               const i = tx.findIndex((f) => f.length === frame.length && f.every((b, k) => b === frame[k]));
               check(
                 "VUF-NET-TX-RX",
@@ -890,7 +903,7 @@ export const runConformance = (options: RunOptions): Effect.Effect<RunResult, Se
               if (i >= 0) {
                 check(
                   "VUF-NET-RX-HDR",
-                  len === NET_HDR + frame.length,
+                  len === NET_HDR_SIZE + frame.length,
                   () => `rx head ${c.head}: used.len ${len}`,
                 );
                 tx.splice(i, 1);

@@ -8,6 +8,14 @@ import type { PackedDescriptorChain } from "../../impl/queue/packed-chain.ts";
 import type * as P from "../../spec/packed-queue.ts";
 import type { Result } from "../../spec/result.ts";
 import { ADDRESS_LIMIT, U64_MAX, type MemoryLayout, type RegionLayout } from "./memory.ts";
+import {
+  EVENT_AREA_ALIGN,
+  EVENT_AREA_SIZE,
+  PACKED_RING_ALIGN,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+  packedRingBytes,
+} from "../../wire/packed.ts";
 
 /** Walks `chain` from its first data descriptor to its end, in the spec's `SpecPackedWalk` shape. */
 export const packedWalk = (chain: PackedDescriptorChain): P.SpecPackedWalk => {
@@ -84,7 +92,7 @@ export const rawPackedArb = (
     ),
     len: fc.oneof(
       fc.integer({ min: 0, max: 64 }),
-      fc.integer({ min: 1, max: 16 }).map((n) => n * 16),
+      fc.integer({ min: 1, max: 16 }).map(packedRingBytes),
       fc.constantFrom(0xffff_ffff, 0x8000_0000, 0xffff0, 0x10_0000),
       fc.nat(0xffff_ffff),
     ),
@@ -97,7 +105,7 @@ export const rawPackedArb = (
         weight: 4,
         arbitrary: fc
           .tuple(fc.nat(7), fc.boolean(), fc.boolean())
-          .map(([low, a, u]) => low | (a ? 1 << 7 : 0) | (u ? 1 << 15 : 0)),
+          .map(([low, a, u]) => low | (a ? VIRTQ_DESC_F_AVAIL : 0) | (u ? VIRTQ_DESC_F_USED : 0)),
       },
       { weight: 1, arbitrary: fc.nat(0xffff) },
     ),
@@ -142,14 +150,16 @@ export const packedPlacementArb = (
       ),
     })
     .map((r): PackedPlacement => {
-      const ringAt = 16 * r.pad[0];
-      let areasAt = ringAt + 16 * r.size;
+      const ringAt = PACKED_RING_ALIGN * r.pad[0];
+      let areasAt = ringAt + packedRingBytes(r.size);
+      // Driver Area, a gap, Device Area: each area 4-aligned and 4 bytes.
+      const areas = EVENT_AREA_ALIGN * r.pad[1] + 2 * EVENT_AREA_SIZE + EVENT_AREA_ALIGN * r.pad[2];
       const sizes: number[] = [];
-      if (r.together) sizes.push(areasAt + 4 * r.pad[1] + 8 + 4 * r.pad[2] + r.pad[3]);
+      if (r.together) sizes.push(areasAt + areas + r.pad[3]);
       else {
         sizes.push(areasAt + r.pad[3]);
         areasAt = 0;
-        sizes.push(4 * r.pad[1] + 8 + 4 * r.pad[2]);
+        sizes.push(areas);
       }
       sizes.push(...r.data);
       let span = 0;
@@ -166,13 +176,13 @@ export const packedPlacementArb = (
         at += s;
       }
       const areaRegion = layout[r.together ? 0 : 1]!;
-      const driver = areaRegion.base + areasAt + 4 * r.pad[1];
+      const driver = areaRegion.base + areasAt + EVENT_AREA_ALIGN * r.pad[1];
       return {
         layout,
         size: r.size,
         descTable: layout[0]!.base + ringAt,
         availRing: driver,
-        usedRing: driver + 4 + 4 * r.pad[2],
+        usedRing: driver + EVENT_AREA_SIZE + EVENT_AREA_ALIGN * r.pad[2],
         data: layout.slice(r.together ? 1 : 2),
       };
     });

@@ -142,7 +142,7 @@ describe("vsock end to end", () => {
       const check = (): void => {
         for (const p of pairs) {
           // VSOCK-CREDIT-LIMIT, both directions.
-          expect(p.conn.inFlightFromGuest()).toBeLessThanOrEqual(s.hostBuf);
+          expect(p.conn.unconsumed()).toBeLessThanOrEqual(s.hostBuf);
           expect(p.sock.maxInFlight).toBeLessThanOrEqual(s.guestBuf);
           // A well-behaved guest is never reset for overrun, an unexpected op or a timeout.
           expect([null, "PeerShutdownBoth"]).toContain(p.conn.resetReason);

@@ -4,7 +4,7 @@
  * guest REQUEST to port P connects to `<uds>_P`). The guest opens connections to a port we
  * listen on, both ends send bytes, the guest holds back and grants credit, asks for credit,
  * and shuts connections down; every packet the device puts on the RX ring is judged against
- * the connection and credit model of spec/vsock.ts (nextState, peerFree, inFlight):
+ * the connection model of spec/vsock.ts (nextState) and the credit counters of StreamCredit:
  *
  * - VUF-VSOCK-CONNECT: a REQUEST to a listening host port is answered with RESPONSE (and the
  *   host end sees the connection); a RESPONSE comes only for a pending REQUEST;
@@ -19,15 +19,8 @@
 import { rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { Effect, type Scope } from "effect";
-import {
-  emptyHeader,
-  encodeHeader,
-  inFlight,
-  nextState,
-  peerFree,
-  type ConnState,
-  type VsockHeader,
-} from "../../spec/vsock.ts";
+import { encodeHeader, nextState, type ConnState, type VsockHeader } from "../../spec/vsock.ts";
+import { StreamCredit, streamHeader } from "../../impl/vsock/credit.ts";
 import type { FrontendRuleId } from "../../spec/vhost-user-frontend.ts";
 import type { Rng } from "../../sim/rng.ts";
 import {
@@ -41,7 +34,6 @@ import {
   VSOCK_OP_RST,
   VSOCK_OP_RW,
   VSOCK_OP_SHUTDOWN,
-  VSOCK_TYPE_STREAM,
 } from "../../wire/vsock.ts";
 
 /** The host end's listener on `<uds>_<port>`: connections the device made, in order. */
@@ -94,22 +86,18 @@ interface Conn {
   state: ConnState | "Requested";
   readonly opened: number;
   sock: Socket | null;
-  /** Guest -> host: bytes sent in RW not yet judged, what the host end read of them, and the guest's tx_cnt. */
+  /** Guest -> host: bytes sent in RW not yet judged, and what the host end read of them. */
   readonly sent: number[];
-  txCnt: number;
   hostGot: number;
   hostBad: string | null;
   hostEnded: boolean;
   /** Host -> guest: bytes the host end wrote and the guest has not yet received. */
   readonly pending: number[];
-  /** RW bytes received (the device's tx_cnt as the guest counts it). */
-  rxCnt: number;
-  /** What the guest advertised: buf_alloc, fwd_cnt. */
-  readonly bufAlloc: number;
-  fwd: number;
-  /** The device's credit for our RW: its buf_alloc and fwd_cnt from its last header. */
-  peerBufAlloc: number;
-  peerFwd: number;
+  /**
+   * The guest's credit counters: tx_cnt, rx_cnt (RW bytes received), the buf_alloc and
+   * fwd_cnt it advertises, and the device's buf_alloc and fwd_cnt from its last header.
+   */
+  readonly credit: StreamCredit;
   creditAsked: number | null;
   /** The device sent CREDIT_REQUEST: a CREDIT_UPDATE goes out next round. */
   updateOwed: boolean;
@@ -146,19 +134,13 @@ export class VsockStreams {
   }
 
   private header(c: Conn, op: number, len = 0, flags = 0): Uint8Array {
-    return encodeHeader({
-      ...emptyHeader,
+    const ends = {
       srcCid: this.d.guestCid,
       dstCid: VSOCK_HOST_CID,
       srcPort: c.guestPort,
       dstPort: this.d.host.port,
-      type: VSOCK_TYPE_STREAM,
-      op,
-      len,
-      flags,
-      bufAlloc: c.bufAlloc,
-      fwdCnt: c.fwd,
-    });
+    };
+    return encodeHeader(streamHeader(ends, c.credit, op, len, flags));
   }
 
   private move(c: Conn, to: Conn["state"]): void {
@@ -198,16 +180,11 @@ export class VsockStreams {
         opened: step,
         sock: null,
         sent: [],
-        txCnt: 0,
         hostGot: 0,
         hostBad: null,
         hostEnded: false,
         pending: [],
-        rxCnt: 0,
-        bufAlloc: GUEST_BUF + rng.int(GUEST_BUF),
-        fwd: 0,
-        peerBufAlloc: 0,
-        peerFwd: 0,
+        credit: new StreamCredit(GUEST_BUF + rng.int(GUEST_BUF)),
         creditAsked: null,
         updateOwed: false,
         shutAt: null,
@@ -222,11 +199,12 @@ export class VsockStreams {
       if (c.state !== "Established" || c.sock === null) continue;
       // The guest reads what it received: fwd_cnt catches up (always in the last round).
       if (last || c.updateOwed || rng.chance(0.5)) {
-        if (c.fwd !== c.rxCnt || c.updateOwed) {
-          const was = c.fwd;
-          c.fwd = c.rxCnt;
+        const unread = c.credit.unconsumed();
+        if (unread !== 0 || c.updateOwed) {
+          const was = c.credit.fwdCnt;
+          c.credit.countConsumed(unread);
           if (this.d.send(this.header(c, VSOCK_OP_CREDIT_UPDATE), null)) c.updateOwed = false;
-          else c.fwd = was;
+          else c.credit.fwdCnt = was;
         }
       }
       if (last) continue;
@@ -234,19 +212,19 @@ export class VsockStreams {
         if (this.d.send(this.header(c, VSOCK_OP_CREDIT_REQUEST), null)) c.creditAsked = step;
       }
       // Guest -> host, within the device's credit (VSOCK-CREDIT-LIMIT).
-      const room = peerFree(c.peerBufAlloc, c.txCnt, c.peerFwd);
+      const room = c.credit.peerCredit();
       if (room > 0 && rng.chance(0.6)) {
         const n = rng.range(1, Math.min(room, 1500));
         const bytes = new Uint8Array(n);
         rng.fill(bytes);
         if (this.d.send(this.header(c, VSOCK_OP_RW, n), bytes)) {
           for (const b of bytes) c.sent.push(b);
-          c.txCnt = (c.txCnt + n) >>> 0;
+          c.credit.countSent(n);
           this.bytesToHost += n;
         }
       }
       // Host -> guest: sometimes more than the guest's credit (the device must hold it back).
-      if (!c.hostEnded && c.pending.length < 2 * c.bufAlloc && rng.chance(0.6)) {
+      if (!c.hostEnded && c.pending.length < 2 * c.credit.bufAlloc && rng.chance(0.6)) {
         const n = rng.range(1, 3 * GUEST_BUF);
         const bytes = Buffer.alloc(n);
         rng.fill(bytes);
@@ -269,8 +247,7 @@ export class VsockStreams {
     this.adopt();
     const where = `port ${c.guestPort} <- host ${h.srcPort}`;
     if (h.op !== VSOCK_OP_RST && c.state !== "Killed") {
-      c.peerBufAlloc = h.bufAlloc;
-      c.peerFwd = h.fwdCnt;
+      c.credit.fromPeer(h.bufAlloc, h.fwdCnt);
       // Every header carries buf_alloc and fwd_cnt: any packet answers a CREDIT_REQUEST.
       if (c.creditAsked !== null) {
         this.d.check("VUF-VSOCK-CREDIT-REQUEST", true, () => "");
@@ -316,12 +293,13 @@ export class VsockStreams {
           () =>
             `${where}: RW of ${h.len} bytes ${c.state === "Killed" ? "after RST" : c.deviceShutSend ? "after the device's SHUTDOWN(SEND)" : `in state ${c.state}`}`,
         );
-        const inUse = inFlight(c.rxCnt, c.fwd);
+        const cr = c.credit;
+        const inUse = cr.unconsumed();
         this.d.check(
           "VUF-VSOCK-CREDIT",
-          inUse + h.len <= c.bufAlloc,
+          inUse + h.len <= cr.bufAlloc,
           () =>
-            `${where}: RW of ${h.len} bytes with ${c.bufAlloc - inUse} bytes of credit (buf_alloc ${c.bufAlloc}, received ${c.rxCnt}, fwd_cnt ${c.fwd})`,
+            `${where}: RW of ${h.len} bytes with ${cr.bufAlloc - inUse} bytes of credit (buf_alloc ${cr.bufAlloc}, received ${cr.rxCnt}, fwd_cnt ${cr.fwdCnt})`,
         );
         let bad = -1;
         for (let i = 0; i < payload.length; i++) {
@@ -334,10 +312,10 @@ export class VsockStreams {
           "VUF-VSOCK-STREAM",
           bad < 0,
           () =>
-            `${where}: RW byte ${c.rxCnt + bad} is ${payload[bad]}, the host wrote ${c.pending[bad] ?? "nothing there"}`,
+            `${where}: RW byte ${cr.rxCnt + bad} is ${payload[bad]}, the host wrote ${c.pending[bad] ?? "nothing there"}`,
         );
         c.pending.splice(0, payload.length);
-        c.rxCnt = (c.rxCnt + payload.length) >>> 0;
+        cr.countReceived(payload.length);
         this.bytesToGuest += payload.length;
         return true;
       }
@@ -358,7 +336,7 @@ export class VsockStreams {
       // Bytes on their way to the host end (a closed connection flushes them first).
       if (c.sock !== null && c.hostGot < c.sent.length && !c.hostEnded) return false;
       if (c.state !== "Established") continue;
-      const credit = c.bufAlloc - inFlight(c.rxCnt, c.fwd);
+      const credit = c.credit.bufAlloc - c.credit.unconsumed();
       if (c.pending.length > 0 && credit > 0 && rxBuffers > 0 && !c.deviceShutSend) return false;
     }
     return true;
@@ -409,7 +387,7 @@ export class VsockStreams {
     for (const c of this.conns.values()) {
       if (c.state !== "Established" || c.pending.length === 0) continue;
       // Held back for want of credit is what VUF-VSOCK-CREDIT asks for.
-      if (c.bufAlloc - inFlight(c.rxCnt, c.fwd) <= 0) continue;
+      if (c.credit.bufAlloc - c.credit.unconsumed() <= 0) continue;
       if (rxBuffers === 0 || c.deviceShutSend) {
         this.d.note(
           `vsock port ${c.guestPort}: ${c.pending.length} host bytes undelivered (no RX buffer left)`,
@@ -420,7 +398,7 @@ export class VsockStreams {
         "VUF-VSOCK-STREAM",
         false,
         () =>
-          `port ${c.guestPort}: ${c.pending.length} bytes the host wrote never reached the guest (credit ${c.bufAlloc - inFlight(c.rxCnt, c.fwd)})`,
+          `port ${c.guestPort}: ${c.pending.length} bytes the host wrote never reached the guest (credit ${c.credit.bufAlloc - c.credit.unconsumed()})`,
       );
     }
   }

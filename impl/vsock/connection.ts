@@ -7,7 +7,8 @@
  * guest; a backend feeds it host bytes and drains the bytes meant for the host. Time comes in
  * as milliseconds read from the Effect clock by the caller (VSOCK-CONN-TIMEOUT).
  */
-import { inFlight, MAX_PKT_BUF_SIZE, peerFree, type ConnEvent, type ConnState } from "../../spec/vsock.ts";
+import { MAX_PKT_BUF_SIZE, type ConnEvent, type ConnState } from "../../spec/vsock.ts";
+import { StreamCredit } from "./credit.ts";
 import type { VsockHeaderView } from "./header.ts";
 import type { VsockPacket } from "./packet.ts";
 
@@ -193,16 +194,13 @@ export interface ConnListener {
   hostData(conn: VsockConnection): void;
 }
 
-export class VsockConnection {
+/**
+ * One stream connection, the host's end. Its credit counters (VSOCK-CREDIT-*) are
+ * StreamCredit's: rx_cnt / fwd_cnt for guest bytes the host received / consumed, tx_cnt for
+ * host bytes sent, and the guest's buf_alloc / fwd_cnt from its last header.
+ */
+export class VsockConnection extends StreamCredit {
   state: ConnState;
-  // Our side of the credit (VSOCK-CREDIT-*): bytes received from the guest, bytes the host consumed.
-  rxCnt = 0;
-  fwdCnt = 0;
-  lastFwdCntToPeer = 0;
-  // The guest's side.
-  peerBufAlloc = 0;
-  peerFwdCnt = 0;
-  txCnt = 0;
   /** Guest bytes waiting for the host. */
   readonly toHost = new ByteQueue();
   /** Host bytes waiting for the guest. */
@@ -242,6 +240,7 @@ export class VsockConnection {
     /** Where guest bytes are copied (the muxer shares one among its connections). */
     private readonly slab: Slab = new Slab(),
   ) {
+    super(options.bufAlloc);
     if (trace) this.trace = [];
     if (initiator === "host") {
       this.state = "LocalInit";
@@ -278,16 +277,6 @@ export class VsockConnection {
     return this.state === "Killed";
   }
 
-  /** Guest accepted bytes it was sent; what we may still send (VSOCK-CREDIT-FREE). */
-  peerFreeCredit(): number {
-    return peerFree(this.peerBufAlloc, this.txCnt, this.peerFwdCnt);
-  }
-
-  /** Bytes from the guest not yet consumed by the host (never above bufAlloc: VSOCK-CREDIT-OVERRUN). */
-  inFlightFromGuest(): number {
-    return inFlight(this.rxCnt, this.fwdCnt);
-  }
-
   /** The host may read: no more guest bytes will come and all have been taken. */
   get hostReadClosed(): boolean {
     return (
@@ -302,12 +291,11 @@ export class VsockConnection {
   fromGuest(hdr: VsockHeaderView, pkt: VsockPacket | null): void {
     if (this.isKilled) return;
     // Every packet carries the guest's credit (VSOCK-CREDIT-FREE).
-    const oldFree = this.peerFreeCredit();
-    this.peerBufAlloc = hdr.bufAlloc();
-    this.peerFwdCnt = hdr.fwdCnt();
+    const oldFree = this.peerCredit();
+    this.fromPeer(hdr.bufAlloc(), hdr.fwdCnt());
     // Ask again only once the guest has granted credit: answering every CREDIT_UPDATE that
     // grants none with a new CREDIT_REQUEST would ping-pong while the guest's reader stalls.
-    if (this.peerFreeCredit() > oldFree) this.creditRequested = false;
+    if (this.peerCredit() > oldFree) this.creditRequested = false;
     const op = hdr.op();
     switch (op) {
       case VSOCK_OP_RST:
@@ -324,11 +312,12 @@ export class VsockConnection {
         if (this.state === "LocalInit" || this.state === "PeerInit") return this.kill("Unexpected", true);
         if ((this.peerShutdown & VSOCK_FLAGS_SHUTDOWN_SEND) !== 0) return this.kill("Unexpected", true);
         if (len === 0) break;
-        if (this.inFlightFromGuest() + len > this.options.bufAlloc) return this.kill("Overrun", true);
-        this.rxCnt = (this.rxCnt + len) >>> 0;
+        // Never more unconsumed guest bytes than our buf_alloc (VSOCK-CREDIT-OVERRUN).
+        if (this.unconsumed() + len > this.bufAlloc) return this.kill("Overrun", true);
+        this.countReceived(len);
         if (this.state === "LocalClosed") {
           // The host is gone: the bytes are dropped, but counted as consumed so credit stays sane.
-          this.fwdCnt = (this.fwdCnt + len) >>> 0;
+          this.countConsumed(len);
           break;
         }
         this.toHost.appendFrom(this.slab, len, pkt);
@@ -363,7 +352,7 @@ export class VsockConnection {
         // REQUEST on an open connection, or an unknown op (VSOCK-CONN-UNKNOWN).
         return this.kill("Unexpected", true);
     }
-    if (this.hasPendingRx() || this.peerFreeCredit() !== oldFree) this.listener.pendingRx(this);
+    if (this.hasPendingRx() || this.peerCredit() !== oldFree) this.listener.pendingRx(this);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -392,10 +381,9 @@ export class VsockConnection {
   /** The host consumed n bytes: fwd_cnt grows, and the guest may need to hear (VSOCK-CREDIT-UPDATE). */
   forwarded(n: number): void {
     if (n <= 0) return;
-    this.fwdCnt = (this.fwdCnt + n) >>> 0;
+    this.countConsumed(n);
     if (this.isKilled) return;
-    const peerView = this.options.bufAlloc - inFlight(this.rxCnt, this.lastFwdCntToPeer);
-    if (peerView < this.options.creditUpdateThreshold) {
+    if (this.freeAsPeerKnows() < this.options.creditUpdateThreshold) {
       this.pendingCreditUpdate = true;
       this.listener.pendingRx(this);
     }
@@ -445,9 +433,7 @@ export class VsockConnection {
     if (this.pendingCreditUpdate) return true;
     if (this.canSendData()) return true;
     if (this.hostEof && !this.hostEofSent && this.fromHost.length === 0 && this.dataState()) return true;
-    return (
-      this.fromHost.length > 0 && this.dataState() && !this.creditRequested && this.peerFreeCredit() === 0
-    );
+    return this.fromHost.length > 0 && this.dataState() && !this.creditRequested && this.peerCredit() === 0;
   }
 
   private dataState(): boolean {
@@ -455,7 +441,7 @@ export class VsockConnection {
   }
 
   private canSendData(): boolean {
-    return this.fromHost.length > 0 && this.dataState() && this.peerFreeCredit() > 0;
+    return this.fromHost.length > 0 && this.dataState() && this.peerCredit() > 0;
   }
 
   private fill(hdr: VsockHeaderView, op: number, len: number, flags: number): void {
@@ -468,10 +454,9 @@ export class VsockConnection {
       .setType(VSOCK_TYPE_STREAM)
       .setOp(op)
       .setFlags(flags)
-      .setBufAlloc(this.options.bufAlloc)
-      .setFwdCnt(this.fwdCnt);
-    // Every packet tells the guest our fwd_cnt, so every packet is a credit update.
-    this.lastFwdCntToPeer = this.fwdCnt;
+      .setBufAlloc(this.bufAlloc)
+      // Every packet tells the guest our fwd_cnt, so every packet is a credit update.
+      .setFwdCnt(this.stampFwdCnt());
     this.pendingCreditUpdate = false;
   }
 
@@ -506,10 +491,10 @@ export class VsockConnection {
       return VSOCK_PKT_HDR_SIZE;
     }
     if (this.canSendData()) {
-      const max = Math.min(this.fromHost.length, this.peerFreeCredit(), pkt.bufSize, MAX_PKT_BUF_SIZE);
+      const max = Math.min(this.fromHost.length, this.peerCredit(), pkt.bufSize, MAX_PKT_BUF_SIZE);
       if (max > 0) {
         const n = this.fromHost.drainTo(max, pkt);
-        this.txCnt = (this.txCnt + n) >>> 0;
+        this.countSent(n);
         this.fill(hdr, VSOCK_OP_RW, n, 0);
         return VSOCK_PKT_HDR_SIZE + n;
       }
@@ -524,12 +509,7 @@ export class VsockConnection {
       this.fill(hdr, VSOCK_OP_CREDIT_UPDATE, 0, 0);
       return VSOCK_PKT_HDR_SIZE;
     }
-    if (
-      this.fromHost.length > 0 &&
-      this.dataState() &&
-      !this.creditRequested &&
-      this.peerFreeCredit() === 0
-    ) {
+    if (this.fromHost.length > 0 && this.dataState() && !this.creditRequested && this.peerCredit() === 0) {
       // Blocked on credit (not merely on a buffer with no data room): ask once, until the
       // guest's next packet (VSOCK-CREDIT-UPDATE).
       this.creditRequested = true;

@@ -191,7 +191,7 @@ describe("connections through the device", () => {
     conn.hostWrite(bytes(50000));
     guest.pump();
     expect(s.unreadBytes).toBe(10000);
-    expect(conn.peerFreeCredit()).toBe(0);
+    expect(conn.peerCredit()).toBe(0);
     guest.read(s, 4000);
     guest.pump();
     expect(s.unreadBytes).toBe(10000);

@@ -625,7 +625,10 @@ export class VsockGuest<Q extends DeviceQueue = SplitQueue> {
     s.unreadBytes -= n;
     s.receivedBytes += n;
     s.countConsumed(n);
-    // virtio_transport_stream_do_dequeue: tell the peer when its view of our room is low.
+    // After virtio_transport_stream_do_dequeue, not the same: we tell the peer when its view
+    // of our room (buf_alloc - (rx_cnt - the fwd_cnt we last sent)) is low. Linux computes
+    // buf_alloc - (fwd_cnt - last_fwd_cnt) and also sends one when the unread bytes fall below
+    // SO_RCVLOWAT (default 1: whenever a read empties the queue).
     if (n > 0 && s.state === "established" && s.freeAsPeerKnows() < this.options.creditUpdateBelow)
       this.send(s, V.VSOCK_OP_CREDIT_UPDATE);
     return n;

@@ -211,8 +211,7 @@ export class VsockMuxer implements ConnListener {
           this.options.trace,
           this.slab,
         );
-        c.peerBufAlloc = hdr.bufAlloc();
-        c.peerFwdCnt = hdr.fwdCnt();
+        c.fromPeer(hdr.bufAlloc(), hdr.fwdCnt());
         this.add(c);
         this.host.guestConnect(c);
         this.reap(c);

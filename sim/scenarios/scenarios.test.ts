@@ -101,6 +101,17 @@ describe("scenarios end to end", () => {
     expect(h.ctx.faults.stillPending()).toEqual([]);
   });
 
+  it("vsock-credit on the packed ring with EVENT_IDX: the probe's packed reference and bounds guard run and pass [SIM-QUEUE-REFINES SIM-BOUNDS SIM-CREDIT SIM-KICK-GATE]", async () => {
+    // Seed 2 draws EVENT_IDX on; the packed path of sim/guest/vsock-probe.ts (the packed
+    // shadow, the bounds guard allowing the reference's pop) runs on every device pass.
+    const r = await run(byName("vsock-credit"), 2, 600, 0, "packed");
+    expect(r.status).toBe("passed");
+    expect(r.ctx.ring).toBe("packed");
+    expect(r.ctx.facts["vsock EVENT_IDX"]).toBe(true);
+    expect(r.ctx.metrics.get("vsock.g2h.bytes")).toBeGreaterThan(0);
+    expect(r.ctx.metrics.get("vsock.h2g.bytes")).toBeGreaterThan(0);
+  });
+
   it("an exception escaping device code stops the run as SIM-NO-THROW, with where it came from [SIM-NO-THROW]", async () => {
     const advance = DescriptorChain.prototype.advance;
     DescriptorChain.prototype.advance = function (this: DescriptorChain): boolean {

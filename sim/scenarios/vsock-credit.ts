@@ -11,7 +11,6 @@
 import { Effect } from "effect";
 import { MemoryHost } from "../../impl/vsock/memory-host.ts";
 import type { VsockConnection } from "../../impl/vsock/connection.ts";
-import { peerFree } from "../../spec/vsock.ts";
 import type { DeviceQueue } from "../../impl/queue/device-queue.ts";
 import type { GuestSocket, VsockGuest } from "../../impl/vsock/guest.ts";
 import { simVsockGuest, type SimVsockProbe } from "../guest/vsock-probe.ts";
@@ -297,7 +296,7 @@ export class VsockCreditRig {
     for (const c of this.conns) {
       const h = c.host;
       if (h === null) continue;
-      const g2hIn = h.inFlightFromGuest();
+      const g2hIn = h.unconsumed();
       if (ctx.oracle && g2hIn > this.bufAlloc)
         ctx.fail(
           "SIM-CREDIT",
@@ -309,7 +308,7 @@ export class VsockCreditRig {
           `connection ${c.index}: the device had ${c.sock.maxInFlight} bytes in flight to the guest, its buf_alloc is ${c.sock.bufAlloc}`,
         );
       const s = c.sock;
-      const credit = peerFree(s.peerBufAlloc, s.txCnt, s.peerFwdCnt);
+      const credit = s.peerCredit();
       const stalled = s.pendingBytes > 0 && credit === 0;
       if (stalled && !c.wasStalled) this.m.stalls!.value++;
       if (!stalled && c.wasStalled) this.m.resumes!.value++;
@@ -329,9 +328,9 @@ export class VsockCreditRig {
     const c = this.conns[0];
     if (c?.host != null) {
       const s = c.sock;
-      this.m.guestView!.value = peerFree(s.peerBufAlloc, s.txCnt, s.peerFwdCnt);
-      this.m.g2hIn!.value = c.host.inFlightFromGuest();
-      this.m.hostView!.value = c.host.peerFreeCredit();
+      this.m.guestView!.value = s.peerCredit();
+      this.m.g2hIn!.value = c.host.unconsumed();
+      this.m.hostView!.value = c.host.peerCredit();
       this.m.h2gIn!.value = s.unreadBytes;
     }
   }

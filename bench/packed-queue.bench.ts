@@ -17,11 +17,24 @@ import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { PackedDescriptorChain } from "../impl/queue/packed-chain.ts";
 import { PackedDriver, availFlags } from "../impl/queue/packed-driver.ts";
 import { PackedQueue } from "../impl/queue/packed-queue.ts";
+import * as wire from "../wire/packed.ts";
+import * as split from "../wire/split.ts";
 import { implLoop as splitLoop } from "./queue.bench.ts";
 import { opsPerSecond, type BenchFigure, type BenchSuite } from "./harness.ts";
 
 const SIZE = 256;
-const NEXT = 1;
+// Module-local copies of the wire names (the reference loop below reads no other module's
+// bindings in its hot loop, as the split bench's does not).
+const NEXT = split.VIRTQ_DESC_F_NEXT;
+const WRITE = split.VIRTQ_DESC_F_WRITE;
+const SLOT = wire.PACKED_DESC_SIZE;
+const ADDR_HI = wire.PACKED_DESC_ADDR_HI;
+const LEN = wire.PACKED_DESC_LEN;
+const ID = wire.PACKED_DESC_ID;
+const FLAGS = wire.PACKED_DESC_FLAGS;
+const AVAIL_SHIFT = wire.VIRTQ_PACKED_DESC_F_AVAIL;
+const USED_SHIFT = wire.VIRTQ_PACKED_DESC_F_USED;
+const AVAIL_USED = wire.VIRTQ_DESC_F_AVAIL | wire.VIRTQ_DESC_F_USED;
 
 interface Setup {
   readonly memory: GuestMemory;
@@ -107,20 +120,20 @@ export const packedBaselineLoop = (perChain: number): ((n: number) => number) =>
       wrap ^= 1;
       let pending = 0;
       for (;;) {
-        const flags = view.getUint16(desc + 16 * nextAvail + 14, true);
-        if (((flags >>> 7) & 1) !== availWrap || ((flags >>> 15) & 1) === availWrap) break;
+        const flags = view.getUint16(desc + SLOT * nextAvail + FLAGS, true);
+        if (((flags >>> AVAIL_SHIFT) & 1) !== availWrap || ((flags >>> USED_SHIFT) & 1) === availWrap) break;
         let i = nextAvail;
         let len = 0;
         let count = 0;
         let id: number;
         for (;;) {
-          const d = desc + 16 * i;
+          const d = desc + SLOT * i;
           const lo = view.getUint32(d, true);
-          const hi = view.getUint32(d + 4, true);
-          len += view.getUint32(d + 8, true);
+          const hi = view.getUint32(d + ADDR_HI, true);
+          len += view.getUint32(d + LEN, true);
           sum += hi * 0x1_0000_0000 + lo;
-          id = view.getUint16(d + 12, true);
-          const f = view.getUint16(d + 14, true);
+          id = view.getUint16(d + ID, true);
+          const f = view.getUint16(d + FLAGS, true);
           count++;
           if ((f & NEXT) === 0) break;
           i = i + 1 === SIZE ? 0 : i + 1;
@@ -130,19 +143,20 @@ export const packedBaselineLoop = (perChain: number): ((n: number) => number) =>
           nextAvail -= SIZE;
           availWrap ^= 1;
         }
-        const u = desc + 16 * nextUsed;
-        view.setUint32(u + 8, len, true);
-        view.setUint16(u + 12, id, true);
+        const u = desc + SLOT * nextUsed;
+        view.setUint32(u + LEN, len, true);
+        view.setUint16(u + ID, id, true);
         pendSlot[pending] = nextUsed;
-        pendFlags[pending++] = usedWrap === 1 ? 0x8080 | 2 : 2;
+        pendFlags[pending++] = usedWrap === 1 ? AVAIL_USED | WRITE : WRITE;
         nextUsed += count;
         if (nextUsed >= SIZE) {
           nextUsed -= SIZE;
           usedWrap ^= 1;
         }
       }
-      for (let k = 1; k < pending; k++) view.setUint16(desc + 16 * pendSlot[k]! + 14, pendFlags[k]!, true);
-      if (pending > 0) view.setUint16(desc + 16 * pendSlot[0]! + 14, pendFlags[0]!, true);
+      for (let k = 1; k < pending; k++)
+        view.setUint16(desc + SLOT * pendSlot[k]! + FLAGS, pendFlags[k]!, true);
+      if (pending > 0) view.setUint16(desc + SLOT * pendSlot[0]! + FLAGS, pendFlags[0]!, true);
     }
     return sum;
   };

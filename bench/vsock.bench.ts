@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
-import { splitLayoutAt } from "../wire/split.ts";
+import { descOffset, splitLayoutAt, splitLayoutEnd, writeDescriptor } from "../wire/split.ts";
 import { VsockDevice } from "../impl/vsock/device.ts";
 import { VsockGuest } from "../impl/vsock/guest.ts";
 import { VsockHeaderView } from "../impl/vsock/header.ts";
@@ -103,7 +103,7 @@ class EchoGuest {
     readonly port: number,
   ) {
     const Q = EchoGuest.QSIZE;
-    const ringBytes = 16 * Q + 6 + 2 * Q + 8 + 6 + 8 * Q + 64;
+    const ringBytes = splitLayoutEnd(splitLayoutAt(0, Q), Q) + 64;
     this.layouts = [0, 1, 2].map((i) => splitLayoutAt(0x1000 + i * ringBytes, Q));
     this.rxBase = Math.ceil((0x1000 + 3 * ringBytes) / 4096) * 4096;
     this.txBase = this.rxBase + EchoGuest.RX_BUFS * EchoGuest.SLOT;
@@ -138,11 +138,7 @@ class EchoGuest {
   }
 
   private desc(q: number, i: number, addr: number, len: number, flags: number): void {
-    const at = this.layouts[q]!.descTable + 16 * i;
-    this.view.setBigUint64(at, BigInt(addr), true);
-    this.view.setUint32(at + 8, len, true);
-    this.view.setUint16(at + 12, flags, true);
-    this.view.setUint16(at + 14, 0, true);
+    writeDescriptor(this.view, this.layouts[q]!.descTable + descOffset(i), { addr, len, flags, next: 0 });
   }
 
   private avail(q: number, head: number, idx: number): void {

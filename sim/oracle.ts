@@ -10,7 +10,6 @@ import * as PQ from "../spec/packed-queue.ts";
 import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 import type { SimContext } from "./engine.ts";
-import type { RingLayout } from "./guest/virtio-ring.ts";
 
 /** The split reference pop of `head` as a RefPop: the walk, and the table an INDIRECT head names. */
 export const splitRefPop = (
@@ -175,14 +174,12 @@ export class BoundsGuard {
   }
 
   /**
-   * The device holds the chain with this head of the split ring `ring` now: it may touch
-   * what the reference model's walk of it (as it is in memory now) reaches.
+   * The device holds the chain with this head of the split ring whose descriptor table of
+   * `size` entries is at `desc` now: it may touch what the reference model's walk of it (as it
+   * is in memory now) reaches.
    */
-  allowWalk(spec: SpecMemory, ring: RingLayout, head: number): void {
-    this.allowPop(
-      ring.desc,
-      splitRefPop(spec, ring.desc, ring.size, head, walkChain(spec, BigInt(ring.desc), ring.size, head)),
-    );
+  allowWalk(spec: SpecMemory, desc: number, size: number, head: number): void {
+    this.allowPop(desc, splitRefPop(spec, desc, size, head, walkChain(spec, BigInt(desc), size, head)));
   }
 
   /**

@@ -2,7 +2,7 @@
 import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import type { GuestMemory } from "../../impl/memory/guest-memory.ts";
 import type { SpecDescriptor, SpecWalk } from "../../spec/queue.ts";
-import { DESC_SIZE, decodeDescriptor, descOffset } from "../../wire/split.ts";
+import { DESC_SIZE, MAX_QUEUE_SIZE, decodeDescriptor, descOffset } from "../../wire/split.ts";
 import { walkImpl } from "../../properties/arbitraries/chain.ts";
 import { acceptedWalkJson } from "../walk-json.ts";
 import type { Handler, World } from "./world.ts";
@@ -35,7 +35,7 @@ export const chainOps: Record<string, Handler> = {
         walk(
           world,
           argU64(args, "descTable"),
-          argUint(args, "queueSize", 0x8000),
+          argUint(args, "queueSize", MAX_QUEUE_SIZE),
           argUint(args, "head", 0xffff),
         ),
       ),

@@ -1,4 +1,5 @@
 /** IoVec operations of the reference adapter (IOV-*), over impl/iovec and impl/queue's chains. */
+import { MAX_QUEUE_SIZE } from "../../wire/split.ts";
 import { DescriptorChain } from "../../impl/queue/descriptor-chain.ts";
 import { IoVecBuffer, IoVecBufferMut } from "../../impl/iovec/iovec.ts";
 import type { ChainCursor, ParsedDescriptorChain } from "../../impl/iovec/iovec.ts";
@@ -13,7 +14,7 @@ export const chainArg = (world: World, args: JsonObject): DescriptorChain | unde
   DescriptorChain.checkedNew(
     world.mem(),
     tableNumber(argU64(args, "descTable")),
-    argUint(args, "queueSize", 0x8000),
+    argUint(args, "queueSize", MAX_QUEUE_SIZE),
     argUint(args, "head", 0xffff),
   );
 

@@ -27,6 +27,7 @@ import {
   USED_IDX,
   VIRTQ_DESC_F_INDIRECT,
   usedSlotOffset,
+  MAX_QUEUE_SIZE,
 } from "../../wire/split.ts";
 
 export type HandlerTable = Readonly<Record<string, Handler>>;
@@ -164,7 +165,7 @@ interface WalkArgs {
 }
 const walkArgs = (args: JsonObject): WalkArgs => ({
   descTable: argU64(args, "descTable"),
-  queueSize: argUint(args, "queueSize", 0x8000),
+  queueSize: argUint(args, "queueSize", MAX_QUEUE_SIZE),
   head: argUint(args, "head", 0xffff),
 });
 

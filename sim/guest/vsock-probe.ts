@@ -16,7 +16,7 @@ import {
 } from "../../impl/vsock/guest.ts";
 import type { SpecMemory } from "../../spec/memory.ts";
 import type { VsockHeader } from "../../spec/vsock.ts";
-import { splitLayoutEnd, vringNeedEvent } from "../../wire/split.ts";
+import { vringNeedEvent } from "../../wire/split.ts";
 import { VSOCK_OP_RW } from "../../wire/vsock.ts";
 import type { Metric, SimContext } from "../engine.ts";
 import { shadowPackedWithSpec } from "../device/packed-shadow.ts";
@@ -27,7 +27,6 @@ import { PackedQueue } from "../../impl/queue/packed-queue.ts";
 import { SplitQueue } from "../../impl/queue/split-queue.ts";
 import type { GuestBuffer } from "../../impl/queue/guest-queue.ts";
 import { SplitDriver } from "../../impl/queue/split-driver.ts";
-import type { RingLayout } from "./virtio-ring.ts";
 
 const QUEUE_NAMES = ["RX", "TX", "event"] as const;
 
@@ -37,8 +36,6 @@ export class SimVsockProbe implements VsockGuestProbe {
   private guard: BoundsGuard | null = null;
   private spec: SpecMemory | null = null;
   private m: Record<string, Metric> = {};
-  /** The split rings as the bounds guard names them. */
-  private rings: RingLayout[] = [];
   private pendingBefore = 0;
 
   constructor(ctx: SimContext) {
@@ -71,13 +68,6 @@ export class SimVsockProbe implements VsockGuestProbe {
         });
       guard.addAreas(g.queues[i]!.areas());
     }
-    this.rings = g.layouts.map((l) => ({
-      size: g.options.queueSize,
-      desc: l.descTable,
-      avail: l.availRing,
-      used: l.usedRing,
-      end: splitLayoutEnd(l, g.options.queueSize),
-    }));
     const mx = ctx.metrics;
     this.m = {
       kicksSent: mx.counter("vsock.kicks.sent", "vsock: kicks sent"),
@@ -93,7 +83,7 @@ export class SimVsockProbe implements VsockGuestProbe {
 
   offered(q: number, head: number): void {
     if (this.ctx.oracle && head >= 0 && this.guest.options.ring === "split")
-      this.guard!.allowWalk(this.spec!, this.rings[q]!, head);
+      this.guard!.allowWalk(this.spec!, this.guest.layouts[q]!.descTable, this.guest.options.queueSize, head);
   }
 
   published(q: number, kick: boolean, availIdx: number): void {

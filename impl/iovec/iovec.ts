@@ -318,6 +318,42 @@ abstract class Segments {
    * failed before any byte moved.
    */
   readAt(sink: ByteSink, offset: number, len: number): number | IoError {
+    return this.transfer(sink, true, offset, len);
+  }
+
+  /**
+   * Copies bytes at `offset` into `dst[from, to)` (all of `dst` by default) until that range
+   * is full or the buffer ends; returns the count, min(to - from, max(0, len - offset))
+   * (IOV-READ-LEN). Pieces of at most SMALL_COPY bytes are copied from the region's bytes
+   * with no view; a larger one uses the view cached per segment (the whole segment, or the
+   * last partial range of it), made once per segment load.
+   */
+  readInto(dst: Uint8Array, offset: number, from = 0, to = dst.length): number {
+    return this.copy(dst, true, offset, from, to);
+  }
+
+  /**
+   * Fills all of `dst` from `offset` (IOV-EXACT-PARTIAL, IOV-EXACT-OOB): null when done,
+   * OutOfBounds when offset >= len, PartialBuffer when the buffer ended first.
+   */
+  readExactAt(dst: Uint8Array, offset: number): VolatileError | null {
+    if (!validOffset(offset) || offset >= this.total) return { _tag: "OutOfBounds", addr: offset };
+    const n = this.readInto(dst, offset);
+    return n === dst.length ? null : { _tag: "PartialBuffer", expected: dst.length, completed: n };
+  }
+
+  /** Writes up to `len` bytes from `source` at `offset` (the write loop, shared with IoVecBufferMut). */
+  protected writeLoop(source: ByteSource, offset: number, len: number): number | IoError {
+    return this.transfer(source, false, offset, len);
+  }
+
+  /**
+   * The one segment walk behind readAt (segments to `io`, a ByteSink) and writeLoop (`io`, a
+   * ByteSource, to segments): up to `len` bytes from `offset`, one piece per segment, an
+   * Interrupted call retried, stopping at a short move; an error is returned only when it came
+   * before any byte moved.
+   */
+  private transfer(io: ByteSink | ByteSource, toIo: boolean, offset: number, len: number): number | IoError {
     if (!validOffset(offset)) return 0;
     let left = clampLen(len);
     let skip = offset;
@@ -333,79 +369,9 @@ abstract class Segments {
       const n = size - skip < left ? size - skip : left;
       const chunk = n === size ? this.view(i) : this.piece(i, skip, n);
       skip = 0;
-      let r = sink.write(chunk);
-      while (typeof r !== "number" && r._tag === "Interrupted") r = sink.write(chunk);
-      if (typeof r !== "number") {
-        if (total > 0) break;
-        return r;
-      }
-      const moved = clampMoved(r, n);
-      total += moved;
-      if (moved < n) break;
-      left -= n;
-    }
-    return total;
-  }
-
-  /**
-   * Copies bytes at `offset` into `dst[from, to)` (all of `dst` by default) until that range
-   * is full or the buffer ends; returns the count, min(to - from, max(0, len - offset))
-   * (IOV-READ-LEN). Pieces of at most SMALL_COPY bytes are copied from the region's bytes
-   * with no view; a larger one uses the view cached per segment (the whole segment, or the
-   * last partial range of it), made once per segment load.
-   */
-  readInto(dst: Uint8Array, offset: number, from = 0, to = dst.length): number {
-    if (!validOffset(offset) || !validRange(from, to, dst.length)) return 0;
-    let left = to - from;
-    let skip = offset;
-    let pos = from;
-    const lens = this.lens;
-    const end = this.first + this.count;
-    for (let i = this.first; i < end && left > 0; i++) {
-      const size = lens[i]!;
-      if (skip >= size) {
-        skip -= size;
-        continue;
-      }
-      const n = size - skip < left ? size - skip : left;
-      if (n <= SMALL_COPY) this.copySmall(dst, pos, this.srcs[i]!, this.offs[i]! + skip, n);
-      else dst.set(n === size ? this.view(i) : this.piece(i, skip, n), pos);
-      pos += n;
-      left -= n;
-      skip = 0;
-    }
-    return pos - from;
-  }
-
-  /**
-   * Fills all of `dst` from `offset` (IOV-EXACT-PARTIAL, IOV-EXACT-OOB): null when done,
-   * OutOfBounds when offset >= len, PartialBuffer when the buffer ended first.
-   */
-  readExactAt(dst: Uint8Array, offset: number): VolatileError | null {
-    if (!validOffset(offset) || offset >= this.total) return { _tag: "OutOfBounds", addr: offset };
-    const n = this.readInto(dst, offset);
-    return n === dst.length ? null : { _tag: "PartialBuffer", expected: dst.length, completed: n };
-  }
-
-  /** Writes up to `len` bytes from `source` at `offset` (the write loop, shared with IoVecBufferMut). */
-  protected writeLoop(source: ByteSource, offset: number, len: number): number | IoError {
-    if (!validOffset(offset)) return 0;
-    let left = clampLen(len);
-    let skip = offset;
-    let total = 0;
-    const lens = this.lens;
-    const end = this.first + this.count;
-    for (let i = this.first; i < end && left > 0; i++) {
-      const size = lens[i]!;
-      if (skip >= size) {
-        skip -= size;
-        continue;
-      }
-      const n = size - skip < left ? size - skip : left;
-      const into = n === size ? this.view(i) : this.piece(i, skip, n);
-      skip = 0;
-      let r = source.read(into);
-      while (typeof r !== "number" && r._tag === "Interrupted") r = source.read(into);
+      let r = toIo ? (io as ByteSink).write(chunk) : (io as ByteSource).read(chunk);
+      while (typeof r !== "number" && r._tag === "Interrupted")
+        r = toIo ? (io as ByteSink).write(chunk) : (io as ByteSource).read(chunk);
       if (typeof r !== "number") {
         if (total > 0) break;
         return r;
@@ -420,7 +386,17 @@ abstract class Segments {
 
   /** Copies `src[from, to)` into the buffer at `offset` as far as it fits (shared with IoVecBufferMut). */
   protected writeFromLoop(src: Uint8Array, offset: number, from: number, to: number): number {
-    if (!validOffset(offset) || !validRange(from, to, src.length)) return 0;
+    return this.copy(src, false, offset, from, to);
+  }
+
+  /**
+   * The one segment walk behind readInto (segments to `bytes[from, to)`) and writeFromLoop
+   * (`bytes[from, to)` to segments), from `offset` until the range is done or the buffer ends;
+   * returns the count. Pieces of at most SMALL_COPY bytes are copied through the region's bytes
+   * with no view; a larger one through the view cached per segment (or the caller's bytes).
+   */
+  private copy(bytes: Uint8Array, toBytes: boolean, offset: number, from: number, to: number): number {
+    if (!validOffset(offset) || !validRange(from, to, bytes.length)) return 0;
     let left = to - from;
     let skip = offset;
     let pos = from;
@@ -433,10 +409,13 @@ abstract class Segments {
         continue;
       }
       const n = size - skip < left ? size - skip : left;
-      const d = this.srcs[i]!;
+      const seg = this.srcs[i]!;
       const at = this.offs[i]! + skip;
-      if (n <= SMALL_COPY) this.copySmall(d, at, src, pos, n);
-      else d.set(n === src.length ? src : this.window(i, src, pos, n), at);
+      if (n <= SMALL_COPY) {
+        if (toBytes) this.copySmall(bytes, pos, seg, at, n);
+        else this.copySmall(seg, at, bytes, pos, n);
+      } else if (toBytes) bytes.set(n === size ? this.view(i) : this.piece(i, skip, n), pos);
+      else seg.set(n === bytes.length ? bytes : this.window(i, bytes, pos, n), at);
       pos += n;
       left -= n;
       skip = 0;

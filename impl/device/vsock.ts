@@ -108,10 +108,11 @@ export class VsockVirtioDevice<Q extends DeviceQueue = SplitQueue> implements Vi
    * and write "CONNECT <port>"; guest connections to port P go to `${uds}_P`), two queues (the
    * transport keeps the event queue). The scope resets the device and closes the listener.
    */
-  static withUnixHost(
+  static withUnixHost<Q extends DeviceQueue = SplitQueue>(
     uds: string,
     guestCid: bigint,
-  ): Effect.Effect<VsockVirtioDevice, VsockDeviceError | UnixListenFailed, Scope.Scope> {
+    ring?: RingKind<Q>,
+  ): Effect.Effect<VsockVirtioDevice<Q>, VsockDeviceError | UnixListenFailed, Scope.Scope> {
     return Effect.gen(function* () {
       const host = yield* Effect.acquireRelease(
         Effect.tryPromise({
@@ -120,7 +121,10 @@ export class VsockVirtioDevice<Q extends DeviceQueue = SplitQueue> implements Vi
         }),
         (b) => Effect.promise(() => b.close()),
       );
-      const created = VsockVirtioDevice.create({ guestCid }, { host, queueCount: 2 });
+      const created = VsockVirtioDevice.create<Q>(ring === undefined ? { guestCid } : { guestCid, ring }, {
+        host,
+        queueCount: 2,
+      });
       if (!created.ok) return yield* Effect.fail(created.error);
       const device = created.value;
       yield* Effect.addFinalizer(() => Effect.sync(() => device.reset()));

@@ -69,10 +69,13 @@ export const vhostUserNetArgs = (
   `virtio-net-pci,netdev=n0,mac=${mac},vectors=0${opts.packed === true ? ",packed=on" : ""}`,
 ];
 
-/** QEMU arguments for a vhost-user vsock device whose back-end listens on `socket`. */
-export const vhostUserVsockArgs = (socket: string): string[] => [
+/**
+ * QEMU arguments for a vhost-user vsock device whose back-end listens on `socket`; `packed`
+ * offers the guest VIRTIO_F_RING_PACKED (`packed=on`).
+ */
+export const vhostUserVsockArgs = (socket: string, opts: { readonly packed?: boolean } = {}): string[] => [
   "-chardev",
   `socket,id=c1,path=${socket}`,
   "-device",
-  "vhost-user-vsock-pci,chardev=c1",
+  `vhost-user-vsock-pci,chardev=c1${opts.packed === true ? ",packed=on" : ""}`,
 ];

@@ -1,6 +1,7 @@
 /**
  * The real-guest scenarios in the gate: a Linux guest under QEMU drives our vsock and net
- * devices through the vhost-user back-end, with the reference model watching every ring.
+ * devices through the vhost-user back-end, with the reference model watching every split ring
+ * (on the packed ring, linux-vsock checks negotiation and delivery).
  * Prepares the guest cache when it is empty; skipped, with the reason printed, where QEMU,
  * the kernel package or (for the TAP) root is missing. These are the scenarios' only
  * runs in the gate (their smoke entry has no seeds: one boot each is enough).
@@ -19,8 +20,10 @@ if (!avail.ok) console.log(`real-guest scenario tests skipped: ${avail.reason}`)
 const tapReason = tapUnavailableReason();
 if (avail.ok && tapReason !== undefined) console.log(`linux-net scenario test skipped: ${tapReason}`);
 
-const run = (s: Scenario, seed: number): Promise<RunResult> =>
-  Effect.runPromise(runScenario(s, { seed, steps: s.defaultSteps, faults: 0, oracle: true, trace: true }));
+const run = (s: Scenario, seed: number, ring: "split" | "packed" = "split"): Promise<RunResult> =>
+  Effect.runPromise(
+    runScenario(s, { seed, steps: s.defaultSteps, faults: 0, oracle: true, trace: true, ring }),
+  );
 
 const verdict = (r: RunResult): string =>
   r.status === "violated" ? `${r.violation?.rule}: ${r.violation?.message}` : (r.skipReason ?? r.status);
@@ -38,6 +41,19 @@ describe.skipIf(!avail.ok)("real Linux guests drive our devices over vhost-user"
     expect(String(f["guest said (1)"])).toMatch(/^VLAB-XFER ok proto=vsock mode=echo/);
     expect(String(f["oracle vsock RX queue"])).toMatch(/^[1-9]\d* pops/);
     expect(String(f["oracle vsock TX queue"])).toMatch(/^[1-9]\d* pops/);
+  });
+
+  it("linux-vsock on the packed ring: Linux negotiates VIRTIO_F_RING_PACKED (packed=on) and both streams arrive whole [SIM-DELIVERY PVQ-WRAP PVQ-BUFFER-ID]", async () => {
+    const r = await run(linuxVsockScenario, 6, "packed");
+    expect(verdict(r)).toBe("passed");
+    const f = r.ctx.facts;
+    expect(f["ring"]).toBe("packed");
+    expect(String(f["guest said (1)"])).toMatch(/^VLAB-XFER ok proto=vsock mode=echo/);
+    expect(String(f["host -> guest stream"])).not.toBe("undefined");
+    const features = r.ctx.notes.find((n) => n.includes("device activated with features"));
+    expect(features).toBeDefined();
+    // VIRTIO_F_RING_PACKED is bit 34.
+    expect((BigInt(features!.replace(/^.*features /, "").split(/\s/)[0]!) >> 34n) & 1n).toBe(1n);
   });
 
   it.skipIf(tapReason !== undefined)(

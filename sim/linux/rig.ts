@@ -140,33 +140,44 @@ export const acquireOurNet = (options: {
   });
 
 export interface OurVsock {
-  readonly device: VsockVirtioDevice;
+  readonly device: VsockVirtioDevice<DeviceQueue>;
   readonly socket: string;
   /** Host programs connect here and write "CONNECT <port>\n"; guest connections to port P go to `${uds}_P`. */
   readonly uds: string;
   readonly cid: number;
 }
 
-/** Our virtio-vsock with its Unix-socket backend, served over vhost-user. */
+/**
+ * Our virtio-vsock with its Unix-socket backend, served over vhost-user; `packed` builds it on
+ * the packed ring (the ring watch covers the split ring only).
+ */
 export const acquireOurVsock = (options: {
   readonly cid?: number;
   readonly watch?: RingWatch;
+  readonly packed?: boolean;
   readonly onEvent?: (e: VhostUserEvent) => void;
 }): Effect.Effect<OurVsock, RigError, Scope.Scope> =>
   Effect.gen(function* () {
     const cid = options.cid ?? 3;
     const dir = yield* acquireTempDir("vlab-vhu-");
     const uds = join(dir, "vsock.uds");
-    const device = yield* VsockVirtioDevice.withUnixHost(uds, BigInt(cid)).pipe(
-      Effect.mapError((e) =>
-        rigError(
-          e._tag === "UnixListenFailed"
-            ? `vsock Unix backend: ${e.message}`
-            : `vsock device: CID ${cid} refused`,
-        ),
-      ),
-    );
+    const refused = (e: { readonly _tag: string; readonly message?: string }): RigError =>
+      rigError(
+        e._tag === "UnixListenFailed"
+          ? `vsock Unix backend: ${e.message}`
+          : `vsock device: CID ${cid} refused`,
+      );
     const socket = join(dir, "vsock.sock");
+    if (options.packed === true) {
+      if (options.watch !== undefined)
+        return yield* Effect.fail(rigError("the ring watch covers the split ring only"));
+      const device = yield* VsockVirtioDevice.withUnixHost(uds, BigInt(cid), PACKED_RING).pipe(
+        Effect.mapError(refused),
+      );
+      yield* serveInBackground(device, socket, options.onEvent);
+      return { device, socket, uds, cid };
+    }
+    const device = yield* VsockVirtioDevice.withUnixHost(uds, BigInt(cid)).pipe(Effect.mapError(refused));
     const served = options.watch?.wrap(device, ["vsock RX queue", "vsock TX queue"]) ?? device;
     yield* serveInBackground(served, socket, options.onEvent);
     return { device, socket, uds, cid };

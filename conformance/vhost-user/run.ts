@@ -28,7 +28,8 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
 } from "../../wire/net.ts";
-import { SplitDriver, type DriverBuffer } from "../../impl/queue/split-driver.ts";
+import type { DriverBuffer } from "../../impl/queue/guest-queue.ts";
+import { SplitDriver } from "../../impl/queue/split-driver.ts";
 import {
   availEventOffset,
   DESC_FLAGS,

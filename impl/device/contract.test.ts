@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import { SplitDriver, type DriverBuffer } from "../queue/split-driver.ts";
+import type { DriverBuffer } from "../queue/guest-queue.ts";
+import { SplitDriver } from "../queue/split-driver.ts";
 import { splitLayoutAt } from "../../wire/split.ts";
 import { PACKED_RING, SPLIT_RING, type DeviceQueue, type RingKind } from "../queue/device-queue.ts";
 import { PackedDriver, packedLayoutAt } from "../queue/packed-driver.ts";

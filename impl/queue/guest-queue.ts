@@ -37,6 +37,33 @@ export interface GuestSegment {
   readonly write: boolean;
 }
 
+/** One buffer of a chain as a caller hands it to a driver's addChain (either ring). */
+export interface DriverBuffer {
+  readonly addr: number | bigint;
+  readonly len: number;
+  /** Device-writable (VIRTQ_DESC_F_WRITE). */
+  readonly write?: boolean;
+}
+
+/**
+ * What a driver records of a chain it places, on either ring: its segments, and the bytes
+ * the device may read (out) and write (in).
+ */
+export const recordSegments = (
+  buffers: readonly DriverBuffer[],
+): { readonly segments: GuestSegment[]; readonly outBytes: number; readonly inBytes: number } => {
+  const segments: GuestSegment[] = [];
+  let outBytes = 0;
+  let inBytes = 0;
+  for (const b of buffers) {
+    const write = b.write === true;
+    segments.push({ addr: Number(b.addr), len: b.len, write });
+    if (write) inBytes += b.len;
+    else outBytes += b.len;
+  }
+  return { segments, outBytes, inBytes };
+};
+
 /** A segment as `add` takes it: `addr` may be any u64 (a hostile or foreign chain). */
 export interface SegmentInput {
   readonly addr: number | bigint;

@@ -48,21 +48,19 @@ import {
 import { vringNeedEvent, type SplitLayout } from "../../wire/split.ts";
 import {
   NO_ROOM,
+  recordSegments,
+  type DriverBuffer,
   type AddOptions,
   type GetBuf,
   type GuestBuffer,
   type GuestQueue,
   type GuestQueueOptions,
   type GuestQueueProbe,
-  type GuestSegment,
   type KickDecision,
   type RingArea,
   type SegmentInput,
 } from "./guest-queue.ts";
 import { GuestRam } from "./guest-ram.ts";
-import type { DriverBuffer } from "./split-driver.ts";
-
-export type { DriverBuffer } from "./split-driver.ts";
 
 /** Where a packed queue lies: the descriptor ring, the Driver Area, the Device Area (split field names). */
 export type PackedLayout = SplitLayout;
@@ -234,15 +232,7 @@ export class PackedDriver implements GuestQueue {
     const id = this.freeIds[--this.freeCount]!;
     const head = this.nextAvail;
     const avail = availFlags(this.availWrap);
-    const segments: GuestSegment[] = [];
-    let outBytes = 0;
-    let inBytes = 0;
-    for (const b of buffers) {
-      const write = b.write === true;
-      segments.push({ addr: Number(b.addr), len: b.len, write });
-      if (write) inBytes += b.len;
-      else outBytes += b.len;
-    }
+    const { segments, outBytes, inBytes } = recordSegments(buffers);
     let headFlags: number;
     if (indirect) {
       for (let i = 0; i < n; i++) {

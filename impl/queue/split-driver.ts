@@ -55,13 +55,14 @@ import {
 } from "../../wire/split.ts";
 import {
   NO_ROOM,
+  recordSegments,
+  type DriverBuffer,
   type AddOptions,
   type GetBuf,
   type GuestBuffer,
   type GuestQueue,
   type GuestQueueOptions,
   type GuestQueueProbe,
-  type GuestSegment,
   type KickDecision,
   type RingArea,
   type SegmentInput,
@@ -69,13 +70,6 @@ import {
 import { GuestRam } from "./guest-ram.ts";
 
 /** One buffer of a chain for `addChain`; `addr` may be any u64 (hostile tests). */
-export interface DriverBuffer {
-  readonly addr: number | bigint;
-  readonly len: number;
-  /** Device-writable (VIRTQ_DESC_F_WRITE). */
-  readonly write?: boolean;
-}
-
 export interface UsedEntry {
   readonly id: number;
   readonly len: number;
@@ -190,15 +184,7 @@ export class SplitDriver implements GuestQueue {
     // describe (CHAIN-INDIRECT-LEN): hostile shapes are written with writeDescriptor.
     if (n === 0 || (indirect && n > 0xffff) || this.numFree < need) return NO_ROOM;
     const head = this.freeHead;
-    const segments: GuestSegment[] = [];
-    let outBytes = 0;
-    let inBytes = 0;
-    for (const b of buffers) {
-      const write = b.write === true;
-      segments.push({ addr: Number(b.addr), len: b.len, write });
-      if (write) inBytes += b.len;
-      else outBytes += b.len;
-    }
+    const { segments, outBytes, inBytes } = recordSegments(buffers);
     let table = 0;
     if (indirect) {
       table = Number(indirectTable);

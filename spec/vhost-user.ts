@@ -7,6 +7,7 @@
  * All numbers are little-endian on the wire here (the document says "machine native byte
  * order"; every host this runs on is little-endian).
  */
+import { featureBit } from "../wire/features.ts";
 import { rule } from "./result.ts";
 
 // ---- header
@@ -112,7 +113,8 @@ export const ProtocolFeature = {
   STATUS: 16,
 } as const;
 
-export const bit = (n: number): bigint => 1n << BigInt(n);
+/** A feature bit as a mask: wire/features.ts's featureBit under the name this protocol's code uses. */
+export const bit = featureBit;
 
 // ---- payload layouts
 

@@ -3,7 +3,7 @@
  * virtio_transport_common.c `struct virtio_vsock_sock`): what we advertise (buf_alloc,
  * fwd_cnt), what we received (rx_cnt) and sent (tx_cnt), and the peer's buf_alloc and fwd_cnt
  * from its last header. Every end that speaks the stream protocol (the guest driver model,
- * a conformance peer, the device's connection) keeps the same six numbers; the arithmetic is
+ * a conformance peer, the device's connection) keeps the same counters; the arithmetic is
  * spec/vsock.ts's (`peerFree`, `inFlight`, all u32 wrapping).
  */
 import { inFlight, peerFree, type VsockHeader } from "../../spec/vsock.ts";

@@ -3,8 +3,8 @@
  * The reference adapter assembles with the `virtio` profile (any descriptor layout, VIRTIO
  * §2.6.4); an optional `profile` argument selects another for experiments.
  */
-import { PROFILES, VsockPacket } from "../../impl/vsock/packet.ts";
-import type { VsockProfile } from "../../impl/vsock/packet.ts";
+import { VsockPacket } from "../../impl/vsock/packet.ts";
+import { PROFILES, type VsockProfile } from "../../spec/vsock.ts";
 import { isObject, toHex } from "../protocol.ts";
 import type { Json, JsonObject } from "../protocol.ts";
 import { HEAD_REFUSED, chainArg } from "./iovec.ts";

@@ -12,9 +12,6 @@ import { IoVecBuffer, IoVecBufferMut, type ChainCursor as IoVecChain } from "../
 import type { PacketChain } from "./chain.ts";
 import { VIRTQ_DESC_F_NEXT } from "../../wire/split.ts";
 import { VsockHeaderView } from "./header.ts";
-
-export type { VsockPacketError, VsockProfile } from "../../spec/vsock.ts";
-export { PROFILES } from "../../spec/vsock.ts";
 import { VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
 
 const HDR_MISSING: VsockPacketError = { _tag: "HdrDescMissing" };

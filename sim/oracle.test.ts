@@ -244,6 +244,26 @@ describe("the oracle beside virtio-net", () => {
     expect(rule).toBe("SIM-DELIVERY");
   });
 
+  it("catches a frame that arrives with one byte changed [SIM-DELIVERY]", () => {
+    let altered = 0;
+    const rule = runNet(4, false, (rig) => {
+      const b = rig.opts.backend as LoopbackBackend;
+      const receive = b.receive.bind(b);
+      let n = 0;
+      b.receive = (dst) => {
+        const len = receive(dst);
+        // From the 20th frame on, byte 30 of the frame (its payload) becomes 0xa5.
+        if (len > 30 && n++ >= 20) {
+          dst.write(Uint8Array.of(0xa5), 0, 1, dst.headerLength + 30);
+          altered++;
+        }
+        return len;
+      };
+    });
+    expect(altered).toBeGreaterThan(0);
+    expect(rule).toBe("SIM-DELIVERY");
+  });
+
   it("catches a TX used length that is not zero where the chain has no writable bytes [SIM-USED-LEN]", () => {
     const rule = runNet(5, false, (rig) => {
       const q = rig.device.queues[TX_QUEUE] as SplitQueue;

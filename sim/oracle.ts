@@ -11,6 +11,8 @@ import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 import type { SimContext } from "./engine.ts";
 
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** The split reference pop of `head` as a RefPop: the walk, and the table an INDIRECT head names. */
 export const splitRefPop = (
   spec: SpecMemory,
@@ -19,6 +21,10 @@ export const splitRefPop = (
   head: number,
   walk: SpecWalk,
 ): RefPop => {
+  // A walk that yielded a descriptor not from an indirect table yielded the head itself
+  // first (CHAIN-INDIRECT: an INDIRECT head is never yielded): no table, no second read.
+  const first = walk.descriptors[0];
+  if (first !== undefined && !first.indirect) return { id: head, walk, table: null };
   const h = readDescriptor(spec, BigInt(desc), head, false);
   const table =
     h.ok && (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 ? { addr: h.value.addr, len: h.value.len } : null;
@@ -68,6 +74,13 @@ const showSegs = (segs: readonly { addr: number | bigint; len: number; write: bo
   segs.map((s) => `${s.write ? "w" : "r"}:${s.addr}+${s.len}`).join(",");
 
 /**
+ * The reference's exact address equals the cursor's: as numbers when it is below 2^53 (the
+ * cursor's `addr` is exact there, and >= 2^53 for anything larger), else as u64 bigints.
+ */
+const sameAddr = (ref: bigint, chain: DeviceChain): boolean =>
+  ref < MAX_SAFE_BIG ? Number(ref) === chain.addr : ref === chain.addrBig();
+
+/**
  * How the chain in the cursor departs from the reference's walk of the same head (descriptors
  * and how the walk ended), as one line; undefined when they agree. The cursor is left rewound.
  */
@@ -77,7 +90,7 @@ export const walkMismatch = (chain: DeviceChain, head: number, walk: RefWalk): s
   let same = true;
   for (let ok = chain.rewind(); ok; ok = chain.advance(), i++) {
     const w = want[i];
-    if (w === undefined || w.addr !== chain.addrBig() || w.len !== chain.len || w.flags !== chain.flags)
+    if (w === undefined || !sameAddr(w.addr, chain) || w.len !== chain.len || w.flags !== chain.flags)
       same = false;
   }
   const end = chain.end === null ? null : chain.end._tag;
@@ -136,8 +149,6 @@ export const checkChain = (
     );
   }
 };
-
-const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A range the device may touch: [lo, hi), and whether it may write there. */
 interface Allowed {

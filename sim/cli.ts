@@ -21,7 +21,7 @@ import {
   type Scenario,
 } from "./engine.ts";
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
-import { scenarios, findScenario } from "./scenarios/index.ts";
+import { loadScenario, loadScenarios, scenarioNames as names } from "./scenarios/registry.ts";
 import {
   TRACE_FILES,
   TRACE_MODES,
@@ -128,7 +128,14 @@ const cmdTrace = async (argv: readonly string[], io: Io): Promise<number> => {
   return EXIT_OK;
 };
 
-const scenarioNames = (): string => scenarios.map((s) => s.name).join(", ");
+const scenarioNames = (): string => names.join(", ");
+
+/** The scenarios `f` holds for, by name (for a usage error: it loads every scenario). */
+const namesWhere = async (f: (s: Scenario) => boolean): Promise<string> =>
+  (await loadScenarios())
+    .filter(f)
+    .map((s) => s.name)
+    .join(", ");
 
 const RUN_SPEC: CommandSpec = {
   name: "sim run",
@@ -180,7 +187,7 @@ const opt = <T>(p: Parsed, name: string, f: (flag: string, raw: string) => T): T
   return v === undefined ? undefined : f(`--${name}`, v);
 };
 
-const parseRun = (argv: readonly string[]): RunArgs | "help" => {
+const parseRun = async (argv: readonly string[]): Promise<RunArgs | "help"> => {
   const p = parseCommand(RUN_SPEC, argv);
   if (p === "help") return "help";
   const seedArg = opt(p, "seed", parseSeed);
@@ -194,25 +201,21 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
     throw new UsageError("--report and --no-report are exclusive: give one");
   const name = p.positionals[0];
   if (name === undefined) throw new UsageError(`run needs a scenario; valid scenarios: ${scenarioNames()}`);
-  const scenario = findScenario(name);
+  const scenario = await loadScenario(name);
   if (scenario === undefined)
     throw new UsageError(`unknown scenario ${JSON.stringify(name)}; valid scenarios: ${scenarioNames()}`);
   if (faults !== undefined && faults > 0 && scenario.noFaults !== undefined)
     throw new UsageError(
-      `${scenario.name} takes no --faults: ${scenario.noFaults}; scenarios that inject: ${scenarios
-        .filter((s) => s.noFaults === undefined)
-        .map((s) => s.name)
-        .join(", ")}`,
+      `${scenario.name} takes no --faults: ${scenario.noFaults}; scenarios that inject: ${await namesWhere(
+        (s) => s.noFaults === undefined,
+      )}`,
     );
   const ring = opt(p, "ring", (f, v) => choice(f, v, RING_NAMES)) ?? "split";
   const rings = scenario.rings ?? ["split"];
   if (!rings.includes(ring))
     throw new UsageError(
       `${scenario.name} runs on the ${rings.join(" or ")} ring, not ${ring}; scenarios on the ${ring} ring: ${
-        scenarios
-          .filter((s) => (s.rings ?? ["split"]).includes(ring))
-          .map((s) => s.name)
-          .join(", ") || "none"
+        (await namesWhere((s) => (s.rings ?? ["split"]).includes(ring))) || "none"
       }`,
     );
   return {
@@ -338,7 +341,7 @@ const printResult = (io: Io, d: ReportData, dir: string | null, json: boolean): 
 };
 
 const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
-  const args = parseRun(argv);
+  const args = await parseRun(argv);
   if (args === "help") {
     io.out(RUN_HELP);
     io.out(`\nscenarios: ${scenarioNames()}`);
@@ -363,11 +366,12 @@ const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
   return result.status === "violated" ? EXIT_FINDING : EXIT_OK;
 };
 
-const cmdList = (argv: readonly string[], io: Io): number => {
+const cmdList = async (argv: readonly string[], io: Io): Promise<number> => {
   if (parseCommand(LIST_SPEC, argv) === "help") {
     io.out(LIST_HELP);
     return EXIT_OK;
   }
+  const scenarios = await loadScenarios();
   const w = Math.max(...scenarios.map((s) => s.name.length));
   for (const s of scenarios) io.out(`${s.name.padEnd(w)}  ${s.summary}`);
   return EXIT_OK;
@@ -381,6 +385,7 @@ const cmdSmoke = async (argv: readonly string[], io: Io): Promise<number> => {
   }
   const report = opt(p, "report", (f, v) => writableDir(f, nonEmpty(f, v))) ?? null;
   const json = p.bool("json");
+  const scenarios = await loadScenarios();
   let broken = 0;
   const started = performance.now();
   const rows: string[] = [];

@@ -10,7 +10,10 @@
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Cause, Effect, Exit } from "effect";
+// By path, not the `effect` index (start-up; see engine.ts).
+import * as Cause from "effect/Cause";
+import * as Effect from "effect/Effect";
+import * as Exit from "effect/Exit";
 import {
   RING_NAMES,
   replayCommand,

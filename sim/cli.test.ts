@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
+import { brotliDecompressSync } from "node:zlib";
 import { main, parseDuration, type Io } from "./cli.ts";
 import { scenarios } from "./scenarios/index.ts";
 import { SCENARIOS } from "./scenarios/registry.ts";
@@ -89,7 +89,7 @@ describe("sim CLI", () => {
       expect(out).toMatch(/chains completed and reclaimed/);
       expect(out).toMatch(/notifications to the device suppressed/);
       const run = join(dir, "queue-7");
-      for (const f of ["trace.bin.gz", "summary.json", "summary.md", "report.html"])
+      for (const f of ["trace.bin.br", "summary.json", "summary.md", "report.html"])
         expect(existsSync(join(run, f))).toBe(true);
       const summary = JSON.parse(readFileSync(join(run, "summary.json"), "utf8")) as {
         status: string;
@@ -99,7 +99,7 @@ describe("sim CLI", () => {
       const total = (n: string): number => summary.totals.find((t) => t.name === n)?.value ?? -1;
       expect(total("chains.added")).toBeGreaterThan(0);
       expect(total("chains.completed")).toBe(total("chains.added"));
-      const lines = decodeTrace(gunzipSync(readFileSync(join(run, "trace.bin.gz"))));
+      const lines = decodeTrace(brotliDecompressSync(readFileSync(join(run, "trace.bin.br"))));
       expect(JSON.parse(lines[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 7 });
       expect(JSON.parse(lines[lines.length - 1]!)).toMatchObject({ k: "end" });
       const html = readFileSync(join(run, "report.html"), "utf8");

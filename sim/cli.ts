@@ -26,6 +26,7 @@ import {
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
 import { loadScenario, loadScenarios, scenarioNames as names } from "./scenarios/registry.ts";
 import {
+  DEFAULT_TRACE_MODE,
   TRACE_FILES,
   TRACE_MODES,
   openTraceWriter,
@@ -82,8 +83,9 @@ options:
   --report DIR      write the report under DIR/<scenario>-<seed>/ (default: reports/sim,
                     where only the newest 20 runs are kept)
   --no-report       write no report
-  --trace MODE      the trace in the report: gz (trace.bin.gz, default), raw (trace.bin),
-                    jsonl (trace.jsonl, decoded as the run goes: slower) or none; the
+  --trace MODE      the trace in the report: br (trace.bin.br, brotli, default), gz
+                    (trace.bin.gz), raw (trace.bin), jsonl (trace.jsonl, decoded as the
+                    run goes: slower) or none; the
                     summary has the SHA-256 of the binary stream in every mode; read a
                     binary trace with: npx tsx sim trace FILE
   --no-oracle       do not check invariants against the reference model (faster)
@@ -101,7 +103,8 @@ Runs every scenario for a few steps with fixed seeds and the oracle on; exits 1 
 invariant broke. Writes reports only with --report.`;
 
 const TRACE_HELP = `usage: npx tsx sim trace FILE
-Prints a run's binary trace (trace.bin or trace.bin.gz under the run's report directory) as
+Prints a run's binary trace (trace.bin, trace.bin.br or trace.bin.gz under the run's report
+directory) as
 JSON lines: {"s":step,"t":virtual µs,"k":kind,...}.`;
 
 const TRACE_SPEC: CommandSpec = {
@@ -118,7 +121,8 @@ const cmdTrace = async (argv: readonly string[], io: Io): Promise<number> => {
     return EXIT_OK;
   }
   const file = p.positionals[0];
-  if (file === undefined) throw new UsageError("trace needs a file: a run's trace.bin or trace.bin.gz");
+  if (file === undefined)
+    throw new UsageError("trace needs a file: a run's trace.bin, trace.bin.br or trace.bin.gz");
   if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
   try {
     await readTraceFile(file, (lines) => {
@@ -231,7 +235,8 @@ const parseRun = async (argv: readonly string[]): Promise<RunArgs | "help"> => {
     report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
     defaultReport: reportArg === undefined,
     // "plain" (the text trace of earlier versions) is jsonl now.
-    trace: opt(p, "trace", (f, v) => (v === "plain" ? "jsonl" : choice(f, v, TRACE_MODES))) ?? "gz",
+    trace:
+      opt(p, "trace", (f, v) => (v === "plain" ? "jsonl" : choice(f, v, TRACE_MODES))) ?? DEFAULT_TRACE_MODE,
     oracle: !p.bool("no-oracle"),
     json: p.bool("json"),
   };
@@ -262,7 +267,7 @@ export const runOne = async (
   options: Omit<RunOptions, "traceSink" | "trace" | "onProgress">,
   reportBase: string | null,
   io: Io,
-  traceMode: TraceMode = "gz",
+  traceMode: TraceMode = DEFAULT_TRACE_MODE,
 ): Promise<{ result: RunResult; data: ReportData; dir: string | null }> => {
   const dir = reportBase === null ? null : join(reportBase, `${scenario.name}-${options.seed}`);
   let writer: TraceWriter | null = null;

@@ -4,7 +4,7 @@
  *   net-loopback scenario with the oracle (reference model, bounds guard, notification and
  *   delivery checks) on and off, the two measured in turn, best of five each;
  * - 10^6 `queue` steps as a user runs them (`sim run`, oracle on, the trace written to the
- *   report, gz) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
+ *   report in the default mode, brotli) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
  *   the figures of the version before (recorded once, command below: that version is not in
  *   the tree to run again); and peak memory at a tenth of the steps (flat in the step count).
  *
@@ -21,7 +21,7 @@ import { row, type BenchFigure, type BenchSuite } from "./harness.ts";
 import { runScenario } from "../sim/engine.ts";
 import { netLoopbackScenario } from "../sim/scenarios/net-loopback.ts";
 import { queueScenario } from "../sim/scenarios/queue.ts";
-import { openTraceWriter } from "../sim/trace-file.ts";
+import { DEFAULT_TRACE_MODE, TRACE_FILES, openTraceWriter } from "../sim/trace-file.ts";
 import { root } from "../lib/paths.ts";
 
 const chainsOf = (get: (name: string) => number): number =>
@@ -106,7 +106,7 @@ const queueRun = (steps: number): QueueRun => {
 };
 
 /**
- * CPU µs per `queue` step in this process (warm), with the oracle and the gz trace each on
+ * CPU µs per `queue` step in this process (warm), with the oracle and the default trace each on
  * or off: where the long run's time goes, part by part (the best of `reps` runs).
  */
 const queuePerStep = async (
@@ -119,7 +119,8 @@ const queuePerStep = async (
   for (let rep = 0; rep < reps; rep++) {
     const dir = mkdtempSync(join(tmpdir(), "sim-bench-step-"));
     try {
-      const w = trace ? openTraceWriter(join(dir, "trace.bin.gz"), "gz") : null;
+      const mode = DEFAULT_TRACE_MODE;
+      const w = trace ? openTraceWriter(join(dir, TRACE_FILES[mode]), mode) : null;
       const c0 = process.cpuUsage();
       const r = await Effect.runPromise(
         runScenario(queueScenario, { seed: 1, steps, faults: 0, oracle, trace, traceSink: w?.sink ?? null }),
@@ -192,7 +193,7 @@ const suite: BenchSuite = {
     );
     // The recorded run had 10^6 steps; a shorter run here is compared per step.
     const scale = m.steps / BEFORE.steps;
-    const what = `queue, ${m.steps.toLocaleString("en-US")} steps, oracle on, trace on (gz)`;
+    const what = `queue, ${m.steps.toLocaleString("en-US")} steps, oracle on, trace on (${DEFAULT_TRACE_MODE})`;
     figures.push(
       row({
         case: `${what}: CPU time`,
@@ -253,13 +254,21 @@ const suite: BenchSuite = {
         parts.bare,
         "the driver model, the device and the rig's byte checks alone",
       ),
-      part("oracle off, trace gz", parts.trace, "the trace's cost is the difference from the row above"),
+      part(
+        `oracle off, trace ${DEFAULT_TRACE_MODE}`,
+        parts.trace,
+        "the trace's cost is the difference from the row above",
+      ),
       part(
         "oracle on, trace off",
         parts.oracle,
         "the reference model, bounds guard and chain checks: the difference from oracle off",
       ),
-      part("oracle on, trace gz", parts.both, "what the long run does per step, without start-up"),
+      part(
+        `oracle on, trace ${DEFAULT_TRACE_MODE}`,
+        parts.both,
+        "what the long run does per step, without start-up",
+      ),
       row({
         case: "queue, 1,000 steps in a fresh process: CPU time",
         value: fixed.cpuS,

@@ -70,7 +70,7 @@ export class Slab {
   /** `size`: bytes per slab; `keep`: free slabs kept for reuse. */
   constructor(
     readonly size = 64 * 1024,
-    readonly keep = 8,
+    readonly keep = 4,
   ) {}
 
   /** Room for `n` bytes: the slab they are in, from `this.at` (not zeroed: the caller fills it). */

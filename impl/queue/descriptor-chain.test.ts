@@ -10,6 +10,7 @@ import {
 } from "../../wire/split.ts";
 import { DescriptorChain, newChainLengths } from "./descriptor-chain.ts";
 import { SplitDriver } from "./split-driver.ts";
+import { SplitQueue } from "./split-queue.ts";
 
 const NEXT = VIRTQ_DESC_F_NEXT;
 const WRITE = VIRTQ_DESC_F_WRITE;
@@ -271,6 +272,39 @@ describe("DescriptorChain", () => {
     ]);
     const s = splitChain(walkChain(m.toSpecMemory(true), BigInt(q.layout.descTable), 16, head));
     expect([s.readableBytes, s.writableBytes, s.readable.length, s.writable.length]).toEqual([30, 70, 2, 2]);
+  });
+
+  it("rewind() in the middle of a walk goes back to the first descriptor, popped or set, every time [CHAIN-TTL CHAIN-RW-SPLIT]", () => {
+    const m = mem64k();
+    const d = SplitDriver.at(m, 8, 0);
+    const lens = [1, 2, 3, 4];
+    const head = d.addChain(lens.map((len, i) => ({ addr: 0x1000 * (i + 1), len, write: i >= 2 })))!;
+    const q = new SplitQueue(8);
+    q.configure({ size: 8, ready: true, ...d.layout });
+    expect(q.initialize(m).ok).toBe(true);
+    const want = walkChain(m.toSpecMemory(true), BigInt(d.layout.descTable), 8, head);
+    const popped = new DescriptorChain(m);
+    expect(q.popInto(popped)).toBe(true);
+    const set = DescriptorChain.checkedNew(m, d.layout.descTable, 8, head)!;
+    for (const c of [popped, set]) {
+      // Stop after k descriptors, rewind, and walk the whole chain from there.
+      for (const k of [1, 2, 3, 1]) {
+        let ok = c.rewind();
+        for (let n = 1; n < k; n++) ok = c.advance();
+        expect([ok, c.len, c.totalLength]).toEqual([
+          true,
+          lens[k - 1],
+          lens.slice(0, k).reduce((a, b) => a + b),
+        ]);
+        expect(walk(c)).toEqual(want);
+      }
+      expect(c.lengths(newChainLengths())).toEqual({
+        readableBytes: 3,
+        writableBytes: 7,
+        readableCount: 2,
+        writableCount: 2,
+      });
+    }
   });
 
   it("a reused chain object walks the chain it was last given; size 0 refuses every head [CHAIN-CHECKED-NEW]", () => {

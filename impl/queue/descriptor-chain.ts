@@ -20,7 +20,6 @@ const DESC_ADDR = wire.DESC_ADDR;
 const DESC_ADDR_HI = wire.DESC_ADDR_HI;
 const DESC_LEN = wire.DESC_LEN;
 const DESC_FLAGS = wire.DESC_FLAGS;
-const DESC_NEXT = wire.DESC_NEXT;
 const VIRTQ_DESC_F_NEXT = wire.VIRTQ_DESC_F_NEXT;
 const VIRTQ_DESC_F_WRITE = wire.VIRTQ_DESC_F_WRITE;
 const VIRTQ_DESC_F_INDIRECT = wire.VIRTQ_DESC_F_INDIRECT;
@@ -29,25 +28,32 @@ const MAX_INDIRECT_LEN = wire.MAX_INDIRECT_ENTRIES * DESC_SIZE; // CHAIN-INDIREC
 
 export type { ChainError } from "../../spec/queue.ts";
 
-// Walk states.
-const MORE = 0; // the next step reads entry `nextIndex` of the current table
-const DONE = 1; // the walk has ended (`end` says why)
-const TTL_SPENT = 2; // the last yielded descriptor had NEXT but the ttl is spent (CHAIN-TTL)
+// flags (u16 at DESC_FLAGS) and next (u16 at DESC_NEXT = DESC_FLAGS + 2) are one little-endian
+// u32 at DESC_FLAGS, flags low (CHAIN-DESC-LAYOUT): the walk reads them with one access and keeps
+// them in one field (`fn`, an int32, which V8 stores untagged where a u32 above 2^31 would not be).
 
+// The walk's state, in one field. A value >= 0 is the fast state: the walk goes on in the queue's
+// bound main table (see `bind`) at entry `state & INDEX_MASK`, an index already checked < size
+// (CHAIN-NEXT-RANGE), and `state >= FRESH` says the cursor is still on the chain's first data
+// descriptor (rewind() need not read again). Every other state is negative.
+const INDEX_MASK = 0xffff;
+const FRESH = 0x10000;
+const MORE = -1; // the next step reads entry `nextIndex` of `table` (the general walk)
+const DONE = -2; // the walk has ended at a descriptor without NEXT, or was refused
+const TTL_SPENT = -3; // the last yielded descriptor had NEXT but the ttl is spent (CHAIN-TTL)
+const FAILED = -4; // the walk ended early; `_end` says why
+// SINGLE: `loadBound` found a one-descriptor chain in the bound table and the cursor is on it, as
+// after `rewind()`; that load writes only the head, the descriptor and the state, and the getters
+// answer the walk fields from them. The first `advance()` ends the walk (SINGLE_DONE); a later
+// `rewind()` reads guest memory again, as for any chain.
+const SINGLE = -5;
+const SINGLE_DONE = -6;
+
+// For the general states (< 0, above SINGLE): whether the cursor is still where setHead/rewind
+// left it, so that rewind() need not read guest memory again. Always NOT_FRESH in the fast state.
 const NOT_FRESH = 0;
 const FRESH_OK = 1;
 const FRESH_NONE = 2;
-
-// How the cursor holds the chain. SINGLE: `loadBound` found a one-descriptor chain in the bound
-// table and the cursor is on it, as after `rewind()`; that load writes only the head, the
-// descriptor and this field, and the getters answer the walk fields from them. The first
-// `advance()` ends the walk (SINGLE_DONE); a later `rewind()` reads guest memory again, as for
-// any chain, and returns to WALK. WALK: the walk fields say where the walk is.
-const WALK = 0;
-const SINGLE = 1;
-// SINGLE after its `advance()`: the walk is over (one store instead of rewriting the walk
-// fields); the getters still answer for the one descriptor and `rewind()` reads it again.
-const SINGLE_DONE = 2;
 
 /** Byte and descriptor counts of a chain by direction (CHAIN-RW-SPLIT); reusable. */
 export interface ChainLengths {
@@ -70,7 +76,9 @@ export class DescriptorChain {
   private queueSize = 0;
   private head = 0;
 
-  // Where the walk is.
+  // Where the walk is (see the states above). The general walk's fields (table..inIndirect) are
+  // not kept in the fast state; leaving it (`toGeneral`) sets them.
+  private state = DONE;
   private table = 0;
   private tableLo = 0;
   private tableHi = 0;
@@ -79,27 +87,21 @@ export class DescriptorChain {
   private ttl = 0;
   private inIndirect = false;
   private total = 0;
-  private state = DONE;
+  private fresh = NOT_FRESH;
   // The region view holding the queue's whole table, when the queue validated it
   // (VQ-INIT-MEMORY): main-table entries are then read without a region lookup.
   private tableView: DataView | null = null;
   private tableViewOff = 0;
   // The queue binding this chain (see `bind`), or null.
   private bound: object | null = null;
-  // While the cursor is still where setHead/rewind left it, rewind() need not read guest
-  // memory again: NOT_FRESH, FRESH_OK (on the first data descriptor) or FRESH_NONE.
-  private fresh = NOT_FRESH;
-  // WALK, SINGLE or SINGLE_DONE (see above); in SINGLE* the walk fields, `_index`, `total`, `_indirect` and
-  // `_end` are stale and the getters answer for the one descriptor instead.
-  private mode = WALK;
 
-  // The current descriptor.
+  // The current descriptor (in SINGLE*, `_index`, `total`, `_indirect` and `_end` are stale and
+  // the getters answer for the one descriptor instead).
   private _index = 0;
   private addrLo = 0;
   private addrHi = 0;
   private _len = 0;
-  private _flags = 0;
-  private _next = 0;
+  private fn = 0; // flags | next << 16
   private _indirect = false;
 
   private _end: ChainError | null = null;
@@ -134,19 +136,17 @@ export class DescriptorChain {
     this.descTable = descTable;
     this.queueSize = queueSize;
     this.head = index;
-    this.mode = WALK;
-    this._end = null;
     this.fresh = NOT_FRESH;
     this.state = DONE;
     if (index >>> 0 !== index || index >= queueSize) return false; // also size 0 (PR 173)
     this.restart();
     if (!this.read(descTable, index)) return false;
-    const f = this._flags;
-    if ((f & VIRTQ_DESC_F_INDIRECT) === 0 && (f & VIRTQ_DESC_F_NEXT) !== 0 && this._next >= queueSize) {
+    const f = this.fn;
+    if ((f & VIRTQ_DESC_F_INDIRECT) === 0 && (f & VIRTQ_DESC_F_NEXT) !== 0 && f >>> 16 >= queueSize) {
       this.state = DONE;
       return false;
     }
-    this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
+    this.markFresh(this.take());
     return true;
   }
 
@@ -204,15 +204,14 @@ export class DescriptorChain {
     const view = this.tableView!;
     const off = this.tableViewOff + index * DESC_SIZE;
     const len = view.getUint32(off + DESC_LEN, true);
-    const flags = view.getUint16(off + DESC_FLAGS, true);
+    const fn = view.getInt32(off + DESC_FLAGS, true);
     this.addrLo = view.getUint32(off + DESC_ADDR, true);
     this.addrHi = view.getUint32(off + DESC_ADDR_HI, true);
     this._len = len;
-    this._flags = flags;
-    this._next = view.getUint16(off + DESC_NEXT, true);
-    if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) !== 0) return this.loadRest();
+    this.fn = fn;
+    if ((fn & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) !== 0) return this.loadRest();
     // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32).
-    this.mode = SINGLE;
+    this.state = SINGLE;
     return true;
   }
 
@@ -221,8 +220,6 @@ export class DescriptorChain {
   }
 
   private refuse(): false {
-    this.mode = WALK;
-    this._end = null;
     this.state = DONE;
     this.fresh = NOT_FRESH;
     return false;
@@ -231,25 +228,29 @@ export class DescriptorChain {
   /** loadBound for a head with NEXT or INDIRECT. */
   private loadRest(): boolean {
     const size = this.queueSize;
-    this.mode = WALK;
-    this._end = null;
+    const fn = this.fn;
     this._index = this.head;
-    if ((this._flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+    if ((fn & VIRTQ_DESC_F_INDIRECT) !== 0) {
       this.restart();
-      this.fresh = this.take() ? FRESH_OK : FRESH_NONE;
+      this.markFresh(this.take());
       return true;
     }
-    // A head with NEXT: what restart() + take() do, flat (CHAIN-CHECKED-NEW, CHAIN-TTL).
-    const next = this._next;
+    // A head with NEXT: what restart() + take() do, in the fast state (CHAIN-CHECKED-NEW, CHAIN-TTL).
+    const next = fn >>> 16;
     if (next >= size) return this.refuse();
-    this.table = this.descTable;
-    this.tableSize = size;
-    this.inIndirect = false;
     this._indirect = false;
     this.total = this._len;
     this.ttl = size - 1;
-    this.nextIndex = next;
-    this.state = size === 1 ? TTL_SPENT : MORE;
+    this.fresh = NOT_FRESH;
+    if (size === 1) return this.headTtlSpent();
+    this.state = next | FRESH;
+    return true;
+  }
+
+  /** A size-1 queue whose head has NEXT (to itself): yielded once, then CHAIN-TTL. */
+  private headTtlSpent(): true {
+    this.toGeneral(0);
+    this.state = TTL_SPENT;
     this.fresh = FRESH_OK;
     return true;
   }
@@ -263,32 +264,34 @@ export class DescriptorChain {
   }
   /** The current descriptor's index in the table it was read from (the indirect table when `indirect`). */
   get index(): number {
-    return this.mode === WALK ? this._index : this.head;
+    return this.state <= SINGLE ? this.head : this._index;
   }
   /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
   get addr(): number {
-    return u64ToNumber(this.addrLo, this.addrHi);
+    // u64ToNumber, written out: a getter that calls nothing stays under V8's small-function size
+    // and is inlined into every caller's loop, whatever else that loop has used of its budget.
+    return this.addrHi * 0x1_0000_0000 + this.addrLo;
   }
   get len(): number {
     return this._len;
   }
   get flags(): number {
-    return this._flags;
+    return this.fn & 0xffff;
   }
   get next(): number {
-    return this._next;
+    return this.fn >>> 16;
   }
   /** True when the current descriptor was read from an indirect table. */
   get indirect(): boolean {
-    return this.mode === WALK && this._indirect;
+    return this.state > SINGLE && this._indirect;
   }
   /** Bytes yielded so far by this walk (CHAIN-LEN-U32). */
   get totalLength(): number {
-    return this.mode === WALK ? this.total : this._len;
+    return this.state <= SINGLE ? this._len : this.total;
   }
   /** Why the walk stopped before a descriptor without NEXT; null otherwise. Final once advance() returned false. */
   get end(): ChainError | null {
-    return this.mode === WALK ? this._end : null;
+    return this.state === FAILED ? this._end : null;
   }
 
   /** CHAIN-ADDR-U64: the exact u64 of the current addr. */
@@ -296,75 +299,139 @@ export class DescriptorChain {
     return u64ToBigInt(this.addrLo, this.addrHi);
   }
   isWriteOnly(): boolean {
-    return (this._flags & VIRTQ_DESC_F_WRITE) !== 0;
+    return (this.fn & VIRTQ_DESC_F_WRITE) !== 0;
   }
   /** The current descriptor has NEXT and the walk will try to follow it. */
   hasNext(): boolean {
-    return this.mode === WALK && (this._flags & VIRTQ_DESC_F_NEXT) !== 0 && this.state === MORE;
+    // MORE and the fast state are entered only on yielding a descriptor with NEXT.
+    const s = this.state;
+    return s >= 0 || s === MORE;
   }
 
   /** To the first data descriptor; false when the chain yields none (then `end` says why). */
   rewind(): boolean {
-    return this.mode === SINGLE || this.rewindWalk();
+    const s = this.state;
+    return s === SINGLE || s >= FRESH || this.rewindOther(s);
   }
 
-  private rewindWalk(): boolean {
-    if (this.mode === SINGLE_DONE) {
-      this.mode = WALK;
-      return this.rewalk();
+  private rewindOther(s: number): boolean {
+    if (s < 0 && s !== SINGLE_DONE) {
+      const f = this.fresh;
+      if (f !== NOT_FRESH) return f === FRESH_OK;
     }
-    const f = this.fresh;
-    if (f !== NOT_FRESH) return f === FRESH_OK;
     return this.rewalk();
   }
 
   private rewalk(): boolean {
-    this._end = null;
     if (this.head >>> 0 !== this.head || this.head >= this.queueSize) {
       this.state = DONE;
       return false;
     }
     this.restart();
     const ok = this.step();
-    this.fresh = ok ? FRESH_OK : FRESH_NONE;
+    this.markFresh(ok);
     return ok;
+  }
+
+  /** After the walk's first step: the cursor is fresh until the next advance(). */
+  private markFresh(ok: boolean): void {
+    const s = this.state;
+    if (s >= 0) {
+      this.state = s | FRESH;
+      this.fresh = NOT_FRESH;
+    } else this.fresh = ok ? FRESH_OK : FRESH_NONE;
   }
 
   /** To the next data descriptor; false when the chain has ended. */
   advance(): boolean {
-    const m = this.mode;
-    if (m === WALK) return this.advanceWalk();
+    // Kept small: V8 inlines only what a caller's loop runs, within a budget (see loadBound).
+    const s = this.state;
+    if (s >= 0) return this.advanceFast(s);
+    if (s === DONE) return false;
+    if (s !== SINGLE) return this.advanceOther(s);
     // A one-descriptor chain's walk is over (CHAIN-TTL: no NEXT); rewind() reads it again.
-    this.mode = SINGLE_DONE;
+    this.state = SINGLE_DONE;
     return false;
   }
 
-  private advanceWalk(): boolean {
+  /**
+   * advance() in the fast state: entry `s & INDEX_MASK` of the bound main table, an index < size.
+   * Anything unusual (INDIRECT, the u32 byte cap, a recorder to tell) is left to the general
+   * walk, which reads the entry again.
+   */
+  private advanceFast(s: number): boolean {
+    const i = s & INDEX_MASK;
+    const tv = this.tableView!;
+    const o = this.tableViewOff + i * DESC_SIZE;
+    const len = tv.getUint32(o + DESC_LEN, true);
+    const fn = tv.getInt32(o + DESC_FLAGS, true);
+    const total = this.total + len;
+    if ((fn & VIRTQ_DESC_F_INDIRECT) !== 0 || total > MAX_CHAIN_BYTES || this.mem.recorder !== null) {
+      return this.stepAt(i);
+    }
+    this.addrLo = tv.getUint32(o + DESC_ADDR, true);
+    this.addrHi = tv.getUint32(o + DESC_ADDR_HI, true);
+    this._len = len;
+    this.fn = fn;
+    this._index = i;
+    this.total = total; // (_indirect is already false: a walk never returns from an indirect table)
+    if ((fn & VIRTQ_DESC_F_NEXT) === 0) this.state = DONE;
+    else if (--this.ttl === 0) this.ttlSpentAt(i);
+    else this.follow(fn >>> 16);
+    return true;
+  }
+
+  /** The fast state after a descriptor with NEXT (CHAIN-NEXT-RANGE: an index >= size is left to the general walk). */
+  private follow(next: number): void {
+    if (next < this.queueSize) this.state = next;
+    else this.toGeneral(next);
+  }
+
+  /** The general walk, in the main table, about to read entry `index`. */
+  private toGeneral(index: number): void {
+    this.table = this.descTable;
+    this.tableSize = this.queueSize;
+    this.inIndirect = false;
+    this.nextIndex = index;
+    this.state = MORE;
+  }
+
+  private stepAt(i: number): boolean {
+    this.toGeneral(i);
+    return this.step();
+  }
+
+  private ttlSpentAt(i: number): void {
+    this.toGeneral(i);
+    this.state = TTL_SPENT; // CHAIN-TTL
+  }
+
+  private advanceOther(s: number): boolean {
     this.fresh = NOT_FRESH;
-    if (this.state !== MORE) return this.stopped();
-    return this.tableView !== null && !this.inIndirect ? this.advanceBound() : this.step();
+    if (s === MORE) return this.step();
+    return this.stopped();
   }
 
   /** rust-vmm `readable()`: rewind to the first device-readable descriptor. */
   rewindReadable(): boolean {
     let ok = this.rewind();
-    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) !== 0) ok = this.advance();
+    while (ok && (this.fn & VIRTQ_DESC_F_WRITE) !== 0) ok = this.advance();
     return ok;
   }
   advanceReadable(): boolean {
     let ok = this.advance();
-    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) !== 0) ok = this.advance();
+    while (ok && (this.fn & VIRTQ_DESC_F_WRITE) !== 0) ok = this.advance();
     return ok;
   }
   /** rust-vmm `writable()`: rewind to the first device-writable descriptor. */
   rewindWritable(): boolean {
     let ok = this.rewind();
-    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) === 0) ok = this.advance();
+    while (ok && (this.fn & VIRTQ_DESC_F_WRITE) === 0) ok = this.advance();
     return ok;
   }
   advanceWritable(): boolean {
     let ok = this.advance();
-    while (ok && (this._flags & VIRTQ_DESC_F_WRITE) === 0) ok = this.advance();
+    while (ok && (this.fn & VIRTQ_DESC_F_WRITE) === 0) ok = this.advance();
     return ok;
   }
 
@@ -375,7 +442,7 @@ export class DescriptorChain {
     out.readableCount = 0;
     out.writableCount = 0;
     for (let ok = this.rewind(); ok; ok = this.advance()) {
-      if ((this._flags & VIRTQ_DESC_F_WRITE) !== 0) {
+      if ((this.fn & VIRTQ_DESC_F_WRITE) !== 0) {
         out.writableBytes += this._len;
         out.writableCount++;
       } else {
@@ -394,7 +461,6 @@ export class DescriptorChain {
     this.inIndirect = false;
     this.total = 0;
     this.state = MORE;
-    this._end = null;
   }
 
   /** Reads entry `index` of `table` into the cursor (CHAIN-DESC-LAYOUT); false (and `end` set) when outside memory. */
@@ -412,8 +478,7 @@ export class DescriptorChain {
       this.addrLo = lo;
       this.addrHi = hi;
       this._len = tv.getUint32(o + DESC_LEN, true);
-      this._flags = tv.getUint16(o + DESC_FLAGS, true);
-      this._next = tv.getUint16(o + DESC_NEXT, true);
+      this.fn = tv.getInt32(o + DESC_FLAGS, true);
       this._index = index;
       return true;
     }
@@ -421,9 +486,7 @@ export class DescriptorChain {
     if (r < 0) {
       // CHAIN-MEMORY: the exact address for the error value.
       const base = this.inIndirect ? u64ToBigInt(this.tableLo, this.tableHi) : BigInt(table);
-      this._end = GuestMemory.rangeError(base + BigInt(index * DESC_SIZE), BigInt(DESC_SIZE));
-      this.state = DONE;
-      return false;
+      return this.stop(GuestMemory.rangeError(base + BigInt(index * DESC_SIZE), BigInt(DESC_SIZE)));
     }
     const region = mem.regions[r]!;
     const v = region.view;
@@ -433,42 +496,15 @@ export class DescriptorChain {
     this.addrLo = lo;
     this.addrHi = hi;
     this._len = v.getUint32(off + DESC_LEN, true);
-    this._flags = v.getUint16(off + DESC_FLAGS, true);
-    this._next = v.getUint16(off + DESC_NEXT, true);
+    this.fn = v.getInt32(off + DESC_FLAGS, true);
     this._index = index;
     return true;
   }
 
   private stop(end: ChainError): false {
     this._end = end;
-    this.state = DONE;
+    this.state = FAILED;
     return false;
-  }
-
-  /** step() in a bound main table, flat; anything unusual is left to step(). */
-  private advanceBound(): boolean {
-    const i = this.nextIndex;
-    if (i >= this.tableSize) return this.step();
-    const tv = this.tableView!;
-    const o = this.tableViewOff + i * DESC_SIZE;
-    const len = tv.getUint32(o + DESC_LEN, true);
-    const flags = tv.getUint16(o + DESC_FLAGS, true);
-    const total = this.total + len;
-    if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0 || total > MAX_CHAIN_BYTES) return this.step();
-    if (this.mem.recorder !== null) this.noteEntry(i);
-    this.addrLo = tv.getUint32(o + DESC_ADDR, true);
-    this.addrHi = tv.getUint32(o + DESC_ADDR_HI, true);
-    this._len = len;
-    this._flags = flags;
-    const next = tv.getUint16(o + DESC_NEXT, true);
-    this._next = next;
-    this._index = i;
-    this.total = total; // (_indirect is already false: a walk never returns from an indirect table)
-    if ((flags & VIRTQ_DESC_F_NEXT) === 0) this.state = DONE;
-    else if (--this.ttl === 0)
-      this.state = TTL_SPENT; // CHAIN-TTL
-    else this.nextIndex = next;
-    return true;
   }
 
   /** advance() past the end: a spent ttl becomes ChainTtlExpired (CHAIN-TTL). */
@@ -493,7 +529,7 @@ export class DescriptorChain {
 
   /** Applies the walk rules to the entry just read into the cursor. */
   private take(): boolean {
-    const flags = this._flags;
+    const flags = this.fn;
     if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       // CHAIN-INDIRECT-NESTED, CHAIN-INDIRECT-LEN, CHAIN-INDIRECT (NEXT and WRITE ignored).
       if (this.inIndirect) return this.stop({ _tag: "InvalidIndirectDescriptor", index: this._index });
@@ -522,7 +558,10 @@ export class DescriptorChain {
     } else if (--this.ttl === 0) {
       this.state = TTL_SPENT; // CHAIN-TTL
     } else {
-      this.nextIndex = this._next;
+      const next = flags >>> 16;
+      this.nextIndex = next;
+      // Back to the fast state when the walk is in the bound main table.
+      if (this.tableView !== null && !this.inIndirect) this.follow(next);
     }
     return true;
   }

@@ -33,24 +33,25 @@ export type { ChainError } from "../../spec/queue.ts";
 // them in one field (`fn`, an int32, which V8 stores untagged where a u32 above 2^31 would not be).
 
 // The walk's state, in one field. A value >= 0 is the fast state: the walk goes on in the queue's
-// bound main table (see `bind`) at entry `state & INDEX_MASK`, an index already checked < size
+// bound main table (see `bind`) at entry `state & 0xffff`, an index already checked < size
 // (CHAIN-NEXT-RANGE), and `state >= FRESH` says the cursor is still on the chain's first data
 // descriptor (rewind() need not read again). Every other state is negative.
-const INDEX_MASK = 0xffff;
 const FRESH = 0x10000;
 const MORE = -1; // the next step reads entry `nextIndex` of `table` (the general walk)
 const DONE = -2; // the walk has ended at a descriptor without NEXT, or was refused
 const TTL_SPENT = -3; // the last yielded descriptor had NEXT but the ttl is spent (CHAIN-TTL)
 const FAILED = -4; // the walk ended early; `_end` says why
+const END = -5; // the fast state's walk has ended at a descriptor without NEXT (never fresh)
 // SINGLE: `loadBound` found a one-descriptor chain in the bound table and the cursor is on it, as
 // after `rewind()`; that load writes only the head, the descriptor and the state, and the getters
 // answer the walk fields from them. The first `advance()` ends the walk (SINGLE_DONE); a later
 // `rewind()` reads guest memory again, as for any chain.
-const SINGLE = -5;
-const SINGLE_DONE = -6;
+const SINGLE = -6;
+const SINGLE_DONE = -7;
 
-// For the general states (< 0, above SINGLE): whether the cursor is still where setHead/rewind
-// left it, so that rewind() need not read guest memory again. Always NOT_FRESH in the fast state.
+// For the general states (MORE..FAILED) only: whether the cursor is still where setHead/rewind
+// left it, so that rewind() need not read guest memory again. Every way from the fast state into
+// a general state goes through `toGeneral`, which clears it.
 const NOT_FRESH = 0;
 const FRESH_OK = 1;
 const FRESH_NONE = 2;
@@ -181,37 +182,46 @@ export class DescriptorChain {
     // loop calls), so the hot path is kept small and everything rare is out of line.
     this.head = index;
     if (index >= this.queueSize || this.mem.recorder !== null) return this.loadBoundSlow(index);
-    return this.readHead(index);
-  }
-
-  /**
-   * `loadBound` for a queue that has itself checked, for this pop, that the chain is bound to
-   * it, that `index` < its size and that its memory (this chain's) has no recorder.
-   */
-  loadBoundChecked(index: number): boolean {
-    this.head = index;
-    return this.readHead(index);
+    return this.loadBoundChecked(index);
   }
 
   private loadBoundSlow(index: number): boolean {
     if (index >= this.queueSize) return this.refuse();
     this.noteEntry(index);
-    return this.readHead(index);
+    return this.loadBoundChecked(index);
   }
 
-  /** Reads the (bound, in-range) head entry; settles a one-descriptor chain here. */
-  private readHead(index: number): boolean {
+  /**
+   * `loadBound` for a queue that has itself checked, for this pop, that the chain is bound to
+   * it, that `index` < its size and that its memory (this chain's) has no recorder: reads the
+   * head entry, settles a one-descriptor chain here, and enters the fast state for a head with
+   * NEXT (what restart() + take() do, flat). Anything else is loadRest.
+   */
+  loadBoundChecked(index: number): boolean {
+    this.head = index;
+    // Wire offsets as literals here and in advanceFast (wire/split.ts: addr 0, addr_hi 4, len 8,
+    // flags|next 12; NEXT 1, INDIRECT 4): a module const costs a context load and a hole check
+    // in the bytecode, and V8's inlining budget counts bytecode. The properties check the layout.
     const view = this.tableView!;
-    const off = this.tableViewOff + index * DESC_SIZE;
-    const len = view.getUint32(off + DESC_LEN, true);
-    const fn = view.getInt32(off + DESC_FLAGS, true);
-    this.addrLo = view.getUint32(off + DESC_ADDR, true);
-    this.addrHi = view.getUint32(off + DESC_ADDR_HI, true);
+    const off = this.tableViewOff + index * 16;
+    const len = view.getUint32(off + 8, true);
+    const fn = view.getInt32(off + 12, true);
+    this.addrLo = view.getUint32(off, true);
+    this.addrHi = view.getUint32(off + 4, true);
     this._len = len;
     this.fn = fn;
-    if ((fn & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) !== 0) return this.loadRest();
     // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32).
-    this.state = SINGLE;
+    if ((fn & 5) === 0) this.state = SINGLE;
+    else {
+      const size = this.queueSize;
+      const next = fn >>> 16;
+      // INDIRECT, NEXT out of range (CHAIN-CHECKED-NEW) or a size-1 queue (CHAIN-TTL).
+      if ((fn & 4) !== 0 || next >= size || size === 1) return this.loadRest();
+      // The fast state, fresh: `index` answers the head and `indirect` false from the state alone.
+      this.total = len;
+      this.ttl = size - 1;
+      this.state = next | FRESH;
+    }
     return true;
   }
 
@@ -225,7 +235,7 @@ export class DescriptorChain {
     return false;
   }
 
-  /** loadBound for a head with NEXT or INDIRECT. */
+  /** loadBoundChecked for a head with INDIRECT, with NEXT out of range, or with NEXT in a size-1 queue. */
   private loadRest(): boolean {
     const size = this.queueSize;
     const fn = this.fn;
@@ -235,20 +245,10 @@ export class DescriptorChain {
       this.markFresh(this.take());
       return true;
     }
-    // A head with NEXT: what restart() + take() do, in the fast state (CHAIN-CHECKED-NEW, CHAIN-TTL).
-    const next = fn >>> 16;
-    if (next >= size) return this.refuse();
-    this._indirect = false;
+    if (fn >>> 16 >= size) return this.refuse(); // CHAIN-CHECKED-NEW
+    // A size-1 queue whose head has NEXT (to itself): yielded once, then CHAIN-TTL.
     this.total = this._len;
-    this.ttl = size - 1;
-    this.fresh = NOT_FRESH;
-    if (size === 1) return this.headTtlSpent();
-    this.state = next | FRESH;
-    return true;
-  }
-
-  /** A size-1 queue whose head has NEXT (to itself): yielded once, then CHAIN-TTL. */
-  private headTtlSpent(): true {
+    this.ttl = 0;
     this.toGeneral(0);
     this.state = TTL_SPENT;
     this.fresh = FRESH_OK;
@@ -264,7 +264,8 @@ export class DescriptorChain {
   }
   /** The current descriptor's index in the table it was read from (the indirect table when `indirect`). */
   get index(): number {
-    return this.state <= SINGLE ? this.head : this._index;
+    const s = this.state;
+    return s <= SINGLE || s >= FRESH ? this.head : this._index;
   }
   /** The current addr: exact below 2^53, >= 2^53 (so outside memory) otherwise; see addrBig(). */
   get addr(): number {
@@ -283,7 +284,8 @@ export class DescriptorChain {
   }
   /** True when the current descriptor was read from an indirect table. */
   get indirect(): boolean {
-    return this.state > SINGLE && this._indirect;
+    const s = this.state;
+    return s < 0 && s >= FAILED && this._indirect;
   }
   /** Bytes yielded so far by this walk (CHAIN-LEN-U32). */
   get totalLength(): number {
@@ -311,11 +313,12 @@ export class DescriptorChain {
   /** To the first data descriptor; false when the chain yields none (then `end` says why). */
   rewind(): boolean {
     const s = this.state;
-    return s === SINGLE || s >= FRESH || this.rewindOther(s);
+    return s >= FRESH || this.rewindOther(s);
   }
 
   private rewindOther(s: number): boolean {
-    if (s < 0 && s !== SINGLE_DONE) {
+    if (s === SINGLE) return true;
+    if (s < 0 && s >= FAILED) {
       const f = this.fresh;
       if (f !== NOT_FRESH) return f === FRESH_OK;
     }
@@ -336,10 +339,8 @@ export class DescriptorChain {
   /** After the walk's first step: the cursor is fresh until the next advance(). */
   private markFresh(ok: boolean): void {
     const s = this.state;
-    if (s >= 0) {
-      this.state = s | FRESH;
-      this.fresh = NOT_FRESH;
-    } else this.fresh = ok ? FRESH_OK : FRESH_NONE;
+    if (s >= 0) this.state = s | FRESH;
+    else this.fresh = ok ? FRESH_OK : FRESH_NONE;
   }
 
   /** To the next data descriptor; false when the chain has ended. */
@@ -347,35 +348,31 @@ export class DescriptorChain {
     // Kept small: V8 inlines only what a caller's loop runs, within a budget (see loadBound).
     const s = this.state;
     if (s >= 0) return this.advanceFast(s);
-    if (s === DONE) return false;
-    if (s !== SINGLE) return this.advanceOther(s);
-    // A one-descriptor chain's walk is over (CHAIN-TTL: no NEXT); rewind() reads it again.
-    this.state = SINGLE_DONE;
-    return false;
+    return s !== END && this.advanceOther(s);
   }
 
   /**
-   * advance() in the fast state: entry `s & INDEX_MASK` of the bound main table, an index < size.
+   * advance() in the fast state: entry `s & 0xffff` of the bound main table, an index < size.
    * Anything unusual (INDIRECT, the u32 byte cap, a recorder to tell) is left to the general
    * walk, which reads the entry again.
    */
   private advanceFast(s: number): boolean {
-    const i = s & INDEX_MASK;
+    const i = (s << 16) >>> 16; // s & 0xffff, in fewer bytes of bytecode
     const tv = this.tableView!;
-    const o = this.tableViewOff + i * DESC_SIZE;
-    const len = tv.getUint32(o + DESC_LEN, true);
-    const fn = tv.getInt32(o + DESC_FLAGS, true);
+    const o = this.tableViewOff + i * 16;
+    const len = tv.getUint32(o + 8, true);
+    const fn = tv.getInt32(o + 12, true);
     const total = this.total + len;
-    if ((fn & VIRTQ_DESC_F_INDIRECT) !== 0 || total > MAX_CHAIN_BYTES || this.mem.recorder !== null) {
+    if ((fn & 4) !== 0 || total > 0xffff_ffff || this.mem.recorder !== null) {
       return this.stepAt(i);
     }
-    this.addrLo = tv.getUint32(o + DESC_ADDR, true);
-    this.addrHi = tv.getUint32(o + DESC_ADDR_HI, true);
+    this.addrLo = tv.getUint32(o, true);
+    this.addrHi = tv.getUint32(o + 4, true);
     this._len = len;
     this.fn = fn;
     this._index = i;
     this.total = total; // (_indirect is already false: a walk never returns from an indirect table)
-    if ((fn & VIRTQ_DESC_F_NEXT) === 0) this.state = DONE;
+    if ((fn & 1) === 0) this.state = END;
     else if (--this.ttl === 0) this.ttlSpentAt(i);
     else this.follow(fn >>> 16);
     return true;
@@ -387,8 +384,10 @@ export class DescriptorChain {
     else this.toGeneral(next);
   }
 
-  /** The general walk, in the main table, about to read entry `index`. */
+  /** The general walk, in the main table, about to read entry `index` (the cursor is not fresh, not indirect). */
   private toGeneral(index: number): void {
+    this.fresh = NOT_FRESH;
+    this._indirect = false;
     this.table = this.descTable;
     this.tableSize = this.queueSize;
     this.inIndirect = false;
@@ -407,6 +406,11 @@ export class DescriptorChain {
   }
 
   private advanceOther(s: number): boolean {
+    if (s === SINGLE) {
+      // A one-descriptor chain's walk is over (CHAIN-TTL: no NEXT); rewind() reads it again.
+      this.state = SINGLE_DONE;
+      return false;
+    }
     this.fresh = NOT_FRESH;
     if (s === MORE) return this.step();
     return this.stopped();

@@ -21,11 +21,8 @@ export type { QueueConfig, QueueError, SpecQueue } from "../../spec/queue.ts";
 // loads an imported binding from its cell on every use (see descriptor-chain.ts).
 const AVAIL_FLAGS = wire.AVAIL_FLAGS;
 const AVAIL_IDX = wire.AVAIL_IDX;
-const AVAIL_RING = wire.AVAIL_RING;
-const AVAIL_ELEM_SIZE = wire.AVAIL_ELEM_SIZE;
 const USED_FLAGS = wire.USED_FLAGS;
 const USED_IDX = wire.USED_IDX;
-const USED_RING = wire.USED_RING;
 const USED_ELEM_SIZE = wire.USED_ELEM_SIZE;
 const USED_ELEM_ID = wire.USED_ELEM_ID;
 const USED_ELEM_LEN = wire.USED_ELEM_LEN;
@@ -229,6 +226,8 @@ export class SplitQueue {
     this.mem = null;
     this.size = 0;
     this.mask = 0;
+    // No chain is bound to an inactive queue (popInto relies on it; bindChain runs only when active).
+    this.token = {};
   }
 
   /** Reports a ring access to the memory's recorder, if any (bounds properties). */
@@ -308,22 +307,24 @@ export class SplitQueue {
    */
   popInto(chain: DescriptorChain): boolean {
     // V8 inlines a caller's methods only up to a bytecode budget (920 bytes for everything a
-    // loop calls), so the hot path is kept small: an inactive queue (mem null), a memory
-    // recorder, a chain not yet bound here, an empty queue and errors all go to popSlow.
-    const mem = this.mem;
-    if (mem === null || mem.recorder !== null || chain.boundTo !== this.token) return this.popSlow(chain);
+    // loop calls), so the hot path is kept small: an inactive queue, a memory recorder, a chain
+    // not yet bound here, an empty queue and errors all go to popSlow. The
+    // ring offsets are literals here and in addUsed (wire/split.ts: avail.idx 2, avail.ring 4,
+    // 2 bytes a slot; used.ring 4, 8 bytes an element, len at 4): a module const costs a context
+    // load and a hole check in the bytecode. The properties check the layout.
+    // A chain bound to this activation's token means the queue is active (deactivate renews it).
+    if (chain.boundTo !== this.token || this.mem!.recorder !== null) return this.popSlow(chain);
     const next = this._nextAvail;
-    const n = (this.availView.getUint16(this.availOff + AVAIL_IDX, true) - next) & 0xffff;
+    const view = this.availView;
+    // u16 arithmetic as `<< 16 >>> 16`: `& 0xffff` takes a 4-byte operand in the bytecode (see above).
+    const n = ((view.getUint16(this.availOff + 2, true) - next) << 16) >>> 16;
     if (n === 0 || n > this.size) return this.popNone(n);
-    const head = this.availView.getUint16(
-      this.availOff + AVAIL_RING + AVAIL_ELEM_SIZE * (next & this.mask),
-      true,
-    );
+    const head = view.getUint16(this.availOff + 4 + 2 * (next & this.mask), true);
     // The chain is bound here and the memory has no recorder (checked above): only the head's
     // range is left to check before the chain reads it (CHAIN-CHECKED-NEW).
     if (head >= this.size) return this.refuseHead(chain, head);
     if (!chain.loadBoundChecked(head)) return this.popNone(-1);
-    this._nextAvail = (next + 1) & 0xffff;
+    this._nextAvail = ((next + 1) << 16) >>> 16;
     return true;
   }
 
@@ -417,16 +418,16 @@ export class SplitQueue {
 
   /** VQ-ADD-USED-INDEX, VQ-ADD-USED: writes the used entry; used.idx is published by `publishUsed`. */
   addUsed(index: number, len: number): Result<void, QueueError> {
-    // Kept small (see popInto): inactive (mem null), a recorder and errors go to addUsedSlow.
-    const mem = this.mem;
-    if (mem === null || mem.recorder !== null || index >>> 0 !== index || index >= this.size) {
+    // Kept small (see popInto): inactive (size 0), errors and a recorder go to addUsedSlow.
+    if (index >>> 0 !== index || index >= this.size || this.mem!.recorder !== null) {
       return this.addUsedSlow(index, len);
     }
     const used = this._nextUsed;
-    const o = this.usedOff + USED_RING + USED_ELEM_SIZE * (used & this.mask);
-    this.usedView.setUint32(o + USED_ELEM_ID, index, true);
-    this.usedView.setUint32(o + USED_ELEM_LEN, len >>> 0, true);
-    this._nextUsed = (used + 1) & 0xffff;
+    const view = this.usedView;
+    const o = this.usedOff + 4 + 8 * (used & this.mask);
+    view.setUint32(o, index, true);
+    view.setUint32(o + 4, len >>> 0, true);
+    this._nextUsed = ((used + 1) << 16) >>> 16;
     return OK_VOID;
   }
 

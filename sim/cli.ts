@@ -85,9 +85,8 @@ options:
   --no-report       write no report
   --trace MODE      the trace in the report: br (trace.bin.br, brotli, default), gz
                     (trace.bin.gz), raw (trace.bin), jsonl (trace.jsonl, decoded as the
-                    run goes: slower) or none; the
-                    summary has the SHA-256 of the binary stream in every mode; read a
-                    binary trace with: npx tsx sim trace FILE
+                    run goes: slower) or none; the summary has the SHA-256 of the binary
+                    stream in every mode; read a binary trace with: npx tsx sim trace FILE
   --no-oracle       do not check invariants against the reference model (faster)
   --ring R          split (default) or packed (VIRTIO_F_RING_PACKED), where the scenario runs on it
   --json            print the summary as JSON on stdout instead of a table

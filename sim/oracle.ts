@@ -269,11 +269,13 @@ export class BoundsGuard {
   }
 
   private see(addr: number, len: number, write: boolean): void {
-    // A locate the memory refuses is not an access: the device asked and was told no.
+    // Allowed, or outside memory (a locate the memory refuses is not an access: the device
+    // asked and was told no): either passes, so the likeliest, the chain in hand, goes first.
+    if (this.inside(this.last, addr, len, write)) return;
     let inMemory = false;
     for (const r of this.mem.regions) if (addr >= r.base && addr + len <= r.end) inMemory = true;
     if (!inMemory) return;
-    if (this.inside(this.fixed, addr, len, write) || this.inside(this.last, addr, len, write)) return;
+    if (this.inside(this.fixed, addr, len, write)) return;
     for (const list of this.chains.values())
       if (this.inside(list, addr, len, write)) {
         this.last = list;

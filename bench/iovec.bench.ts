@@ -49,7 +49,8 @@ const mbps = (opsPerSec: number): number => (opsPerSec * TOTAL) / 1e6;
 const PAIRS = 201;
 const BLOCK_MS = 2;
 
-const median = (xs: number[]): number => {
+/** The middle value (the upper one of an even count). */
+export const median = (xs: readonly number[]): number => {
   const sorted = [...xs].sort((x, y) => x - y);
   return sorted[sorted.length >> 1]!;
 };

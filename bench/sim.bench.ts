@@ -4,7 +4,7 @@
  *   net-loopback scenario with the oracle (reference model, bounds guard, notification and
  *   delivery checks) on and off, the two measured in turn, best of five each;
  * - 10^6 `queue` steps as a user runs them (`sim run`, oracle on, the trace written to the
- *   report, gz) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
+ *   report in the default mode, brotli) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
  *   the figures of the version before (recorded once, command below: that version is not in
  *   the tree to run again); and peak memory at a tenth of the steps (flat in the step count).
  *
@@ -18,10 +18,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { row, type BenchFigure, type BenchSuite } from "./harness.ts";
+import { GuestMemory } from "../impl/memory/guest-memory.ts";
+import { SplitDriver } from "../impl/queue/split-driver.ts";
+import { specMemoryOf } from "../sim/oracle.ts";
+import * as Q from "../spec/queue.ts";
 import { runScenario } from "../sim/engine.ts";
 import { netLoopbackScenario } from "../sim/scenarios/net-loopback.ts";
 import { queueScenario } from "../sim/scenarios/queue.ts";
-import { openTraceWriter } from "../sim/trace-file.ts";
+import { DEFAULT_TRACE_MODE, TRACE_FILES, openTraceWriter } from "../sim/trace-file.ts";
 import { root } from "../lib/paths.ts";
 
 const chainsOf = (get: (name: string) => number): number =>
@@ -42,6 +46,72 @@ const netLoopback = async (oracle: boolean, steps: number, seed: number): Promis
   if (r.status !== "passed")
     throw new Error(`net-loopback ${r.status}: ${r.violation?.message ?? r.skipReason}`);
   return chainsOf((n) => r.ctx.metrics.get(n)) / dt;
+};
+
+/**
+ * The floor under the oracle's ratio: what the reference model alone (spec/queue.ts over
+ * spec/memory.ts, no device, no shadow glue, no bounds guard) costs per chain for the
+ * operations the oracle runs beside virtio-net's queues. A split ring of 256 with EVENT_IDX
+ * holds 128 chains of net's shapes (a TX frame in one descriptor, an RX buffer of header and
+ * data); per chain the model runs popOrEnableNotification (with its walk) and addUsed, and
+ * per 8 chains publishUsed and prepareKick. Like the shadow, it keeps its queue state and
+ * drops the memory it writes (the live memory is the device's), so every round sees the same
+ * ring. CPU µs per chain, the best of `reps` rounds of `rounds`.
+ */
+const specPerChain = (rounds: number, reps: number): number => {
+  const size = 256;
+  const mem = GuestMemory.of([{ base: 0, bytes: new Uint8Array(1 << 20) }]);
+  const drv = SplitDriver.at(mem, size, 0x1000, { eventIdx: true });
+  const chains = 128;
+  for (let i = 0; i < chains; i++) {
+    const at = 0x10000 + i * 2048;
+    const shape =
+      i % 2 === 0
+        ? [{ addr: at, len: 1514 }]
+        : [
+            { addr: at, len: 12, write: true },
+            { addr: at + 12, len: 1514, write: true },
+          ];
+    if (drv.addChain(shape) === undefined) throw new Error("specPerChain: the ring is full");
+  }
+  const live = specMemoryOf(mem);
+  const l = drv.layout;
+  const q0 = Q.initialize(
+    Q.enableNotifSuppression(
+      Q.configure(Q.newQueue(size)!, {
+        size,
+        ready: true,
+        descTable: BigInt(l.descTable),
+        availRing: BigInt(l.availRing),
+        usedRing: BigInt(l.usedRing),
+      }),
+    ),
+    live,
+  ).queue;
+  let best = Infinity;
+  let sink = 0;
+  for (let rep = 0; rep < reps; rep++) {
+    const c0 = process.cpuUsage();
+    for (let round = 0; round < rounds; round++) {
+      let q = q0;
+      for (let i = 0; i < chains; i++) {
+        const p = Q.popOrEnableNotification(q, live);
+        q = p.queue;
+        if (!p.result.ok || p.result.value === null)
+          throw new Error("specPerChain: the model popped nothing");
+        q = Q.addUsed(q, live, p.result.value.head, 64).queue;
+        if ((i & 7) === 7) {
+          q = Q.publishUsed(q, live).queue;
+          const k = Q.prepareKick(q, live, true);
+          q = k.queue;
+          sink += k.result ? 1 : 0;
+        }
+      }
+    }
+    best = Math.min(best, (cpuSeconds(c0) / (rounds * chains)) * 1e6);
+  }
+  if (sink < 0) throw new Error("unreachable");
+  return best;
 };
 
 /**
@@ -106,7 +176,7 @@ const queueRun = (steps: number): QueueRun => {
 };
 
 /**
- * CPU µs per `queue` step in this process (warm), with the oracle and the gz trace each on
+ * CPU µs per `queue` step in this process (warm), with the oracle and the default trace each on
  * or off: where the long run's time goes, part by part (the best of `reps` runs).
  */
 const queuePerStep = async (
@@ -119,7 +189,8 @@ const queuePerStep = async (
   for (let rep = 0; rep < reps; rep++) {
     const dir = mkdtempSync(join(tmpdir(), "sim-bench-step-"));
     try {
-      const w = trace ? openTraceWriter(join(dir, "trace.bin.gz"), "gz") : null;
+      const mode = DEFAULT_TRACE_MODE;
+      const w = trace ? openTraceWriter(join(dir, TRACE_FILES[mode]), mode) : null;
       const c0 = process.cpuUsage();
       const r = await Effect.runPromise(
         runScenario(queueScenario, { seed: 1, steps, faults: 0, oracle, trace, traceSink: w?.sink ?? null }),
@@ -149,6 +220,14 @@ const suite: BenchSuite = {
       on = Math.max(on, await netLoopback(true, steps, 7 + rep));
     }
     log(`net-loopback: oracle off ${off.toFixed(0)}, on ${on.toFixed(0)} chains per CPU second`);
+    specPerChain(20, 1); // warm-up
+    const model = specPerChain(100, 5);
+    // Oracle off plus the model's own cost per chain: the most the oracle could reach with
+    // its glue, guard and checks free.
+    const ceiling = 1 / (1 / off + model / 1e6);
+    log(
+      `reference model alone: ${model.toFixed(2)} CPU µs per chain; oracle off + model: ${ceiling.toFixed(0)} chains per CPU second (${(ceiling / off).toFixed(2)} of off)`,
+    );
     const figures: BenchFigure[] = [
       row({
         case: `net-loopback, ${steps} steps, oracle off`,
@@ -164,7 +243,25 @@ const suite: BenchSuite = {
         target: { atLeast: 0.7 },
         issue: "18",
         notes:
-          "the oracle's cost is the reference model (spec/queue.ts over spec/memory.ts: immutable state, bigint addresses, a result object per access) run beside every queue operation, plus the bounds guard; spec/memory writes are persistent (no region copy) and its reads allocate no bigint per byte; the rest is the model's own allocation, kept on purpose (an obviously-right reference, not a second implementation)",
+          "the oracle's cost is the reference model (spec/queue.ts over spec/memory.ts: immutable state, bigint addresses, a result object per access) run beside every queue operation, plus the bounds guard; spec/memory writes are persistent (no region copy) and its reads allocate no bigint per byte; the rest is the model's own allocation, kept on purpose (an obviously-right reference, not a second implementation). The floor is the next two rows",
+      }),
+      row({
+        case: "the reference model alone, per chain (no device, no glue)",
+        value: model,
+        unit: "CPU µs/chain",
+        reference: { name: "a chain with the oracle off, same run", value: 1e6 / off },
+        issue: "18",
+        notes:
+          "spec/queue.ts's popOrEnableNotification (with the walk) and addUsed per chain, publishUsed and prepareKick per 8 chains, on a split ring of 256 with EVENT_IDX holding 128 chains of net's shapes; its writes dropped as the shadow drops them",
+      }),
+      row({
+        case: "net-loopback, oracle off + the reference model alone: the ceiling of oracle on",
+        value: ceiling,
+        unit: "chains/CPU s",
+        reference: { name: "oracle off, same run", value: off },
+        issue: "18",
+        notes:
+          "1 / (1/off + the model's µs per chain): what oracle on would reach if the shadow's comparisons, the bounds guard and the delivery and notification checks cost nothing. Its ratio is the floor under the 0.7 target",
       }),
     ];
 
@@ -192,7 +289,7 @@ const suite: BenchSuite = {
     );
     // The recorded run had 10^6 steps; a shorter run here is compared per step.
     const scale = m.steps / BEFORE.steps;
-    const what = `queue, ${m.steps.toLocaleString("en-US")} steps, oracle on, trace on (gz)`;
+    const what = `queue, ${m.steps.toLocaleString("en-US")} steps, oracle on, trace on (${DEFAULT_TRACE_MODE})`;
     figures.push(
       row({
         case: `${what}: CPU time`,
@@ -253,13 +350,21 @@ const suite: BenchSuite = {
         parts.bare,
         "the driver model, the device and the rig's byte checks alone",
       ),
-      part("oracle off, trace gz", parts.trace, "the trace's cost is the difference from the row above"),
+      part(
+        `oracle off, trace ${DEFAULT_TRACE_MODE}`,
+        parts.trace,
+        "the trace's cost is the difference from the row above",
+      ),
       part(
         "oracle on, trace off",
         parts.oracle,
         "the reference model, bounds guard and chain checks: the difference from oracle off",
       ),
-      part("oracle on, trace gz", parts.both, "what the long run does per step, without start-up"),
+      part(
+        `oracle on, trace ${DEFAULT_TRACE_MODE}`,
+        parts.both,
+        "what the long run does per step, without start-up",
+      ),
       row({
         case: "queue, 1,000 steps in a fresh process: CPU time",
         value: fixed.cpuS,

@@ -2,9 +2,10 @@ import { describe, expect, it } from "vitest";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
+import { brotliDecompressSync } from "node:zlib";
 import { main, parseDuration, type Io } from "./cli.ts";
 import { scenarios } from "./scenarios/index.ts";
+import { SCENARIOS } from "./scenarios/registry.ts";
 import { decodeTrace } from "./trace.ts";
 
 const capture = (): Io & { stdout: string[]; stderr: string[] } => {
@@ -20,6 +21,12 @@ describe("sim CLI", () => {
     expect(io.stdout).toHaveLength(scenarios.length);
     for (const s of scenarios)
       expect(io.stdout.some((l) => l.startsWith(s.name) && l.includes(s.summary))).toBe(true);
+  });
+
+  it("the registry names each scenario as the scenario names itself, once", async () => {
+    const loaded = await Promise.all(SCENARIOS.map((e) => e.load()));
+    expect(loaded.map((s) => s.name)).toEqual(SCENARIOS.map((e) => e.name));
+    expect(new Set(SCENARIOS.map((e) => e.name)).size).toBe(SCENARIOS.length);
   });
 
   it("--help works at the top and for each command", async () => {
@@ -52,6 +59,11 @@ describe("sim CLI", () => {
       [["run", "queue", "--steps", "5", "--duration", "1ms"], /exclusive/],
       [["run", "queue", "--duration", "5 parsecs"], /--duration must look like/],
       [["run"], /run needs a scenario; valid scenarios: queue/],
+      [
+        ["run", "vsock-echo", "--faults", "0.1"],
+        /vsock-echo takes no --faults: .*; scenarios that inject: queue,/,
+      ],
+      [["run", "usb-vsock", "--ring", "packed"], /scenarios on the packed ring: queue, net-loopback/],
       [["frobnicate"], /unknown command "frobnicate"; valid commands: run, list, smoke/],
     ];
     for (const [argv, re] of cases) {
@@ -77,7 +89,7 @@ describe("sim CLI", () => {
       expect(out).toMatch(/chains completed and reclaimed/);
       expect(out).toMatch(/notifications to the device suppressed/);
       const run = join(dir, "queue-7");
-      for (const f of ["trace.bin.gz", "summary.json", "summary.md", "report.html"])
+      for (const f of ["trace.bin.br", "summary.json", "summary.md", "report.html"])
         expect(existsSync(join(run, f))).toBe(true);
       const summary = JSON.parse(readFileSync(join(run, "summary.json"), "utf8")) as {
         status: string;
@@ -87,7 +99,7 @@ describe("sim CLI", () => {
       const total = (n: string): number => summary.totals.find((t) => t.name === n)?.value ?? -1;
       expect(total("chains.added")).toBeGreaterThan(0);
       expect(total("chains.completed")).toBe(total("chains.added"));
-      const lines = decodeTrace(gunzipSync(readFileSync(join(run, "trace.bin.gz"))));
+      const lines = decodeTrace(brotliDecompressSync(readFileSync(join(run, "trace.bin.br"))));
       expect(JSON.parse(lines[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 7 });
       expect(JSON.parse(lines[lines.length - 1]!)).toMatchObject({ k: "end" });
       const html = readFileSync(join(run, "report.html"), "utf8");

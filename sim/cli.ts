@@ -10,7 +10,10 @@
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Cause, Effect, Exit } from "effect";
+// By path, not the `effect` index (start-up; see engine.ts).
+import * as Cause from "effect/Cause";
+import * as Effect from "effect/Effect";
+import * as Exit from "effect/Exit";
 import {
   RING_NAMES,
   replayCommand,
@@ -21,8 +24,9 @@ import {
   type Scenario,
 } from "./engine.ts";
 import { reportData, summaryTable, writeReport, type ReportData } from "./report.ts";
-import { scenarios, findScenario } from "./scenarios/index.ts";
+import { loadScenario, loadScenarios, scenarioNames as names } from "./scenarios/registry.ts";
 import {
+  DEFAULT_TRACE_MODE,
   TRACE_FILES,
   TRACE_MODES,
   openTraceWriter,
@@ -79,10 +83,10 @@ options:
   --report DIR      write the report under DIR/<scenario>-<seed>/ (default: reports/sim,
                     where only the newest 20 runs are kept)
   --no-report       write no report
-  --trace MODE      the trace in the report: gz (trace.bin.gz, default), raw (trace.bin),
-                    jsonl (trace.jsonl, decoded as the run goes: slower) or none; the
-                    summary has the SHA-256 of the binary stream in every mode; read a
-                    binary trace with: npx tsx sim trace FILE
+  --trace MODE      the trace in the report: br (trace.bin.br, brotli, default), gz
+                    (trace.bin.gz), raw (trace.bin), jsonl (trace.jsonl, decoded as the
+                    run goes: slower) or none; the summary has the SHA-256 of the binary
+                    stream in every mode; read a binary trace with: npx tsx sim trace FILE
   --no-oracle       do not check invariants against the reference model (faster)
   --ring R          split (default) or packed (VIRTIO_F_RING_PACKED), where the scenario runs on it
   --json            print the summary as JSON on stdout instead of a table
@@ -98,7 +102,8 @@ Runs every scenario for a few steps with fixed seeds and the oracle on; exits 1 
 invariant broke. Writes reports only with --report.`;
 
 const TRACE_HELP = `usage: npx tsx sim trace FILE
-Prints a run's binary trace (trace.bin or trace.bin.gz under the run's report directory) as
+Prints a run's binary trace (trace.bin, trace.bin.br or trace.bin.gz under the run's report
+directory) as
 JSON lines: {"s":step,"t":virtual µs,"k":kind,...}.`;
 
 const TRACE_SPEC: CommandSpec = {
@@ -115,7 +120,8 @@ const cmdTrace = async (argv: readonly string[], io: Io): Promise<number> => {
     return EXIT_OK;
   }
   const file = p.positionals[0];
-  if (file === undefined) throw new UsageError("trace needs a file: a run's trace.bin or trace.bin.gz");
+  if (file === undefined)
+    throw new UsageError("trace needs a file: a run's trace.bin, trace.bin.br or trace.bin.gz");
   if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
   try {
     await readTraceFile(file, (lines) => {
@@ -128,7 +134,14 @@ const cmdTrace = async (argv: readonly string[], io: Io): Promise<number> => {
   return EXIT_OK;
 };
 
-const scenarioNames = (): string => scenarios.map((s) => s.name).join(", ");
+const scenarioNames = (): string => names.join(", ");
+
+/** The scenarios `f` holds for, by name (for a usage error: it loads every scenario). */
+const namesWhere = async (f: (s: Scenario) => boolean): Promise<string> =>
+  (await loadScenarios())
+    .filter(f)
+    .map((s) => s.name)
+    .join(", ");
 
 const RUN_SPEC: CommandSpec = {
   name: "sim run",
@@ -180,7 +193,7 @@ const opt = <T>(p: Parsed, name: string, f: (flag: string, raw: string) => T): T
   return v === undefined ? undefined : f(`--${name}`, v);
 };
 
-const parseRun = (argv: readonly string[]): RunArgs | "help" => {
+const parseRun = async (argv: readonly string[]): Promise<RunArgs | "help"> => {
   const p = parseCommand(RUN_SPEC, argv);
   if (p === "help") return "help";
   const seedArg = opt(p, "seed", parseSeed);
@@ -194,25 +207,21 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
     throw new UsageError("--report and --no-report are exclusive: give one");
   const name = p.positionals[0];
   if (name === undefined) throw new UsageError(`run needs a scenario; valid scenarios: ${scenarioNames()}`);
-  const scenario = findScenario(name);
+  const scenario = await loadScenario(name);
   if (scenario === undefined)
     throw new UsageError(`unknown scenario ${JSON.stringify(name)}; valid scenarios: ${scenarioNames()}`);
   if (faults !== undefined && faults > 0 && scenario.noFaults !== undefined)
     throw new UsageError(
-      `${scenario.name} takes no --faults: ${scenario.noFaults}; scenarios that inject: ${scenarios
-        .filter((s) => s.noFaults === undefined)
-        .map((s) => s.name)
-        .join(", ")}`,
+      `${scenario.name} takes no --faults: ${scenario.noFaults}; scenarios that inject: ${await namesWhere(
+        (s) => s.noFaults === undefined,
+      )}`,
     );
   const ring = opt(p, "ring", (f, v) => choice(f, v, RING_NAMES)) ?? "split";
   const rings = scenario.rings ?? ["split"];
   if (!rings.includes(ring))
     throw new UsageError(
       `${scenario.name} runs on the ${rings.join(" or ")} ring, not ${ring}; scenarios on the ${ring} ring: ${
-        scenarios
-          .filter((s) => (s.rings ?? ["split"]).includes(ring))
-          .map((s) => s.name)
-          .join(", ") || "none"
+        (await namesWhere((s) => (s.rings ?? ["split"]).includes(ring))) || "none"
       }`,
     );
   return {
@@ -225,7 +234,8 @@ const parseRun = (argv: readonly string[]): RunArgs | "help" => {
     report: p.bool("no-report") ? null : writableDir("--report", reportArg ?? join(root, "reports", "sim")),
     defaultReport: reportArg === undefined,
     // "plain" (the text trace of earlier versions) is jsonl now.
-    trace: opt(p, "trace", (f, v) => (v === "plain" ? "jsonl" : choice(f, v, TRACE_MODES))) ?? "gz",
+    trace:
+      opt(p, "trace", (f, v) => (v === "plain" ? "jsonl" : choice(f, v, TRACE_MODES))) ?? DEFAULT_TRACE_MODE,
     oracle: !p.bool("no-oracle"),
     json: p.bool("json"),
   };
@@ -256,7 +266,7 @@ export const runOne = async (
   options: Omit<RunOptions, "traceSink" | "trace" | "onProgress">,
   reportBase: string | null,
   io: Io,
-  traceMode: TraceMode = "gz",
+  traceMode: TraceMode = DEFAULT_TRACE_MODE,
 ): Promise<{ result: RunResult; data: ReportData; dir: string | null }> => {
   const dir = reportBase === null ? null : join(reportBase, `${scenario.name}-${options.seed}`);
   let writer: TraceWriter | null = null;
@@ -338,7 +348,7 @@ const printResult = (io: Io, d: ReportData, dir: string | null, json: boolean): 
 };
 
 const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
-  const args = parseRun(argv);
+  const args = await parseRun(argv);
   if (args === "help") {
     io.out(RUN_HELP);
     io.out(`\nscenarios: ${scenarioNames()}`);
@@ -363,11 +373,12 @@ const cmdRun = async (argv: readonly string[], io: Io): Promise<number> => {
   return result.status === "violated" ? EXIT_FINDING : EXIT_OK;
 };
 
-const cmdList = (argv: readonly string[], io: Io): number => {
+const cmdList = async (argv: readonly string[], io: Io): Promise<number> => {
   if (parseCommand(LIST_SPEC, argv) === "help") {
     io.out(LIST_HELP);
     return EXIT_OK;
   }
+  const scenarios = await loadScenarios();
   const w = Math.max(...scenarios.map((s) => s.name.length));
   for (const s of scenarios) io.out(`${s.name.padEnd(w)}  ${s.summary}`);
   return EXIT_OK;
@@ -381,6 +392,7 @@ const cmdSmoke = async (argv: readonly string[], io: Io): Promise<number> => {
   }
   const report = opt(p, "report", (f, v) => writableDir(f, nonEmpty(f, v))) ?? null;
   const json = p.bool("json");
+  const scenarios = await loadScenarios();
   let broken = 0;
   const started = performance.now();
   const rows: string[] = [];

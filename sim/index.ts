@@ -25,6 +25,12 @@ const onSignal = (sig: (typeof SIGNALS)[number]): void => {
   controller.abort();
 };
 for (const sig of SIGNALS) process.on(sig, () => onSignal(sig));
+// `sim trace FILE | head`: a reader that stops reading ends the program quietly (the output
+// comes after a run has finished and released what it held).
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code !== "EPIPE") throw e;
+  process.exit(0);
+});
 
 let code: number;
 try {

@@ -2,7 +2,7 @@
  * The oracle's shared checks: the reference model (spec/) run beside the devices on the
  * same guest memory, and a bounds guard over every access the device makes.
  */
-import { GuestMemory } from "../impl/memory/guest-memory.ts";
+import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import type { DeviceChain } from "../impl/queue/device-queue.ts";
 import type { GuestBuffer, RingArea } from "../impl/queue/guest-queue.ts";
 import type { SpecMemory } from "../spec/memory.ts";
@@ -10,6 +10,8 @@ import * as PQ from "../spec/packed-queue.ts";
 import { readDescriptor, walkChain, type SpecWalk } from "../spec/queue.ts";
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from "../wire/split.ts";
 import type { SimContext } from "./engine.ts";
+
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** The split reference pop of `head` as a RefPop: the walk, and the table an INDIRECT head names. */
 export const splitRefPop = (
@@ -19,6 +21,10 @@ export const splitRefPop = (
   head: number,
   walk: SpecWalk,
 ): RefPop => {
+  // A walk that yielded a descriptor not from an indirect table yielded the head itself
+  // first (CHAIN-INDIRECT: an INDIRECT head is never yielded): no table, no second read.
+  const first = walk.descriptors[0];
+  if (first !== undefined && !first.indirect) return { id: head, walk, table: null };
   const h = readDescriptor(spec, BigInt(desc), head, false);
   const table =
     h.ok && (h.value.flags & VIRTQ_DESC_F_INDIRECT) !== 0 ? { addr: h.value.addr, len: h.value.len } : null;
@@ -68,6 +74,13 @@ const showSegs = (segs: readonly { addr: number | bigint; len: number; write: bo
   segs.map((s) => `${s.write ? "w" : "r"}:${s.addr}+${s.len}`).join(",");
 
 /**
+ * The reference's exact address equals the cursor's: as numbers when it is below 2^53 (the
+ * cursor's `addr` is exact there, and >= 2^53 for anything larger), else as u64 bigints.
+ */
+const sameAddr = (ref: bigint, chain: DeviceChain): boolean =>
+  ref < MAX_SAFE_BIG ? Number(ref) === chain.addr : ref === chain.addrBig();
+
+/**
  * How the chain in the cursor departs from the reference's walk of the same head (descriptors
  * and how the walk ended), as one line; undefined when they agree. The cursor is left rewound.
  */
@@ -77,7 +90,7 @@ export const walkMismatch = (chain: DeviceChain, head: number, walk: RefWalk): s
   let same = true;
   for (let ok = chain.rewind(); ok; ok = chain.advance(), i++) {
     const w = want[i];
-    if (w === undefined || w.addr !== chain.addrBig() || w.len !== chain.len || w.flags !== chain.flags)
+    if (w === undefined || !sameAddr(w.addr, chain) || w.len !== chain.len || w.flags !== chain.flags)
       same = false;
   }
   const end = chain.end === null ? null : chain.end._tag;
@@ -92,6 +105,7 @@ export const walkMismatch = (chain: DeviceChain, head: number, walk: RefWalk): s
  * SIM-CHAIN-MATCH: the chain the device popped (impl cursor), the reference model's walk of
  * it (when the oracle has one) and the buffer the driver made available must agree
  * descriptor for descriptor. Walks the cursor (leaves it rewound to the first descriptor).
+ * One pass and no copies; the three lists are written out only for a failure's message.
  */
 export const checkChain = (
   ctx: SimContext,
@@ -99,45 +113,47 @@ export const checkChain = (
   expected: GuestBuffer,
   walk: RefWalk | undefined,
 ): void => {
-  const got: { addr: number; len: number; write: boolean }[] = [];
-  for (let ok = chain.rewind(); ok; ok = chain.advance()) {
-    got.push({ addr: chain.addr, len: chain.len, write: chain.isWriteOnly() });
+  const exp = expected.segments;
+  const ref = walk?.descriptors;
+  let same = ref === undefined || (ref.length === exp.length && walk!.end === null);
+  let n = 0;
+  for (let ok = chain.rewind(); ok; ok = chain.advance(), n++) {
+    const e = exp[n];
+    if (!same || e === undefined) {
+      same = false;
+      continue;
+    }
+    same = chain.addr === e.addr && chain.len === e.len && chain.isWriteOnly() === e.write;
+    const s = ref?.[n];
+    // The driver's address is an exact number: the reference's u64 equals it only below 2^53.
+    if (s !== undefined)
+      same &&=
+        s.addr <= MAX_SAFE_BIG &&
+        Number(s.addr) === e.addr &&
+        s.len === e.len &&
+        ((s.flags & VIRTQ_DESC_F_WRITE) !== 0) === e.write;
   }
   const implEnd = chain.end;
   chain.rewind();
-  const specSegs = (walk?.descriptors ?? []).map((d) => ({
+  if (same && n === exp.length && implEnd === null) return;
+  const got: { addr: number; len: number; write: boolean }[] = [];
+  for (let ok = chain.rewind(); ok; ok = chain.advance())
+    got.push({ addr: chain.addr, len: chain.len, write: chain.isWriteOnly() });
+  chain.rewind();
+  const specSegs = (ref ?? []).map((d) => ({
     addr: d.addr,
     len: d.len,
     write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0,
   }));
-  const exp = expected.segments;
-  let same =
-    got.length === exp.length &&
-    implEnd === null &&
-    (walk === undefined || (specSegs.length === exp.length && walk.end === null));
-  for (let i = 0; same && i < exp.length; i++) {
-    const e = exp[i]!;
-    const g = got[i]!;
-    const s = specSegs[i];
-    same =
-      g.addr === e.addr &&
-      g.len === e.len &&
-      g.write === e.write &&
-      (s === undefined || (s.addr === BigInt(e.addr) && s.len === e.len && s.write === e.write));
-  }
-  if (!same) {
-    ctx.fail(
-      "SIM-CHAIN-MATCH",
-      `id ${expected.id} (seq ${expected.seq}${expected.indirect ? ", indirect" : ""}): driver made [${showSegs(
-        exp,
-      )}], device walked [${showSegs(got)}]${implEnd === null ? "" : ` end ${implEnd._tag}`}, reference walked [${showSegs(
-        specSegs,
-      )}]${walk?.end == null ? "" : ` end ${walk.end._tag}`}`,
-    );
-  }
+  ctx.fail(
+    "SIM-CHAIN-MATCH",
+    `id ${expected.id} (seq ${expected.seq}${expected.indirect ? ", indirect" : ""}): driver made [${showSegs(
+      exp,
+    )}], device walked [${showSegs(got)}]${implEnd === null ? "" : ` end ${implEnd._tag}`}, reference walked [${showSegs(
+      specSegs,
+    )}]${walk?.end == null ? "" : ` end ${walk.end._tag}`}`,
+  );
 };
-
-const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A range the device may touch: [lo, hi), and whether it may write there. */
 interface Allowed {
@@ -156,12 +172,23 @@ export class BoundsGuard {
   private readonly ctx: SimContext;
   private fixed: Allowed[] = [];
   private readonly chains = new Map<number, Allowed[]>();
+  /** The chain list that allowed the last access (or was allowed last): looked at first. */
+  private last: readonly Allowed[] = [];
   private where = "";
   private armed = false;
 
   constructor(ctx: SimContext, mem: GuestMemory) {
     this.ctx = ctx;
     this.mem = mem;
+    if (!ctx.oracle) return;
+    // The watch is installed once and looks only while armed: putting the method on the
+    // instance and deleting it at every arm/disarm would leave the memory object in V8's
+    // slow (dictionary) mode, and every device and driver access through it slower.
+    const locate = mem.locate;
+    mem.locate = (addr: number, len: number, write: boolean): number => {
+      if (this.armed) this.see(addr, len, write);
+      return locate.call(mem, addr, len, write);
+    };
   }
 
   /** A queue's ring parts (GuestQueue.areas): readable, and writable where the device writes. */
@@ -201,16 +228,20 @@ export class BoundsGuard {
       list.push({ lo, hi: lo + t.len, write: false });
     }
     this.chains.set(queue * 65536 + pop.id, list);
+    this.last = list;
   }
 
   /** Forgets every chain (before allowing the set the device holds now). */
   clearChains(): void {
     this.chains.clear();
+    this.last = [];
   }
 
   /** The device gave this chain back (used): its buffers are the driver's again. */
   releaseId(queue: number, id: number): void {
-    this.chains.delete(queue * 65536 + id);
+    const key = queue * 65536 + id;
+    if (this.chains.get(key) === this.last) this.last = [];
+    this.chains.delete(key);
   }
 
   /**
@@ -219,26 +250,17 @@ export class BoundsGuard {
    * general paths, and the oracle must check the code that runs without it. The ring and
    * descriptor-table accesses those fast paths make through their validated views are
    * checked after the fact instead, by queue-shadow.ts (SIM-QUEUE-REFINES: positions,
-   * results and the bytes written, against the reference model).
+   * results and the bytes written, against the reference model). `where` names the device
+   * in a failure's message.
    */
   arm(where: string): void {
     if (!this.ctx.oracle) return;
     this.where = where;
-    if (this.armed) return;
     this.armed = true;
-    const mem = this.mem;
-    const locate = GuestMemory.prototype.locate;
-    mem.locate = (addr: number, len: number, write: boolean): number => {
-      this.see(addr, len, write);
-      return locate.call(mem, addr, len, write);
-    };
   }
 
   disarm(): void {
-    if (!this.armed) return;
     this.armed = false;
-    // Back to the prototype's method (the instance property goes).
-    delete (this.mem as { locate?: unknown }).locate;
   }
 
   private inside(list: readonly Allowed[], addr: number, len: number, write: boolean): boolean {
@@ -247,12 +269,18 @@ export class BoundsGuard {
   }
 
   private see(addr: number, len: number, write: boolean): void {
-    // A locate the memory refuses is not an access: the device asked and was told no.
+    // Allowed, or outside memory (a locate the memory refuses is not an access: the device
+    // asked and was told no): either passes, so the likeliest, the chain in hand, goes first.
+    if (this.inside(this.last, addr, len, write)) return;
     let inMemory = false;
     for (const r of this.mem.regions) if (addr >= r.base && addr + len <= r.end) inMemory = true;
     if (!inMemory) return;
     if (this.inside(this.fixed, addr, len, write)) return;
-    for (const list of this.chains.values()) if (this.inside(list, addr, len, write)) return;
+    for (const list of this.chains.values())
+      if (this.inside(list, addr, len, write)) {
+        this.last = list;
+        return;
+      }
     this.disarm();
     this.ctx.fail(
       "SIM-BOUNDS",

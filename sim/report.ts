@@ -1,6 +1,7 @@
 /**
- * What a run leaves behind in reports/sim/<scenario>-<seed>/: trace.jsonl (written while
- * the run goes), summary.json, summary.md and report.html (one self-contained page).
+ * What a run leaves behind in reports/sim/<scenario>-<seed>/: the trace (trace.bin.br by
+ * default, written while the run goes: trace-file.ts), summary.json, summary.md and
+ * report.html (one self-contained page).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -9,10 +9,11 @@ import {
   rmSync,
   statSync,
   utimesSync,
+  writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
+import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main, pruneRuns, type Io } from "./cli.ts";
 import { FaultLog } from "./engine.ts";
@@ -74,16 +75,18 @@ describe("long runs stay bounded", () => {
     expect(sizes[1]! / sizes[0]!).toBeLessThan(1.5);
   });
 
-  it("the trace is binary gzip by default (its SHA-256 that of the stream), raw, jsonl or none by --trace", async () => {
+  it("the trace is binary brotli by default (its SHA-256 that of the stream), gzip, raw, jsonl or none by --trace", async () => {
     const args = ["run", "queue", "--seed", "3", "--steps", "300", "--report", dir];
     expect(await main(args, quiet())).toBe(0);
-    const gz = readFileSync(join(dir, "queue-3", "trace.bin.gz"));
-    const bin = gunzipSync(gz);
+    const bin = brotliDecompressSync(readFileSync(join(dir, "queue-3", "trace.bin.br")));
     expect(createHash("sha256").update(bin).digest("hex")).toBe(summary("queue-3").traceSha256);
     const lines = decodeTrace(bin);
     expect(lines).toHaveLength(summary("queue-3").traceEvents);
     // Compact: a few bytes an event, and the JSON it stands for is far larger.
     expect(bin.length * 4).toBeLessThan(lines.join("\n").length);
+    expect(await main([...args, "--trace", "gz"], quiet())).toBe(0);
+    expect(gunzipSync(readFileSync(join(dir, "queue-3", "trace.bin.gz")))).toEqual(bin);
+    expect(existsSync(join(dir, "queue-3", "trace.bin.br"))).toBe(false);
     expect(await main([...args, "--trace", "raw"], quiet())).toBe(0);
     expect(readFileSync(join(dir, "queue-3", "trace.bin"))).toEqual(bin);
     expect(existsSync(join(dir, "queue-3", "trace.bin.gz"))).toBe(false);
@@ -94,19 +97,30 @@ describe("long runs stay bounded", () => {
     expect(summary("queue-3").traceSha256).toBe(createHash("sha256").update(bin).digest("hex"));
   });
 
-  it("sim trace prints a binary trace as the JSON lines it stands for, gz or raw, and refuses other files", async () => {
+  it("sim trace prints a binary trace as the JSON lines it stands for, brotli, gzip (older runs) or raw, and refuses other files", async () => {
     const args = ["run", "queue", "--seed", "4", "--steps", "200", "--report", dir];
     expect(await main(args, quiet())).toBe(0);
-    const want = decodeTrace(gunzipSync(readFileSync(join(dir, "queue-4", "trace.bin.gz"))));
-    const out: string[] = [];
-    const io: Io = { out: (l) => out.push(l), err: () => {}, progress: null };
-    expect(await main(["trace", join(dir, "queue-4", "trace.bin.gz")], io)).toBe(0);
-    expect(out).toEqual(want);
-    expect(JSON.parse(out[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 4 });
+    const bin = brotliDecompressSync(readFileSync(join(dir, "queue-4", "trace.bin.br")));
+    const want = decodeTrace(bin);
+    const print = async (file: string): Promise<string[]> => {
+      const out: string[] = [];
+      const io: Io = { out: (l) => out.push(l), err: () => {}, progress: null };
+      expect(await main(["trace", file], io)).toBe(0);
+      return out;
+    };
+    expect(await print(join(dir, "queue-4", "trace.bin.br"))).toEqual(want);
+    expect(JSON.parse(want[0]!)).toMatchObject({ k: "start", scenario: "queue", seed: 4 });
+    writeFileSync(join(dir, "old.bin.gz"), gzipSync(bin));
+    expect(await print(join(dir, "old.bin.gz"))).toEqual(want);
+    writeFileSync(join(dir, "plain.bin"), bin);
+    expect(await print(join(dir, "plain.bin"))).toEqual(want);
     const errs: string[] = [];
     const bad: Io = { out: () => {}, err: (l) => errs.push(l), progress: null };
     expect(await main(["trace", join(dir, "queue-4", "summary.json")], bad)).toBe(1);
     expect(errs.join("\n")).toMatch(/not a simulator trace/);
+    writeFileSync(join(dir, "broken.bin.br"), readFileSync(join(dir, "queue-4", "summary.json")));
+    expect(await main(["trace", join(dir, "broken.bin.br")], bad)).toBe(1);
+    expect(errs.join("\n")).toMatch(/broken\.bin\.br: not a brotli-compressed simulator trace/);
   });
 
   it("pruneRuns keeps the newest run directories and nothing else is touched", () => {

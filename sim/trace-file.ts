@@ -1,18 +1,29 @@
 /**
- * The trace on disk: written in the background while a run goes (gzip on libuv's thread
- * pool; the engine waits only when the writer falls more than WRITE_AHEAD behind), and read
- * back as JSON lines by `npx tsx sim trace FILE`.
+ * The trace on disk: written in the background while a run goes (compressed on libuv's
+ * thread pool; the engine waits only when the writer falls more than WRITE_AHEAD behind), and
+ * read back as JSON lines by `npx tsx sim trace FILE`.
+ *
+ * The default is brotli at quality 0 (trace.bin.br): on this stream it costs about half the
+ * CPU of gzip at level 1 for a file ~7% larger. gzip (trace.bin.gz, the default before) is
+ * still written on request and read.
  */
 import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import { finished } from "node:stream/promises";
-import { createGunzip, createGzip } from "node:zlib";
+import { constants, createBrotliCompress, createBrotliDecompress, createGunzip, createGzip } from "node:zlib";
 import type { Writable } from "node:stream";
 import { TraceDecoder, type TraceSink } from "./trace.ts";
 
-export type TraceMode = "gz" | "raw" | "jsonl" | "none";
-export const TRACE_MODES: readonly TraceMode[] = ["gz", "raw", "jsonl", "none"];
-export const TRACE_FILES = { gz: "trace.bin.gz", raw: "trace.bin", jsonl: "trace.jsonl" } as const;
+export type TraceMode = "br" | "gz" | "raw" | "jsonl" | "none";
+export const TRACE_MODES: readonly TraceMode[] = ["br", "gz", "raw", "jsonl", "none"];
+export const TRACE_FILES = {
+  br: "trace.bin.br",
+  gz: "trace.bin.gz",
+  raw: "trace.bin",
+  jsonl: "trace.jsonl",
+} as const;
+/** What `sim run` writes unless told otherwise. */
+export const DEFAULT_TRACE_MODE = "br" satisfies TraceMode;
 
 /** Bytes the writer may hold before the run waits for it (memory stays flat). */
 const WRITE_AHEAD = 4 << 20;
@@ -33,14 +44,17 @@ export const openTraceWriter = (path: string, mode: Exclude<TraceMode, "none">):
   };
   file.on("error", fail);
   let head: Writable = file;
-  if (mode === "gz") {
-    // Level 1: the stream is already compact; speed matters more than the last few bytes.
-    // (highWaterMark reaches the stream underneath; ZlibOptions does not list it.)
-    const opts = { level: 1, highWaterMark: WRITE_AHEAD };
-    const gz = createGzip(opts);
-    gz.on("error", fail);
-    gz.pipe(file);
-    head = gz;
+  // The stream is already compact: speed matters more than the last few bytes (gzip level
+  // 1, brotli quality 0). highWaterMark reaches the stream underneath; the zlib options do
+  // not list it.
+  const stream = { highWaterMark: WRITE_AHEAD };
+  const gzip = { level: 1, ...stream };
+  const brotli = { params: { [constants.BROTLI_PARAM_QUALITY]: 0 }, ...stream };
+  const zip = mode === "gz" ? createGzip(gzip) : mode === "br" ? createBrotliCompress(brotli) : null;
+  if (zip !== null) {
+    zip.on("error", fail);
+    zip.pipe(file);
+    head = zip;
   }
   const decoder = mode === "jsonl" ? new TraceDecoder() : null;
   const write = (data: Uint8Array | string): void | Promise<void> => {
@@ -70,8 +84,9 @@ export const openTraceWriter = (path: string, mode: Exclude<TraceMode, "none">):
 };
 
 /**
- * Reads a trace file (trace.bin or trace.bin.gz, told apart by the gzip magic) and hands
- * its JSON lines to `out`, a batch at a time.
+ * Reads a trace file (trace.bin, trace.bin.gz or trace.bin.br: gzip told by its magic,
+ * brotli, which has none, by the .br name) and hands its JSON lines to `out`, a batch at a
+ * time.
  */
 export const readTraceFile = async (
   path: string,
@@ -85,15 +100,22 @@ export const readTraceFile = async (
     s.on("end", () => resolve(Buffer.concat(parts)));
   });
   const gz = first.length === 2 && first[0] === 0x1f && first[1] === 0x8b;
+  const br = !gz && path.endsWith(".br");
   const raw = createReadStream(path);
-  const stream = gz ? raw.pipe(createGunzip()) : raw;
+  const stream = gz ? raw.pipe(createGunzip()) : br ? raw.pipe(createBrotliDecompress()) : raw;
   raw.on("error", (e) => stream.destroy(e));
   const decoder = new TraceDecoder();
   let n = 0;
-  for await (const chunk of stream) {
-    const lines = decoder.push(chunk as Buffer);
-    n += lines.length;
-    if (lines.length > 0) out(lines);
+  try {
+    for await (const chunk of stream) {
+      const lines = decoder.push(chunk as Buffer);
+      n += lines.length;
+      if (lines.length > 0) out(lines);
+    }
+  } catch (e) {
+    // A zlib error names no file kind: say which decompression the file failed.
+    if (stream === raw || !(e instanceof Error) || !("errno" in e)) throw e;
+    throw new Error(`not a ${gz ? "gzip" : "brotli"}-compressed simulator trace: ${e.message}`, { cause: e });
   }
   decoder.end();
   return n;

@@ -298,7 +298,9 @@ export class TraceDecoder {
       }
       for (let i = 0; i < TRACE_MAGIC.length; i++)
         if (this.b[i] !== TRACE_MAGIC[i])
-          throw new Error("not a simulator trace (no VTR1 header); traces are trace.bin or trace.bin.gz");
+          throw new Error(
+            "not a simulator trace (no VTR1 header); traces are trace.bin, trace.bin.br or trace.bin.gz",
+          );
       this.started = true;
       this.p = TRACE_MAGIC.length;
     }

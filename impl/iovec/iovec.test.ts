@@ -556,3 +556,39 @@ describe("zero-copy views", () => {
     }
   });
 });
+
+describe("small copies between many host arrays", () => {
+  it("host arrays at different offsets of one buffer, used in turn, each get their own bytes and nothing else changes [IOV-READ-LEN IOV-WRITE-LEN]", () => {
+    // Small copies cache the host arrays they used last (word view and offset): three arrays
+    // over one buffer, at different word-aligned offsets, taken in turn, must never be
+    // mistaken for one another.
+    const { mem, bytes } = defaultMem();
+    for (let i = 0; i < 0x10000; i++) bytes[1]![i] = (i * 7 + (i >> 8) * 13 + 3) & 0xff;
+    const chain = new SegmentList([{ addr: 0x20000 + 100, len: 48, write: false }]);
+    const r = IoVecBuffer.fromChain(mem, chain);
+    if (!r.ok) throw new Error(r.error._tag);
+    const w = IoVecBufferMut.fromChain(mem, new SegmentList([{ addr: 0x40000 + 200, len: 48, write: true }]));
+    if (!w.ok) throw new Error(w.error._tag);
+    const host = new Uint8Array(1024);
+    const arrays = [host.subarray(0, 64), host.subarray(260, 324), host.subarray(520, 584)];
+    const want = Array.from(bytes[1]!.subarray(100 + 4, 100 + 44));
+    for (let round = 0; round < 3; round++) {
+      for (let a = 0; a < arrays.length; a++) {
+        host.fill(0xee);
+        expect(r.value.readInto(arrays[a]!, 4, 8, 48)).toBe(40);
+        for (let b = 0; b < arrays.length; b++) {
+          const got = Array.from(arrays[b]!.subarray(8, 48));
+          if (b === a) expect(got).toEqual(want);
+          else expect(got.every((x) => x === 0xee)).toBe(true);
+        }
+        // And the other way: from each host array into guest memory.
+        arrays[a]!.fill(a + 1 + round * 3, 8, 48);
+        bytes[2]!.fill(0, 200, 248);
+        expect(w.value.writeFrom(arrays[a]!, 4, 8, 48)).toBe(40);
+        expect(Array.from(bytes[2]!.subarray(204, 244)).every((x) => x === a + 1 + round * 3)).toBe(true);
+        expect(bytes[2]![203]).toBe(0);
+        expect(bytes[2]![244]).toBe(0);
+      }
+    }
+  });
+});

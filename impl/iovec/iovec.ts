@@ -86,7 +86,7 @@ const NO_WORDS = new Int32Array(0);
 /**
  * An Int32Array over the whole of each buffer a small copy has used: word copies need no
  * view of the piece (ArrayBuffer and SharedArrayBuffer keys; this map does not keep them alive,
- * but each IoVec buffer's two most recent ones, `wordBuf0`/`wordBuf1`, do until replaced).
+ * but each IoVec buffer's two most recent arrays, `wordArr0`/`wordArr1`, keep theirs until replaced).
  */
 const wordViews = new WeakMap<ArrayBufferLike, Int32Array>();
 const wordsOf = (buffer: ArrayBufferLike): Int32Array => {
@@ -148,12 +148,15 @@ abstract class Segments {
   private listed: Uint8Array[] = [];
   private listedVersion = -1;
 
-  // The word views of the two buffers small copies used last (the guest's and the host's);
-  // strong references: they keep those two buffers alive as long as this object.
-  private wordBuf0: ArrayBufferLike | null = null;
+  // The two arrays small copies used last (the guest's and the host's), each with its buffer's
+  // word view and its byteOffset: reading `.buffer` and `.byteOffset` per copy cost more than
+  // a 64-byte copy. Strong references: they keep those two arrays alive as long as this object.
+  private wordArr0: Uint8Array | null = null;
   private words0: Int32Array = NO_WORDS;
-  private wordBuf1: ArrayBufferLike | null = null;
+  private wordOff0 = 0;
+  private wordArr1: Uint8Array | null = null;
   private words1: Int32Array = NO_WORDS;
+  private wordOff1 = 0;
 
   protected allocate(slots: number): void {
     const srcs: Uint8Array[] = new Array<Uint8Array>(slots).fill(EMPTY);
@@ -271,16 +274,20 @@ abstract class Segments {
     return view;
   }
 
-  /** The word view of `buffer`, through the two most recent and then the shared cache. */
-  private words(buffer: ArrayBufferLike): Int32Array {
-    if (buffer === this.wordBuf0) return this.words0;
-    if (buffer === this.wordBuf1) return this.words1;
-    const w = wordsOf(buffer);
-    this.wordBuf1 = this.wordBuf0;
+  /**
+   * Makes `a` the most recent of the two cached arrays (its buffer's word view through the
+   * shared cache, its byteOffset read once) unless it is one already; returns its place, 0 or 1.
+   */
+  private wordSlot(a: Uint8Array): number {
+    if (a === this.wordArr0) return 0;
+    if (a === this.wordArr1) return 1;
+    this.wordArr1 = this.wordArr0;
     this.words1 = this.words0;
-    this.wordBuf0 = buffer;
-    this.words0 = w;
-    return w;
+    this.wordOff1 = this.wordOff0;
+    this.wordArr0 = a;
+    this.words0 = wordsOf(a.buffer);
+    this.wordOff0 = a.byteOffset;
+    return 0;
   }
 
   /**
@@ -293,13 +300,16 @@ abstract class Segments {
   private copySmall(dst: Uint8Array, d: number, src: Uint8Array, s: number, n: number): void {
     let k = 0;
     if (n >= WORD_COPY) {
-      const da = dst.byteOffset + d;
-      const sa = src.byteOffset + s;
+      // Each array's place is read before the next lookup can move it.
+      const dAt = this.wordSlot(dst);
+      const dw = dAt === 0 ? this.words0 : this.words1;
+      const da = (dAt === 0 ? this.wordOff0 : this.wordOff1) + d;
+      const sAt = this.wordSlot(src);
+      const sw = sAt === 0 ? this.words0 : this.words1;
+      const sa = (sAt === 0 ? this.wordOff0 : this.wordOff1) + s;
       if (((da ^ sa) & 3) === 0) {
         const head = (4 - (da & 3)) & 3;
         const count = (n - head) >>> 2;
-        const dw = this.words(dst.buffer);
-        const sw = this.words(src.buffer);
         const di = (da + head) >>> 2;
         const si = (sa + head) >>> 2;
         if (di + count <= dw.length && si + count <= sw.length) {

@@ -7,11 +7,10 @@
  * speaks virtio_net_hdr itself (a TAP with IFF_VNET_HDR) moves whole packets with one
  * writev/readv over those segments (TAP-WRITEV, TAP-READV); a frame backend (loopback,
  * capturing) copies only the frame and lets the device write the header (NET-RX-HDR).
- * Everything here is synchronous and allocation-free per frame except where a frame
- * must be kept (a pool buffer); waiting is the one Effect (`waitReadable`).
+ * Everything here is synchronous and allocation-free per frame (frames kept for RX live in
+ * one byte ring); waiting is the one Effect (`waitReadable`).
  */
 import { Context, type Effect, Latch, Layer } from "effect";
-import { FramePool, type Frame } from "./frame-pool.ts";
 
 /** Guest-memory segments in order, each a live view of guest memory (what impl/iovec buffers give). */
 export interface GuestSegments {
@@ -23,8 +22,11 @@ export interface GuestSegments {
 export interface TxPacket extends GuestSegments {
   readonly headerLength: number;
   readonly frameLength: number;
-  /** Copies frame bytes [at, at + n) into dst[0, n) (n = dst.length by default); returns the count copied. */
-  copyFrame(dst: Uint8Array, at: number, n?: number): number;
+  /**
+   * Copies frame bytes [at, at + n) into dst[into, into + n) (into 0 and n the rest of dst by
+   * default; n clipped to the room after `into`); returns the count copied.
+   */
+  copyFrame(dst: Uint8Array, at: number, n?: number, into?: number): number;
 }
 
 /** The writable bytes offered for one RX packet (header at offset 0). */
@@ -72,44 +74,99 @@ export interface NetBackendShape {
 /** The NetBackend service: one per device. */
 export class NetBackend extends Context.Service<NetBackend, NetBackendShape>()("virtio-lab/NetBackend") {}
 
-/** Frames queued in memory, bounded; `waitReadable` passes while one is queued. */
+/**
+ * Frames queued in memory, bounded (NET-RX-PENDING-BOUND); `waitReadable` passes while one is
+ * queued. The frames lie end to end in one byte ring (a frame never wraps: one that does not
+ * fit before the end starts again at 0), grown on demand up to `limit` frames of
+ * `frameCapacity` bytes. A frame is read only over the bytes written for it, so nothing of
+ * an earlier frame can show through, and every copy in and out has the same host array on
+ * its side (which small copies cache).
+ */
 class FrameQueue {
-  private readonly ring: (Frame | undefined)[];
+  private store = new Uint8Array(0);
+  /** Where each queued frame starts in `store`, and its length, by ring slot. */
+  private readonly offs: Float64Array;
+  private readonly lens: Float64Array;
   private head = 0;
   private count = 0;
+  /** Where the next frame goes when it fits there (just after the newest frame). */
+  private tail = 0;
   /** Open exactly while a frame is queued. */
   private readonly readable = Latch.makeUnsafe(false);
 
   constructor(
-    readonly pool: FramePool,
+    readonly frameCapacity: number,
     readonly limit: number,
   ) {
-    this.ring = new Array<Frame | undefined>(limit).fill(undefined);
+    this.offs = new Float64Array(limit);
+    this.lens = new Float64Array(limit);
   }
 
   get length(): number {
     return this.count;
   }
 
+  /** Bytes the ring holds now (grows with the traffic, never past limit × frameCapacity). */
+  get storeBytes(): number {
+    return this.store.length;
+  }
+
   /** Copies a TX packet's frame in; false when the queue is full or the frame too large. */
   pushPacket(p: TxPacket): boolean {
-    if (this.count === this.limit || p.frameLength > this.pool.frameCapacity) return false;
-    const f = this.pool.acquire();
-    f.setLength(p.copyFrame(f.data, 0, p.frameLength)); // a range, not a view per frame
-    this.enqueue(f);
+    const n = p.frameLength;
+    if (this.count === this.limit || n > this.frameCapacity) return false;
+    const at = this.room(n);
+    this.enqueue(at, p.copyFrame(this.store, 0, n, at));
     return true;
   }
 
   pushBytes(bytes: Uint8Array): boolean {
-    if (this.count === this.limit || bytes.length > this.pool.frameCapacity) return false;
-    const f = this.pool.acquire();
-    f.set(bytes);
-    this.enqueue(f);
+    const n = bytes.length;
+    if (this.count === this.limit || n > this.frameCapacity) return false;
+    const at = this.room(n);
+    this.store.set(bytes, at);
+    this.enqueue(at, n);
     return true;
   }
 
-  private enqueue(f: Frame): void {
-    this.ring[(this.head + this.count) % this.limit] = f;
+  /** Where `n` more bytes fit after the queued frames, growing the ring when they do not. */
+  private room(n: number): number {
+    if (this.count === 0) this.tail = 0;
+    const first = this.count === 0 ? 0 : this.offs[this.head]!;
+    if (this.count === 0 || this.tail > first) {
+      // Not wrapped: after the newest frame, else from the start up to the oldest.
+      if (this.store.length - this.tail >= n) return this.tail;
+      if (first >= n) return 0;
+    } else if (first - this.tail >= n) return this.tail;
+    return this.grow(n);
+  }
+
+  /** A larger ring with the queued frames moved to its start, in order; where `n` bytes go. */
+  private grow(n: number): number {
+    const max = this.limit * this.frameCapacity;
+    let size = this.store.length * 2 || 64 * 1024;
+    let live = 0;
+    for (let k = 0; k < this.count; k++) live += this.lens[(this.head + k) % this.limit]!;
+    while (size < live + n && size < max) size *= 2;
+    const next = new Uint8Array(size < max ? size : max);
+    let at = 0;
+    for (let k = 0; k < this.count; k++) {
+      const slot = (this.head + k) % this.limit;
+      const off = this.offs[slot]!;
+      const len = this.lens[slot]!;
+      next.set(this.store.subarray(off, off + len), at);
+      this.offs[slot] = at;
+      at += len;
+    }
+    this.store = next;
+    return at;
+  }
+
+  private enqueue(at: number, n: number): void {
+    const slot = (this.head + this.count) % this.limit;
+    this.offs[slot] = at;
+    this.lens[slot] = n;
+    this.tail = at + n;
     this.count++;
     this.readable.openUnsafe();
   }
@@ -117,14 +174,12 @@ class FrameQueue {
   /** Writes the oldest frame into dst after its header; -1 when empty. */
   popInto(dst: RxBuffer): number {
     if (this.count === 0) return -1;
-    const f = this.ring[this.head]!;
-    this.ring[this.head] = undefined;
+    const off = this.offs[this.head]!;
+    const len = this.lens[this.head]!;
     this.head = (this.head + 1) % this.limit;
     this.count--;
     if (this.count === 0) this.readable.closeUnsafe();
-    const n = dst.write(f.data, 0, f.length, dst.headerLength);
-    this.pool.release(f);
-    return n;
+    return len === 0 ? 0 : dst.write(this.store, off, off + len, dst.headerLength);
   }
 
   readonly waitReadable: Effect.Effect<void> = this.readable.await;
@@ -148,7 +203,7 @@ export class LoopbackBackend implements NetBackendShape {
 
   constructor(opts: FrameBackendOptions = {}) {
     const limit = opts.queueLimit ?? 256;
-    this.queue = new FrameQueue(new FramePool(opts.frameCapacity ?? DEFAULT_FRAME_CAPACITY, limit), limit);
+    this.queue = new FrameQueue(opts.frameCapacity ?? DEFAULT_FRAME_CAPACITY, limit);
     this.waitReadable = this.queue.waitReadable;
   }
 
@@ -192,7 +247,7 @@ export class CapturingBackend implements NetBackendShape {
 
   constructor(opts: FrameBackendOptions = {}) {
     const limit = opts.queueLimit ?? 256;
-    this.queue = new FrameQueue(new FramePool(opts.frameCapacity ?? DEFAULT_FRAME_CAPACITY, limit), limit);
+    this.queue = new FrameQueue(opts.frameCapacity ?? DEFAULT_FRAME_CAPACITY, limit);
     this.waitReadable = this.queue.waitReadable;
   }
 

@@ -498,6 +498,27 @@ describe("before negotiation and outside activation", () => {
     expect(g.memory.slice(g.rxSlotAddr(0), p.length)).toEqual(expectedFromHeaderBackend(p, 12, 1, false));
   });
 
+  it("a reset device forgets MRG_RXBUF and GUEST_CSUM: activated again without an ack, RX is one chain per packet with flags cleared [NET-FEAT-RECORD NET-RX-MRG NET-RX-FLAGS]", () => {
+    const b = new HeaderBackend();
+    const dev = new NetDevice({ mac: MAC, mtu: 1500, mrgRxbuf: true, csum: true }, b);
+    NetGuest.create(dev, {
+      queueSize: 8,
+      bufferSize: 512,
+      features: bit(F.MRG_RXBUF) | bit(F.CSUM) | bit(F.GUEST_CSUM) | bit(F.VERSION_1),
+    });
+    dev.reset();
+    const g = activateUnacked(dev);
+    expect(dev.ackedFeatures).toBe(0n);
+    const p = packet(kernelHeader(12), frameOf(30));
+    b.packets.push(p);
+    // Far less room than a merged packet needs (12 + 1514): only the one-chain path fills it.
+    g.postRx(1, 100);
+    expect(dev.processRxNow()).toBe(1);
+    expect(g.rxDriver.reapUsed()[0]!.len).toBe(p.length);
+    // DATA_VALID (flags 0x02) from the backend is cleared: GUEST_CSUM is no longer acked.
+    expect(g.memory.slice(g.rxSlotAddr(0), p.length)).toEqual(expectedFromHeaderBackend(p, 12, 1, false));
+  });
+
   it("TX and RX before activation and after reset complete nothing and report no queue error [NET-HOSTILE]", () => {
     const b = new CapturingBackend();
     b.inject(frameOf(20));

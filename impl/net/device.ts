@@ -153,9 +153,11 @@ class TxView implements TxPacket {
   segment(i: number): Uint8Array | undefined {
     return this.buf.segment(i);
   }
-  copyFrame(dst: Uint8Array, at: number, n = dst.length): number {
+  copyFrame(dst: Uint8Array, at: number, n = dst.length, into = 0): number {
     if (!(at >= 0 && n >= 0)) return 0;
-    return this.buf.readInto(dst, this.headerLength + at, 0, n < dst.length ? n : dst.length);
+    // A bad `into` (negative, past dst) makes an empty or invalid range: readInto moves nothing.
+    const room = dst.length - into;
+    return this.buf.readInto(dst, this.headerLength + at, into, into + (n < room ? n : room));
   }
 }
 

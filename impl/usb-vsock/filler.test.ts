@@ -6,7 +6,11 @@ import { splitPayload } from "../../spec/usb-vsock.ts";
 
 const addr = { deviceCid: 1, hostCid: 2, devicePort: 3, hostPort: 4 };
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e);
+/**
+ * Runs a test's effect with a time limit of its own: a filler that never wakes a waiter (a
+ * broken hasData, take or write) fails the test in seconds instead of leaving it waiting.
+ */
+const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(Effect.timeout(e, "10 seconds"));
 
 /** Lets every runnable fiber run, then says whether `fiber` is still waiting. */
 const settle = Effect.gen(function* () {

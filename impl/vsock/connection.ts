@@ -47,29 +47,70 @@ export const DEFAULT_CONN_OPTIONS: ConnOptions = {
 };
 
 /**
- * Append-only slabs the guest's bytes are copied into (one per muxer, shared by its
- * connections): a copy per packet but an allocation per `size` bytes, and packets that follow
- * each other on a connection end up contiguous, so the host gets them in one write. Bytes
- * once reserved are never written again, so views handed out stay valid.
+ * Slabs the guest's bytes are copied into (one set per muxer, shared by its connections): a
+ * copy per packet but an allocation per `size` bytes, and packets that follow each other on a
+ * connection end up contiguous, so the host gets them in one write. A view handed out stays
+ * valid until it is given back with `release`: only then may its bytes be written again. A
+ * slab all of whose bytes came back is reused (the current one from its start, a retired one
+ * from a small free list), so a steady stream neither allocates nor touches cold memory. A
+ * holder that never releases (MemoryHost keeps its views) only stops that reuse: a retired
+ * slab is then left to the garbage collector with its views.
  */
 export class Slab {
-  private buf = new Uint8Array(0);
+  private buf: Uint8Array = new Uint8Array(0);
   private fill = 0;
+  /** Bytes of the current slab reserved and not released. */
+  private held = 0;
+  /** Retired slabs with bytes still out, by their memory (weak: one never released is the GC's). */
+  private readonly retired = new WeakMap<ArrayBufferLike, { held: number; readonly buf: Uint8Array }>();
+  private readonly free: Uint8Array[] = [];
   /** Where the last `reserve` starts in the slab it returned. */
   at = 0;
 
-  constructor(readonly size = 64 * 1024) {}
+  /** `size`: bytes per slab; `keep`: free slabs kept for reuse. */
+  constructor(
+    readonly size = 64 * 1024,
+    readonly keep = 4,
+  ) {}
 
   /** Room for `n` bytes: the slab they are in, from `this.at` (not zeroed: the caller fills it). */
   reserve(n: number): Uint8Array {
     if (this.buf.length - this.fill < n) {
+      if (this.held > 0) this.retired.set(this.buf.buffer, { held: this.held, buf: this.buf });
+      else this.recycle(this.buf);
       // Uninitialised: every byte reserved is written by appendFrom before anyone sees it.
-      this.buf = Buffer.allocUnsafeSlow(Math.max(this.size, n));
+      this.buf =
+        (n <= this.size ? this.free.pop() : undefined) ?? Buffer.allocUnsafeSlow(Math.max(this.size, n));
       this.fill = 0;
+      this.held = 0;
     }
     this.at = this.fill;
     this.fill += n;
+    this.held += n;
     return this.buf;
+  }
+
+  /** The holder is done with `view` (bytes from a `reserve`d range, each given back once). */
+  release(view: Uint8Array): void {
+    const n = view.length;
+    if (n === 0) return;
+    if (view.buffer === this.buf.buffer) {
+      this.held -= n;
+      // Nothing of the current slab is out: start it again (its bytes stay hot in cache).
+      if (this.held <= 0) this.held = this.fill = 0;
+      return;
+    }
+    const r = this.retired.get(view.buffer);
+    if (r === undefined) return;
+    r.held -= n;
+    if (r.held <= 0) {
+      this.retired.delete(view.buffer);
+      this.recycle(r.buf);
+    }
+  }
+
+  private recycle(buf: Uint8Array): void {
+    if (buf.length === this.size && this.free.length < this.keep) this.free.push(buf);
   }
 }
 
@@ -373,9 +414,17 @@ export class VsockConnection extends StreamCredit {
     this.listener.pendingRx(this);
   }
 
-  /** Takes up to `max` guest bytes for the host; call `forwarded(n)` once the host consumed them. */
+  /**
+   * Takes up to `max` guest bytes for the host; call `forwarded(n)` once the host consumed
+   * them. The view stays valid until it is given back with `releaseToHost`.
+   */
   takeToHost(max = Infinity): Uint8Array | null {
     return this.toHost.take(max);
+  }
+
+  /** The host is done with a view `takeToHost` returned: its memory may hold new guest bytes. */
+  releaseToHost(view: Uint8Array): void {
+    this.slab.release(view);
   }
 
   /** The host consumed n bytes: fwd_cnt grows, and the guest may need to hear (VSOCK-CREDIT-UPDATE). */

@@ -167,7 +167,10 @@ export class UnixSocketBackend implements HostPort {
     if (sock === null || sock.destroyed) {
       // Nobody to read: the bytes are dropped but still free the guest's credit.
       let n = 0;
-      for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) n += c.length;
+      for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) {
+        n += c.length;
+        conn.releaseToHost(c);
+      }
       conn.forwarded(n);
       return;
     }
@@ -176,8 +179,10 @@ export class UnixSocketBackend implements HostPort {
     for (let c = conn.takeToHost(); c !== null; c = conn.takeToHost()) {
       if (chunks++ === 1) sock.cork();
       const n = c.length;
+      // Called once Node is done with `c` (written, or failed when the socket went).
       sock.write(c, () => {
         conn.forwarded(n);
+        conn.releaseToHost(c);
         this.signal();
       });
     }

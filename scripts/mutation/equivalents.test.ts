@@ -12,6 +12,7 @@ import { root } from "../../lib/paths.ts";
 import {
   describeMutants,
   instrumentedMutants,
+  loadCheckedTimeouts,
   loadEquivalents,
   nameMutant,
   problemsOf,
@@ -24,6 +25,12 @@ const sourceOf = (file: string): string => readFileSync(join(root, file), "utf8"
 describe("scripts/mutation/equivalents.json", () => {
   it("every entry names exactly one mutant of a mutated file as it is now, once, with a reason", async () => {
     expect(await problemsOf(loadEquivalents(root), MUTATED_FILES, sourceOf)).toEqual([]);
+  });
+});
+
+describe("scripts/mutation/checked-timeouts.json", () => {
+  it("every timeout checked by hand names exactly one mutant of a mutated file as it is now, once, with what was found", async () => {
+    expect(await problemsOf(loadCheckedTimeouts(root), MUTATED_FILES, sourceOf)).toEqual([]);
   });
 });
 

@@ -54,6 +54,17 @@ export const EQUIVALENTS_FILE = join("scripts", "mutation", "equivalents.json");
 export const loadEquivalents = (root: string): readonly EquivalentGroup[] =>
   JSON.parse(readFileSync(join(root, EQUIVALENTS_FILE), "utf8")) as EquivalentGroup[];
 
+/**
+ * Timeouts checked by hand (`scripts/mutation/checked-timeouts.json`), in the list's format:
+ * each group's reason says what the check found (the mutant really hangs, or a named test
+ * kills it in bounded time and Stryker only ran out of time on a loaded machine). They stay
+ * counted as detected; `npm run mutate` no longer asks for them to be checked.
+ */
+export const CHECKED_TIMEOUTS_FILE = join("scripts", "mutation", "checked-timeouts.json");
+
+export const loadCheckedTimeouts = (root: string): readonly EquivalentGroup[] =>
+  JSON.parse(readFileSync(join(root, CHECKED_TIMEOUTS_FILE), "utf8")) as EquivalentGroup[];
+
 /** The offset in `source` of a 1-based line and column (-1 when there is no such line). */
 export const offsetOf = (source: string, line: number, column: number): number => {
   let offset = 0;

@@ -53,9 +53,15 @@ export const shadowPackedWithSpec = (
         what,
         `device positions avail ${s.nextAvail}/${+s.availWrap} used ${s.nextUsed}/${+s.usedWrap} added ${s.numAdded}, reference ${spec.nextAvail}/${+spec.availWrap} ${spec.nextUsed}/${+spec.usedWrap} ${spec.numAdded}`,
       );
-    const ids = s.inFlight.map((b) => b.id).join(",");
-    const refIds = spec.inFlight.map((b) => b.id).join(",");
-    if (ids !== refIds) fail(what, `device holds buffers [${ids}], reference [${refIds}]`);
+    const held = s.inFlight;
+    const refHeld = spec.inFlight;
+    let sameIds = held.length === refHeld.length;
+    for (let i = 0; sameIds && i < held.length; i++) sameIds = held[i]!.id === refHeld[i]!.id;
+    if (!sameIds)
+      fail(
+        what,
+        `device holds buffers [${held.map((b) => b.id).join(",")}], reference [${refHeld.map((b) => b.id).join(",")}]`,
+      );
     const bytes = memoryMismatch(live, after.memory);
     if (bytes !== undefined) fail(what, bytes);
   };

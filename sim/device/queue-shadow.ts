@@ -52,11 +52,12 @@ export const shadowWithSpec = (
 
   const agree = (what: string, after: Q.Step<unknown>): void => {
     spec = after.queue;
-    const s = q.state();
-    if (s.nextAvail !== spec.nextAvail || s.nextUsed !== spec.nextUsed || s.numAdded !== spec.numAdded)
+    // The device's positions through its getters: the same fields its state() copies, without
+    // building that object for every operation.
+    if (q.nextAvail !== spec.nextAvail || q.nextUsed !== spec.nextUsed || q.numAdded !== spec.numAdded)
       fail(
         what,
-        `device positions avail ${s.nextAvail} used ${s.nextUsed} added ${s.numAdded}, reference ${spec.nextAvail} ${spec.nextUsed} ${spec.numAdded}`,
+        `device positions avail ${q.nextAvail} used ${q.nextUsed} added ${q.numAdded}, reference ${spec.nextAvail} ${spec.nextUsed} ${spec.numAdded}`,
       );
     const bytes = memoryMismatch(live, after.memory);
     if (bytes !== undefined) fail(what, bytes);

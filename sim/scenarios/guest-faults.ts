@@ -28,8 +28,9 @@ import {
 } from "../../wire/index.ts";
 import type { NetRig } from "./net-rig.ts";
 import type { QueueRig } from "./queue-rig.ts";
-import { HOST_PORT, type VsockCreditRig } from "./vsock-credit.ts";
-import { type VsockHeader } from "../../spec/vsock.ts";
+// Types only: the queue scenario loads this file and must not load the vsock modules with it.
+import type { VsockCreditRig } from "./vsock-credit.ts";
+import type { VsockHeader } from "../../spec/vsock.ts";
 import { VSOCK_HOST_CID, VSOCK_OP_CREDIT_UPDATE, VSOCK_OP_RW, VSOCK_TYPE_STREAM } from "../../wire/vsock.ts";
 
 /** A bad guest address: one of the shapes that must be refused, or the scratch area. */
@@ -599,7 +600,7 @@ export const vsockFault = (ctx: SimContext, vs: VsockCreditRig): (() => void) | 
     srcCid: g.cid,
     dstCid: VSOCK_HOST_CID,
     srcPort: port,
-    dstPort: HOST_PORT + 1 + r.int(100),
+    dstPort: vs.hostPort + 1 + r.int(100),
     len: 0,
     type: VSOCK_TYPE_STREAM,
     op: VSOCK_OP_RW,

@@ -1,25 +1,10 @@
-/** Every scenario `sim run` knows, in the order `sim list` shows them. */
+/**
+ * Every scenario, loaded, in the order `sim list` shows them (registry.ts is the list; the
+ * `sim` command loads from it one scenario at a time).
+ */
 import type { Scenario } from "../engine.ts";
-import { hostileGuestScenario } from "./hostile-guest.ts";
-import { linuxNetScenario } from "./linux-net.ts";
-import { linuxVsockScenario } from "./linux-vsock.ts";
-import { netLoopbackScenario } from "./net-loopback.ts";
-import { netTapScenario } from "./net-tap.ts";
-import { queueScenario } from "./queue.ts";
-import { usbVsockScenario } from "./usb-vsock.ts";
-import { vsockCreditScenario } from "./vsock-credit.ts";
-import { vsockEchoScenario } from "./vsock-echo.ts";
+import { loadScenarios } from "./registry.ts";
 
-export const scenarios: readonly Scenario[] = [
-  queueScenario,
-  netLoopbackScenario,
-  netTapScenario,
-  vsockEchoScenario,
-  vsockCreditScenario,
-  usbVsockScenario,
-  hostileGuestScenario,
-  linuxNetScenario,
-  linuxVsockScenario,
-];
+export const scenarios: readonly Scenario[] = await loadScenarios();
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((s) => s.name === name);

@@ -22,7 +22,7 @@ import { VRING_AVAIL_F_NO_INTERRUPT, vringNeedEvent, type SplitLayout } from "..
 import type { Metric, SimContext } from "../engine.ts";
 import { BoundsGuard, specMemoryOf } from "../oracle.ts";
 import { shadowDeviceQueue, type RingName } from "../device/queue-port.ts";
-import { fnv, makeGuestQueue, ringEnd } from "./queue-rig.ts";
+import { firstDifference, makeGuestQueue, ringEnd } from "./queue-rig.ts";
 
 export const GUEST_MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56] as const;
 const ETHERTYPE = 0x88b5; // IEEE local experimental: never a real protocol
@@ -407,11 +407,8 @@ export class NetRig implements NetGuestProbe {
         this.rule,
         `${this.opts.label}: received frame seq ${seq} (${frame.length} bytes) that was never sent or came twice`,
       );
-    if (
-      e.bytes.length !== frame.length ||
-      fnv(0, e.bytes) !== fnv(0, frame) ||
-      !e.bytes.every((b, i) => b === frame[i])
-    )
+    // One memcmp (firstDifference) decides; the byte is looked for only on failure.
+    if (e.bytes.length !== frame.length || firstDifference(e.bytes, frame) >= 0)
       ctx.fail(
         this.rule,
         `${this.opts.label}: frame seq ${seq} arrived altered (${frame.length} bytes, sent ${e.bytes.length})`,

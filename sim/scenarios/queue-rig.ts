@@ -121,12 +121,6 @@ export const makeShape = (ctx: SimContext, shape: Shape, maxSegs: number): Segme
   return segs;
 };
 
-/** FNV-1a over bytes, folded into a running hash. */
-export const fnv = (h: number, bytes: Uint8Array): number => {
-  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-  return h >>> 0;
-};
-
 /**
  * The bytes of a run: random (from the seed), drawn once; chain `seq` carries the stretch
  * of it starting at `outStart(seq)` in its readable part, and the device writes the stretch
@@ -139,8 +133,8 @@ const inStart = (seq: number): number => (seq * 7919 + 12345) % NOISE_SPAN;
 
 const asBuffer = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-/** The first index where a and b (same length) differ; -1 when they are equal. */
-const firstDifference = (a: Uint8Array, b: Uint8Array): number => {
+/** The first index where a and b (same length) differ; -1 when they are equal (one memcmp when equal). */
+export const firstDifference = (a: Uint8Array, b: Uint8Array): number => {
   if (asBuffer(a).equals(asBuffer(b))) return -1;
   let i = 0;
   while (a[i] === b[i]) i++;

@@ -4,7 +4,7 @@
  * popping and completing them, and the oracle checking every chain, used element,
  * notification decision and byte.
  */
-import { Effect } from "effect";
+import * as Effect from "effect/Effect"; // by path, not the `effect` index (start-up; see engine.ts)
 import type { Scenario, ScenarioInstance, SimContext } from "../engine.ts";
 import { QueueFaults, settlePendingFaults } from "./guest-faults.ts";
 import { QueueRig, SHAPES } from "./queue-rig.ts";

@@ -104,6 +104,8 @@ export const HOST_PORT = 5000;
 
 export class VsockCreditRig {
   readonly ctx: SimContext;
+  /** The port the host listens on (bogus packets aim just above it). */
+  readonly hostPort = HOST_PORT;
   readonly host = new MemoryHost();
   readonly guest: VsockGuest<DeviceQueue>;
   readonly probe: SimVsockProbe;

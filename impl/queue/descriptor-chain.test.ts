@@ -307,6 +307,44 @@ describe("DescriptorChain", () => {
     }
   });
 
+  it("a cursor that held an indirect chain walks the popped chains after it as the spec does, rewound or left as the fast walk ended them [CHAIN-INDIRECT CHAIN-NEXT-RANGE]", () => {
+    const m = mem64k();
+    const d = SplitDriver.at(m, 8, 0);
+    const q = new SplitQueue(8);
+    q.configure({ size: 8, ready: true, ...d.layout });
+    expect(q.initialize(m).ok).toBe(true);
+    const spec = (head: number): ReturnType<typeof walkChain> =>
+      walkChain(m.toSpecMemory(true), BigInt(d.layout.descTable), 8, head);
+    const c = new DescriptorChain(m);
+    // An indirect chain, popped and walked: the cursor's last descriptor was indirect.
+    const ind = d.addChain([{ addr: 0x4000, len: 5 }], { indirectTable: 0x6001 })!;
+    expect(q.popInto(c)).toBe(true);
+    expect(walk(c)).toEqual(spec(ind));
+    // A NEXT out of range after the head: the walk leaves the fast state on a main-table descriptor
+    // (not an indirect one, as the cursor's last was).
+    const bad = d.addChain([
+      { addr: 0x5200, len: 3 },
+      { addr: 0x5300, len: 4 },
+    ])!;
+    const second = m.regions[0]!.view.getUint16(d.layout.descTable + bad * DESC_SIZE + 14, true);
+    d.writeDescriptor(second, { addr: 0x5300, len: 4, flags: NEXT, next: 8 });
+    expect(q.popInto(c)).toBe(true);
+    const want = spec(bad);
+    expect(want.end).toEqual({ _tag: "InvalidDescriptorIndex", index: 8, size: 8 });
+    expect(walk(c)).toEqual(want);
+    // Popped, not walked (its cursor is fresh), then replaced by a two-descriptor chain walked
+    // to its end: rewind must walk that chain again, not take the indirect one's freshness.
+    d.addChain([{ addr: 0x4000, len: 5 }], { indirectTable: 0x6101 });
+    const two = d.addChain([
+      { addr: 0x5000, len: 1 },
+      { addr: 0x5100, len: 2 },
+    ])!;
+    expect(q.popInto(c)).toBe(true);
+    expect(q.popInto(c)).toBe(true);
+    expect(walk(c)).toEqual(spec(two));
+    expect(walk(c)).toEqual(spec(two));
+  });
+
   it("a reused chain object walks the chain it was last given; size 0 refuses every head [CHAIN-CHECKED-NEW]", () => {
     const m = mem64k();
     const q = SplitDriver.at(m, 8, 0);

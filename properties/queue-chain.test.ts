@@ -138,11 +138,34 @@ describe("descriptor chain properties", () => {
             ),
             { maxLength: 3 },
           ),
+          // The bound (fast) walk: another head loaded first, then rounds of rewind, `advances`
+          // steps, the memory recorder switched (the fast and the general walk), `more` steps.
+          other: fc.nat(q.size - 1),
+          // A linked run from the head (a loop when an index repeats), some lens near 2^32.
+          links: fc.array(
+            fc.tuple(
+              fc.oneof(fc.nat(q.size - 1), fc.constant(q.size)),
+              fc.oneof(fc.nat(4096), fc.constant(0xffff_fff0)),
+            ),
+            {
+              maxLength: 8,
+            },
+          ),
+          rounds: fc.array(fc.record({ advances: fc.nat(4), recorder: fc.boolean(), more: fc.nat(2) }), {
+            minLength: 1,
+            maxLength: 4,
+          }),
         }),
       ),
-      ({ q, seed, head, planted, indirect }) => {
+      ({ q, seed, head, planted, indirect, other, rounds, links }) => {
         const { impl } = buildMemories(q.layout, seed);
         plant(impl, BigInt(q.descTable), planted);
+        const path = [head, ...links.map(([i]) => i)];
+        const run = links.map(([next, len], k): readonly [number, RawDescriptor] => {
+          const d = { addr: BigInt(q.data[0]!.base), len, flags: VIRTQ_DESC_F_NEXT, next };
+          return [path[k]!, d];
+        });
+        plant(impl, BigInt(q.descTable), run);
         for (const [r, off, entries] of indirect) {
           const region = q.data[r]!;
           const at = BigInt(region.base + (off % region.size));
@@ -209,6 +232,33 @@ describe("descriptor chain properties", () => {
           )
         )
           fail("readable/writable views differ from the model's split");
+        // The same chain through the table bound as SplitQueue binds it (VQ-INIT-MEMORY).
+        const t = impl.tryLocate(BigInt(q.descTable), BigInt(descTableBytes(q.size)), false);
+        if (!t.ok) return fail("the queue's table is outside memory");
+        const bound = new DescriptorChain(impl);
+        bound.bind(impl, q.descTable, q.size, t.value.region.view, t.value.offset, {});
+        for (let ok = bound.loadBound(other), k = 0; ok && k < 3; k++) ok = bound.advance();
+        if (!bound.loadBound(head)) fail("loadBound refused a head checkedNew took");
+        const want3 = want.descriptors.map((d) => [d.index, d.len, d.indirect]);
+        try {
+          for (const { advances, recorder, more } of rounds) {
+            let n = 0;
+            let ok = bound.rewind();
+            for (; ok && n < advances; n++) ok = bound.advance();
+            impl.recorder = recorder ? () => {} : null;
+            const rest: unknown[] = [];
+            for (; ok && rest.length <= more; ok = bound.advance()) {
+              rest.push([bound.index, bound.len, bound.indirect]);
+            }
+            // Ended: the rest and the end as the model's; else still on the model's next descriptor.
+            const now = ok ? [bound.index, bound.len, bound.indirect] : bound.end;
+            const m = n + rest.length;
+            if (!same([rest, now], [want3.slice(n, m), ok ? want3[m] : want.end]))
+              fail(`bound walk at ${n}: ${show([rest, now])} != spec ${show(want)}`);
+          }
+        } finally {
+          impl.recorder = null;
+        }
       },
     ),
     { numRuns: 400 },

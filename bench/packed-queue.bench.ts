@@ -217,7 +217,8 @@ const measureCase = async (perChain: number, log: (line: string) => void): Promi
       unit: "chains/s",
       baseline: { name: "bare DataView packed loop", value: b },
       ratio: p / b,
-      target: { text: "within 1.5x of the bare packed loop", met: p / b >= 1 / 1.5 },
+      notes:
+        "no target: issue 18 withdrew 'within 1.5x of the bare DataView loop' for the split ring (no object API reaches it on this V8); issue 17 asks for packed beside split, the row above",
     },
   ];
   const n1 = 1_000_000;

@@ -22,8 +22,11 @@ export interface BenchFigure {
   readonly baseline?: { readonly name: string; readonly value: number };
   /** value / baseline.value, or how the target is phrased (`>= 0.8`). */
   readonly ratio?: number;
-  /** The target, in words, and whether this run met it. */
-  readonly target?: { readonly text: string; readonly met: boolean };
+  /**
+   * The target, in words, whether this run met it, and whether a floor measured in this run
+   * (the best a correct implementation reaches against the same reference) misses it too.
+   */
+  readonly target?: { readonly text: string; readonly met: boolean; readonly floor?: boolean };
   readonly notes?: string;
   /** The issue whose target this is (reports/bench.md lists them first), e.g. "18". */
   readonly issue?: string;
@@ -42,6 +45,12 @@ export interface RowTarget {
   readonly on?: "ratio" | "value";
   /** Words for the target; default: ">= 0.7 of <reference name>" and the like. */
   readonly text?: string;
+  /**
+   * The floor measured in the same run, on the same scale as the bound: what the best
+   * correct implementation reaches (a class with only the checks guest input needs, the
+   * ceiling the parts allow). A target this floor misses too is reported as "floor".
+   */
+  readonly floor?: number;
 }
 
 export interface RowInput {
@@ -67,13 +76,19 @@ export const row = (r: RowInput): BenchFigure => {
     const x = on === "ratio" ? ratio : r.value;
     if (x === undefined)
       throw new Error(`bench row ${JSON.stringify(r.case)}: a ratio target needs a reference`);
-    const met = (t.atLeast === undefined || x >= t.atLeast) && (t.atMost === undefined || x <= t.atMost);
     const bounds = [
       ...(t.atLeast !== undefined ? [`>= ${t.atLeast}`] : []),
       ...(t.atMost !== undefined ? [`<= ${t.atMost}`] : []),
     ].join(" and ");
     const of = on === "ratio" ? ` of ${r.reference!.name}` : ` ${r.unit}`;
-    target = { text: t.text ?? `${bounds}${of}`, met: Number.isFinite(x) && met };
+    const within = (y: number): boolean =>
+      (t.atLeast === undefined || y >= t.atLeast) && (t.atMost === undefined || y <= t.atMost);
+    const met = Number.isFinite(x) && within(x);
+    target = {
+      text: t.text ?? `${bounds}${of}`,
+      met,
+      ...(t.floor !== undefined ? { floor: !met && !within(t.floor) } : {}),
+    };
   }
   return {
     case: r.case,
@@ -86,6 +101,12 @@ export const row = (r: RowInput): BenchFigure => {
     ...(r.notes !== undefined ? { notes: r.notes } : {}),
     ...(r.issue !== undefined ? { issue: r.issue } : {}),
   };
+};
+
+/** The middle value (the upper one of an even count). */
+export const median = (xs: readonly number[]): number => {
+  const sorted = [...xs].sort((x, y) => x - y);
+  return sorted[sorted.length >> 1]!;
 };
 
 export interface BenchSuite {

@@ -6,7 +6,7 @@
  */
 import { PerformanceObserver } from "node:perf_hooks";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
-import { heapGrowth } from "./harness.ts";
+import { heapGrowth, median } from "./harness.ts";
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { IoVecBuffer, IoVecBufferMut } from "../impl/iovec/iovec.ts";
 import { SegmentList } from "../impl/iovec/segment-list.ts";
@@ -48,12 +48,6 @@ const mbps = (opsPerSec: number): number => (opsPerSec * TOTAL) / 1e6;
 
 const PAIRS = 201;
 const BLOCK_MS = 2;
-
-/** The middle value (the upper one of an even count). */
-export const median = (xs: readonly number[]): number => {
-  const sorted = [...xs].sort((x, y) => x - y);
-  return sorted[sorted.length >> 1]!;
-};
 
 /**
  * The machine is shared and noisy (load far above its 2 cores), so the baseline and the case

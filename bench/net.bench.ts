@@ -309,8 +309,9 @@ const loopbackFigures = (size: number): BenchFigure[] => {
       baseline: { name: "TX path alone (null backend), same run", value: loop.tx },
       ratio: loop.ratio,
       target: {
-        text: `>= 0.5 of the TX path alone${floorBound ? ` — floor: the parts' ceiling is ${ceiling.toFixed(2)}, this figure ${(loop.ratio / ceiling).toFixed(2)} of it` : ""}`,
+        text: `>= 0.5 of the TX path alone${floorBound ? ` (floor: the parts' ceiling is ${ceiling.toFixed(2)}, this figure ${(loop.ratio / ceiling).toFixed(2)} of it)` : ""}`,
         met,
+        floor: floorBound,
       },
       issue: "18",
       notes:

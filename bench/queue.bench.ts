@@ -474,6 +474,7 @@ const measureCase = async (perChain: number, log: (line: string) => void): Promi
           reference: { name: "the minimal unchecked class", value: f },
           target: {
             atLeast: goal,
+            floor: checkedFloor,
             // The floor beside the target: what a class with only the checks guest input needs
             // reaches against the same reference, in this run.
             text:

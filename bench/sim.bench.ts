@@ -240,7 +240,7 @@ const suite: BenchSuite = {
         value: on,
         unit: "chains/CPU s",
         reference: { name: "oracle off, same run", value: off },
-        target: { atLeast: 0.7 },
+        target: { atLeast: 0.7, floor: ceiling / off },
         issue: "18",
         notes:
           "the oracle's cost is the reference model (spec/queue.ts over spec/memory.ts: immutable state, bigint addresses, a result object per access) run beside every queue operation, plus the bounds guard; spec/memory writes are persistent (no region copy) and its reads allocate no bigint per byte; the rest is the model's own allocation, kept on purpose (an obviously-right reference, not a second implementation). The floor is the next two rows",

@@ -10,7 +10,7 @@ import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchFigure, BenchSuite } from "./harness.ts";
-import { median } from "./iovec.bench.ts";
+import { median } from "./harness.ts";
 import { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { descOffset, splitLayoutAt, splitLayoutEnd, writeDescriptor } from "../wire/split.ts";
 import { VsockDevice } from "../impl/vsock/device.ts";

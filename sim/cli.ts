@@ -125,9 +125,12 @@ const cmdTrace = async (argv: readonly string[], io: Io): Promise<number> => {
   if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
   try {
     await readTraceFile(file, (lines) => {
+      // Stopped (a signal, or the reader of the output went away): read no further.
+      if (io.signal?.aborted === true) throw new Interrupted("sim trace stopped");
       for (const l of lines) io.out(l);
     });
   } catch (e) {
+    if (e instanceof Interrupted) throw e;
     io.err(`sim trace: ${file}: ${e instanceof Error ? e.message : String(e)}`);
     return EXIT_FINDING;
   }

@@ -25,11 +25,15 @@ const onSignal = (sig: (typeof SIGNALS)[number]): void => {
   controller.abort();
 };
 for (const sig of SIGNALS) process.on(sig, () => onSignal(sig));
-// `sim trace FILE | head`: a reader that stops reading ends the program quietly (the output
-// comes after a run has finished and released what it held).
+// `sim trace FILE | head`, `sim vhost-user ... | head`: a reader that stops reading stops the
+// program as a signal does (what runs is interrupted and releases what it holds, e.g. a
+// server's socket files), the rest of the output is dropped, and the exit is quiet.
+let readerGone = false;
 process.stdout.on("error", (e: NodeJS.ErrnoException) => {
   if (e.code !== "EPIPE") throw e;
-  process.exit(0);
+  if (readerGone) return;
+  readerGone = true;
+  controller.abort();
 });
 
 let code: number;
@@ -37,7 +41,7 @@ try {
   code = await main(process.argv.slice(2), { ...defaultIo(), signal: controller.signal });
 } catch (e) {
   if (!(e instanceof Interrupted)) throw e;
-  code = 1;
+  code = readerGone ? 0 : 1;
 }
 if (caught !== undefined) code = 128 + constants.signals[caught];
 // Exit explicitly: a scenario's sockets are closed by then, but a stray handle elsewhere

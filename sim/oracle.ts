@@ -74,11 +74,13 @@ const showSegs = (segs: readonly { addr: number | bigint; len: number; write: bo
   segs.map((s) => `${s.write ? "w" : "r"}:${s.addr}+${s.len}`).join(",");
 
 /**
- * The reference's exact address equals the cursor's: as numbers when it is below 2^53 (the
- * cursor's `addr` is exact there, and >= 2^53 for anything larger), else as u64 bigints.
+ * The reference's exact address equals the cursor's, both of its forms: the u64 (what the
+ * device's errors name) and the number it locates with (exact up to 2^53 - 1, >= 2^53 for
+ * anything larger).
  */
 const sameAddr = (ref: bigint, chain: DeviceChain): boolean =>
-  ref < MAX_SAFE_BIG ? Number(ref) === chain.addr : ref === chain.addrBig();
+  ref === chain.addrBig() &&
+  (ref <= MAX_SAFE_BIG ? Number(ref) === chain.addr : chain.addr > Number.MAX_SAFE_INTEGER);
 
 /**
  * How the chain in the cursor departs from the reference's walk of the same head (descriptors

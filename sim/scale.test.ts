@@ -121,6 +121,15 @@ describe("long runs stay bounded", () => {
     writeFileSync(join(dir, "broken.bin.br"), readFileSync(join(dir, "queue-4", "summary.json")));
     expect(await main(["trace", join(dir, "broken.bin.br")], bad)).toBe(1);
     expect(errs.join("\n")).toMatch(/broken\.bin\.br: not a brotli-compressed simulator trace/);
+    // Cut short (a run killed at once, a copy stopped): said so, not "not a trace".
+    const br = readFileSync(join(dir, "queue-4", "trace.bin.br"));
+    writeFileSync(join(dir, "cut.bin.br"), br.subarray(0, br.length >> 1));
+    writeFileSync(join(dir, "cut.bin.gz"), gzipSync(bin).subarray(0, 300));
+    for (const f of ["cut.bin.br", "cut.bin.gz"]) {
+      errs.length = 0;
+      expect(await main(["trace", join(dir, f)], bad)).toBe(1);
+      expect(errs.join("\n")).toMatch(/: the trace is cut short: its (brotli|gzip) stream ends early$/);
+    }
   });
 
   it("pruneRuns keeps the newest run directories and nothing else is touched", () => {

@@ -115,6 +115,11 @@ export const readTraceFile = async (
   } catch (e) {
     // A zlib error names no file kind: say which decompression the file failed.
     if (stream === raw || !(e instanceof Error) || !("errno" in e)) throw e;
+    // The stream ended inside a block: a trace cut short, not another kind of file.
+    if ("code" in e && e.code === "Z_BUF_ERROR")
+      throw new Error(`the trace is cut short: its ${gz ? "gzip" : "brotli"} stream ends early`, {
+        cause: e,
+      });
     throw new Error(`not a ${gz ? "gzip" : "brotli"}-compressed simulator trace: ${e.message}`, { cause: e });
   }
   decoder.end();

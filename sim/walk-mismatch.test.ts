@@ -80,6 +80,25 @@ describe("walkMismatch [SIM-QUEUE-REFINES]", () => {
     expect(walkMismatch(chain, head, high)).toBeUndefined();
     expect(walkMismatch(chain, head, moved(high, 2n ** 53n))).toMatch(/device walked 3 descriptors/);
   });
+
+  it("catches a cursor whose u64 and number addresses disagree, below 2^53 and above", () => {
+    // Below 2^53: the number is right, the u64 (CHAIN-ADDR-U64, what the device's errors name) is off by 4 GiB.
+    const low = popped();
+    const lowWalk = walkChain(specMemoryOf(low.m), low.table, 16, low.head);
+    const lowBig = low.chain.addrBig.bind(low.chain);
+    low.chain.addrBig = () => lowBig() + 0x1_0000_0000n;
+    expect(walkMismatch(low.chain, low.head, lowWalk)).toMatch(/device walked 3 descriptors/);
+    // Above 2^53: the u64 is right, the number the device locates with has lost its high word.
+    const high = popped((mem, at) => {
+      mem.writeU32(at, 0x4000);
+      mem.writeU32(at + 4, 0x200000);
+    });
+    const highWalk = walkChain(specMemoryOf(high.m), high.table, 16, high.head);
+    expect(highWalk.descriptors[0]!.addr).toBe(2n ** 53n + 0x4000n);
+    Object.defineProperty(high.chain, "addr", { get: () => Number(high.chain.addrBig() & 0xffff_ffffn) });
+    expect(high.chain.addr).toBe(0x4000);
+    expect(walkMismatch(high.chain, high.head, highWalk)).toMatch(/device walked 3 descriptors/);
+  });
 });
 
 describe("checkChain [SIM-CHAIN-MATCH]", () => {

@@ -326,3 +326,26 @@ describe("the cursor after an indirect chain [CHAIN-INDIRECT]", () => {
     expect(walk(c)).toEqual(walkChain(m.toSpecMemory(true), BigInt(d.layout.descTable), 1, 0));
   });
 });
+
+describe("a one-descriptor chain after its walk ended [CHAIN-TTL]", () => {
+  it("advance() stays false and hasNext() false; index and totalLength still answer for its descriptor", () => {
+    const { m, d, q, table } = rig();
+    link(d, [1, 7, 3]);
+    link(d, [4]);
+    offer(d, 1);
+    offer(d, 4);
+    const c = new DescriptorChain(m);
+    expect(q.popInto(c)).toBe(true);
+    expect(walk(c).descriptors).toHaveLength(3);
+    expect(q.popInto(c)).toBe(true);
+    expect(c.advance()).toBe(false);
+    expect([c.advance(), c.hasNext(), c.index, c.totalLength, c.end]).toEqual([
+      false,
+      false,
+      4,
+      0x20 + 4,
+      null,
+    ]);
+    expect(walk(c)).toEqual(specWalk(m, table, 4));
+  });
+});

@@ -271,3 +271,81 @@ describe("the recorder sees every descriptor entry a walk reads [VQ-DEVICE-ACCES
     }
   });
 });
+
+describe("the cursor after an indirect chain [CHAIN-INDIRECT]", () => {
+  it("a walk stopped by a NEXT outside its indirect table leaves the cursor on the last descriptor, still indirect [CHAIN-NEXT-RANGE]", () => {
+    const { m, d, q, table } = rig();
+    d.writeDescriptor(4, { addr: 0x9000, len: 32, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    d.writeDescriptor(0, { addr: 0xa000, len: 8, flags: NEXT, next: 5 }, 0x9000);
+    offer(d, 4);
+    const c = new DescriptorChain(m);
+    expect(q.popInto(c)).toBe(true);
+    expect(c.advance()).toBe(false);
+    expect(c.end).toEqual({ _tag: "InvalidDescriptorIndex", index: 5, size: 2 });
+    expect([c.index, c.addr, c.indirect]).toEqual([0, 0xa000, true]);
+    expect(walk(c)).toEqual(specWalk(m, table, 4));
+  });
+
+  it("a chain popped into a cursor that held an unwalked indirect chain: no descriptor is indirect, and rewind mid-walk goes back to its head", () => {
+    const { m, d, q, table } = rig();
+    d.writeDescriptor(5, { addr: 0x9000, len: 32, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    d.writeDescriptor(0, { addr: 0xa000, len: 8, flags: NEXT, next: 1 }, 0x9000);
+    d.writeDescriptor(1, { addr: 0xa100, len: 8, flags: 0, next: 0 }, 0x9000);
+    link(d, [3, 2, 0]);
+    offer(d, 5);
+    offer(d, 3);
+    const c = new DescriptorChain(m);
+    expect(q.popInto(c)).toBe(true);
+    expect([c.index, c.indirect]).toEqual([0, true]);
+    expect(q.popInto(c)).toBe(true);
+    expect(c.advance()).toBe(true);
+    // On entry 2, whose NEXT is entry 0.
+    expect([c.index, c.indirect, c.next]).toEqual([2, false, 0]);
+    expect(c.rewind()).toBe(true);
+    expect(c.index).toBe(3);
+    expect(c.advance() && c.advance()).toBe(true);
+    expect([c.index, c.indirect]).toEqual([0, false]);
+    expect(walk(c)).toEqual(specWalk(m, table, 3));
+  });
+
+  it("in a size-1 queue, an indirect head with an empty table yields nothing after a head with NEXT was popped and not walked [CHAIN-INDIRECT-LEN CHAIN-TTL]", () => {
+    const m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(0x10000) }]);
+    const d = SplitDriver.at(m, 1, 0x1000);
+    const q = new SplitQueue(1);
+    q.configure({ size: 1, ready: true, ...d.layout });
+    if (!q.initialize(m).ok) throw new Error("queue refused");
+    d.writeDescriptor(0, { addr: 0x8000, len: 4, flags: NEXT, next: 0 });
+    offer(d, 0);
+    const c = new DescriptorChain(m);
+    expect(q.popInto(c)).toBe(true);
+    d.writeDescriptor(0, { addr: 0x9000, len: 0, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    offer(d, 0);
+    expect(q.popInto(c)).toBe(true);
+    expect(c.rewind()).toBe(false);
+    expect(c.end).toEqual({ _tag: "InvalidIndirectDescriptorTable", len: 0 });
+    expect(walk(c)).toEqual(walkChain(m.toSpecMemory(true), BigInt(d.layout.descTable), 1, 0));
+  });
+});
+
+describe("a one-descriptor chain after its walk ended [CHAIN-TTL]", () => {
+  it("advance() stays false and hasNext() false; index and totalLength still answer for its descriptor", () => {
+    const { m, d, q, table } = rig();
+    link(d, [1, 7, 3]);
+    link(d, [4]);
+    offer(d, 1);
+    offer(d, 4);
+    const c = new DescriptorChain(m);
+    expect(q.popInto(c)).toBe(true);
+    expect(walk(c).descriptors).toHaveLength(3);
+    expect(q.popInto(c)).toBe(true);
+    expect(c.advance()).toBe(false);
+    expect([c.advance(), c.hasNext(), c.index, c.totalLength, c.end]).toEqual([
+      false,
+      false,
+      4,
+      0x20 + 4,
+      null,
+    ]);
+    expect(walk(c)).toEqual(specWalk(m, table, 4));
+  });
+});

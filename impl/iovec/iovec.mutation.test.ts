@@ -352,3 +352,14 @@ describe("small word copies over a buffer that grew", () => {
     expect(Array.from(bytes.subarray(0, 32))).toEqual(Array.from(src.subarray(64, 96)));
   });
 });
+
+describe("IoVecBufferMut.load of a chain with no segments", () => {
+  it("succeeds and leaves the buffer empty, even after an earlier failure [IOV-LOAD-CLEAR]", () => {
+    const { mem } = memory();
+    const m = new IoVecBufferMut({ capacity: 4 });
+    expect(m.load(mem, segs(false, [0x1000, 4])).ok).toBe(false);
+    expect(m.load(mem, segs(true)).ok).toBe(true);
+    expect(m.isEmpty()).toBe(true);
+    expect(m.segmentCount).toBe(0);
+  });
+});

@@ -314,3 +314,52 @@ describe("sinks and sources over host arrays", () => {
     expect([...into]).toEqual([5, 6]);
   });
 });
+
+describe("small word copies over a buffer that grew", () => {
+  // The word view of a buffer is made once, at its length then; a length-tracking array over
+  // a resizable buffer that grew reaches past it, and those bytes must still be copied.
+  // Resizable buffers are ES2024 (Node 20 has them); the project's lib is older.
+  type Resizable = ArrayBuffer & { resize(n: number): void };
+  const Rab = ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable;
+  let rab: Resizable = new Rab(0, { maxByteLength: 0 });
+  const grown = (): Uint8Array => {
+    rab = new Rab(64, { maxByteLength: 256 });
+    return new Uint8Array(rab);
+  };
+
+  it("readInto fills host bytes past the word view made before the buffer grew [IOV-READ-LEN]", () => {
+    const { mem, bytes } = memory();
+    const b = unwrap(IoVecBuffer.fromChain(mem, segs(false, [0x1000, 64])));
+    const dst = grown();
+    expect(b.readInto(dst, 0, 0, 32)).toBe(32);
+    rab.resize(256);
+    expect(dst.length).toBe(256);
+    // Words 16..23 of dst: past the old view's 16 words, the guest side well inside its own.
+    expect(b.readInto(dst, 0, 64, 96)).toBe(32);
+    expect(Array.from(dst.subarray(64, 96))).toEqual(Array.from(bytes.subarray(0, 32)));
+  });
+
+  it("writeFrom takes host bytes past the word view made before the buffer grew [IOV-WRITE-LEN]", () => {
+    const { mem, bytes } = memory();
+    const m = new IoVecBufferMut({ capacity: 4 });
+    unwrap(m.appendChain(mem, segs(true, [0x1000, 64])));
+    const src = grown();
+    expect(m.writeFrom(src, 0, 0, 32)).toBe(32);
+    rab.resize(256);
+    src.fill(0);
+    for (let i = 64; i < 96; i++) src[i] = (i * 13 + 5) & 0xff;
+    expect(m.writeFrom(src, 0, 64, 96)).toBe(32);
+    expect(Array.from(bytes.subarray(0, 32))).toEqual(Array.from(src.subarray(64, 96)));
+  });
+});
+
+describe("IoVecBufferMut.load of a chain with no segments", () => {
+  it("succeeds and leaves the buffer empty, even after an earlier failure [IOV-LOAD-CLEAR]", () => {
+    const { mem } = memory();
+    const m = new IoVecBufferMut({ capacity: 4 });
+    expect(m.load(mem, segs(false, [0x1000, 4])).ok).toBe(false);
+    expect(m.load(mem, segs(true)).ok).toBe(true);
+    expect(m.isEmpty()).toBe(true);
+    expect(m.segmentCount).toBe(0);
+  });
+});

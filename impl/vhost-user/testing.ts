@@ -42,6 +42,20 @@ export const mappingsOf = (name: string): number =>
     .split("\n")
     .filter((l) => l.includes(`memfd:${name}`)).length;
 
+/**
+ * Bytes of this process's address space mapped from the memfd `name`. Unlike a count of
+ * /proc/self/maps lines, this does not change when the kernel merges two mappings of
+ * adjacent file ranges that it placed next to each other into one line.
+ */
+export const mappedBytesOf = (name: string): bigint =>
+  readFileSync("/proc/self/maps", "utf8")
+    .split("\n")
+    .filter((l) => l.includes(`memfd:${name}`))
+    .reduce((sum, l) => {
+      const [lo = "0", hi = "0"] = (l.split(" ")[0] ?? "").split("-");
+      return sum + BigInt(`0x${hi}`) - BigInt(`0x${lo}`);
+    }, 0n);
+
 let counter = 0;
 
 export interface Harness {

@@ -62,18 +62,38 @@ export const rawEcho = async (dir: string, size: number, count: number): Promise
 };
 
 /**
- * A lean guest for the echo (what a guest kernel does, reduced to the work the device sees):
- * fixed one-descriptor RX and TX buffers (header and data together, as Linux 6.2+ posts
- * them), used rings read in place, each RW packet echoed by one copy inside guest memory
- * into a TX buffer, credit kept as Linux does. Nothing is allocated per packet, so the
- * figure is the device's and its backend's cost, not the test driver's (as net's LeanGuest).
+ * A lean guest for the echo (what a guest kernel and an echo program do, reduced to the work
+ * the device sees): fixed one-descriptor RX buffers of 4 KiB data (header and data together,
+ * as Linux 6.2+ posts them, at Linux's default RX buffer size) and TX buffers of 64 KiB data
+ * (Linux's largest TX packet), used rings read in place, credit kept as Linux does. The echo
+ * program reads what has arrived and writes it back, as a program with a 64 KiB buffer does:
+ * the RW packets of one RX round are copied, one copy inside guest memory each, into the
+ * connection's open TX buffer, which goes out as one packet when full or at the end of the
+ * round (Linux splits a write into packets of at most 64 KiB, as credit allows). Nothing is
+ * allocated per packet, so the figure is the device's and its backend's cost, not the test
+ * driver's (as net's LeanGuest).
  */
+/** The guest's end of one connection (keyed by the device's port): credit both ways, and its open TX buffer. */
+interface EchoConn {
+  readonly peer: number;
+  txCnt: number;
+  fwdCnt: number;
+  peerBufAlloc: number;
+  peerFwdCnt: number;
+  /** The TX slot the echo program's bytes are gathered in, or -1. */
+  open: number;
+  /** Bytes gathered in it. */
+  fill: number;
+}
+
 class EchoGuest {
   static readonly QSIZE = 256;
   static readonly RX_BUFS = 128;
-  static readonly TX_BUFS = 128;
-  static readonly DATA = 4096;
-  static readonly SLOT = 64 + EchoGuest.DATA;
+  static readonly TX_BUFS = 32;
+  static readonly RX_DATA = 4096;
+  static readonly TX_DATA = 64 * 1024;
+  static readonly RX_SLOT = 64 + EchoGuest.RX_DATA;
+  static readonly TX_SLOT = 64 + EchoGuest.TX_DATA;
   readonly device: VsockDevice;
   private readonly view: DataView;
   private readonly bytes: Uint8Array;
@@ -87,15 +107,13 @@ class EchoGuest {
   private txUsedSeen = 0;
   private readonly txFree: Int32Array;
   private txFreeCount = 0;
-  /** RX slots whose packets wait for host credit before they are echoed. */
+  /** RX slots whose packets wait for a TX slot or host credit before they are echoed. */
   private readonly held: Int32Array;
   private heldHead = 0;
   private heldCount = 0;
-  /** Per connection (keyed by the device's port): credit both ways. */
-  private readonly conns = new Map<
-    number,
-    { txCnt: number; fwdCnt: number; peerBufAlloc: number; peerFwdCnt: number }
-  >();
+  private readonly conns = new Map<number, EchoConn>();
+  /** Connections that opened a TX buffer this round (a connection may appear twice). */
+  private readonly opened: EchoConn[] = [];
   readonly bufAlloc = 256 * 1024;
   packets = 0;
 
@@ -107,8 +125,8 @@ class EchoGuest {
     const ringBytes = splitLayoutEnd(splitLayoutAt(0, Q), Q) + 64;
     this.layouts = [0, 1, 2].map((i) => splitLayoutAt(0x1000 + i * ringBytes, Q));
     this.rxBase = Math.ceil((0x1000 + 3 * ringBytes) / 4096) * 4096;
-    this.txBase = this.rxBase + EchoGuest.RX_BUFS * EchoGuest.SLOT;
-    this.bytes = new Uint8Array(this.txBase + EchoGuest.TX_BUFS * EchoGuest.SLOT);
+    this.txBase = this.rxBase + EchoGuest.RX_BUFS * EchoGuest.RX_SLOT;
+    this.bytes = new Uint8Array(this.txBase + EchoGuest.TX_BUFS * EchoGuest.TX_SLOT);
     this.view = new DataView(this.bytes.buffer);
     const memory = GuestMemory.of([{ base: 0, bytes: this.bytes }]);
     const created = VsockDevice.create(memory, { guestCid: 3n }, backend);
@@ -123,13 +141,13 @@ class EchoGuest {
     this.held = new Int32Array(EchoGuest.RX_BUFS);
     for (let i = 0; i < EchoGuest.TX_BUFS; i++) {
       this.txFree[this.txFreeCount++] = i;
-      this.header(this.txBase + i * EchoGuest.SLOT)
+      this.header(this.txBase + i * EchoGuest.TX_SLOT)
         .setSrcCid(3n)
         .setDstCid(VSOCK_HOST_CID)
         .setType(VSOCK_TYPE_STREAM);
     }
     for (let i = 0; i < EchoGuest.RX_BUFS; i++) {
-      this.desc(0, i, this.rxBase + i * EchoGuest.SLOT, VSOCK_PKT_HDR_SIZE + EchoGuest.DATA, 2);
+      this.desc(0, i, this.rxBase + i * EchoGuest.RX_SLOT, VSOCK_PKT_HDR_SIZE + EchoGuest.RX_DATA, 2);
       this.postRx(i);
     }
   }
@@ -155,7 +173,7 @@ class EchoGuest {
 
   /** Sends one packet from TX slot `slot` (header fields set here, data already in place). */
   private send(slot: number, peer: number, op: number, len: number, c: { fwdCnt: number }): void {
-    const addr = this.txBase + slot * EchoGuest.SLOT;
+    const addr = this.txBase + slot * EchoGuest.TX_SLOT;
     this.header(addr)
       .setSrcPort(this.port)
       .setDstPort(peer)
@@ -170,21 +188,46 @@ class EchoGuest {
     this.packets++;
   }
 
-  /** Echoes RX slot `slot` (a RW packet of `len` bytes from `peer`); false when no TX slot or credit. */
+  /** Sends the connection's open TX buffer as one RW packet (its credit was checked as it filled). */
+  private sendOpen(c: EchoConn): void {
+    if (c.open < 0) return;
+    if (c.fill === 0) this.txFree[this.txFreeCount++] = c.open;
+    else {
+      c.txCnt = (c.txCnt + c.fill) >>> 0;
+      this.send(c.open, c.peer, VSOCK_OP_RW, c.fill, c);
+    }
+    c.open = -1;
+    c.fill = 0;
+  }
+
+  /** The end of a round: every open TX buffer goes out (the echo program's writes). */
+  private sendOpened(): void {
+    for (const c of this.opened) this.sendOpen(c);
+    this.opened.length = 0;
+  }
+
+  /**
+   * The echo program reads RX slot `slot` (a RW packet of `len` bytes from `peer`) into its
+   * connection's open TX buffer; false when no TX slot is free or the host's credit has no
+   * room for it (the packet is held, and so is every one after it).
+   */
   private echo(slot: number): boolean {
-    const rx = this.rxBase + slot * EchoGuest.SLOT;
+    const rx = this.rxBase + slot * EchoGuest.RX_SLOT;
     const h = this.header(rx);
-    const peer = h.srcPort();
     const len = h.len();
-    const c = this.conns.get(peer);
+    const c = this.conns.get(h.srcPort());
     if (c === undefined) return true;
-    if (this.txFreeCount === 0 || c.peerBufAlloc - ((c.txCnt - c.peerFwdCnt) >>> 0) < len) return false;
-    const tx = this.txFree[--this.txFreeCount]!;
-    const at = this.txBase + tx * EchoGuest.SLOT + VSOCK_PKT_HDR_SIZE;
+    if (c.open >= 0 && c.fill + len > EchoGuest.TX_DATA) this.sendOpen(c);
+    if (c.peerBufAlloc - ((c.txCnt - c.peerFwdCnt) >>> 0) < c.fill + len) return false;
+    if (c.open < 0) {
+      if (this.txFreeCount === 0) return false;
+      c.open = this.txFree[--this.txFreeCount]!;
+      this.opened.push(c);
+    }
+    const at = this.txBase + c.open * EchoGuest.TX_SLOT + VSOCK_PKT_HDR_SIZE + c.fill;
     this.bytes.copyWithin(at, rx + VSOCK_PKT_HDR_SIZE, rx + VSOCK_PKT_HDR_SIZE + len);
-    c.txCnt = (c.txCnt + len) >>> 0;
+    c.fill += len;
     c.fwdCnt = (c.fwdCnt + len) >>> 0; // the echo program read it
-    this.send(tx, peer, VSOCK_OP_RW, len, c);
     return true;
   }
 
@@ -201,6 +244,7 @@ class EchoGuest {
         this.heldHead = (this.heldHead + 1) % EchoGuest.RX_BUFS;
         this.heldCount--;
       }
+      this.sendOpened();
       if (this.packets === before) break;
     }
   }
@@ -224,17 +268,26 @@ class EchoGuest {
       this.packets++;
       if (this.handle(slot)) this.postRx(slot);
     }
+    this.sendOpened();
   }
 
   /** One packet from the device; false when its RX buffer is held until it can be echoed. */
   private handle(slot: number): boolean {
-    const h = this.header(this.rxBase + slot * EchoGuest.SLOT);
+    const h = this.header(this.rxBase + slot * EchoGuest.RX_SLOT);
     const peer = h.srcPort();
     const op = h.op();
     let c = this.conns.get(peer);
     if (c === undefined) {
       if (op !== VSOCK_OP_REQUEST || h.dstPort() !== this.port || this.txFreeCount === 0) return true;
-      c = { txCnt: 0, fwdCnt: 0, peerBufAlloc: h.bufAlloc(), peerFwdCnt: h.fwdCnt() };
+      c = {
+        peer,
+        txCnt: 0,
+        fwdCnt: 0,
+        peerBufAlloc: h.bufAlloc(),
+        peerFwdCnt: h.fwdCnt(),
+        open: -1,
+        fill: 0,
+      };
       this.conns.set(peer, c);
       this.send(this.txFree[--this.txFreeCount]!, peer, VSOCK_OP_RESPONSE, 0, c);
       return true;
@@ -247,8 +300,14 @@ class EchoGuest {
       return false;
     }
     if (op === VSOCK_OP_CREDIT_REQUEST && this.txFreeCount > 0) {
+      this.sendOpen(c);
       this.send(this.txFree[--this.txFreeCount]!, peer, VSOCK_OP_CREDIT_UPDATE, 0, c);
-    } else if (op === VSOCK_OP_RST || op === VSOCK_OP_SHUTDOWN) this.conns.delete(peer);
+    } else if (op === VSOCK_OP_RST || op === VSOCK_OP_SHUTDOWN) {
+      // What the echo program had read goes nowhere now; its TX buffer is free again.
+      c.fill = 0;
+      this.sendOpen(c);
+      this.conns.delete(peer);
+    }
     return true;
   }
 }

@@ -354,13 +354,17 @@ class EchoGuest {
  * (and reused once Node is done with it; the socket is paused while Node buffers). No device,
  * queue, header, credit or event-loop hand-over: what is left for those is the difference.
  */
-export const copyEcho = (dir: string, size: number, count: number): Promise<number> => {
+export const copyEcho = (dir: string, size: number, count: number): Promise<number> =>
+  socketEcho(dir, size, count, copyServer());
+
+/** The floor's server side (see `copyEcho`); its guest memory and host buffers are shared by its connections. */
+export const copyServer = (): ((c: Socket) => void) => {
   const { RX_BUFS, RX_DATA, TX_DATA } = EchoGuest;
   const guest = new Uint8Array(RX_BUFS * RX_DATA + TX_DATA);
   const txAt = RX_BUFS * RX_DATA;
   const free: Buffer[] = [];
   let rxAt = 0;
-  return socketEcho(dir, size, count, (c) => {
+  return (c) => {
     c.on("data", (chunk: Buffer) => {
       for (let at = 0; at < chunk.length;) {
         const n = Math.min(TX_DATA, chunk.length - at);
@@ -380,7 +384,7 @@ export const copyEcho = (dir: string, size: number, count: number): Promise<numb
         at += n;
       }
     });
-  });
+  };
 };
 
 type Guest = { pump(): void; packets(): number; device: VsockDevice };
@@ -418,7 +422,7 @@ export const leanGuest = (backend: UnixSocketBackend): Guest => {
  * nothing it sleeps until a socket event (`activity`) or `wake()` (the host program's side,
  * which the backend does not see), with a 5 ms timer as a safety net.
  */
-const driveUntil = async (
+export const driveUntil = async (
   backend: UnixSocketBackend,
   guest: Guest,
   until: () => boolean,
@@ -444,7 +448,7 @@ const driveUntil = async (
  * A host program connected through the backend (`CONNECT 1234`), counting the bytes after `OK`;
  * `data()` is a promise of its next read.
  */
-const hostClient = async (path: string) => {
+export const hostClient = async (path: string) => {
   const sock = createConnection({ path, allowHalfOpen: true });
   await new Promise<void>((r) => sock.once("connect", () => r()));
   const state = { got: 0, established: false, line: "" };

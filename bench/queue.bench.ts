@@ -37,6 +37,24 @@ const USED_RING = wire.USED_RING;
 const USED_ELEM_SIZE = wire.USED_ELEM_SIZE;
 const USED_ELEM_ID = wire.USED_ELEM_ID;
 const USED_ELEM_LEN = wire.USED_ELEM_LEN;
+// A descriptor's fields as u32 word indexes (the reference classes read the table as words).
+const W_ADDR = DESC_ADDR >> 2;
+const W_ADDR_HI = DESC_ADDR_HI >> 2;
+const W_LEN = DESC_LEN >> 2;
+const W_FLAGS_NEXT = DESC_FLAGS >> 2; // flags low, next high (DESC_NEXT = DESC_FLAGS + 2)
+
+/**
+ * The descriptor table as little-endian u32 words, as the implementation's fast walk reads it
+ * (impl/queue/descriptor-chain.ts `bind`), so that the reference classes read the table the
+ * same way and the ratios compare the structure, not the memory access primitive.
+ */
+const tableWords = (view: DataView, desc: number): Uint32Array => {
+  const at = view.byteOffset + desc;
+  if (new Uint8Array(Uint32Array.of(1).buffer)[0] !== 1 || at % 4 !== 0) {
+    throw new Error("queue bench: the reference classes need a little-endian host and an aligned table");
+  }
+  return new Uint32Array(view.buffer, at, SIZE * (DESC_SIZE >> 2));
+};
 
 interface Setup {
   readonly memory: GuestMemory;
@@ -146,7 +164,9 @@ export const baselineLoop = (perChain: number): ((n: number) => number) => {
  * A floor for any object-based API: the same loop through a minimal queue class and cursor
  * with no validation, no typed errors, no indirect tables and no recorder hook. Not an
  * implementation anyone should embed; it shows what the method-and-field structure alone
- * costs against the bare loop on this engine.
+ * costs against the bare loop on this engine. It reads the descriptor table as u32 words and
+ * the rings with DataView calls, as the implementation does (until issue 18's fourth session
+ * both classes read descriptors with DataView calls too, as the implementation then did).
  */
 class MinimalCursor {
   lo = 0;
@@ -160,12 +180,15 @@ class MinimalCursor {
 class MinimalQueue {
   nextAvail = 0;
   nextUsed = 0;
+  private readonly words: Uint32Array;
   constructor(
     private readonly view: DataView,
-    private readonly desc: number,
+    desc: number,
     private readonly avail: number,
     private readonly used: number,
-  ) {}
+  ) {
+    this.words = tableWords(view, desc);
+  }
   pop(c: MinimalCursor): boolean {
     const v = this.view;
     if (((v.getUint16(this.avail + AVAIL_IDX, true) - this.nextAvail) & 0xffff) === 0) return false;
@@ -175,13 +198,14 @@ class MinimalQueue {
     return this.load(c, head);
   }
   load(c: MinimalCursor, i: number): boolean {
-    const v = this.view;
-    const o = this.desc + DESC_SIZE * i;
-    c.lo = v.getUint32(o + DESC_ADDR, true);
-    c.hi = v.getUint32(o + DESC_ADDR_HI, true);
-    c.len = v.getUint32(o + DESC_LEN, true);
-    c.flags = v.getUint16(o + DESC_FLAGS, true);
-    c.next = v.getUint16(o + DESC_NEXT, true);
+    const w = this.words;
+    const k = (DESC_SIZE >> 2) * i;
+    c.lo = w[k + W_ADDR]!;
+    c.hi = w[k + W_ADDR_HI]!;
+    c.len = w[k + W_LEN]!;
+    const fn = w[k + W_FLAGS_NEXT]!;
+    c.flags = fn & 0xffff;
+    c.next = fn >>> 16;
     c.index = i;
     return true;
   }
@@ -222,8 +246,8 @@ export const minimalLoop = (perChain: number): ((n: number) => number) => {
 };
 
 /**
- * The minimal class with only the checks guest input makes necessary, and nothing else the
- * implementation carries (no typed errors, no rewind, no indirect tables: an indirect or
+ * The minimal class with only the checks guest input makes necessary (reading memory as the
+ * minimal class does), and nothing else the implementation carries (no typed errors, no rewind, no indirect tables: an indirect or
  * broken chain just ends the walk): avail.idx distance <= size (VQ-POP-AVAIL-IDX), head <
  * size (CHAIN-CHECKED-NEW), next < size (CHAIN-NEXT-RANGE), the ttl (CHAIN-TTL), the u32
  * byte cap (CHAIN-LEN-U32), the INDIRECT flag, and the bounds recorder asked once per ring
@@ -243,13 +267,16 @@ class CheckedCursor {
 class CheckedQueue {
   nextAvail = 0;
   nextUsed = 0;
+  private readonly words: Uint32Array;
   constructor(
     private readonly mem: GuestMemory,
     private readonly view: DataView,
-    private readonly desc: number,
+    desc: number,
     private readonly avail: number,
     private readonly used: number,
-  ) {}
+  ) {
+    this.words = tableWords(view, desc);
+  }
   pop(c: CheckedCursor): boolean {
     const v = this.view;
     if (this.mem.recorder !== null) return false;
@@ -270,17 +297,17 @@ class CheckedQueue {
   }
   load(c: CheckedCursor, i: number): boolean {
     if (this.mem.recorder !== null) return false;
-    const v = this.view;
-    const o = this.desc + DESC_SIZE * i;
-    const len = v.getUint32(o + DESC_LEN, true);
-    const flags = v.getUint16(o + DESC_FLAGS, true);
+    const w = this.words;
+    const k = (DESC_SIZE >> 2) * i;
+    const len = w[k + W_LEN]!;
+    const fn = w[k + W_FLAGS_NEXT]!;
     const total = c.total + len;
-    if ((flags & INDIRECT) !== 0 || total > MAX_CHAIN_BYTES) return false;
-    c.lo = v.getUint32(o + DESC_ADDR, true);
-    c.hi = v.getUint32(o + DESC_ADDR_HI, true);
+    if ((fn & INDIRECT) !== 0 || total > MAX_CHAIN_BYTES) return false;
+    c.lo = w[k + W_ADDR]!;
+    c.hi = w[k + W_ADDR_HI]!;
     c.len = len;
-    c.flags = flags;
-    c.next = v.getUint16(o + DESC_NEXT, true);
+    c.flags = fn & 0xffff;
+    c.next = fn >>> 16;
     c.total = total;
     return true;
   }
@@ -489,7 +516,7 @@ const measureCase = async (perChain: number, log: (line: string) => void): Promi
             (checkedFloor < goal
               ? ` (below the target ${goal}: the target is out of reach for code that checks guest input on this V8)`
               : "") +
-            `; the implementation is at ${(v / c).toFixed(2)} of that floor. Timed in CPU time (best of 12 interleaved rounds).`,
+            `; the implementation is at ${(v / c).toFixed(2)} of that floor. Both classes read the descriptor table as u32 words, as the implementation does. Timed in CPU time (best of 12 interleaved rounds).`,
         }),
       );
       log(
@@ -502,7 +529,7 @@ const measureCase = async (perChain: number, log: (line: string) => void): Promi
         baseline: { name: "bare DataView loop", value: b },
         ratio: f / b,
         notes:
-          "no validation, typed errors, indirect tables or recorder: the cost of the class structure alone",
+          "no validation, typed errors, indirect tables or recorder: the cost of the class structure alone (descriptors read as u32 words, rings with DataView calls, as the implementation)",
       });
       log(
         `  reference: minimal class with the necessary checks ${(c / 1e6).toFixed(2)} M chains/s, ${(c / f).toFixed(2)} of the unchecked class; the implementation is at ${(v / c).toFixed(2)} of it`,

@@ -182,6 +182,8 @@ class ProbeBackend extends CapturingBackend {
     segments: Uint8Array[];
     beyond: Uint8Array | undefined;
     reads: { at: number; n: number | undefined; size: number; got: number; bytes: Uint8Array }[];
+    /** copyFrame(dst, at, n, into): into a 16-byte dst from `into`. */
+    intoReads: { at: number; n: number; into: number; got: number; bytes: Uint8Array }[];
   }[] = [];
   override send(p: TxPacket): number {
     const segments: Uint8Array[] = [];
@@ -205,19 +207,33 @@ class ProbeBackend extends CapturingBackend {
       const got = n === undefined ? p.copyFrame(dst, at) : p.copyFrame(dst, at, n);
       reads.push({ at, n, size, got, bytes: dst });
     }
+    const intoReads = [];
+    for (const [at, n, into] of [
+      [0, 16, 10],
+      [2, 20, 4],
+      [0, 3, 12],
+      [5, 16, 0],
+      [0, 16, 16],
+      [0, 16, 20],
+      [0, 16, -1],
+    ] as const) {
+      const dst = new Uint8Array(16).fill(0xee);
+      intoReads.push({ at, n, into, got: p.copyFrame(dst, at, n, into), bytes: dst });
+    }
     this.probes.push({
       headerLength: p.headerLength,
       frameLength: L,
       segments,
       beyond: p.segment(p.segmentCount),
       reads,
+      intoReads,
     });
     return super.send(p);
   }
 }
 
 describe("what the backend sees of a TX chain", () => {
-  it("copyFrame copies the frame (never the header) into dst from `at`, at most n and dst's length, nothing for negative arguments; segments are the readable descriptors [NET-TX-HDR-STRIP NET-TX-GATHER]", () => {
+  it("copyFrame copies the frame (never the header) from `at` into dst (from `into`), at most n and the room left in dst, nothing for negative arguments; segments are the readable descriptors [NET-TX-HDR-STRIP NET-TX-GATHER]", () => {
     for (const [features, hdrLen] of [
       [bit(F.VERSION_1), 12],
       [bit(F.MAC), 10],
@@ -242,6 +258,18 @@ describe("what the backend sees of a TX chain", () => {
         const want = r.at >= 0 && n >= 0 ? frame.slice(r.at, r.at + Math.min(n, r.size)) : new Uint8Array(0);
         expect({ ...r, bytes: r.bytes.slice(0, r.got) }).toEqual({ ...r, got: want.length, bytes: want });
         expect(r.bytes.subarray(r.got).every((x) => x === 0xee)).toBe(true);
+      }
+      // From `into`: at most the room left in dst after it; an `into` outside dst moves nothing.
+      for (const r of p!.intoReads) {
+        const room = r.into >= 0 && r.into <= 16 ? 16 - r.into : 0;
+        const want = frame.slice(r.at, r.at + Math.min(r.n, room));
+        const put = new Uint8Array(16).fill(0xee);
+        if (room > 0) put.set(want, r.into);
+        expect({ ...r, bytes: Array.from(r.bytes) }).toEqual({
+          ...r,
+          got: want.length,
+          bytes: Array.from(put),
+        });
       }
       expect(b.sent).toEqual([frame]);
       expect(dev.stats.txFrames).toBe(1);

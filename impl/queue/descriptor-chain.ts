@@ -26,6 +26,10 @@ const VIRTQ_DESC_F_INDIRECT = wire.VIRTQ_DESC_F_INDIRECT;
 const MAX_CHAIN_BYTES = wire.MAX_CHAIN_BYTES; // CHAIN-LEN-U32
 const MAX_INDIRECT_LEN = wire.MAX_INDIRECT_ENTRIES * DESC_SIZE; // CHAIN-INDIRECT-LEN
 
+// The fast walk reads a bound table as little-endian u32 words (see `bind`): only on a
+// little-endian host, where a Uint32Array's elements are the wire's u32 fields.
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+
 export type { ChainError } from "../../spec/queue.ts";
 
 // flags (u16 at DESC_FLAGS) and next (u16 at DESC_NEXT = DESC_FLAGS + 2) are one little-endian
@@ -33,9 +37,9 @@ export type { ChainError } from "../../spec/queue.ts";
 // them in one field (`fn`, an int32, which V8 stores untagged where a u32 above 2^31 would not be).
 
 // The walk's state, in one field. A value >= 0 is the fast state: the walk goes on in the queue's
-// bound main table (see `bind`) at entry `state & 0xffff`, an index already checked < size
-// (CHAIN-NEXT-RANGE), and `state >= FRESH` says the cursor is still on the chain's first data
-// descriptor (rewind() need not read again). Every other state is negative.
+// bound main table, read as u32 words (see `bind`), at entry `state & 0xffff`, an index already
+// checked < size (CHAIN-NEXT-RANGE), and `state >= FRESH` says the cursor is still on the chain's
+// first data descriptor (rewind() need not read again). Every other state is negative.
 const FRESH = 0x10000;
 const MORE = -1; // the next step reads entry `nextIndex` of `table` (the general walk)
 const DONE = -2; // the walk has ended at a descriptor without NEXT, or was refused
@@ -93,6 +97,10 @@ export class DescriptorChain {
   // (VQ-INIT-MEMORY): main-table entries are then read without a region lookup.
   private tableView: DataView | null = null;
   private tableViewOff = 0;
+  // The same table as u32 words (entry i's fields at 4i..4i+3: addr, addr_hi, len, flags|next),
+  // when the host is little-endian and the table starts at a 4-byte boundary of its buffer;
+  // null otherwise. The fast state and loadBoundChecked read only this, and exist only with it.
+  private words: Uint32Array | null = null;
   // The queue binding this chain (see `bind`), or null.
   private bound: object | null = null;
 
@@ -132,6 +140,7 @@ export class DescriptorChain {
    */
   setHead(memory: GuestMemory, descTable: number, queueSize: number, index: number): boolean {
     this.tableView = null;
+    this.words = null;
     this.bound = null;
     this.mem = memory;
     this.descTable = descTable;
@@ -140,10 +149,15 @@ export class DescriptorChain {
     this.fresh = NOT_FRESH;
     this.state = DONE;
     if (index >>> 0 !== index || index >= queueSize) return false; // also size 0 (PR 173)
+    return this.loadHead();
+  }
+
+  /** The head entry `this.head` (< size) through the general walk: read, CHAIN-CHECKED-NEW, take. */
+  private loadHead(): boolean {
     this.restart();
-    if (!this.read(descTable, index)) return false;
+    if (!this.read(this.descTable, this.head)) return false;
     const f = this.fn;
-    if ((f & VIRTQ_DESC_F_INDIRECT) === 0 && (f & VIRTQ_DESC_F_NEXT) !== 0 && f >>> 16 >= queueSize) {
+    if ((f & VIRTQ_DESC_F_INDIRECT) === 0 && (f & VIRTQ_DESC_F_NEXT) !== 0 && f >>> 16 >= this.queueSize) {
       this.state = DONE;
       return false;
     }
@@ -155,6 +169,9 @@ export class DescriptorChain {
    * Binds this chain to a queue's validated table (VQ-INIT-MEMORY): the table lies at
    * `viewOff` in `view`, so its entries are read without a region lookup. `token` names the
    * binding (the queue's activation); `boundTo` returns it until `setHead` or another bind.
+   * When the table cannot be read as u32 words (a big-endian host, or a table not at a 4-byte
+   * boundary of its buffer) `boundTo` stays null and `loadBound` takes the general walk: the
+   * queue then pops through its general path, binding again each time (nothing is allocated).
    */
   bind(
     memory: GuestMemory,
@@ -169,7 +186,10 @@ export class DescriptorChain {
     this.queueSize = queueSize;
     this.tableView = view;
     this.tableViewOff = viewOff;
-    this.bound = token;
+    const at = view.byteOffset + viewOff;
+    const ok = LITTLE_ENDIAN && at % 4 === 0;
+    this.words = ok ? new Uint32Array(view.buffer, at, queueSize * 4) : null;
+    this.bound = ok ? token : null;
   }
 
   get boundTo(): object | null {
@@ -181,46 +201,52 @@ export class DescriptorChain {
     // V8 inlines a caller's methods only up to a bytecode budget (920 bytes for everything a
     // loop calls), so the hot path is kept small and everything rare is out of line.
     this.head = index;
-    if (index >= this.queueSize || this.mem.recorder !== null) return this.loadBoundSlow(index);
+    if (index >= this.queueSize || this.mem.recorder !== null || this.words === null) {
+      return this.loadBoundSlow(index);
+    }
     return this.loadBoundChecked(index);
   }
 
   private loadBoundSlow(index: number): boolean {
     if (index >= this.queueSize) return this.refuse();
+    if (this.words === null) return this.loadHead(); // read() tells a recorder itself
     this.noteEntry(index);
     return this.loadBoundChecked(index);
   }
 
   /**
    * `loadBound` for a queue that has itself checked, for this pop, that the chain is bound to
-   * it, that `index` < its size and that its memory (this chain's) has no recorder: reads the
-   * head entry, settles a one-descriptor chain here, and enters the fast state for a head with
-   * NEXT (what restart() + take() do, flat). Anything else is loadRest.
+   * it (so the table is read as words), that `index` < its size and that its memory (this
+   * chain's) has no recorder: reads the head entry, settles a one-descriptor chain here, and
+   * enters the fast state for a head with NEXT (what restart() + take() do, flat). Anything
+   * else is loadRest.
    */
   loadBoundChecked(index: number): boolean {
     this.head = index;
-    // Wire offsets as literals here and in advanceFast (wire/split.ts: addr 0, addr_hi 4, len 8,
-    // flags|next 12; NEXT 1, INDIRECT 4): a module const costs a context load and a hole check
-    // in the bytecode, and V8's inlining budget counts bytecode. The properties check the layout.
-    const view = this.tableView!;
-    const off = this.tableViewOff + index * 16;
-    const len = view.getUint32(off + 8, true);
-    const fn = view.getInt32(off + 12, true);
-    this.addrLo = view.getUint32(off, true);
-    this.addrHi = view.getUint32(off + 4, true);
+    // Wire offsets as literals here and in advanceFast (wire/split.ts: addr word 0, addr_hi 1,
+    // len 2, flags|next 3; NEXT 1, INDIRECT 4): a module const costs a context load and a hole
+    // check in the bytecode, and V8's inlining budget counts bytecode (an element of a
+    // Uint32Array costs 3 bytes to read, a DataView call about 15). The properties check the layout.
+    const w = this.words!;
+    const k = index * 4;
+    const len = w[k + 2]!;
+    const fn = w[k + 3]! | 0;
+    this.addrLo = w[k]!;
+    this.addrHi = w[k + 1]!;
     this._len = len;
     this.fn = fn;
-    // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32).
-    if ((fn & 5) === 0) this.state = SINGLE;
+    // The whole walk is this descriptor (one u32 cannot pass CHAIN-LEN-U32): SINGLE.
+    if (!(fn & 5)) this.state = -6;
     else {
       const size = this.queueSize;
-      const next = fn >>> 16;
-      // INDIRECT, NEXT out of range (CHAIN-CHECKED-NEW) or a size-1 queue (CHAIN-TTL).
-      if ((fn & 4) !== 0 || next >= size || size === 1) return this.loadRest();
+      // INDIRECT, NEXT out of range (CHAIN-CHECKED-NEW) or a size-1 queue (CHAIN-TTL), in one
+      // test: (next | 1) >= size holds for every next >= size and for size 1; for the queue's
+      // other sizes (powers of two) it is next >= size exactly. loadRest takes them all.
+      if (fn & 4 || ((fn >>> 16) | 1) >= size) return this.loadRest();
       // The fast state, fresh: `index` answers the head and `indirect` false from the state alone.
       this.total = len;
       this.ttl = size - 1;
-      this.state = next | FRESH;
+      this.state = (fn >>> 16) | 0x10000; // FRESH
     }
     return true;
   }
@@ -235,23 +261,17 @@ export class DescriptorChain {
     return false;
   }
 
-  /** loadBoundChecked for a head with INDIRECT, with NEXT out of range, or with NEXT in a size-1 queue. */
+  /**
+   * loadBoundChecked for a head with INDIRECT or NEXT that its fast test leaves to the general
+   * walk: NEXT out of range is refused (CHAIN-CHECKED-NEW); anything else is taken as setHead
+   * takes it (a size-1 queue's head with NEXT to itself is yielded once, then CHAIN-TTL).
+   */
   private loadRest(): boolean {
-    const size = this.queueSize;
     const fn = this.fn;
     this._index = this.head;
-    if ((fn & VIRTQ_DESC_F_INDIRECT) !== 0) {
-      this.restart();
-      this.markFresh(this.take());
-      return true;
-    }
-    if (fn >>> 16 >= size) return this.refuse(); // CHAIN-CHECKED-NEW
-    // A size-1 queue whose head has NEXT (to itself): yielded once, then CHAIN-TTL.
-    this.total = this._len;
-    this.ttl = 0;
-    this.toGeneral(0);
-    this.state = TTL_SPENT;
-    this.fresh = FRESH_OK;
+    if ((fn & VIRTQ_DESC_F_INDIRECT) === 0 && fn >>> 16 >= this.queueSize) return this.refuse();
+    this.restart();
+    this.markFresh(this.take());
     return true;
   }
 
@@ -358,23 +378,24 @@ export class DescriptorChain {
    */
   private advanceFast(s: number): boolean {
     const i = (s << 16) >>> 16; // s & 0xffff, in fewer bytes of bytecode
-    const tv = this.tableView!;
-    const o = this.tableViewOff + i * 16;
-    const len = tv.getUint32(o + 8, true);
-    const fn = tv.getInt32(o + 12, true);
+    const w = this.words!;
+    const k = i * 4;
+    const len = w[k + 2]!;
+    const fn = w[k + 3]! | 0;
     const total = this.total + len;
-    if ((fn & 4) !== 0 || total > 0xffff_ffff || this.mem.recorder !== null) {
-      return this.stepAt(i);
-    }
-    this.addrLo = tv.getUint32(o, true);
-    this.addrHi = tv.getUint32(o + 4, true);
+    if (fn & 4 || total > 0xffff_ffff || this.mem.recorder !== null) return this.stepAt(i);
+    this.addrLo = w[k]!;
+    this.addrHi = w[k + 1]!;
     this._len = len;
     this.fn = fn;
     this._index = i;
     this.total = total; // (_indirect is already false: a walk never returns from an indirect table)
-    if ((fn & 1) === 0) this.state = END;
+    // Bits tested as truthiness, END as a literal and follow() written out: fewer bytes of
+    // bytecode (see loadBound).
+    if (!(fn & 1)) this.state = -5;
     else if (--this.ttl === 0) this.ttlSpentAt(i);
-    else this.follow(fn >>> 16);
+    else if (fn >>> 16 < this.queueSize) this.state = fn >>> 16;
+    else this.toGeneral(fn >>> 16);
     return true;
   }
 
@@ -565,7 +586,7 @@ export class DescriptorChain {
       const next = flags >>> 16;
       this.nextIndex = next;
       // Back to the fast state when the walk is in the bound main table.
-      if (this.tableView !== null && !this.inIndirect) this.follow(next);
+      if (this.words !== null && !this.inIndirect) this.follow(next);
     }
     return true;
   }

@@ -95,11 +95,18 @@ export const fillBytes = (bytes: Uint8Array, seed: number): void => {
   }
 };
 
-/** One region's bytes for each entry of the layout, filled from `seed` (zeros when undefined). */
+/**
+ * One region's bytes for each entry of the layout, filled from `seed` (zeros when undefined).
+ * With a seed, about one region in four starts 1 or 3 bytes into its ArrayBuffer, so that code
+ * reading guest memory through word-sized typed arrays meets host buffers whose guest-aligned
+ * addresses are not host-aligned (the descriptor walk's fast path needs a 4-byte boundary).
+ */
 export const layoutBytes = (layout: MemoryLayout, seed?: number): Uint8Array[] =>
   layout.map((r, i) => {
-    const bytes = new Uint8Array(r.size);
-    if (seed !== undefined) fillBytes(bytes, (seed ^ Math.imul(i + 1, 0x85ebca6b)) | 0);
+    const h = seed === undefined ? 0 : (seed ^ Math.imul(i + 1, 0x85ebca6b)) | 0;
+    const skew = (h >>> 8) % 4 === 1 ? 1 + (h & 2) : 0;
+    const bytes = new Uint8Array(new ArrayBuffer(r.size + skew), skew, r.size);
+    if (seed !== undefined) fillBytes(bytes, h);
     return bytes;
   });
 

@@ -275,12 +275,14 @@ export class VsockMuxer implements ConnListener {
     }
     // One pass at most: a connection that had nothing to fit in this buffer (it may still
     // have pending data, e.g. for a buffer with no data room) must not spin the loop.
+    // A connection stays marked as queued while it is served (its own pendingRx calls are
+    // no-ops meanwhile) and goes to the back if it still has something: no set churn per packet.
     for (let rounds = this.rxQueue.length; rounds > 0 && this.rxQueue.length > 0; rounds--) {
       const conn = this.rxQueue.shift()!;
-      this.rxQueued.delete(conn);
       const n = conn.toGuest(pkt);
       this.reap(conn);
-      if (conn.hasPendingRx()) this.pendingRx(conn);
+      if (conn.hasPendingRx()) this.rxQueue.push(conn);
+      else this.rxQueued.delete(conn);
       if (n > 0) return n;
     }
     return 0;

@@ -241,4 +241,21 @@ describe("Unix-socket backend: waiting for socket activity", () => {
       await backend.close();
     }
   });
+
+  it("an event that ends a wait nobody awaits any more (it lost a race with a timer) still ends the next wait [VSOCK-UNIX-CONNECT]", async () => {
+    const { path, backend, guest } = await setup();
+    try {
+      guest.listening.add(1234);
+      const abandoned = backend.activity();
+      const sock = createConnection({ path, allowHalfOpen: true });
+      // One write, one event: the CONNECT line (the guest is not driven, so nothing follows).
+      sock.write("CONNECT 1234\n");
+      expect(await within(abandoned, 2000)).not.toBe(NEVER);
+      expect(await within(backend.activity(), 50)).not.toBe(NEVER);
+      expect(await within(backend.activity(), 50)).toBe(NEVER);
+      sock.destroy();
+    } finally {
+      await backend.close();
+    }
+  });
 });

@@ -34,6 +34,8 @@ export class UnixSocketBackend implements HostPort {
   private readonly paused = new Map<Socket, VsockConnection>();
   /** Open from a socket event until someone waits for it (`activity`). */
   private readonly active = Latch.makeUnsafe(false);
+  /** `activity()` promises waiting for the next event. */
+  private readonly wakers: (() => void)[] = [];
   /** Connections with guest bytes to write, flushed once per synchronous round (see hostData). */
   private readonly toFlush = new Set<VsockConnection>();
   private flushScheduled = false;
@@ -83,13 +85,23 @@ export class UnixSocketBackend implements HostPort {
     }),
   );
 
-  /** `awaitActivity` as a promise. */
+  /**
+   * `awaitActivity` as a promise, without a fiber (a driver loop waits here once per idle turn,
+   * and a plain resolver costs a fraction of `Effect.runPromise`). A wait that ends on an event
+   * leaves it visible to the next wait too: a caller that raced this promise against a timer
+   * and went on without it must not lose the event to its abandoned wait.
+   */
   activity(): Promise<void> {
-    return this.active.closeUnsafe() ? Promise.resolve() : Effect.runPromise(this.awaitActivity);
+    if (this.active.closeUnsafe()) return Promise.resolve();
+    return new Promise((resolve) => this.wakers.push(resolve));
   }
 
   private signal(): void {
     this.active.openUnsafe();
+    const n = this.wakers.length;
+    if (n === 0) return;
+    for (let i = 0; i < n; i++) this.wakers[i]!();
+    this.wakers.splice(0, n);
   }
 
   /** After RX: resume sockets whose buffered bytes went to the guest. */
@@ -249,7 +261,7 @@ export class UnixSocketBackend implements HostPort {
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
     this.paused.clear();
-    this.active.openUnsafe();
+    this.signal();
     return new Promise((resolve) => {
       this.server.close(() => {
         rmSync(this.options.path, { force: true });

@@ -160,6 +160,11 @@ describe("recheck: the limit and the verdict", () => {
       kind: "hangs",
       limitMs: 60_000,
     });
+    expect(classify({ kind: "limit", ms: 60_004, limitMs: 60_000, busy: 0.01 })).toEqual({
+      kind: "hangs",
+      limitMs: 60_000,
+      busy: 0.01,
+    });
     const ended = { kind: "exit", ms: 4_000, signal: null, stderrTail: "" } as const;
     expect(classify({ ...ended, code: 0, failed: undefined })).toEqual({ kind: "not-detected", ms: 4_000 });
     const failed = { file: "impl/x/walk.test.ts", name: "Walk sums", ms: 12 };
@@ -220,7 +225,12 @@ describe("recheck: the limit and the verdict", () => {
 describe("recheck: ready-to-review groups", () => {
   const ctx = { command: "npm run mutate -- --recheck x", commit: "abc1234", seed: 7, rule: DEFAULT_LIMIT };
   const results: Rechecked[] = [
-    { candidate: byId("1"), verdict: { kind: "hangs", limitMs: 80_000 }, baselineMs: 8_000, limitMs: 80_000 },
+    {
+      candidate: byId("1"),
+      verdict: { kind: "hangs", limitMs: 80_000, busy: 0.97 },
+      baselineMs: 8_000,
+      limitMs: 80_000,
+    },
     {
       candidate: byId("3"),
       verdict: { kind: "killed", ms: 2_500, by: { file: "impl/x/walk.test.ts", name: "Walk sums", ms: 30 } },
@@ -250,7 +260,9 @@ describe("recheck: ready-to-review groups", () => {
     expect(hangs?.reason).toMatch(/^Really hangs \(rechecked by `npm run mutate -- --recheck x` at abc1234/);
     expect(hangs?.reason).toContain("FC_SEED=7");
     expect(hangs?.reason).toContain("limit max(60.0 s, 10x");
-    expect(hangs?.reason).toContain("unmutated 8.0 s, still running when killed at 80.0 s");
+    expect(hangs?.reason).toContain(
+      "unmutated 8.0 s, still running when killed at 80.0 s, 97% of a core in its last quarter)",
+    );
     expect(killed?.reason).toMatch(/^Does not hang; killed in bounded time/);
     expect(killed?.reason).toContain(
       "impl/x/walk.test.ts 'Walk sums' failed in 30 ms, run ended at 2.5 s of a 60.0 s limit",

@@ -32,6 +32,8 @@ export interface ReportMutant {
   readonly mutatorName: string;
   readonly replacement?: string;
   readonly status: string;
+  /** Why Stryker gave that status ("Hit limit reached (n/m)" for a loop counted past its limit). */
+  readonly statusReason?: string;
   /** Ids of the tests that ran the mutated code (coverage per test); empty or absent: all. */
   readonly coveredBy?: readonly string[];
   readonly location: { readonly start: ReportPosition; readonly end: ReportPosition };
@@ -67,6 +69,8 @@ export interface Candidate {
   readonly name: MutantName;
   /** The test files that cover it (every test file of the subject when coverage names none). */
   readonly tests: readonly string[];
+  /** Stryker's reason for the timeout, if it gave one. */
+  readonly strykerReason?: string;
   /** Where the lists already name it (only with `all`). */
   readonly listed?: "checked-timeouts.json" | "equivalents.json";
 }
@@ -143,6 +147,7 @@ export const timeoutCandidates = (
         replacement: d.replacement,
         name: nameMutant(d, source, described),
         tests: covering.size > 0 ? [...covering].sort() : [...options.allTests],
+        ...(m.statusReason !== undefined ? { strykerReason: m.statusReason } : {}),
         ...(listed !== undefined ? { listed } : {}),
       });
     }
@@ -197,8 +202,12 @@ export interface FailedTest {
 
 /** How one vitest run of the covering files ended. */
 export type RunOutcome =
-  /** Still running at the limit: its process group was killed. */
-  | { readonly kind: "limit"; readonly ms: number; readonly limitMs: number }
+  /**
+   * Still running at the limit: its process group was killed. `busy`: the share of one core
+   * its processes used over the last quarter of the limit (near 1: a loop spins; near 0: a
+   * test waits for something that never comes), where it could be measured.
+   */
+  | { readonly kind: "limit"; readonly ms: number; readonly limitMs: number; readonly busy?: number }
   | {
       readonly kind: "exit";
       readonly ms: number;
@@ -210,7 +219,7 @@ export type RunOutcome =
     };
 
 export type Verdict =
-  | { readonly kind: "hangs"; readonly limitMs: number }
+  | { readonly kind: "hangs"; readonly limitMs: number; readonly busy?: number }
   | {
       readonly kind: "killed";
       readonly ms: number;
@@ -220,7 +229,8 @@ export type Verdict =
   | { readonly kind: "not-detected"; readonly ms: number };
 
 export const classify = (o: RunOutcome): Verdict => {
-  if (o.kind === "limit") return { kind: "hangs", limitMs: o.limitMs };
+  if (o.kind === "limit")
+    return { kind: "hangs", limitMs: o.limitMs, ...(o.busy !== undefined ? { busy: o.busy } : {}) };
   if (o.code === 0 && o.signal === null) return { kind: "not-detected", ms: o.ms };
   if (o.failed !== undefined) return { kind: "killed", ms: o.ms, by: o.failed };
   const tail = o.stderrTail.trim().split("\n").slice(-3).join(" | ").slice(0, 300);
@@ -283,6 +293,12 @@ export interface RecheckContext {
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
+/** How busy a hung run was, for the reasons and the progress lines. */
+export const busyText = (busy: number | undefined): string =>
+  busy === undefined
+    ? ""
+    : `, ${Math.round(100 * busy)}% of a core in its last quarter${busy < 0.05 ? ": waiting, not spinning" : ""}`;
+
 const describeOne = (r: Rechecked): string => {
   const c = r.candidate;
   const what = `${c.name.in} ${c.name.original} -> ${c.name.replacement}`;
@@ -290,7 +306,7 @@ const describeOne = (r: Rechecked): string => {
   const v = r.verdict;
   switch (v.kind) {
     case "hangs":
-      return `${what} (${c.tests.join(", ")}: ${base}, still running when killed at ${secs(v.limitMs)})`;
+      return `${what} (${c.tests.join(", ")}: ${base}, still running when killed at ${secs(v.limitMs)}${busyText(v.busy)})`;
     case "killed":
       return "error" in v.by
         ? `${what} (${v.by.error}, after ${secs(v.ms)}; ${base})`

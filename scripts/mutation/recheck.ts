@@ -19,6 +19,7 @@ import {
   copyFileSync,
   existsSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   realpathSync,
   rmSync,
@@ -33,6 +34,7 @@ import { registerExitCleanup } from "../../sim/linux/exit-cleanup.ts";
 import { CHECKED_TIMEOUTS_FILE, loadCheckedTimeouts, loadEquivalents } from "./equivalents.ts";
 import {
   appendGroups,
+  busyText,
   applyMutant,
   classify,
   firstFailure,
@@ -114,6 +116,32 @@ const treeCopy = (root: string) =>
   });
 
 /**
+ * CPU time (ms) used so far by the processes of process group `pgid` (Linux /proc; undefined
+ * elsewhere). Fields after the command's ")" in /proc/<pid>/stat: state, ppid, pgrp, ...,
+ * utime and stime (the 12th and 13th), in clock ticks of 1/100 s.
+ */
+const groupCpuMs = (pgid: number): number | undefined => {
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc").filter((p) => /^\d+$/.test(p));
+  } catch {
+    return undefined;
+  }
+  let ticks = 0;
+  for (const pid of pids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      continue; // gone meanwhile
+    }
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(f[2]) === pgid) ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks * 10;
+};
+
+/**
  * One `vitest run` of `tests` in the copy `dir`, as the mutation run runs them (the no-shrinking
  * setup, FC_SEED), on one worker, stopping at the first failure, killed (its whole process
  * group) at `limit` ms or when interrupted.
@@ -162,13 +190,26 @@ const runVitest = (
       }
     };
     const unregister = registerExitCleanup(killGroup);
+    // The group's CPU time at three quarters of the limit and at the limit: a spinning loop
+    // keeps a core busy, a test waiting for what never comes does not.
+    let sample: { readonly cpu: number; readonly at: number } | undefined;
+    let busy: number | undefined;
+    const sampleCpu = (): { readonly cpu: number; readonly at: number } | undefined => {
+      const cpu = child.pid === undefined ? undefined : groupCpuMs(child.pid);
+      return cpu === undefined ? undefined : { cpu, at: performance.now() };
+    };
+    const early = setTimeout(() => (sample = sampleCpu()), Math.floor(0.75 * limit));
     const timer = setTimeout(() => {
+      const now = sampleCpu();
+      if (sample !== undefined && now !== undefined && now.at > sample.at)
+        busy = (now.cpu - sample.cpu) / (now.at - sample.at);
       hitLimit = true;
       killGroup();
     }, limit);
     child.once("error", (e) => {
       exited = true;
       clearTimeout(timer);
+      clearTimeout(early);
       unregister();
       resume(
         Effect.succeed({
@@ -184,12 +225,15 @@ const runVitest = (
     child.once("exit", (code, signal) => {
       exited = true;
       clearTimeout(timer);
+      clearTimeout(early);
       // A worker left behind by its main process goes too.
       killGroup();
       unregister();
       const ms = performance.now() - started;
       if (hitLimit) {
-        resume(Effect.succeed({ kind: "limit", ms, limitMs: limit }));
+        resume(
+          Effect.succeed({ kind: "limit", ms, limitMs: limit, ...(busy !== undefined ? { busy } : {}) }),
+        );
         return;
       }
       let failed;
@@ -203,6 +247,7 @@ const runVitest = (
     // Interrupted (Ctrl-C): kill the group and wait until vitest is gone.
     return Effect.callback<void>((done) => {
       clearTimeout(timer);
+      clearTimeout(early);
       if (exited) return done(Effect.void);
       child.once("exit", () => done(Effect.void));
       killGroup();
@@ -357,12 +402,14 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
       const v = d.verdict;
       what =
         v.kind === "hangs"
-          ? `hangs (still running at ${secs(v.limitMs)}, killed; unmutated ${secs(d.baselineMs)})`
+          ? `hangs (still running at ${secs(v.limitMs)}, killed${busyText(v.busy)}; unmutated ${secs(d.baselineMs)})`
           : v.kind === "killed"
             ? `killed in bounded time, ${secs(v.ms)}: ${"error" in v.by ? v.by.error : `${v.by.file} '${v.by.name}'${v.by.ms === undefined ? "" : ` (${Math.round(v.by.ms)} ms)`}`}`
             : `NOT DETECTED: every covering test passes (${secs(v.ms)}): a survivor hidden behind a timeout`;
     }
-    const listed = d.candidate.listed === undefined ? "" : ` [listed in ${d.candidate.listed}]`;
+    const listed =
+      (d.candidate.strykerReason === undefined ? "" : ` [Stryker: ${d.candidate.strykerReason}]`) +
+      (d.candidate.listed === undefined ? "" : ` [listed in ${d.candidate.listed}]`);
     console.log(`[${n}/${total}] ${where(d.candidate)}${listed}: ${what} | elapsed ${clock(elapsed)}${left}`);
   };
 

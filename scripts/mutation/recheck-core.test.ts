@@ -223,25 +223,28 @@ describe("recheck: the limit and the verdict", () => {
 });
 
 describe("recheck: ready-to-review groups", () => {
-  const ctx = { command: "npm run mutate -- --recheck x", commit: "abc1234", seed: 7, rule: DEFAULT_LIMIT };
+  const ctx = { command: "npm run mutate -- --recheck x", commit: "abc1234", rule: DEFAULT_LIMIT };
   const results: Rechecked[] = [
     {
       candidate: byId("1"),
       verdict: { kind: "hangs", limitMs: 80_000, busy: 0.97 },
       baselineMs: 8_000,
       limitMs: 80_000,
+      seed: 7,
     },
     {
       candidate: byId("3"),
       verdict: { kind: "killed", ms: 2_500, by: { file: "impl/x/walk.test.ts", name: "Walk sums", ms: 30 } },
       baselineMs: 2_000,
       limitMs: 60_000,
+      seed: 7,
     },
     {
       candidate: byId("4"),
       verdict: { kind: "not-detected", ms: 9_000 },
       baselineMs: 8_500,
       limitMs: 85_000,
+      seed: 7,
     },
   ];
 

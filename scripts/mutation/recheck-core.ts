@@ -281,13 +281,14 @@ export interface Rechecked {
   /** The covering files' unmutated time in the same run. */
   readonly baselineMs: number;
   readonly limitMs: number;
+  /** The FC_SEED it ran with (its subject's mutation run's). */
+  readonly seed: number;
 }
 
 export interface RecheckContext {
   /** The command that re-checks them, for the reason. */
   readonly command: string;
   readonly commit: string;
-  readonly seed: number;
   readonly rule: LimitRule;
 }
 
@@ -316,17 +317,16 @@ const describeOne = (r: Rechecked): string => {
   }
 };
 
-const howChecked = (ctx: RecheckContext): string =>
+const howChecked = (ctx: RecheckContext, seed: number): string =>
   `\`${ctx.command}\` at ${ctx.commit}: the mutant applied alone to a copy of the tree, the test files that cover it ` +
-  `run by \`vitest run --maxWorkers=1 --bail=1\` with FC_SEED=${ctx.seed}, limit max(${secs(ctx.rule.minMs)}, ${ctx.rule.factor}x the same files unmutated in the same run)`;
+  `run by \`vitest run --maxWorkers=1 --bail=1\` with FC_SEED=${seed}, limit max(${secs(ctx.rule.minMs)}, ${ctx.rule.factor}x the same files unmutated in the same run)`;
 
 const HEADS = {
-  hangs: (ctx: RecheckContext) =>
-    `Really hangs (rechecked by ${howChecked(ctx)}; process group killed at the limit): `,
-  killed: (ctx: RecheckContext) =>
-    `Does not hang; killed in bounded time (rechecked by ${howChecked(ctx)}; Stryker ran out of time): `,
-  "not-detected": (ctx: RecheckContext) =>
-    `NOT DETECTED (rechecked by ${howChecked(ctx)}): every covering test passes with the mutant, so it is a survivor Stryker hid behind a timeout; kill it with a test or list it in equivalents.json with a reason: `,
+  hangs: (how: string) => `Really hangs (rechecked by ${how}; process group killed at the limit): `,
+  killed: (how: string) =>
+    `Does not hang; killed in bounded time (rechecked by ${how}; Stryker ran out of time): `,
+  "not-detected": (how: string) =>
+    `NOT DETECTED (rechecked by ${how}): every covering test passes with the mutant, so it is a survivor Stryker hid behind a timeout; kill it with a test or list it in equivalents.json with a reason: `,
 } as const;
 
 /**
@@ -346,7 +346,7 @@ export const groupVerdicts = (
       : [
           {
             file,
-            reason: HEADS[kind](ctx) + of.map(describeOne).join("; ") + ".",
+            reason: HEADS[kind](howChecked(ctx, of[0]?.seed ?? 1)) + of.map(describeOne).join("; ") + ".",
             mutants: of.map((r) => r.candidate.name),
           },
         ];

@@ -422,7 +422,13 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
       const out = yield* Effect.scoped(
         Effect.flatMap(mutated(dir, w.candidate), () => runVitest(dir, w.candidate.tests, w.seed, limit)),
       );
-      return { candidate: w.candidate, verdict: classify(out), baselineMs: base.ms, limitMs: limit };
+      return {
+        candidate: w.candidate,
+        verdict: classify(out),
+        baselineMs: base.ms,
+        limitMs: limit,
+        seed: w.seed,
+      };
     });
 
   const queue = [...work];
@@ -466,7 +472,6 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
   const ctx = {
     command: o.command,
     commit: commitOf(o.root),
-    seed: work[0]?.seed ?? o.seed ?? 1,
     rule: o.rule,
   };
   const { checked, notDetected } = groupVerdicts(rechecked, ctx);

@@ -14,19 +14,17 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join, relative, resolve } from "node:path";
 import { integer, parseCommand, seed, UsageError, usageExit, type CommandSpec } from "./args.ts";
 import {
-  describeMutants,
   CHECKED_TIMEOUTS_FILE,
   EQUIVALENTS_FILE,
   loadCheckedTimeouts,
   loadEquivalents,
   nameMutant,
-  offsetOf,
   resolve as resolveName,
   type EquivalentGroup,
   type MutantName,
 } from "./mutation/equivalents.ts";
 import { MUTATED_FILES, SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
-import { DEFAULT_LIMIT, type Report } from "./mutation/recheck-core.ts";
+import { DEFAULT_LIMIT, describeReportMutants, idsNamed, type Report } from "./mutation/recheck-core.ts";
 import { recheck } from "./mutation/recheck.ts";
 import { reportsDir, root } from "../lib/paths.ts";
 
@@ -386,17 +384,7 @@ const summarise = (
         adjusted: 0,
         unchecked: 0,
       };
-      const described = describeMutants(
-        file,
-        source,
-        mutants.map((m) => ({
-          id: m.id,
-          mutator: m.mutatorName,
-          replacement: m.replacement ?? "",
-          start: offsetOf(source, m.location.start.line, m.location.start.column),
-          end: offsetOf(source, m.location.end.line, m.location.end.column),
-        })),
-      );
+      const described = describeReportMutants(file, source, mutants);
       const statusOf = new Map(mutants.map((m) => [m.id, m.status]));
       // The report's mutants each entry of the list names (the gate keeps each at one).
       const listed = new Set<string>();
@@ -412,13 +400,8 @@ const summarise = (
             stale.push(`${what}: ${status ?? "?"}`);
           else listed.add(fits[0]?.id ?? "");
         }
-      // Timeouts already checked by hand: still detected, no longer listed as to check.
-      const checked = new Set<string>();
-      for (const group of checkedTimeouts.filter((g) => g.file === file))
-        for (const name of group.mutants) {
-          const fits = resolveName(name, source, described);
-          if (fits.length === 1) checked.add(fits[0]?.id ?? "");
-        }
+      // Timeouts already checked (by hand or --recheck): still detected, no longer listed as to check.
+      const checked = idsNamed(checkedTimeouts, file, source, described);
       const names: MutantName[] = [];
       const slowNames: MutantName[] = [];
       for (const [i, m] of mutants.entries()) {

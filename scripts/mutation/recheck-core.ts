@@ -13,6 +13,7 @@ import {
   nameMutant,
   offsetOf,
   resolve,
+  type DescribedMutant,
   type EquivalentGroup,
   type MutantName,
 } from "./equivalents.ts";
@@ -47,6 +48,41 @@ export interface Report {
     Record<string, { readonly tests: readonly { readonly id: string; readonly name: string }[] }>
   >;
 }
+
+/** The mutants of one file of a report, described for matching against the lists' names. */
+export const describeReportMutants = (
+  file: string,
+  source: string,
+  mutants: readonly ReportMutant[],
+): readonly DescribedMutant[] =>
+  describeMutants(
+    file,
+    source,
+    mutants.map((m) => ({
+      id: m.id,
+      mutator: m.mutatorName,
+      replacement: m.replacement ?? "",
+      start: offsetOf(source, m.location.start.line, m.location.start.column),
+      end: offsetOf(source, m.location.end.line, m.location.end.column),
+    })),
+  );
+
+/** The ids of the mutants of `file` that an entry of `groups` names alone. */
+export const idsNamed = (
+  groups: readonly EquivalentGroup[],
+  file: string,
+  source: string,
+  described: readonly DescribedMutant[],
+): Set<string> => {
+  const ids = new Set<string>();
+  for (const g of groups)
+    if (g.file === file)
+      for (const name of g.mutants) {
+        const fits = resolve(name, source, described);
+        if (fits.length === 1) ids.add(fits[0]?.id ?? "");
+      }
+  return ids;
+};
 
 // ---------------------------------------------------------------------------------------------
 // What to re-check.
@@ -98,28 +134,9 @@ export const timeoutCandidates = (
     const entry = report.files[file];
     if (entry === undefined) continue;
     const { source, mutants } = entry;
-    const described = describeMutants(
-      file,
-      source,
-      mutants.map((m) => ({
-        id: m.id,
-        mutator: m.mutatorName,
-        replacement: m.replacement ?? "",
-        start: offsetOf(source, m.location.start.line, m.location.start.column),
-        end: offsetOf(source, m.location.end.line, m.location.end.column),
-      })),
-    );
-    const idsIn = (groups: readonly EquivalentGroup[]): Set<string> => {
-      const ids = new Set<string>();
-      for (const g of groups.filter((g) => g.file === file))
-        for (const name of g.mutants) {
-          const fits = resolve(name, source, described);
-          if (fits.length === 1) ids.add(fits[0]?.id ?? "");
-        }
-      return ids;
-    };
-    const checked = idsIn(options.checked);
-    const equivalent = idsIn(options.equivalents);
+    const described = describeReportMutants(file, source, mutants);
+    const checked = idsNamed(options.checked, file, source, described);
+    const equivalent = idsNamed(options.equivalents, file, source, described);
     for (const [i, m] of mutants.entries()) {
       const d = described[i];
       if (m.status !== "Timeout" || d === undefined) continue;

@@ -50,23 +50,26 @@ options:
   -h, --help       this text
 
 re-checking timeouts (no Stryker run):
-  --recheck        for every Timeout mutant of reports/mutation/<subject>/mutation.json (of the
-                   subjects or files given) not yet in ${CHECKED_TIMEOUTS_FILE} or
-                   ${EQUIVALENTS_FILE}: apply it alone to a temporary copy of the working tree
-                   (removed on every exit, Ctrl-C included), run only the test files that cover it
-                   on one vitest worker with the run's FC_SEED (its run.json; --seed overrides),
-                   and say whether it hangs (still running at the limit), is killed in bounded
-                   time (the failing test and the time) or is NOT DETECTED (all tests pass: a
-                   survivor; needs a test or an equivalents entry); the limit is
-                   max(--limit-min, --limit-factor x the same files unmutated, measured in this run).
-                   Groups in the lists' format go to reports/mutation/rechecked.json; exit 1 when
-                   one is not detected. --concurrency is the mutants checked at once (default 1).
-  --all            also re-check the timeouts the two lists name already (to compare)
-  --record         append the ones that hang or are killed in bounded time to
-                   ${CHECKED_TIMEOUTS_FILE} (by file, formatted with prettier; never the
-                   not-detected ones, nor a mutant named there already); review, then commit
-  --limit-factor N (default ${DEFAULT_LIMIT.factor})
-  --limit-min S    seconds (default ${DEFAULT_LIMIT.minMs / 1000})
+  --recheck        re-check every Timeout mutant of reports/mutation/<subject>/mutation.json
+                   (of the subjects or files given) that neither list names yet
+                   (scripts/mutation/checked-timeouts.json, equivalents.json): apply it alone to
+                   a temporary copy of the working tree (removed on every exit, Ctrl-C included),
+                   run only the test files that cover it on one vitest worker with the run's
+                   FC_SEED (its run.json; --seed overrides), and say whether it
+                     hangs             still running at the limit (process group killed),
+                     killed            a test failed in bounded time (which one, when), or
+                     NOT DETECTED      every test passed: a survivor Stryker hid behind a
+                                       timeout; it needs a test or an equivalents entry.
+                   Limit: max(--limit-min, --limit-factor x the same files' unmutated time,
+                   measured in this run). Writes the groups, in the lists' format, to
+                   reports/mutation/rechecked.json. Exit 1 when one is not detected (and not
+                   listed as equivalent). --concurrency: mutants checked at once (default 1).
+  --all            also re-check the timeouts the lists name already (to compare)
+  --record         append those that hang or are killed to checked-timeouts.json, by file,
+                   formatted by prettier (never the not-detected ones, nor one listed already);
+                   review the reasons, then commit
+  --limit-factor N default ${DEFAULT_LIMIT.factor}
+  --limit-min S    seconds, default ${DEFAULT_LIMIT.minMs / 1000}
 
   npm run mutate -- --recheck iovec                        # iovec's unchecked timeouts
   npm run mutate -- --recheck impl/vsock/packet.ts --record`;

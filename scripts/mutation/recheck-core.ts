@@ -319,7 +319,7 @@ export const busyText = (busy: number | undefined): string =>
 
 const describeOne = (r: Rechecked): string => {
   const c = r.candidate;
-  const what = `${c.name.in} ${c.name.original} -> ${c.name.replacement}`;
+  const what = `${c.name.in} ${c.name.original} -> ${c.name.replacement} at ${c.line}:${c.column}`;
   const base = `unmutated ${secs(r.baselineMs)}`;
   const v = r.verdict;
   switch (v.kind) {

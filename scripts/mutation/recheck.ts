@@ -354,6 +354,8 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
       `${workers} at a time, limit max(${secs(o.rule.minMs)}, ${o.rule.factor}x the covering files unmutated)`,
   );
 
+  // The commit the copies are taken at (the run may take long; the tree may move meanwhile).
+  const commit = commitOf(o.root);
   const started = performance.now();
   const results: Done[] = [];
   const baselines = new Map<string, Effect.Effect<Baseline>>();
@@ -471,7 +473,7 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
   for (const d of results) if ("skipped" in d) skipped.push({ where: where(d.candidate), why: d.skipped });
   const ctx = {
     command: o.command,
-    commit: commitOf(o.root),
+    commit,
     rule: o.rule,
   };
   const { checked, notDetected } = groupVerdicts(rechecked, ctx);
@@ -500,6 +502,10 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
       `${signalled !== undefined ? " (stopped early)" : ""}: ${count("hangs")} hang, ` +
       `${count("killed")} killed in bounded time, ${count("not-detected")} not detected, ${skipped.length} skipped`,
   );
+  // Not detected and not listed as equivalent yet (with --all, listed ones are shown too).
+  const hidden = rechecked.filter(
+    (r) => r.verdict.kind === "not-detected" && r.candidate.listed !== "equivalents.json",
+  );
   if (notDetected.length > 0) {
     console.log(
       `\n!!! recheck: ${count("not-detected")} timeout(s) NOT DETECTED: every covering test passes with the mutant.`,
@@ -508,7 +514,10 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
       `!!! Stryker hid these survivors behind a timeout; each needs a test or an equivalents.json entry:`,
     );
     for (const r of rechecked)
-      if (r.verdict.kind === "not-detected") console.log(`!!!   ${where(r.candidate)}`);
+      if (r.verdict.kind === "not-detected")
+        console.log(
+          `!!!   ${where(r.candidate)}${r.candidate.listed === undefined ? "" : ` [listed in ${r.candidate.listed}${r.candidate.listed === "equivalents.json" ? ": has its reason" : ": the list is wrong"}]`}`,
+        );
   }
   console.log(
     `recheck: groups in ${outFile.slice(o.root.length + 1)} (checked: ready for ${CHECKED_TIMEOUTS_FILE}; notDetected; skipped)`,
@@ -530,5 +539,5 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
         `${added < checked.reduce((n, g) => n + g.mutants.length, 0) ? " (the others are there already)" : ""}; not-detected ones are never recorded`,
     );
   }
-  return signalled !== undefined ? 130 : notDetected.length > 0 ? 1 : 0;
+  return signalled !== undefined ? 130 : hidden.length > 0 ? 1 : 0;
 };

@@ -26,6 +26,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Effect, Exit, Fiber } from "effect";
@@ -107,11 +108,44 @@ const copyTree = (root: string, dir: string): void => {
   symlinkSync(realpathSync(join(root, "node_modules")), join(dir, "node_modules"));
 };
 
+const COPY_PREFIX = "virtio-lab-recheck-";
+/** In each copy: the pid of the recheck that made it. */
+const OWNER = ".recheck-owner";
+
+/**
+ * Removes the copies left by a recheck that was killed outright (SIGKILL runs no cleanup):
+ * those whose owner process is gone.
+ */
+const sweepOrphanCopies = (): void => {
+  for (const name of readdirSync(tmpdir()).filter((n) => n.startsWith(COPY_PREFIX))) {
+    const dir = join(tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(dir, OWNER), "utf8"));
+    } catch {
+      continue; // being made, or not ours
+    }
+    let alive = true;
+    try {
+      process.kill(owner, 0);
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === "EPERM";
+    }
+    if (!alive) {
+      console.log(`recheck: removing ${dir}, left by a recheck (pid ${owner}) that was killed`);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+};
+
 /** A copy of the tree for one worker, removed when the scope closes. */
 const treeCopy = (root: string) =>
   Effect.gen(function* () {
-    const dir = yield* acquireTempDir("virtio-lab-recheck-");
-    yield* Effect.sync(() => copyTree(root, dir));
+    const dir = yield* acquireTempDir(COPY_PREFIX);
+    yield* Effect.sync(() => {
+      writeFileSync(join(dir, OWNER), String(process.pid));
+      copyTree(root, dir);
+    });
     return dir;
   });
 
@@ -163,9 +197,24 @@ const runVitest = (
         `setupFiles: [...(base.test.setupFiles ?? []), ${JSON.stringify(join(dir, "scripts", "mutation", "fast-check-setup.ts"))}] } };\n`,
     );
     const started = performance.now();
+    // Under coreutils' timeout, which kills the whole group a minute after the limit even if
+    // this process was killed outright (SIGKILL runs no finalizer; a spinning test worker
+    // would spin on).
     const child = spawn(
-      join(dir, "node_modules", ".bin", "vitest"),
-      ["run", "--config", config, "--maxWorkers=1", "--bail=1", "--reporter=json", `--outputFile=${out}`],
+      "timeout",
+      [
+        "-s",
+        "KILL",
+        `${Math.ceil(limit / 1000) + 60}s`,
+        join(dir, "node_modules", ".bin", "vitest"),
+        "run",
+        "--config",
+        config,
+        "--maxWorkers=1",
+        "--bail=1",
+        "--reporter=json",
+        `--outputFile=${out}`,
+      ],
       {
         cwd: dir,
         detached: true,
@@ -304,6 +353,7 @@ const recordedSeed = (dir: string): number | undefined => {
 /** Runs the re-check; resolves to the exit status (0, 1 when a timeout is not detected, 130 on a signal). */
 export const recheck = async (o: RecheckOptions): Promise<number> => {
   const outDir = join(o.root, "reports", "mutation");
+  sweepOrphanCopies();
   const checkedList = loadCheckedTimeouts(o.root);
   const equivalentList = loadEquivalents(o.root);
   const work: Work[] = [];

@@ -367,7 +367,13 @@ export const recheck = async (o: RecheckOptions): Promise<number> => {
       );
       continue;
     }
-    const report = JSON.parse(readFileSync(path, "utf8")) as Report;
+    let report: Report;
+    try {
+      report = JSON.parse(readFileSync(path, "utf8")) as Report;
+    } catch (e) {
+      console.log(`recheck: cannot read ${path}: ${(e as Error).message}; skipping ${subject.name}`);
+      continue;
+    }
     const seed = o.seed ?? recordedSeed(dir);
     if (seed === undefined)
       console.log(

@@ -5,6 +5,8 @@
  * Writes reports/mutation/<subject>/{index.html,mutation.json}, reports/mutation/summary.{md,json}
  * and prints a per-file table; survivors listed in scripts/mutation/equivalents.json count as
  * equivalent, every other survivor is printed with its place.
+ * `--recheck` re-checks the report's Timeout mutants instead of running Stryker
+ * (scripts/mutation/recheck.ts).
  */
 import { spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
@@ -12,18 +14,18 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join, relative, resolve } from "node:path";
 import { integer, parseCommand, seed, UsageError, usageExit, type CommandSpec } from "./args.ts";
 import {
-  describeMutants,
   CHECKED_TIMEOUTS_FILE,
   EQUIVALENTS_FILE,
   loadCheckedTimeouts,
   loadEquivalents,
   nameMutant,
-  offsetOf,
   resolve as resolveName,
   type EquivalentGroup,
   type MutantName,
 } from "./mutation/equivalents.ts";
 import { MUTATED_FILES, SUBJECTS, testFilesOf, type Subject } from "./mutation/subjects.ts";
+import { DEFAULT_LIMIT, describeReportMutants, idsNamed, type Report } from "./mutation/recheck-core.ts";
+import { recheck } from "./mutation/recheck.ts";
 import { reportsDir, root } from "../lib/paths.ts";
 
 const TARGET = 95;
@@ -45,7 +47,32 @@ options:
   --check          exit 1 when a file scores below ${TARGET}% (equivalents left out)
   --list           print the subjects, their files and tests, and exit
   --table          print the table (and survivors) from the last reports without running Stryker
-  -h, --help       this text`;
+  -h, --help       this text
+
+re-checking timeouts (no Stryker run):
+  --recheck        re-check every Timeout mutant of reports/mutation/<subject>/mutation.json
+                   (of the subjects or files given) that neither list names yet
+                   (scripts/mutation/checked-timeouts.json, equivalents.json): apply it alone to
+                   a temporary copy of the working tree (removed on every exit, Ctrl-C included),
+                   run only the test files that cover it on one vitest worker with the run's
+                   FC_SEED (its run.json; --seed overrides), and say whether it
+                     hangs             still running at the limit (process group killed),
+                     killed            a test failed in bounded time (which one, when), or
+                     NOT DETECTED      every test passed: a survivor Stryker hid behind a
+                                       timeout; it needs a test or an equivalents entry.
+                   Limit: max(--limit-min, --limit-factor x the same files' unmutated time,
+                   measured in this run). Writes the groups, in the lists' format, to
+                   reports/mutation/rechecked.json. Exit 1 when one is not detected (and not
+                   listed as equivalent). --concurrency: mutants checked at once (default 1).
+  --all            also re-check the timeouts the lists name already (to compare)
+  --record         append those that hang or are killed to checked-timeouts.json, by file,
+                   formatted by prettier (never the not-detected ones, nor one listed already);
+                   review the reasons, then commit
+  --limit-factor N default ${DEFAULT_LIMIT.factor}
+  --limit-min S    seconds, default ${DEFAULT_LIMIT.minMs / 1000}
+
+  npm run mutate -- --recheck iovec                        # iovec's unchecked timeouts
+  npm run mutate -- --recheck impl/vsock/packet.ts --record`;
 
 const fail = (e: UsageError): never =>
   process.exit(usageExit((l) => console.error(l), "scripts/mutate.ts", e));
@@ -60,6 +87,11 @@ const spec: CommandSpec = {
     check: { kind: "boolean" },
     list: { kind: "boolean" },
     table: { kind: "boolean" },
+    recheck: { kind: "boolean" },
+    all: { kind: "boolean" },
+    record: { kind: "boolean" },
+    "limit-factor": { kind: "string" },
+    "limit-min": { kind: "string" },
   },
   positionals: { max: Number.MAX_SAFE_INTEGER, what: "subjects or files" },
 };
@@ -71,13 +103,28 @@ const options = (() => {
       return process.exit(0);
     }
     const c = p.string("concurrency");
+    const recheck = p.bool("recheck");
+    for (const f of ["all", "record", "limit-factor", "limit-min"])
+      if (p.has(f) && !recheck) throw new UsageError(`--${f} goes with --recheck`);
+    const factor = p.string("limit-factor");
+    const min = p.string("limit-min");
     return {
       positionals: p.positionals,
       concurrency:
-        c === undefined
-          ? Math.max(1, Math.floor(availableParallelism() / 2))
-          : integer("--concurrency", c, 1, 256),
+        c !== undefined
+          ? integer("--concurrency", c, 1, 256)
+          : recheck
+            ? 1
+            : Math.max(1, Math.floor(availableParallelism() / 2)),
       seed: seed("--seed", p.string("seed") ?? "1"),
+      seedGiven: p.has("seed"),
+      recheck,
+      all: p.bool("all"),
+      record: p.bool("record"),
+      rule: {
+        factor: factor === undefined ? DEFAULT_LIMIT.factor : integer("--limit-factor", factor, 1, 1000),
+        minMs: min === undefined ? DEFAULT_LIMIT.minMs : 1000 * integer("--limit-min", min, 1, 86_400),
+      },
       force: p.bool("force"),
       check: p.bool("check"),
       list: p.bool("list"),
@@ -124,6 +171,22 @@ if (options.list) {
     );
   }
   process.exit(0);
+}
+
+if (options.recheck) {
+  const argv = process.argv.slice(2).filter((a) => a !== "--record");
+  process.exit(
+    await recheck({
+      root,
+      jobs,
+      seed: options.seedGiven ? options.seed : undefined,
+      all: options.all,
+      record: options.record,
+      concurrency,
+      rule: options.rule,
+      command: `npm run mutate -- ${argv.join(" ")}`,
+    }),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,12 +283,18 @@ const runStryker = (job: Job): Promise<number> => {
   };
   const configFile = join(dir, "stryker.config.json");
   writeFileSync(configFile, JSON.stringify(config, null, 2) + "\n");
+  // The seed of this run, for `--recheck` (the report does not carry it).
+  const fcSeed = process.env["FC_SEED"] ?? String(options.seed);
+  writeFileSync(
+    join(dir, "run.json"),
+    JSON.stringify({ seed: Number(fcSeed), date: new Date().toISOString() }) + "\n",
+  );
   return new Promise((done) => {
     child = spawn(join(root, "node_modules", ".bin", "stryker"), ["run", rel(configFile)], {
       cwd: root,
       stdio: "inherit",
       detached: true,
-      env: { ...process.env, FC_SEED: process.env["FC_SEED"] ?? String(options.seed) },
+      env: { ...process.env, FC_SEED: fcSeed },
     });
     child.on("error", (e) => {
       console.error(`mutate: cannot start Stryker: ${e.message}`);
@@ -237,22 +306,6 @@ const runStryker = (job: Job): Promise<number> => {
 
 // ---------------------------------------------------------------------------------------------
 // The per-file table from Stryker's JSON reports.
-
-interface ReportMutant {
-  readonly id: string;
-  readonly mutatorName: string;
-  readonly replacement?: string;
-  readonly status: string;
-  readonly location: {
-    readonly start: { readonly line: number; readonly column: number };
-    readonly end: { readonly line: number; readonly column: number };
-  };
-}
-interface Report {
-  readonly files: Readonly<
-    Record<string, { readonly source: string; readonly mutants: readonly ReportMutant[] }>
-  >;
-}
 
 interface FileRow {
   readonly file: string;
@@ -334,17 +387,7 @@ const summarise = (
         adjusted: 0,
         unchecked: 0,
       };
-      const described = describeMutants(
-        file,
-        source,
-        mutants.map((m) => ({
-          id: m.id,
-          mutator: m.mutatorName,
-          replacement: m.replacement ?? "",
-          start: offsetOf(source, m.location.start.line, m.location.start.column),
-          end: offsetOf(source, m.location.end.line, m.location.end.column),
-        })),
-      );
+      const described = describeReportMutants(file, source, mutants);
       const statusOf = new Map(mutants.map((m) => [m.id, m.status]));
       // The report's mutants each entry of the list names (the gate keeps each at one).
       const listed = new Set<string>();
@@ -360,13 +403,8 @@ const summarise = (
             stale.push(`${what}: ${status ?? "?"}`);
           else listed.add(fits[0]?.id ?? "");
         }
-      // Timeouts already checked by hand: still detected, no longer listed as to check.
-      const checked = new Set<string>();
-      for (const group of checkedTimeouts.filter((g) => g.file === file))
-        for (const name of group.mutants) {
-          const fits = resolveName(name, source, described);
-          if (fits.length === 1) checked.add(fits[0]?.id ?? "");
-        }
+      // Timeouts already checked (by hand or --recheck): still detected, no longer listed as to check.
+      const checked = idsNamed(checkedTimeouts, file, source, described);
       const names: MutantName[] = [];
       const slowNames: MutantName[] = [];
       for (const [i, m] of mutants.entries()) {

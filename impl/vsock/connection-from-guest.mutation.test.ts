@@ -6,7 +6,10 @@
  * "Unexpected" with one RST to the guest; a guest RST gets none back; SHUTDOWN with no flag
  * changes nothing, RCV drops the host's queued bytes, SEND tells the host (EOF); after the host
  * closed, guest bytes are dropped but counted consumed, and a one-flag SHUTDOWN ends it. Every
- * state change is checked against the spec's state machine (`nextState`).
+ * state change is checked against the spec's state machine (`nextState`). The last group also
+ * kills, in bounded time, mutants Stryker reported as timeouts: packets after a reset, an empty
+ * RW, CREDIT_REQUEST's answer, when the device asks for credit again, and when the RX round is
+ * woken.
  */
 import { describe, expect, it } from "vitest";
 import { nextState, type ConnEvent } from "../../spec/vsock.ts";
@@ -222,4 +225,58 @@ describe("VsockConnection.fromGuest after the host closed (LocalClosed)", () => 
       expectResetWithRst(conn, "PeerShutdown");
     });
   }
+});
+
+describe("VsockConnection.fromGuest: credit and wake-ups", () => {
+  it("a reset connection ignores every later guest packet: no bytes for the host, nothing for the guest [VSOCK-CONN-RST]", () => {
+    const { conn, calls } = established();
+    send(conn, VSOCK_OP_RST);
+    const before = { ...calls };
+    send(conn, VSOCK_OP_RW, { len: 10 });
+    send(conn, VSOCK_OP_CREDIT_REQUEST);
+    expect(conn.rxCnt).toBe(0);
+    expect(conn.toHost.length).toBe(0);
+    expect(calls).toEqual(before);
+    expect(drain(conn)).toEqual([]);
+  });
+
+  it("an RW with no bytes carries only credit: nothing for the host [VSOCK-CREDIT-FREE]", () => {
+    const { conn, calls } = established();
+    send(conn, VSOCK_OP_RW, { len: 0 });
+    expect(conn.state).toBe("Established");
+    expect(calls.hostData).toBe(0);
+    expect(conn.toHost.length).toBe(0);
+  });
+
+  it("CREDIT_REQUEST is answered with a CREDIT_UPDATE, the connection put on the RX round [VSOCK-CREDIT-UPDATE]", () => {
+    const { conn, calls } = established();
+    const woken = calls.pendingRx;
+    send(conn, VSOCK_OP_CREDIT_REQUEST);
+    expect(calls.pendingRx).toBe(woken + 1);
+    expect(drain(conn).map((p) => p.op)).toEqual([VSOCK_OP_CREDIT_UPDATE]);
+  });
+
+  it("a packet that changes nothing for the guest does not wake the RX round [VSOCK-CREDIT-UPDATE]", () => {
+    const { conn, calls } = established();
+    const woken = calls.pendingRx;
+    send(conn, VSOCK_OP_CREDIT_UPDATE);
+    expect(calls.pendingRx).toBe(woken);
+    expect(drain(conn)).toEqual([]);
+  });
+
+  it("blocked on credit, the device asks once, and again only after the guest granted some [VSOCK-CREDIT-UPDATE VSOCK-CREDIT-LIMIT]", () => {
+    const { conn } = established();
+    send(conn, VSOCK_OP_CREDIT_UPDATE, { bufAlloc: 0 });
+    conn.hostWrite(new Uint8Array(100).fill(9));
+    expect(drain(conn).map((p) => p.op)).toEqual([VSOCK_OP_CREDIT_REQUEST]);
+    // An update that grants nothing is not answered with another request (no ping-pong).
+    send(conn, VSOCK_OP_CREDIT_UPDATE, { bufAlloc: 0 });
+    expect(drain(conn)).toEqual([]);
+    // Credit granted (these packets have no data room, so none is used), then taken back.
+    send(conn, VSOCK_OP_CREDIT_UPDATE, { bufAlloc: 50 });
+    expect(drain(conn)).toEqual([]);
+    send(conn, VSOCK_OP_CREDIT_UPDATE, { bufAlloc: 0 });
+    expect(drain(conn).map((p) => p.op)).toEqual([VSOCK_OP_CREDIT_REQUEST]);
+    expect(conn.fromHost.length).toBe(100);
+  });
 });

@@ -2,14 +2,23 @@
  * Tests written to kill mutants of packet.ts that Stryker reported as timeouts on a loaded
  * machine but that do not hang (re-checked one by one, every covering test passed): reading
  * and writing the data of a packet that has none or is not RX, the direction in which
- * assembly looks guest memory up, a profile with only one of splitHeader and scatter, and
- * zero-length data descriptors in a scattered TX packet.
+ * assembly looks guest memory up, a profile with only one of splitHeader and scatter,
+ * zero-length data descriptors in a scattered TX packet, and an RX head whose own flags lack
+ * NEXT though the walk goes on (a packed ring's indirect table).
  */
 import { describe, expect, it } from "vitest";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { PROFILES, encodeHeader, emptyHeader, type VsockProfile } from "../../spec/vsock.ts";
 import { IoVecBuffer, IoVecBufferMut } from "../iovec/iovec.ts";
 import { ListChain, type ListDesc } from "./chain.ts";
+import { PackedDescriptorChain } from "../queue/packed-chain.ts";
+import {
+  PACKED_DESC_ADDR,
+  PACKED_DESC_FLAGS,
+  PACKED_DESC_LEN,
+  PACKED_DESC_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+} from "../../wire/packed.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../wire/split.ts";
 import { VsockPacket } from "./packet.ts";
 import { VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
@@ -164,5 +173,47 @@ describe("zero-length data descriptors in a scattered TX packet [VSOCK-LAYOUT-SC
     });
     const headOnly: ListDesc[] = [{ addr: HDR, len: VSOCK_PKT_HDR_SIZE, flags: 0 }];
     expect(pkt.assembleTx(new ListChain(m, headOnly), PROFILES.virtio)).toEqual({ _tag: "BufDescMissing" });
+  });
+});
+
+describe("an RX head without NEXT whose walk goes on: a packed ring's indirect table [VSOCK-RX-ORDER VSOCK-PROFILE]", () => {
+  /**
+   * A packed chain of one ring descriptor pointing at an indirect table holding `entries`: a
+   * packed table is walked entry after entry, whatever their NEXT flags (none set here).
+   */
+  const packedIndirect = (
+    m: GuestMemory,
+    table: number,
+    entries: readonly ListDesc[],
+  ): PackedDescriptorChain => {
+    entries.forEach((d, i) => {
+      const at = table + i * PACKED_DESC_SIZE;
+      m.writeU64(at + PACKED_DESC_ADDR, BigInt(d.addr));
+      m.writeU32(at + PACKED_DESC_LEN, d.len);
+      m.writeU16(at + PACKED_DESC_FLAGS, d.flags);
+    });
+    const chain = new PackedDescriptorChain(m);
+    chain.prepare(m, 8);
+    chain.store(0, table, 0, entries.length * PACKED_DESC_SIZE, (VIRTQ_DESC_F_INDIRECT << 16) | 3);
+    chain.load(0, true, 1, 3);
+    return chain;
+  };
+
+  it("the head's own NEXT flag decides for cloud-hypervisor and rust-vmm (BufDescMissing); virtio walks on to the data [VSOCK-RX-DATA-WRITABLE VSOCK-LAYOUT-SCATTER]", () => {
+    const m = memory();
+    const entries: ListDesc[] = [
+      { addr: HDR, len: VSOCK_PKT_HDR_SIZE, flags: W },
+      { addr: DATA, len: 16, flags: W },
+    ];
+    const chain = packedIndirect(m, 0x8000, entries);
+    const walked: number[] = [];
+    for (let ok = chain.rewind(); ok; ok = chain.advance()) walked.push(chain.addr, chain.flags & N);
+    expect(walked).toEqual([HDR, 0, DATA, 0]);
+    const pkt = new VsockPacket();
+    for (const profile of [PROFILES["cloud-hypervisor"], PROFILES["rust-vmm"]])
+      expect(pkt.assembleRx(chain, profile)).toEqual({ _tag: "BufDescMissing" });
+    expect(pkt.assembleRx(chain, PROFILES.virtio)).toBeNull();
+    expect(pkt.bufSize).toBe(16);
+    expect(pkt.data.segmentAddr(0)).toBe(DATA);
   });
 });

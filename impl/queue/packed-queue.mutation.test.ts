@@ -8,6 +8,7 @@
  * IN_ORDER batch spanning two laps, and prepareKick across a wrap.
  */
 import { describe, expect, it } from "vitest";
+import { accessesOf as accesses } from "../../properties/arbitraries/memory.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import * as P from "../../spec/packed-queue.ts";
 import {
@@ -27,8 +28,6 @@ const WRITE = VIRTQ_DESC_F_WRITE;
 const AVAIL = VIRTQ_DESC_F_AVAIL;
 const USED = VIRTQ_DESC_F_USED;
 
-type Access = readonly [addr: number, len: number, write: boolean];
-
 interface Rig {
   readonly m: GuestMemory;
   readonly drv: PackedDriver;
@@ -45,18 +44,6 @@ const rig = (size: number, before: (q: PackedQueue) => void = () => {}, maxSize 
   before(q);
   expect(q.initialize(m)).toEqual({ ok: true, value: undefined });
   return { m, drv, q, c: new PackedDescriptorChain(m) };
-};
-
-/** The accesses `f` makes, as the memory's recorder sees them. */
-const accesses = (m: GuestMemory, f: () => unknown): Access[] => {
-  const seen: Access[] = [];
-  m.recorder = (addr, len, write) => seen.push([addr, len, write]);
-  try {
-    f();
-  } finally {
-    m.recorder = null;
-  }
-  return seen;
 };
 
 describe("configuration and positions [PVQ-MAX-SIZE PVQ-INIT-FRESH PVQ-INACTIVE]", () => {

@@ -7,6 +7,7 @@
  * moment of each access).
  */
 import { describe, expect, it } from "vitest";
+import { accessesOf as accesses } from "../../properties/arbitraries/memory.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import {
   VRING_USED_F_NO_NOTIFY,
@@ -22,7 +23,6 @@ import { SplitDriver } from "./split-driver.ts";
 import { PopStatus, SplitQueue } from "./split-queue.ts";
 
 const SIZE = 8;
-type Access = readonly [addr: number, len: number, write: boolean];
 
 const rig = (): { m: GuestMemory; d: SplitDriver; q: SplitQueue } => {
   const m = GuestMemory.of([{ base: 0, bytes: new Uint8Array(0x10000) }]);
@@ -31,17 +31,6 @@ const rig = (): { m: GuestMemory; d: SplitDriver; q: SplitQueue } => {
   q.configure({ size: SIZE, ready: true, ...d.layout });
   if (!q.initialize(m).ok) throw new Error("queue refused");
   return { m, d, q };
-};
-/** The accesses `f` makes, as the memory's recorder sees them. */
-const accesses = (m: GuestMemory, f: () => unknown): Access[] => {
-  const seen: Access[] = [];
-  m.recorder = (addr, len, write) => seen.push([addr, len, write]);
-  try {
-    f();
-  } finally {
-    m.recorder = null;
-  }
-  return seen;
 };
 
 describe("configuration [VQ-MAX-SIZE VQ-INIT-SIZE VQ-EVENT-IDX]", () => {

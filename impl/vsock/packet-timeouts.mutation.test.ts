@@ -7,6 +7,7 @@
  * NEXT though the walk goes on (a packed ring's indirect table).
  */
 import { describe, expect, it } from "vitest";
+import { accessesOf as lookups } from "../../properties/arbitraries/memory.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { PROFILES, encodeHeader, emptyHeader, type VsockProfile } from "../../spec/vsock.ts";
 import { IoVecBuffer, IoVecBufferMut } from "../iovec/iovec.ts";
@@ -74,18 +75,6 @@ describe("the data of a packet that has none, or is not RX [VSOCK-TX-EMPTY VSOCK
 });
 
 describe("assembly looks guest memory up for reading (TX) or writing (RX) [VSOCK-BOUNDS]", () => {
-  /** Every (addr, len, write) lookup `f` makes in `m`. */
-  const lookups = (m: GuestMemory, f: () => void): [number, number, boolean][] => {
-    const seen: [number, number, boolean][] = [];
-    m.recorder = (addr, len, write) => seen.push([addr, len, write]);
-    try {
-      f();
-    } finally {
-      m.recorder = null;
-    }
-    return seen;
-  };
-
   it("TX: the header and the data are looked up for reading under every profile, a split header's pieces too [VSOCK-TX-ORDER VSOCK-TX-SPLIT-HDR]", () => {
     const m = memory();
     m.writeFrom(HDR, header(8));

@@ -166,3 +166,18 @@ export const lengthArb = (layout: MemoryLayout): fc.Arbitrary<bigint> =>
     { weight: 1, arbitrary: fc.constantFrom(...layout.map((r) => BigInt(r.size))) },
     { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: U64_MAX }) },
   );
+
+/** One access a memory's recorder saw: guest address, length, write. */
+export type Access = readonly [addr: number, len: number, write: boolean];
+
+/** The accesses `f` makes through `m`, as its recorder sees them (the recorder is removed after). */
+export const accessesOf = (m: GuestMemory, f: () => unknown): Access[] => {
+  const seen: Access[] = [];
+  m.recorder = (addr, len, write) => seen.push([addr, len, write]);
+  try {
+    f();
+  } finally {
+    m.recorder = null;
+  }
+  return seen;
+};

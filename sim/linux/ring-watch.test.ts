@@ -38,6 +38,31 @@ const rig = (beforeWatch?: (q: SplitQueue, publish: (head: number) => void) => v
   return { q, mem, watch, desc, publish, view, chain: new DescriptorChain(mem) };
 };
 
+/**
+ * A rig with EVENT_IDX whose driver, once armed, publishes head 1 right after the device writes
+ * avail_event (between that write and the device's re-read of avail.idx); heads 0 and 1 are
+ * one-descriptor chains and head 0 is published.
+ */
+const availEventRace = () => {
+  let race = false;
+  const r = rig((q, publish) => {
+    q.enableNotifSuppression();
+    const hooks = q as unknown as { writeAvailEvent: (v: number) => void };
+    const plain = hooks.writeAvailEvent.bind(q);
+    hooks.writeAvailEvent = (v: number) => {
+      plain(v);
+      if (race) {
+        race = false;
+        publish(1);
+      }
+    };
+  });
+  r.desc(0, DATA, 64, 2, 0);
+  r.desc(1, DATA, 64, 2, 0);
+  r.publish(0);
+  return { r, arm: (): void => void (race = true) };
+};
+
 describe("the reference model beside a real guest's ring", () => {
   it("a well-behaved device and driver give no finding", () => {
     const r = rig();
@@ -154,26 +179,11 @@ describe("the reference model beside a real guest's ring", () => {
     // The device finds the ring empty, writes avail_event, re-reads avail.idx and pops the
     // chain published meanwhile; the model, stepping after, sees a chain at once and only
     // pops. Seen once in CI from a real Linux guest on the vsock TX queue.
-    let race = false;
-    const r = rig((q, publish) => {
-      q.enableNotifSuppression();
-      const hooks = q as unknown as { writeAvailEvent: (v: number) => void };
-      const plain = hooks.writeAvailEvent.bind(q);
-      hooks.writeAvailEvent = (v: number) => {
-        plain(v);
-        if (race) {
-          race = false;
-          publish(1);
-        }
-      };
-    });
-    r.desc(0, DATA, 64, 2, 0);
-    r.desc(1, DATA, 64, 2, 0);
-    r.publish(0);
+    const { r, arm } = availEventRace();
     expect(r.q.popOrEnableNotificationInto(r.chain)).toBe(true);
     r.q.addUsed(0, 64);
     r.q.publishUsed();
-    race = true;
+    arm();
     expect(r.q.popOrEnableNotificationInto(r.chain)).toBe(true);
     expect(r.chain.headIndex).toBe(1);
     r.q.addUsed(1, 64);
@@ -183,7 +193,6 @@ describe("the reference model beside a real guest's ring", () => {
     // Only avail_event is taken from the device: a stray write to the used ring is still caught.
     r.view.setUint32(USED + 4 + 8 * 5, 7, true);
     r.publish(0);
-    race = true;
     expect(r.q.popOrEnableNotificationInto(r.chain)).toBe(true);
     expect(r.watch.deviceFindings.map((f) => f.message)).toEqual([
       "popOrEnableNotification: byte at 12332 is 7 after the device, 0 after the reference",
@@ -191,26 +200,11 @@ describe("the reference model beside a real guest's ring", () => {
   });
 
   it("the same race on tryEnableNotification alone: both answer false, avail_event is the device's [SIM-QUEUE-REFINES]", () => {
-    let race = false;
-    const r = rig((q, publish) => {
-      q.enableNotifSuppression();
-      const hooks = q as unknown as { writeAvailEvent: (v: number) => void };
-      const plain = hooks.writeAvailEvent.bind(q);
-      hooks.writeAvailEvent = (v: number) => {
-        plain(v);
-        if (race) {
-          race = false;
-          publish(1);
-        }
-      };
-    });
-    r.desc(0, DATA, 64, 2, 0);
-    r.desc(1, DATA, 64, 2, 0);
-    r.publish(0);
+    const { r, arm } = availEventRace();
     expect(r.q.popInto(r.chain)).toBe(true);
     r.q.addUsed(0, 64);
     r.q.publishUsed();
-    race = true; // avail_event = 1 (it was never written), then the driver publishes head 1
+    arm(); // avail_event = 1 (it was never written), then the driver publishes head 1
     const t = r.q.tryEnableNotification();
     expect(t.ok && t.value).toBe(false);
     expect(r.q.popInto(r.chain)).toBe(true);

@@ -252,6 +252,9 @@ describe("Unix-socket backend: waiting for socket activity", () => {
       sock.write("CONNECT 1234\n");
       expect(await within(abandoned, 2000)).not.toBe(NEVER);
       expect(await within(backend.activity(), 50)).not.toBe(NEVER);
+      // Waits abandoned turn after turn while nothing happens share one pending promise.
+      const idle = backend.activity();
+      for (let i = 0; i < 100; i++) expect(backend.activity()).toBe(idle);
       expect(await within(backend.activity(), 50)).toBe(NEVER);
       sock.destroy();
     } finally {

@@ -34,8 +34,8 @@ export class UnixSocketBackend implements HostPort {
   private readonly paused = new Map<Socket, VsockConnection>();
   /** Open from a socket event until someone waits for it (`activity`). */
   private readonly active = Latch.makeUnsafe(false);
-  /** `activity()` promises waiting for the next event. */
-  private readonly wakers: (() => void)[] = [];
+  /** The one promise every `activity()` call gets until the next event (null when none waits). */
+  private waiting: { readonly promise: Promise<void>; readonly resolve: () => void } | null = null;
   /** Connections with guest bytes to write, flushed once per synchronous round (see hostData). */
   private readonly toFlush = new Set<VsockConnection>();
   private flushScheduled = false;
@@ -89,19 +89,26 @@ export class UnixSocketBackend implements HostPort {
    * `awaitActivity` as a promise, without a fiber (a driver loop waits here once per idle turn,
    * and a plain resolver costs a fraction of `Effect.runPromise`). A wait that ends on an event
    * leaves it visible to the next wait too: a caller that raced this promise against a timer
-   * and went on without it must not lose the event to its abandoned wait.
+   * and went on without it must not lose the event to its abandoned wait. Waits between two
+   * events share one promise, so a loop that abandons one per idle turn holds one, not one per
+   * turn.
    */
   activity(): Promise<void> {
     if (this.active.closeUnsafe()) return Promise.resolve();
-    return new Promise((resolve) => this.wakers.push(resolve));
+    if (this.waiting === null) {
+      let resolve = (): void => {};
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.waiting = { promise, resolve };
+    }
+    return this.waiting.promise;
   }
 
   private signal(): void {
     this.active.openUnsafe();
-    const n = this.wakers.length;
-    if (n === 0) return;
-    for (let i = 0; i < n; i++) this.wakers[i]!();
-    this.wakers.splice(0, n);
+    const w = this.waiting;
+    if (w === null) return;
+    this.waiting = null;
+    w.resolve();
   }
 
   /** After RX: resume sockets whose buffered bytes went to the guest. */

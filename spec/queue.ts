@@ -9,11 +9,11 @@
  */
 import {
   locate,
-  readBytes,
-  readU16,
+  readInto,
+  readU16At,
   u64Of,
-  writeU16,
-  writeU32,
+  writeU16At,
+  writeU32At,
   type MemoryError,
   type SpecMemory,
 } from "./memory.ts";
@@ -124,6 +124,9 @@ export interface SpecWalk {
   readonly end: ChainError | null;
 }
 
+/** Where readDescriptor reads an entry's 16 bytes; taken apart before it returns. */
+const entry = new Uint8Array(16);
+
 /** Reads the raw entry `index` of the table at `table` (CHAIN-DESC-LAYOUT). */
 export const readDescriptor = (
   mem: SpecMemory,
@@ -133,12 +136,15 @@ export const readDescriptor = (
 ):
   | { readonly ok: true; readonly value: SpecDescriptor }
   | { readonly ok: false; readonly error: MemoryError } => {
-  // 16 * index is exact for a safe integer index (a power of two times it), one bigint
-  // fewer; a larger one (16 * 2^1020 is Infinity) takes the bigint product.
-  const at = table + (Number.isSafeInteger(index) ? BigInt(16 * index) : 16n * BigInt(index));
-  const bytes = readBytes(mem, at, 16);
-  if (!bytes.ok) return bytes;
-  const b = bytes.value;
+  // Entry i is at table + 16 * i: for a safe index, table and the offset 16 * i (exact, a
+  // power of two times it) go to memory apart, one bigint sum fewer; any other index takes
+  // the bigint product (16 * 2^1020 is Infinity).
+  const read =
+    index >= 0 && Number.isSafeInteger(index) && Number.isSafeInteger(16 * index)
+      ? readInto(mem, table, 16 * index, entry)
+      : readInto(mem, table + 16n * BigInt(index), 0, entry);
+  if (!read.ok) return read;
+  const b = entry;
   const addr = u64Of(
     (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0,
     (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)) >>> 0,
@@ -502,10 +508,14 @@ export const initialize = (q: SpecQueue, mem: SpecMemory): Step<Result<void, Que
 export const reset = (q: SpecQueue): SpecQueue => newQueue(q.maxSize)!;
 
 // Ring accesses of an active queue are in bounds (VQ-INIT-MEMORY); a failure here means the
-// caller passed memory other than the one the queue was initialized with.
-const mustRead16 = (mem: SpecMemory, addr: bigint): number => {
-  const r = readU16(mem, addr);
-  if (!r.ok) throw new Error(`spec/queue: ring read outside memory at ${addr}: wrong memory for this queue`);
+// caller passed memory other than the one the queue was initialized with. A ring field is
+// read and written as its ring's address and the field's offset in it (below).
+const mustRead16 = (mem: SpecMemory, ring: bigint, at: number): number => {
+  const r = readU16At(mem, ring, at);
+  if (!r.ok)
+    throw new Error(
+      `spec/queue: ring read outside memory at ${ring + BigInt(at)}: wrong memory for this queue`,
+    );
   return r.value;
 };
 const mustWrite = (r: Result<SpecMemory, MemoryError>): SpecMemory => {
@@ -513,25 +523,29 @@ const mustWrite = (r: Result<SpecMemory, MemoryError>): SpecMemory => {
   return r.value;
 };
 
-// VQ-LAYOUT as the model reads it (properties/wire.test.ts ties it to wire/split.ts).
-export const availIdxAddr = (q: SpecQueue): bigint => q.availRing + 2n;
+// VQ-LAYOUT as the model reads it: each field's offset in its ring, and its address
+// (properties/wire.test.ts ties the addresses to wire/split.ts).
+const FLAGS_AT = 0;
+const IDX_AT = 2;
+const availSlotAt = (q: SpecQueue, slot: number): number => 4 + 2 * (slot % q.size);
+const usedEventAt = (q: SpecQueue): number => 4 + 2 * q.size;
+const usedSlotAt = (q: SpecQueue, slot: number): number => 4 + 8 * (slot % q.size);
+const availEventAt = (q: SpecQueue): number => 4 + 8 * q.size;
+export const availIdxAddr = (q: SpecQueue): bigint => q.availRing + BigInt(IDX_AT);
 export const availSlotAddr = (q: SpecQueue, slot: number): bigint =>
-  q.availRing + 4n + 2n * BigInt(slot % q.size);
-export const usedEventAddr = (q: SpecQueue): bigint => q.availRing + 4n + 2n * BigInt(q.size);
-export const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + 2n;
-export const usedSlotAddr = (q: SpecQueue, slot: number): bigint =>
-  q.usedRing + 4n + 8n * BigInt(slot % q.size);
-export const availEventAddr = (q: SpecQueue): bigint => q.usedRing + 4n + 8n * BigInt(q.size);
+  q.availRing + BigInt(availSlotAt(q, slot));
+export const usedEventAddr = (q: SpecQueue): bigint => q.availRing + BigInt(usedEventAt(q));
+export const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + BigInt(IDX_AT);
+export const usedSlotAddr = (q: SpecQueue, slot: number): bigint => q.usedRing + BigInt(usedSlotAt(q, slot));
+export const availEventAddr = (q: SpecQueue): bigint => q.usedRing + BigInt(availEventAt(q));
 
 /** avail.idx as the driver wrote it; 0 for an inactive queue (VQ-INACTIVE). */
 export const availIdx = (q: SpecQueue, mem: SpecMemory): number =>
-  q.active ? mustRead16(mem, availIdxAddr(q)) : 0;
+  q.active ? mustRead16(mem, q.availRing, IDX_AT) : 0;
 
 /** avail.ring[slot] for slot < size; -1 when inactive or slot out of range. */
 export const readAvailRing = (q: SpecQueue, mem: SpecMemory, slot: number): number =>
-  q.active && slot >>> 0 === slot && slot < q.size
-    ? mustRead16(mem, q.availRing + 4n + 2n * BigInt(slot))
-    : -1;
+  q.active && slot >>> 0 === slot && slot < q.size ? mustRead16(mem, q.availRing, availSlotAt(q, slot)) : -1;
 
 /** VQ-LEN. */
 export const len = (q: SpecQueue, mem: SpecMemory): number =>
@@ -546,7 +560,7 @@ export const pop = (q: SpecQueue, mem: SpecMemory): Step<Result<SpecPopped | nul
   if (n > q.size)
     return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
   if (n === 0) return { queue: q, memory: mem, result: ok(null) };
-  const head = mustRead16(mem, availSlotAddr(q, q.nextAvail));
+  const head = mustRead16(mem, q.availRing, availSlotAt(q, q.nextAvail));
   if (checkedNew(mem, q.descTable, q.size, head) === undefined)
     return { queue: q, memory: mem, result: ok(null) };
   return {
@@ -570,9 +584,9 @@ export const addUsed = (
   if (index >>> 0 !== index || index >= q.size) {
     return { queue: q, memory: mem, result: err({ _tag: "DescIndexOutOfBounds", index }) };
   }
-  const at = usedSlotAddr(q, q.nextUsed);
-  let m = mustWrite(writeU32(mem, at, index));
-  m = mustWrite(writeU32(m, at + 4n, length >>> 0));
+  const at = usedSlotAt(q, q.nextUsed);
+  let m = mustWrite(writeU32At(mem, q.usedRing, at, index));
+  m = mustWrite(writeU32At(m, q.usedRing, at + 4, length >>> 0));
   return {
     queue: { ...q, nextUsed: u16(q.nextUsed + 1), numAdded: u16(q.numAdded + 1) },
     memory: m,
@@ -583,31 +597,39 @@ export const addUsed = (
 /** VQ-PUBLISH-USED. */
 export const publishUsed = (q: SpecQueue, mem: SpecMemory): Step<Result<void, QueueError>> => {
   if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
-  return { queue: q, memory: mustWrite(writeU16(mem, usedIdxAddr(q), q.nextUsed)), result: ok(undefined) };
+  return {
+    queue: q,
+    memory: mustWrite(writeU16At(mem, q.usedRing, IDX_AT, q.nextUsed)),
+    result: ok(undefined),
+  };
 };
 
 /** VQ-EVENT-FIELDS: avail.used_event. */
 export const usedEvent = (q: SpecQueue, mem: SpecMemory): Result<number, QueueError> =>
-  q.active ? ok(mustRead16(mem, usedEventAddr(q))) : err(NOT_READY);
+  q.active ? ok(mustRead16(mem, q.availRing, usedEventAt(q))) : err(NOT_READY);
 
 /** VQ-EVENT-FIELDS: used.avail_event as last written. */
 export const availEvent = (q: SpecQueue, mem: SpecMemory): Result<number, QueueError> =>
-  q.active ? ok(mustRead16(mem, availEventAddr(q))) : err(NOT_READY);
+  q.active ? ok(mustRead16(mem, q.usedRing, availEventAt(q))) : err(NOT_READY);
 
 /** VQ-EVENT-FIELDS: writes used.avail_event. */
 export const setAvailEvent = (q: SpecQueue, mem: SpecMemory, v: number): Step<Result<void, QueueError>> =>
   q.active
-    ? { queue: q, memory: mustWrite(writeU16(mem, availEventAddr(q), u16(v))), result: ok(undefined) }
+    ? {
+        queue: q,
+        memory: mustWrite(writeU16At(mem, q.usedRing, availEventAt(q), u16(v))),
+        result: ok(undefined),
+      }
     : { queue: q, memory: mem, result: err(NOT_READY) };
 
 /** VQ-PREPARE-KICK, VQ-NO-INTERRUPT. */
 export const prepareKick = (q: SpecQueue, mem: SpecMemory, honourNoInterrupt = false): Step<boolean> => {
   if (!q.active) return { queue: q, memory: mem, result: false };
   if (!q.eventIdx) {
-    const flags = honourNoInterrupt ? mustRead16(mem, q.availRing) : 0;
+    const flags = honourNoInterrupt ? mustRead16(mem, q.availRing, FLAGS_AT) : 0;
     return { queue: q, memory: mem, result: (flags & VRING_AVAIL_F_NO_INTERRUPT) === 0 };
   }
-  const event = mustRead16(mem, usedEventAddr(q));
+  const event = mustRead16(mem, q.availRing, usedEventAt(q));
   const result = vringNeedEvent(event, q.nextUsed, u16(q.nextUsed - q.numAdded));
   return { queue: { ...q, numAdded: 0 }, memory: mem, result };
 };
@@ -616,8 +638,9 @@ export const prepareKick = (q: SpecQueue, mem: SpecMemory, honourNoInterrupt = f
 export const tryEnableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<boolean, QueueError>> => {
   if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
   if (!q.eventIdx) {
-    const flags = mustRead16(mem, q.usedRing);
-    const m = (flags & VRING_USED_F_NO_NOTIFY) !== 0 ? mustWrite(writeU16(mem, q.usedRing, 0)) : mem;
+    const flags = mustRead16(mem, q.usedRing, FLAGS_AT);
+    const m =
+      (flags & VRING_USED_F_NO_NOTIFY) !== 0 ? mustWrite(writeU16At(mem, q.usedRing, FLAGS_AT, 0)) : mem;
     return { queue: q, memory: m, result: ok(true) };
   }
   const n = len(q, mem);
@@ -626,7 +649,7 @@ export const tryEnableNotification = (q: SpecQueue, mem: SpecMemory): Step<Resul
       return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
     return { queue: q, memory: mem, result: ok(false) };
   }
-  const m = mustWrite(writeU16(mem, availEventAddr(q), q.nextAvail));
+  const m = mustWrite(writeU16At(mem, q.usedRing, availEventAt(q), q.nextAvail));
   return { queue: q, memory: m, result: ok(q.nextAvail === availIdx(q, m)) };
 };
 
@@ -649,7 +672,7 @@ export const disableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<
   if (q.eventIdx) return { queue: q, memory: mem, result: ok(undefined) };
   return {
     queue: q,
-    memory: mustWrite(writeU16(mem, q.usedRing, VRING_USED_F_NO_NOTIFY)),
+    memory: mustWrite(writeU16At(mem, q.usedRing, FLAGS_AT, VRING_USED_F_NO_NOTIFY)),
     result: ok(undefined),
   };
 };
@@ -658,7 +681,7 @@ export const disableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<
 export const enableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<boolean, QueueError>> => {
   if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
   const m = q.eventIdx
-    ? mustWrite(writeU16(mem, availEventAddr(q), q.nextAvail))
-    : mustWrite(writeU16(mem, q.usedRing, 0));
+    ? mustWrite(writeU16At(mem, q.usedRing, availEventAt(q), q.nextAvail))
+    : mustWrite(writeU16At(mem, q.usedRing, FLAGS_AT, 0));
   return { queue: q, memory: m, result: ok(availIdx(q, m) !== q.nextAvail) };
 };

@@ -42,13 +42,22 @@ export const packedRefPop = (
   return { id: popped.id, walk: popped.walk, table };
 };
 
+const views = new WeakMap<GuestMemory, SpecMemory>();
+
 /**
  * The reference model's view of guest memory: the same bytes, not a copy (the spec's
- * reads never write, so sharing is safe and each check sees the current contents).
+ * reads never write, so sharing is safe and each check sees the current contents). One
+ * view per memory (its regions never change), so every part of the oracle reads through
+ * the same region list and spec/memory works out its bounds once.
  */
-export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
-  regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: r.bytes })),
-});
+export const specMemoryOf = (mem: GuestMemory): SpecMemory => {
+  let view = views.get(mem);
+  if (view === undefined) {
+    view = { regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: r.bytes })) };
+    views.set(mem, view);
+  }
+  return view;
+};
 
 /** A descriptor of a reference walk, on either ring (spec/queue.ts, spec/packed-queue.ts). */
 export interface RefDescriptor {

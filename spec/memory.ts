@@ -396,8 +396,8 @@ const writeLeNumber = (
   const i = find(mem, base, at, width);
   if (i < 0) return missed(i, base + BigInt(at), BigInt(width));
   const o = foundOffset;
-  const bytes: number[] = [];
-  for (let k = 0; k < width; k++) bytes.push((value >>> (8 * k)) & 0xff);
+  const bytes = new Array<number>(width);
+  for (let k = 0; k < width; k++) bytes[k] = (value >>> (8 * k)) & 0xff;
   return ok(recordWrite(mem, i, o, bytes));
 };
 

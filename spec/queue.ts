@@ -460,16 +460,35 @@ export const configure = (q: SpecQueue, c: QueueConfig): SpecQueue => ({
   active: false,
 });
 
+/**
+ * q with these ring positions. Every field is listed, so each state the operations make has
+ * one shape (a spread with the positions after it costs several times more in V8).
+ */
+const withPositions = (q: SpecQueue, nextAvail: number, nextUsed: number, numAdded: number): SpecQueue => ({
+  maxSize: q.maxSize,
+  size: q.size,
+  ready: q.ready,
+  descTable: q.descTable,
+  availRing: q.availRing,
+  usedRing: q.usedRing,
+  eventIdx: q.eventIdx,
+  active: q.active,
+  nextAvail,
+  nextUsed,
+  numAdded,
+});
+
 /** Firecracker's restore path: the positions a device sets directly (tests and snapshots). */
 export const setPositions = (
   q: SpecQueue,
   p: { readonly nextAvail?: number; readonly nextUsed?: number; readonly numAdded?: number },
-): SpecQueue => ({
-  ...q,
-  nextAvail: u16(p.nextAvail ?? q.nextAvail),
-  nextUsed: u16(p.nextUsed ?? q.nextUsed),
-  numAdded: u16(p.numAdded ?? q.numAdded),
-});
+): SpecQueue =>
+  withPositions(
+    q,
+    u16(p.nextAvail ?? q.nextAvail),
+    u16(p.nextUsed ?? q.nextUsed),
+    u16(p.numAdded ?? q.numAdded),
+  );
 
 /** VQ-EVENT-IDX. */
 export const enableNotifSuppression = (q: SpecQueue): SpecQueue => ({ ...q, eventIdx: true });
@@ -564,14 +583,15 @@ export const pop = (q: SpecQueue, mem: SpecMemory): Step<Result<SpecPopped | nul
   if (checkedNew(mem, q.descTable, q.size, head) === undefined)
     return { queue: q, memory: mem, result: ok(null) };
   return {
-    queue: { ...q, nextAvail: u16(q.nextAvail + 1) },
+    queue: withPositions(q, u16(q.nextAvail + 1), q.nextUsed, q.numAdded),
     memory: mem,
     result: ok({ head, walk: walkChain(mem, q.descTable, q.size, head) }),
   };
 };
 
 /** VQ-UNDO-POP. */
-export const undoPop = (q: SpecQueue): SpecQueue => ({ ...q, nextAvail: u16(q.nextAvail - 1) });
+export const undoPop = (q: SpecQueue): SpecQueue =>
+  withPositions(q, u16(q.nextAvail - 1), q.nextUsed, q.numAdded);
 
 /** VQ-ADD-USED-INDEX, VQ-ADD-USED. */
 export const addUsed = (
@@ -588,7 +608,7 @@ export const addUsed = (
   let m = mustWrite(writeU32At(mem, q.usedRing, at, index));
   m = mustWrite(writeU32At(m, q.usedRing, at + 4, length >>> 0));
   return {
-    queue: { ...q, nextUsed: u16(q.nextUsed + 1), numAdded: u16(q.numAdded + 1) },
+    queue: withPositions(q, q.nextAvail, u16(q.nextUsed + 1), u16(q.numAdded + 1)),
     memory: m,
     result: ok(undefined),
   };
@@ -631,7 +651,7 @@ export const prepareKick = (q: SpecQueue, mem: SpecMemory, honourNoInterrupt = f
   }
   const event = mustRead16(mem, q.availRing, usedEventAt(q));
   const result = vringNeedEvent(event, q.nextUsed, u16(q.nextUsed - q.numAdded));
-  return { queue: { ...q, numAdded: 0 }, memory: mem, result };
+  return { queue: withPositions(q, q.nextAvail, q.nextUsed, 0), memory: mem, result };
 };
 
 /** VQ-TRY-ENABLE-NOTIFICATION. */

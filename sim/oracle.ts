@@ -196,18 +196,24 @@ export class BoundsGuard {
   private where = "";
   private armed = false;
 
+  /** The memory's own `locate`, and the same with the watch in front (installed while armed). */
+  private readonly plain: GuestMemory["locate"];
+  private readonly watched: GuestMemory["locate"];
+
   constructor(ctx: SimContext, mem: GuestMemory) {
     this.ctx = ctx;
     this.mem = mem;
-    if (!ctx.oracle) return;
-    // The watch is installed once and looks only while armed: putting the method on the
-    // instance and deleting it at every arm/disarm would leave the memory object in V8's
-    // slow (dictionary) mode, and every device and driver access through it slower.
-    const locate = mem.locate;
-    mem.locate = (addr: number, len: number, write: boolean): number => {
-      if (this.armed) this.see(addr, len, write);
-      return locate.call(mem, addr, len, write);
+    const plain = mem.locate;
+    this.plain = plain;
+    this.watched = (addr: number, len: number, write: boolean): number => {
+      this.see(addr, len, write);
+      return plain.call(mem, addr, len, write);
     };
+    // The memory gets its own `locate` property once, and arm/disarm only change its value:
+    // adding and deleting the property at every arm/disarm would leave the memory object in
+    // V8's slow (dictionary) mode, and every device and driver access through it slower.
+    // Disarmed, it holds the plain method, so the driver's accesses pay nothing for the watch.
+    if (ctx.oracle) mem.locate = plain;
   }
 
   /** A queue's ring parts (GuestQueue.areas): readable, and writable where the device writes. */
@@ -281,10 +287,13 @@ export class BoundsGuard {
     if (!this.ctx.oracle) return;
     this.where = where;
     this.armed = true;
+    this.mem.locate = this.watched;
   }
 
   disarm(): void {
+    if (!this.armed) return;
     this.armed = false;
+    this.mem.locate = this.plain;
   }
 
   private inside(list: Ranges, addr: number, len: number, write: boolean): boolean {

@@ -385,19 +385,23 @@ const writeLe = (
   return writeBytes(mem, addr, bytes);
 };
 
-/** writeLe at base + at for a number of `width` <= 4 bytes (taken mod 2^(8 width), as writeLe does). */
+/**
+ * writeLe at base + at of `width` <= 8 bytes: the number `lo` (taken mod 2^32, or mod
+ * 2^(8 width) when narrower, as writeLe does) in the first four, then `hi` (mod 2^32).
+ */
 const writeLeNumber = (
   mem: SpecMemory,
   base: bigint,
   at: number,
   width: number,
-  value: number,
+  lo: number,
+  hi = 0,
 ): Result<SpecMemory, MemoryError> => {
   const i = find(mem, base, at, width);
   if (i < 0) return missed(i, base + BigInt(at), BigInt(width));
   const o = foundOffset;
   const bytes = new Array<number>(width);
-  for (let k = 0; k < width; k++) bytes[k] = (value >>> (8 * k)) & 0xff;
+  for (let k = 0; k < width; k++) bytes[k] = ((k < 4 ? lo : hi) >>> (8 * (k & 3))) & 0xff;
   return ok(recordWrite(mem, i, o, bytes));
 };
 
@@ -430,19 +434,21 @@ export const writeU32 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecM
   Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 0, 4, v) : writeLe(mem, addr, 4, BigInt(v));
 export const writeU64 = (mem: SpecMemory, addr: bigint, v: bigint): Result<SpecMemory, MemoryError> =>
   writeLe(mem, addr, 8, v);
-/** writeU16 / writeU32 of base + at (`at` a non-negative safe integer), for a value that is a safe integer. */
+/** writeU16 of base + at (`at` a non-negative safe integer), for a value that is a safe integer. */
 export const writeU16At = (
   mem: SpecMemory,
   base: bigint,
   at: number,
   v: number,
 ): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 2, v);
-export const writeU32At = (
+/** The u64 hi * 2^32 + lo (two u32 numbers, as u64Of takes them) at base + at. */
+export const writeU64At = (
   mem: SpecMemory,
   base: bigint,
   at: number,
-  v: number,
-): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 4, v);
+  lo: number,
+  hi: number,
+): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 8, lo, hi);
 
 /** Every region's bytes, for comparing two memories. */
 export const snapshot = (mem: SpecMemory): readonly { readonly base: bigint; readonly bytes: Uint8Array }[] =>

@@ -13,7 +13,7 @@ import {
   readU16At,
   u64Of,
   writeU16At,
-  writeU32At,
+  writeU64At,
   type MemoryError,
   type SpecMemory,
 } from "./memory.ts";
@@ -604,9 +604,8 @@ export const addUsed = (
   if (index >>> 0 !== index || index >= q.size) {
     return { queue: q, memory: mem, result: err({ _tag: "DescIndexOutOfBounds", index }) };
   }
-  const at = usedSlotAt(q, q.nextUsed);
-  let m = mustWrite(writeU32At(mem, q.usedRing, at, index));
-  m = mustWrite(writeU32At(m, q.usedRing, at + 4, length >>> 0));
+  // The element {id u32, len u32}, little-endian: one u64 with the id in its low half.
+  const m = mustWrite(writeU64At(mem, q.usedRing, usedSlotAt(q, q.nextUsed), index, length >>> 0));
   return {
     queue: withPositions(q, q.nextAvail, u16(q.nextUsed + 1), u16(q.numAdded + 1)),
     memory: m,

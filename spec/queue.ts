@@ -175,9 +175,16 @@ export const checkedNew = (
 /**
  * Walks the chain whose head is entry `head` of the table at `descTable`
  * (CHAIN-TTL, CHAIN-NEXT-RANGE, CHAIN-MEMORY, CHAIN-INDIRECT*, CHAIN-LEN-U32).
- * It does not apply CHAIN-CHECKED-NEW: call `checkedNew` first for a popped head.
+ * It does not apply CHAIN-CHECKED-NEW: call `checkedNew` first for a popped head, and pass
+ * what it read as `first` (that entry of this memory), so the walk does not read it again.
  */
-export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number, head: number): SpecWalk => {
+export const walkChain = (
+  mem: SpecMemory,
+  descTable: bigint,
+  queueSize: number,
+  head: number,
+  first?: SpecDescriptor,
+): SpecWalk => {
   const descriptors: SpecDescriptor[] = [];
   let table = descTable;
   let size = queueSize;
@@ -189,9 +196,15 @@ export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number,
     if (!Number.isInteger(next) || next < 0 || next >= size) {
       return { descriptors, end: { _tag: "InvalidDescriptorIndex", index: next, size } };
     }
-    const read = readDescriptor(mem, table, next, indirect);
-    if (!read.ok) return { descriptors, end: read.error };
-    const d = read.value;
+    let d: SpecDescriptor;
+    if (first !== undefined) {
+      d = first;
+      first = undefined;
+    } else {
+      const read = readDescriptor(mem, table, next, indirect);
+      if (!read.ok) return { descriptors, end: read.error };
+      d = read.value;
+    }
     if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       if (indirect) return { descriptors, end: { _tag: "InvalidIndirectDescriptor", index: d.index } };
       if (d.len === 0 || d.len % 16 !== 0 || d.len / 16 > MAX_INDIRECT_ENTRIES) {
@@ -580,12 +593,12 @@ export const pop = (q: SpecQueue, mem: SpecMemory): Step<Result<SpecPopped | nul
     return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
   if (n === 0) return { queue: q, memory: mem, result: ok(null) };
   const head = mustRead16(mem, q.availRing, availSlotAt(q, q.nextAvail));
-  if (checkedNew(mem, q.descTable, q.size, head) === undefined)
-    return { queue: q, memory: mem, result: ok(null) };
+  const first = checkedNew(mem, q.descTable, q.size, head);
+  if (first === undefined) return { queue: q, memory: mem, result: ok(null) };
   return {
     queue: withPositions(q, u16(q.nextAvail + 1), q.nextUsed, q.numAdded),
     memory: mem,
-    result: ok({ head, walk: walkChain(mem, q.descTable, q.size, head) }),
+    result: ok({ head, walk: walkChain(mem, q.descTable, q.size, head, first) }),
   };
 };
 

@@ -434,13 +434,19 @@ export const writeU32 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecM
   Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 0, 4, v) : writeLe(mem, addr, 4, BigInt(v));
 export const writeU64 = (mem: SpecMemory, addr: bigint, v: bigint): Result<SpecMemory, MemoryError> =>
   writeLe(mem, addr, 8, v);
-/** writeU16 of base + at (`at` a non-negative safe integer), for a value that is a safe integer. */
+/** writeU16 / writeU32 of base + at (`at` a non-negative safe integer), for a value that is a safe integer. */
 export const writeU16At = (
   mem: SpecMemory,
   base: bigint,
   at: number,
   v: number,
 ): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 2, v);
+export const writeU32At = (
+  mem: SpecMemory,
+  base: bigint,
+  at: number,
+  v: number,
+): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 4, v);
 /** The u64 hi * 2^32 + lo (two u32 numbers, as u64Of takes them) at base + at. */
 export const writeU64At = (
   mem: SpecMemory,

@@ -136,9 +136,9 @@ export const readDescriptor = (
 ):
   | { readonly ok: true; readonly value: SpecDescriptor }
   | { readonly ok: false; readonly error: MemoryError } => {
-  // Entry i is at table + 16 * i: for a safe index, table and the offset 16 * i (exact, a
-  // power of two times it) go to memory apart, one bigint sum fewer; any other index takes
-  // the bigint product (16 * 2^1020 is Infinity).
+  // Entry i is at table + 16 * i. For a non-negative safe index the offset 16 * i is exact (a
+  // power of two times it) and goes to memory beside the table's address, no bigint sum; any
+  // other index takes the bigint product (16 * 2^1020 is Infinity).
   const read =
     index >= 0 && Number.isSafeInteger(index) && Number.isSafeInteger(16 * index)
       ? readInto(mem, table, 16 * index, entry)

@@ -134,6 +134,20 @@ export class Trace {
   num(v: number): void {
     this.left--;
     this.ensure(10);
+    // Most values are small unsigned integers (ids, counts, lengths): one or two bytes
+    // without the general checks. -0 is 0 here but must stay a float64 (1 / -0 < 0).
+    if (v >>> 0 === v && v < 0x4000 && (v !== 0 || 1 / v > 0)) {
+      const b = this.buf;
+      let p = this.pos;
+      b[p++] = T_UINT;
+      if (v < 0x80) b[p++] = v;
+      else {
+        b[p++] = (v & 0x7f) | 0x80;
+        b[p++] = v >>> 7;
+      }
+      this.pos = p;
+      return;
+    }
     if (Number.isSafeInteger(v) && !Object.is(v, -0)) {
       if (v >= 0) {
         this.buf[this.pos++] = T_UINT;
@@ -212,6 +226,16 @@ export class Trace {
   private putUint(v: number): void {
     const b = this.buf;
     let p = this.pos;
+    // Below 2^31 in 32-bit integer steps; above, in float division (exact to 2^53).
+    if (v < 0x8000_0000) {
+      while (v >= 0x80) {
+        b[p++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+      b[p++] = v;
+      this.pos = p;
+      return;
+    }
     while (v >= 0x80) {
       b[p++] = (v % 0x80) | 0x80;
       v = Math.floor(v / 0x80);

@@ -387,9 +387,15 @@ export class SplitDriver implements GuestQueue {
 
   /** Writes descriptor `index` of the table at `table` (default: this queue's table). */
   writeDescriptor(index: number, d: DescriptorInput, table: number | bigint = this.layout.descTable): void {
-    const at = Number(BigInt(table) + BigInt(descOffset(index)));
-    const { view, off } = this.ram.viewAt(at, DESC_SIZE, true);
-    encodeAt(view, off, d);
+    const off = descOffset(index);
+    // In numbers when the sum is exact (every table a driver places); a hostile table
+    // address (a bigint, a fraction, beyond 2^53) goes through BigInt as written.
+    const at =
+      typeof table === "number" && Number.isSafeInteger(table) && Number.isSafeInteger(table + off)
+        ? table + off
+        : Number(BigInt(table) + BigInt(off));
+    const r = this.ram.at(at, DESC_SIZE, true);
+    encodeAt(r.view, at - r.base, d);
   }
 
   readDescriptor(index: number, table: number = this.layout.descTable): Descriptor {

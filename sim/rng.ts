@@ -44,7 +44,12 @@ export class Rng {
     const limit = Math.floor(0x1_0000_0000 / n) * n;
     for (;;) {
       const x = this.u32();
-      if (x < limit) return x % n;
+      if (x < limit) {
+        // x % n without a float modulo (x may be above 2^31, out of int32). Exact: x / n
+        // is a whole number or at least 1/n below the next one, and with x < 2^32 that gap
+        // is far above the rounding error of the quotient, so the floor is right.
+        return x - Math.floor(x / n) * n;
+      }
     }
   }
 

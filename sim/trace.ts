@@ -72,6 +72,9 @@ export class Trace {
   private left = 0;
   private readonly kinds = new Map<string, number>();
   private readonly strings = new Map<string, number>();
+  /** A defined string and its id, the last one named by reference. */
+  private lastStr: string | null = null;
+  private lastStrId = 0;
   private readonly hash: Hash = createHash("sha256");
   private readonly sink: TraceSink | null;
   private readonly clock: TraceClock;
@@ -171,6 +174,13 @@ export class Trace {
 
   str(v: string): void {
     this.left--;
+    // The string named last (often the same: a queue's name in each of its events).
+    if (v === this.lastStr) {
+      this.ensure(6);
+      this.buf[this.pos++] = T_STR_REF;
+      this.putUint(this.lastStrId);
+      return;
+    }
     if (v.length <= INTERN_MAX_LEN) {
       const id = this.strings.get(v);
       if (id === undefined && this.strings.size < INTERN_MAX) {
@@ -181,9 +191,11 @@ export class Trace {
         return;
       }
       if (id !== undefined) {
+        this.lastStr = v;
+        this.lastStrId = id;
         this.ensure(6);
         this.buf[this.pos++] = T_STR_REF;
-        this.uint(id);
+        this.putUint(id);
         return;
       }
     }

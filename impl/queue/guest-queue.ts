@@ -51,18 +51,23 @@ export interface DriverBuffer {
  */
 export const recordSegments = (
   buffers: readonly DriverBuffer[],
+  owned = false,
 ): { readonly segments: GuestSegment[]; readonly outBytes: number; readonly inBytes: number } => {
   const segments: GuestSegment[] = [];
   let outBytes = 0;
   let inBytes = 0;
   for (const b of buffers) {
     const write = b.write === true;
-    segments.push({ addr: Number(b.addr), len: b.len, write });
+    segments.push(owned && isGuestSegment(b) ? b : { addr: Number(b.addr), len: b.len, write });
     if (write) inBytes += b.len;
     else outBytes += b.len;
   }
   return { segments, outBytes, inBytes };
 };
+
+/** A buffer already in the form the driver records (a number address, the direction set). */
+const isGuestSegment = (b: DriverBuffer): b is GuestSegment =>
+  typeof b.addr === "number" && typeof b.write === "boolean";
 
 /** A segment as `add` takes it: `addr` may be any u64 (a hostile or foreign chain). */
 export interface SegmentInput {
@@ -136,7 +141,14 @@ export interface GuestQueueOptions {
 export interface AddOptions {
   /** Put the segments in an indirect table at this guest address (ignored without INDIRECT_DESC). */
   readonly indirectTable?: number | bigint;
+  /**
+   * The segments are the caller's to give away (made for this call, never changed after):
+   * the driver may keep them as its record instead of copying them (BufferSlabs.add).
+   */
+  readonly owned?: boolean;
 }
+
+const OWNED: AddOptions = { owned: true };
 
 /** The ring-neutral driver side of one virtqueue. */
 export interface GuestQueue {
@@ -258,6 +270,7 @@ export class BufferSlabs {
     if (id === NO_ROOM) return NO_ROOM;
     const useTable = indirect && segs.length > 1 && segs.length <= this.maxIndirect;
     if (q.numFree < q.descsFor(segs.length, useTable)) return NO_ROOM;
-    return q.add(this.place(id, segs, gaps), token, useTable ? { indirectTable: this.tableAddr(id) } : {});
+    const opts = useTable ? { indirectTable: this.tableAddr(id), owned: true } : OWNED;
+    return q.add(this.place(id, segs, gaps), token, opts);
   }
 }

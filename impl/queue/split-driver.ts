@@ -169,13 +169,14 @@ export class SplitDriver implements GuestQueue {
    * and one INDIRECT descriptor) and the avail ring entry; avail.idx waits for `publish`.
    */
   add(segments: readonly SegmentInput[], token: number, opts: AddOptions = {}): number {
-    return this.place(segments, token, opts.indirectTable);
+    return this.place(segments, token, opts.indirectTable, opts.owned === true);
   }
 
   private place(
     buffers: readonly DriverBuffer[],
     token: number,
     indirectTable: number | bigint | undefined,
+    owned = false,
   ): number {
     const n = buffers.length;
     const indirect = indirectTable !== undefined && this.indirect;
@@ -184,7 +185,7 @@ export class SplitDriver implements GuestQueue {
     // describe (CHAIN-INDIRECT-LEN): hostile shapes are written with writeDescriptor.
     if (n === 0 || (indirect && n > 0xffff) || this.numFree < need) return NO_ROOM;
     const head = this.freeHead;
-    const { segments, outBytes, inBytes } = recordSegments(buffers);
+    const { segments, outBytes, inBytes } = recordSegments(buffers, owned);
     let table = 0;
     if (indirect) {
       table = Number(indirectTable);

@@ -52,16 +52,17 @@ export interface DriverBuffer {
 export const recordSegments = (
   buffers: readonly DriverBuffer[],
   owned = false,
-): { readonly segments: GuestSegment[]; readonly outBytes: number; readonly inBytes: number } => {
-  const segments: GuestSegment[] = [];
+): { readonly segments: readonly GuestSegment[]; readonly outBytes: number; readonly inBytes: number } => {
   let outBytes = 0;
   let inBytes = 0;
   for (const b of buffers) {
-    const write = b.write === true;
-    segments.push(owned && isGuestSegment(b) ? b : { addr: Number(b.addr), len: b.len, write });
-    if (write) inBytes += b.len;
+    if (b.write === true) inBytes += b.len;
     else outBytes += b.len;
   }
+  // Owned and already recorded (BufferSlabs.place's): kept as they are, array and all.
+  if (owned && buffers.every(isGuestSegment)) return { segments: buffers, outBytes, inBytes };
+  const segments: GuestSegment[] = [];
+  for (const b of buffers) segments.push({ addr: Number(b.addr), len: b.len, write: b.write === true });
   return { segments, outBytes, inBytes };
 };
 
@@ -142,8 +143,9 @@ export interface AddOptions {
   /** Put the segments in an indirect table at this guest address (ignored without INDIRECT_DESC). */
   readonly indirectTable?: number | bigint;
   /**
-   * The segments are the caller's to give away (made for this call, never changed after):
-   * the driver may keep them as its record instead of copying them (BufferSlabs.add).
+   * The segments (the array and its elements) are the caller's to give away, made for this
+   * call and never changed after: the driver may keep them as its record instead of copying
+   * them (BufferSlabs.add).
    */
   readonly owned?: boolean;
 }

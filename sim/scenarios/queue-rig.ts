@@ -8,7 +8,7 @@
  * Used by the `queue` scenario (well-formed traffic) and by `hostile-guest`, which adds
  * corruption through the `faults` hooks.
  */
-import { GuestMemory } from "../../impl/memory/guest-memory.ts";
+import { GuestMemory, type GuestRegion } from "../../impl/memory/guest-memory.ts";
 import type { DeviceChain } from "../../impl/queue/device-queue.ts";
 import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "../../impl/queue/guest-queue.ts";
 import type { GuestRam } from "../../impl/queue/guest-ram.ts";
@@ -211,6 +211,10 @@ export class QueueRig {
   private readonly noise: Uint8Array;
   /** The same bytes as a Buffer (ranged memcmp without views). */
   private readonly noiseBuf: Buffer;
+  /** The data region's bytes, then the noise at noiseAt, in one buffer. */
+  private readonly arena: Uint8Array;
+  private readonly noiseAt: number;
+  private readonly dataRegion: GuestRegion;
   private readonly ev: { add: number; publish: number; usedPublish: number; serve: number; reap: number };
   /** Device state: running (polling, notifications off) or idle; a kick is pending. */
   running = false;
@@ -235,10 +239,15 @@ export class QueueRig {
     const dataBase = 0x100000;
     const scratchLen = 64 * 1024;
     const dataBytes = BufferSlabs.bytesNeeded(size, SLAB, MAX_INDIRECT) + scratchLen;
+    // The run's bytes live in the buffer under the data region, past its end (no guest
+    // address reaches them): copies between the two need no view (putNoise).
+    this.arena = new Uint8Array(dataBytes + NOISE_SPAN + SLAB);
+    this.noiseAt = dataBytes;
     this.mem = GuestMemory.of([
       { base: 0x1000, bytes: new Uint8Array(ringBytes) },
-      { base: dataBase, bytes: new Uint8Array(dataBytes) },
+      { base: dataBase, bytes: this.arena.subarray(0, dataBytes) },
     ]);
+    this.dataRegion = this.mem.regions.find((r) => r.base === dataBase)!;
     const driver = makeGuestQueue(opts.ring, this.mem, ringBase, size, opts.eventIdx, opts.indirect);
     this.driver = driver;
     this.split = driver instanceof SplitDriver ? driver : null;
@@ -268,7 +277,7 @@ export class QueueRig {
     this.chain = this.port.newChain();
     this.guard.addAreas(driver.areas());
     this.spec = specMemoryOf(this.mem);
-    this.noise = new Uint8Array(NOISE_SPAN + SLAB);
+    this.noise = this.arena.subarray(this.noiseAt);
     ctx.rng.fill(this.noise);
     this.noiseBuf = asBuffer(this.noise);
     const t = ctx.trace;
@@ -304,6 +313,16 @@ export class QueueRig {
     ctx.facts[`${p}INDIRECT_DESC`] = opts.indirect;
   }
 
+  /**
+   * Copies noise[from, from+n) into region r at offset `at`: a memmove within the arena for
+   * the data region (every well-formed buffer), through a view elsewhere (a hostile chain
+   * may name the ring region).
+   */
+  private putNoise(r: GuestRegion, at: number, from: number, n: number): void {
+    if (r === this.dataRegion) this.arena.copyWithin(at, this.noiseAt + from, this.noiseAt + from + n);
+    else r.bytes.set(this.noise.subarray(from, from + n), at);
+  }
+
   /** Adds one chain of the given shape; -1 when the ring is full even after reclaiming. */
   addChain(shape: Shape): number {
     const ctx: SimContext = this.ctx;
@@ -325,7 +344,7 @@ export class QueueRig {
       const at = s.addr - r.base;
       if (s.write) r.bytes.fill(0, at, at + s.len);
       else {
-        r.bytes.set(this.noise.subarray(off, off + s.len), at);
+        this.putNoise(r, at, off, s.len);
         off += s.len;
       }
     }
@@ -565,7 +584,7 @@ export class QueueRig {
           const k = Math.min(n - done, SLAB);
           let from = inAt + written + done;
           if (from + k > noise.length) from %= NOISE_SPAN;
-          r.bytes.set(noise.subarray(from, from + k), to + done);
+          this.putNoise(r, to + done, from, k);
           done += k;
         }
         written += n;

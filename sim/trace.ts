@@ -113,13 +113,14 @@ export class Trace {
     if (!this.on) return false;
     if (this.left !== 0) throw new Error(`trace: the previous event is ${this.left} values short`);
     this.events++;
+    // Room for the three varints (8 bytes each at most: values below 2^53).
     this.ensure(24);
-    this.uint(kind + FIRST_EVENT);
+    this.putUint(kind + FIRST_EVENT);
     const d = this.step - this.lastStep;
     this.lastStep = this.step;
-    this.uint(d >= 0 ? d * 2 : -d * 2 - 1);
+    this.putUint(d >= 0 ? d * 2 : -d * 2 - 1);
     const ns = this.clock.nowNs;
-    this.uint(ns - this.lastNs);
+    this.putUint(ns - this.lastNs);
     this.lastNs = ns;
     this.left = keys;
     return true;

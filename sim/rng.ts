@@ -13,28 +13,34 @@ const splitmix32 = (state: { s: number }): number => {
 };
 
 export class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
+  /**
+   * sfc32's a, b, c, d as int32 words: fields would hold them as boxed doubles (most are
+   * outside the small-integer range), a typed array keeps them as plain 32-bit words.
+   */
+  private readonly s = new Int32Array(4);
 
   constructor(seed: number) {
     const st = { s: seed | 0 };
-    this.a = splitmix32(st);
-    this.b = splitmix32(st);
-    this.c = splitmix32(st);
-    this.d = splitmix32(st) | 1;
+    const s = this.s;
+    s[0] = splitmix32(st);
+    s[1] = splitmix32(st);
+    s[2] = splitmix32(st);
+    s[3] = splitmix32(st) | 1;
     for (let i = 0; i < 12; i++) this.u32();
   }
 
   /** A uniform unsigned 32-bit integer. */
   u32(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
+    const s = this.s;
+    const a = s[0]!;
+    const b = s[1]!;
+    const c = s[2]!;
+    const d = s[3]!;
+    const t = (((a + b) | 0) + d) | 0;
+    s[3] = d + 1;
+    s[0] = b ^ (b >>> 9);
+    s[1] = c + (c << 3);
+    s[2] = ((c << 21) | (c >>> 11)) + t;
     return t >>> 0;
   }
 

@@ -44,11 +44,7 @@ const T_STR_DEF = 10;
 const INTERN_MAX_LEN = 48;
 /** At most this many defined strings per trace (memory stays bounded in any run). */
 const INTERN_MAX = 4096;
-/**
- * Bytes handed to the hash and the sink at a time: large enough that the writer's per-chunk
- * work (a stream write, a compressor round trip on the thread pool) is small beside the bytes.
- */
-const CHUNK = 1 << 18;
+const CHUNK = 1 << 16;
 
 /** The virtual clock as the trace reads it (whole nanoseconds). */
 export interface TraceClock {
@@ -287,10 +283,7 @@ export class Trace {
     const chunk = this.buf.subarray(0, this.pos);
     this.hash.update(chunk);
     if (this.sink !== null) {
-      // The sink keeps these bytes (no copy): the stream goes on in a new buffer.
-      this.buf = new Uint8Array(CHUNK);
-      this.view = new DataView(this.buf.buffer);
-      const r = this.sink(chunk);
+      const r = this.sink(chunk.slice());
       if (r !== undefined) this.pending = this.pending === null ? r : this.pending.then(() => r);
     }
     this.pos = 0;

@@ -245,12 +245,13 @@ export class BufferSlabs {
     segs: readonly { readonly len: number; readonly write: boolean }[],
     gaps?: readonly number[],
   ): GuestSegment[] {
-    const out: GuestSegment[] = [];
+    // Sized up front: a chain's few segments, not the room a growing array reserves.
+    const out = new Array<GuestSegment>(segs.length);
     let addr = this.slabAddr(id);
     for (let i = 0; i < segs.length; i++) {
       const s = segs[i]!;
       addr += gaps?.[i] ?? 0;
-      out.push({ addr, len: s.len, write: s.write });
+      out[i] = { addr, len: s.len, write: s.write };
       addr += s.len;
     }
     if (addr > this.slabAddr(id) + this.slabBytes) throw new RangeError("chain does not fit its slab");

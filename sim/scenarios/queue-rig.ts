@@ -328,8 +328,8 @@ export class QueueRig {
     const ctx: SimContext = this.ctx;
     const segs = makeShape(ctx, shape, this.opts.size);
     const indirect = ctx.rng.chance(0.35);
-    const gaps: number[] = [];
-    for (let i = 0; i < segs.length; i++) gaps.push(ctx.rng.chance(0.3) ? ctx.rng.range(1, 64) : 0);
+    const gaps = new Array<number>(segs.length);
+    for (let i = 0; i < segs.length; i++) gaps[i] = ctx.rng.chance(0.3) ? ctx.rng.range(1, 64) : 0;
     let head = this.slabs.add(this.driver, segs, indirect, this.added, gaps);
     if (head === NO_ROOM) {
       this.reapAll();

@@ -222,6 +222,8 @@ export class QueueRig {
   irqPending = false;
   private publishedOld = 0;
   private readonly m: Record<string, Metric>;
+  /** The device as a bounds failure names it. */
+  private readonly deviceName: string;
   /** Chains the driver has added, and completed (for SIM-NO-LOSS). */
   added = 0;
   completed = 0;
@@ -257,6 +259,7 @@ export class QueueRig {
     this.slabs = new BufferSlabs(dataBase, size, SLAB, MAX_INDIRECT);
     this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
     this.guard = new BoundsGuard(ctx, this.mem);
+    this.deviceName = `${opts.name || "queue"} device`;
     // The reference model's pop (the shadow, before each pop of the device) tells the
     // bounds guard what the device may touch and gives checkChain its walk: one walk of
     // the chain by the model, not three.
@@ -452,7 +455,7 @@ export class QueueRig {
     this.kicked = false;
     let done = 0;
     let unpublished = 0;
-    this.guard.arm(`${this.opts.name || "queue"} device`);
+    this.guard.arm(this.deviceName);
     try {
       while (done < budget) {
         // The oracle lets the device touch the chain it is about to pop (SIM-BOUNDS): the

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { UnixSocketBackend } from "../impl/vsock/unix-backend.ts";
-import { copyServer, driveUntil, hostClient, leanGuest } from "./vsock.bench.ts";
+import { copyServer, driveUntil, hostClient, leanGuest, memoryCopies, memoryEcho } from "./vsock.bench.ts";
 
 /** `n` bytes of a pattern that differs per connection and does not repeat every 4 or 64 KiB. */
 const pattern = (n: number, seed: number): Uint8Array => {
@@ -102,6 +102,23 @@ describe("vsock echo benchmark: the lean guest and the floor echo every byte", (
       await backend.close();
     }
   });
+
+  for (const [size, count] of [
+    [65536, 20],
+    [4096, 300],
+    [5000, 250],
+  ] as const) {
+    it(`the in-memory echo (memoryEcho) gives back every byte in order, ${count} writes of ${size} B`, () => {
+      const chunk = pattern(size, 3);
+      const back: Buffer[] = [];
+      expect(memoryEcho(size, count, chunk, (c) => back.push(Buffer.from(c)))).toBeGreaterThan(0);
+      const all = Buffer.concat(back);
+      expect(all.length).toBe(size * count);
+      for (let i = 0; i < count; i++)
+        expect(Buffer.compare(all.subarray(i * size, (i + 1) * size), chunk)).toBe(0);
+      expect(memoryCopies(size, count)).toBeGreaterThan(0);
+    });
+  }
 
   it("the floor's server (copyServer) echoes 1 MiB + 123 B in 64 KiB writes unchanged", async () => {
     const path = join(dir, "floor.sock");

@@ -44,6 +44,11 @@ try {
   code = readerGone ? 0 : 1;
 }
 if (caught !== undefined) code = 128 + constants.signals[caught];
+// Output still queued for a slow reader (`sim trace FILE | less`: a pipe takes writes
+// asynchronously once it is full) would be cut off by exit: let it out first. The callback
+// runs once everything written before it is out, or at once with an error when the reader
+// is gone.
+if (!readerGone) await new Promise<void>((resolve) => process.stdout.write("", () => resolve()));
 // Exit explicitly: a scenario's sockets are closed by then, but a stray handle elsewhere
 // must not keep the gate waiting.
 process.exit(code);

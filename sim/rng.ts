@@ -13,28 +13,34 @@ const splitmix32 = (state: { s: number }): number => {
 };
 
 export class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
+  /**
+   * sfc32's a, b, c, d as int32 words: fields would hold them as boxed doubles (most are
+   * outside the small-integer range), a typed array keeps them as plain 32-bit words.
+   */
+  private readonly s = new Int32Array(4);
 
   constructor(seed: number) {
     const st = { s: seed | 0 };
-    this.a = splitmix32(st);
-    this.b = splitmix32(st);
-    this.c = splitmix32(st);
-    this.d = splitmix32(st) | 1;
+    const s = this.s;
+    s[0] = splitmix32(st);
+    s[1] = splitmix32(st);
+    s[2] = splitmix32(st);
+    s[3] = splitmix32(st) | 1;
     for (let i = 0; i < 12; i++) this.u32();
   }
 
   /** A uniform unsigned 32-bit integer. */
   u32(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
+    const s = this.s;
+    const a = s[0]!;
+    const b = s[1]!;
+    const c = s[2]!;
+    const d = s[3]!;
+    const t = (((a + b) | 0) + d) | 0;
+    s[3] = d + 1;
+    s[0] = b ^ (b >>> 9);
+    s[1] = c + (c << 3);
+    s[2] = ((c << 21) | (c >>> 11)) + t;
     return t >>> 0;
   }
 
@@ -44,7 +50,12 @@ export class Rng {
     const limit = Math.floor(0x1_0000_0000 / n) * n;
     for (;;) {
       const x = this.u32();
-      if (x < limit) return x % n;
+      if (x < limit) {
+        // x % n without a float modulo (x may be above 2^31, out of int32). Exact: x / n
+        // is a whole number or at least 1/n below the next one, and with x < 2^32 that gap
+        // is far above the rounding error of the quotient, so the floor is right.
+        return x - Math.floor(x / n) * n;
+      }
     }
   }
 

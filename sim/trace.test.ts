@@ -67,6 +67,60 @@ describe("trace encoding", () => {
     }
   });
 
+  it("writes each number as the format says, at the edges of every encoding path", () => {
+    // The format, written independently: a tag, then an unsigned LEB128 varint (3: the
+    // value, 4: the magnitude of a negative) for a safe integer, else a float64 (5).
+    const varint = (v: bigint): number[] => {
+      const out: number[] = [];
+      for (; v >= 0x80n; v >>= 7n) out.push(Number(v & 0x7fn) | 0x80);
+      return [...out, Number(v)];
+    };
+    const expected = (v: number): number[] => {
+      if (Number.isSafeInteger(v) && !Object.is(v, -0))
+        return v >= 0 ? [3, ...varint(BigInt(v))] : [4, ...varint(BigInt(-v))];
+      const f = new Uint8Array(8);
+      new DataView(f.buffer).setFloat64(0, v, true);
+      return [5, ...f];
+    };
+    const values = [
+      0,
+      -0,
+      1,
+      0x7f,
+      0x80,
+      0x3fff,
+      0x4000,
+      0x1fffff,
+      0x7fff_ffff,
+      0x8000_0000,
+      0xffff_ffff,
+      2 ** 32,
+      2 ** 53 - 1,
+      2 ** 53,
+      -1,
+      -0x80,
+      -(2 ** 31),
+      -(2 ** 53 - 1),
+      0.5,
+      -0.5,
+      0x3fff + 0.5,
+      NaN,
+      Infinity,
+    ];
+    for (const v of values) {
+      const chunks: Uint8Array[] = [];
+      const t = new Trace({ nowNs: 0 }, true, (c) => void chunks.push(c.slice()));
+      const k = t.kind("n", ["v"]);
+      t.flush();
+      chunks.length = 0;
+      t.begin(k, 1);
+      t.num(v);
+      t.flush();
+      // After the event's code and its step and time deltas (one byte each here).
+      expect([...chunks[0]!.subarray(3)], `num(${Object.is(v, -0) ? "-0" : v})`).toEqual(expected(v));
+    }
+  });
+
   it("refuses bytes that are not a trace, and a trace cut short", () => {
     expect(() => decodeTrace(new TextEncoder().encode('{"s":0}\n'))).toThrow(/not a simulator trace/);
     const { bytes } = encode();

@@ -72,6 +72,9 @@ export class Trace {
   private left = 0;
   private readonly kinds = new Map<string, number>();
   private readonly strings = new Map<string, number>();
+  /** A defined string and its id, the last one named by reference. */
+  private lastStr: string | null = null;
+  private lastStrId = 0;
   private readonly hash: Hash = createHash("sha256");
   private readonly sink: TraceSink | null;
   private readonly clock: TraceClock;
@@ -110,13 +113,14 @@ export class Trace {
     if (!this.on) return false;
     if (this.left !== 0) throw new Error(`trace: the previous event is ${this.left} values short`);
     this.events++;
+    // Room for the three varints (8 bytes each at most: values below 2^53).
     this.ensure(24);
-    this.uint(kind + FIRST_EVENT);
+    this.putUint(kind + FIRST_EVENT);
     const d = this.step - this.lastStep;
     this.lastStep = this.step;
-    this.uint(d >= 0 ? d * 2 : -d * 2 - 1);
+    this.putUint(d >= 0 ? d * 2 : -d * 2 - 1);
     const ns = this.clock.nowNs;
-    this.uint(ns - this.lastNs);
+    this.putUint(ns - this.lastNs);
     this.lastNs = ns;
     this.left = keys;
     return true;
@@ -134,6 +138,20 @@ export class Trace {
   num(v: number): void {
     this.left--;
     this.ensure(10);
+    // Most values are small unsigned integers (ids, counts, lengths): one or two bytes
+    // without the general checks. -0 is 0 here but must stay a float64 (1 / -0 < 0).
+    if (v >>> 0 === v && v < 0x4000 && (v !== 0 || 1 / v > 0)) {
+      const b = this.buf;
+      let p = this.pos;
+      b[p++] = T_UINT;
+      if (v < 0x80) b[p++] = v;
+      else {
+        b[p++] = (v & 0x7f) | 0x80;
+        b[p++] = v >>> 7;
+      }
+      this.pos = p;
+      return;
+    }
     if (Number.isSafeInteger(v) && !Object.is(v, -0)) {
       if (v >= 0) {
         this.buf[this.pos++] = T_UINT;
@@ -157,6 +175,13 @@ export class Trace {
 
   str(v: string): void {
     this.left--;
+    // The string named last (often the same: a queue's name in each of its events).
+    if (v === this.lastStr) {
+      this.ensure(6);
+      this.buf[this.pos++] = T_STR_REF;
+      this.putUint(this.lastStrId);
+      return;
+    }
     if (v.length <= INTERN_MAX_LEN) {
       const id = this.strings.get(v);
       if (id === undefined && this.strings.size < INTERN_MAX) {
@@ -167,9 +192,11 @@ export class Trace {
         return;
       }
       if (id !== undefined) {
+        this.lastStr = v;
+        this.lastStrId = id;
         this.ensure(6);
         this.buf[this.pos++] = T_STR_REF;
-        this.uint(id);
+        this.putUint(id);
         return;
       }
     }
@@ -212,6 +239,16 @@ export class Trace {
   private putUint(v: number): void {
     const b = this.buf;
     let p = this.pos;
+    // Below 2^31 in 32-bit integer steps; above, in float division (exact to 2^53).
+    if (v < 0x8000_0000) {
+      while (v >= 0x80) {
+        b[p++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+      b[p++] = v;
+      this.pos = p;
+      return;
+    }
     while (v >= 0x80) {
       b[p++] = (v % 0x80) | 0x80;
       v = Math.floor(v / 0x80);

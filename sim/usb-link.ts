@@ -30,14 +30,14 @@
  * order. At most `maxInFlight` transfers are in flight per direction (default 4); the pump
  * waits for a slot, which is how a slow link pushes back on writers.
  */
-import { Clock, Deferred, Effect, Latch } from "effect";
+import { Clock, Deferred, Effect } from "effect";
 import type { Scope } from "effect";
 import type { UsbPacketFiller } from "../impl/usb-vsock/filler.ts";
 import { UsbPacketBuilder } from "../impl/usb-vsock/packet.ts";
 import { UsbVsockEndpoint, type VsockStream } from "../impl/usb-vsock/endpoint.ts";
 import type { Address, ParseError } from "../impl/usb-vsock/packet.ts";
 import type { ProtocolError, Version } from "../spec/usb-vsock.ts";
-import { waitOn, wake } from "../impl/usb-vsock/wakers.ts";
+import { waitOn, wake, Waiters } from "../impl/usb-vsock/wakers.ts";
 
 export interface LinkEnd {
   readonly filler: UsbPacketFiller;
@@ -91,8 +91,8 @@ const direction = (
   Effect.gen(function* () {
     const maxInFlight = Math.max(1, o.maxInFlight ?? 4);
     const flight: { readonly dueNanos: bigint; readonly bytes: Uint8Array }[] = [];
-    const arrived = Latch.makeUnsafe(false);
-    const freed = Latch.makeUnsafe(false);
+    const arrived = new Waiters();
+    const freed = new Waiters();
     const latencyNanos = BigInt(Math.max(0, Math.round(o.latencyUs * 1000)));
 
     const pump = Effect.gen(function* () {
@@ -239,7 +239,7 @@ export const makeUsbVsockRig = (
     const sent: Uint8Array[][] = Array.from({ length: o.connections }, () => []);
     const recvBytes = new Array<number>(o.connections).fill(0);
     let orderViolations = 0;
-    const progress = Latch.makeUnsafe(false);
+    const progress = new Waiters();
 
     // Device: accept every incoming connection and check each byte against what was sent.
     const check = (i: number, chunk: Uint8Array): void => {

@@ -59,16 +59,26 @@ export const readDescriptor = (view: DataView, off: number): Descriptor => ({
 });
 
 /** Writes `d` at byte `off` of `view`; values are truncated to their field widths. */
-export const writeDescriptor = (view: DataView, off: number, d: DescriptorInput): void => {
-  const a = d.addr;
-  if (typeof a === "bigint") view.setBigUint64(off + DESC_ADDR, BigInt.asUintN(64, a), true);
+export const writeDescriptor = (view: DataView, off: number, d: DescriptorInput): void =>
+  writeDescriptorFields(view, off, d.addr, d.len, d.flags, d.next);
+
+/** writeDescriptor with the fields as arguments (a driver's hot path: no object per descriptor). */
+export const writeDescriptorFields = (
+  view: DataView,
+  off: number,
+  addr: number | bigint,
+  len: number,
+  flags: number,
+  next: number,
+): void => {
+  if (typeof addr === "bigint") view.setBigUint64(off + DESC_ADDR, BigInt.asUintN(64, addr), true);
   else {
-    view.setUint32(off + DESC_ADDR, a >>> 0, true);
-    view.setUint32(off + DESC_ADDR_HI, Math.floor(a / 0x1_0000_0000) >>> 0, true);
+    view.setUint32(off + DESC_ADDR, addr >>> 0, true);
+    view.setUint32(off + DESC_ADDR_HI, Math.floor(addr / 0x1_0000_0000) >>> 0, true);
   }
-  view.setUint32(off + DESC_LEN, d.len >>> 0, true);
-  view.setUint16(off + DESC_FLAGS, d.flags & 0xffff, true);
-  view.setUint16(off + DESC_NEXT, d.next & 0xffff, true);
+  view.setUint32(off + DESC_LEN, len >>> 0, true);
+  view.setUint16(off + DESC_FLAGS, flags & 0xffff, true);
+  view.setUint16(off + DESC_NEXT, next & 0xffff, true);
 };
 
 /** `d` as its 16 bytes. */

@@ -51,18 +51,24 @@ export interface DriverBuffer {
  */
 export const recordSegments = (
   buffers: readonly DriverBuffer[],
-): { readonly segments: GuestSegment[]; readonly outBytes: number; readonly inBytes: number } => {
-  const segments: GuestSegment[] = [];
+  owned = false,
+): { readonly segments: readonly GuestSegment[]; readonly outBytes: number; readonly inBytes: number } => {
   let outBytes = 0;
   let inBytes = 0;
   for (const b of buffers) {
-    const write = b.write === true;
-    segments.push({ addr: Number(b.addr), len: b.len, write });
-    if (write) inBytes += b.len;
+    if (b.write === true) inBytes += b.len;
     else outBytes += b.len;
   }
+  // Owned and already recorded (BufferSlabs.place's): kept as they are, array and all.
+  if (owned && buffers.every(isGuestSegment)) return { segments: buffers, outBytes, inBytes };
+  const segments: GuestSegment[] = [];
+  for (const b of buffers) segments.push({ addr: Number(b.addr), len: b.len, write: b.write === true });
   return { segments, outBytes, inBytes };
 };
+
+/** A buffer already in the form the driver records (a number address, the direction set). */
+const isGuestSegment = (b: DriverBuffer): b is GuestSegment =>
+  typeof b.addr === "number" && typeof b.write === "boolean";
 
 /** A segment as `add` takes it: `addr` may be any u64 (a hostile or foreign chain). */
 export interface SegmentInput {
@@ -136,7 +142,15 @@ export interface GuestQueueOptions {
 export interface AddOptions {
   /** Put the segments in an indirect table at this guest address (ignored without INDIRECT_DESC). */
   readonly indirectTable?: number | bigint;
+  /**
+   * The segments (the array and its elements) are the caller's to give away, made for this
+   * call and never changed after: the driver may keep them as its record instead of copying
+   * them (BufferSlabs.add).
+   */
+  readonly owned?: boolean;
 }
+
+const OWNED: AddOptions = { owned: true };
 
 /** The ring-neutral driver side of one virtqueue. */
 export interface GuestQueue {
@@ -231,12 +245,13 @@ export class BufferSlabs {
     segs: readonly { readonly len: number; readonly write: boolean }[],
     gaps?: readonly number[],
   ): GuestSegment[] {
-    const out: GuestSegment[] = [];
+    // Sized up front: a chain's few segments, not the room a growing array reserves.
+    const out = new Array<GuestSegment>(segs.length);
     let addr = this.slabAddr(id);
     for (let i = 0; i < segs.length; i++) {
       const s = segs[i]!;
       addr += gaps?.[i] ?? 0;
-      out.push({ addr, len: s.len, write: s.write });
+      out[i] = { addr, len: s.len, write: s.write };
       addr += s.len;
     }
     if (addr > this.slabAddr(id) + this.slabBytes) throw new RangeError("chain does not fit its slab");
@@ -258,6 +273,7 @@ export class BufferSlabs {
     if (id === NO_ROOM) return NO_ROOM;
     const useTable = indirect && segs.length > 1 && segs.length <= this.maxIndirect;
     if (q.numFree < q.descsFor(segs.length, useTable)) return NO_ROOM;
-    return q.add(this.place(id, segs, gaps), token, useTable ? { indirectTable: this.tableAddr(id) } : {});
+    const opts = useTable ? { indirectTable: this.tableAddr(id), owned: true } : OWNED;
+    return q.add(this.place(id, segs, gaps), token, opts);
   }
 }

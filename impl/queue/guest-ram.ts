@@ -17,7 +17,11 @@ export class GuestRam {
     this.regions = memory.regions;
   }
 
-  private at(addr: number, len: number, write = false): GuestRegion {
+  /**
+   * The region holding [addr, addr+len) (addr - base is the offset in its `bytes` and
+   * `view`): for callers that write several fields, or copy, without making a view.
+   */
+  at(addr: number, len: number, write = false): GuestRegion {
     const i = this.memory.locate(addr, len, write);
     if (i < 0) throw new RangeError(`guest driver: [${addr}, +${len}) is outside guest RAM`);
     return this.regions[i]!;

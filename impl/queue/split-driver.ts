@@ -49,6 +49,7 @@ import {
   usedSlotOffset,
   vringNeedEvent,
   writeDescriptor as encodeAt,
+  writeDescriptorFields,
   type Descriptor,
   type DescriptorInput,
   type SplitLayout,
@@ -169,13 +170,14 @@ export class SplitDriver implements GuestQueue {
    * and one INDIRECT descriptor) and the avail ring entry; avail.idx waits for `publish`.
    */
   add(segments: readonly SegmentInput[], token: number, opts: AddOptions = {}): number {
-    return this.place(segments, token, opts.indirectTable);
+    return this.place(segments, token, opts.indirectTable, opts.owned === true);
   }
 
   private place(
     buffers: readonly DriverBuffer[],
     token: number,
     indirectTable: number | bigint | undefined,
+    owned = false,
   ): number {
     const n = buffers.length;
     const indirect = indirectTable !== undefined && this.indirect;
@@ -184,42 +186,26 @@ export class SplitDriver implements GuestQueue {
     // describe (CHAIN-INDIRECT-LEN): hostile shapes are written with writeDescriptor.
     if (n === 0 || (indirect && n > 0xffff) || this.numFree < need) return NO_ROOM;
     const head = this.freeHead;
-    const { segments, outBytes, inBytes } = recordSegments(buffers);
+    const { segments, outBytes, inBytes } = recordSegments(buffers, owned);
     let table = 0;
     if (indirect) {
       table = Number(indirectTable);
       for (let i = 0; i < n; i++) {
         const b = buffers[i]!;
         const last = i + 1 === n;
-        this.writeDescriptor(
-          i,
-          {
-            addr: b.addr,
-            len: b.len,
-            flags: (last ? 0 : VIRTQ_DESC_F_NEXT) | (b.write === true ? VIRTQ_DESC_F_WRITE : 0),
-            next: last ? 0 : i + 1,
-          },
-          indirectTable,
-        );
+        const flags = (last ? 0 : VIRTQ_DESC_F_NEXT) | (b.write === true ? VIRTQ_DESC_F_WRITE : 0);
+        this.putDescriptor(indirectTable, i, b.addr, b.len, flags, last ? 0 : i + 1);
       }
-      this.writeDescriptor(head, {
-        addr: indirectTable,
-        len: DESC_SIZE * n,
-        flags: VIRTQ_DESC_F_INDIRECT,
-        next: 0,
-      });
+      this.putDescriptor(this.layout.descTable, head, indirectTable, DESC_SIZE * n, VIRTQ_DESC_F_INDIRECT, 0);
       this.freeHead = this.nextFree[head]!;
     } else {
+      const descTable = this.layout.descTable;
       let i = head;
       for (let k = 0; k < n; k++) {
         const b = buffers[k]!;
         const last = k + 1 === n;
-        this.writeDescriptor(i, {
-          addr: b.addr,
-          len: b.len,
-          flags: (last ? 0 : VIRTQ_DESC_F_NEXT) | (b.write === true ? VIRTQ_DESC_F_WRITE : 0),
-          next: last ? 0 : this.nextFree[i]!,
-        });
+        const flags = (last ? 0 : VIRTQ_DESC_F_NEXT) | (b.write === true ? VIRTQ_DESC_F_WRITE : 0);
+        this.putDescriptor(descTable, i, b.addr, b.len, flags, last ? 0 : this.nextFree[i]!);
         i = this.nextFree[i]!;
       }
       this.freeHead = i;
@@ -387,9 +373,35 @@ export class SplitDriver implements GuestQueue {
 
   /** Writes descriptor `index` of the table at `table` (default: this queue's table). */
   writeDescriptor(index: number, d: DescriptorInput, table: number | bigint = this.layout.descTable): void {
-    const at = Number(BigInt(table) + BigInt(descOffset(index)));
-    const { view, off } = this.ram.viewAt(at, DESC_SIZE, true);
-    encodeAt(view, off, d);
+    const at = this.descriptorAt(table, index);
+    const r = this.ram.at(at, DESC_SIZE, true);
+    encodeAt(r.view, at - r.base, d);
+  }
+
+  /** writeDescriptor with the fields as arguments (add's path: no object per descriptor). */
+  private putDescriptor(
+    table: number | bigint,
+    index: number,
+    addr: number | bigint,
+    len: number,
+    flags: number,
+    next: number,
+  ): void {
+    const at = this.descriptorAt(table, index);
+    const r = this.ram.at(at, DESC_SIZE, true);
+    writeDescriptorFields(r.view, at - r.base, addr, len, flags, next);
+  }
+
+  /**
+   * Where descriptor `index` of the table at `table` lies: in numbers when the sum is exact
+   * (every table a driver places); a hostile table address (a bigint, a fraction, beyond
+   * 2^53) goes through BigInt as written.
+   */
+  private descriptorAt(table: number | bigint, index: number): number {
+    const off = descOffset(index);
+    return typeof table === "number" && Number.isSafeInteger(table) && Number.isSafeInteger(table + off)
+      ? table + off
+      : Number(BigInt(table) + BigInt(off));
   }
 
   readDescriptor(index: number, table: number = this.layout.descTable): Descriptor {

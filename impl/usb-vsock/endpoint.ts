@@ -11,7 +11,7 @@
  * fiber, so the wire order is the order of state changes (a Reset is never overtaken by a
  * later Connect on the same address).
  */
-import { Effect, Latch } from "effect";
+import { Effect } from "effect";
 import type { Scope } from "effect";
 import { UsbPacketFiller } from "./filler.ts";
 import { PacketType, type ParseError } from "./packet.ts";
@@ -26,7 +26,7 @@ import {
   type Version,
   type PacketType as PacketTypeT,
 } from "../../spec/usb-vsock.ts";
-import { waitOn, wake } from "./wakers.ts";
+import { waitOn, wake, Waiters } from "./wakers.ts";
 
 export interface Refused {
   readonly _tag: "ConnectionRefused";
@@ -68,7 +68,7 @@ interface StreamState {
   readonly chunks: Uint8Array[];
   connected: boolean;
   ended: StreamClosed | Refused | undefined;
-  readonly waiters: Latch.Latch;
+  readonly waiters: Waiters;
 }
 
 interface OutPacket {
@@ -82,18 +82,18 @@ export class UsbVsockEndpoint {
   readonly core: ProtocolEndpoint;
   private readonly outbox: OutPacket[] = [];
   private outboxBytes = 0;
-  private readonly outboxWaiters = Latch.makeUnsafe(false);
-  private readonly roomWaiters = Latch.makeUnsafe(false);
+  private readonly outboxWaiters = new Waiters();
+  private readonly roomWaiters = new Waiters();
   private readonly streams = new Map<string, StreamState>();
   private readonly incomingQueue: Address[] = [];
-  private readonly incomingWaiters = Latch.makeUnsafe(false);
+  private readonly incomingWaiters = new Waiters();
   private readonly controlChunks: Uint8Array[] = [];
-  private readonly controlWaiters = Latch.makeUnsafe(false);
+  private readonly controlWaiters = new Waiters();
   private readonly echoReplies: Uint8Array[] = [];
   /** echo() calls waiting for a reply (USB-ECHO): how many EchoReplies to keep. */
   private echoAwaited = 0;
-  private readonly echoWaiters = Latch.makeUnsafe(false);
-  private readonly syncWaiters = Latch.makeUnsafe(false);
+  private readonly echoWaiters = new Waiters();
+  private readonly syncWaiters = new Waiters();
   private nonce = 0;
   private readonly maxOutbox: number;
   /** Parse errors seen on received transfers (each drops the rest of its transfer). */
@@ -212,7 +212,7 @@ export class UsbVsockEndpoint {
     const key = addressKey(a);
     let s = this.streams.get(key);
     if (s === undefined) {
-      s = { address: a, chunks: [], connected: false, ended: undefined, waiters: Latch.makeUnsafe(false) };
+      s = { address: a, chunks: [], connected: false, ended: undefined, waiters: new Waiters() };
       this.streams.set(key, s);
     }
     return s;
@@ -281,7 +281,7 @@ export class UsbVsockEndpoint {
     };
   }
 
-  private write(a: Address, waiters: Latch.Latch, bytes: Uint8Array): Effect.Effect<void, ProtocolError> {
+  private write(a: Address, waiters: Waiters, bytes: Uint8Array): Effect.Effect<void, ProtocolError> {
     const copy = bytes.slice();
     const attempt: Effect.Effect<void, ProtocolError> = Effect.suspend(() => {
       if (this.outboxBytes > this.maxOutbox) return Effect.flatMap(waitOn(this.roomWaiters), () => attempt);
@@ -304,7 +304,7 @@ export class UsbVsockEndpoint {
         chunks: [],
         connected: false,
         ended: undefined,
-        waiters: Latch.makeUnsafe(false),
+        waiters: new Waiters(),
       };
       this.streams.set(addressKey(a), s);
       const wait: Effect.Effect<VsockStream, Refused> = Effect.suspend(() => {

@@ -7,15 +7,15 @@
  * one packet (USB-FILL-WAIT-DATA); data larger than the room is split across packets and
  * transfers (USB-FILL-SPLIT); a second concurrent `fill` is AlreadyFilling (USB-FILL-ONE).
  *
- * Waiting is on a Latch woken when the state it waits on changes (wakers.ts); a woken fiber
+ * Waiting is on a `Waiters` woken when the state it waits on changes (wakers.ts); a woken fiber
  * re-checks, so spurious wake-ups are harmless. Interrupted waiters remove themselves, and
  * an interrupted `fill` withdraws its transfer.
  */
-import { Effect, Latch } from "effect";
+import { Effect } from "effect";
 import { HEADER_SIZE, PacketType } from "./packet.ts";
 import type { Address, PacketTooBig, UsbPacketBuilder } from "./packet.ts";
 import type { PacketType as PacketTypeT } from "../../spec/usb-vsock.ts";
-import { waitOn, wake } from "./wakers.ts";
+import { waitOn, wake, Waiters } from "./wakers.ts";
 
 export interface AlreadyFilling {
   readonly _tag: "AlreadyFilling";
@@ -25,8 +25,8 @@ export class UsbPacketFiller {
   private current: UsbPacketBuilder | undefined = undefined;
   /** The transfer on offer takes no more packets (it ends with a Sync, USB-SYNC-LAST). */
   private sealed = false;
-  private readonly roomWaiters = Latch.makeUnsafe(false);
-  private readonly dataWaiters = Latch.makeUnsafe(false);
+  private readonly roomWaiters = new Waiters();
+  private readonly dataWaiters = new Waiters();
 
   /** True while a transfer is on offer (a `fill` is pending). */
   get filling(): boolean {
@@ -43,11 +43,21 @@ export class UsbPacketFiller {
    * PacketTooBig when the transfer on offer could never hold `min` bytes.
    */
   waitForFillable(min: number): Effect.Effect<UsbPacketBuilder, PacketTooBig> {
+    return this.waitForRoom(min, true);
+  }
+
+  /**
+   * Waits until a transfer is on offer with at least `min` bytes of room; one that could
+   * never hold `min` bytes fails PacketTooBig with `tooBig`, else is waited past.
+   */
+  private waitForRoom(min: number, tooBig: true): Effect.Effect<UsbPacketBuilder, PacketTooBig>;
+  private waitForRoom(min: number, tooBig: false): Effect.Effect<UsbPacketBuilder>;
+  private waitForRoom(min: number, tooBig: boolean): Effect.Effect<UsbPacketBuilder, PacketTooBig> {
     const loop: Effect.Effect<UsbPacketBuilder, PacketTooBig> = Effect.suspend(() => {
       const b = this.current;
       if (b !== undefined && !this.sealed) {
         if (b.available() >= min) return Effect.succeed(b);
-        if (b.capacity < min)
+        if (tooBig && b.capacity < min)
           return Effect.fail<PacketTooBig>({ _tag: "PacketTooBig", size: min, available: b.capacity });
       }
       return Effect.flatMap(waitOn(this.roomWaiters), () => loop);
@@ -90,10 +100,7 @@ export class UsbPacketFiller {
     if (left <= 0) return Effect.succeed(0);
     // A transfer too small for a header and one byte can never carry data: wait for the
     // next one rather than fail, as the reference's writers do.
-    const waitRoom: Effect.Effect<UsbPacketBuilder> = Effect.catch(
-      this.waitForFillable(HEADER_SIZE + 1),
-      () => Effect.flatMap(waitOn(this.roomWaiters), () => waitRoom),
-    );
+    const waitRoom = this.waitForRoom(HEADER_SIZE + 1, false);
     return Effect.map(waitRoom, (b) => {
       const n = Math.min(left, b.available() - HEADER_SIZE);
       b.writeRaw(

@@ -28,6 +28,10 @@ import {
   VSOCK_TYPE_STREAM,
 } from "../../wire/vsock.ts";
 
+/** The host's CID (VSOCK_HOST_CID) as a header's 32-bit halves (compared and stamped per packet). */
+export const HOST_CID_LO = Number(VSOCK_HOST_CID & 0xffffffffn);
+export const HOST_CID_HI = Number(VSOCK_HOST_CID >> 32n);
+
 export interface ConnOptions {
   /** Our receive buffer, advertised as buf_alloc (bytes from the guest not yet consumed by the host). */
   readonly bufAlloc: number;
@@ -268,6 +272,9 @@ export class VsockConnection extends StreamCredit {
   trace: Transition[] | null = null;
   /** Backend's handle (a socket), opaque here. */
   hostHandle: unknown = null;
+  /** guestCid's 32-bit halves, stamped on every packet to the guest (no bigint per packet). */
+  private readonly guestCidLo: number;
+  private readonly guestCidHi: number;
 
   constructor(
     readonly localPort: number,
@@ -282,6 +289,8 @@ export class VsockConnection extends StreamCredit {
     private readonly slab: Slab = new Slab(),
   ) {
     super(options.bufAlloc);
+    this.guestCidLo = Number(guestCid & 0xffffffffn);
+    this.guestCidHi = Number((guestCid >> 32n) & 0xffffffffn);
     if (trace) this.trace = [];
     if (initiator === "host") {
       this.state = "LocalInit";
@@ -495,8 +504,8 @@ export class VsockConnection extends StreamCredit {
 
   private fill(hdr: VsockHeaderView, op: number, len: number, flags: number): void {
     hdr
-      .setSrcCid(VSOCK_HOST_CID)
-      .setDstCid(this.guestCid)
+      .setSrcCidHalves(HOST_CID_LO, HOST_CID_HI)
+      .setDstCidHalves(this.guestCidLo, this.guestCidHi)
       .setSrcPort(this.localPort)
       .setDstPort(this.peerPort)
       .setLen(len)

@@ -149,6 +149,22 @@ describe("connections through the device", () => {
     expect(t.state).toBe("established");
   });
 
+  it("a guest CID above 32 bits: RST replies and a connection's packets carry both CIDs whole [VSOCK-CONN-RST VSOCK-CONN-HANDSHAKE VSOCK-HDR-LAYOUT]", () => {
+    const cid = 0x8765_4321_0000_0005n;
+    const host = new MemoryHost();
+    host.listening.add(80);
+    const guest = VsockGuest.create({ guestCid: cid }, host, { rxBuffers: 8, txSlots: 8 });
+    const raw = (over: Partial<VsockHeader>): VsockHeader => hdr({ srcCid: cid, ...over });
+    guest.sendRaw(raw({ op: 99, srcPort: 1 })); // no connection: the muxer's RST
+    guest.sendRaw(raw({ srcPort: 2 })); // REQUEST to a listener: the connection's RESPONSE
+    guest.kickTx();
+    const got = guest.pollRx().map((p) => [p.header.op, p.header.srcCid, p.header.dstCid, p.header.dstPort]);
+    expect(got).toEqual([
+      [V.VSOCK_OP_RST, V.VSOCK_HOST_CID, cid, 1],
+      [V.VSOCK_OP_RESPONSE, V.VSOCK_HOST_CID, cid, 2],
+    ]);
+  });
+
   it("a guest that overruns its credit is reset [VSOCK-CREDIT-OVERRUN]", () => {
     const { host, guest, mux } = setup({}, { bufAlloc: 4096 });
     host.listening.add(80);

@@ -102,6 +102,21 @@ describe("VsockHeaderView inside a larger buffer [VSOCK-HDR-LAYOUT VSOCK-HDR-ACC
     });
   });
 
+  it("setSrcCidHalves / setDstCidHalves write what setSrcCid / setDstCid do, and nothing around them", () => {
+    const { bytes, h } = framed(0xee);
+    setAll(h, fields);
+    const viaBigint = [...window(bytes)];
+    h.setSrcCid(0n).setDstCid(0n);
+    expect(h.setSrcCidHalves(0x89ab_cdef, 0x0123_4567)).toBe(h);
+    expect(h.setDstCidHalves(0x7654_3210, 0xfedc_ba98)).toBe(h);
+    expect([...window(bytes)]).toEqual(viaBigint);
+    expect(outside(bytes).every((b) => b === 0xee)).toBe(true);
+    // Halves wider than 32 bits keep their low 32 bits, as the u32 fields' setters do.
+    h.setSrcCidHalves(2 ** 32 + 3, -1).setDstCidHalves(-2, 2 ** 33 + 1);
+    expect([h.srcCid(), h.dstCid()]).toEqual([0xffff_ffff_0000_0003n, 0x0000_0001_ffff_fffen]);
+    expect(outside(bytes).every((b) => b === 0xee)).toBe(true);
+  });
+
   it("setFlag ORs bits into flags and keeps the others", () => {
     const { h } = framed(0);
     h.setFlags(0b0101).setFlag(0b0011);

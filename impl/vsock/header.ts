@@ -60,6 +60,21 @@ export class VsockHeaderView {
     this.view.setBigUint64(this.off + HDROFF.dstCid, BigInt.asUintN(64, cid), true);
     return this;
   }
+  /**
+   * src_cid from its 32-bit halves (low, high): what `setSrcCid` writes, without making a
+   * bigint per packet on hot paths.
+   */
+  setSrcCidHalves(lo: number, hi: number): this {
+    this.view.setUint32(this.off + HDROFF.srcCid, lo >>> 0, true);
+    this.view.setUint32(this.off + HDROFF.srcCid + 4, hi >>> 0, true);
+    return this;
+  }
+  /** dst_cid from its 32-bit halves (low, high), as `setSrcCidHalves`. */
+  setDstCidHalves(lo: number, hi: number): this {
+    this.view.setUint32(this.off + HDROFF.dstCid, lo >>> 0, true);
+    this.view.setUint32(this.off + HDROFF.dstCid + 4, hi >>> 0, true);
+    return this;
+  }
   /** Low 32 bits of src_cid, to compare CIDs on hot paths without a bigint. */
   srcCidLo(): number {
     return this.view.getUint32(this.off + HDROFF.srcCid, true);

@@ -10,19 +10,15 @@
  */
 import {
   DEFAULT_CONN_OPTIONS,
+  HOST_CID_HI,
+  HOST_CID_LO,
   Slab,
   VsockConnection,
   type ConnListener,
   type ConnOptions,
 } from "./connection.ts";
 import type { VsockPacket } from "./packet.ts";
-import {
-  VSOCK_HOST_CID,
-  VSOCK_OP_REQUEST,
-  VSOCK_OP_RST,
-  VSOCK_PKT_HDR_SIZE,
-  VSOCK_TYPE_STREAM,
-} from "../../wire/vsock.ts";
+import { VSOCK_OP_REQUEST, VSOCK_OP_RST, VSOCK_PKT_HDR_SIZE, VSOCK_TYPE_STREAM } from "../../wire/vsock.ts";
 
 /** What the muxer needs from the host side. */
 export interface HostPort {
@@ -174,8 +170,8 @@ export class VsockMuxer implements ConnListener {
     const hdr = pkt.header;
     // VSOCK-CONN-CID: only guest -> host packets from this guest's CID.
     if (
-      hdr.dstCidLo() !== Number(VSOCK_HOST_CID) ||
-      hdr.dstCidHi() !== 0 ||
+      hdr.dstCidLo() !== HOST_CID_LO ||
+      hdr.dstCidHi() !== HOST_CID_HI ||
       hdr.srcCidLo() !== this.guestCidLo ||
       hdr.srcCidHi() !== this.guestCidHi
     ) {
@@ -261,8 +257,8 @@ export class VsockMuxer implements ConnListener {
       this.rstHead = (this.rstHead + 1) % this.rstLocal.length;
       this.rstCount--;
       pkt.header
-        .setSrcCid(VSOCK_HOST_CID)
-        .setDstCid(this.guestCid)
+        .setSrcCidHalves(HOST_CID_LO, HOST_CID_HI)
+        .setDstCidHalves(this.guestCidLo, this.guestCidHi)
         .setSrcPort(this.rstLocal[at]!)
         .setDstPort(this.rstPeer[at]!)
         .setLen(0)

@@ -8,7 +8,7 @@
  * Used by the `queue` scenario (well-formed traffic) and by `hostile-guest`, which adds
  * corruption through the `faults` hooks.
  */
-import { GuestMemory } from "../../impl/memory/guest-memory.ts";
+import { GuestMemory, type GuestRegion } from "../../impl/memory/guest-memory.ts";
 import type { DeviceChain } from "../../impl/queue/device-queue.ts";
 import { BufferSlabs, NO_ROOM, type GuestBuffer, type GuestQueue } from "../../impl/queue/guest-queue.ts";
 import type { GuestRam } from "../../impl/queue/guest-ram.ts";
@@ -141,6 +141,25 @@ export const firstDifference = (a: Uint8Array, b: Uint8Array): number => {
   return i;
 };
 
+/**
+ * The first i < n where bytes[at + i] differs from noise[from + i]; -1 when they are equal.
+ * One memcmp and no view when equal (Buffer#compare takes ranges); the caller keeps both
+ * ranges inside their arrays.
+ */
+const noiseDifference = (noise: Buffer, from: number, bytes: Uint8Array, at: number, n: number): number => {
+  if (noise.compare(bytes, at, at + n, from, from + n) === 0) return -1;
+  let i = 0;
+  while (bytes[at + i] === noise[from + i]) i++;
+  return i;
+};
+
+/** What the driver's notification fields ask of the device (interruptWanted). */
+const WANT = 1;
+const NOT_WANTED = 0;
+/** Packed DESC or a reserved value: the packed reference model judges those. */
+const NO_OPINION = -1;
+type Wanted = typeof WANT | typeof NOT_WANTED | typeof NO_OPINION;
+
 export interface RigOptions {
   readonly ring: RingName;
   readonly size: number;
@@ -190,6 +209,12 @@ export class QueueRig {
   private refPop: RefPop | null = null;
   /** NOISE_SPAN random bytes, then as many more as a slab holds (a stretch never wraps). */
   private readonly noise: Uint8Array;
+  /** The same bytes as a Buffer (ranged memcmp without views). */
+  private readonly noiseBuf: Buffer;
+  /** The data region's bytes, then the noise at noiseAt, in one buffer. */
+  private readonly arena: Uint8Array;
+  private readonly noiseAt: number;
+  private readonly dataRegion: GuestRegion;
   private readonly ev: { add: number; publish: number; usedPublish: number; serve: number; reap: number };
   /** Device state: running (polling, notifications off) or idle; a kick is pending. */
   running = false;
@@ -197,6 +222,8 @@ export class QueueRig {
   irqPending = false;
   private publishedOld = 0;
   private readonly m: Record<string, Metric>;
+  /** The device as a bounds failure names it. */
+  private readonly deviceName: string;
   /** Chains the driver has added, and completed (for SIM-NO-LOSS). */
   added = 0;
   completed = 0;
@@ -214,10 +241,15 @@ export class QueueRig {
     const dataBase = 0x100000;
     const scratchLen = 64 * 1024;
     const dataBytes = BufferSlabs.bytesNeeded(size, SLAB, MAX_INDIRECT) + scratchLen;
+    // The run's bytes live in the buffer under the data region, past its end (no guest
+    // address reaches them): copies between the two need no view (putNoise).
+    this.arena = new Uint8Array(dataBytes + NOISE_SPAN + SLAB);
+    this.noiseAt = dataBytes;
     this.mem = GuestMemory.of([
       { base: 0x1000, bytes: new Uint8Array(ringBytes) },
-      { base: dataBase, bytes: new Uint8Array(dataBytes) },
+      { base: dataBase, bytes: this.arena.subarray(0, dataBytes) },
     ]);
+    this.dataRegion = this.mem.regions.find((r) => r.base === dataBase)!;
     const driver = makeGuestQueue(opts.ring, this.mem, ringBase, size, opts.eventIdx, opts.indirect);
     this.driver = driver;
     this.split = driver instanceof SplitDriver ? driver : null;
@@ -227,6 +259,7 @@ export class QueueRig {
     this.slabs = new BufferSlabs(dataBase, size, SLAB, MAX_INDIRECT);
     this.scratch = { addr: dataBase + dataBytes - scratchLen, len: scratchLen };
     this.guard = new BoundsGuard(ctx, this.mem);
+    this.deviceName = `${opts.name || "queue"} device`;
     // The reference model's pop (the shadow, before each pop of the device) tells the
     // bounds guard what the device may touch and gives checkChain its walk: one walk of
     // the chain by the model, not three.
@@ -247,8 +280,9 @@ export class QueueRig {
     this.chain = this.port.newChain();
     this.guard.addAreas(driver.areas());
     this.spec = specMemoryOf(this.mem);
-    this.noise = new Uint8Array(NOISE_SPAN + SLAB);
+    this.noise = this.arena.subarray(this.noiseAt);
     ctx.rng.fill(this.noise);
+    this.noiseBuf = asBuffer(this.noise);
     const t = ctx.trace;
     this.ev = {
       add: t.kind("add", ["q", "head", "seq", "shape", "descs", "indirect", "out", "in"]),
@@ -282,12 +316,23 @@ export class QueueRig {
     ctx.facts[`${p}INDIRECT_DESC`] = opts.indirect;
   }
 
+  /**
+   * Copies noise[from, from+n) into region r at offset `at`: a memmove within the arena for
+   * the data region (every well-formed buffer), through a view elsewhere (a hostile chain
+   * may name the ring region).
+   */
+  private putNoise(r: GuestRegion, at: number, from: number, n: number): void {
+    if (r === this.dataRegion) this.arena.copyWithin(at, this.noiseAt + from, this.noiseAt + from + n);
+    else r.bytes.set(this.noise.subarray(from, from + n), at);
+  }
+
   /** Adds one chain of the given shape; -1 when the ring is full even after reclaiming. */
   addChain(shape: Shape): number {
     const ctx: SimContext = this.ctx;
     const segs = makeShape(ctx, shape, this.opts.size);
     const indirect = ctx.rng.chance(0.35);
-    const gaps = segs.map(() => (ctx.rng.chance(0.3) ? ctx.rng.range(1, 64) : 0));
+    const gaps = new Array<number>(segs.length);
+    for (let i = 0; i < segs.length; i++) gaps[i] = ctx.rng.chance(0.3) ? ctx.rng.range(1, 64) : 0;
     let head = this.slabs.add(this.driver, segs, indirect, this.added, gaps);
     if (head === NO_ROOM) {
       this.reapAll();
@@ -296,11 +341,13 @@ export class QueueRig {
     }
     const buf = this.driver.inFlightAt(head)!;
     let off = outStart(buf.seq);
+    const ram = this.ram;
     for (const s of buf.segments) {
-      const view = this.ram.bytes(s.addr, s.len);
-      if (s.write) view.fill(0);
+      const r = ram.at(s.addr, s.len);
+      const at = s.addr - r.base;
+      if (s.write) r.bytes.fill(0, at, at + s.len);
       else {
-        view.set(this.noise.subarray(off, off + s.len));
+        this.putNoise(r, at, off, s.len);
         off += s.len;
       }
     }
@@ -349,14 +396,15 @@ export class QueueRig {
     const newIdx = port.nextUsed;
     const oldIdx = this.publishedOld;
     this.publishedOld = newIdx;
-    // What the driver's fields, as they are in memory now, ask for.
-    const expected = this.interruptWanted(oldIdx, newIdx);
+    // What the driver's fields, as they are in memory now, ask for (read before the
+    // device decides; the field is named only in a failure's message).
+    const expected = ctx.oracle ? this.interruptWanted(oldIdx, newIdx) : NO_OPINION;
     const need = port.prepareKick();
-    if (ctx.oracle && expected !== null && need !== expected.want) {
+    if (expected !== NO_OPINION && need !== (expected === WANT)) {
       ctx.fail(
         "SIM-KICK-GATE",
-        `device ${need ? "interrupts" : "suppresses"} after used ${oldIdx}->${newIdx} but ${expected.field} says ${
-          expected.want ? "interrupt" : "suppress"
+        `device ${need ? "interrupts" : "suppresses"} after used ${oldIdx}->${newIdx} but ${this.interruptField()} says ${
+          expected === WANT ? "interrupt" : "suppress"
         }`,
       );
     }
@@ -377,18 +425,22 @@ export class QueueRig {
    * (EVENT_IDX) or VRING_AVAIL_F_NO_INTERRUPT; packed, the Driver Area's DISABLE or ENABLE
    * (DESC and reserved values are judged by the packed reference model, SIM-QUEUE-REFINES).
    */
-  private interruptWanted(oldIdx: number, newIdx: number): { want: boolean; field: string } | null {
+  private interruptWanted(oldIdx: number, newIdx: number): Wanted {
     const s = this.split;
     if (s !== null) {
-      if (this.opts.eventIdx) {
-        const ev = s.usedEvent();
-        return { want: vringNeedEvent(ev, newIdx, oldIdx), field: `used_event ${ev}` };
-      }
-      return { want: (s.availFlags() & VRING_AVAIL_F_NO_INTERRUPT) === 0, field: "avail.flags" };
+      if (this.opts.eventIdx) return vringNeedEvent(s.usedEvent(), newIdx, oldIdx) ? WANT : NOT_WANTED;
+      return (s.availFlags() & VRING_AVAIL_F_NO_INTERRUPT) === 0 ? WANT : NOT_WANTED;
     }
     const flags = this.packed!.driverEvent().flags;
-    if (flags !== RING_EVENT_FLAGS_ENABLE && flags !== RING_EVENT_FLAGS_DISABLE) return null;
-    return { want: flags === RING_EVENT_FLAGS_ENABLE, field: `driver event flags ${flags}` };
+    if (flags !== RING_EVENT_FLAGS_ENABLE && flags !== RING_EVENT_FLAGS_DISABLE) return NO_OPINION;
+    return flags === RING_EVENT_FLAGS_ENABLE ? WANT : NOT_WANTED;
+  }
+
+  /** The field interruptWanted read, with its value (for a failure's message). */
+  private interruptField(): string {
+    const s = this.split;
+    if (s !== null) return this.opts.eventIdx ? `used_event ${s.usedEvent()}` : "avail.flags";
+    return `driver event flags ${this.packed!.driverEvent().flags}`;
   }
 
   /** The device: up to `budget` chains, then notifications re-enabled when it runs dry. */
@@ -403,7 +455,7 @@ export class QueueRig {
     this.kicked = false;
     let done = 0;
     let unpublished = 0;
-    this.guard.arm(`${this.opts.name || "queue"} device`);
+    this.guard.arm(this.deviceName);
     try {
       while (done < budget) {
         // The oracle lets the device touch the chain it is about to pop (SIM-BOUNDS): the
@@ -487,22 +539,29 @@ export class QueueRig {
     const seq = buf?.seq ?? 0;
     const noise = this.noise;
     const outAt = outStart(seq);
+    const mem = this.mem;
+    const regions = mem.regions;
     let read = 0;
     let writable = 0;
     for (let ok = chain.rewind(); ok; ok = chain.advance()) {
       if (chain.isWriteOnly()) writable += chain.len;
       else {
-        const v = this.mem.slice(chain.addr, chain.len);
-        if (v !== undefined) {
+        // The device's read of the segment (as GuestMemory.slice does, without the view).
+        const len = chain.len;
+        const i = mem.locate(chain.addr, len, false);
+        if (i >= 0) {
           if (check) {
-            const at = outAt + read;
-            if (read + v.length > buf.outBytes || firstDifference(v, noise.subarray(at, at + v.length)) >= 0)
+            const r = regions[i]!;
+            if (
+              read + len > buf.outBytes ||
+              noiseDifference(this.noiseBuf, outAt + read, r.bytes, chain.addr - r.base, len) >= 0
+            )
               ctx.fail(
                 "SIM-CHAIN-MATCH",
                 `head ${head} seq ${seq}: the device read bytes the driver did not write`,
               );
           }
-          read += chain.len;
+          read += len;
         }
       }
     }
@@ -518,15 +577,17 @@ export class QueueRig {
       const inAt = inStart(seq);
       for (let ok = chain.rewindWritable(); ok && written < want; ok = chain.advanceWritable()) {
         const n = Math.min(chain.len, want - written);
-        const v = this.mem.slice(chain.addr, n, true);
-        if (v === undefined) break;
+        const i = mem.locate(chain.addr, n, true);
+        if (i < 0) break;
+        const r = regions[i]!;
+        const to = chain.addr - r.base;
         // A well-formed chain's writable room fits a slab (the stretch never wraps); a
         // hostile one may name more, written stretch after stretch.
         for (let done = 0; done < n;) {
           const k = Math.min(n - done, SLAB);
           let from = inAt + written + done;
           if (from + k > noise.length) from %= NOISE_SPAN;
-          v.set(noise.subarray(from, from + k), done);
+          this.putNoise(r, to + done, from, k);
           done += k;
         }
         written += n;
@@ -594,13 +655,13 @@ export class QueueRig {
     for (const s of buf.segments) {
       if (!s.write || off >= len) continue;
       const n = Math.min(s.len, len - off);
-      const v = this.ram.bytes(s.addr, n);
-      const want = this.noise.subarray(at + off, at + off + n);
-      const i = firstDifference(v, want);
+      const r = this.ram.at(s.addr, n);
+      const from = s.addr - r.base;
+      const i = noiseDifference(this.noiseBuf, at + off, r.bytes, from, n);
       if (i >= 0)
         this.ctx.fail(
           "SIM-DELIVERY",
-          `id ${buf.id} seq ${buf.seq}: writable byte ${off + i} is ${v[i]}, the device wrote ${want[i]}`,
+          `id ${buf.id} seq ${buf.seq}: writable byte ${off + i} is ${r.bytes[from + i]}, the device wrote ${this.noise[at + off + i]}`,
         );
       off += n;
     }

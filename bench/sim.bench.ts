@@ -243,7 +243,7 @@ const suite: BenchSuite = {
         target: { atLeast: 0.7, floor: ceiling / off },
         issue: "18",
         notes:
-          "the oracle's cost is the reference model (spec/queue.ts over spec/memory.ts: immutable state, bigint addresses, a result object per access) run beside every queue operation, plus the bounds guard; spec/memory writes are persistent (no region copy) and its reads allocate no bigint per byte; the rest is the model's own allocation, kept on purpose (an obviously-right reference, not a second implementation). The floor is the next two rows",
+          "the oracle's cost is the reference model (spec/queue.ts over spec/memory.ts) run beside every queue operation, the shadow's comparisons (positions, the walk, the bytes the model wrote) and the bounds guard (every device access while the device runs). The model keeps its form (immutable state, bigint addresses at its API, a result object per operation, persistent writes) but locates a ring field or table entry as base + offset in exact numbers, works out a region list's bounds once, and lists every field of a new state instead of spreading it; what is left is its own allocation, kept on purpose (an obviously-right reference, not a second implementation). The floor is the next two rows",
       }),
       row({
         case: "the reference model alone, per chain (no device, no glue)",

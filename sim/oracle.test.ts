@@ -195,6 +195,25 @@ describe("the oracle beside a split queue", () => {
     expect(rule).toBe("SIM-BOUNDS");
   });
 
+  it("catches a device write into a buffer the driver made read-only [SIM-BOUNDS]", () => {
+    let stray = 0;
+    const rule = runQueue(9, false, (rig) => {
+      const q = rig.port.queue as SplitQueue;
+      const addUsed = q.addUsed.bind(q);
+      q.addUsed = (index, len) => {
+        // The chain in hand is still the device's, but its readable part is not for writing.
+        const readable = rig.driver.inFlightAt(index)?.segments.find((s) => !s.write);
+        if (readable !== undefined) {
+          stray++;
+          rig.mem.writeU8(readable.addr, 0x5a);
+        }
+        return addUsed(index, len);
+      };
+    });
+    expect(stray).toBeGreaterThan(0);
+    expect(rule).toBe("SIM-BOUNDS");
+  });
+
   it("catches a device read of a buffer it has already given back [SIM-BOUNDS]", () => {
     let stray = 0;
     const rule = runQueue(8, false, (rig) => {

@@ -42,13 +42,22 @@ export const packedRefPop = (
   return { id: popped.id, walk: popped.walk, table };
 };
 
+const views = new WeakMap<GuestMemory, SpecMemory>();
+
 /**
  * The reference model's view of guest memory: the same bytes, not a copy (the spec's
- * reads never write, so sharing is safe and each check sees the current contents).
+ * reads never write, so sharing is safe and each check sees the current contents). One
+ * view per memory (its regions never change), so every part of the oracle reads through
+ * the same region list and spec/memory works out its bounds once.
  */
-export const specMemoryOf = (mem: GuestMemory): SpecMemory => ({
-  regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: r.bytes })),
-});
+export const specMemoryOf = (mem: GuestMemory): SpecMemory => {
+  let view = views.get(mem);
+  if (view === undefined) {
+    view = { regions: mem.regions.map((r) => ({ base: BigInt(r.base), bytes: r.bytes })) };
+    views.set(mem, view);
+  }
+  return view;
+};
 
 /** A descriptor of a reference walk, on either ring (spec/queue.ts, spec/packed-queue.ts). */
 export interface RefDescriptor {
@@ -78,9 +87,11 @@ const showSegs = (segs: readonly { addr: number | bigint; len: number; write: bo
  * device's errors name) and the number it locates with (exact up to 2^53 - 1, >= 2^53 for
  * anything larger).
  */
-const sameAddr = (ref: bigint, chain: DeviceChain): boolean =>
-  ref === chain.addrBig() &&
-  (ref <= MAX_SAFE_BIG ? Number(ref) === chain.addr : chain.addr > Number.MAX_SAFE_INTEGER);
+const sameAddr = (ref: bigint, chain: DeviceChain): boolean => {
+  // A safe number is compared as a bigint (exact, and cheaper than converting the u64).
+  const n = chain.addr;
+  return ref === chain.addrBig() && (n <= Number.MAX_SAFE_INTEGER ? BigInt(n) === ref : ref > MAX_SAFE_BIG);
+};
 
 /**
  * How the chain in the cursor departs from the reference's walk of the same head (descriptors
@@ -127,11 +138,12 @@ export const checkChain = (
     }
     same = chain.addr === e.addr && chain.len === e.len && chain.isWriteOnly() === e.write;
     const s = ref?.[n];
-    // The driver's address is an exact number: the reference's u64 equals it only below 2^53.
+    // The driver's address is an exact number: the reference's u64 equals it only below
+    // 2^53 (compared as bigints, exact, and cheaper than converting the u64).
     if (s !== undefined)
       same &&=
-        s.addr <= MAX_SAFE_BIG &&
-        Number(s.addr) === e.addr &&
+        Number.isSafeInteger(e.addr) &&
+        s.addr === BigInt(e.addr) &&
         s.len === e.len &&
         ((s.flags & VIRTQ_DESC_F_WRITE) !== 0) === e.write;
   }
@@ -157,12 +169,13 @@ export const checkChain = (
   );
 };
 
-/** A range the device may touch: [lo, hi), and whether it may write there. */
-interface Allowed {
-  lo: number;
-  hi: number;
-  write: boolean;
-}
+/**
+ * Ranges the device may touch, three numbers each: [lo, hi) and whether it may write there
+ * (1) or only read (0). Flat, so allowing a chain makes one array, not one object per range.
+ */
+type Ranges = number[];
+
+const NONE: Ranges = [];
 
 /**
  * SIM-BOUNDS: while armed, every range the device locates must lie inside an allowed
@@ -172,34 +185,44 @@ interface Allowed {
 export class BoundsGuard {
   private readonly mem: GuestMemory;
   private readonly ctx: SimContext;
-  private fixed: Allowed[] = [];
-  private readonly chains = new Map<number, Allowed[]>();
-  /** The chain list that allowed the last access (or was allowed last): looked at first. */
-  private last: readonly Allowed[] = [];
+  private readonly fixed: Ranges = [];
+  /**
+   * The chains the device holds: per ring (by its address), each chain's ranges at its id.
+   * A released id's entry is emptied, not deleted, so holding and releasing allocate nothing.
+   */
+  private readonly held = new Map<number, (Ranges | undefined)[]>();
+  /** The chain that allowed the last access (or was allowed last): looked at first. */
+  private last: Ranges = NONE;
   private where = "";
   private armed = false;
+
+  /** The memory's own `locate`, and the same with the watch in front (installed while armed). */
+  private readonly plain: GuestMemory["locate"];
+  private readonly watched: GuestMemory["locate"];
 
   constructor(ctx: SimContext, mem: GuestMemory) {
     this.ctx = ctx;
     this.mem = mem;
-    if (!ctx.oracle) return;
-    // The watch is installed once and looks only while armed: putting the method on the
-    // instance and deleting it at every arm/disarm would leave the memory object in V8's
-    // slow (dictionary) mode, and every device and driver access through it slower.
-    const locate = mem.locate;
-    mem.locate = (addr: number, len: number, write: boolean): number => {
-      if (this.armed) this.see(addr, len, write);
-      return locate.call(mem, addr, len, write);
+    const plain = mem.locate;
+    this.plain = plain;
+    this.watched = (addr: number, len: number, write: boolean): number => {
+      this.see(addr, len, write);
+      return plain.call(mem, addr, len, write);
     };
+    // The memory gets its own `locate` property once, and arm/disarm only change its value:
+    // adding and deleting the property at every arm/disarm would leave the memory object in
+    // V8's slow (dictionary) mode, and every device and driver access through it slower.
+    // Disarmed, it holds the plain method, so the driver's accesses pay nothing for the watch.
+    if (ctx.oracle) mem.locate = plain;
   }
 
   /** A queue's ring parts (GuestQueue.areas): readable, and writable where the device writes. */
   addAreas(areas: readonly RingArea[]): void {
-    for (const a of areas) this.fixed.push({ lo: a.addr, hi: a.addr + a.len, write: a.deviceWrites });
+    for (const a of areas) this.fixed.push(a.addr, a.addr + a.len, a.deviceWrites ? 1 : 0);
   }
 
   addRange(lo: number, len: number, write: boolean): void {
-    this.fixed.push({ lo, hi: lo + len, write });
+    this.fixed.push(lo, lo + len, write ? 1 : 0);
   }
 
   /**
@@ -217,33 +240,38 @@ export class BoundsGuard {
    * writable only when the descriptor is.
    */
   allowPop(queue: number, pop: RefPop): void {
-    const list: Allowed[] = [];
+    const list: Ranges = [];
     for (const d of pop.walk.descriptors) {
       if (d.addr < MAX_SAFE_BIG) {
         const lo = Number(d.addr);
-        list.push({ lo, hi: lo + d.len, write: (d.flags & VIRTQ_DESC_F_WRITE) !== 0 });
+        list.push(lo, lo + d.len, (d.flags & VIRTQ_DESC_F_WRITE) !== 0 ? 1 : 0);
       }
     }
     const t = pop.table;
     if (t !== null && t.addr < MAX_SAFE_BIG) {
       const lo = Number(t.addr);
-      list.push({ lo, hi: lo + t.len, write: false });
+      list.push(lo, lo + t.len, 0);
     }
-    this.chains.set(queue * 65536 + pop.id, list);
+    let byId = this.held.get(queue);
+    if (byId === undefined) this.held.set(queue, (byId = []));
+    // Grown one entry at a time, so the array stays dense (ids are below the ring's size).
+    while (byId.length <= pop.id) byId.push(undefined);
+    byId[pop.id] = list;
     this.last = list;
   }
 
   /** Forgets every chain (before allowing the set the device holds now). */
   clearChains(): void {
-    this.chains.clear();
-    this.last = [];
+    this.held.clear();
+    this.last = NONE;
   }
 
   /** The device gave this chain back (used): its buffers are the driver's again. */
   releaseId(queue: number, id: number): void {
-    const key = queue * 65536 + id;
-    if (this.chains.get(key) === this.last) this.last = [];
-    this.chains.delete(key);
+    const byId = this.held.get(queue);
+    if (byId === undefined || id >= byId.length) return;
+    if (byId[id] === this.last) this.last = NONE;
+    byId[id] = undefined;
   }
 
   /**
@@ -259,14 +287,18 @@ export class BoundsGuard {
     if (!this.ctx.oracle) return;
     this.where = where;
     this.armed = true;
+    this.mem.locate = this.watched;
   }
 
   disarm(): void {
+    if (!this.armed) return;
     this.armed = false;
+    this.mem.locate = this.plain;
   }
 
-  private inside(list: readonly Allowed[], addr: number, len: number, write: boolean): boolean {
-    for (const a of list) if (addr >= a.lo && addr + len <= a.hi && (!write || a.write)) return true;
+  private inside(list: Ranges, addr: number, len: number, write: boolean): boolean {
+    for (let i = 0; i < list.length; i += 3)
+      if (addr >= list[i]! && addr + len <= list[i + 1]! && (!write || list[i + 2] === 1)) return true;
     return false;
   }
 
@@ -278,11 +310,12 @@ export class BoundsGuard {
     for (const r of this.mem.regions) if (addr >= r.base && addr + len <= r.end) inMemory = true;
     if (!inMemory) return;
     if (this.inside(this.fixed, addr, len, write)) return;
-    for (const list of this.chains.values())
-      if (this.inside(list, addr, len, write)) {
-        this.last = list;
-        return;
-      }
+    for (const byId of this.held.values())
+      for (const list of byId)
+        if (list !== undefined && this.inside(list, addr, len, write)) {
+          this.last = list;
+          return;
+        }
     this.disarm();
     this.ctx.fail(
       "SIM-BOUNDS",

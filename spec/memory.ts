@@ -71,7 +71,8 @@ export interface SpecRegion {
 const MAX_DEPTH = 32;
 
 /**
- * A region a write made: `data` at `offset` over the region `below` (never changed here).
+ * A region a write made: `data` at `offset` over the region `below` (never changed here);
+ * `data` is a byte array, or for a write of a few bytes a plain array of them (cheaper to make).
  * Once its bytes are asked for, they are assembled into `flat`, which then answers alone.
  */
 class WrittenRegion implements SpecRegion {
@@ -79,12 +80,12 @@ class WrittenRegion implements SpecRegion {
   readonly size: number;
   readonly below: SpecRegion;
   readonly offset: number;
-  readonly data: Uint8Array;
+  readonly data: Uint8Array | readonly number[];
   /** Writes between this one and the plain region at the bottom (1 for the first). */
   readonly depth: number;
   flat: Uint8Array | null = null;
 
-  constructor(below: SpecRegion, offset: number, data: Uint8Array) {
+  constructor(below: SpecRegion, offset: number, data: Uint8Array | readonly number[]) {
     this.base = below.base;
     this.size = sizeOf(below);
     this.below = below;
@@ -117,18 +118,27 @@ const byteAt = (r: SpecRegion, k: number): number => {
   }
 };
 
+/** Region r's bytes when they are one array (a plain region, or a written one assembled), else null. */
+const flatBytes = (r: SpecRegion): Uint8Array | null => (r instanceof WrittenRegion ? r.flat : r.bytes);
+
 /** Copies region bytes [offset, offset + out.length) into out. */
 const copyOut = (r: SpecRegion, offset: number, out: Uint8Array): void => {
+  const flat = flatBytes(r);
   // A few bytes one by one (a view to copy from costs more).
-  if (out.length <= 32) for (let i = 0; i < out.length; i++) out[i] = byteAt(r, offset + i);
-  else if (!(r instanceof WrittenRegion)) out.set(r.bytes.subarray(offset, offset + out.length));
-  else if (r.flat !== null) out.set(r.flat.subarray(offset, offset + out.length));
+  if (flat !== null) {
+    if (out.length <= 32) for (let i = 0; i < out.length; i++) out[i] = flat[offset + i]!;
+    else out.set(flat.subarray(offset, offset + out.length));
+    return;
+  }
+  // Only a written region, not assembled yet, has no one array.
+  const w = r as WrittenRegion;
+  if (out.length <= 32) for (let i = 0; i < out.length; i++) out[i] = byteAt(w, offset + i);
   else {
     // The bytes below, then this write's part of the range over them.
-    copyOut(r.below, offset, out);
-    const lo = Math.max(offset, r.offset);
-    const hi = Math.min(offset + out.length, r.offset + r.data.length);
-    if (lo < hi) out.set(r.data.subarray(lo - r.offset, hi - r.offset), lo - offset);
+    copyOut(w.below, offset, out);
+    const lo = Math.max(offset, w.offset);
+    const hi = Math.min(offset + out.length, w.offset + w.data.length);
+    for (let k = lo; k < hi; k++) out[k - offset] = w.data[k - w.offset]!;
   }
 };
 
@@ -198,7 +208,7 @@ export const locate = (
   addr: bigint,
   len: bigint,
 ): Result<{ readonly region: number; readonly offset: number }, MemoryError> => {
-  const i = find(mem, addr, len);
+  const i = len >= 0n && len < 2n ** 53n ? find(mem, addr, 0, Number(len)) : findBig(mem, addr, len);
   return i < 0 ? missed(i, addr, len) : ok({ region: i, offset: foundOffset });
 };
 
@@ -211,35 +221,66 @@ const missed = (i: number, addr: bigint, len: bigint): Err<MemoryError> =>
 /** Where in its region the range the last successful `find` found starts. */
 let foundOffset = 0;
 
-/** Lengths as bigints, the small ones made once. */
-const SMALL_LENGTHS = Array.from({ length: 65 }, (_, i) => BigInt(i));
-const bigLength = (n: number): bigint => SMALL_LENGTHS[n] ?? BigInt(n);
-
-/** locate's answer as a number: the region's index (the offset in foundOffset), OVERFLOW or OUTSIDE. */
-const find = (mem: SpecMemory, addr: bigint, len: bigint): number => {
-  if (addr < 0n || len < 0n) return OVERFLOW;
-  if (addr <= ADDRESS_LIMIT && len <= ADDRESS_LIMIT) {
-    // The same test in exact numbers (no bigint arithmetic): a, l and every region's
-    // base and end are integers <= 2^53, so a < end and l <= end - a are exact.
-    const a = Number(addr);
-    const l = Number(len);
-    for (let i = 0; i < mem.regions.length; i++) {
-      const r = mem.regions[i]!;
-      if (r.base > ADDRESS_LIMIT) continue;
-      const base = Number(r.base);
-      const end = base + sizeOf(r);
-      if (end > 2 ** 53) return findBig(mem, addr, len);
-      if (base <= a && a < end && l <= end - a) {
-        foundOffset = a - base;
-        return i;
-      }
+/**
+ * The range [base + at, base + at + len), `at` and `len` non-negative safe integers: the
+ * region's index (the offset in foundOffset), OVERFLOW or OUTSIDE.
+ */
+const find = (mem: SpecMemory, base: bigint, at: number, len: number): number => {
+  // In exact numbers when the range starts below 2^53 (no bigint arithmetic): Number() of a
+  // bigint in [0, 2^53) is exact, and of one at or above 2^53 is at least 2^53 (rounding is
+  // monotonic), so a < 2^53 holds exactly when base + at < 2^53, and then a is exact.
+  const n = Number(base);
+  const a = n + at;
+  if (n < 0 || a >= 2 ** 53) return findBig(mem, base + BigInt(at), BigInt(len));
+  const b = boundsOf(mem.regions);
+  if (!b.exact) return findBig(mem, base + BigInt(at), BigInt(len));
+  // Every region's base and end are integers <= 2^53, so a < end and len <= end - a are exact.
+  for (let i = 0; i < b.base.length; i++) {
+    const end = b.end[i]!;
+    if (b.base[i]! <= a && a < end && len <= end - a) {
+      foundOffset = a - b.base[i]!;
+      return i;
     }
-    return OUTSIDE;
   }
-  return findBig(mem, addr, len);
+  return OUTSIDE;
+};
+
+/** The regions' bases and ends as numbers, exact when every region lies below 2^53. */
+interface Bounds {
+  readonly base: readonly number[];
+  readonly end: readonly number[];
+  readonly exact: boolean;
+}
+
+/**
+ * A region list never changes (memories are immutable), so its bounds are worked out once:
+ * `searched` are those of the last list measured (reads of the same memory one after
+ * another convert no bigint base), `written` those of the last list a write made, the same
+ * as the list it was written over (a write keeps every base and size).
+ */
+let searched: readonly SpecRegion[] = [];
+let searchedBounds: Bounds = { base: [], end: [], exact: true };
+let written = searched;
+let writtenBounds = searchedBounds;
+
+const boundsOf = (regions: readonly SpecRegion[]): Bounds => {
+  if (regions === searched) return searchedBounds;
+  if (regions === written) return writtenBounds;
+  const base: number[] = [];
+  const end: number[] = [];
+  let exact = true;
+  for (const r of regions) {
+    base.push(Number(r.base));
+    end.push(Number(r.base) + sizeOf(r));
+    if (r.base < 0n || r.base + BigInt(sizeOf(r)) > ADDRESS_LIMIT) exact = false;
+  }
+  searched = regions;
+  searchedBounds = { base, end, exact };
+  return searchedBounds;
 };
 
 const findBig = (mem: SpecMemory, addr: bigint, len: bigint): number => {
+  if (addr < 0n || len < 0n) return OVERFLOW;
   if (addr > U64_MAX || addr + len > U64_MAX + 1n) return OVERFLOW;
   for (let i = 0; i < mem.regions.length; i++) {
     const r = mem.regions[i]!;
@@ -254,11 +295,29 @@ const findBig = (mem: SpecMemory, addr: bigint, len: bigint): number => {
 
 /** A copy of the bytes [addr, addr+len). */
 export const readBytes = (mem: SpecMemory, addr: bigint, len: number): Result<Uint8Array, MemoryError> => {
-  const i = find(mem, addr, bigLength(len));
-  if (i < 0) return missed(i, addr, bigLength(len));
+  if (len < 0) return missed(OVERFLOW, addr, BigInt(len));
   const out = new Uint8Array(len);
+  const r = readInto(mem, addr, 0, out);
+  return r.ok ? ok(out) : r;
+};
+
+const DONE: Result<void, never> = ok(undefined);
+
+/**
+ * Reads the bytes [base + at, base + at + out.length) into `out` (vm-memory `read_slice`):
+ * readBytes without a new array, for a caller that takes the bytes apart at once. `at` is
+ * a non-negative safe integer; on an error `out` is unchanged.
+ */
+export const readInto = (
+  mem: SpecMemory,
+  base: bigint,
+  at: number,
+  out: Uint8Array,
+): Result<void, MemoryError> => {
+  const i = find(mem, base, at, out.length);
+  if (i < 0) return missed(i, base + BigInt(at), BigInt(out.length));
   copyOut(mem.regions[i]!, foundOffset, out);
-  return ok(out);
+  return DONE;
 };
 
 /** New memory with `data` at addr; the original is unchanged. */
@@ -267,31 +326,48 @@ export const writeBytes = (
   addr: bigint,
   data: Uint8Array,
 ): Result<SpecMemory, MemoryError> => {
-  const i = find(mem, addr, bigLength(data.length));
-  if (i < 0) return missed(i, addr, bigLength(data.length));
+  const i = find(mem, addr, 0, data.length);
+  if (i < 0) return missed(i, addr, BigInt(data.length));
   return ok(recordWrite(mem, i, foundOffset, data.slice()));
 };
 
 /** The memory with `data` (now owned by it) at `offset` of region `index`. */
-const recordWrite = (mem: SpecMemory, index: number, offset: number, data: Uint8Array): SpecMemory => {
+const recordWrite = (
+  mem: SpecMemory,
+  index: number,
+  offset: number,
+  data: Uint8Array | readonly number[],
+): SpecMemory => {
   const regions = mem.regions.slice();
   const r = regions[index]!;
   const w = new WrittenRegion(r, offset, data);
   // Fold a long record into one copy (reads walk the record).
   if (w.depth >= MAX_DEPTH) regions[index] = { base: r.base, bytes: w.bytes };
   else regions[index] = w;
+  writtenBounds = boundsOf(mem.regions);
+  written = regions;
   return { regions };
 };
 
-/** The little-endian number of `width` <= 4 bytes at addr. */
-const readLeNumber = (mem: SpecMemory, addr: bigint, width: number): Result<number, MemoryError> => {
-  const i = find(mem, addr, bigLength(width));
-  if (i < 0) return missed(i, addr, bigLength(width));
-  const r = mem.regions[i]!;
-  const o = foundOffset;
+/** The little-endian number of `width` <= 4 bytes at offset o of region r. */
+const leAt = (r: SpecRegion, o: number, width: number): number => {
+  const flat = flatBytes(r);
   let v = 0;
-  for (let k = width - 1; k >= 0; k--) v = v * 256 + byteAt(r, o + k);
-  return ok(v);
+  if (flat !== null) for (let k = width - 1; k >= 0; k--) v = v * 256 + flat[o + k]!;
+  else for (let k = width - 1; k >= 0; k--) v = v * 256 + byteAt(r, o + k);
+  return v;
+};
+
+/** The little-endian number of `width` <= 4 bytes at base + at. */
+const readLeNumber = (
+  mem: SpecMemory,
+  base: bigint,
+  at: number,
+  width: number,
+): Result<number, MemoryError> => {
+  const i = find(mem, base, at, width);
+  if (i < 0) return missed(i, base + BigInt(at), BigInt(width));
+  return ok(leAt(mem.regions[i]!, foundOffset, width));
 };
 
 const writeLe = (
@@ -309,38 +385,41 @@ const writeLe = (
   return writeBytes(mem, addr, bytes);
 };
 
-/** writeLe for a number of `width` <= 4 bytes (taken mod 2^(8 width), as writeLe does). */
+/**
+ * writeLe at base + at of `width` <= 8 bytes: the number `lo` (taken mod 2^32, or mod
+ * 2^(8 width) when narrower, as writeLe does) in the first four, then `hi` (mod 2^32).
+ */
 const writeLeNumber = (
   mem: SpecMemory,
-  addr: bigint,
+  base: bigint,
+  at: number,
   width: number,
-  value: number,
+  lo: number,
+  hi = 0,
 ): Result<SpecMemory, MemoryError> => {
-  const i = find(mem, addr, bigLength(width));
-  if (i < 0) return missed(i, addr, bigLength(width));
+  const i = find(mem, base, at, width);
+  if (i < 0) return missed(i, base + BigInt(at), BigInt(width));
   const o = foundOffset;
-  const bytes = new Uint8Array(width);
-  for (let k = 0; k < width; k++) bytes[k] = (value >>> (8 * k)) & 0xff;
+  const bytes = new Array<number>(width);
+  for (let k = 0; k < width; k++) bytes[k] = ((k < 4 ? lo : hi) >>> (8 * (k & 3))) & 0xff;
   return ok(recordWrite(mem, i, o, bytes));
 };
 
 export const readU8 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
-  readLeNumber(mem, addr, 1);
+  readLeNumber(mem, addr, 0, 1);
 export const readU16 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
-  readLeNumber(mem, addr, 2);
+  readLeNumber(mem, addr, 0, 2);
 export const readU32 = (mem: SpecMemory, addr: bigint): Result<number, MemoryError> =>
-  readLeNumber(mem, addr, 4);
+  readLeNumber(mem, addr, 0, 4);
+/** readU16 of base + at (`at` a non-negative safe integer): a field at a known offset, no bigint sum. */
+export const readU16At = (mem: SpecMemory, base: bigint, at: number): Result<number, MemoryError> =>
+  readLeNumber(mem, base, at, 2);
 /** Two u32 halves, low first (a bigint only for the answer). */
 export const readU64 = (mem: SpecMemory, addr: bigint): Result<bigint, MemoryError> => {
-  const i = find(mem, addr, 8n);
+  const i = find(mem, addr, 0, 8);
   if (i < 0) return missed(i, addr, 8n);
   const r = mem.regions[i]!;
-  const o = foundOffset;
-  const lo =
-    byteAt(r, o) + byteAt(r, o + 1) * 0x100 + byteAt(r, o + 2) * 0x10000 + byteAt(r, o + 3) * 0x1000000;
-  const hi =
-    byteAt(r, o + 4) + byteAt(r, o + 5) * 0x100 + byteAt(r, o + 6) * 0x10000 + byteAt(r, o + 7) * 0x1000000;
-  return ok(u64Of(lo, hi));
+  return ok(u64Of(leAt(r, foundOffset, 4), leAt(r, foundOffset + 4, 4)));
 };
 
 /** The u64 hi * 2^32 + lo of two u32s, exactly (one number while it stays below 2^53). */
@@ -350,11 +429,32 @@ export const u64Of = (lo: number, hi: number): bigint =>
 export const writeU8 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecMemory, MemoryError> =>
   writeLe(mem, addr, 1, BigInt(v));
 export const writeU16 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecMemory, MemoryError> =>
-  Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 2, v) : writeLe(mem, addr, 2, BigInt(v));
+  Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 0, 2, v) : writeLe(mem, addr, 2, BigInt(v));
 export const writeU32 = (mem: SpecMemory, addr: bigint, v: number): Result<SpecMemory, MemoryError> =>
-  Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 4, v) : writeLe(mem, addr, 4, BigInt(v));
+  Number.isSafeInteger(v) ? writeLeNumber(mem, addr, 0, 4, v) : writeLe(mem, addr, 4, BigInt(v));
 export const writeU64 = (mem: SpecMemory, addr: bigint, v: bigint): Result<SpecMemory, MemoryError> =>
   writeLe(mem, addr, 8, v);
+/** writeU16 / writeU32 of base + at (`at` a non-negative safe integer), for a value that is a safe integer. */
+export const writeU16At = (
+  mem: SpecMemory,
+  base: bigint,
+  at: number,
+  v: number,
+): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 2, v);
+export const writeU32At = (
+  mem: SpecMemory,
+  base: bigint,
+  at: number,
+  v: number,
+): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 4, v);
+/** The u64 hi * 2^32 + lo (two u32 numbers, as u64Of takes them) at base + at. */
+export const writeU64At = (
+  mem: SpecMemory,
+  base: bigint,
+  at: number,
+  lo: number,
+  hi: number,
+): Result<SpecMemory, MemoryError> => writeLeNumber(mem, base, at, 8, lo, hi);
 
 /** Every region's bytes, for comparing two memories. */
 export const snapshot = (mem: SpecMemory): readonly { readonly base: bigint; readonly bytes: Uint8Array }[] =>

@@ -17,7 +17,7 @@
  * (the ring), `availRing` the Driver Area (driver event suppression, read by the device) and
  * `usedRing` the Device Area (device event suppression, written by the device).
  */
-import { locate, readBytes, writeBytes, type SpecMemory } from "./memory.ts";
+import { locate, readBytes, readInto, u64Of, writeU16At, writeU32At, type SpecMemory } from "./memory.ts";
 import { type ChainError } from "./queue.ts";
 import {
   MAX_PACKED_QUEUE_SIZE,
@@ -443,23 +443,59 @@ export const initialize = (q: SpecPackedQueue, mem: SpecMemory): Step<Result<voi
   };
 };
 
+/** The fields of a state that operations change. */
+type Moved = Partial<
+  Pick<
+    SpecPackedQueue,
+    "nextAvail" | "availWrap" | "nextUsed" | "usedWrap" | "numAdded" | "inFlight" | "pending"
+  >
+>;
+
+/**
+ * q with the fields in `c` changed. Every field is listed, so each state the operations make
+ * has one shape (a spread with fields after it costs several times more in V8).
+ */
+const moved = (q: SpecPackedQueue, c: Moved): SpecPackedQueue => ({
+  maxSize: q.maxSize,
+  size: q.size,
+  ready: q.ready,
+  descTable: q.descTable,
+  availRing: q.availRing,
+  usedRing: q.usedRing,
+  eventIdx: q.eventIdx,
+  inOrder: q.inOrder,
+  active: q.active,
+  nextAvail: c.nextAvail ?? q.nextAvail,
+  availWrap: c.availWrap ?? q.availWrap,
+  nextUsed: c.nextUsed ?? q.nextUsed,
+  usedWrap: c.usedWrap ?? q.usedWrap,
+  numAdded: c.numAdded ?? q.numAdded,
+  inFlight: c.inFlight ?? q.inFlight,
+  pending: c.pending ?? q.pending,
+});
+
 /** PVQ-RESET. */
 export const reset = (q: SpecPackedQueue): SpecPackedQueue => newQueue(q.maxSize)!;
 
 // Ring and area accesses of an active queue are in bounds (PVQ-INIT-MEMORY); a failure here
 // means the caller passed memory other than the one the queue was initialized with.
-const mustRead = (mem: SpecMemory, addr: bigint, len: number): Uint8Array => {
-  const r = readBytes(mem, addr, len);
+// An access is at a ring's or area's address plus the field's offset in it.
+const mustRead = (mem: SpecMemory, base: bigint, at: number, len: number): Uint8Array => {
+  const out = new Uint8Array(len);
+  const r = readInto(mem, base, at, out);
   if (!r.ok)
-    throw new Error(`spec/packed-queue: read outside memory at ${addr}: wrong memory for this queue`);
-  return r.value;
+    throw new Error(
+      `spec/packed-queue: read outside memory at ${base + BigInt(at)}: wrong memory for this queue`,
+    );
+  return out;
 };
-const mustWriteLe = (mem: SpecMemory, addr: bigint, width: number, value: number): SpecMemory => {
-  const bytes = new Uint8Array(width);
-  for (let i = 0; i < width; i++) bytes[i] = (value >>> (8 * i)) & 0xff;
-  const r = writeBytes(mem, addr, bytes);
+/** The little-endian u16 or u32 `value` at base + at. */
+const mustWriteLe = (mem: SpecMemory, base: bigint, at: number, width: 2 | 4, value: number): SpecMemory => {
+  const r = width === 2 ? writeU16At(mem, base, at, value) : writeU32At(mem, base, at, value);
   if (!r.ok)
-    throw new Error(`spec/packed-queue: write outside memory at ${addr}: wrong memory for this queue`);
+    throw new Error(
+      `spec/packed-queue: write outside memory at ${base + BigInt(at)}: wrong memory for this queue`,
+    );
   return r.value;
 };
 const le = (b: Uint8Array, at: number, width: number): number => {
@@ -470,14 +506,13 @@ const le = (b: Uint8Array, at: number, width: number): number => {
 
 /** PVQ-DESC-LAYOUT: decodes 16 descriptor bytes. */
 const decode = (b: Uint8Array, index: number, indirect: boolean): SpecPackedDescriptor => {
-  let addr = 0n;
-  for (let i = 7; i >= 0; i--) addr = (addr << 8n) | BigInt(b[i]!);
+  const addr = u64Of(le(b, 0, 4), le(b, 4, 4));
   return { index, addr, len: le(b, 8, 4), id: le(b, 12, 2), flags: le(b, 14, 2), indirect };
 };
 
 /** Ring slot `slot` (PVQ-DESC-LAYOUT). */
 export const readSlot = (q: SpecPackedQueue, mem: SpecMemory, slot: number): SpecPackedDescriptor =>
-  decode(mustRead(mem, q.descTable + 16n * BigInt(slot), 16), slot, false);
+  decode(mustRead(mem, q.descTable, 16 * slot, 16), slot, false);
 
 /** PVQ-AVAIL: flags of an available descriptor for the wrap counter `wrap`. */
 export const isAvailable = (flags: number, wrap: boolean): boolean =>
@@ -592,7 +627,7 @@ export const pop = (
   const next = advance(q.nextAvail, q.availWrap, slots, q.size);
   const entry: InFlight = { id, head: q.nextAvail, wrap: q.availWrap, slots };
   return {
-    queue: { ...q, nextAvail: next.slot, availWrap: next.wrap, inFlight: [...q.inFlight, entry] },
+    queue: moved(q, { nextAvail: next.slot, availWrap: next.wrap, inFlight: [...q.inFlight, entry] }),
     memory: mem,
     result: ok({ id, head: q.nextAvail, wrap: q.availWrap, slots, walk: walkChain(q, mem, ring) }),
   };
@@ -605,17 +640,17 @@ export const undoPop = (q: SpecPackedQueue): SpecPackedQueue => {
   if (last === undefined) return q;
   const end = advance(last.head, last.wrap, last.slots, q.size);
   if (end.slot !== q.nextAvail || end.wrap !== q.availWrap) return q;
-  return { ...q, nextAvail: last.head, availWrap: last.wrap, inFlight: q.inFlight.slice(0, -1) };
+  return moved(q, { nextAvail: last.head, availWrap: last.wrap, inFlight: q.inFlight.slice(0, -1) });
 };
 
 /** PVQ-PUBLISH-USED: the flags of the pending used descriptors, the first last. */
 const writePending = (q: SpecPackedQueue, mem: SpecMemory): SpecMemory => {
   let m = mem;
-  const flagsAt = (slot: number): bigint => q.descTable + 16n * BigInt(slot) + 14n;
+  const flagsAt = (slot: number): number => 16 * slot + 14;
   for (let i = 1; i < q.pending.length; i++)
-    m = mustWriteLe(m, flagsAt(q.pending[i]!.slot), 2, q.pending[i]!.flags);
+    m = mustWriteLe(m, q.descTable, flagsAt(q.pending[i]!.slot), 2, q.pending[i]!.flags);
   const first = q.pending[0];
-  if (first !== undefined) m = mustWriteLe(m, flagsAt(first.slot), 2, first.flags);
+  if (first !== undefined) m = mustWriteLe(m, q.descTable, flagsAt(first.slot), 2, first.flags);
   return m;
 };
 
@@ -649,20 +684,19 @@ export const addUsed = (
     }
   }
   const len = length >>> 0;
-  const at = q.descTable + 16n * BigInt(q.nextUsed);
-  m = mustWriteLe(m, at + 8n, 4, len);
-  m = mustWriteLe(m, at + 12n, 2, id);
+  const at = 16 * q.nextUsed;
+  m = mustWriteLe(m, q.descTable, at + 8, 4, len);
+  m = mustWriteLe(m, q.descTable, at + 12, 2, id);
   const next = advance(q.nextUsed, q.usedWrap, slots, q.size);
   const remaining = q.inOrder ? q.inFlight.slice(k + 1) : q.inFlight.filter((_, i) => i !== k);
   return {
-    queue: {
-      ...q,
+    queue: moved(q, {
       nextUsed: next.slot,
       usedWrap: next.wrap,
       numAdded: u16(q.numAdded + slots),
       inFlight: remaining,
       pending: [...pending, { slot: q.nextUsed, flags: usedFlags(q.usedWrap, len) }],
-    },
+    }),
     memory: m,
     result: ok(undefined),
   };
@@ -671,11 +705,11 @@ export const addUsed = (
 /** PVQ-PUBLISH-USED. */
 export const publishUsed = (q: SpecPackedQueue, mem: SpecMemory): Step<Result<void, PackedQueueError>> => {
   if (!q.active) return same(q, mem)(err(NOT_READY));
-  return { queue: { ...q, pending: [] }, memory: writePending(q, mem), result: ok(undefined) };
+  return { queue: moved(q, { pending: [] }), memory: writePending(q, mem), result: ok(undefined) };
 };
 
-const readEvent = (mem: SpecMemory, at: bigint): EventSuppression => {
-  const b = mustRead(mem, at, 4);
+const readEvent = (mem: SpecMemory, area: bigint): EventSuppression => {
+  const b = mustRead(mem, area, 0, 4);
   return { offWrap: le(b, 0, 2), flags: le(b, 2, 2) };
 };
 
@@ -703,7 +737,7 @@ export const prepareKick = (q: SpecPackedQueue, mem: SpecMemory): Step<boolean> 
   if (!q.active) return same(q, mem)(false);
   const e = readEvent(mem, q.availRing);
   const mode = e.flags & 3;
-  const next = { ...q, numAdded: 0 };
+  const next = moved(q, { numAdded: 0 });
   if (mode === RING_EVENT_FLAGS_DISABLE) return { queue: next, memory: mem, result: false };
   if (mode !== RING_EVENT_FLAGS_DESC || !q.eventIdx) return { queue: next, memory: mem, result: true };
   const event = eventIndex(e.offWrap, q.usedWrap, q.size);
@@ -718,12 +752,13 @@ export const prepareKick = (q: SpecPackedQueue, mem: SpecMemory): Step<boolean> 
 const writeEnable = (q: SpecPackedQueue, mem: SpecMemory): SpecMemory =>
   q.eventIdx
     ? mustWriteLe(
-        mustWriteLe(mem, q.usedRing, 2, q.nextAvail | (q.availWrap ? RING_EVENT_WRAP : 0)),
-        q.usedRing + 2n,
+        mustWriteLe(mem, q.usedRing, 0, 2, q.nextAvail | (q.availWrap ? RING_EVENT_WRAP : 0)),
+        q.usedRing,
+        2,
         2,
         RING_EVENT_FLAGS_DESC,
       )
-    : mustWriteLe(mem, q.usedRing + 2n, 2, RING_EVENT_FLAGS_ENABLE);
+    : mustWriteLe(mem, q.usedRing, 2, 2, RING_EVENT_FLAGS_ENABLE);
 
 /** PVQ-NOTIFY-DEVICE. */
 export const disableNotification = (
@@ -733,7 +768,7 @@ export const disableNotification = (
   q.active
     ? {
         queue: q,
-        memory: mustWriteLe(mem, q.usedRing + 2n, 2, RING_EVENT_FLAGS_DISABLE),
+        memory: mustWriteLe(mem, q.usedRing, 2, 2, RING_EVENT_FLAGS_DISABLE),
         result: ok(undefined),
       }
     : same(q, mem)(err(NOT_READY));

@@ -9,11 +9,11 @@
  */
 import {
   locate,
-  readBytes,
-  readU16,
+  readInto,
+  readU16At,
   u64Of,
-  writeU16,
-  writeU32,
+  writeU16At,
+  writeU64At,
   type MemoryError,
   type SpecMemory,
 } from "./memory.ts";
@@ -124,6 +124,9 @@ export interface SpecWalk {
   readonly end: ChainError | null;
 }
 
+/** Where readDescriptor reads an entry's 16 bytes; taken apart before it returns. */
+const entry = new Uint8Array(16);
+
 /** Reads the raw entry `index` of the table at `table` (CHAIN-DESC-LAYOUT). */
 export const readDescriptor = (
   mem: SpecMemory,
@@ -133,12 +136,15 @@ export const readDescriptor = (
 ):
   | { readonly ok: true; readonly value: SpecDescriptor }
   | { readonly ok: false; readonly error: MemoryError } => {
-  // 16 * index is exact for a safe integer index (a power of two times it), one bigint
-  // fewer; a larger one (16 * 2^1020 is Infinity) takes the bigint product.
-  const at = table + (Number.isSafeInteger(index) ? BigInt(16 * index) : 16n * BigInt(index));
-  const bytes = readBytes(mem, at, 16);
-  if (!bytes.ok) return bytes;
-  const b = bytes.value;
+  // Entry i is at table + 16 * i. For a non-negative safe index the offset 16 * i is exact (a
+  // power of two times it) and goes to memory beside the table's address, no bigint sum; any
+  // other index takes the bigint product (16 * 2^1020 is Infinity).
+  const read =
+    index >= 0 && Number.isSafeInteger(index) && Number.isSafeInteger(16 * index)
+      ? readInto(mem, table, 16 * index, entry)
+      : readInto(mem, table + 16n * BigInt(index), 0, entry);
+  if (!read.ok) return read;
+  const b = entry;
   const addr = u64Of(
     (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0,
     (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)) >>> 0,
@@ -169,9 +175,16 @@ export const checkedNew = (
 /**
  * Walks the chain whose head is entry `head` of the table at `descTable`
  * (CHAIN-TTL, CHAIN-NEXT-RANGE, CHAIN-MEMORY, CHAIN-INDIRECT*, CHAIN-LEN-U32).
- * It does not apply CHAIN-CHECKED-NEW: call `checkedNew` first for a popped head.
+ * It does not apply CHAIN-CHECKED-NEW: call `checkedNew` first for a popped head, and pass
+ * what it read as `first` (that entry of this memory), so the walk does not read it again.
  */
-export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number, head: number): SpecWalk => {
+export const walkChain = (
+  mem: SpecMemory,
+  descTable: bigint,
+  queueSize: number,
+  head: number,
+  first?: SpecDescriptor,
+): SpecWalk => {
   const descriptors: SpecDescriptor[] = [];
   let table = descTable;
   let size = queueSize;
@@ -183,9 +196,15 @@ export const walkChain = (mem: SpecMemory, descTable: bigint, queueSize: number,
     if (!Number.isInteger(next) || next < 0 || next >= size) {
       return { descriptors, end: { _tag: "InvalidDescriptorIndex", index: next, size } };
     }
-    const read = readDescriptor(mem, table, next, indirect);
-    if (!read.ok) return { descriptors, end: read.error };
-    const d = read.value;
+    let d: SpecDescriptor;
+    if (first !== undefined) {
+      d = first;
+      first = undefined;
+    } else {
+      const read = readDescriptor(mem, table, next, indirect);
+      if (!read.ok) return { descriptors, end: read.error };
+      d = read.value;
+    }
     if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       if (indirect) return { descriptors, end: { _tag: "InvalidIndirectDescriptor", index: d.index } };
       if (d.len === 0 || d.len % 16 !== 0 || d.len / 16 > MAX_INDIRECT_ENTRIES) {
@@ -454,16 +473,35 @@ export const configure = (q: SpecQueue, c: QueueConfig): SpecQueue => ({
   active: false,
 });
 
+/**
+ * q with these ring positions. Every field is listed, so each state the operations make has
+ * one shape (a spread with the positions after it costs several times more in V8).
+ */
+const withPositions = (q: SpecQueue, nextAvail: number, nextUsed: number, numAdded: number): SpecQueue => ({
+  maxSize: q.maxSize,
+  size: q.size,
+  ready: q.ready,
+  descTable: q.descTable,
+  availRing: q.availRing,
+  usedRing: q.usedRing,
+  eventIdx: q.eventIdx,
+  active: q.active,
+  nextAvail,
+  nextUsed,
+  numAdded,
+});
+
 /** Firecracker's restore path: the positions a device sets directly (tests and snapshots). */
 export const setPositions = (
   q: SpecQueue,
   p: { readonly nextAvail?: number; readonly nextUsed?: number; readonly numAdded?: number },
-): SpecQueue => ({
-  ...q,
-  nextAvail: u16(p.nextAvail ?? q.nextAvail),
-  nextUsed: u16(p.nextUsed ?? q.nextUsed),
-  numAdded: u16(p.numAdded ?? q.numAdded),
-});
+): SpecQueue =>
+  withPositions(
+    q,
+    u16(p.nextAvail ?? q.nextAvail),
+    u16(p.nextUsed ?? q.nextUsed),
+    u16(p.numAdded ?? q.numAdded),
+  );
 
 /** VQ-EVENT-IDX. */
 export const enableNotifSuppression = (q: SpecQueue): SpecQueue => ({ ...q, eventIdx: true });
@@ -502,10 +540,14 @@ export const initialize = (q: SpecQueue, mem: SpecMemory): Step<Result<void, Que
 export const reset = (q: SpecQueue): SpecQueue => newQueue(q.maxSize)!;
 
 // Ring accesses of an active queue are in bounds (VQ-INIT-MEMORY); a failure here means the
-// caller passed memory other than the one the queue was initialized with.
-const mustRead16 = (mem: SpecMemory, addr: bigint): number => {
-  const r = readU16(mem, addr);
-  if (!r.ok) throw new Error(`spec/queue: ring read outside memory at ${addr}: wrong memory for this queue`);
+// caller passed memory other than the one the queue was initialized with. A ring field is
+// read and written as its ring's address and the field's offset in it (below).
+const mustRead16 = (mem: SpecMemory, ring: bigint, at: number): number => {
+  const r = readU16At(mem, ring, at);
+  if (!r.ok)
+    throw new Error(
+      `spec/queue: ring read outside memory at ${ring + BigInt(at)}: wrong memory for this queue`,
+    );
   return r.value;
 };
 const mustWrite = (r: Result<SpecMemory, MemoryError>): SpecMemory => {
@@ -513,25 +555,29 @@ const mustWrite = (r: Result<SpecMemory, MemoryError>): SpecMemory => {
   return r.value;
 };
 
-// VQ-LAYOUT as the model reads it (properties/wire.test.ts ties it to wire/split.ts).
-export const availIdxAddr = (q: SpecQueue): bigint => q.availRing + 2n;
+// VQ-LAYOUT as the model reads it: each field's offset in its ring, and its address
+// (properties/wire.test.ts ties the addresses to wire/split.ts).
+const FLAGS_AT = 0;
+const IDX_AT = 2;
+const availSlotAt = (q: SpecQueue, slot: number): number => 4 + 2 * (slot % q.size);
+const usedEventAt = (q: SpecQueue): number => 4 + 2 * q.size;
+const usedSlotAt = (q: SpecQueue, slot: number): number => 4 + 8 * (slot % q.size);
+const availEventAt = (q: SpecQueue): number => 4 + 8 * q.size;
+export const availIdxAddr = (q: SpecQueue): bigint => q.availRing + BigInt(IDX_AT);
 export const availSlotAddr = (q: SpecQueue, slot: number): bigint =>
-  q.availRing + 4n + 2n * BigInt(slot % q.size);
-export const usedEventAddr = (q: SpecQueue): bigint => q.availRing + 4n + 2n * BigInt(q.size);
-export const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + 2n;
-export const usedSlotAddr = (q: SpecQueue, slot: number): bigint =>
-  q.usedRing + 4n + 8n * BigInt(slot % q.size);
-export const availEventAddr = (q: SpecQueue): bigint => q.usedRing + 4n + 8n * BigInt(q.size);
+  q.availRing + BigInt(availSlotAt(q, slot));
+export const usedEventAddr = (q: SpecQueue): bigint => q.availRing + BigInt(usedEventAt(q));
+export const usedIdxAddr = (q: SpecQueue): bigint => q.usedRing + BigInt(IDX_AT);
+export const usedSlotAddr = (q: SpecQueue, slot: number): bigint => q.usedRing + BigInt(usedSlotAt(q, slot));
+export const availEventAddr = (q: SpecQueue): bigint => q.usedRing + BigInt(availEventAt(q));
 
 /** avail.idx as the driver wrote it; 0 for an inactive queue (VQ-INACTIVE). */
 export const availIdx = (q: SpecQueue, mem: SpecMemory): number =>
-  q.active ? mustRead16(mem, availIdxAddr(q)) : 0;
+  q.active ? mustRead16(mem, q.availRing, IDX_AT) : 0;
 
 /** avail.ring[slot] for slot < size; -1 when inactive or slot out of range. */
 export const readAvailRing = (q: SpecQueue, mem: SpecMemory, slot: number): number =>
-  q.active && slot >>> 0 === slot && slot < q.size
-    ? mustRead16(mem, q.availRing + 4n + 2n * BigInt(slot))
-    : -1;
+  q.active && slot >>> 0 === slot && slot < q.size ? mustRead16(mem, q.availRing, availSlotAt(q, slot)) : -1;
 
 /** VQ-LEN. */
 export const len = (q: SpecQueue, mem: SpecMemory): number =>
@@ -546,18 +592,19 @@ export const pop = (q: SpecQueue, mem: SpecMemory): Step<Result<SpecPopped | nul
   if (n > q.size)
     return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
   if (n === 0) return { queue: q, memory: mem, result: ok(null) };
-  const head = mustRead16(mem, availSlotAddr(q, q.nextAvail));
-  if (checkedNew(mem, q.descTable, q.size, head) === undefined)
-    return { queue: q, memory: mem, result: ok(null) };
+  const head = mustRead16(mem, q.availRing, availSlotAt(q, q.nextAvail));
+  const first = checkedNew(mem, q.descTable, q.size, head);
+  if (first === undefined) return { queue: q, memory: mem, result: ok(null) };
   return {
-    queue: { ...q, nextAvail: u16(q.nextAvail + 1) },
+    queue: withPositions(q, u16(q.nextAvail + 1), q.nextUsed, q.numAdded),
     memory: mem,
-    result: ok({ head, walk: walkChain(mem, q.descTable, q.size, head) }),
+    result: ok({ head, walk: walkChain(mem, q.descTable, q.size, head, first) }),
   };
 };
 
 /** VQ-UNDO-POP. */
-export const undoPop = (q: SpecQueue): SpecQueue => ({ ...q, nextAvail: u16(q.nextAvail - 1) });
+export const undoPop = (q: SpecQueue): SpecQueue =>
+  withPositions(q, u16(q.nextAvail - 1), q.nextUsed, q.numAdded);
 
 /** VQ-ADD-USED-INDEX, VQ-ADD-USED. */
 export const addUsed = (
@@ -570,11 +617,10 @@ export const addUsed = (
   if (index >>> 0 !== index || index >= q.size) {
     return { queue: q, memory: mem, result: err({ _tag: "DescIndexOutOfBounds", index }) };
   }
-  const at = usedSlotAddr(q, q.nextUsed);
-  let m = mustWrite(writeU32(mem, at, index));
-  m = mustWrite(writeU32(m, at + 4n, length >>> 0));
+  // The element {id u32, len u32}, little-endian: one u64 with the id in its low half.
+  const m = mustWrite(writeU64At(mem, q.usedRing, usedSlotAt(q, q.nextUsed), index, length >>> 0));
   return {
-    queue: { ...q, nextUsed: u16(q.nextUsed + 1), numAdded: u16(q.numAdded + 1) },
+    queue: withPositions(q, q.nextAvail, u16(q.nextUsed + 1), u16(q.numAdded + 1)),
     memory: m,
     result: ok(undefined),
   };
@@ -583,41 +629,50 @@ export const addUsed = (
 /** VQ-PUBLISH-USED. */
 export const publishUsed = (q: SpecQueue, mem: SpecMemory): Step<Result<void, QueueError>> => {
   if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
-  return { queue: q, memory: mustWrite(writeU16(mem, usedIdxAddr(q), q.nextUsed)), result: ok(undefined) };
+  return {
+    queue: q,
+    memory: mustWrite(writeU16At(mem, q.usedRing, IDX_AT, q.nextUsed)),
+    result: ok(undefined),
+  };
 };
 
 /** VQ-EVENT-FIELDS: avail.used_event. */
 export const usedEvent = (q: SpecQueue, mem: SpecMemory): Result<number, QueueError> =>
-  q.active ? ok(mustRead16(mem, usedEventAddr(q))) : err(NOT_READY);
+  q.active ? ok(mustRead16(mem, q.availRing, usedEventAt(q))) : err(NOT_READY);
 
 /** VQ-EVENT-FIELDS: used.avail_event as last written. */
 export const availEvent = (q: SpecQueue, mem: SpecMemory): Result<number, QueueError> =>
-  q.active ? ok(mustRead16(mem, availEventAddr(q))) : err(NOT_READY);
+  q.active ? ok(mustRead16(mem, q.usedRing, availEventAt(q))) : err(NOT_READY);
 
 /** VQ-EVENT-FIELDS: writes used.avail_event. */
 export const setAvailEvent = (q: SpecQueue, mem: SpecMemory, v: number): Step<Result<void, QueueError>> =>
   q.active
-    ? { queue: q, memory: mustWrite(writeU16(mem, availEventAddr(q), u16(v))), result: ok(undefined) }
+    ? {
+        queue: q,
+        memory: mustWrite(writeU16At(mem, q.usedRing, availEventAt(q), u16(v))),
+        result: ok(undefined),
+      }
     : { queue: q, memory: mem, result: err(NOT_READY) };
 
 /** VQ-PREPARE-KICK, VQ-NO-INTERRUPT. */
 export const prepareKick = (q: SpecQueue, mem: SpecMemory, honourNoInterrupt = false): Step<boolean> => {
   if (!q.active) return { queue: q, memory: mem, result: false };
   if (!q.eventIdx) {
-    const flags = honourNoInterrupt ? mustRead16(mem, q.availRing) : 0;
+    const flags = honourNoInterrupt ? mustRead16(mem, q.availRing, FLAGS_AT) : 0;
     return { queue: q, memory: mem, result: (flags & VRING_AVAIL_F_NO_INTERRUPT) === 0 };
   }
-  const event = mustRead16(mem, usedEventAddr(q));
+  const event = mustRead16(mem, q.availRing, usedEventAt(q));
   const result = vringNeedEvent(event, q.nextUsed, u16(q.nextUsed - q.numAdded));
-  return { queue: { ...q, numAdded: 0 }, memory: mem, result };
+  return { queue: withPositions(q, q.nextAvail, q.nextUsed, 0), memory: mem, result };
 };
 
 /** VQ-TRY-ENABLE-NOTIFICATION. */
 export const tryEnableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<boolean, QueueError>> => {
   if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
   if (!q.eventIdx) {
-    const flags = mustRead16(mem, q.usedRing);
-    const m = (flags & VRING_USED_F_NO_NOTIFY) !== 0 ? mustWrite(writeU16(mem, q.usedRing, 0)) : mem;
+    const flags = mustRead16(mem, q.usedRing, FLAGS_AT);
+    const m =
+      (flags & VRING_USED_F_NO_NOTIFY) !== 0 ? mustWrite(writeU16At(mem, q.usedRing, FLAGS_AT, 0)) : mem;
     return { queue: q, memory: m, result: ok(true) };
   }
   const n = len(q, mem);
@@ -626,7 +681,7 @@ export const tryEnableNotification = (q: SpecQueue, mem: SpecMemory): Step<Resul
       return { queue: q, memory: mem, result: err({ _tag: "InvalidAvailIdx", len: n, size: q.size }) };
     return { queue: q, memory: mem, result: ok(false) };
   }
-  const m = mustWrite(writeU16(mem, availEventAddr(q), q.nextAvail));
+  const m = mustWrite(writeU16At(mem, q.usedRing, availEventAt(q), q.nextAvail));
   return { queue: q, memory: m, result: ok(q.nextAvail === availIdx(q, m)) };
 };
 
@@ -649,7 +704,7 @@ export const disableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<
   if (q.eventIdx) return { queue: q, memory: mem, result: ok(undefined) };
   return {
     queue: q,
-    memory: mustWrite(writeU16(mem, q.usedRing, VRING_USED_F_NO_NOTIFY)),
+    memory: mustWrite(writeU16At(mem, q.usedRing, FLAGS_AT, VRING_USED_F_NO_NOTIFY)),
     result: ok(undefined),
   };
 };
@@ -658,7 +713,7 @@ export const disableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<
 export const enableNotification = (q: SpecQueue, mem: SpecMemory): Step<Result<boolean, QueueError>> => {
   if (!q.active) return { queue: q, memory: mem, result: err(NOT_READY) };
   const m = q.eventIdx
-    ? mustWrite(writeU16(mem, availEventAddr(q), q.nextAvail))
-    : mustWrite(writeU16(mem, q.usedRing, 0));
+    ? mustWrite(writeU16At(mem, q.usedRing, availEventAt(q), q.nextAvail))
+    : mustWrite(writeU16At(mem, q.usedRing, FLAGS_AT, 0));
   return { queue: q, memory: m, result: ok(availIdx(q, m) !== q.nextAvail) };
 };

@@ -2,7 +2,9 @@
  * Simulator throughput (issue 18):
  * - what the oracle costs: virtio-net chains (TX and RX) simulated per CPU second in the
  *   net-loopback scenario with the oracle (reference model, bounds guard, notification and
- *   delivery checks) on and off, the two measured in turn, best of five each;
+ *   delivery checks) on and off: in a fresh process per run, as `sim run` has it (20,000
+ *   steps, in turn, best of three each: the target's row), and in this process (3,000 steps,
+ *   best of five each);
  * - 10^6 `queue` steps as a user runs them (`sim run`, oracle on, the trace written to the
  *   report in the default mode, brotli) in a fresh process: CPU time, wall time, trace bytes and peak memory, against
  *   the figures of the version before (recorded once, command below: that version is not in

@@ -4,6 +4,7 @@
  * violation of the rule that bug breaks, while the same rig without the bug passes.
  */
 import { describe, expect, it } from "vitest";
+import type { GuestMemory } from "../impl/memory/guest-memory.ts";
 import { LoopbackBackend } from "../impl/net/backend.ts";
 import { RX_QUEUE, TX_QUEUE } from "../impl/net/device.ts";
 import { PackedQueue as PackedQueueClass, type PackedQueue } from "../impl/queue/packed-queue.ts";
@@ -180,6 +181,30 @@ describe("the oracle beside a split queue", () => {
       q.tryEnableNotification = () => ({ ok: true, value: true });
     });
     expect(["SIM-NO-STALL", "SIM-QUEUE-REFINES"]).toContain(rule);
+  });
+
+  it("catches a stray device write into a used-ring slot it is not filling, which the bounds allow [SIM-QUEUE-REFINES]", () => {
+    const addUsed = SplitQueue.prototype.addUsed;
+    let strays = 0;
+    SplitQueue.prototype.addUsed = function (this: SplitQueue, index: number, len: number) {
+      const r = addUsed.call(this, index, len);
+      const st = this.state();
+      if (st.nextUsed % 7 === 3) {
+        // The len field of the element two slots ahead: inside the used ring, no element yet.
+        const slot = (st.nextUsed + 2) % st.size;
+        const mem = (this as unknown as { mem: GuestMemory }).mem;
+        mem.writeU8(Number(st.usedRing) + 4 + 8 * slot + 4, 0x5a);
+        strays++;
+      }
+      return r;
+    };
+    try {
+      expect(runQueue(8, false, () => {})).toBe("SIM-QUEUE-REFINES");
+      expect(runQueue(8, true, () => {})).toBe("SIM-QUEUE-REFINES");
+      expect(strays).toBeGreaterThan(0);
+    } finally {
+      SplitQueue.prototype.addUsed = addUsed;
+    }
   });
 
   it("catches a device write outside the buffers it was given [SIM-BOUNDS]", () => {

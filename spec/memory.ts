@@ -167,6 +167,19 @@ export const firstDifference = (r: SpecRegion, bytes: Uint8Array): number => {
   return k;
 };
 
+/**
+ * Visits each write recorded in region r above region `below` (r made from `below` by writes;
+ * newest first) with its offset in the region and its length. The oracle uses it to know
+ * which bytes one step of the model wrote.
+ */
+export const eachWrite = (
+  r: SpecRegion,
+  below: SpecRegion,
+  visit: (offset: number, len: number) => void,
+): void => {
+  for (let w = r; w !== below && w instanceof WrittenRegion; w = w.below) visit(w.offset, w.data.length);
+};
+
 export interface SpecMemory {
   /** Sorted by base, disjoint, non-empty. */
   readonly regions: readonly SpecRegion[];

@@ -261,6 +261,16 @@ export class SimContext {
   readonly facts: Record<string, string | number | boolean> = {};
   /** Human notes shown in the summary (why a check was skipped, backend used...). */
   readonly notes: string[] = [];
+  /**
+   * Run when a device's turn begins and ends (the bounds guard's arm and disarm, oracle on):
+   * checks that judge a whole turn at once register here (queue-shadow.ts's used ring).
+   */
+  readonly deviceTurn: { readonly begin: (() => void)[]; readonly end: (() => void)[] } = {
+    begin: [],
+    end: [],
+  };
+  /** Set by the first failure, so that checks on the way out of a failed turn stay quiet. */
+  failed = false;
 
   constructor(options: RunOptions) {
     this.options = options;
@@ -278,6 +288,7 @@ export class SimContext {
 
   /** Stops the run: the invariant `rule` does not hold. */
   fail(rule: string, message: string): never {
+    this.failed = true;
     this.trace.event("violation", { rule, message });
     throw new SimViolation(rule, this.step, message);
   }

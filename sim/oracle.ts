@@ -288,10 +288,17 @@ export class BoundsGuard {
     this.where = where;
     this.armed = true;
     this.mem.locate = this.watched;
+    for (const begin of this.ctx.deviceTurn.begin) begin();
   }
 
+  /** The device's turn is over: stops watching and runs the checks of a whole turn. */
   disarm(): void {
     if (!this.armed) return;
+    this.unwatch();
+    if (!this.ctx.failed) for (const end of this.ctx.deviceTurn.end) end();
+  }
+
+  private unwatch(): void {
     this.armed = false;
     this.mem.locate = this.plain;
   }
@@ -316,7 +323,7 @@ export class BoundsGuard {
           this.last = list;
           return;
         }
-    this.disarm();
+    this.unwatch();
     this.ctx.fail(
       "SIM-BOUNDS",
       `${this.where}: device ${write ? "wrote" : "read"} [${addr}, +${len}), outside the rings and the buffers it was given`,

@@ -74,20 +74,21 @@ export const shadowWithSpec = (
         })()
       : null;
 
+  /** Copies a write of the reference (offset and length in the region) that meets the used ring. */
+  const takeWrite = (off: number, len: number): void => {
+    const u = used!;
+    const lo = Math.max(off, u.offset);
+    const hi = Math.min(off + len, u.offset + u.view.length);
+    if (lo < hi) u.want.set(u.bytes.subarray(lo, hi), lo - u.offset);
+  };
+
   /** After an operation whose reference bytes agree: those bytes are the used ring's now. */
   const usedRingWrites = (what: string, after: SpecMemory): void => {
     if (used === null) return;
-    const u = used;
-    u.last = what;
-    const region = after.regions[u.region]!;
-    const below = live.regions[u.region]!;
-    if (region === below) return;
-    const end = u.offset + u.view.length;
-    eachWrite(region, below, (off, len) => {
-      const lo = Math.max(off, u.offset);
-      const hi = Math.min(off + len, end);
-      if (lo < hi) u.want.set(u.bytes.subarray(lo, hi), lo - u.offset);
-    });
+    used.last = what;
+    const region = after.regions[used.region]!;
+    const below = live.regions[used.region]!;
+    if (region !== below) eachWrite(region, below, takeWrite);
   };
 
   if (used !== null) {

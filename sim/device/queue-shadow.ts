@@ -79,7 +79,8 @@ export const shadowWithSpec = (
     const u = used!;
     const lo = Math.max(off, u.offset);
     const hi = Math.min(off + len, u.offset + u.view.length);
-    if (lo < hi) u.want.set(u.bytes.subarray(lo, hi), lo - u.offset);
+    // A few bytes (a used element, an index): one by one, no view.
+    for (let k = lo; k < hi; k++) u.want[k - u.offset] = u.bytes[k]!;
   };
 
   /** After an operation whose reference bytes agree: those bytes are the used ring's now. */

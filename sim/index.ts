@@ -47,8 +47,10 @@ if (caught !== undefined) code = 128 + constants.signals[caught];
 // Output still queued for a slow reader (`sim trace FILE | less`: a pipe takes writes
 // asynchronously once it is full) would be cut off by exit: let it out first. The callback
 // runs once everything written before it is out, or at once with an error when the reader
-// is gone.
-if (!readerGone) await new Promise<void>((resolve) => process.stdout.write("", () => resolve()));
+// is gone. Not after a signal: the user asked to stop, and a reader that is not reading
+// would keep the program waiting.
+if (!readerGone && caught === undefined)
+  await new Promise<void>((resolve) => process.stdout.write("", () => resolve()));
 // Exit explicitly: a scenario's sockets are closed by then, but a stray handle elsewhere
 // must not keep the gate waiting.
 process.exit(code);

@@ -261,14 +261,6 @@ export class SimContext {
   readonly facts: Record<string, string | number | boolean> = {};
   /** Human notes shown in the summary (why a check was skipped, backend used...). */
   readonly notes: string[] = [];
-  /**
-   * Run when a device's turn begins and ends (the bounds guard's arm and disarm, oracle on):
-   * checks that judge a whole turn at once register here (queue-shadow.ts's used ring).
-   */
-  readonly deviceTurn: { readonly begin: (() => void)[]; readonly end: (() => void)[] } = {
-    begin: [],
-    end: [],
-  };
   /** Set by the first failure, so that checks on the way out of a failed turn stay quiet. */
   failed = false;
 

@@ -45,6 +45,24 @@ export const packedRefPop = (
 const views = new WeakMap<GuestMemory, SpecMemory>();
 
 /**
+ * Checks that judge a whole device turn over one guest memory at once (queue-shadow.ts's
+ * used ring): run when that memory's bounds guard arms and disarms.
+ */
+export interface TurnChecks {
+  readonly begin: (() => void)[];
+  readonly end: (() => void)[];
+}
+
+const turns = new WeakMap<GuestMemory, TurnChecks>();
+
+/** The turn checks of the device turns over `mem` (one list per memory). */
+export const turnChecksOf = (mem: GuestMemory): TurnChecks => {
+  let t = turns.get(mem);
+  if (t === undefined) turns.set(mem, (t = { begin: [], end: [] }));
+  return t;
+};
+
+/**
  * The reference model's view of guest memory: the same bytes, not a copy (the spec's
  * reads never write, so sharing is safe and each check sees the current contents). One
  * view per memory (its regions never change), so every part of the oracle reads through
@@ -185,6 +203,7 @@ const NONE: Ranges = [];
 export class BoundsGuard {
   private readonly mem: GuestMemory;
   private readonly ctx: SimContext;
+  private readonly turn: TurnChecks;
   private readonly fixed: Ranges = [];
   /**
    * The chains the device holds: per ring (by its address), each chain's ranges at its id.
@@ -203,6 +222,7 @@ export class BoundsGuard {
   constructor(ctx: SimContext, mem: GuestMemory) {
     this.ctx = ctx;
     this.mem = mem;
+    this.turn = turnChecksOf(mem);
     const plain = mem.locate;
     this.plain = plain;
     this.watched = (addr: number, len: number, write: boolean): number => {
@@ -288,14 +308,14 @@ export class BoundsGuard {
     this.where = where;
     this.armed = true;
     this.mem.locate = this.watched;
-    for (const begin of this.ctx.deviceTurn.begin) begin();
+    for (const begin of this.turn.begin) begin();
   }
 
   /** The device's turn is over: stops watching and runs the checks of a whole turn. */
   disarm(): void {
     if (!this.armed) return;
     this.unwatch();
-    if (!this.ctx.failed) for (const end of this.ctx.deviceTurn.end) end();
+    if (!this.ctx.failed) for (const end of this.turn.end) end();
   }
 
   private unwatch(): void {

@@ -48,7 +48,6 @@ import {
   usedRingBytes,
   usedSlotOffset,
   vringNeedEvent,
-  writeDescriptor as encodeAt,
   writeDescriptorFields,
   type Descriptor,
   type DescriptorInput,
@@ -373,9 +372,7 @@ export class SplitDriver implements GuestQueue {
 
   /** Writes descriptor `index` of the table at `table` (default: this queue's table). */
   writeDescriptor(index: number, d: DescriptorInput, table: number | bigint = this.layout.descTable): void {
-    const at = this.descriptorAt(table, index);
-    const r = this.ram.at(at, DESC_SIZE, true);
-    encodeAt(r.view, at - r.base, d);
+    this.putDescriptor(table, index, d.addr, d.len, d.flags, d.next);
   }
 
   /** writeDescriptor with the fields as arguments (add's path: no object per descriptor). */

@@ -12,7 +12,7 @@ import { eachWrite, firstDifference, locate, type SpecMemory } from "../../spec/
 import * as Q from "../../spec/queue.ts";
 import type { Result } from "../../spec/result.ts";
 import type { SimContext } from "../engine.ts";
-import { specMemoryOf, walkMismatch } from "../oracle.ts";
+import { specMemoryOf, turnChecksOf, walkMismatch } from "../oracle.ts";
 
 /**
  * Where the device's memory (`live`) and the reference model's after the same step differ:
@@ -28,6 +28,57 @@ export const memoryMismatch = (live: SpecMemory, after: SpecMemory): string | un
     return `byte at ${live.regions[i]!.base + BigInt(k)} is ${got[k]} after the device, ${want.bytes[k]} after the reference`;
   }
   return undefined;
+};
+
+/**
+ * The whole used ring over each device turn (SIM-QUEUE-REFINES). memoryMismatch compares the
+ * bytes the reference wrote; a byte the device wrote and the reference did not reads the same
+ * in both (the reference's memory is its writes over the live memory). So the used ring is kept
+ * here as the turn found it (what the guest wrote before is taken as it is) plus every byte the
+ * reference wrote during the turn, and must equal the live one when the turn ends (once per
+ * turn: two compares of up to 2 KiB per operation cost ~25% of a run). Gives what to call after
+ * each operation whose reference bytes agree, or null when the ring is not in memory.
+ */
+const watchUsedRing = (
+  mem: GuestMemory,
+  live: SpecMemory,
+  spec: Q.SpecQueue,
+  fail: (what: string, detail: string) => never,
+): ((what: string, after: SpecMemory) => void) | null => {
+  const len = Q.usedRingBytes(spec.size);
+  const at = locate(live, spec.usedRing, len);
+  if (!spec.ready || !at.ok) return null;
+  const { region, offset } = at.value;
+  const bytes = live.regions[region]!.bytes;
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset + offset, Number(len));
+  const want = Buffer.from(view);
+  const end = offset + view.length;
+  let last = "";
+  /** Copies a write of the reference (offset and length in the region) that meets the ring. */
+  const take = (off: number, n: number): void => {
+    // A few bytes (a used element, an index): one by one, no view.
+    for (let k = Math.max(off, offset); k < Math.min(off + n, end); k++) want[k - offset] = bytes[k]!;
+  };
+  const turn = turnChecksOf(mem);
+  turn.begin.push(() => {
+    want.set(view);
+    last = "";
+  });
+  turn.end.push(() => {
+    if (view.equals(want)) return;
+    let k = 0;
+    while (view[k] === want[k]) k++;
+    fail(
+      last === "" ? "device turn" : `device turn (last operation ${last})`,
+      `byte ${k} of the used ring (at ${spec.usedRing + BigInt(k)}) is ${view[k]} after the device, ${want[k]} before it, and the reference did not write it`,
+    );
+  });
+  return (what, after) => {
+    last = what;
+    const r = after.regions[region]!;
+    const below = live.regions[region]!;
+    if (r !== below) eachWrite(r, below, take);
+  };
 };
 
 /** What the reference model is about to do, for the rest of the oracle to reuse. */
@@ -50,64 +101,7 @@ export const shadowWithSpec = (
   const fail = (what: string, detail: string): never =>
     ctx.fail("SIM-QUEUE-REFINES", `${name} ${what}: ${detail}`);
 
-  // The whole used ring over a device's turn. memoryMismatch compares the bytes the reference
-  // wrote; a byte the device wrote and the reference did not reads the same in both (the
-  // reference's memory is its writes over the live memory). So the used ring is kept here as
-  // the turn found it (what the guest wrote before is taken as it is) plus every byte the
-  // reference wrote during the turn, and must equal the live one when the turn ends. (Once per
-  // turn, not per operation: two compares of up to 2 KiB per operation cost ~25% of a run.)
-  const at = locate(live, spec.usedRing, Q.usedRingBytes(spec.size));
-  const used =
-    spec.ready && at.ok
-      ? (() => {
-          const bytes = live.regions[at.value.region]!.bytes;
-          const len = Number(Q.usedRingBytes(spec.size));
-          const view = Buffer.from(bytes.buffer, bytes.byteOffset + at.value.offset, len);
-          return {
-            region: at.value.region,
-            offset: at.value.offset,
-            bytes,
-            view,
-            want: Buffer.from(view),
-            last: "",
-          };
-        })()
-      : null;
-
-  /** Copies a write of the reference (offset and length in the region) that meets the used ring. */
-  const takeWrite = (off: number, len: number): void => {
-    const u = used!;
-    const lo = Math.max(off, u.offset);
-    const hi = Math.min(off + len, u.offset + u.view.length);
-    // A few bytes (a used element, an index): one by one, no view.
-    for (let k = lo; k < hi; k++) u.want[k - u.offset] = u.bytes[k]!;
-  };
-
-  /** After an operation whose reference bytes agree: those bytes are the used ring's now. */
-  const usedRingWrites = (what: string, after: SpecMemory): void => {
-    if (used === null) return;
-    used.last = what;
-    const region = after.regions[used.region]!;
-    const below = live.regions[used.region]!;
-    if (region !== below) eachWrite(region, below, takeWrite);
-  };
-
-  if (used !== null) {
-    const u = used;
-    ctx.deviceTurn.begin.push(() => {
-      if (!u.view.equals(u.want)) u.want.set(u.view);
-      u.last = "";
-    });
-    ctx.deviceTurn.end.push(() => {
-      if (u.view.equals(u.want)) return;
-      let k = 0;
-      while (u.view[k] === u.want[k]) k++;
-      fail(
-        u.last === "" ? "device turn" : `device turn (last operation ${u.last})`,
-        `byte ${k} of the used ring (at ${spec.usedRing + BigInt(k)}) is ${u.view[k]} after the device, ${u.want[k]} before it, and the reference did not write it`,
-      );
-    });
-  }
+  const usedRingWrites = watchUsedRing(mem, live, spec, fail);
 
   const agree = (what: string, after: Q.Step<unknown>): void => {
     spec = after.queue;
@@ -120,7 +114,7 @@ export const shadowWithSpec = (
       );
     const bytes = memoryMismatch(live, after.memory);
     if (bytes !== undefined) fail(what, bytes);
-    usedRingWrites(what, after.memory);
+    usedRingWrites?.(what, after.memory);
   };
 
   /** The chain in the cursor equals the reference's walk (the cursor is left rewound). */

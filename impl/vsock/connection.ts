@@ -9,7 +9,7 @@
  */
 import { MAX_PKT_BUF_SIZE, type ConnEvent, type ConnState } from "../../spec/vsock.ts";
 import { StreamCredit } from "./credit.ts";
-import type { VsockHeaderView } from "./header.ts";
+import { cidHi, cidLo, type VsockHeaderView } from "./header.ts";
 import type { VsockPacket } from "./packet.ts";
 
 export type { ConnEvent, ConnState } from "../../spec/vsock.ts";
@@ -29,8 +29,8 @@ import {
 } from "../../wire/vsock.ts";
 
 /** The host's CID (VSOCK_HOST_CID) as a header's 32-bit halves (compared and stamped per packet). */
-export const HOST_CID_LO = Number(VSOCK_HOST_CID & 0xffffffffn);
-export const HOST_CID_HI = Number(VSOCK_HOST_CID >> 32n);
+export const HOST_CID_LO = cidLo(VSOCK_HOST_CID);
+export const HOST_CID_HI = cidHi(VSOCK_HOST_CID);
 
 export interface ConnOptions {
   /** Our receive buffer, advertised as buf_alloc (bytes from the guest not yet consumed by the host). */
@@ -289,8 +289,8 @@ export class VsockConnection extends StreamCredit {
     private readonly slab: Slab = new Slab(),
   ) {
     super(options.bufAlloc);
-    this.guestCidLo = Number(guestCid & 0xffffffffn);
-    this.guestCidHi = Number((guestCid >> 32n) & 0xffffffffn);
+    this.guestCidLo = cidLo(guestCid);
+    this.guestCidHi = cidHi(guestCid);
     if (trace) this.trace = [];
     if (initiator === "host") {
       this.state = "LocalInit";

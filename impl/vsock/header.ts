@@ -6,6 +6,11 @@ import { HDROFF, VSOCK_PKT_HDR_SIZE } from "../../wire/vsock.ts";
  * one object serves every packet on a hot path.
  */
 
+/** A CID's low 32 bits, as `setSrcCidHalves`/`setDstCidHalves` and `srcCidLo` take them. */
+export const cidLo = (cid: bigint): number => Number(cid & 0xffffffffn);
+/** A CID's high 32 bits (a u64 CID). */
+export const cidHi = (cid: bigint): number => Number((cid >> 32n) & 0xffffffffn);
+
 export class VsockHeaderView {
   private view: DataView;
   private off: number;

@@ -17,6 +17,7 @@ import {
   type ConnListener,
   type ConnOptions,
 } from "./connection.ts";
+import { cidHi, cidLo } from "./header.ts";
 import type { VsockPacket } from "./packet.ts";
 import { VSOCK_OP_REQUEST, VSOCK_OP_RST, VSOCK_PKT_HDR_SIZE, VSOCK_TYPE_STREAM } from "../../wire/vsock.ts";
 
@@ -90,8 +91,8 @@ export class VsockMuxer implements ConnListener {
     this.options = { ...DEFAULT_MUXER_OPTIONS, ...options };
     this.rstLocal = new Uint32Array(this.options.maxPendingRst);
     this.rstPeer = new Uint32Array(this.options.maxPendingRst);
-    this.guestCidLo = Number(guestCid & 0xffffffffn);
-    this.guestCidHi = Number((guestCid >> 32n) & 0xffffffffn);
+    this.guestCidLo = cidLo(guestCid);
+    this.guestCidHi = cidHi(guestCid);
     this.history = this.options.trace ? [] : null;
   }
 
